@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * error.c - kvbm_strerror(): one description per return code.
+ */
+#define _GNU_SOURCE
+#include <string.h>
+
+#include "kvbm.h"
+
+static const char *const own_errors[] = {
+	[-(KVBM_EBADMAGIC - KVBM_EBASE)] = "not a kvbm pool segment (bad magic)",
+	[-(KVBM_EABI - KVBM_EBASE)] = "segment built for another ABI version",
+	[-(KVBM_ELAYOUT - KVBM_EBASE)] = "segment layout differs from this build (layout hash)",
+	[-(KVBM_ETRUNCATED - KVBM_EBASE)] = "segment file size differs from its header (truncated?)",
+	[-(KVBM_EINITIALIZING - KVBM_EBASE)] =
+		"segment not initialised (creator busy or died; open with create to re-initialise)",
+	[-(KVBM_EPOISONED - KVBM_EBASE)] =
+		"segment poisoned after a failed repair; destroy and re-create it",
+	[-(KVBM_EPROCFULL - KVBM_EBASE)] = "process table full (max_procs attached)",
+	[-(KVBM_EFORKED - KVBM_EBASE)] =
+		"handle used in a forked child; open the pool again in the child",
+	[-(KVBM_ECORRUPT - KVBM_EBASE)] = "segment header or region table is corrupt",
+	[-(KVBM_EMISMATCH - KVBM_EBASE)] = "pool exists with a different configuration",
+	[-(KVBM_ENOHUGE - KVBM_EBASE)] =
+		"hugepages unavailable for the segment directory (tmpfs needs huge=advise)",
+	[-(KVBM_ESTALE - KVBM_EBASE)] = "stale handle (its slot or attachment was recycled)",
+	[-(KVBM_EFOREIGN - KVBM_EBASE)] = "handle belongs to another pool",
+	[-(KVBM_ENAME - KVBM_EBASE)] =
+		"invalid pool name (1-128 characters of A-Z a-z 0-9 . _ -, not starting with '.')",
+	[-(KVBM_EDEADLK - KVBM_EBASE)] = "this thread already holds the pool mutex",
+};
+
+const char *kvbm_strerror(int err)
+{
+	if (err == 0)
+		return "success";
+	if (err < 0 && err > -4096) {
+		/* strerrordesc_np: static strings, thread-safe unlike strerror */
+		const char *s = strerrordesc_np(-err);
+		return s ? s : "unknown error";
+	}
+	if (err < KVBM_EBASE && err > KVBM_ELAST) {
+		const char *s = own_errors[-(err - KVBM_EBASE)];
+		if (s)
+			return s;
+	}
+	return "unknown kvbm error";
+}
+
+const char *kvbm_version(void)
+{
+#define STR2(x) #x
+#define STR(x) STR2(x)
+	return STR(KVBM_VERSION_MAJOR) "." STR(KVBM_VERSION_MINOR) "." STR(KVBM_VERSION_PATCH);
+}

@@ -1,0 +1,148 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * pool.c - public attach/detach API over shm/.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pool.h"
+#include "../shm/mutex.h"
+#include "../shm/proctable.h"
+
+void kvbm_config_init(struct kvbm_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->block_count = 1024;
+	cfg->block_size = 16;
+	cfg->max_procs = 16;
+	cfg->mode = 0600;
+	cfg->gid = -1;
+	cfg->open_timeout_ms = 10000;
+}
+
+int kvbm_config_to_shm(const struct kvbm_config *cfg, struct kvbm_shm_config *out)
+{
+	struct kvbm_shm_region regions[KVBM_REGION_MAX];
+	uint64_t total;
+
+	memset(out, 0, sizeof(*out));
+	if (cfg->gid < -1 || cfg->gid >= (int64_t)UINT32_MAX)
+		return -EINVAL;
+	out->block_count = cfg->block_count;
+	out->block_size = cfg->block_size;
+	out->max_procs = cfg->max_procs;
+	out->mode = cfg->mode;
+	out->gid = cfg->gid < 0 ? UINT32_MAX : (uint32_t)cfg->gid;
+	out->flags = cfg->flags;
+	/* the layout computation is the one judge of a valid config */
+	return kvbm_seg_layout(out, regions, &total);
+}
+
+static int config_matches(const struct kvbm_shm_config *have, const struct kvbm_shm_config *want)
+{
+	return have->block_count == want->block_count && have->block_size == want->block_size &&
+	       have->max_procs == want->max_procs;
+}
+
+int kvbm_pool_open(const char *name, const struct kvbm_config *cfg, unsigned flags,
+		   struct kvbm_pool **out)
+{
+	struct kvbm_shm_config scfg;
+	unsigned timeout = 10000;
+	struct kvbm_pool *p;
+	int r;
+
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	if (flags & ~(KVBM_OPEN_CREATE | KVBM_OPEN_EXCL))
+		return -EINVAL;
+	if (cfg) {
+		r = kvbm_config_to_shm(cfg, &scfg);
+		if (r < 0)
+			return r;
+		timeout = cfg->open_timeout_ms;
+	} else if (flags & KVBM_OPEN_CREATE) {
+		return -EINVAL;
+	}
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	r = kvbm_seg_open(&p->seg, name, cfg ? &scfg : NULL, flags, timeout);
+	if (r < 0)
+		goto fail;
+	if (cfg && !config_matches(&p->seg.hdr->config, &scfg)) {
+		r = KVBM_EMISMATCH;
+		goto fail_close;
+	}
+	r = kvbm_proc_attach(&p->seg);
+	if (r < 0)
+		goto fail_close;
+	*out = p;
+	return 0;
+fail_close:
+	kvbm_seg_close(&p->seg);
+fail:
+	free(p);
+	return r;
+}
+
+int kvbm_pool_close(struct kvbm_pool *pool)
+{
+	int r = 0;
+
+	if (!pool)
+		return -EINVAL;
+	/* in a forked child: free our copy only, the entry is the parent's */
+	if (kvbm_seg_check(&pool->seg) != KVBM_EFORKED)
+		r = kvbm_proc_detach(&pool->seg);
+	kvbm_seg_close(&pool->seg);
+	free(pool);
+	return r == KVBM_EPOISONED ? 0 : r;
+}
+
+int kvbm_pool_destroy(const char *name, unsigned flags)
+{
+	if (flags & ~KVBM_DESTROY_FORCE)
+		return -EINVAL;
+	return kvbm_seg_destroy(name, flags);
+}
+
+int kvbm_reap(struct kvbm_pool *pool)
+{
+	if (!pool)
+		return -EINVAL;
+	return kvbm_proc_reap(&pool->seg);
+}
+
+int kvbm_pool_info(struct kvbm_pool *pool, struct kvbm_pool_info *info)
+{
+	const struct kvbm_shm_header *h;
+	int r;
+
+	if (!pool || !info)
+		return -EINVAL;
+	r = kvbm_seg_check(&pool->seg);
+	if (r < 0)
+		return r;
+	h = pool->seg.hdr;
+	memset(info, 0, sizeof(*info));
+	snprintf(info->name, sizeof(info->name), "%s", pool->seg.name);
+	info->instance_id = h->instance_id;
+	info->segment_size = h->segment_size;
+	info->config.block_count = h->config.block_count;
+	info->config.block_size = h->config.block_size;
+	info->config.max_procs = h->config.max_procs;
+	info->config.mode = h->config.mode;
+	info->config.gid = h->config.gid == UINT32_MAX ? -1 : (int64_t)h->config.gid;
+	info->config.flags = h->config.flags;
+	info->proc_index = pool->seg.self;
+	info->procs_attached = kvbm_proc_count_active(&pool->seg);
+	info->attach_gen = pool->seg.attach_gen;
+	info->initialized_by_me = pool->seg.initialized_by_me;
+	info->recoveries = __atomic_load_n(&pool->seg.ctl->recoveries, __ATOMIC_RELAXED);
+	return 0;
+}

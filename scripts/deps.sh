@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the build and tests need, when missing.
+# As root it uses apt-get; otherwise it says what to install.
+set -euo pipefail
+
+pkgs=(gcc make pkg-config check libsubunit-dev liburcu-dev libxxhash-dev libjemalloc-dev
+      util-linux python3)
+
+missing=()
+for p in "${pkgs[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+		missing+=("$p")
+	fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -eq 0 ]; then
+	echo "deps: installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+	echo "deps: installing ${missing[*]} (sudo)"
+	sudo -n env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		"${missing[@]}" >/dev/null
+else
+	echo "deps: missing Debian packages: ${missing[*]}" >&2
+	echo "deps: run as root: apt-get install ${missing[*]}" >&2
+	exit 1
+fi

@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * failpoint.c - see failpoint.h. Only compiled into test builds.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "failpoint.h"
+
+#ifdef KVBM_FAILPOINTS
+
+#define FP_MAX 16
+#define FP_NAME 64
+
+struct fp {
+	char name[FP_NAME];
+	unsigned long nth; /* die at this hit (1 = first) */
+	unsigned long hits;
+};
+
+static struct fp fps[FP_MAX];
+static int nfps;
+static pthread_once_t env_once = PTHREAD_ONCE_INIT;
+static int armed_by_call;
+
+static int parse(const char *spec)
+{
+	char buf[FP_MAX * (FP_NAME + 16)];
+	char *save = NULL;
+	int n = 0;
+
+	nfps = 0;
+	if (!spec || !*spec)
+		return 0;
+	if (strlen(spec) >= sizeof(buf))
+		return -EINVAL;
+	strcpy(buf, spec);
+	for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		char *colon = strchr(tok, ':');
+		unsigned long nth = 1;
+
+		if (n == FP_MAX)
+			return -EINVAL;
+		if (colon) {
+			char *end;
+
+			*colon = '\0';
+			nth = strtoul(colon + 1, &end, 10);
+			if (*end || nth == 0)
+				return -EINVAL;
+		}
+		if (!*tok || strlen(tok) >= FP_NAME)
+			return -EINVAL;
+		strcpy(fps[n].name, tok);
+		fps[n].nth = nth;
+		fps[n].hits = 0;
+		n++;
+	}
+	nfps = n;
+	return 0;
+}
+
+static void parse_env(void)
+{
+	if (!armed_by_call && parse(getenv("KVBM_FAILPOINTS")) < 0)
+		nfps = 0;
+}
+
+int kvbm_fp_arm(const char *spec)
+{
+	armed_by_call = 1;
+	pthread_once(&env_once, parse_env);
+	return parse(spec);
+}
+
+void kvbm_fp_hit(const char *name)
+{
+	pthread_once(&env_once, parse_env);
+	for (int i = 0; i < nfps; i++) {
+		if (strcmp(fps[i].name, name) != 0)
+			continue;
+		if (__atomic_add_fetch(&fps[i].hits, 1, __ATOMIC_RELAXED) == fps[i].nth)
+			raise(SIGKILL);
+	}
+}
+
+#endif /* KVBM_FAILPOINTS */

@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * layout.c - the layout hash: FNV-1a over every size and offset of the
+ * shared structs and the ABI facts they rest on (LMDB's MDB_LOCK_FORMAT
+ * idea). Two builds that would disagree on any byte of the segment get
+ * different hashes, and attach refuses with KVBM_ELAYOUT.
+ */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "layout.h"
+
+#define F(type, field) offsetof(type, field), sizeof(((type *)0)->field)
+
+static const uint64_t layout_facts[] = {
+	KVBM_ABI_MAJOR,
+	KVBM_CACHELINE,
+	KVBM_MAX_PROCS,
+	KVBM_REGION_MAX,
+	sizeof(void *),
+	sizeof(pthread_mutex_t),
+	_Alignof(pthread_mutex_t),
+	sizeof(struct kvbm_shm_header),
+	F(struct kvbm_shm_header, magic),
+	F(struct kvbm_shm_header, state),
+	F(struct kvbm_shm_header, name),
+	F(struct kvbm_shm_header, config),
+	F(struct kvbm_shm_header, regions),
+	sizeof(struct kvbm_shm_config),
+	sizeof(struct kvbm_shm_control),
+	F(struct kvbm_shm_control, owner_pid),
+	F(struct kvbm_shm_control, op),
+	F(struct kvbm_shm_control, recoveries),
+	F(struct kvbm_shm_control, attach_gen),
+	sizeof(struct kvbm_shm_op),
+	sizeof(struct kvbm_shm_proc),
+	F(struct kvbm_shm_proc, starttime),
+	F(struct kvbm_shm_proc, attach_gen),
+};
+
+uint64_t kvbm_layout_hash(void)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (size_t i = 0; i < sizeof(layout_facts) / sizeof(layout_facts[0]); i++) {
+		for (int b = 0; b < 8; b++) {
+			h ^= (layout_facts[i] >> (8 * b)) & 0xff;
+			h *= 0x100000001b3ull;
+		}
+	}
+	return h;
+}

@@ -1,0 +1,152 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * layout.h - the shared-memory layout of a kvbm pool segment. PRIVATE.
+ *
+ * Every struct in this file is ABI: it is what several processes, possibly
+ * built at different times, read and write at once. Rules:
+ *  - no pointers, only 32/64-bit indices and offsets, bounds-checked on read;
+ *  - every size and offset is pinned below with a static assert, and folded
+ *    into the layout hash stored in the header (kvbm_layout_hash());
+ *  - a change here bumps KVBM_ABI_MAJOR (incompatible) or _MINOR (additive).
+ *
+ * Segment map (each region 64-byte aligned; the header has its own page):
+ *   header | control block | process table | ... (regions added by lib/)
+ */
+#ifndef KVBM_SHM_LAYOUT_H
+#define KVBM_SHM_LAYOUT_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stddef.h>
+
+#include "kvbm.h"
+
+#define KVBM_SHM_MAGIC 0x00314d48534d424bull /* "KBMSHM1\0" little-endian */
+#define KVBM_ABI_MAJOR 1
+#define KVBM_ABI_MINOR 0
+#define KVBM_CACHELINE 64
+#define KVBM_PAGE 4096
+#define KVBM_HUGEPAGE (2u << 20)
+
+/* header.state: READY is release-stored last by the creator */
+enum kvbm_seg_state {
+	KVBM_SEG_EMPTY = 0, /* zero-filled, nothing written yet */
+	KVBM_SEG_INITIALIZING = 0x494e4954, /* "INIT" */
+	KVBM_SEG_READY = 0x52454459,        /* "READY" */
+	KVBM_SEG_POISONED = 0x504f4953,     /* "POIS": repair failed, refuse all */
+};
+
+/* region table indices */
+enum kvbm_region {
+	KVBM_REGION_CONTROL = 0,
+	KVBM_REGION_PROCS = 1,
+	KVBM_REGION_NUSED = 2, /* regions this ABI defines */
+	KVBM_REGION_MAX = 16,  /* room in the header */
+};
+
+/* OFD lock bytes of the segment file (see shm/segment.c) */
+#define KVBM_LOCK_INIT_BYTE 0          /* write: initialising; read: attached */
+#define KVBM_LOCK_LIVENESS_BASE 1      /* + proc index: held by that attacher */
+
+struct kvbm_shm_config {
+	uint32_t block_count;
+	uint32_t block_size;
+	uint32_t max_procs;
+	uint32_t mode;
+	uint32_t gid;   /* UINT32_MAX: creator's */
+	uint32_t flags; /* KVBM_CFG_* */
+	uint32_t reserved[10];
+};
+
+struct kvbm_shm_region {
+	uint64_t offset;
+	uint64_t size;
+};
+
+struct kvbm_shm_header {
+	uint64_t magic;
+	uint16_t abi_major;
+	uint16_t abi_minor;
+	uint32_t header_size;
+	uint64_t layout_hash;
+	uint64_t segment_size;
+	uint64_t instance_id; /* random per (re)initialisation */
+	uint32_t state;       /* enum kvbm_seg_state; atomic */
+	uint32_t nregions;
+	uint64_t created_ns;  /* CLOCK_REALTIME at initialisation */
+	uint32_t creator_pid;
+	uint32_t reserved0;
+	char name[KVBM_NAME_MAX + 8];
+	struct kvbm_shm_config config;
+	struct kvbm_shm_region regions[KVBM_REGION_MAX];
+	uint8_t pad[KVBM_PAGE - 64 - (KVBM_NAME_MAX + 8) - 64 - 16 * KVBM_REGION_MAX];
+};
+
+/*
+ * Op record: written by the mutex holder before a multi-step update and
+ * cleared after it, so that the next locker, on EOWNERDEAD, knows what the
+ * dead owner was doing and can finish or undo it.
+ */
+enum kvbm_op {
+	KVBM_OP_NONE = 0,
+	KVBM_OP_ATTACH = 1, /* arg0 = proc index being claimed */
+	KVBM_OP_DETACH = 2, /* arg0 = proc index being freed */
+	KVBM_OP_REAP = 3,   /* arg0 = proc index being reaped */
+};
+
+struct kvbm_shm_op {
+	uint32_t op;
+	uint32_t step;
+	uint32_t proc; /* index of the process that wrote it */
+	uint32_t arg0;
+	uint64_t arg1;
+	uint64_t arg2;
+};
+
+struct kvbm_shm_control {
+	_Alignas(KVBM_CACHELINE) pthread_mutex_t mutex; /* robust, pshared, NORMAL, no PI */
+	/* below, on their own lines: written only by the mutex holder */
+	_Alignas(KVBM_CACHELINE) uint32_t owner_pid; /* diagnostics: 0 = none */
+	uint32_t owner_proc; /* its process-table index */
+	uint64_t lock_count; /* acquisitions, drives periodic reaping */
+	struct kvbm_shm_op op;
+	uint64_t recoveries;       /* EOWNERDEAD recoveries completed */
+	uint64_t last_recovery_ns; /* CLOCK_REALTIME of the last one */
+	uint64_t reaps;            /* dead processes reaped */
+	uint64_t attach_gen;       /* last attach generation handed out */
+};
+
+enum kvbm_proc_state {
+	KVBM_PROC_FREE = 0,
+	KVBM_PROC_ACTIVE = 1,
+	KVBM_PROC_RECLAIMING = 2, /* being reaped (under the mutex) */
+};
+
+/* One process-table entry, one cache line. Written under the pool mutex. */
+struct kvbm_shm_proc {
+	uint32_t state; /* enum kvbm_proc_state; atomic */
+	uint32_t pid;
+	uint64_t starttime;  /* /proc/<pid>/stat field 22, clock ticks since boot */
+	uint64_t attach_gen; /* control.attach_gen at attach: unique per attach */
+	uint64_t attach_ns;  /* CLOCK_REALTIME at attach */
+	uint32_t uid;
+	uint32_t reserved[7];
+};
+
+_Static_assert(sizeof(struct kvbm_shm_config) == 64, "config size");
+_Static_assert(sizeof(struct kvbm_shm_header) == KVBM_PAGE, "header is one page");
+_Static_assert(offsetof(struct kvbm_shm_header, state) == 40, "header.state");
+_Static_assert(offsetof(struct kvbm_shm_header, name) == 64, "header.name");
+_Static_assert(offsetof(struct kvbm_shm_header, config) == 200, "header.config");
+_Static_assert(offsetof(struct kvbm_shm_header, regions) == 264, "header.regions");
+_Static_assert(sizeof(struct kvbm_shm_op) == 32, "op record");
+_Static_assert(sizeof(struct kvbm_shm_control) % KVBM_CACHELINE == 0, "control lines");
+_Static_assert(offsetof(struct kvbm_shm_control, owner_pid) % KVBM_CACHELINE == 0,
+	       "mutex on its own line");
+_Static_assert(sizeof(struct kvbm_shm_proc) == KVBM_CACHELINE, "proc entry is one line");
+_Static_assert(KVBM_MAX_PROCS <= 64, "holder mask is 64 bits");
+
+/* Hash over every size/offset above plus the ABI facts they depend on. */
+uint64_t kvbm_layout_hash(void);
+
+#endif /* KVBM_SHM_LAYOUT_H */

@@ -1,0 +1,143 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * mutex.c - see mutex.h.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "failpoint.h"
+#include "mutex.h"
+#include "proctable.h"
+#include "segment.h"
+
+/* glibc's encoding of the robust mutex word (nptl/pthreadP.h, linux/futex.h) */
+#define FUTEX_WAITERS_BIT 0x80000000u
+#define FUTEX_OWNER_DIED_BIT 0x40000000u
+#define FUTEX_TID_BITS 0x3fffffffu
+#define GLIBC_MUTEX_INCONSISTENT INT_MAX
+#define GLIBC_MUTEX_NOTRECOVERABLE (INT_MAX - 1)
+
+int kvbm_mutex_init(pthread_mutex_t *m)
+{
+	pthread_mutexattr_t a;
+	int r;
+
+	r = pthread_mutexattr_init(&a);
+	if (r)
+		return -r;
+	/* NORMAL type and no priority inheritance: PI futexes and the
+	 * errorcheck TID comparisons misbehave across PID namespaces */
+	r = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+	if (!r)
+		r = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+	if (!r)
+		r = pthread_mutexattr_settype(&a, PTHREAD_MUTEX_NORMAL);
+	if (!r)
+		r = pthread_mutex_init(m, &a);
+	pthread_mutexattr_destroy(&a);
+	return -r;
+}
+
+static pid_t self_tid(void)
+{
+	static _Thread_local pid_t tid;
+
+	if (!tid)
+		tid = gettid();
+	return tid;
+}
+
+static void poison(struct kvbm_seg *seg)
+{
+	/* release: pairs with the acquire load in kvbm_seg_check() */
+	__atomic_store_n(&seg->hdr->state, KVBM_SEG_POISONED, __ATOMIC_RELEASE);
+	seg->ctl->owner_pid = 0;
+	seg->lock_tid = 0;
+	/* unlocking without pthread_mutex_consistent() leaves the mutex
+	 * ENOTRECOVERABLE for every later locker */
+	pthread_mutex_unlock(&seg->ctl->mutex);
+}
+
+/* We own the mutex after its previous owner died mid-section. */
+static int recover(struct kvbm_seg *seg)
+{
+	struct kvbm_shm_control *ctl = seg->ctl;
+	struct kvbm_shm_op op = ctl->op;
+	int r;
+
+	KVBM_FAILPOINT("shm.recover.begin");
+	r = kvbm_proc_recover_op(seg, &op);
+	if (r == 0 && seg->recover)
+		r = seg->recover(seg, &op, seg->recover_arg);
+	if (r < 0)
+		return r;
+	memset(&ctl->op, 0, sizeof(ctl->op));
+	r = kvbm_proc_reap_locked(seg);
+	if (r < 0)
+		return r;
+	ctl->recoveries++;
+	ctl->last_recovery_ns = kvbm_now_ns();
+	KVBM_FAILPOINT("shm.recover.end");
+	return 0;
+}
+
+int kvbm_seg_lock(struct kvbm_seg *seg)
+{
+	int r = kvbm_seg_check(seg);
+
+	if (r < 0)
+		return r;
+	if (__atomic_load_n(&seg->lock_tid, __ATOMIC_RELAXED) == self_tid())
+		return KVBM_EDEADLK;
+	r = pthread_mutex_lock(&seg->ctl->mutex);
+	if (r == EOWNERDEAD) {
+		seg->ctl->owner_pid = (uint32_t)seg->pid;
+		seg->lock_tid = self_tid();
+		r = recover(seg);
+		if (r < 0) {
+			poison(seg);
+			return KVBM_EPOISONED;
+		}
+		pthread_mutex_consistent(&seg->ctl->mutex);
+	} else if (r == ENOTRECOVERABLE) {
+		__atomic_store_n(&seg->hdr->state, KVBM_SEG_POISONED, __ATOMIC_RELEASE);
+		return KVBM_EPOISONED;
+	} else if (r != 0) {
+		return -r;
+	}
+	/* the segment may have been poisoned while we waited */
+	if (__atomic_load_n(&seg->hdr->state, __ATOMIC_ACQUIRE) == KVBM_SEG_POISONED) {
+		pthread_mutex_unlock(&seg->ctl->mutex);
+		return KVBM_EPOISONED;
+	}
+	seg->ctl->owner_pid = (uint32_t)seg->pid;
+	seg->ctl->owner_proc = seg->self;
+	seg->ctl->lock_count++;
+	__atomic_store_n(&seg->lock_tid, self_tid(), __ATOMIC_RELAXED);
+	return 0;
+}
+
+void kvbm_seg_unlock(struct kvbm_seg *seg)
+{
+	seg->ctl->owner_pid = 0;
+	seg->ctl->owner_proc = UINT32_MAX;
+	__atomic_store_n(&seg->lock_tid, 0, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&seg->ctl->mutex);
+}
+
+void kvbm_mutex_view(const pthread_mutex_t *m, struct kvbm_mutex_view *v)
+{
+	unsigned word = (unsigned)__atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED);
+	int owner = __atomic_load_n(&m->__data.__owner, __ATOMIC_RELAXED);
+
+	memset(v, 0, sizeof(*v));
+	v->tid = word & FUTEX_TID_BITS;
+	v->owner_died = (word & FUTEX_OWNER_DIED_BIT) != 0;
+	v->waiters = (word & FUTEX_WAITERS_BIT) != 0;
+	v->locked = v->tid != 0;
+	v->inconsistent = owner == GLIBC_MUTEX_INCONSISTENT;
+	v->notrecoverable = owner == GLIBC_MUTEX_NOTRECOVERABLE;
+}

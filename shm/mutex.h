@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * mutex.h - the pool's robust, process-shared mutex. PRIVATE.
+ *
+ * Rules:
+ *  - critical sections are short: no logging, no allocation, no blocking
+ *    syscall under the lock (attach's OFD lock is the one rare exception);
+ *  - never unmap the segment or exec while holding it (the kernel walks the
+ *    robust list through the owner's mappings: glibc BZ 14485);
+ *  - a multi-step update writes the op record (control.op) first and clears
+ *    it last, so that on EOWNERDEAD the next locker can finish or undo it.
+ *
+ * On EOWNERDEAD kvbm_seg_lock() repairs the process table, calls the
+ * segment's recovery hook with the dead owner's op record, reaps dead
+ * processes and only then marks the mutex consistent. If the hook fails the
+ * segment is marked POISONED and the mutex left unrecoverable: every process
+ * gets KVBM_EPOISONED instead of corrupt data.
+ */
+#ifndef KVBM_SHM_MUTEX_H
+#define KVBM_SHM_MUTEX_H
+
+#include <pthread.h>
+
+struct kvbm_seg;
+
+int kvbm_mutex_init(pthread_mutex_t *m);
+
+/* Returns 0 (after a recovery too), KVBM_EFORKED, KVBM_EPOISONED,
+ * KVBM_EDEADLK (this thread holds it already) or a negative errno. */
+int kvbm_seg_lock(struct kvbm_seg *seg);
+void kvbm_seg_unlock(struct kvbm_seg *seg);
+
+/* Describes the mutex word for diagnostics (glibc layout): 0 unlocked,
+ * else fills *tid (0 if the owner died) and the flags. */
+struct kvbm_mutex_view {
+	int locked;
+	int owner_died;     /* FUTEX_OWNER_DIED set, not yet recovered */
+	int inconsistent;   /* taken after owner death, consistent not yet called */
+	int notrecoverable; /* unlocked without consistent: permanently broken */
+	int waiters;
+	unsigned tid;
+};
+void kvbm_mutex_view(const pthread_mutex_t *m, struct kvbm_mutex_view *v);
+
+#endif /* KVBM_SHM_MUTEX_H */

@@ -1,0 +1,615 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * segment.c - see segment.h for the protocol.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "failpoint.h"
+#include "liveness.h"
+#include "mutex.h"
+#include "segment.h"
+
+unsigned kvbm_fork_gen;
+
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void atfork_child(void)
+{
+	/* the child inherits the mappings and fds but is not an attacher */
+	__atomic_add_fetch(&kvbm_fork_gen, 1, __ATOMIC_RELAXED);
+}
+
+static void register_atfork(void)
+{
+	pthread_atfork(NULL, NULL, atfork_child);
+}
+
+uint64_t kvbm_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000ull + (uint64_t)ts.tv_nsec / 1000000ull;
+}
+
+const char *kvbm_shm_dir(void)
+{
+	const char *d = getenv("KVBM_SHM_DIR");
+
+	return d && *d ? d : "/dev/shm";
+}
+
+int kvbm_seg_path(const char *name, char *path, size_t pathlen, char *bare, int allow_path)
+{
+	if (!name)
+		return KVBM_ENAME;
+	if (allow_path && strchr(name + (name[0] == '/'), '/')) {
+		if (strlen(name) >= pathlen)
+			return KVBM_ENAME;
+		strcpy(path, name);
+		const char *b = strrchr(name, '/') + 1;
+		snprintf(bare, KVBM_NAME_MAX + 1, "%s", strncmp(b, "kvbm.", 5) ? b : b + 5);
+		return 0;
+	}
+	if (name[0] == '/')
+		name++;
+	size_t n = strlen(name);
+	if (n == 0 || n > KVBM_NAME_MAX || name[0] == '.')
+		return KVBM_ENAME;
+	for (size_t i = 0; i < n; i++) {
+		char c = name[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return KVBM_ENAME;
+	}
+	if ((size_t)snprintf(path, pathlen, "%s/kvbm.%s", kvbm_shm_dir(), name) >= pathlen)
+		return KVBM_ENAME;
+	strcpy(bare, name);
+	return 0;
+}
+
+static uint64_t align_up(uint64_t v, uint64_t a)
+{
+	return (v + a - 1) / a * a;
+}
+
+static int config_sane(const struct kvbm_shm_config *cfg)
+{
+	if (cfg->block_count == 0 || cfg->block_count > KVBM_MAX_BLOCKS)
+		return 0;
+	if (cfg->block_size == 0 || cfg->block_size > 1024 ||
+	    (cfg->block_size & (cfg->block_size - 1)))
+		return 0;
+	if (cfg->max_procs == 0 || cfg->max_procs > KVBM_MAX_PROCS)
+		return 0;
+	if ((cfg->mode & ~0777u) || (cfg->mode & 0600) != 0600)
+		return 0;
+	if (cfg->flags & ~KVBM_CFG_HUGEPAGES)
+		return 0;
+	return 1;
+}
+
+int kvbm_seg_layout(const struct kvbm_shm_config *cfg, struct kvbm_shm_region *regions,
+		    uint64_t *total)
+{
+	uint64_t off = sizeof(struct kvbm_shm_header);
+
+	if (!config_sane(cfg))
+		return -EINVAL;
+	memset(regions, 0, sizeof(*regions) * KVBM_REGION_MAX);
+	regions[KVBM_REGION_CONTROL].offset = off;
+	regions[KVBM_REGION_CONTROL].size = sizeof(struct kvbm_shm_control);
+	off = align_up(off + regions[KVBM_REGION_CONTROL].size, KVBM_CACHELINE);
+	regions[KVBM_REGION_PROCS].offset = off;
+	regions[KVBM_REGION_PROCS].size = (uint64_t)cfg->max_procs * sizeof(struct kvbm_shm_proc);
+	off = align_up(off + regions[KVBM_REGION_PROCS].size, KVBM_CACHELINE);
+	*total = align_up(off, (cfg->flags & KVBM_CFG_HUGEPAGES) ? KVBM_HUGEPAGE : KVBM_PAGE);
+	return 0;
+}
+
+int kvbm_seg_check_header(const struct kvbm_shm_header *hdr, uint64_t file_size)
+{
+	struct kvbm_shm_region want[KVBM_REGION_MAX];
+	uint64_t total;
+
+	if (file_size < sizeof(*hdr))
+		return KVBM_ETRUNCATED;
+	if (hdr->magic != KVBM_SHM_MAGIC)
+		return KVBM_EBADMAGIC;
+	if (hdr->abi_major != KVBM_ABI_MAJOR)
+		return KVBM_EABI;
+	if (hdr->header_size != sizeof(*hdr) || hdr->layout_hash != kvbm_layout_hash())
+		return KVBM_ELAYOUT;
+	if (hdr->segment_size != file_size)
+		return KVBM_ETRUNCATED;
+	/* the region table must be exactly what this build computes for the
+	 * stored config: every later index into the segment relies on it */
+	if (hdr->nregions != KVBM_REGION_NUSED || kvbm_seg_layout(&hdr->config, want, &total) < 0)
+		return KVBM_ECORRUPT;
+	if (total != hdr->segment_size || memcmp(want, hdr->regions, sizeof(want)) != 0)
+		return KVBM_ECORRUPT;
+	if (memchr(hdr->name, '\0', sizeof(hdr->name)) == NULL)
+		return KVBM_ECORRUPT;
+	return 0;
+}
+
+int kvbm_seg_check_state(uint32_t state)
+{
+	switch (state) {
+	case KVBM_SEG_READY:
+		return 0;
+	case KVBM_SEG_EMPTY:
+	case KVBM_SEG_INITIALIZING:
+		return KVBM_EINITIALIZING;
+	case KVBM_SEG_POISONED:
+		return KVBM_EPOISONED;
+	}
+	return KVBM_ECORRUPT;
+}
+
+const char *kvbm_seg_state_name(uint32_t state)
+{
+	switch (state) {
+	case KVBM_SEG_EMPTY:
+		return "EMPTY";
+	case KVBM_SEG_INITIALIZING:
+		return "INITIALIZING";
+	case KVBM_SEG_READY:
+		return "READY";
+	case KVBM_SEG_POISONED:
+		return "POISONED";
+	}
+	return "UNKNOWN";
+}
+
+int kvbm_seg_check(const struct kvbm_seg *seg)
+{
+	if (__atomic_load_n(&kvbm_fork_gen, __ATOMIC_RELAXED) != seg->fork_gen)
+		return KVBM_EFORKED;
+	/* acquire: pairs with the release store of POISONED in mutex.c */
+	if (__atomic_load_n(&seg->hdr->state, __ATOMIC_ACQUIRE) == KVBM_SEG_POISONED)
+		return KVBM_EPOISONED;
+	return 0;
+}
+
+/* Same inode at @path as behind @fd? Guards against a name that was
+ * destroyed (or destroyed and re-created) while we waited for a lock. */
+static int same_file(int fd, const char *path)
+{
+	struct stat a, b;
+
+	if (fstat(fd, &a) < 0 || stat(path, &b) < 0)
+		return 0;
+	return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+static int read_header(int fd, struct kvbm_shm_header *hdr, uint64_t *file_size)
+{
+	struct stat st;
+	ssize_t n;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	*file_size = (uint64_t)st.st_size;
+	memset(hdr, 0, sizeof(*hdr));
+	n = pread(fd, hdr, sizeof(*hdr), 0);
+	if (n < 0)
+		return -errno;
+	return 0;
+}
+
+/* Whether transparent hugepages can back files in directory @dir. */
+static int thp_available(const char *dir)
+{
+	char buf[512], best_opts[512] = "";
+	size_t best_len = 0;
+	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/shmem_enabled", "re");
+
+	if (f) {
+		char *s = fgets(buf, sizeof(buf), f);
+		fclose(f);
+		if (s && strstr(buf, "[deny]"))
+			return 0;
+		if (s && strstr(buf, "[force]"))
+			return 1;
+	}
+	/* otherwise the tmpfs mount's own huge= option decides */
+	f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return 0;
+	while (fgets(buf, sizeof(buf), f)) {
+		char mnt[256], fstype[64], opts[256];
+		char *sep = strstr(buf, " - ");
+
+		if (!sep || sscanf(buf, "%*s %*s %*s %*s %255s", mnt) != 1 ||
+		    sscanf(sep + 3, "%63s %*s %255s", fstype, opts) != 2)
+			continue;
+		size_t l = strlen(mnt);
+		if (strncmp(dir, mnt, l) != 0 || (dir[l] != '/' && dir[l] != '\0' && l != 1))
+			continue;
+		if (l >= best_len) {
+			best_len = l;
+			snprintf(best_opts, sizeof(best_opts), "%s %s", fstype, opts);
+		}
+	}
+	fclose(f);
+	return strncmp(best_opts, "tmpfs ", 6) == 0 &&
+	       (strstr(best_opts, "huge=always") || strstr(best_opts, "huge=within_size") ||
+		strstr(best_opts, "huge=advise"));
+}
+
+static void seg_set_regions(struct kvbm_seg *seg)
+{
+	struct kvbm_shm_header *h = seg->hdr;
+
+	seg->ctl = (struct kvbm_shm_control *)(seg->base + h->regions[KVBM_REGION_CONTROL].offset);
+	seg->procs = (struct kvbm_shm_proc *)(seg->base + h->regions[KVBM_REGION_PROCS].offset);
+}
+
+static int map_segment(struct kvbm_seg *seg, uint64_t size, int prot, int populate)
+{
+	void *p = mmap(NULL, size, prot, MAP_SHARED | (populate ? MAP_POPULATE : 0), seg->fd, 0);
+
+	if (p == MAP_FAILED)
+		return -errno;
+	seg->base = p;
+	seg->size = size;
+	seg->hdr = p;
+	return 0;
+}
+
+static void unmap_segment(struct kvbm_seg *seg)
+{
+	if (seg->base)
+		munmap(seg->base, seg->size);
+	seg->base = NULL;
+	seg->hdr = NULL;
+	seg->ctl = NULL;
+	seg->procs = NULL;
+}
+
+/*
+ * Builds a fresh segment in @seg->fd. Caller holds the init write lock, so
+ * no one else reads the file until READY is stored and the lock downgraded.
+ * A crash anywhere in here leaves state != READY with the write lock
+ * dropped by the kernel: the next opener initialises again.
+ */
+static int seg_initialize(struct kvbm_seg *seg, const struct kvbm_shm_config *cfg)
+{
+	struct kvbm_shm_region regions[KVBM_REGION_MAX];
+	uint64_t total, id = 0;
+	int r;
+
+	r = kvbm_seg_layout(cfg, regions, &total);
+	if (r < 0)
+		return r;
+	if ((cfg->flags & KVBM_CFG_HUGEPAGES) && !thp_available(kvbm_shm_dir()))
+		return KVBM_ENOHUGE;
+	/* truncate to 0 first: a dead creator's half-written bytes go away */
+	if (ftruncate(seg->fd, 0) < 0 || ftruncate(seg->fd, (off_t)total) < 0)
+		return -errno;
+	/* reserve every page now, so a full /dev/shm fails here with ENOSPC
+	 * instead of as SIGBUS in some attacher later */
+	r = posix_fallocate(seg->fd, 0, (off_t)total);
+	if (r != 0)
+		return -r;
+	r = map_segment(seg, total, PROT_READ | PROT_WRITE, 1);
+	if (r < 0)
+		return r;
+	if ((cfg->flags & KVBM_CFG_HUGEPAGES) && madvise(seg->base, total, MADV_HUGEPAGE) < 0) {
+		r = KVBM_ENOHUGE;
+		goto fail;
+	}
+
+	struct kvbm_shm_header *h = seg->hdr;
+	h->magic = KVBM_SHM_MAGIC;
+	h->abi_major = KVBM_ABI_MAJOR;
+	h->abi_minor = KVBM_ABI_MINOR;
+	h->header_size = sizeof(*h);
+	h->layout_hash = kvbm_layout_hash();
+	h->segment_size = total;
+	h->state = KVBM_SEG_INITIALIZING;
+	h->nregions = KVBM_REGION_NUSED;
+	h->created_ns = kvbm_now_ns();
+	h->creator_pid = (uint32_t)getpid();
+	snprintf(h->name, sizeof(h->name), "%s", seg->name);
+	h->config = *cfg;
+	memcpy(h->regions, regions, sizeof(regions));
+	seg_set_regions(seg);
+	KVBM_FAILPOINT("shm.init.header");
+
+	r = kvbm_mutex_init(&seg->ctl->mutex);
+	if (r < 0)
+		goto fail;
+	KVBM_FAILPOINT("shm.init.regions");
+
+	while (id == 0) {
+		if (getrandom(&id, sizeof(id), 0) != sizeof(id)) {
+			r = -errno;
+			goto fail;
+		}
+	}
+	h->instance_id = id;
+	/* release: every initialising store above is visible to whoever
+	 * acquire-loads READY (attachers also synchronise through the lock) */
+	__atomic_store_n(&h->state, KVBM_SEG_READY, __ATOMIC_RELEASE);
+	KVBM_FAILPOINT("shm.init.ready");
+	seg->initialized_by_me = 1;
+	return 0;
+fail:
+	unmap_segment(seg);
+	return r;
+}
+
+/* Maps a READY segment whose init lock we hold (read or write). */
+static int seg_attach_map(struct kvbm_seg *seg)
+{
+	struct kvbm_shm_header hdr;
+	uint64_t fsize;
+	int r;
+
+	r = read_header(seg->fd, &hdr, &fsize);
+	if (r < 0)
+		return r;
+	r = kvbm_seg_check_header(&hdr, fsize);
+	if (r < 0)
+		return r;
+	r = kvbm_seg_check_state(hdr.state);
+	if (r < 0)
+		return r;
+	r = map_segment(seg, hdr.segment_size, PROT_READ | PROT_WRITE, 1);
+	if (r < 0)
+		return r;
+	if (hdr.config.flags & KVBM_CFG_HUGEPAGES)
+		(void)madvise(seg->base, seg->size, MADV_HUGEPAGE);
+	/* re-check on the mapping: the header we validated is the one we use */
+	r = kvbm_seg_check_header(seg->hdr, fsize);
+	if (r == 0)
+		r = kvbm_seg_check_state(__atomic_load_n(&seg->hdr->state, __ATOMIC_ACQUIRE));
+	if (r < 0) {
+		unmap_segment(seg);
+		return r;
+	}
+	seg_set_regions(seg);
+	return 0;
+}
+
+/* Opens the file; *created tells whether this call created it. */
+static int open_file(struct kvbm_seg *seg, const struct kvbm_shm_config *cfg, unsigned flags,
+		     int *created)
+{
+	int fd;
+
+	*created = 0;
+	if (flags & KVBM_OPEN_CREATE) {
+		fd = open(seg->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+			  cfg->mode);
+		if (fd >= 0) {
+			*created = 1;
+			/* open() applied the umask; the config's mode is what
+			 * the operator asked for */
+			if (fchmod(fd, cfg->mode) < 0 ||
+			    (cfg->gid != UINT32_MAX && fchown(fd, (uid_t)-1, cfg->gid) < 0)) {
+				int e = -errno;
+				unlink(seg->path);
+				close(fd);
+				return e;
+			}
+			return fd;
+		}
+		if (errno != EEXIST)
+			return -errno;
+		if (flags & KVBM_OPEN_EXCL)
+			return -EEXIST;
+	}
+	fd = open(seg->path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	return fd < 0 ? -errno : fd;
+}
+
+/*
+ * We hold the init write lock: nobody is attached. Adopt a READY segment,
+ * or (with CREATE) initialise an empty one or one a dead creator left
+ * INITIALIZING. Returns 0 still holding the write lock, -EAGAIN to retry
+ * later (attach-only opener on a segment nobody has initialised yet), or an
+ * error.
+ */
+static int seg_sole_open(struct kvbm_seg *seg, const struct kvbm_shm_config *cfg, unsigned flags)
+{
+	struct kvbm_shm_header hdr;
+	uint64_t fsize;
+	int r;
+
+	r = read_header(seg->fd, &hdr, &fsize);
+	if (r < 0)
+		return r;
+	if (hdr.magic == KVBM_SHM_MAGIC && hdr.state == KVBM_SEG_READY)
+		return seg_attach_map(seg);
+	if (hdr.magic == KVBM_SHM_MAGIC && hdr.state == KVBM_SEG_POISONED)
+		return KVBM_EPOISONED;
+	if (hdr.magic != KVBM_SHM_MAGIC && hdr.magic != 0)
+		return KVBM_EBADMAGIC; /* not ours: never overwrite it */
+	if (!(flags & KVBM_OPEN_CREATE) || !cfg)
+		return -EAGAIN;
+	r = seg_initialize(seg, cfg);
+	if (r < 0 && same_file(seg->fd, seg->path)) {
+		/* leave no unusable file behind; openers queued on it notice
+		 * the unlink through same_file() and start over */
+		unlink(seg->path);
+	}
+	return r;
+}
+
+/* Polls for the init read lock until @deadline (ms, monotonic). */
+static int wait_read_lock(int fd, uint64_t deadline)
+{
+	struct timespec ts = {0, 200000};
+
+	for (;;) {
+		int r = kvbm_ofd_trylock(fd, KVBM_LOCK_INIT_BYTE, F_RDLCK);
+		if (r != -EAGAIN)
+			return r;
+		if (mono_ms() >= deadline)
+			return -ETIMEDOUT;
+		nanosleep(&ts, NULL);
+		if (ts.tv_nsec < 8000000)
+			ts.tv_nsec *= 2;
+	}
+}
+
+static int seg_open_once(struct kvbm_seg *seg, const struct kvbm_shm_config *cfg,
+			 unsigned flags, uint64_t deadline)
+{
+	int created, r;
+
+	r = open_file(seg, cfg, flags, &created);
+	if (r < 0)
+		return r;
+	seg->fd = r;
+
+	r = kvbm_ofd_trylock(seg->fd, KVBM_LOCK_INIT_BYTE, F_WRLCK);
+	if (r == 0) {
+		if (!same_file(seg->fd, seg->path))
+			return -EAGAIN;
+		r = seg_sole_open(seg, cfg, flags);
+		if (r < 0)
+			return r;
+		/* downgrade write -> read: atomic for one open file description */
+		return kvbm_ofd_trylock(seg->fd, KVBM_LOCK_INIT_BYTE, F_RDLCK);
+	}
+	if (r != -EAGAIN)
+		return r;
+
+	/* someone is attached, or a creator is initialising: queue */
+	r = wait_read_lock(seg->fd, deadline);
+	if (r < 0)
+		return r == -ETIMEDOUT ? KVBM_EINITIALIZING : r;
+	if (!same_file(seg->fd, seg->path))
+		return -EAGAIN;
+	r = seg_attach_map(seg);
+	/* not READY although nobody holds the write lock: its creator died */
+	return r == KVBM_EINITIALIZING ? -EAGAIN : r;
+}
+
+int kvbm_seg_open(struct kvbm_seg *seg, const char *name, const struct kvbm_shm_config *cfg,
+		  unsigned flags, unsigned timeout_ms)
+{
+	uint64_t deadline = mono_ms() + timeout_ms;
+	struct timespec pause = {0, 1000000};
+	int r;
+
+	memset(seg, 0, sizeof(*seg));
+	seg->fd = -1;
+	seg->self = UINT32_MAX;
+	pthread_once(&atfork_once, register_atfork);
+	r = kvbm_seg_path(name, seg->path, sizeof(seg->path), seg->name, 0);
+	if (r < 0)
+		return r;
+	if ((flags & KVBM_OPEN_CREATE) && !cfg)
+		return -EINVAL;
+	seg->pid = getpid();
+	seg->fork_gen = __atomic_load_n(&kvbm_fork_gen, __ATOMIC_RELAXED);
+
+	for (;;) {
+		r = seg_open_once(seg, cfg, flags, deadline);
+		if (r != -EAGAIN)
+			break;
+		/* the file was replaced, or no creator has finished it yet */
+		kvbm_seg_close(seg);
+		if (mono_ms() >= deadline) {
+			r = KVBM_EINITIALIZING;
+			break;
+		}
+		nanosleep(&pause, NULL);
+	}
+	if (r < 0) {
+		kvbm_seg_close(seg);
+		return r;
+	}
+	return 0;
+}
+
+int kvbm_seg_open_ro(struct kvbm_seg *seg, const char *name, struct kvbm_shm_header *hdr_copy,
+		     int *valid)
+{
+	uint64_t fsize;
+	int r;
+
+	memset(seg, 0, sizeof(*seg));
+	seg->self = UINT32_MAX;
+	seg->read_only = 1;
+	r = kvbm_seg_path(name, seg->path, sizeof(seg->path), seg->name, 1);
+	if (r < 0)
+		return r;
+	seg->fd = open(seg->path, O_RDONLY | O_CLOEXEC);
+	if (seg->fd < 0)
+		return -errno;
+	r = read_header(seg->fd, hdr_copy, &fsize);
+	if (r < 0) {
+		kvbm_seg_close(seg);
+		return r;
+	}
+	*valid = kvbm_seg_check_header(hdr_copy, fsize);
+	if (*valid == 0) {
+		r = map_segment(seg, fsize, PROT_READ, 0);
+		if (r < 0) {
+			kvbm_seg_close(seg);
+			return r;
+		}
+		seg_set_regions(seg);
+	}
+	return 0;
+}
+
+void kvbm_seg_close(struct kvbm_seg *seg)
+{
+	unmap_segment(seg);
+	if (seg->fd >= 0)
+		close(seg->fd);
+	seg->fd = -1;
+}
+
+int kvbm_seg_destroy(const char *name, unsigned flags)
+{
+	char path[PATH_MAX], bare[KVBM_NAME_MAX + 1];
+	int fd, r;
+
+	r = kvbm_seg_path(name, path, sizeof(path), bare, 0);
+	if (r < 0)
+		return r;
+	fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	/* holding the init write lock proves no one is attached, and keeps
+	 * anyone from attaching until the name is gone */
+	r = kvbm_ofd_trylock(fd, KVBM_LOCK_INIT_BYTE, F_WRLCK);
+	if (r == -EAGAIN && !(flags & KVBM_DESTROY_FORCE)) {
+		close(fd);
+		return -EBUSY;
+	}
+	if (r < 0 && r != -EAGAIN) {
+		close(fd);
+		return r;
+	}
+	r = unlink(path) < 0 ? -errno : 0;
+	close(fd);
+	return r;
+}

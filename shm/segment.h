@@ -1,0 +1,115 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * segment.h - create, attach, validate and map a pool segment. PRIVATE.
+ *
+ * Concurrency rules (LMDB's lock-file protocol, with Linux OFD locks):
+ *  - byte KVBM_LOCK_INIT_BYTE of the segment file is write-locked by the one
+ *    process that initialises the segment, and read-locked by every attacher
+ *    for as long as it is attached. Winning the write lock therefore proves
+ *    nobody is attached: a segment found INITIALIZING then belongs to a dead
+ *    creator and is initialised again;
+ *  - the creator release-stores header.state = READY last; an attacher reads
+ *    the header only once it holds the read lock, so it never sees a
+ *    half-built segment;
+ *  - a struct kvbm_seg belongs to the process that opened it; after fork()
+ *    kvbm_seg_check() fails with KVBM_EFORKED in the child.
+ */
+#ifndef KVBM_SHM_SEGMENT_H
+#define KVBM_SHM_SEGMENT_H
+
+#include <limits.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "layout.h"
+
+struct kvbm_seg;
+
+/* Called by the mutex holder on EOWNERDEAD after the shm-level repair, with
+ * the dead owner's op record. Returns 0, or a negative code to poison. */
+typedef int (*kvbm_recover_fn)(struct kvbm_seg *seg, const struct kvbm_shm_op *op, void *arg);
+/* Called by the mutex holder to release what dead process @idx held, before
+ * its entry is freed. Must be idempotent (a reaper may die in it). */
+typedef int (*kvbm_reap_fn)(struct kvbm_seg *seg, uint32_t idx, void *arg);
+
+struct kvbm_seg {
+	int fd;
+	int read_only;
+	uint8_t *base;
+	size_t size;
+	struct kvbm_shm_header *hdr;
+	struct kvbm_shm_control *ctl;
+	struct kvbm_shm_proc *procs;
+	uint32_t self;       /* process-table index, UINT32_MAX if not attached */
+	uint64_t attach_gen; /* of our entry */
+	pid_t pid;           /* opener */
+	unsigned fork_gen;   /* kvbm_fork_gen at open */
+	int initialized_by_me;
+	pid_t lock_tid;      /* thread holding the pool mutex through us, 0 = none */
+	kvbm_recover_fn recover;
+	void *recover_arg;
+	kvbm_reap_fn reap;
+	void *reap_arg;
+	char name[KVBM_NAME_MAX + 1];
+	char path[PATH_MAX];
+};
+
+/* Incremented in every forked child (pthread_atfork). */
+extern unsigned kvbm_fork_gen;
+
+/*
+ * Validates @name and builds the segment's path: $KVBM_SHM_DIR (default
+ * /dev/shm) + "/kvbm." + name. A leading '/' is accepted and dropped; a
+ * name holding '/' is taken as a path (read-only inspection only).
+ * Returns 0 or KVBM_ENAME.
+ */
+int kvbm_seg_path(const char *name, char *path, size_t pathlen, char *bare, int allow_path);
+
+/* Size and region table of a segment for @cfg. Returns 0 or -EINVAL. */
+int kvbm_seg_layout(const struct kvbm_shm_config *cfg, struct kvbm_shm_region *regions,
+		    uint64_t *total);
+
+/*
+ * Opens (and with KVBM_OPEN_CREATE creates or re-initialises) segment @name
+ * and maps it read-write, holding the attach read lock. Does not claim a
+ * process-table entry (kvbm_proc_attach() does). @cfg may be NULL without
+ * CREATE. Returns 0 or a negative KVBM_E* / errno code.
+ */
+int kvbm_seg_open(struct kvbm_seg *seg, const char *name, const struct kvbm_shm_config *cfg,
+		  unsigned flags, unsigned timeout_ms);
+
+/*
+ * Opens @name (or a path) read-only for inspection, without any lock: works
+ * when every process that used it is dead. Fills *hdr_copy with whatever
+ * header bytes the file holds. Returns 0 when the file could be opened
+ * (then *valid is the validation verdict, 0 when the segment is structurally
+ * valid and mapped at seg->base) or a negative errno.
+ */
+int kvbm_seg_open_ro(struct kvbm_seg *seg, const char *name, struct kvbm_shm_header *hdr_copy,
+		     int *valid);
+
+/* Unmaps and closes (drops every OFD lock of this open). */
+void kvbm_seg_close(struct kvbm_seg *seg);
+
+/* Unlinks segment @name: -EBUSY while attached unless KVBM_DESTROY_FORCE. */
+int kvbm_seg_destroy(const char *name, unsigned flags);
+
+/*
+ * Structural validation of a header against the file size, in the order of
+ * the distinct errors: KVBM_ETRUNCATED (shorter than a header),
+ * KVBM_EBADMAGIC, KVBM_EABI, KVBM_ELAYOUT, KVBM_ETRUNCATED (size differs),
+ * KVBM_ECORRUPT (config or region table). The state is not looked at.
+ */
+int kvbm_seg_check_header(const struct kvbm_shm_header *hdr, uint64_t file_size);
+/* Verdict on header.state: 0 READY, KVBM_EINITIALIZING, KVBM_EPOISONED, KVBM_ECORRUPT. */
+int kvbm_seg_check_state(uint32_t state);
+
+/* Fails with KVBM_EFORKED in a forked child, KVBM_EPOISONED when poisoned. */
+int kvbm_seg_check(const struct kvbm_seg *seg);
+
+const char *kvbm_seg_state_name(uint32_t state);
+/* Directory holding the segments: $KVBM_SHM_DIR, default /dev/shm. */
+const char *kvbm_shm_dir(void);
+uint64_t kvbm_now_ns(void);
+
+#endif /* KVBM_SHM_SEGMENT_H */

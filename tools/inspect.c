@@ -1,0 +1,97 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * inspect.c - see inspect.h.
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "inspect.h"
+
+int kvbm_inspect_open(struct kvbm_inspect *in, const char *name_or_path)
+{
+	int r;
+
+	memset(in, 0, sizeof(*in));
+	r = kvbm_seg_open_ro(&in->seg, name_or_path, &in->hdr, &in->valid);
+	if (r < 0)
+		return r;
+	in->state_rc = kvbm_seg_check_state(in->hdr.state);
+	return 0;
+}
+
+void kvbm_inspect_close(struct kvbm_inspect *in)
+{
+	kvbm_seg_close(&in->seg);
+}
+
+int kvbm_inspect_verdict(const struct kvbm_inspect *in)
+{
+	return in->valid ? in->valid : in->state_rc;
+}
+
+uint32_t kvbm_inspect_proc(const struct kvbm_inspect *in, uint32_t i, struct kvbm_shm_proc *out,
+			   enum kvbm_liveness *live)
+{
+	const struct kvbm_shm_proc *e = &in->seg.procs[i];
+	uint32_t st = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
+
+	memcpy(out, e, sizeof(*out));
+	*live = st == KVBM_PROC_ACTIVE ? kvbm_proc_liveness(in->seg.fd, i, out) : KVBM_ALIVE;
+	return st;
+}
+
+uint32_t kvbm_inspect_live_procs(const struct kvbm_inspect *in)
+{
+	uint32_t n = 0;
+
+	if (in->valid)
+		return 0;
+	for (uint32_t i = 0; i < in->hdr.config.max_procs; i++) {
+		struct kvbm_shm_proc e;
+		enum kvbm_liveness l;
+
+		if (kvbm_inspect_proc(in, i, &e, &l) == KVBM_PROC_ACTIVE && l == KVBM_ALIVE)
+			n++;
+	}
+	return n;
+}
+
+const char *kvbm_proc_state_name(uint32_t state)
+{
+	switch (state) {
+	case KVBM_PROC_FREE:
+		return "free";
+	case KVBM_PROC_ACTIVE:
+		return "active";
+	case KVBM_PROC_RECLAIMING:
+		return "reclaiming";
+	}
+	return "?";
+}
+
+const char *kvbm_op_name(uint32_t op)
+{
+	switch (op) {
+	case KVBM_OP_NONE:
+		return "none";
+	case KVBM_OP_ATTACH:
+		return "attach";
+	case KVBM_OP_DETACH:
+		return "detach";
+	case KVBM_OP_REAP:
+		return "reap";
+	}
+	return "unknown";
+}
+
+const char *kvbm_fmt_time(uint64_t ns, char *buf, size_t len)
+{
+	time_t t = (time_t)(ns / 1000000000ull);
+	struct tm tm;
+
+	if (ns == 0 || !gmtime_r(&t, &tm) || !strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm))
+		snprintf(buf, len, "-");
+	return buf;
+}

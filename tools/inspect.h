@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * inspect.h - a read-only, lock-free view of a pool segment for the tools.
+ * Works when every process that used the segment is dead; a live pool may
+ * be changing underneath (each field is read once, atomically where shared).
+ */
+#ifndef KVBM_TOOLS_INSPECT_H
+#define KVBM_TOOLS_INSPECT_H
+
+#include "../shm/liveness.h"
+#include "../shm/mutex.h"
+#include "../shm/segment.h"
+
+struct kvbm_inspect {
+	struct kvbm_seg seg;
+	struct kvbm_shm_header hdr; /* the header bytes as read */
+	int valid;                  /* kvbm_seg_check_header() verdict */
+	int state_rc;               /* kvbm_seg_check_state() verdict */
+};
+
+/* Returns 0 when the file could be read (see ->valid), else a negative errno
+ * or KVBM_ENAME. */
+int kvbm_inspect_open(struct kvbm_inspect *in, const char *name_or_path);
+void kvbm_inspect_close(struct kvbm_inspect *in);
+/* 0 when the segment is valid and READY, else the first problem. */
+int kvbm_inspect_verdict(const struct kvbm_inspect *in);
+
+/* Process entry @i: its state, copied, and its liveness (ACTIVE only). */
+uint32_t kvbm_inspect_proc(const struct kvbm_inspect *in, uint32_t i, struct kvbm_shm_proc *out,
+			   enum kvbm_liveness *live);
+/* ACTIVE entries whose process is alive. */
+uint32_t kvbm_inspect_live_procs(const struct kvbm_inspect *in);
+const char *kvbm_proc_state_name(uint32_t state);
+const char *kvbm_op_name(uint32_t op);
+/* Formats a CLOCK_REALTIME ns value as UTC ISO 8601 into buf. */
+const char *kvbm_fmt_time(uint64_t ns, char *buf, size_t len);
+
+#endif /* KVBM_TOOLS_INSPECT_H */

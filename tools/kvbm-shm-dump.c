@@ -1,0 +1,245 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * kvbm-shm-dump - prints a pool segment: header, config, region table,
+ * process table with each entry's liveness, and the mutex state. Maps the
+ * segment read-only and takes no lock, so it works on a pool whose every
+ * process is dead.
+ *
+ * Exit: 0 valid and READY; 1 invalid, poisoned or not initialised (the
+ * reason on stderr); 2 missing or unreadable; 64 usage.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "inspect.h"
+#include "json.h"
+
+static const char *const region_names[KVBM_REGION_NUSED] = {"control", "procs"};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: kvbm-shm-dump [--json] POOL\n"
+		   "  POOL   a pool name (in $KVBM_SHM_DIR, default /dev/shm) or a path\n"
+		   "  --json print one JSON document\n");
+}
+
+static void mutex_text(const struct kvbm_inspect *in, char *buf, size_t len)
+{
+	struct kvbm_mutex_view v;
+	const struct kvbm_shm_control *c = in->seg.ctl;
+
+	kvbm_mutex_view(&c->mutex, &v);
+	if (v.notrecoverable)
+		snprintf(buf, len, "not recoverable (owner died, repair failed)");
+	else if (v.owner_died)
+		snprintf(buf, len, "owner died (last owner pid %u); next locker recovers",
+			 c->owner_pid);
+	else if (v.locked)
+		snprintf(buf, len, "locked by tid %u (pid %u)%s%s", v.tid, c->owner_pid,
+			 v.inconsistent ? ", recovering" : "", v.waiters ? ", waiters" : "");
+	else
+		snprintf(buf, len, "unlocked");
+}
+
+static void print_text(const struct kvbm_inspect *in)
+{
+	const struct kvbm_shm_header *h = &in->hdr;
+	const struct kvbm_shm_control *c = in->seg.ctl;
+	const struct kvbm_shm_config *cfg = &h->config;
+	char t[64], m[160];
+
+	printf("pool       %s  (%s)\n", in->seg.name, in->seg.path);
+	printf("state      %s\n", kvbm_seg_state_name(h->state));
+	printf("abi        %u.%u  layout 0x%016" PRIx64 " (matches this build)\n", h->abi_major,
+	       h->abi_minor, h->layout_hash);
+	printf("instance   0x%016" PRIx64 "\n", h->instance_id);
+	printf("size       %" PRIu64 " bytes\n", h->segment_size);
+	printf("created    %s by pid %u\n", kvbm_fmt_time(h->created_ns, t, sizeof(t)),
+	       h->creator_pid);
+	printf("config     blocks=%u block_size=%u max_procs=%u mode=%04o", cfg->block_count,
+	       cfg->block_size, cfg->max_procs, cfg->mode);
+	if (cfg->gid != UINT32_MAX)
+		printf(" gid=%u", cfg->gid);
+	printf("%s\n", (cfg->flags & KVBM_CFG_HUGEPAGES) ? " hugepages" : "");
+	printf("regions\n");
+	for (uint32_t i = 0; i < h->nregions && i < KVBM_REGION_NUSED; i++)
+		printf("  %-9s offset %-10" PRIu64 " size %" PRIu64 "\n", region_names[i],
+		       h->regions[i].offset, h->regions[i].size);
+	mutex_text(in, m, sizeof(m));
+	printf("mutex      %s\n", m);
+	printf("           acquisitions %" PRIu64 ", recoveries %" PRIu64 " (last %s), reaps %" PRIu64
+	       "\n",
+	       c->lock_count, c->recoveries, kvbm_fmt_time(c->last_recovery_ns, t, sizeof(t)),
+	       c->reaps);
+	printf("           op record: %s", kvbm_op_name(c->op.op));
+	if (c->op.op != KVBM_OP_NONE)
+		printf(" (proc %u, arg %u, step %u)", c->op.proc, c->op.arg0, c->op.step);
+	printf("\n");
+
+	uint32_t used = 0;
+	for (uint32_t i = 0; i < cfg->max_procs; i++)
+		used += in->seg.procs[i].state != KVBM_PROC_FREE;
+	printf("processes  %u of %u entries in use\n", used, cfg->max_procs);
+	if (used)
+		printf("  %-4s %-8s %-11s %-26s %-10s %s\n", "idx", "pid", "state", "liveness",
+		       "attach_gen", "attached");
+	for (uint32_t i = 0; i < cfg->max_procs; i++) {
+		struct kvbm_shm_proc e;
+		enum kvbm_liveness l;
+		uint32_t st = kvbm_inspect_proc(in, i, &e, &l);
+
+		if (st == KVBM_PROC_FREE)
+			continue;
+		printf("  %-4u %-8u %-11s %-26s %-10" PRIu64 " %s\n", i, e.pid,
+		       kvbm_proc_state_name(st),
+		       st == KVBM_PROC_ACTIVE ? kvbm_liveness_name(l) : "-", e.attach_gen,
+		       kvbm_fmt_time(e.attach_ns, t, sizeof(t)));
+	}
+}
+
+static void print_json(const struct kvbm_inspect *in, int verdict)
+{
+	const struct kvbm_shm_header *h = &in->hdr;
+	struct json j;
+	char t[64], m[160];
+
+	json_init(&j, stdout);
+	json_obj_begin(&j, NULL);
+	json_str(&j, "pool", in->seg.name);
+	json_str(&j, "path", in->seg.path);
+	json_bool(&j, "valid", verdict == 0);
+	if (verdict) {
+		json_str(&j, "error", kvbm_strerror(verdict));
+		json_i64(&j, "code", verdict);
+	}
+	if (h->magic != KVBM_SHM_MAGIC) {
+		json_obj_end(&j);
+		json_finish(&j);
+		return;
+	}
+	json_obj_begin(&j, "header");
+	json_str(&j, "state", kvbm_seg_state_name(h->state));
+	json_u64(&j, "abi_major", h->abi_major);
+	json_u64(&j, "abi_minor", h->abi_minor);
+	json_hex(&j, "layout_hash", h->layout_hash);
+	json_hex(&j, "instance_id", h->instance_id);
+	json_u64(&j, "segment_size", h->segment_size);
+	json_str(&j, "created", kvbm_fmt_time(h->created_ns, t, sizeof(t)));
+	json_u64(&j, "creator_pid", h->creator_pid);
+	json_obj_end(&j);
+	json_obj_begin(&j, "config");
+	json_u64(&j, "block_count", h->config.block_count);
+	json_u64(&j, "block_size", h->config.block_size);
+	json_u64(&j, "max_procs", h->config.max_procs);
+	json_u64(&j, "mode", h->config.mode);
+	if (h->config.gid == UINT32_MAX)
+		json_null(&j, "gid");
+	else
+		json_u64(&j, "gid", h->config.gid);
+	json_bool(&j, "hugepages", (h->config.flags & KVBM_CFG_HUGEPAGES) != 0);
+	json_obj_end(&j);
+	if (in->valid) { /* the rest of the segment is not to be trusted */
+		json_obj_end(&j);
+		json_finish(&j);
+		return;
+	}
+	json_arr_begin(&j, "regions");
+	for (uint32_t i = 0; i < KVBM_REGION_NUSED; i++) {
+		json_obj_begin(&j, NULL);
+		json_str(&j, "name", region_names[i]);
+		json_u64(&j, "offset", h->regions[i].offset);
+		json_u64(&j, "size", h->regions[i].size);
+		json_obj_end(&j);
+	}
+	json_arr_end(&j);
+
+	const struct kvbm_shm_control *c = in->seg.ctl;
+	struct kvbm_mutex_view v;
+	kvbm_mutex_view(&c->mutex, &v);
+	mutex_text(in, m, sizeof(m));
+	json_obj_begin(&j, "mutex");
+	json_str(&j, "status", m);
+	json_bool(&j, "locked", v.locked);
+	json_bool(&j, "owner_died", v.owner_died);
+	json_bool(&j, "not_recoverable", v.notrecoverable);
+	json_u64(&j, "owner_pid", c->owner_pid);
+	json_u64(&j, "acquisitions", c->lock_count);
+	json_u64(&j, "recoveries", c->recoveries);
+	json_str(&j, "last_recovery", kvbm_fmt_time(c->last_recovery_ns, t, sizeof(t)));
+	json_u64(&j, "reaps", c->reaps);
+	json_str(&j, "op", kvbm_op_name(c->op.op));
+	json_obj_end(&j);
+
+	json_arr_begin(&j, "processes");
+	for (uint32_t i = 0; i < h->config.max_procs; i++) {
+		struct kvbm_shm_proc e;
+		enum kvbm_liveness l;
+		uint32_t st = kvbm_inspect_proc(in, i, &e, &l);
+
+		if (st == KVBM_PROC_FREE)
+			continue;
+		json_obj_begin(&j, NULL);
+		json_u64(&j, "index", i);
+		json_u64(&j, "pid", e.pid);
+		json_str(&j, "state", kvbm_proc_state_name(st));
+		json_bool(&j, "alive", st == KVBM_PROC_ACTIVE && l == KVBM_ALIVE);
+		json_str(&j, "liveness", st == KVBM_PROC_ACTIVE ? kvbm_liveness_name(l) : "-");
+		json_u64(&j, "attach_gen", e.attach_gen);
+		json_u64(&j, "starttime", e.starttime);
+		json_str(&j, "attached", kvbm_fmt_time(e.attach_ns, t, sizeof(t)));
+		json_obj_end(&j);
+	}
+	json_arr_end(&j);
+	json_obj_end(&j);
+	json_finish(&j);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"json", no_argument, NULL, 'j'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	struct kvbm_inspect in;
+	int json = 0, c, r;
+
+	while ((c = getopt_long(argc, argv, "jh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'j':
+			json = 1;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 64;
+		}
+	}
+	if (optind != argc - 1) {
+		usage(stderr);
+		return 64;
+	}
+	r = kvbm_inspect_open(&in, argv[optind]);
+	if (r < 0) {
+		fprintf(stderr, "kvbm-shm-dump: %s: %s\n", argv[optind], kvbm_strerror(r));
+		if (r == -ENOENT)
+			fprintf(stderr, "kvbm-shm-dump: 'kvbm-pool list' shows the pools there are\n");
+		return 2;
+	}
+	int verdict = kvbm_inspect_verdict(&in);
+	if (json)
+		print_json(&in, verdict);
+	else if (in.valid == 0)
+		print_text(&in);
+	if (verdict)
+		fprintf(stderr, "kvbm-shm-dump: %s: %s\n", argv[optind], kvbm_strerror(verdict));
+	kvbm_inspect_close(&in);
+	return verdict ? 1 : 0;
+}
