@@ -287,6 +287,38 @@ static void unmap_segment(struct kvbm_seg *seg)
 	seg->procs = NULL;
 }
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* Reserves every page now, so a full /dev/shm fails at creation with
+ * ENOSPC instead of as SIGBUS in some attacher later. */
+static int reserve_small(struct kvbm_seg *seg, uint64_t total)
+{
+	int r = posix_fallocate(seg->fd, 0, (off_t)total);
+
+	if (r != 0)
+		return -r;
+	return map_segment(seg, total, PROT_READ | PROT_WRITE, 1);
+}
+
+/* Hugepage variant: on a huge=advise tmpfs only a VM_HUGEPAGE mapping gets
+ * huge pages, so advise first, then populate through the mapping.
+ * MADV_POPULATE_WRITE reports a full tmpfs as an error where touching the
+ * pages would raise SIGBUS. */
+static int reserve_huge(struct kvbm_seg *seg, uint64_t total)
+{
+	int r = map_segment(seg, total, PROT_READ | PROT_WRITE, 0);
+
+	if (r < 0)
+		return r;
+	if (madvise(seg->base, total, MADV_HUGEPAGE) < 0)
+		return KVBM_ENOHUGE;
+	if (madvise(seg->base, total, MADV_POPULATE_WRITE) < 0)
+		return errno == EINVAL ? KVBM_ENOHUGE : -ENOSPC;
+	return 0;
+}
+
 /*
  * Builds a fresh segment in @seg->fd. Caller holds the init write lock, so
  * no one else reads the file until READY is stored and the lock downgraded.
@@ -307,18 +339,9 @@ static int seg_initialize(struct kvbm_seg *seg, const struct kvbm_shm_config *cf
 	/* truncate to 0 first: a dead creator's half-written bytes go away */
 	if (ftruncate(seg->fd, 0) < 0 || ftruncate(seg->fd, (off_t)total) < 0)
 		return -errno;
-	/* reserve every page now, so a full /dev/shm fails here with ENOSPC
-	 * instead of as SIGBUS in some attacher later */
-	r = posix_fallocate(seg->fd, 0, (off_t)total);
-	if (r != 0)
-		return -r;
-	r = map_segment(seg, total, PROT_READ | PROT_WRITE, 1);
+	r = (cfg->flags & KVBM_CFG_HUGEPAGES) ? reserve_huge(seg, total) : reserve_small(seg, total);
 	if (r < 0)
-		return r;
-	if ((cfg->flags & KVBM_CFG_HUGEPAGES) && madvise(seg->base, total, MADV_HUGEPAGE) < 0) {
-		r = KVBM_ENOHUGE;
 		goto fail;
-	}
 
 	struct kvbm_shm_header *h = seg->hdr;
 	h->magic = KVBM_SHM_MAGIC;
@@ -376,11 +399,15 @@ static int seg_attach_map(struct kvbm_seg *seg)
 	r = kvbm_seg_check_state(hdr.state);
 	if (r < 0)
 		return r;
-	r = map_segment(seg, hdr.segment_size, PROT_READ | PROT_WRITE, 1);
+	int huge = (hdr.config.flags & KVBM_CFG_HUGEPAGES) != 0;
+	r = map_segment(seg, hdr.segment_size, PROT_READ | PROT_WRITE, !huge);
 	if (r < 0)
 		return r;
-	if (hdr.config.flags & KVBM_CFG_HUGEPAGES)
+	if (huge) {
+		/* advise before faulting, or the mapping gets small PTEs */
 		(void)madvise(seg->base, seg->size, MADV_HUGEPAGE);
+		(void)madvise(seg->base, seg->size, MADV_POPULATE_WRITE);
+	}
 	/* re-check on the mapping: the header we validated is the one we use */
 	r = kvbm_seg_check_header(seg->hdr, fsize);
 	if (r == 0)

@@ -69,10 +69,13 @@ int main(int argc, char **argv)
 	int r;
 
 	(void)argc;
-	snprintf(dump_path, sizeof(dump_path), "%s", argv[0]);
-	char *slash = strrchr(dump_path, '/');
-	snprintf(slash ? slash + 1 : dump_path,
-		 sizeof(dump_path) - (size_t)(slash ? slash + 1 - dump_path : 0), "kvbm-shm-dump");
+	(void)argv;
+	/* kvbm-shm-dump sits next to this binary */
+	ssize_t n = readlink("/proc/self/exe", dump_path, sizeof(dump_path) - 32);
+	if (n <= 0)
+		return 1;
+	dump_path[n] = '\0';
+	strcpy(strrchr(dump_path, '/') + 1, "kvbm-shm-dump");
 	snprintf(name, sizeof(name), "demo-%d", getpid());
 
 	kvbm_config_init(&cfg);

@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * check_main.c - runs every Check suite. Segments go to a private directory
+ * (KVBM_SHM_DIR) that is removed at the end, so a crashed test leaks
+ * nothing and no test touches a real pool.
+ */
+#define _GNU_SOURCE
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+int main(void)
+{
+	char dir[] = "/dev/shm/kvbm-test-XXXXXX";
+	char cmd[128];
+	int failed;
+
+	if (!mkdtemp(dir)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	/* like /dev/shm itself: the permission tests open it as another user */
+	chmod(dir, 01777);
+	setenv("KVBM_SHM_DIR", dir, 1);
+
+	SRunner *sr = srunner_create(make_errors_suite());
+	srunner_add_suite(sr, make_segment_suite());
+	srunner_add_suite(sr, make_proctable_suite());
+	srunner_add_suite(sr, make_mutex_suite());
+	srunner_add_suite(sr, make_tools_suite());
+	srunner_run_all(sr, CK_ENV);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", dir);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

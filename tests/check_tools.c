@@ -1,0 +1,192 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * check_tools.c - kvbm-shm-dump, kvbm-pool and kvbm-demo, run as a user
+ * would run them (from $KVBM_BIN), their output and exit codes.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "helpers.h"
+#include "../shm/layout.h"
+
+static char out[65536];
+
+/* Pipes @json into python3 with the assertion @expr over `d`. */
+static int json_check(const char *json, const char *expr)
+{
+	char prog[1024];
+	int p[2];
+
+	snprintf(prog, sizeof(prog), "import json,sys; d=json.load(sys.stdin); assert %s, d",
+		 expr);
+	ck_assert_int_eq(pipe(p), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		dup2(p[0], 0);
+		close(p[0]);
+		close(p[1]);
+		execlp("python3", "python3", "-c", prog, (char *)NULL);
+		_exit(127);
+	}
+	close(p[0]);
+	ck_assert_int_eq(write(p[1], json, strlen(json)), (ssize_t)strlen(json));
+	close(p[1]);
+	return t_wait(pid);
+}
+
+START_TEST(test_dump_valid_pool)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = t_create(name, NULL);
+	char pid[32], expr[512];
+
+	snprintf(pid, sizeof(pid), "%d", getpid());
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", name, NULL), 0);
+	ck_assert_ptr_nonnull(strstr(out, "state      READY"));
+	ck_assert_ptr_nonnull(strstr(out, "blocks=256 block_size=4 max_procs=16 mode=0600"));
+	ck_assert_ptr_nonnull(strstr(out, "mutex      unlocked"));
+	ck_assert_ptr_nonnull(strstr(out, "processes  1 of 16 entries in use"));
+	ck_assert_ptr_nonnull(strstr(out, pid));
+	ck_assert_ptr_nonnull(strstr(out, "alive"));
+
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", "--json", name, NULL), 0);
+	snprintf(expr, sizeof(expr),
+		 "d['valid'] and d['header']['state']=='READY' and d['config']['block_count']==256"
+		 " and len(d['processes'])==1 and d['processes'][0]['pid']==%d"
+		 " and d['processes'][0]['alive'] and d['mutex']['recoveries']==0"
+		 " and [r['name'] for r in d['regions']]==['control','procs']",
+		 getpid());
+	ck_assert_int_eq(json_check(out, expr), 0);
+	kvbm_pool_close(p);
+	kvbm_pool_destroy(name, 0);
+}
+END_TEST
+
+START_TEST(test_dump_works_when_every_process_is_dead)
+{
+	T_NAME(name);
+
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct kvbm_pool *p;
+		struct kvbm_config cfg = t_cfg();
+		if (kvbm_pool_open(name, &cfg, KVBM_OPEN_CREATE, &p) == 0)
+			raise(SIGKILL);
+		_exit(1);
+	}
+	ck_assert_int_eq(t_wait(pid), 128 + SIGKILL);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", name, NULL), 0);
+	ck_assert_ptr_nonnull(strstr(out, "dead (liveness lock free)"));
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", "--json", name, NULL), 0);
+	ck_assert_int_eq(json_check(out, "d['valid'] and not d['processes'][0]['alive']"), 0);
+	kvbm_pool_destroy(name, 0);
+}
+END_TEST
+
+START_TEST(test_dump_missing_and_invalid)
+{
+	T_NAME(name);
+	char path[256];
+
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", name, NULL), 2);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", NULL), 64);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", "--bogus", name, NULL),
+			 64);
+
+	/* a file that is not a pool, by path */
+	int fd = open(t_path(name, path, sizeof(path)), O_RDWR | O_CREAT, 0600);
+	ck_assert_int_eq(write(fd, "not a pool at all", 17), 17);
+	close(fd);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", path, NULL), 1);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", "--json", path, NULL), 1);
+	ck_assert_int_eq(json_check(out, "not d['valid'] and 'truncated' in d['error']"), 0);
+	unlink(path);
+
+	/* a pool with the wrong ABI: the header is shown, the verdict says why */
+	struct kvbm_pool *p = t_create(name, NULL);
+	kvbm_pool_close(p);
+	uint16_t abi = 77;
+	t_patch(name, offsetof(struct kvbm_shm_header, abi_major), &abi, sizeof(abi));
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", "--json", name, NULL), 1);
+	ck_assert_int_eq(
+		json_check(out, "not d['valid'] and 'ABI' in d['error'] and d['header']['abi_major']==77"),
+		0);
+	kvbm_pool_destroy(name, 0);
+}
+END_TEST
+
+START_TEST(test_pool_cli_lifecycle)
+{
+	T_NAME(name);
+	char expr[512];
+
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "create", name, "--blocks",
+				    "4096", "--block-size", "32", "--max-procs", "8", "--mode",
+				    "0660", NULL),
+			 0);
+	ck_assert_ptr_nonnull(strstr(out, "4096 blocks x 32 tokens"));
+	/* created, then detached: the pool persists with nobody attached */
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "info", name, NULL), 0);
+	ck_assert_ptr_nonnull(strstr(out, "attached  0 of 8 processes"));
+	ck_assert_ptr_nonnull(strstr(out, "mode      0660"));
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "info", "--json", name, NULL), 0);
+	ck_assert_int_eq(json_check(out, "d['valid'] and d['block_count']==4096 and "
+					 "d['block_size']==32 and d['attached']==0"),
+			 0);
+
+	struct kvbm_pool *p;
+	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &p), 0);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "list", "--json", NULL), 0);
+	snprintf(expr, sizeof(expr),
+		 "[x['attached'] for x in d if x['name']=='%s']==[1]", name);
+	ck_assert_int_eq(json_check(out, expr), 0);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "list", NULL), 0);
+	ck_assert_ptr_nonnull(strstr(out, name));
+
+	/* refusals say why, with a non-zero exit */
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "create", name, NULL), 1);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "destroy", name, NULL), 1);
+	kvbm_pool_close(p);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "destroy", name, NULL), 0);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "info", name, NULL), 1);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "destroy", name, NULL), 1);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "create", name,
+				    "--block-size", "15", NULL),
+			 1);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "create", name, "--blocks",
+				    "many", NULL),
+			 2);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "frobnicate", NULL), 2);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", NULL), 2);
+}
+END_TEST
+
+START_TEST(test_demo_runs)
+{
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-demo", NULL), 0);
+	ck_assert_ptr_nonnull(strstr(out, "dead (liveness lock free)"));
+	ck_assert_ptr_nonnull(strstr(out, "1 dead process reaped"));
+	ck_assert_ptr_nonnull(strstr(out, "pool destroyed: success"));
+}
+END_TEST
+
+Suite *make_tools_suite(void)
+{
+	Suite *s = suite_create("tools");
+	TCase *tc = tcase_create("cli");
+
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_dump_valid_pool);
+	tcase_add_test(tc, test_dump_works_when_every_process_is_dead);
+	tcase_add_test(tc, test_dump_missing_and_invalid);
+	tcase_add_test(tc, test_pool_cli_lifecycle);
+	tcase_add_test(tc, test_demo_runs);
+	suite_add_tcase(s, tc);
+	return s;
+}

@@ -1,0 +1,163 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * helpers.c - see helpers.h.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+static unsigned name_seq;
+
+const char *t_name(char *buf, size_t len)
+{
+	snprintf(buf, len, "t%d-%u", getpid(), name_seq++);
+	return buf;
+}
+
+const char *t_path(const char *name, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/kvbm.%s", getenv("KVBM_SHM_DIR"), name);
+	return buf;
+}
+
+struct kvbm_config t_cfg(void)
+{
+	struct kvbm_config cfg;
+
+	kvbm_config_init(&cfg);
+	cfg.block_count = 256;
+	cfg.block_size = 4;
+	cfg.max_procs = 16;
+	cfg.open_timeout_ms = 5000;
+	return cfg;
+}
+
+struct kvbm_pool *t_create(const char *name, const struct kvbm_config *cfg)
+{
+	struct kvbm_config c = cfg ? *cfg : t_cfg();
+	struct kvbm_pool *p = NULL;
+	int r = kvbm_pool_open(name, &c, KVBM_OPEN_CREATE | KVBM_OPEN_EXCL, &p);
+
+	ck_assert_msg(r == 0, "create %s: %s", name, kvbm_strerror(r));
+	return p;
+}
+
+int t_wait(pid_t pid)
+{
+	struct timespec ts = {0, 1000000};
+	int st;
+
+	for (int i = 0; i < 60000; i++) {
+		pid_t r = waitpid(pid, &st, WNOHANG);
+		if (r == pid)
+			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+		ck_assert_msg(r == 0, "waitpid: %s", strerror(errno));
+		nanosleep(&ts, NULL);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, &st, 0);
+	ck_abort_msg("child %d did not finish within 60 s (deadlock?)", pid);
+	return -1;
+}
+
+void t_gate_init(struct t_gate *g)
+{
+	ck_assert_int_eq(pipe(g->fd), 0);
+}
+
+void t_gate_wait(struct t_gate *g)
+{
+	char c;
+
+	close(g->fd[1]);
+	/* EOF once every copy of the write end is closed: the parent's
+	 * t_gate_open() and the death of siblings */
+	while (read(g->fd[0], &c, 1) > 0)
+		;
+	close(g->fd[0]);
+}
+
+void t_gate_open(struct t_gate *g)
+{
+	close(g->fd[0]);
+	close(g->fd[1]);
+}
+
+void t_send(int fd, const void *buf, size_t len)
+{
+	if (write(fd, buf, len) != (ssize_t)len)
+		_exit(99);
+}
+
+int t_recv(int fd, void *buf, size_t len)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = read(fd, (char *)buf + got, len - got);
+		if (n <= 0)
+			return -1;
+		got += (size_t)n;
+	}
+	return 0;
+}
+
+void t_patch(const char *name, off_t off, const void *buf, size_t len)
+{
+	char path[512];
+	int fd = open(t_path(name, path, sizeof(path)), O_RDWR);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pwrite(fd, buf, len, off), (ssize_t)len);
+	close(fd);
+}
+
+int t_run_tool(char *out, size_t outlen, const char *tool, ...)
+{
+	const char *argv[32];
+	char path[512];
+	int p[2], n = 0;
+	va_list ap;
+
+	snprintf(path, sizeof(path), "%s/%s", getenv("KVBM_BIN") ? getenv("KVBM_BIN") : "build/bin",
+		 tool);
+	argv[n++] = tool;
+	va_start(ap, tool);
+	while (n < 31 && (argv[n] = va_arg(ap, const char *)) != NULL)
+		n++;
+	va_end(ap);
+	argv[n] = NULL;
+	ck_assert_int_eq(pipe(p), 0);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		dup2(p[1], 1);
+		close(p[0]);
+		close(p[1]);
+		execv(path, (char *const *)argv);
+		_exit(127);
+	}
+	close(p[1]);
+	size_t got = 0;
+	ssize_t k;
+	while ((k = read(p[0], out + got, outlen - 1 - got)) > 0 && got < outlen - 1)
+		got += (size_t)k;
+	out[got] = '\0';
+	close(p[0]);
+	return t_wait(pid);
+}
+
+int t_is_root(void)
+{
+	return geteuid() == 0;
+}
