@@ -112,6 +112,7 @@ deps:
 # The README's test command: everything CI runs.
 check: deps
 	$(MAKE) all
+	$(MAKE) lint
 	$(MAKE) test-run
 	scripts/test-install.sh
 	$(MAKE) asan
@@ -147,5 +148,7 @@ format:
 
 clean:
 	rm -rf build build-asan build-tsan
+
+.SECONDARY:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 pkgs=(gcc make pkg-config check libsubunit-dev liburcu-dev libxxhash-dev libjemalloc-dev
-      util-linux python3)
+      util-linux python3 cppcheck)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -125,7 +125,7 @@ static int cmd_create(int argc, char **argv)
 	if (r == -EINVAL) {
 		fprintf(stderr, "kvbm-pool: create %s: invalid configuration: blocks 1..%u, "
 				"block size a power of two 1..1024, max procs 1..%u, mode with 0600\n",
-			name, KVBM_MAX_BLOCKS, KVBM_MAX_PROCS);
+			name, KVBM_MAX_BLOCKS, (unsigned)KVBM_MAX_PROCS);
 		return 1;
 	}
 	if (r < 0)

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs into a temporary prefix and builds a user's program against it
+# the way the README says: cc prog.c $(pkg-config --cflags --libs kvbm).
+# Also checks that libkvbm exports nothing but the kvbm_ API.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+make -s install PREFIX="$tmp/prefix" >/dev/null
+
+cat >"$tmp/prog.c" <<'C'
+#include <kvbm.h>
+#include <stdio.h>
+
+int main(void)
+{
+	struct kvbm_config cfg;
+	struct kvbm_pool *pool;
+	struct kvbm_pool_info info;
+	int r;
+
+	kvbm_config_init(&cfg);
+	r = kvbm_pool_open("install-test", &cfg, KVBM_OPEN_CREATE | KVBM_OPEN_EXCL, &pool);
+	if (r < 0) {
+		fprintf(stderr, "open: %s\n", kvbm_strerror(r));
+		return 1;
+	}
+	if (kvbm_pool_info(pool, &info) < 0 || info.config.block_count != 1024)
+		return 2;
+	if (kvbm_pool_close(pool) < 0 || kvbm_pool_destroy("install-test", 0) < 0)
+		return 3;
+	printf("linked against libkvbm %s\n", kvbm_version());
+	return 0;
+}
+C
+
+export PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig"
+mkdir -p "$tmp/shm"
+# shellcheck disable=SC2046
+cc -Wall -Werror "$tmp/prog.c" -o "$tmp/prog" $(pkg-config --cflags --libs kvbm)
+LD_LIBRARY_PATH="$tmp/prefix/lib" KVBM_SHM_DIR="$tmp/shm" "$tmp/prog"
+# shellcheck disable=SC2046
+cc -Wall -Werror -static-libgcc "$tmp/prog.c" -o "$tmp/prog-static" \
+	$(pkg-config --cflags kvbm) "$tmp/prefix/lib/libkvbm.a" $(pkg-config --libs --static kvbm | sed 's/-lkvbm//')
+KVBM_SHM_DIR="$tmp/shm" "$tmp/prog-static" >/dev/null
+
+# the shared library's dynamic symbols: the public API only
+bad=$(nm -D --defined-only "$tmp/prefix/lib/libkvbm.so" | awk '{print $3}' | grep -v '^kvbm_' || true)
+if [ -n "$bad" ]; then
+	echo "test-install: libkvbm.so exports non-API symbols:" >&2
+	echo "$bad" >&2
+	exit 1
+fi
+for t in kvbm-shm-dump kvbm-pool kvbm-demo; do
+	[ -x "$tmp/prefix/bin/$t" ] || { echo "test-install: $t not installed" >&2; exit 1; }
+done
+echo "test-install: install, pkg-config build (shared and static) and exported symbols OK"
