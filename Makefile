@@ -19,9 +19,9 @@ LIB_SRCS := $(wildcard shm/*.c) $(wildcard lib/*.c)
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 # the test flavour of the library has the failpoints compiled in
 TLIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/tobj/%.o)
-LIB_LIBS := -lpthread
+LIB_LIBS := $(shell pkg-config --libs libxxhash 2>/dev/null || echo -lxxhash) -lpthread
 
-TOOLS := kvbm-shm-dump kvbm-pool kvbm-demo
+TOOLS := kvbm-shm-dump kvbm-pool kvbm-demo kvbm-hash
 TOOL_COMMON_SRCS := tools/json.c tools/inspect.c
 TOOL_COMMON_OBJS := $(TOOL_COMMON_SRCS:%.c=$(BUILD)/obj/%.o)
 TOOL_BINS := $(TOOLS:%=$(BUILD)/bin/%)
@@ -86,11 +86,11 @@ $(TEST_LIB): $(TLIB_OBJS)
 
 $(BUILD)/bin/%: $(BUILD)/obj/tools/%.o $(TOOL_COMMON_OBJS) $(STATIC_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_COMMON) -o $@ $< $(TOOL_COMMON_OBJS) $(STATIC_LIB) $(TOOL_LIBS)
+	$(CC) $(LDFLAGS_COMMON) -o $@ $< $(TOOL_COMMON_OBJS) $(STATIC_LIB) $(LIB_LIBS) $(TOOL_LIBS)
 
 $(TEST_BIN): $(TEST_OBJS) $(TEST_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_COMMON) -o $@ $(TEST_OBJS) $(TEST_LIB) $(CHECK_LIBS) -lpthread
+	$(CC) $(LDFLAGS_COMMON) -o $@ $(TEST_OBJS) $(TEST_LIB) $(CHECK_LIBS) $(LIB_LIBS)
 
 # Runs the suites; the tool tests find the binaries through KVBM_BIN.
 test-run: $(TEST_BIN) $(TOOL_BINS)

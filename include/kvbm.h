@@ -156,6 +156,82 @@ struct kvbm_pool_info {
 /* Fills *info for @pool. Returns 0 or a negative code. */
 KVBM_API int kvbm_pool_info(struct kvbm_pool *pool, struct kvbm_pool_info *info);
 
+/* ---- hashing (bit-identical to dynamo-tokens / kvbm-logical 1.3) -------- */
+
+/*
+ * Block hash: XXH3-64 of the block's tokens as little-endian u32, seeded
+ * with the salt. Sequence hash: S_0 = B_0, S_i = XXH3-64(LE64(S_{i-1}) ||
+ * LE64(B_i), seed 1337). The positional lineage hash (PLH) packs
+ * [mode:2][position:P][S_i:64][parent fragment:R] into 128 bits, with
+ * (P, R) = (8, 54) below position 2^8, (16, 46) below 2^16, (24, 38) below
+ * 2^24. Its wire form is 16 bytes big-endian.
+ */
+struct kvbm_plh {
+	uint64_t hi; /* bits 127..64 */
+	uint64_t lo; /* bits 63..0 */
+};
+
+#define KVBM_CHAIN_SEED 1337ull
+#define KVBM_PLH_MAX_POSITION ((1u << 24) - 1)
+
+KVBM_API uint64_t kvbm_block_hash(const uint32_t *tokens, size_t n, uint64_t salt);
+KVBM_API uint64_t kvbm_chain_hash(uint64_t parent_seq_hash, uint64_t block_hash);
+/* The canonical salt of a request (dynamo-kv-hashing compute_salt_hash):
+ * NULL or "" means absent. */
+KVBM_API uint64_t kvbm_salt_hash(const char *cache_namespace, const char *lora_name);
+
+/* Builds PLH(current, parent, position); @parent NULL for the root.
+ * Returns 0 or -ERANGE when position > KVBM_PLH_MAX_POSITION. */
+KVBM_API int kvbm_plh_make(uint64_t current, const uint64_t *parent, uint32_t position,
+			   struct kvbm_plh *out);
+/* The PLH of the child block with block hash @child_block_hash. */
+KVBM_API int kvbm_plh_extend(struct kvbm_plh parent, uint64_t child_block_hash,
+			     struct kvbm_plh *out);
+KVBM_API uint32_t kvbm_plh_position(struct kvbm_plh h);
+KVBM_API unsigned kvbm_plh_mode(struct kvbm_plh h);
+KVBM_API uint64_t kvbm_plh_current(struct kvbm_plh h);
+KVBM_API uint64_t kvbm_plh_parent_fragment(struct kvbm_plh h);
+/* current & (2^R(child) - 1): what a child at @child_position stores. */
+KVBM_API uint64_t kvbm_plh_fragment_for_child(struct kvbm_plh h, uint32_t child_position);
+/* The router's 64-bit projection: fragment_for_child(position + 1). */
+KVBM_API uint64_t kvbm_plh_router_hash(struct kvbm_plh h);
+KVBM_API int kvbm_plh_eq(struct kvbm_plh a, struct kvbm_plh b);
+/* Ordering of the reference (#8687): position, then current, then raw. */
+KVBM_API int kvbm_plh_cmp(struct kvbm_plh a, struct kvbm_plh b);
+KVBM_API void kvbm_plh_to_bytes(struct kvbm_plh h, uint8_t out[16]);
+KVBM_API struct kvbm_plh kvbm_plh_from_bytes(const uint8_t in[16]);
+
+/* Hashes of one complete block of a token sequence. */
+struct kvbm_block_hashes {
+	uint64_t block_hash;
+	uint64_t seq_hash;
+	struct kvbm_plh plh;
+};
+
+/*
+ * Splits @n tokens into complete blocks of @block_size (a power of two,
+ * 1..1024) and writes the hashes of at most @max blocks to @out. A trailing
+ * partial block is not hashed. Returns the number of complete blocks (which
+ * may exceed @max: only @max were written) or -EINVAL / -ERANGE.
+ */
+KVBM_API long kvbm_hash_tokens(const uint32_t *tokens, size_t n, uint32_t block_size,
+			       uint64_t salt, struct kvbm_block_hashes *out, size_t max);
+
+/*
+ * A growing token sequence (the reference's TokenBlockSequence): tokens are
+ * appended, and every block they complete is hashed once. Not thread-safe.
+ */
+struct kvbm_tokens;
+KVBM_API int kvbm_tokens_new(uint32_t block_size, uint64_t salt, struct kvbm_tokens **out);
+KVBM_API void kvbm_tokens_free(struct kvbm_tokens *t);
+/* Appends @n tokens. *first_new / *n_new (may be NULL) receive the range of
+ * blocks they completed. Returns 0 or -ENOMEM / -ERANGE. */
+KVBM_API int kvbm_tokens_extend(struct kvbm_tokens *t, const uint32_t *tokens, size_t n,
+				size_t *first_new, size_t *n_new);
+KVBM_API size_t kvbm_tokens_total(const struct kvbm_tokens *t);  /* incl. the partial block */
+KVBM_API size_t kvbm_tokens_blocks(const struct kvbm_tokens *t); /* complete blocks */
+KVBM_API const struct kvbm_block_hashes *kvbm_tokens_block(const struct kvbm_tokens *t, size_t i);
+
 #ifdef __cplusplus
 }
 #endif

@@ -29,6 +29,7 @@ int main(void)
 	setenv("KVBM_SHM_DIR", dir, 1);
 
 	SRunner *sr = srunner_create(make_errors_suite());
+	srunner_add_suite(sr, make_hash_suite());
 	srunner_add_suite(sr, make_segment_suite());
 	srunner_add_suite(sr, make_proctable_suite());
 	srunner_add_suite(sr, make_mutex_suite());

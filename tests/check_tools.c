@@ -176,6 +176,29 @@ START_TEST(test_demo_runs)
 }
 END_TEST
 
+START_TEST(test_hash_cli)
+{
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-hash", "--block-size", "4", "--salt",
+				    "1337", "1", "2", "3", "4", "5", "6", "7", "8", "9", NULL),
+			 0);
+	/* two complete blocks; the trailing token is not hashed */
+	ck_assert_ptr_nonnull(strstr(out, "0        0xcb38e4d7fb2dca5c 0xcb38e4d7fb2dca5c "
+					  "0032ce3935fecb729700000000000000 0x0038e4d7fb2dca5c"));
+	ck_assert_ptr_nonnull(strstr(out, "005128ac8de75b4f0f78e4d7fb2dca5c"));
+	ck_assert_ptr_null(strstr(out, "00aba8799e9b2033"));
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-hash", "--json", "-b", "4", "-s",
+				    "1337", "1", "2", "3", "4", NULL),
+			 0);
+	ck_assert_int_eq(
+		json_check(out, "d['blocks'][0]['plh']=='0032ce3935fecb729700000000000000' and "
+				"int(d['blocks'][0]['router_hash'],16)==16014214978980444 and "
+				"int(d['salt'],16)==1337"),
+		0);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-hash", "-b", "3", "1", NULL), 2);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-hash", "12x", NULL), 1);
+}
+END_TEST
+
 Suite *make_tools_suite(void)
 {
 	Suite *s = suite_create("tools");
@@ -187,6 +210,7 @@ Suite *make_tools_suite(void)
 	tcase_add_test(tc, test_dump_missing_and_invalid);
 	tcase_add_test(tc, test_pool_cli_lifecycle);
 	tcase_add_test(tc, test_demo_runs);
+	tcase_add_test(tc, test_hash_cli);
 	suite_add_tcase(s, tc);
 	return s;
 }

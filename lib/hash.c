@@ -1,0 +1,311 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * hash.c - block, sequence and positional lineage hashes, bit-identical to
+ * the reference (spec section 4): XXH3-64 over little-endian integers.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "kvbm.h"
+
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+	       "tokens are hashed as little-endian u32 straight from memory");
+
+typedef unsigned __int128 u128;
+
+static u128 to_u128(struct kvbm_plh h)
+{
+	return ((u128)h.hi << 64) | h.lo;
+}
+
+static struct kvbm_plh from_u128(u128 v)
+{
+	struct kvbm_plh h = {(uint64_t)(v >> 64), (uint64_t)v};
+	return h;
+}
+
+uint64_t kvbm_block_hash(const uint32_t *tokens, size_t n, uint64_t salt)
+{
+	return XXH3_64bits_withSeed(tokens, n * sizeof(uint32_t), salt);
+}
+
+uint64_t kvbm_chain_hash(uint64_t parent_seq_hash, uint64_t block_hash)
+{
+	uint64_t buf[2] = {parent_seq_hash, block_hash};
+
+	return XXH3_64bits_withSeed(buf, sizeof(buf), KVBM_CHAIN_SEED);
+}
+
+uint64_t kvbm_salt_hash(const char *cache_namespace, const char *lora_name)
+{
+	uint64_t seed = KVBM_CHAIN_SEED;
+
+	/* wrapping adds, lora first, as compute_salt_hash does */
+	if (lora_name && *lora_name)
+		seed += XXH3_64bits_withSeed(lora_name, strlen(lora_name), 0);
+	if (cache_namespace && *cache_namespace)
+		seed += XXH3_64bits_withSeed(cache_namespace, strlen(cache_namespace), 1);
+	return seed;
+}
+
+static unsigned mode_of(uint32_t pos)
+{
+	return pos < (1u << 8) ? 0 : pos < (1u << 16) ? 1 : 2;
+}
+
+static unsigned pos_bits(unsigned mode)
+{
+	static const unsigned p[3] = {8, 16, 24};
+	return p[mode];
+}
+
+static unsigned parent_bits(unsigned mode)
+{
+	static const unsigned r[3] = {54, 46, 38};
+	return r[mode];
+}
+
+static uint64_t low_mask(unsigned bits)
+{
+	return bits >= 64 ? ~0ull : (1ull << bits) - 1;
+}
+
+int kvbm_plh_make(uint64_t current, const uint64_t *parent, uint32_t position,
+		  struct kvbm_plh *out)
+{
+	if (position > KVBM_PLH_MAX_POSITION)
+		return -ERANGE;
+	unsigned mode = mode_of(position);
+	unsigned p = pos_bits(mode);
+	unsigned r = parent_bits(mode);
+	u128 v = (u128)mode << 126;
+
+	v |= (u128)(position & low_mask(p)) << (64 + r);
+	v |= (u128)current << r;
+	if (parent)
+		v |= *parent & low_mask(r);
+	*out = from_u128(v);
+	return 0;
+}
+
+unsigned kvbm_plh_mode(struct kvbm_plh h)
+{
+	return (unsigned)(h.hi >> 62);
+}
+
+uint32_t kvbm_plh_position(struct kvbm_plh h)
+{
+	unsigned mode = kvbm_plh_mode(h);
+	if (mode > 2)
+		return 0;
+	unsigned p = pos_bits(mode);
+	unsigned r = parent_bits(mode);
+
+	return (uint32_t)((to_u128(h) >> (64 + r)) & low_mask(p));
+}
+
+uint64_t kvbm_plh_current(struct kvbm_plh h)
+{
+	unsigned mode = kvbm_plh_mode(h);
+
+	return mode > 2 ? 0 : (uint64_t)(to_u128(h) >> parent_bits(mode));
+}
+
+uint64_t kvbm_plh_parent_fragment(struct kvbm_plh h)
+{
+	unsigned mode = kvbm_plh_mode(h);
+
+	return mode > 2 ? 0 : h.lo & low_mask(parent_bits(mode));
+}
+
+uint64_t kvbm_plh_fragment_for_child(struct kvbm_plh h, uint32_t child_position)
+{
+	return kvbm_plh_current(h) & low_mask(parent_bits(mode_of(child_position)));
+}
+
+uint64_t kvbm_plh_router_hash(struct kvbm_plh h)
+{
+	return kvbm_plh_fragment_for_child(h, kvbm_plh_position(h) + 1);
+}
+
+int kvbm_plh_extend(struct kvbm_plh parent, uint64_t child_block_hash, struct kvbm_plh *out)
+{
+	uint64_t cur = kvbm_plh_current(parent);
+
+	return kvbm_plh_make(kvbm_chain_hash(cur, child_block_hash), &cur,
+			     kvbm_plh_position(parent) + 1, out);
+}
+
+int kvbm_plh_eq(struct kvbm_plh a, struct kvbm_plh b)
+{
+	return a.hi == b.hi && a.lo == b.lo;
+}
+
+int kvbm_plh_cmp(struct kvbm_plh a, struct kvbm_plh b)
+{
+	uint32_t pa = kvbm_plh_position(a), pb = kvbm_plh_position(b);
+	uint64_t ca = kvbm_plh_current(a), cb = kvbm_plh_current(b);
+
+	if (pa != pb)
+		return pa < pb ? -1 : 1;
+	if (ca != cb)
+		return ca < cb ? -1 : 1;
+	if (a.hi != b.hi)
+		return a.hi < b.hi ? -1 : 1;
+	if (a.lo != b.lo)
+		return a.lo < b.lo ? -1 : 1;
+	return 0;
+}
+
+void kvbm_plh_to_bytes(struct kvbm_plh h, uint8_t out[16])
+{
+	for (int i = 0; i < 8; i++) {
+		out[i] = (uint8_t)(h.hi >> (56 - 8 * i));
+		out[8 + i] = (uint8_t)(h.lo >> (56 - 8 * i));
+	}
+}
+
+struct kvbm_plh kvbm_plh_from_bytes(const uint8_t in[16])
+{
+	struct kvbm_plh h = {0, 0};
+
+	for (int i = 0; i < 8; i++) {
+		h.hi = (h.hi << 8) | in[i];
+		h.lo = (h.lo << 8) | in[8 + i];
+	}
+	return h;
+}
+
+static int valid_block_size(uint32_t bs)
+{
+	return bs >= 1 && bs <= 1024 && (bs & (bs - 1)) == 0;
+}
+
+/* Hashes block @i given the previous block's hashes (NULL for block 0). */
+static int hash_block(const uint32_t *tokens, uint32_t bs, uint64_t salt, size_t i,
+		      const struct kvbm_block_hashes *prev, struct kvbm_block_hashes *out)
+{
+	out->block_hash = kvbm_block_hash(tokens, bs, salt);
+	if (!prev) {
+		out->seq_hash = out->block_hash;
+		return kvbm_plh_make(out->seq_hash, NULL, 0, &out->plh);
+	}
+	if (i > KVBM_PLH_MAX_POSITION)
+		return -ERANGE;
+	out->seq_hash = kvbm_chain_hash(prev->seq_hash, out->block_hash);
+	return kvbm_plh_make(out->seq_hash, &prev->seq_hash, (uint32_t)i, &out->plh);
+}
+
+long kvbm_hash_tokens(const uint32_t *tokens, size_t n, uint32_t block_size, uint64_t salt,
+		      struct kvbm_block_hashes *out, size_t max)
+{
+	struct kvbm_block_hashes prev, cur;
+
+	if (!valid_block_size(block_size) || (n && !tokens) || (max && !out))
+		return -EINVAL;
+	size_t nblocks = n / block_size;
+	if (nblocks > (size_t)KVBM_PLH_MAX_POSITION + 1)
+		return -ERANGE;
+	for (size_t i = 0; i < nblocks; i++) {
+		int r = hash_block(tokens + i * block_size, block_size, salt, i, i ? &prev : NULL,
+				   &cur);
+		if (r < 0)
+			return r;
+		if (i < max)
+			out[i] = cur;
+		prev = cur;
+	}
+	return (long)nblocks;
+}
+
+struct kvbm_tokens {
+	uint32_t block_size;
+	uint64_t salt;
+	uint32_t *tokens;
+	size_t ntokens, cap_tokens;
+	struct kvbm_block_hashes *blocks;
+	size_t nblocks, cap_blocks;
+};
+
+int kvbm_tokens_new(uint32_t block_size, uint64_t salt, struct kvbm_tokens **out)
+{
+	if (!out || !valid_block_size(block_size))
+		return -EINVAL;
+	*out = calloc(1, sizeof(**out));
+	if (!*out)
+		return -ENOMEM;
+	(*out)->block_size = block_size;
+	(*out)->salt = salt;
+	return 0;
+}
+
+void kvbm_tokens_free(struct kvbm_tokens *t)
+{
+	if (!t)
+		return;
+	free(t->tokens);
+	free(t->blocks);
+	free(t);
+}
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+	if (need <= *cap)
+		return 0;
+	size_t ncap = *cap ? *cap : 64;
+	while (ncap < need)
+		ncap *= 2;
+	void *np = realloc(*p, ncap * elem);
+	if (!np)
+		return -ENOMEM;
+	*p = np;
+	*cap = ncap;
+	return 0;
+}
+
+int kvbm_tokens_extend(struct kvbm_tokens *t, const uint32_t *tokens, size_t n, size_t *first_new,
+		       size_t *n_new)
+{
+	size_t before = t ? t->nblocks : 0;
+
+	if (!t || (n && !tokens))
+		return -EINVAL;
+	size_t total = t->ntokens + n, nblocks = total / t->block_size;
+	if (nblocks > (size_t)KVBM_PLH_MAX_POSITION + 1)
+		return -ERANGE;
+	if (grow((void **)&t->tokens, &t->cap_tokens, total, sizeof(*t->tokens)) < 0 ||
+	    grow((void **)&t->blocks, &t->cap_blocks, nblocks, sizeof(*t->blocks)) < 0)
+		return -ENOMEM;
+	memcpy(t->tokens + t->ntokens, tokens, n * sizeof(*tokens));
+	t->ntokens = total;
+	for (size_t i = before; i < nblocks; i++) {
+		int r = hash_block(t->tokens + i * t->block_size, t->block_size, t->salt, i,
+				   i ? &t->blocks[i - 1] : NULL, &t->blocks[i]);
+		if (r < 0)
+			return r;
+	}
+	t->nblocks = nblocks;
+	if (first_new)
+		*first_new = before;
+	if (n_new)
+		*n_new = nblocks - before;
+	return 0;
+}
+
+size_t kvbm_tokens_total(const struct kvbm_tokens *t)
+{
+	return t ? t->ntokens : 0;
+}
+
+size_t kvbm_tokens_blocks(const struct kvbm_tokens *t)
+{
+	return t ? t->nblocks : 0;
+}
+
+const struct kvbm_block_hashes *kvbm_tokens_block(const struct kvbm_tokens *t, size_t i)
+{
+	return t && i < t->nblocks ? &t->blocks[i] : NULL;
+}

@@ -1,0 +1,276 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * check_hash.c - hashing, bit for bit against the reference's test vectors
+ * (spec section 4.6) and the benchmark's check values.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "helpers.h"
+
+static struct kvbm_plh plh(uint64_t hi, uint64_t lo)
+{
+	struct kvbm_plh h = {hi, lo};
+	return h;
+}
+
+#define ck_assert_plh_eq(a, b)                                                               \
+	do {                                                                                 \
+		struct kvbm_plh _a = (a), _b = (b);                                          \
+		ck_assert_msg(kvbm_plh_eq(_a, _b), "PLH %016lx%016lx != %016lx%016lx",      \
+			      (unsigned long)_a.hi, (unsigned long)_a.lo,                    \
+			      (unsigned long)_b.hi, (unsigned long)_b.lo);                   \
+	} while (0)
+
+static const uint32_t toks12[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+
+/* upstream test_validate_hash_constants: salt 1337, block size 4 */
+START_TEST(test_validate_hash_constants)
+{
+	struct kvbm_block_hashes b[3];
+
+	ck_assert_int_eq(kvbm_hash_tokens(toks12, 12, 4, 1337, b, 3), 3);
+	ck_assert_uint_eq(b[0].block_hash, 14643705804678351452ull);
+	ck_assert_uint_eq(b[1].block_hash, 16777012769546811212ull);
+	ck_assert_uint_eq(b[2].block_hash, 483935686894639516ull);
+	ck_assert_uint_eq(b[0].seq_hash, 14643705804678351452ull);
+	ck_assert_uint_eq(b[1].seq_hash, 4945711292740353085ull);
+	ck_assert_uint_eq(b[2].seq_hash, 12583592247330656132ull);
+	ck_assert_plh_eq(b[0].plh, plh(0x0032ce3935fecb72ull, 0x9700000000000000ull));
+	ck_assert_plh_eq(b[1].plh, plh(0x005128ac8de75b4full, 0x0f78e4d7fb2dca5cull));
+	ck_assert_plh_eq(b[2].plh, plh(0x00aba8799e9b2033ull, 0xe122b2379d6d3c3dull));
+	ck_assert_uint_eq(kvbm_plh_router_hash(b[0].plh), 16014214978980444ull);
+	ck_assert_uint_eq(kvbm_plh_router_hash(b[1].plh), 9766101142289469ull);
+}
+END_TEST
+
+/* salt 0 tells the current chain rule (seed 1337) from the legacy one */
+START_TEST(test_salt_zero_vectors)
+{
+	struct kvbm_block_hashes b[3];
+
+	ck_assert_int_eq(kvbm_hash_tokens(toks12, 12, 4, 0, b, 3), 3);
+	ck_assert_uint_eq(b[0].block_hash, 8052976908588476977ull);
+	ck_assert_uint_eq(b[1].block_hash, 13852901005659965728ull);
+	ck_assert_uint_eq(b[2].block_hash, 12087364272738490135ull);
+	ck_assert_uint_eq(b[0].seq_hash, 8052976908588476977ull);
+	ck_assert_uint_eq(b[1].seq_hash, 17538018756801271241ull);
+	ck_assert_uint_eq(b[2].seq_hash, 70629693063532910ull);
+	ck_assert_plh_eq(b[0].plh, plh(0x001bf07af53d35baull, 0x8c40000000000000ull));
+	ck_assert_plh_eq(b[1].plh, plh(0x007cd8e3c8e3d1c5ull, 0x7241ebd4f4d6ea31ull));
+	ck_assert_plh_eq(b[2].plh, plh(0x00803ebb55396964ull, 0x5ba38f238f4715c9ull));
+}
+END_TEST
+
+START_TEST(test_other_vectors)
+{
+	static const uint32_t t0123[4] = {0, 1, 2, 3}, t13[4] = {13, 14, 15, 16};
+
+	ck_assert_uint_eq(kvbm_block_hash(t0123, 4, 42), 9654674667387326307ull);
+	/* the router's LocalBlockHash is the block hash with seed 1337 */
+	ck_assert_uint_eq(kvbm_block_hash(t13, 4, 1337), 135165725823939817ull);
+	ck_assert_uint_eq(kvbm_salt_hash(NULL, "alpha-7b"), 723495307357893745ull);
+	ck_assert_uint_eq(kvbm_salt_hash("tenant-a", NULL), 1948188790972764086ull);
+	ck_assert_uint_eq(kvbm_salt_hash(NULL, NULL), 1337);
+	ck_assert_uint_eq(kvbm_salt_hash("", ""), 1337);
+}
+END_TEST
+
+START_TEST(test_plh_new_vectors)
+{
+	struct kvbm_plh h;
+	uint64_t parent;
+
+	parent = 0x1234567890ABCDEFull;
+	ck_assert_int_eq(kvbm_plh_make(0xABCDEF0123456789ull, &parent, 256, &h), 0);
+	ck_assert_plh_eq(h, plh(0x40402af37bc048d1ull, 0x59e2567890abcdefull));
+	parent = 0x1111222233334444ull;
+	ck_assert_int_eq(kvbm_plh_make(0x5555666677778888ull, &parent, 65536, &h), 0);
+	ck_assert_plh_eq(h, plh(0x804000155559999dull, 0xdde2222233334444ull));
+	parent = 0x11;
+	ck_assert_int_eq(kvbm_plh_make(0xAA, &parent, 5, &h), 0);
+	ck_assert_plh_eq(h, plh(0x0140000000000000ull, 0x2a80000000000011ull));
+}
+END_TEST
+
+/* upstream test_positional_lineage_hash: widths and accessors per mode */
+START_TEST(test_positional_lineage_hash)
+{
+	const uint64_t cur = 0x1234567890ABCDEFull, par = 0xFEDCBA9876543210ull;
+	static const struct {
+		uint32_t pos;
+		unsigned mode, bits;
+	} cases[] = {{0, 0, 54},     {100, 0, 54},    {255, 0, 54},    {256, 1, 46},
+		     {1000, 1, 46},  {65535, 1, 46},  {65536, 2, 38},  {100000, 2, 38},
+		     {KVBM_PLH_MAX_POSITION, 2, 38}};
+	struct kvbm_plh h;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		ck_assert_int_eq(kvbm_plh_make(cur, &par, cases[i].pos, &h), 0);
+		ck_assert_uint_eq(kvbm_plh_mode(h), cases[i].mode);
+		ck_assert_uint_eq(kvbm_plh_position(h), cases[i].pos);
+		ck_assert_uint_eq(kvbm_plh_current(h), cur);
+		ck_assert_uint_eq(kvbm_plh_parent_fragment(h),
+				  par & ((1ull << cases[i].bits) - 1));
+	}
+	ck_assert_int_eq(kvbm_plh_make(cur, NULL, 0, &h), 0);
+	ck_assert_uint_eq(kvbm_plh_parent_fragment(h), 0);
+	ck_assert_int_eq(kvbm_plh_make(cur, &par, KVBM_PLH_MAX_POSITION + 1, &h), -ERANGE);
+}
+END_TEST
+
+/* child.parent_fragment == parent.fragment_for_child(child.pos), also
+ * across the mode boundaries 255->256 and 65535->65536 */
+START_TEST(test_positional_lineage_hash_mode_boundary_alignment)
+{
+	static const uint32_t parents[] = {0, 254, 255, 256, 65534, 65535, 65536};
+	struct kvbm_plh p, c;
+	uint64_t pp = 0x0F1E2D3C4B5A6978ull;
+
+	for (size_t i = 0; i < sizeof(parents) / sizeof(parents[0]); i++) {
+		ck_assert_int_eq(kvbm_plh_make(0xDEADBEEFCAFEF00Dull, &pp, parents[i], &p), 0);
+		ck_assert_int_eq(kvbm_plh_extend(p, 0x1234, &c), 0);
+		ck_assert_uint_eq(kvbm_plh_position(c), parents[i] + 1);
+		ck_assert_uint_eq(kvbm_plh_parent_fragment(c),
+				  kvbm_plh_fragment_for_child(p, kvbm_plh_position(c)));
+	}
+}
+END_TEST
+
+/* upstream test_positional_lineage_hash_extend: root + extend equals the
+ * PLHs built from token blocks */
+START_TEST(test_positional_lineage_hash_extend)
+{
+	struct kvbm_block_hashes b[3];
+	struct kvbm_plh h;
+
+	kvbm_hash_tokens(toks12, 12, 4, 1337, b, 3);
+	ck_assert_int_eq(kvbm_plh_make(b[0].block_hash, NULL, 0, &h), 0);
+	ck_assert_plh_eq(h, b[0].plh);
+	ck_assert_int_eq(kvbm_plh_extend(h, b[1].block_hash, &h), 0);
+	ck_assert_plh_eq(h, b[1].plh);
+	ck_assert_int_eq(kvbm_plh_extend(h, b[2].block_hash, &h), 0);
+	ck_assert_plh_eq(h, b[2].plh);
+}
+END_TEST
+
+START_TEST(test_plh_bytes_and_order)
+{
+	struct kvbm_plh a = plh(0x0032ce3935fecb72ull, 0x9700000000000000ull), b;
+	uint8_t bytes[16];
+	static const uint8_t want[16] = {0x00, 0x32, 0xce, 0x39, 0x35, 0xfe, 0xcb, 0x72,
+					 0x97, 0,    0,    0,    0,    0,    0,    0};
+
+	kvbm_plh_to_bytes(a, bytes);
+	ck_assert_mem_eq(bytes, want, 16);
+	ck_assert_plh_eq(kvbm_plh_from_bytes(bytes), a);
+	/* ordered by position first */
+	uint64_t p = 1;
+	kvbm_plh_make(0, &p, 1, &b);
+	ck_assert_int_lt(kvbm_plh_cmp(a, b), 0);
+	ck_assert_int_gt(kvbm_plh_cmp(b, a), 0);
+	ck_assert_int_eq(kvbm_plh_cmp(a, a), 0);
+}
+END_TEST
+
+/* the benchmark's (e) workload: LCG tokens, block size 16, salt 42 */
+START_TEST(test_bench_e_check_values)
+{
+	uint32_t *tok = malloc(4096 * sizeof(*tok));
+	struct kvbm_block_hashes *b = malloc(256 * sizeof(*b));
+	uint64_t x = 1;
+
+	for (int i = 0; i < 4096; i++) {
+		x = x * 6364136223846793005ull + 1442695040888963407ull;
+		tok[i] = (uint32_t)((x >> 33) % 128256);
+	}
+	ck_assert_int_eq(kvbm_hash_tokens(tok, 4096, 16, 42, b, 256), 256);
+	ck_assert_uint_eq(b[0].block_hash, 0x8d1d79a1452142feull);
+	ck_assert_uint_eq(b[255].seq_hash, 0xecce807585d8929full);
+	ck_assert_plh_eq(b[0].plh, plh(0x0023475e68514850ull, 0xbf80000000000000ull));
+	ck_assert_plh_eq(b[255].plh, plh(0x3ffb33a01d617624ull, 0xa7f2df90da178822ull));
+	free(tok);
+	free(b);
+}
+END_TEST
+
+START_TEST(test_split_ignores_partial_block_and_validates)
+{
+	struct kvbm_block_hashes b[4];
+
+	ck_assert_int_eq(kvbm_hash_tokens(toks12, 11, 4, 0, b, 4), 2);
+	ck_assert_int_eq(kvbm_hash_tokens(toks12, 3, 4, 0, b, 4), 0);
+	ck_assert_int_eq(kvbm_hash_tokens(toks12, 12, 4, 0, b, 1), 3); /* only 1 written */
+	ck_assert_int_eq(kvbm_hash_tokens(toks12, 12, 3, 0, b, 4), -EINVAL);
+	ck_assert_int_eq(kvbm_hash_tokens(toks12, 12, 0, 0, b, 4), -EINVAL);
+	ck_assert_int_eq(kvbm_hash_tokens(toks12, 12, 2048, 0, b, 4), -EINVAL);
+	ck_assert_int_eq(kvbm_hash_tokens(NULL, 12, 4, 0, b, 4), -EINVAL);
+	for (uint32_t bs = 1; bs <= 1024; bs *= 2)
+		ck_assert_int_ge(kvbm_hash_tokens(toks12, 12, bs, 0, b, 4), 0);
+}
+END_TEST
+
+/* a growing sequence: extend reports the blocks it completed, and the
+ * hashes equal those of the one-shot split */
+START_TEST(test_tokens_extend_and_append)
+{
+	struct kvbm_tokens *t;
+	struct kvbm_block_hashes b[3];
+	size_t first, n;
+
+	ck_assert_int_eq(kvbm_tokens_new(3, 0, &t), -EINVAL);
+	ck_assert_int_eq(kvbm_tokens_new(4, 1337, &t), 0);
+	ck_assert_int_eq(kvbm_tokens_extend(t, toks12, 3, &first, &n), 0);
+	ck_assert_uint_eq(n, 0);
+	ck_assert_uint_eq(kvbm_tokens_total(t), 3);
+	ck_assert_int_eq(kvbm_tokens_extend(t, toks12 + 3, 6, &first, &n), 0);
+	ck_assert_uint_eq(first, 0);
+	ck_assert_uint_eq(n, 2);
+	for (int i = 9; i < 12; i++) {
+		ck_assert_int_eq(kvbm_tokens_extend(t, toks12 + i, 1, &first, &n), 0);
+		ck_assert_uint_eq(n, i == 11 ? 1 : 0);
+	}
+	ck_assert_uint_eq(first, 2);
+	ck_assert_uint_eq(kvbm_tokens_blocks(t), 3);
+	kvbm_hash_tokens(toks12, 12, 4, 1337, b, 3);
+	for (int i = 0; i < 3; i++)
+		ck_assert_plh_eq(kvbm_tokens_block(t, (size_t)i)->plh, b[i].plh);
+	ck_assert_ptr_null(kvbm_tokens_block(t, 3));
+	kvbm_tokens_free(t);
+}
+END_TEST
+
+START_TEST(test_same_tokens_same_hash_different_tokens_differ)
+{
+	static const uint32_t a[4] = {7, 7, 7, 7}, b[4] = {7, 7, 7, 8};
+
+	ck_assert_uint_eq(kvbm_block_hash(a, 4, 42), kvbm_block_hash(a, 4, 42));
+	ck_assert_uint_ne(kvbm_block_hash(a, 4, 42), kvbm_block_hash(b, 4, 42));
+	ck_assert_uint_ne(kvbm_block_hash(a, 4, 42), kvbm_block_hash(a, 4, 43));
+}
+END_TEST
+
+Suite *make_hash_suite(void)
+{
+	Suite *s = suite_create("hash");
+	TCase *tc = tcase_create("vectors");
+
+	tcase_add_test(tc, test_validate_hash_constants);
+	tcase_add_test(tc, test_salt_zero_vectors);
+	tcase_add_test(tc, test_other_vectors);
+	tcase_add_test(tc, test_plh_new_vectors);
+	tcase_add_test(tc, test_positional_lineage_hash);
+	tcase_add_test(tc, test_positional_lineage_hash_mode_boundary_alignment);
+	tcase_add_test(tc, test_positional_lineage_hash_extend);
+	tcase_add_test(tc, test_plh_bytes_and_order);
+	tcase_add_test(tc, test_bench_e_check_values);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("sequences");
+	tcase_add_test(tc, test_split_ignores_partial_block_and_validates);
+	tcase_add_test(tc, test_tokens_extend_and_append);
+	tcase_add_test(tc, test_same_tokens_same_hash_different_tokens_differ);
+	suite_add_tcase(s, tc);
+	return s;
+}
