@@ -36,6 +36,15 @@ static const uint64_t layout_facts[] = {
 	sizeof(struct kvbm_shm_proc),
 	F(struct kvbm_shm_proc, starttime),
 	F(struct kvbm_shm_proc, attach_gen),
+	sizeof(struct kvbm_shm_slot),
+	F(struct kvbm_shm_slot, holders),
+	F(struct kvbm_shm_slot, key_hi),
+	F(struct kvbm_shm_slot, next),
+	F(struct kvbm_shm_slot, tick),
+	sizeof(struct kvbm_shm_bucket),
+	F(struct kvbm_shm_bucket, slot),
+	F(struct kvbm_shm_bucket, gen_lo),
+	KVBM_BUCKET_ENTRIES,
 };
 
 uint64_t kvbm_layout_hash(void)

@@ -40,7 +40,9 @@ enum kvbm_seg_state {
 enum kvbm_region {
 	KVBM_REGION_CONTROL = 0,
 	KVBM_REGION_PROCS = 1,
-	KVBM_REGION_NUSED = 2, /* regions this ABI defines */
+	KVBM_REGION_SLOTS = 2,
+	KVBM_REGION_REGISTRY = 3,
+	KVBM_REGION_NUSED = 4, /* regions this ABI defines */
 	KVBM_REGION_MAX = 16,  /* room in the header */
 };
 
@@ -133,7 +135,76 @@ struct kvbm_shm_proc {
 	uint32_t reserved[7];
 };
 
+/*
+ * Slot state word (one 64-bit atomic): generation (32) | reserved (16) |
+ * owner process (8) | flags (4) | state (4). The generation increments on
+ * every return to RESET, so a handle or index entry (slot, generation)
+ * goes stale the moment its slot is recycled; it doubles as the seqcount
+ * that makes a reader's key read untorn.
+ */
+enum kvbm_slot_state {
+	KVBM_SLOT_RESET = 0,
+	KVBM_SLOT_MUTABLE = 1,    /* allocated, owned, being filled */
+	KVBM_SLOT_STAGED = 2,     /* key set, owned, not in the registry */
+	KVBM_SLOT_REGISTERED = 3, /* matchable; active iff holders != 0 */
+	KVBM_SLOT_EVICTING = 4,   /* transient, mutex held */
+};
+#define KVBM_SLOT_F_PRIMARY 0x1u /* the registry's entry for its key */
+
+static inline uint64_t kvbm_slot_word(uint32_t gen, uint32_t owner, uint32_t flags,
+				      uint32_t state)
+{
+	return (uint64_t)gen << 32 | (uint64_t)(owner & 0xff) << 8 | (flags & 0xf) << 4 |
+	       (state & 0xf);
+}
+static inline uint32_t kvbm_slot_gen(uint64_t w) { return (uint32_t)(w >> 32); }
+static inline uint32_t kvbm_slot_owner(uint64_t w) { return (uint32_t)(w >> 8) & 0xff; }
+static inline uint32_t kvbm_slot_flags(uint64_t w) { return (uint32_t)(w >> 4) & 0xf; }
+static inline uint32_t kvbm_slot_state(uint64_t w) { return (uint32_t)w & 0xf; }
+
+/* One block slot, one cache line. */
+struct kvbm_shm_slot {
+	uint64_t state;   /* the state word above; atomic */
+	uint64_t holders; /* bit p: attached process p holds it; atomic */
+	uint64_t key_hi;  /* the 128-bit sequence hash (PLH); written while */
+	uint64_t key_lo;  /* MUTABLE/STAGED by its owner, stable while REGISTERED */
+	uint32_t next;    /* pool list links (slot + 1, 0 = none); mutex */
+	uint32_t prev;
+	uint32_t primary; /* duplicates: slot + 1 of their primary; mutex */
+	uint32_t aux;
+	uint64_t tick;    /* eviction order; mutex */
+	uint64_t reserved;
+};
+
+/*
+ * Registry index bucket: 8 entries {tag, slot + 1, low 16 bits of the
+ * slot's generation at registration}. Two candidate buckets per key, no
+ * displacement, load <= 50%: entries never move, so a lock-free reader
+ * needs no retry loop. slot == 0 marks an empty entry.
+ */
+#define KVBM_BUCKET_ENTRIES 8
+struct kvbm_shm_bucket {
+	uint16_t tag[KVBM_BUCKET_ENTRIES];
+	uint32_t slot[KVBM_BUCKET_ENTRIES];
+	uint16_t gen_lo[KVBM_BUCKET_ENTRIES];
+};
+
+/* Buckets for @blocks keys: a power of two with 8 * buckets >= 2 * blocks
+ * (load <= 50%), at least 2 so that a key's two buckets differ. */
+static inline uint32_t kvbm_index_buckets(uint32_t blocks)
+{
+	uint32_t n = 2;
+
+	while ((uint64_t)n * KVBM_BUCKET_ENTRIES < 2ull * blocks)
+		n <<= 1;
+	return n;
+}
+
 _Static_assert(sizeof(struct kvbm_shm_config) == 64, "config size");
+_Static_assert(sizeof(struct kvbm_shm_slot) == KVBM_CACHELINE, "slot is one line");
+_Static_assert(offsetof(struct kvbm_shm_slot, holders) == 8, "slot.holders");
+_Static_assert(offsetof(struct kvbm_shm_slot, key_hi) == 16, "slot.key");
+_Static_assert(sizeof(struct kvbm_shm_bucket) == KVBM_CACHELINE, "bucket is one line");
 _Static_assert(sizeof(struct kvbm_shm_header) == KVBM_PAGE, "header is one page");
 _Static_assert(offsetof(struct kvbm_shm_header, state) == 40, "header.state");
 _Static_assert(offsetof(struct kvbm_shm_header, name) == 64, "header.name");

@@ -122,6 +122,13 @@ int kvbm_seg_layout(const struct kvbm_shm_config *cfg, struct kvbm_shm_region *r
 	regions[KVBM_REGION_PROCS].offset = off;
 	regions[KVBM_REGION_PROCS].size = (uint64_t)cfg->max_procs * sizeof(struct kvbm_shm_proc);
 	off = align_up(off + regions[KVBM_REGION_PROCS].size, KVBM_CACHELINE);
+	regions[KVBM_REGION_SLOTS].offset = off;
+	regions[KVBM_REGION_SLOTS].size = (uint64_t)cfg->block_count * sizeof(struct kvbm_shm_slot);
+	off = align_up(off + regions[KVBM_REGION_SLOTS].size, KVBM_CACHELINE);
+	regions[KVBM_REGION_REGISTRY].offset = off;
+	regions[KVBM_REGION_REGISTRY].size =
+		(uint64_t)kvbm_index_buckets(cfg->block_count) * sizeof(struct kvbm_shm_bucket);
+	off = align_up(off + regions[KVBM_REGION_REGISTRY].size, KVBM_CACHELINE);
 	*total = align_up(off, (cfg->flags & KVBM_CFG_HUGEPAGES) ? KVBM_HUGEPAGE : KVBM_PAGE);
 	return 0;
 }
@@ -263,6 +270,9 @@ static void seg_set_regions(struct kvbm_seg *seg)
 
 	seg->ctl = (struct kvbm_shm_control *)(seg->base + h->regions[KVBM_REGION_CONTROL].offset);
 	seg->procs = (struct kvbm_shm_proc *)(seg->base + h->regions[KVBM_REGION_PROCS].offset);
+	seg->slots = (struct kvbm_shm_slot *)(seg->base + h->regions[KVBM_REGION_SLOTS].offset);
+	seg->buckets =
+		(struct kvbm_shm_bucket *)(seg->base + h->regions[KVBM_REGION_REGISTRY].offset);
 }
 
 static int map_segment(struct kvbm_seg *seg, uint64_t size, int prot, int populate)

@@ -40,6 +40,8 @@ struct kvbm_seg {
 	struct kvbm_shm_header *hdr;
 	struct kvbm_shm_control *ctl;
 	struct kvbm_shm_proc *procs;
+	struct kvbm_shm_slot *slots;
+	struct kvbm_shm_bucket *buckets;
 	uint32_t self;       /* process-table index, UINT32_MAX if not attached */
 	uint64_t attach_gen; /* of our entry */
 	pid_t pid;           /* opener */

@@ -30,6 +30,7 @@ int main(void)
 
 	SRunner *sr = srunner_create(make_errors_suite());
 	srunner_add_suite(sr, make_hash_suite());
+	srunner_add_suite(sr, make_index_suite());
 	srunner_add_suite(sr, make_segment_suite());
 	srunner_add_suite(sr, make_proctable_suite());
 	srunner_add_suite(sr, make_mutex_suite());

@@ -550,6 +550,7 @@ static int create_too_big(void)
 	struct kvbm_pool *p;
 	char path[512];
 
+	cfg.block_count = 1;
 	cfg.max_procs = 64;
 	cfg.flags = 0;
 	/* 8 KiB tmpfs: 64 process entries do not fit, 1 does */

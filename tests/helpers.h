@@ -15,6 +15,7 @@
 
 Suite *make_errors_suite(void);
 Suite *make_hash_suite(void);
+Suite *make_index_suite(void);
 Suite *make_segment_suite(void);
 Suite *make_proctable_suite(void);
 Suite *make_mutex_suite(void);

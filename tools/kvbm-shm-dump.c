@@ -19,7 +19,7 @@
 #include "inspect.h"
 #include "json.h"
 
-static const char *const region_names[KVBM_REGION_NUSED] = {"control", "procs"};
+static const char *const region_names[KVBM_REGION_NUSED] = {"control", "procs", "slots", "registry"};
 
 static void usage(FILE *f)
 {
