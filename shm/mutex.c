@@ -103,6 +103,9 @@ int kvbm_seg_lock(struct kvbm_seg *seg)
 		}
 		pthread_mutex_consistent(&seg->ctl->mutex);
 	} else if (r == ENOTRECOVERABLE) {
+		/* a recoverer unlocked without consistent (it failed repair, or
+		 * poisoned before us): make every other process see it too.
+		 * release: pairs with the acquire in kvbm_seg_check() */
 		__atomic_store_n(&seg->hdr->state, KVBM_SEG_POISONED, __ATOMIC_RELEASE);
 		return KVBM_EPOISONED;
 	} else if (r != 0) {
@@ -116,6 +119,8 @@ int kvbm_seg_lock(struct kvbm_seg *seg)
 	seg->ctl->owner_pid = (uint32_t)seg->pid;
 	seg->ctl->owner_proc = seg->self;
 	seg->ctl->lock_count++;
+	/* process-local and relaxed: only the thread that stored its own tid
+	 * can ever read it back equal, and that read is program-ordered */
 	__atomic_store_n(&seg->lock_tid, self_tid(), __ATOMIC_RELAXED);
 	return 0;
 }

@@ -50,6 +50,9 @@ static int reap_one(struct kvbm_seg *seg, uint32_t idx)
 	int r = 0;
 
 	op_begin(seg, KVBM_OP_REAP, idx);
+	/* release, after the op record: a reaper that dies from here on
+	 * leaves REAP(idx) for the next locker, and an entry that is neither
+	 * FREE nor ACTIVE, which every later reap pass also picks up */
 	__atomic_store_n(&e->state, KVBM_PROC_RECLAIMING, __ATOMIC_RELEASE);
 	KVBM_FAILPOINT("shm.reap.reclaiming");
 	if (seg->reap)
