@@ -59,7 +59,11 @@ enum kvbm_error {
 	KVBM_EFOREIGN = KVBM_EBASE - 13,     /* handle belongs to another pool */
 	KVBM_ENAME = KVBM_EBASE - 14,        /* invalid pool name */
 	KVBM_EDEADLK = KVBM_EBASE - 15,      /* caller already holds the pool mutex */
-	KVBM_ELAST = KVBM_EBASE - 16,
+	KVBM_ENOTHELD = KVBM_EBASE - 16,     /* block not held by this process (double release?) */
+	KVBM_ESIZE = KVBM_EBASE - 17,        /* token count differs from the pool's block size */
+	KVBM_ESTATE = KVBM_EBASE - 18,       /* block is in the wrong state for this call */
+	KVBM_ENOTOWNER = KVBM_EBASE - 19,    /* mutable/staged block of another process */
+	KVBM_ELAST = KVBM_EBASE - 20,
 };
 
 /* Returns a static, human-readable description of any kvbm return code. */
@@ -70,9 +74,22 @@ KVBM_API const char *kvbm_version(void);
 
 /* ---- pool configuration ------------------------------------------------- */
 
-#define KVBM_MAX_PROCS 64     /* width of the per-slot holder bitmask */
+#define KVBM_MAX_PROCS 63     /* process bits of the per-slot holder mask */
 #define KVBM_NAME_MAX 128     /* longest pool name, without terminator */
 #define KVBM_MAX_BLOCKS (1u << 28)
+#define KVBM_TIER_MAX 15      /* longest tier label */
+
+/* kvbm_config.dup_policy: what registering an already registered hash does */
+enum kvbm_dup_policy {
+	KVBM_DUP_ALLOW = 0,  /* the newcomer becomes a duplicate of the primary */
+	KVBM_DUP_REJECT = 1, /* the primary is returned, the newcomer freed */
+};
+
+/* kvbm_config.backend: which inactive block allocation evicts first */
+enum kvbm_backend {
+	KVBM_BACKEND_LRU = 0,  /* least recently released first */
+	KVBM_BACKEND_FIFO = 1, /* oldest insertion first (the reference's HashMap) */
+};
 
 /* kvbm_config.flags */
 #define KVBM_CFG_HUGEPAGES 0x1u /* back the segment with transparent hugepages */
@@ -85,10 +102,20 @@ struct kvbm_config {
 	int64_t gid;              /* group owning the segment, -1 = creator's */
 	uint32_t flags;           /* KVBM_CFG_* */
 	uint32_t open_timeout_ms; /* how long an attacher waits for a creator (10000) */
+	uint32_t dup_policy;      /* enum kvbm_dup_policy (ALLOW) */
+	uint32_t backend;         /* enum kvbm_backend (LRU) */
+	uint32_t reset_on_release; /* 1: released primaries skip the inactive pool (0) */
+	char tier[KVBM_TIER_MAX + 1]; /* "G1", "G2", "G3" or a name: the metrics
+				       * `pool` label ("G1") */
 };
 
 /* Fills *cfg with the defaults noted above (block_count 1024). */
 KVBM_API void kvbm_config_init(struct kvbm_config *cfg);
+
+/* Validates @cfg with the reference's rules. Returns 0, or -EINVAL with
+ * *why (may be NULL) set to a static reason such as "block_count must be
+ * greater than 0". */
+KVBM_API int kvbm_config_check(const struct kvbm_config *cfg, const char **why);
 
 /* ---- attach and detach -------------------------------------------------- */
 
@@ -103,8 +130,9 @@ struct kvbm_pool; /* opaque per-process attach handle */
  * given and it does not exist (or its creator died mid-initialisation). Of
  * many processes creating one name at once exactly one initialises it; the
  * others wait (up to cfg->open_timeout_ms) and attach. When the pool exists,
- * a non-NULL @cfg must agree with it on block_count, block_size and
- * max_procs (else KVBM_EMISMATCH). @cfg may be NULL without CREATE.
+ * a non-NULL @cfg must agree with it on block_count, block_size,
+ * max_procs, dup_policy, backend, reset_on_release and tier (else
+ * KVBM_EMISMATCH). @cfg may be NULL without CREATE.
  *
  * Returns 0 and *out, or: KVBM_ENAME, -EINVAL (bad config), -ENOENT,
  * -EEXIST, -EACCES, -ENOSPC (/dev/shm full), KVBM_ENOHUGE, KVBM_EBADMAGIC,
@@ -230,7 +258,214 @@ KVBM_API int kvbm_tokens_extend(struct kvbm_tokens *t, const uint32_t *tokens, s
 				size_t *first_new, size_t *n_new);
 KVBM_API size_t kvbm_tokens_total(const struct kvbm_tokens *t);  /* incl. the partial block */
 KVBM_API size_t kvbm_tokens_blocks(const struct kvbm_tokens *t); /* complete blocks */
+KVBM_API uint32_t kvbm_tokens_block_size(const struct kvbm_tokens *t);
 KVBM_API const struct kvbm_block_hashes *kvbm_tokens_block(const struct kvbm_tokens *t, size_t i);
+
+/* ---- blocks ------------------------------------------------------------ */
+
+/*
+ * A block handle names one block of one pool: the pool's instance id, the
+ * block id (an index into the caller's own KV storage, 0..block_count-1)
+ * and the generation of the slot when the handle was made. It is a plain
+ * value: copy it freely, send it to another process. Every call validates
+ * it: a handle of another pool gets KVBM_EFOREIGN, one whose slot has been
+ * recycled since gets KVBM_ESTALE.
+ *
+ * What a handle allows depends on the block's state:
+ *  - MUTABLE (from kvbm_allocate_blocks) and STAGED (after kvbm_stage_block
+ *    or kvbm_complete_block) blocks belong to the allocating process alone;
+ *  - REGISTERED blocks are shared: each successful match, clone, pin,
+ *    upgrade or registration gives the calling process one *hold*, and
+ *    every hold is given back with kvbm_release_blocks(). A process's holds
+ *    on one block are counted, not told apart: releasing the same handle
+ *    twice gives back a hold obtained through another handle, as an
+ *    unbalanced refcount would; releasing more holds than the process has
+ *    gets KVBM_ENOTHELD. A process's holds die with it.
+ * A registered block with holds is "active"; with none it is "inactive":
+ * still matchable, and evictable when allocation needs room.
+ */
+struct kvbm_block {
+	uint64_t pool; /* instance id of the pool */
+	uint32_t id;   /* block id */
+	uint32_t gen;  /* slot generation */
+};
+
+/*
+ * Allocates @n blocks, all or nothing: from the free (reset) pool first, in
+ * FIFO order, then by evicting inactive blocks in the backend's order. The
+ * blocks come back MUTABLE in @out. When @evicted is not NULL it receives
+ * the sequence hashes of the evicted blocks (room for @n) and *n_evicted
+ * their number. Returns 0 (n == 0 included), -ENOSPC when free + inactive
+ * blocks are fewer than @n (nothing is taken), or another negative code.
+ */
+KVBM_API int kvbm_allocate_blocks(struct kvbm_pool *pool, uint32_t n, struct kvbm_block *out,
+				  struct kvbm_plh *evicted, uint32_t *n_evicted);
+
+/* MUTABLE -> STAGED under @hash. @block_size must equal the pool's, else
+ * KVBM_ESIZE and the block stays MUTABLE. */
+KVBM_API int kvbm_stage_block(struct kvbm_pool *pool, const struct kvbm_block *blk,
+			      struct kvbm_plh hash, uint32_t block_size);
+/* MUTABLE -> STAGED under the hash of block @index of @seq (its token count
+ * is @seq's block size: KVBM_ESIZE and the block untouched if it differs
+ * from the pool's; -ERANGE if @index is not a complete block). */
+KVBM_API int kvbm_complete_block(struct kvbm_pool *pool, const struct kvbm_block *blk,
+				 const struct kvbm_tokens *seq, size_t index);
+/* STAGED -> MUTABLE (the reference's CompleteBlock::reset). */
+KVBM_API int kvbm_unstage_block(struct kvbm_pool *pool, const struct kvbm_block *blk);
+
+/*
+ * Registers @n STAGED blocks, in order, in one critical section. Each
+ * handle in @blks is updated in place to a hold on the registered block:
+ * the same block, which becomes the primary for its hash or, under
+ * KVBM_DUP_ALLOW when the hash is already registered, a duplicate (kept
+ * out of the registry; it keeps the primary active while it lives and is
+ * freed on its last release). Under KVBM_DUP_REJECT the existing primary
+ * (resurrected if inactive) is returned instead and the candidate goes back
+ * to the free pool. Returns 0 or a negative code (then nothing is
+ * registered; every handle is checked before the first registration).
+ */
+KVBM_API int kvbm_register_blocks(struct kvbm_pool *pool, struct kvbm_block *blks, uint32_t n);
+
+/*
+ * Gives back @n handles of any kind: a MUTABLE or STAGED block returns to
+ * the free pool; a hold on a REGISTERED block is dropped, and the block's
+ * last hold (over every process) moves a primary to the inactive pool, or
+ * straight to the free pool with reset-on-release, and frees a duplicate.
+ * Handles are processed in order; on the first bad one the call stops and
+ * returns its error (the ones before it are released).
+ */
+KVBM_API int kvbm_release_blocks(struct kvbm_pool *pool, const struct kvbm_block *blks,
+				 uint32_t n);
+
+/* One more hold on the REGISTERED block @blk (held by this process). */
+KVBM_API int kvbm_clone_block(struct kvbm_pool *pool, const struct kvbm_block *blk,
+			      struct kvbm_block *out);
+
+/* Per-block reset-on-release (REGISTERED, held): 1 = the last release
+ * bypasses the inactive pool. Last writer wins; survives resurrection;
+ * forgotten when the slot is evicted or reallocated; ignored for
+ * duplicates, which always go back to the free pool. */
+KVBM_API int kvbm_set_reset_on_release(struct kvbm_pool *pool, const struct kvbm_block *blk,
+				       int on);
+
+/*
+ * A pin: one hold plus the block's global logical address, (pool instance
+ * id, block id, sequence hash). Give it back with kvbm_release_blocks(&pin->block, 1).
+ */
+struct kvbm_pin {
+	struct kvbm_block block;
+	struct kvbm_plh hash;
+};
+KVBM_API int kvbm_pin_block(struct kvbm_pool *pool, const struct kvbm_block *blk,
+			    struct kvbm_pin *out);
+
+/* A weak handle: names a registered block without holding it. */
+struct kvbm_weak {
+	struct kvbm_block block;
+	struct kvbm_plh hash;
+};
+/* Makes a weak handle from a held REGISTERED block. */
+KVBM_API int kvbm_downgrade_block(struct kvbm_pool *pool, const struct kvbm_block *blk,
+				  struct kvbm_weak *out);
+/* Takes a hold through @weak: on the same block if it still holds the hash
+ * (resurrecting it if inactive), else on whichever block is now registered
+ * under the hash. Returns 1 and *out, 0 once the hash is gone, or a
+ * negative code. */
+KVBM_API int kvbm_upgrade_block(struct kvbm_pool *pool, const struct kvbm_weak *weak,
+				struct kvbm_block *out);
+
+/* What kvbm_block_info() reports about a block. */
+enum kvbm_block_state {
+	KVBM_BLOCK_RESET = 0,
+	KVBM_BLOCK_MUTABLE = 1,
+	KVBM_BLOCK_STAGED = 2,
+	KVBM_BLOCK_REGISTERED = 3,
+	KVBM_BLOCK_EVICTING = 4,
+};
+struct kvbm_block_info {
+	uint32_t state;      /* enum kvbm_block_state */
+	int primary;         /* REGISTERED: the registry's block for its hash */
+	int inactive;        /* REGISTERED with no hold anywhere */
+	int reset_on_release;
+	uint32_t holds;      /* this process's holds */
+	uint32_t holder_procs; /* processes holding it */
+	struct kvbm_plh hash; /* STAGED, REGISTERED */
+};
+/* Describes block @blk (a snapshot). KVBM_ESTALE if its generation moved on. */
+KVBM_API int kvbm_block_info(struct kvbm_pool *pool, const struct kvbm_block *blk,
+			     struct kvbm_block_info *info);
+
+/* ---- matching (lock-free: no lock, no syscall) --------------------------- */
+
+/*
+ * Prefix match: walks @hashes in order and stops at the first one that is
+ * registered neither as an active nor as an inactive block. Each hit is one
+ * hold (an inactive hit is resurrected by the hold itself) written to
+ * @out. Returns the number of hits, or a negative code.
+ */
+KVBM_API long kvbm_match_blocks(struct kvbm_pool *pool, const struct kvbm_plh *hashes, size_t n,
+				struct kvbm_block *out);
+/* Like kvbm_match_blocks(), but never stops: @out[i] is a hold for
+ * @hashes[i] and @found[i] says whether it hit. Repeated hashes each take a
+ * hold on the same block. Returns the number of hits. */
+KVBM_API long kvbm_match_blocks_scattered(struct kvbm_pool *pool, const struct kvbm_plh *hashes,
+					  size_t n, struct kvbm_block *out, uint8_t *found);
+/* Holds on the blocks of every DISTINCT hash of @hashes that is registered,
+ * in order of first occurrence, into @out (room for @n). Returns how many. */
+KVBM_API long kvbm_scan_matches(struct kvbm_pool *pool, const struct kvbm_plh *hashes, size_t n,
+				struct kvbm_block *out);
+/* @present[i] = whether @hashes[i] is registered (active or inactive).
+ * Takes no hold. Returns the number present. */
+KVBM_API long kvbm_check_presence(struct kvbm_pool *pool, const struct kvbm_plh *hashes,
+				  size_t n, uint8_t *present);
+
+/* Free + inactive blocks: what an allocation can get now. */
+KVBM_API long kvbm_available_blocks(struct kvbm_pool *pool);
+KVBM_API long kvbm_total_blocks(struct kvbm_pool *pool);
+/*
+ * Evicts every inactive block to the free pool (no eviction is counted).
+ * Then returns 0 if every block is free, or -EBUSY when some are still in
+ * use (the drain has happened regardless).
+ */
+KVBM_API int kvbm_reset_inactive_pool(struct kvbm_pool *pool);
+
+/* ---- metrics ------------------------------------------------------------ */
+
+/* The reference's 19 counters and gauges (kvbm-logical BlockPoolMetrics),
+ * summed over every process that ever attached. */
+struct kvbm_metrics {
+	uint64_t allocations;
+	uint64_t allocations_from_reset;
+	uint64_t evictions;
+	uint64_t registrations;
+	uint64_t duplicate_blocks;
+	uint64_t registration_dedup;
+	uint64_t stagings;
+	uint64_t match_hashes_requested;
+	uint64_t match_blocks_returned;
+	uint64_t scan_hashes_requested;
+	uint64_t scan_blocks_returned;
+	uint64_t eager_primary_to_inactive;
+	uint64_t allocate_atomic_rollback;
+	uint64_t release_primary_noop;
+	uint64_t release_duplicate_noop;
+	int64_t inflight_mutable;   /* MUTABLE blocks */
+	int64_t inflight_immutable; /* holds on REGISTERED blocks */
+	int64_t reset_pool_size;    /* free blocks */
+	int64_t inactive_pool_size; /* inactive blocks */
+	uint64_t index_full;        /* registrations the index had no room for */
+};
+KVBM_API int kvbm_metrics_snapshot(struct kvbm_pool *pool, struct kvbm_metrics *out);
+
+/*
+ * Writes the Prometheus text exposition of @m (every family with the
+ * reference's name, e.g. kvbm_allocations_total, labelled pool="@tier"
+ * followed by the @nlabels (name, value) pairs of @labels) into @buf.
+ * Returns the length it needs (like snprintf) or -EINVAL.
+ */
+KVBM_API long kvbm_metrics_prometheus(const struct kvbm_metrics *m, const char *tier,
+				      const char *const (*labels)[2], size_t nlabels, char *buf,
+				      size_t len);
 
 #ifdef __cplusplus
 }

@@ -28,6 +28,11 @@ static const char *const own_errors[] = {
 	[-(KVBM_ENAME - KVBM_EBASE)] =
 		"invalid pool name (1-128 characters of A-Z a-z 0-9 . _ -, not starting with '.')",
 	[-(KVBM_EDEADLK - KVBM_EBASE)] = "this thread already holds the pool mutex",
+	[-(KVBM_ENOTHELD - KVBM_EBASE)] =
+		"block not held by this process (released twice?)",
+	[-(KVBM_ESIZE - KVBM_EBASE)] = "token count differs from the pool's block size",
+	[-(KVBM_ESTATE - KVBM_EBASE)] = "block is in the wrong state for this operation",
+	[-(KVBM_ENOTOWNER - KVBM_EBASE)] = "mutable or staged block of another process",
 };
 
 const char *kvbm_strerror(int err)

@@ -309,3 +309,8 @@ const struct kvbm_block_hashes *kvbm_tokens_block(const struct kvbm_tokens *t, s
 {
 	return t && i < t->nblocks ? &t->blocks[i] : NULL;
 }
+
+uint32_t kvbm_tokens_block_size(const struct kvbm_tokens *t)
+{
+	return t->block_size;
+}

@@ -21,6 +21,43 @@ void kvbm_config_init(struct kvbm_config *cfg)
 	cfg->mode = 0600;
 	cfg->gid = -1;
 	cfg->open_timeout_ms = 10000;
+	cfg->dup_policy = KVBM_DUP_ALLOW;
+	cfg->backend = KVBM_BACKEND_LRU;
+	strcpy(cfg->tier, "G1");
+}
+
+int kvbm_config_check(const struct kvbm_config *cfg, const char **why)
+{
+	const char *w = NULL;
+
+	if (!cfg)
+		w = "config is required";
+	else if (cfg->block_count == 0)
+		w = "block_count must be greater than 0";
+	else if (cfg->block_count > KVBM_MAX_BLOCKS)
+		w = "block_count must be at most 2^28";
+	else if (cfg->block_size == 0 || cfg->block_size > 1024 ||
+		 (cfg->block_size & (cfg->block_size - 1)))
+		w = "block_size must be a power of two between 1 and 1024";
+	else if (cfg->max_procs == 0 || cfg->max_procs > KVBM_MAX_PROCS)
+		w = "max_procs must be between 1 and 63";
+	else if ((cfg->mode & ~0777u) || (cfg->mode & 0600) != 0600)
+		w = "mode must be a permission mode including 0600";
+	else if (cfg->gid < -1 || cfg->gid >= (int64_t)UINT32_MAX)
+		w = "gid must be -1 or a group id";
+	else if (cfg->flags & ~KVBM_CFG_HUGEPAGES)
+		w = "unknown flags";
+	else if (cfg->dup_policy > KVBM_DUP_REJECT)
+		w = "dup_policy must be KVBM_DUP_ALLOW or KVBM_DUP_REJECT";
+	else if (cfg->backend > KVBM_BACKEND_FIFO)
+		w = "backend must be KVBM_BACKEND_LRU or KVBM_BACKEND_FIFO";
+	else if (cfg->reset_on_release > 1)
+		w = "reset_on_release must be 0 or 1";
+	else if (memchr(cfg->tier, '\0', sizeof(cfg->tier)) == NULL || cfg->tier[0] == '\0')
+		w = "tier must be a label of 1 to 15 characters";
+	if (why)
+		*why = w;
+	return w ? -EINVAL : 0;
 }
 
 int kvbm_config_to_shm(const struct kvbm_config *cfg, struct kvbm_shm_config *out)
@@ -29,7 +66,7 @@ int kvbm_config_to_shm(const struct kvbm_config *cfg, struct kvbm_shm_config *ou
 	uint64_t total;
 
 	memset(out, 0, sizeof(*out));
-	if (cfg->gid < -1 || cfg->gid >= (int64_t)UINT32_MAX)
+	if (kvbm_config_check(cfg, NULL) < 0)
 		return -EINVAL;
 	out->block_count = cfg->block_count;
 	out->block_size = cfg->block_size;
@@ -37,6 +74,10 @@ int kvbm_config_to_shm(const struct kvbm_config *cfg, struct kvbm_shm_config *ou
 	out->mode = cfg->mode;
 	out->gid = cfg->gid < 0 ? UINT32_MAX : (uint32_t)cfg->gid;
 	out->flags = cfg->flags;
+	out->dup_policy = cfg->dup_policy;
+	out->backend = cfg->backend;
+	out->reset_on_release = cfg->reset_on_release;
+	memcpy(out->tier, cfg->tier, sizeof(out->tier));
 	/* the layout computation is the one judge of a valid config */
 	return kvbm_seg_layout(out, regions, &total);
 }
@@ -44,7 +85,23 @@ int kvbm_config_to_shm(const struct kvbm_config *cfg, struct kvbm_shm_config *ou
 static int config_matches(const struct kvbm_shm_config *have, const struct kvbm_shm_config *want)
 {
 	return have->block_count == want->block_count && have->block_size == want->block_size &&
-	       have->max_procs == want->max_procs;
+	       have->max_procs == want->max_procs && have->dup_policy == want->dup_policy &&
+	       have->backend == want->backend && have->reset_on_release == want->reset_on_release &&
+	       strcmp(have->tier, want->tier) == 0;
+}
+
+/* Process-local copies of what every call needs from the header. */
+static void setup_view(struct kvbm_pool *p)
+{
+	const struct kvbm_shm_header *h = p->seg.hdr;
+
+	p->id = h->instance_id;
+	p->nslots = h->config.block_count;
+	p->block_size = h->config.block_size;
+	p->dup_policy = h->config.dup_policy;
+	p->ror_default = h->config.reset_on_release;
+	kvbm_index_view(&p->ix, p->seg.buckets, kvbm_index_buckets(p->nslots), p->seg.slots,
+			p->nslots);
 }
 
 int kvbm_pool_open(const char *name, const struct kvbm_config *cfg, unsigned flags,
@@ -78,16 +135,41 @@ int kvbm_pool_open(const char *name, const struct kvbm_config *cfg, unsigned fla
 		r = KVBM_EMISMATCH;
 		goto fail_close;
 	}
+	setup_view(p);
+	/* hooks before attach: attaching reaps, and may recover */
+	kvbm_store_hooks(p);
 	r = kvbm_proc_attach(&p->seg);
 	if (r < 0)
 		goto fail_close;
+	r = kvbm_hold_setup(p);
+	if (r < 0)
+		goto fail_detach;
 	*out = p;
 	return 0;
+fail_detach:
+	kvbm_proc_detach(&p->seg);
 fail_close:
 	kvbm_seg_close(&p->seg);
 fail:
 	free(p);
 	return r;
+}
+
+/*
+ * Detaching gives back everything we still hold, exactly as a reaper would
+ * after our death (the same code): holds, owned blocks, then the entry.
+ */
+static int detach(struct kvbm_pool *p)
+{
+	int r = kvbm_seg_lock(&p->seg);
+
+	if (r < 0)
+		return r;
+	r = p->seg.reap(&p->seg, p->seg.self, p);
+	kvbm_seg_unlock(&p->seg);
+	if (r < 0)
+		return r;
+	return kvbm_proc_detach(&p->seg);
 }
 
 int kvbm_pool_close(struct kvbm_pool *pool)
@@ -98,8 +180,9 @@ int kvbm_pool_close(struct kvbm_pool *pool)
 		return -EINVAL;
 	/* in a forked child: free our copy only, the entry is the parent's */
 	if (kvbm_seg_check(&pool->seg) != KVBM_EFORKED)
-		r = kvbm_proc_detach(&pool->seg);
+		r = detach(pool);
 	kvbm_seg_close(&pool->seg);
+	kvbm_hold_teardown(pool);
 	free(pool);
 	return r == KVBM_EPOISONED ? 0 : r;
 }
@@ -139,6 +222,10 @@ int kvbm_pool_info(struct kvbm_pool *pool, struct kvbm_pool_info *info)
 	info->config.mode = h->config.mode;
 	info->config.gid = h->config.gid == UINT32_MAX ? -1 : (int64_t)h->config.gid;
 	info->config.flags = h->config.flags;
+	info->config.dup_policy = h->config.dup_policy;
+	info->config.backend = h->config.backend;
+	info->config.reset_on_release = h->config.reset_on_release;
+	memcpy(info->config.tier, h->config.tier, sizeof(info->config.tier));
 	info->proc_index = pool->seg.self;
 	info->procs_attached = kvbm_proc_count_active(&pool->seg);
 	info->attach_gen = pool->seg.attach_gen;

@@ -1,18 +1,126 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * pool.h - the per-process attach handle behind struct kvbm_pool. PRIVATE.
+ * pool.h - the per-process attach handle behind struct kvbm_pool, and the
+ * block store's internal calls. PRIVATE.
+ *
+ * Concurrency rules (ARCHITECTURE sections 3-4; rule numbers are section
+ * 4's, and shared/model/pin_evict.pml checks them):
+ *  - slot transitions out of RESET, into and out of EVICTING, the pool
+ *    lists, the registry index and slot.dups change only under the pool
+ *    mutex; a MUTABLE or STAGED slot's key and state are written by its
+ *    owner alone, without the mutex;
+ *  - pin and unpin (kvbm_hold_*) take no pool mutex: a process's 0<->1
+ *    count transitions on a slot are serialised by a process-local stripe
+ *    lock (rule 2); lock order is pool mutex, then stripe lock (rule 4);
+ *  - an unpin that empties a slot's holder mask leaves the slot REGISTERED
+ *    with no holder and not yet inactive: kvbm_store_settle() (mutex) puts
+ *    it where it belongs. Settling is idempotent and anyone may do it, so a
+ *    process that dies before settling loses nothing: the reaper settles
+ *    every slot.
  */
 #ifndef KVBM_LIB_POOL_H
 #define KVBM_LIB_POOL_H
 
 #include "kvbm.h"
+#include "index.h"
 #include "../shm/segment.h"
 
 struct kvbm_pool {
 	struct kvbm_seg seg;
+	struct kvbm_index ix;
+	uint64_t id;      /* pool instance id: handles carry it */
+	uint32_t nslots;
+	uint32_t block_size;
+	uint32_t dup_policy;
+	uint32_t ror_default; /* pool-wide reset-on-release */
+	uint64_t bit;     /* our holder bit */
+	kvbm_hold_t *ht;  /* our holder table */
+	struct kvbm_shm_metrics *shard;
+	uint32_t stripe_mask;
+	uint32_t *stripes; /* process-local per-slot locks (rule 2) */
 };
 
 /* Checks @cfg and converts it to the stored form. Returns 0 or -EINVAL. */
 int kvbm_config_to_shm(const struct kvbm_config *cfg, struct kvbm_shm_config *out);
+
+static inline void kvbm_metric_add(struct kvbm_pool *p, int idx, int64_t v)
+{
+	/* relaxed: a counter, read only as a sum in snapshots */
+	__atomic_fetch_add(&p->shard->v[idx], v, __ATOMIC_RELAXED);
+}
+
+static inline struct kvbm_shm_slot *kvbm_slot(struct kvbm_pool *p, uint32_t s)
+{
+	return &p->seg.slots[s];
+}
+
+static inline struct kvbm_plh kvbm_slot_key(const struct kvbm_shm_slot *sl)
+{
+	struct kvbm_plh k;
+
+	/* acquire: pairs with the owner's release of STAGED/REGISTERED */
+	k.hi = __atomic_load_n(&sl->key_hi, __ATOMIC_ACQUIRE);
+	k.lo = __atomic_load_n(&sl->key_lo, __ATOMIC_ACQUIRE);
+	return k;
+}
+
+/* ---- hold.c: holder bits and counts, lock-free ---------------------------- */
+
+int kvbm_hold_setup(struct kvbm_pool *p);
+void kvbm_hold_teardown(struct kvbm_pool *p);
+void kvbm_stripe_lock(struct kvbm_pool *p, uint32_t s);
+void kvbm_stripe_unlock(struct kvbm_pool *p, uint32_t s);
+static inline uint32_t kvbm_hold_count(const struct kvbm_pool *p, uint32_t s)
+{
+	return __atomic_load_n(&p->ht[s], __ATOMIC_ACQUIRE) & KVBM_HOLD_COUNT;
+}
+/*
+ * Takes one hold on slot @s if it is REGISTERED with generation @gen.
+ * Returns 1 held, 0 lost (not registered with @gen: a clean miss),
+ * -EOVERFLOW (this process's holds saturated). Lock-free unless a lost
+ * race has to settle the slot.
+ */
+int kvbm_hold_pin(struct kvbm_pool *p, uint32_t s, uint32_t gen);
+/* Drops one hold. Returns 1 when it emptied the holder mask (settle the
+ * slot), 0, or KVBM_ENOTHELD. */
+int kvbm_hold_unpin(struct kvbm_pool *p, uint32_t s);
+/* Register (mutex + stripe held): sets our bit and turns the OWNED entry
+ * into one hold. */
+void kvbm_hold_register(struct kvbm_pool *p, uint32_t s);
+
+/* ---- store.c: lists, settle, evict, reap, recover (mutex held) ----------- */
+
+/* kvbm_seg_lock() with the op record; kvbm_store_unlock() clears it. */
+int kvbm_store_lock(struct kvbm_pool *p, uint32_t op, uint32_t arg0);
+void kvbm_store_unlock(struct kvbm_pool *p);
+uint32_t kvbm_free_pop(struct kvbm_pool *p);
+void kvbm_free_push(struct kvbm_pool *p, uint32_t s, int front);
+void kvbm_lru_unlink(struct kvbm_pool *p, uint32_t s);
+/* Puts slot @s where its holders and flags say it belongs. */
+void kvbm_store_settle(struct kvbm_pool *p, uint32_t s);
+/* Pin/evict handshake on a REGISTERED slot: 1 and the slot EVICTING, or 0
+ * (someone holds it: left REGISTERED). */
+int kvbm_store_try_evict(struct kvbm_pool *p, uint32_t s);
+/* Rolls an EVICTING slot back to REGISTERED. */
+void kvbm_store_unevict(struct kvbm_pool *p, uint32_t s);
+/* Completes an eviction (rule 5: new generation first, then index entry and
+ * key): to RESET on the free list tail, or to MUTABLE owned by us. Returns
+ * the slot of a primary whose duplicate this was (+1), to settle, or 0. */
+uint32_t kvbm_store_evict_commit(struct kvbm_pool *p, uint32_t s, int to_mutable);
+/* Returns an owned MUTABLE/STAGED slot to the free list tail. */
+void kvbm_store_free_owned(struct kvbm_pool *p, uint32_t s, uint32_t owner_proc);
+/* Installs the reap and recovery hooks of this pool's segment. */
+void kvbm_store_hooks(struct kvbm_pool *p);
+
+/* ---- block.c ---------------------------------------------------------------- */
+
+/* Validates a handle against this pool. Returns 0 or KVBM_EFOREIGN /
+ * -EINVAL (id out of range). */
+int kvbm_handle_check(const struct kvbm_pool *p, const struct kvbm_block *blk);
+/* One hold on the primary registered under @key (lock-free). Returns 1 and
+ * *out, 0 on a miss, or a negative code. */
+int kvbm_acquire_hash(struct kvbm_pool *p, struct kvbm_plh key, struct kvbm_block *out);
+/* Drops holds taken by this library call and settles what they emptied. */
+void kvbm_unpin_settle(struct kvbm_pool *p, const struct kvbm_block *blks, size_t n);
 
 #endif /* KVBM_LIB_POOL_H */

@@ -42,7 +42,9 @@ enum kvbm_region {
 	KVBM_REGION_PROCS = 1,
 	KVBM_REGION_SLOTS = 2,
 	KVBM_REGION_REGISTRY = 3,
-	KVBM_REGION_NUSED = 4, /* regions this ABI defines */
+	KVBM_REGION_HOLDERS = 4, /* per-process holder tables */
+	KVBM_REGION_METRICS = 5, /* per-process metric shards */
+	KVBM_REGION_NUSED = 6,   /* regions this ABI defines */
 	KVBM_REGION_MAX = 16,  /* room in the header */
 };
 
@@ -57,7 +59,11 @@ struct kvbm_shm_config {
 	uint32_t mode;
 	uint32_t gid;   /* UINT32_MAX: creator's */
 	uint32_t flags; /* KVBM_CFG_* */
-	uint32_t reserved[10];
+	uint32_t dup_policy;       /* KVBM_DUP_* */
+	uint32_t backend;          /* KVBM_BACKEND_* */
+	uint32_t reset_on_release; /* pool-wide default of the per-slot flag */
+	char tier[KVBM_TIER_MAX + 1]; /* metrics `pool` label */
+	uint32_t reserved[3];
 };
 
 struct kvbm_shm_region {
@@ -94,6 +100,13 @@ enum kvbm_op {
 	KVBM_OP_ATTACH = 1, /* arg0 = proc index being claimed */
 	KVBM_OP_DETACH = 2, /* arg0 = proc index being freed */
 	KVBM_OP_REAP = 3,   /* arg0 = proc index being reaped */
+	/* block operations: every one leaves the slot array consistent at each
+	 * step; recovery rebuilds the derived state (lists, counts, index)
+	 * from it, so arg0 only says which slot the owner was working on */
+	KVBM_OP_ALLOCATE = 4,
+	KVBM_OP_REGISTER = 5,
+	KVBM_OP_RELEASE = 6,
+	KVBM_OP_EVICT = 7,
 };
 
 struct kvbm_shm_op {
@@ -116,6 +129,16 @@ struct kvbm_shm_control {
 	uint64_t last_recovery_ns; /* CLOCK_REALTIME of the last one */
 	uint64_t reaps;            /* dead processes reaped */
 	uint64_t attach_gen;       /* last attach generation handed out */
+	/* pool lists, links in the slots (slot + 1, 0 = none); mutex */
+	uint32_t free_head, free_tail; /* RESET slots, FIFO */
+	uint32_t free_count;           /* read lock-free (relaxed) for gauges */
+	uint32_t lru_head, lru_tail;   /* eviction order: oldest release first */
+	uint32_t lru_len;              /* entries, stale ones included */
+	uint64_t tick;                 /* insertion counter of the eviction order */
+	uint64_t index_full;           /* registrations that found no index entry */
+	/* slots counted inactive (holders == KVBM_HOLD_INACTIVE): raised under
+	 * the mutex, lowered lock-free by the pin that resurrects one */
+	_Alignas(KVBM_CACHELINE) int64_t inactive;
 };
 
 enum kvbm_proc_state {
@@ -162,18 +185,79 @@ static inline uint32_t kvbm_slot_owner(uint64_t w) { return (uint32_t)(w >> 8) &
 static inline uint32_t kvbm_slot_flags(uint64_t w) { return (uint32_t)(w >> 4) & 0xf; }
 static inline uint32_t kvbm_slot_state(uint64_t w) { return (uint32_t)w & 0xf; }
 
+/*
+ * holders: bit p (p < KVBM_MAX_PROCS) = attached process p holds the slot;
+ * KVBM_HOLD_INACTIVE = the slot is counted in control.inactive. That bit is
+ * set only under the mutex on a mask without process bits, and cleared by
+ * whoever takes the slot out of the inactive pool (the pin that resurrects
+ * it, or the evictor), the one whose RMW saw it set adjusting the count. It
+ * takes no part in the pin/evict handshake, which looks at process bits only.
+ */
+#define KVBM_HOLD_INACTIVE (1ull << 63)
+#define KVBM_HOLD_PROCS (KVBM_HOLD_INACTIVE - 1)
+
+/* slot.list: which pool list the slot is on; mutex */
+enum kvbm_slot_list {
+	KVBM_LIST_NONE = 0,
+	KVBM_LIST_FREE = 1,
+	KVBM_LIST_LRU = 2,
+};
+
 /* One block slot, one cache line. */
 struct kvbm_shm_slot {
 	uint64_t state;   /* the state word above; atomic */
-	uint64_t holders; /* bit p: attached process p holds it; atomic */
+	uint64_t holders; /* process bits + KVBM_HOLD_INACTIVE; atomic */
 	uint64_t key_hi;  /* the 128-bit sequence hash (PLH); written while */
 	uint64_t key_lo;  /* MUTABLE/STAGED by its owner, stable while REGISTERED */
 	uint32_t next;    /* pool list links (slot + 1, 0 = none); mutex */
 	uint32_t prev;
 	uint32_t primary; /* duplicates: slot + 1 of their primary; mutex */
-	uint32_t aux;
+	uint32_t dups;    /* primaries: live duplicates keeping it active; mutex */
 	uint64_t tick;    /* eviction order; mutex */
-	uint64_t reserved;
+	uint32_t list;    /* enum kvbm_slot_list; mutex */
+	uint32_t reset_on_release; /* per-slot flag, last writer wins; atomic */
+};
+
+/*
+ * Holder table entry of process p for slot s (u16, written only by p's
+ * threads; read and cleared by the reaper after p's death). Carries, in one
+ * word so that clearing one never drops another (rule 7): the count of
+ * holds, OWNED (p allocated the slot and has not registered it yet) and
+ * TENTATIVE (a thread of p is between its holder-bit fetch_or and the
+ * commit or undo of a pin).
+ */
+typedef uint16_t kvbm_hold_t;
+#define KVBM_HOLD_COUNT 0x3fffu /* holds by this process, saturating */
+#define KVBM_HOLD_OWNED 0x4000u
+#define KVBM_HOLD_TENT 0x8000u
+
+/*
+ * Metric shard: one per process-table entry, written lock-free by the
+ * entry's current process only (the reaper adjusts a dead one's gauges
+ * under the mutex). Shards are never zeroed: a snapshot sums them all.
+ */
+enum kvbm_metric_idx {
+	KVBM_M_ALLOCATIONS,
+	KVBM_M_ALLOCATIONS_FROM_RESET,
+	KVBM_M_EVICTIONS,
+	KVBM_M_REGISTRATIONS,
+	KVBM_M_DUPLICATE_BLOCKS,
+	KVBM_M_REGISTRATION_DEDUP,
+	KVBM_M_STAGINGS,
+	KVBM_M_MATCH_HASHES_REQUESTED,
+	KVBM_M_MATCH_BLOCKS_RETURNED,
+	KVBM_M_SCAN_HASHES_REQUESTED,
+	KVBM_M_SCAN_BLOCKS_RETURNED,
+	KVBM_M_EAGER_PRIMARY_TO_INACTIVE,
+	KVBM_M_ALLOCATE_ATOMIC_ROLLBACK,
+	KVBM_M_RELEASE_PRIMARY_NOOP,
+	KVBM_M_RELEASE_DUPLICATE_NOOP,
+	KVBM_M_INFLIGHT_MUTABLE,   /* gauge delta */
+	KVBM_M_INFLIGHT_IMMUTABLE, /* gauge delta */
+	KVBM_M_NSHARD,
+};
+struct kvbm_shm_metrics {
+	int64_t v[24];
 };
 
 /*
@@ -215,7 +299,11 @@ _Static_assert(sizeof(struct kvbm_shm_control) % KVBM_CACHELINE == 0, "control l
 _Static_assert(offsetof(struct kvbm_shm_control, owner_pid) % KVBM_CACHELINE == 0,
 	       "mutex on its own line");
 _Static_assert(sizeof(struct kvbm_shm_proc) == KVBM_CACHELINE, "proc entry is one line");
-_Static_assert(KVBM_MAX_PROCS <= 64, "holder mask is 64 bits");
+_Static_assert(KVBM_MAX_PROCS <= 63, "holder mask: 63 process bits + INACTIVE");
+_Static_assert(sizeof(struct kvbm_shm_metrics) == 3 * KVBM_CACHELINE, "metric shard lines");
+_Static_assert(KVBM_M_NSHARD <= 24, "metric shard room");
+_Static_assert(offsetof(struct kvbm_shm_control, inactive) % KVBM_CACHELINE == 0,
+	       "inactive count on its own line");
 
 /* Hash over every size/offset above plus the ABI facts they depend on. */
 uint64_t kvbm_layout_hash(void);

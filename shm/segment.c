@@ -105,6 +105,9 @@ static int config_sane(const struct kvbm_shm_config *cfg)
 		return 0;
 	if (cfg->flags & ~KVBM_CFG_HUGEPAGES)
 		return 0;
+	if (cfg->dup_policy > KVBM_DUP_REJECT || cfg->backend > KVBM_BACKEND_FIFO ||
+	    cfg->reset_on_release > 1 || memchr(cfg->tier, '\0', sizeof(cfg->tier)) == NULL)
+		return 0;
 	return 1;
 }
 
@@ -129,6 +132,13 @@ int kvbm_seg_layout(const struct kvbm_shm_config *cfg, struct kvbm_shm_region *r
 	regions[KVBM_REGION_REGISTRY].size =
 		(uint64_t)kvbm_index_buckets(cfg->block_count) * sizeof(struct kvbm_shm_bucket);
 	off = align_up(off + regions[KVBM_REGION_REGISTRY].size, KVBM_CACHELINE);
+	regions[KVBM_REGION_HOLDERS].offset = off;
+	regions[KVBM_REGION_HOLDERS].size = (uint64_t)cfg->max_procs * kvbm_holder_stride(cfg);
+	off = align_up(off + regions[KVBM_REGION_HOLDERS].size, KVBM_CACHELINE);
+	regions[KVBM_REGION_METRICS].offset = off;
+	regions[KVBM_REGION_METRICS].size =
+		(uint64_t)cfg->max_procs * sizeof(struct kvbm_shm_metrics);
+	off = align_up(off + regions[KVBM_REGION_METRICS].size, KVBM_CACHELINE);
 	*total = align_up(off, (cfg->flags & KVBM_CFG_HUGEPAGES) ? KVBM_HUGEPAGE : KVBM_PAGE);
 	return 0;
 }
@@ -273,6 +283,25 @@ static void seg_set_regions(struct kvbm_seg *seg)
 	seg->slots = (struct kvbm_shm_slot *)(seg->base + h->regions[KVBM_REGION_SLOTS].offset);
 	seg->buckets =
 		(struct kvbm_shm_bucket *)(seg->base + h->regions[KVBM_REGION_REGISTRY].offset);
+	seg->holders = seg->base + h->regions[KVBM_REGION_HOLDERS].offset;
+	seg->metrics =
+		(struct kvbm_shm_metrics *)(seg->base + h->regions[KVBM_REGION_METRICS].offset);
+}
+
+/* Every slot RESET (generation 0) on the free list, in block id order: the
+ * reference's free list starts as 0..N-1. */
+static void init_slots(struct kvbm_seg *seg)
+{
+	uint32_t n = seg->hdr->config.block_count;
+
+	for (uint32_t i = 0; i < n; i++) {
+		seg->slots[i].next = i + 1 < n ? i + 2 : 0;
+		seg->slots[i].prev = i;
+		seg->slots[i].list = KVBM_LIST_FREE;
+	}
+	seg->ctl->free_head = 1;
+	seg->ctl->free_tail = n;
+	seg->ctl->free_count = n;
 }
 
 static int map_segment(struct kvbm_seg *seg, uint64_t size, int prot, int populate)
@@ -373,6 +402,7 @@ static int seg_initialize(struct kvbm_seg *seg, const struct kvbm_shm_config *cf
 	r = kvbm_mutex_init(&seg->ctl->mutex);
 	if (r < 0)
 		goto fail;
+	init_slots(seg);
 	KVBM_FAILPOINT("shm.init.regions");
 
 	while (id == 0) {

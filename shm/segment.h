@@ -42,6 +42,8 @@ struct kvbm_seg {
 	struct kvbm_shm_proc *procs;
 	struct kvbm_shm_slot *slots;
 	struct kvbm_shm_bucket *buckets;
+	uint8_t *holders; /* holder tables, kvbm_holder_stride() bytes each */
+	struct kvbm_shm_metrics *metrics;
 	uint32_t self;       /* process-table index, UINT32_MAX if not attached */
 	uint64_t attach_gen; /* of our entry */
 	pid_t pid;           /* opener */
@@ -66,6 +68,13 @@ extern unsigned kvbm_fork_gen;
  * Returns 0 or KVBM_ENAME.
  */
 int kvbm_seg_path(const char *name, char *path, size_t pathlen, char *bare, int allow_path);
+
+/* Bytes of one process's holder table (a kvbm_hold_t per slot, padded). */
+static inline uint64_t kvbm_holder_stride(const struct kvbm_shm_config *cfg)
+{
+	return ((uint64_t)cfg->block_count * sizeof(kvbm_hold_t) + KVBM_CACHELINE - 1) /
+	       KVBM_CACHELINE * KVBM_CACHELINE;
+}
 
 /* Size and region table of a segment for @cfg. Returns 0 or -EINVAL. */
 int kvbm_seg_layout(const struct kvbm_shm_config *cfg, struct kvbm_shm_region *regions,

@@ -35,6 +35,9 @@ int main(void)
 	srunner_add_suite(sr, make_proctable_suite());
 	srunner_add_suite(sr, make_mutex_suite());
 	srunner_add_suite(sr, make_tools_suite());
+	srunner_add_suite(sr, make_block_suite());
+	srunner_add_suite(sr, make_match_suite());
+	srunner_add_suite(sr, make_mproc_suite());
 	srunner_run_all(sr, CK_ENV);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);

@@ -105,21 +105,21 @@ START_TEST(test_process_table_full_at_configured_max)
 }
 END_TEST
 
-START_TEST(test_65th_attacher_is_refused)
+START_TEST(test_attacher_past_max_procs_is_refused)
 {
 	T_NAME(name);
 	struct kvbm_config cfg = t_cfg();
 	struct t_gate leave;
-	pid_t pids[64];
+	pid_t pids[KVBM_MAX_PROCS];
 	struct kvbm_pool *q;
 
-	cfg.max_procs = 64;
+	cfg.max_procs = KVBM_MAX_PROCS;
 	kvbm_pool_close(t_create(name, &cfg));
 	t_gate_init(&leave);
-	ck_assert_int_eq(attach_children(name, 64, pids, &leave), 0);
+	ck_assert_int_eq(attach_children(name, KVBM_MAX_PROCS, pids, &leave), 0);
 	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &q), KVBM_EPROCFULL);
 	t_gate_open(&leave);
-	for (int i = 0; i < 64; i++)
+	for (int i = 0; i < KVBM_MAX_PROCS; i++)
 		ck_assert_int_eq(t_wait(pids[i]), 0);
 	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &q), 0);
 	kvbm_pool_close(q);
@@ -345,7 +345,7 @@ Suite *make_proctable_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_attach_records_pid_starttime_and_generation);
 	tcase_add_test(tc, test_process_table_full_at_configured_max);
-	tcase_add_test(tc, test_65th_attacher_is_refused);
+	tcase_add_test(tc, test_attacher_past_max_procs_is_refused);
 	tcase_add_test(tc, test_forked_child_cannot_use_handle);
 	suite_add_tcase(s, tc);
 

@@ -551,9 +551,9 @@ static int create_too_big(void)
 	char path[512];
 
 	cfg.block_count = 1;
-	cfg.max_procs = 64;
+	cfg.max_procs = KVBM_MAX_PROCS;
 	cfg.flags = 0;
-	/* 8 KiB tmpfs: 64 process entries do not fit, 1 does */
+	/* 8 KiB tmpfs: 63 process entries do not fit, 1 does */
 	if (kvbm_pool_open("big", &cfg, KVBM_OPEN_CREATE, &p) != -ENOSPC)
 		return 1;
 	snprintf(path, sizeof(path), "%s/kvbm.big", getenv("KVBM_SHM_DIR"));

@@ -161,3 +161,74 @@ int t_is_root(void)
 {
 	return geteuid() == 0;
 }
+
+struct kvbm_plh t_hash1(uint32_t id, uint32_t bs)
+{
+	uint32_t tok[1024];
+	struct kvbm_block_hashes h;
+
+	for (uint32_t i = 0; i < bs; i++)
+		tok[i] = id + i;
+	ck_assert_int_eq(kvbm_hash_tokens(tok, bs, bs, T_SALT, &h, 1), 1);
+	return h.plh;
+}
+
+void t_seq_hashes(uint32_t start, size_t n, uint32_t bs, struct kvbm_plh *out)
+{
+	uint32_t *tok = malloc(sizeof(*tok) * n * bs);
+	struct kvbm_block_hashes *h = malloc(sizeof(*h) * n);
+
+	ck_assert_ptr_nonnull(tok);
+	ck_assert_ptr_nonnull(h);
+	for (size_t i = 0; i < n * bs; i++)
+		tok[i] = start + (uint32_t)i;
+	ck_assert_int_eq(kvbm_hash_tokens(tok, n * bs, bs, T_SALT, h, n), (long)n);
+	for (size_t i = 0; i < n; i++)
+		out[i] = h[i].plh;
+	free(tok);
+	free(h);
+}
+
+void t_register(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_t n,
+		struct kvbm_block *out)
+{
+	struct kvbm_pool_info info;
+	int r;
+
+	ck_assert_int_eq(kvbm_pool_info(p, &info), 0);
+	r = kvbm_allocate_blocks(p, (uint32_t)n, out, NULL, NULL);
+	ck_assert_msg(r == 0, "allocate %zu: %s", n, kvbm_strerror(r));
+	for (size_t i = 0; i < n; i++)
+		ck_assert_int_eq(kvbm_stage_block(p, &out[i], hashes[i], info.config.block_size), 0);
+	r = kvbm_register_blocks(p, out, (uint32_t)n);
+	ck_assert_msg(r == 0, "register: %s", kvbm_strerror(r));
+}
+
+void t_release(struct kvbm_pool *p, const struct kvbm_block *blks, size_t n)
+{
+	int r = kvbm_release_blocks(p, blks, (uint32_t)n);
+
+	ck_assert_msg(r == 0, "release: %s", kvbm_strerror(r));
+}
+
+struct kvbm_metrics t_metrics(struct kvbm_pool *p)
+{
+	struct kvbm_metrics m;
+
+	ck_assert_int_eq(kvbm_metrics_snapshot(p, &m), 0);
+	return m;
+}
+
+struct kvbm_pool *t_pool(const char *name, uint32_t blocks)
+{
+	struct kvbm_config cfg = t_cfg();
+
+	cfg.block_count = blocks;
+	return t_create(name, &cfg);
+}
+
+void t_done(struct kvbm_pool *p, const char *name)
+{
+	ck_assert_int_eq(kvbm_pool_close(p), 0);
+	ck_assert_int_eq(kvbm_pool_destroy(name, 0), 0);
+}

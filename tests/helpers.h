@@ -20,6 +20,9 @@ Suite *make_segment_suite(void);
 Suite *make_proctable_suite(void);
 Suite *make_mutex_suite(void);
 Suite *make_tools_suite(void);
+Suite *make_block_suite(void);
+Suite *make_match_suite(void);
+Suite *make_mproc_suite(void);
 
 /* A pool name unique in this test run. */
 const char *t_name(char *buf, size_t len);
@@ -54,5 +57,20 @@ void t_patch(const char *name, off_t off, const void *buf, size_t len);
 int t_run_tool(char *out, size_t outlen, const char *tool, ...);
 /* Whether we may switch users and mount (root in the initial namespace). */
 int t_is_root(void);
+
+/* ---- blocks (the reference's testing module: salt 42) ---- */
+#define T_SALT 42
+/* PLH of the one-block sequence [id, id+1, ..., id+bs-1] (tokens_for_id). */
+struct kvbm_plh t_hash1(uint32_t id, uint32_t bs);
+/* Chained PLHs of the n blocks of tokens start, start+1, ... */
+void t_seq_hashes(uint32_t start, size_t n, uint32_t bs, struct kvbm_plh *out);
+/* Allocates, stages and registers n blocks under @hashes. */
+void t_register(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_t n,
+		struct kvbm_block *out);
+void t_release(struct kvbm_pool *p, const struct kvbm_block *blks, size_t n);
+struct kvbm_metrics t_metrics(struct kvbm_pool *p);
+/* t_cfg() with @blocks blocks, created; closed and destroyed by t_done(). */
+struct kvbm_pool *t_pool(const char *name, uint32_t blocks);
+void t_done(struct kvbm_pool *p, const char *name);
 
 #endif /* KVBM_TESTS_HELPERS_H */

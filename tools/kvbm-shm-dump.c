@@ -19,7 +19,8 @@
 #include "inspect.h"
 #include "json.h"
 
-static const char *const region_names[KVBM_REGION_NUSED] = {"control", "procs", "slots", "registry"};
+static const char *const region_names[KVBM_REGION_NUSED] = {"control", "procs", "slots", "registry",
+								   "holders", "metrics"};
 
 static void usage(FILE *f)
 {

@@ -1,0 +1,535 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * block.c - the block lifecycle through handles: allocate, stage and
+ * complete, unstage, register, release, clone, pin, weak handles, the
+ * reset-on-release flag and block info (kvbm-logical's guards, as values).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <string.h>
+
+#include "pool.h"
+#include "../shm/failpoint.h"
+
+/* Handles processed per mutex acquisition by the batch calls. */
+#define BATCH 64
+
+int kvbm_handle_check(const struct kvbm_pool *p, const struct kvbm_block *blk)
+{
+	if (!blk)
+		return -EINVAL;
+	if (blk->pool != p->id)
+		return KVBM_EFOREIGN;
+	if (blk->id >= p->nslots)
+		return -EINVAL;
+	return 0;
+}
+
+static int pool_ok(struct kvbm_pool *p)
+{
+	return p ? kvbm_seg_check(&p->seg) : -EINVAL;
+}
+
+/* The state word of an owned (MUTABLE/STAGED) block named by @blk, or a
+ * negative code. */
+static int owned_word(struct kvbm_pool *p, const struct kvbm_block *blk, uint64_t *w)
+{
+	int r = kvbm_handle_check(p, blk);
+
+	if (r < 0)
+		return r;
+	*w = __atomic_load_n(&kvbm_slot(p, blk->id)->state, __ATOMIC_ACQUIRE);
+	if (kvbm_slot_gen(*w) != blk->gen)
+		return KVBM_ESTALE;
+	uint32_t st = kvbm_slot_state(*w);
+	if (st != KVBM_SLOT_MUTABLE && st != KVBM_SLOT_STAGED)
+		return KVBM_ESTATE;
+	if (kvbm_slot_owner(*w) != p->seg.self)
+		return KVBM_ENOTOWNER;
+	return 0;
+}
+
+/* A REGISTERED block named by @blk that this process holds. */
+static int held_check(struct kvbm_pool *p, const struct kvbm_block *blk)
+{
+	int r = kvbm_handle_check(p, blk);
+
+	if (r < 0)
+		return r;
+	uint64_t w = __atomic_load_n(&kvbm_slot(p, blk->id)->state, __ATOMIC_ACQUIRE);
+	if (kvbm_slot_gen(w) != blk->gen)
+		return KVBM_ESTALE;
+	if (kvbm_slot_state(w) != KVBM_SLOT_REGISTERED && kvbm_slot_state(w) != KVBM_SLOT_EVICTING)
+		return KVBM_ESTATE;
+	/* our count > 0 pins the generation: the checks above stay true */
+	if (kvbm_hold_count(p, blk->id) == 0)
+		return KVBM_ENOTHELD;
+	return 0;
+}
+
+/* ---- allocate --------------------------------------------------------------- */
+
+/* Gives the slots in @out[0..n) to us as MUTABLE (mutex held). */
+static void take_owned(struct kvbm_pool *p, struct kvbm_block *out, uint32_t n, uint32_t nfree)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t s = out[i].id;
+		struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+		/* OWNED first: a reaper of us finds the slot either way (by
+		 * owner in the state word), the entry only tells our threads */
+		__atomic_fetch_or(&p->ht[s], KVBM_HOLD_OWNED, __ATOMIC_RELEASE);
+		if (i < nfree) {
+			uint64_t w = __atomic_load_n(&sl->state, __ATOMIC_RELAXED);
+			__atomic_store_n(&sl->reset_on_release, p->ror_default, __ATOMIC_RELAXED);
+			__atomic_store_n(&sl->state,
+					 kvbm_slot_word(kvbm_slot_gen(w), p->seg.self, 0,
+							KVBM_SLOT_MUTABLE),
+					 __ATOMIC_RELEASE);
+		} else {
+			(void)kvbm_store_evict_commit(p, s, 1);
+		}
+		out[i].pool = p->id;
+		out[i].gen = kvbm_slot_gen(__atomic_load_n(&sl->state, __ATOMIC_RELAXED));
+	}
+}
+
+/*
+ * Walks the eviction order for @need victims into @out, leaving them
+ * EVICTING; drops entries that were resurrected. Returns how many it got.
+ */
+static uint32_t pick_victims(struct kvbm_pool *p, struct kvbm_block *out, uint32_t need)
+{
+	struct kvbm_shm_control *c = p->seg.ctl;
+	uint32_t got = 0, s1 = c->lru_head;
+
+	while (s1 && got < need) {
+		uint32_t s = s1 - 1;
+		struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+		uint64_t h = __atomic_load_n(&sl->holders, __ATOMIC_SEQ_CST);
+		s1 = sl->next;
+		if (h & KVBM_HOLD_PROCS) {
+			kvbm_lru_unlink(p, s); /* resurrected: out of the pool */
+			continue;
+		}
+		if (!(h & KVBM_HOLD_INACTIVE) || sl->dups)
+			continue; /* released again, settle pending: it re-appends */
+		if (!kvbm_store_try_evict(p, s)) {
+			kvbm_lru_unlink(p, s);
+			continue;
+		}
+		out[got++].id = s;
+	}
+	return got;
+}
+
+int kvbm_allocate_blocks(struct kvbm_pool *p, uint32_t n, struct kvbm_block *out,
+			 struct kvbm_plh *evicted, uint32_t *n_evicted)
+{
+	struct kvbm_shm_control *c;
+	uint32_t nfree = 0;
+	int r = pool_ok(p);
+
+	if (r < 0)
+		return r;
+	if (n_evicted)
+		*n_evicted = 0;
+	if (n == 0)
+		return 0;
+	if (!out)
+		return -EINVAL;
+	if (n > p->nslots)
+		return -ENOSPC;
+	r = kvbm_store_lock(p, KVBM_OP_ALLOCATE, n);
+	if (r < 0)
+		return r;
+	c = p->seg.ctl;
+	if ((int64_t)c->free_count + __atomic_load_n(&c->inactive, __ATOMIC_RELAXED) < n) {
+		kvbm_store_unlock(p);
+		return -ENOSPC;
+	}
+	while (nfree < n && c->free_count) {
+		out[nfree].id = kvbm_free_pop(p);
+		nfree++;
+	}
+	KVBM_FAILPOINT("block.allocate.popped");
+	uint32_t nev = nfree < n ? pick_victims(p, out + nfree, n - nfree) : 0;
+	if (nfree + nev < n) {
+		/* a block we counted was resurrected meanwhile: all or nothing */
+		for (uint32_t i = nfree; i < nfree + nev; i++)
+			kvbm_store_unevict(p, out[i].id);
+		for (uint32_t i = nfree; i-- > 0;)
+			kvbm_free_push(p, out[i].id, 1);
+		kvbm_metric_add(p, KVBM_M_ALLOCATE_ATOMIC_ROLLBACK, 1);
+		kvbm_store_unlock(p);
+		return -ENOSPC;
+	}
+	for (uint32_t i = nfree; i < n && evicted; i++) {
+		struct kvbm_shm_slot *sl = kvbm_slot(p, out[i].id);
+		evicted[i - nfree] = (struct kvbm_plh){sl->key_hi, sl->key_lo};
+	}
+	KVBM_FAILPOINT("block.allocate.victims");
+	take_owned(p, out, n, nfree);
+	kvbm_store_unlock(p);
+	if (n_evicted)
+		*n_evicted = nev;
+	kvbm_metric_add(p, KVBM_M_ALLOCATIONS, n);
+	kvbm_metric_add(p, KVBM_M_ALLOCATIONS_FROM_RESET, nfree);
+	kvbm_metric_add(p, KVBM_M_EVICTIONS, nev);
+	kvbm_metric_add(p, KVBM_M_INFLIGHT_MUTABLE, n);
+	return 0;
+}
+
+/* ---- stage, complete, unstage ------------------------------------------------ */
+
+int kvbm_stage_block(struct kvbm_pool *p, const struct kvbm_block *blk, struct kvbm_plh hash,
+		     uint32_t block_size)
+{
+	uint64_t w;
+	int r = pool_ok(p);
+
+	if (r < 0)
+		return r;
+	r = owned_word(p, blk, &w);
+	if (r < 0)
+		return r;
+	if (kvbm_slot_state(w) != KVBM_SLOT_MUTABLE)
+		return KVBM_ESTATE;
+	if (block_size != p->block_size)
+		return KVBM_ESIZE;
+	struct kvbm_shm_slot *sl = kvbm_slot(p, blk->id);
+	/* owner-only, no mutex: nobody reads a STAGED slot's key but its
+	 * owner and, after registration publishes it, the readers */
+	__atomic_store_n(&sl->key_hi, hash.hi, __ATOMIC_RELAXED);
+	__atomic_store_n(&sl->key_lo, hash.lo, __ATOMIC_RELAXED);
+	/* release: the key is visible to whoever sees STAGED */
+	__atomic_store_n(&sl->state,
+			 kvbm_slot_word(blk->gen, p->seg.self, 0, KVBM_SLOT_STAGED),
+			 __ATOMIC_RELEASE);
+	kvbm_metric_add(p, KVBM_M_STAGINGS, 1);
+	kvbm_metric_add(p, KVBM_M_INFLIGHT_MUTABLE, -1);
+	return 0;
+}
+
+int kvbm_complete_block(struct kvbm_pool *p, const struct kvbm_block *blk,
+			const struct kvbm_tokens *seq, size_t index)
+{
+	if (!seq)
+		return -EINVAL;
+	const struct kvbm_block_hashes *h = kvbm_tokens_block(seq, index);
+	if (!h)
+		return -ERANGE;
+	/* a token block of the sequence holds exactly its block size tokens */
+	return kvbm_stage_block(p, blk, h->plh, kvbm_tokens_block_size(seq));
+}
+
+int kvbm_unstage_block(struct kvbm_pool *p, const struct kvbm_block *blk)
+{
+	uint64_t w;
+	int r = pool_ok(p);
+
+	if (r < 0)
+		return r;
+	r = owned_word(p, blk, &w);
+	if (r < 0)
+		return r;
+	if (kvbm_slot_state(w) != KVBM_SLOT_STAGED)
+		return KVBM_ESTATE;
+	struct kvbm_shm_slot *sl = kvbm_slot(p, blk->id);
+	__atomic_store_n(&sl->reset_on_release, p->ror_default, __ATOMIC_RELAXED);
+	__atomic_store_n(&sl->state,
+			 kvbm_slot_word(blk->gen, p->seg.self, 0, KVBM_SLOT_MUTABLE),
+			 __ATOMIC_RELEASE);
+	kvbm_metric_add(p, KVBM_M_INFLIGHT_MUTABLE, 1);
+	return 0;
+}
+
+/* ---- register ------------------------------------------------------------------ */
+
+/* Registers STAGED slot @s of ours (mutex held). Returns the handle. */
+static struct kvbm_block register_one(struct kvbm_pool *p, uint32_t s)
+{
+	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+	uint64_t w = __atomic_load_n(&sl->state, __ATOMIC_RELAXED);
+	uint32_t gen = kvbm_slot_gen(w), ps, pg;
+	struct kvbm_plh key = {sl->key_hi, sl->key_lo};
+	struct kvbm_block out = {p->id, s, gen};
+	/* under the mutex the index is stable: no eviction can run */
+	int found = kvbm_index_lookup(&p->ix, key, &ps, &pg);
+
+	if (found && p->dup_policy == KVBM_DUP_REJECT) {
+		/* the existing primary (resurrected if inactive) is returned;
+		 * stripe locks are taken inside, after the mutex (rule 4) */
+		if (kvbm_hold_pin(p, ps, pg) == 1) {
+			kvbm_store_free_owned(p, s, p->seg.self);
+			kvbm_metric_add(p, KVBM_M_REGISTRATION_DEDUP, 1);
+			kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, 1);
+			return (struct kvbm_block){p->id, ps, pg};
+		}
+		found = 0; /* saturated holds: keep ours, as a duplicate */
+	}
+	kvbm_stripe_lock(p, s); /* rule 4: the owner's bit under the stripe */
+	kvbm_hold_register(p, s);
+	uint32_t flags = 0;
+	if (found) {
+		struct kvbm_shm_slot *psl = kvbm_slot(p, ps);
+		sl->primary = ps + 1;
+		psl->dups++;
+		/* a duplicate keeps its primary active: out of the inactive pool */
+		uint64_t prev = __atomic_fetch_and(&psl->holders, ~KVBM_HOLD_INACTIVE,
+						   __ATOMIC_ACQ_REL);
+		if (prev & KVBM_HOLD_INACTIVE)
+			__atomic_fetch_sub(&p->seg.ctl->inactive, 1, __ATOMIC_RELAXED);
+		kvbm_metric_add(p, KVBM_M_DUPLICATE_BLOCKS, 1);
+	} else {
+		flags = KVBM_SLOT_F_PRIMARY;
+	}
+	/* release: the key stored at staging is visible with REGISTERED */
+	__atomic_store_n(&sl->state, kvbm_slot_word(gen, 0, flags, KVBM_SLOT_REGISTERED),
+			 __ATOMIC_RELEASE);
+	KVBM_FAILPOINT("block.register.published");
+	if (!found && kvbm_index_insert(&p->ix, key, s, gen) < 0) {
+		/* both buckets full: the block works but is not shareable */
+		__atomic_store_n(&sl->state, kvbm_slot_word(gen, 0, 0, KVBM_SLOT_REGISTERED),
+				 __ATOMIC_RELEASE);
+		p->seg.ctl->index_full++;
+	}
+	kvbm_stripe_unlock(p, s);
+	kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, 1);
+	return out;
+}
+
+int kvbm_register_blocks(struct kvbm_pool *p, struct kvbm_block *blks, uint32_t n)
+{
+	uint64_t w;
+	int r = pool_ok(p);
+
+	if (r < 0)
+		return r;
+	if (n && !blks)
+		return -EINVAL;
+	for (uint32_t i = 0; i < n; i++) {
+		r = owned_word(p, &blks[i], &w);
+		if (r < 0)
+			return r;
+		if (kvbm_slot_state(w) != KVBM_SLOT_STAGED)
+			return KVBM_ESTATE;
+		for (uint32_t j = 0; j < i; j++)
+			if (blks[j].id == blks[i].id)
+				return -EINVAL;
+	}
+	if (n == 0)
+		return 0;
+	r = kvbm_store_lock(p, KVBM_OP_REGISTER, blks[0].id);
+	if (r < 0)
+		return r;
+	for (uint32_t i = 0; i < n; i++) {
+		p->seg.ctl->op.arg0 = blks[i].id;
+		blks[i] = register_one(p, blks[i].id);
+	}
+	kvbm_store_unlock(p);
+	kvbm_metric_add(p, KVBM_M_REGISTRATIONS, n);
+	return 0;
+}
+
+/* ---- release ------------------------------------------------------------------- */
+
+/* Frees owned slots and settles emptied ones, one mutex acquisition. */
+static int flush(struct kvbm_pool *p, const uint32_t *owned, uint32_t nown,
+		 const uint32_t *empty, uint32_t nempty)
+{
+	int r = kvbm_store_lock(p, KVBM_OP_RELEASE, nown ? owned[0] : empty[0]);
+
+	if (r < 0)
+		return r;
+	for (uint32_t i = 0; i < nown; i++) {
+		uint64_t w = __atomic_load_n(&kvbm_slot(p, owned[i])->state, __ATOMIC_RELAXED);
+		if (kvbm_slot_state(w) == KVBM_SLOT_MUTABLE)
+			kvbm_metric_add(p, KVBM_M_INFLIGHT_MUTABLE, -1);
+		kvbm_store_free_owned(p, owned[i], p->seg.self);
+	}
+	for (uint32_t i = 0; i < nempty; i++)
+		kvbm_store_settle(p, empty[i]);
+	kvbm_store_unlock(p);
+	return 0;
+}
+
+int kvbm_release_blocks(struct kvbm_pool *p, const struct kvbm_block *blks, uint32_t n)
+{
+	uint32_t owned[BATCH], empty[BATCH], nown = 0, nempty = 0;
+	int r = pool_ok(p), err = 0;
+
+	if (r < 0)
+		return r;
+	if (n && !blks)
+		return -EINVAL;
+	for (uint32_t i = 0; i < n && !err; i++) {
+		const struct kvbm_block *b = &blks[i];
+		uint64_t w;
+		r = kvbm_handle_check(p, b);
+		if (r < 0) {
+			err = r;
+			break;
+		}
+		w = __atomic_load_n(&kvbm_slot(p, b->id)->state, __ATOMIC_ACQUIRE);
+		uint32_t st = kvbm_slot_state(w);
+		if (kvbm_slot_gen(w) != b->gen) {
+			err = KVBM_ESTALE;
+		} else if (st == KVBM_SLOT_MUTABLE || st == KVBM_SLOT_STAGED) {
+			if (kvbm_slot_owner(w) != p->seg.self)
+				err = KVBM_ENOTOWNER;
+			else
+				owned[nown++] = b->id;
+		} else if (st == KVBM_SLOT_REGISTERED || st == KVBM_SLOT_EVICTING) {
+			r = kvbm_hold_unpin(p, b->id);
+			if (r < 0)
+				err = r;
+			else {
+				kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, -1);
+				if (r == 1)
+					empty[nempty++] = b->id;
+			}
+		} else {
+			err = KVBM_ESTALE;
+		}
+		if (nown == BATCH || nempty == BATCH) {
+			r = flush(p, owned, nown, empty, nempty);
+			nown = nempty = 0;
+			if (r < 0)
+				return r;
+		}
+	}
+	r = nown + nempty ? flush(p, owned, nown, empty, nempty) : 0;
+	return err ? err : r;
+}
+
+void kvbm_unpin_settle(struct kvbm_pool *p, const struct kvbm_block *blks, size_t n)
+{
+	(void)kvbm_release_blocks(p, blks, (uint32_t)n);
+}
+
+/* ---- holds: clone, pin, weak ------------------------------------------------- */
+
+int kvbm_clone_block(struct kvbm_pool *p, const struct kvbm_block *blk, struct kvbm_block *out)
+{
+	int r = pool_ok(p);
+
+	if (r < 0)
+		return r;
+	if (!out)
+		return -EINVAL;
+	r = held_check(p, blk);
+	if (r < 0)
+		return r;
+	r = kvbm_hold_pin(p, blk->id, blk->gen);
+	if (r < 0)
+		return r;
+	if (r == 0)
+		return KVBM_ESTALE;
+	kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, 1);
+	*out = *blk;
+	return 0;
+}
+
+int kvbm_pin_block(struct kvbm_pool *p, const struct kvbm_block *blk, struct kvbm_pin *out)
+{
+	int r;
+
+	if (!out)
+		return -EINVAL;
+	r = kvbm_clone_block(p, blk, &out->block);
+	if (r < 0)
+		return r;
+	out->hash = kvbm_slot_key(kvbm_slot(p, blk->id));
+	return 0;
+}
+
+int kvbm_downgrade_block(struct kvbm_pool *p, const struct kvbm_block *blk, struct kvbm_weak *out)
+{
+	int r = pool_ok(p);
+
+	if (r < 0)
+		return r;
+	if (!out)
+		return -EINVAL;
+	r = held_check(p, blk);
+	if (r < 0)
+		return r;
+	out->block = *blk;
+	out->hash = kvbm_slot_key(kvbm_slot(p, blk->id));
+	return 0;
+}
+
+int kvbm_upgrade_block(struct kvbm_pool *p, const struct kvbm_weak *weak, struct kvbm_block *out)
+{
+	int r = pool_ok(p);
+
+	if (r < 0)
+		return r;
+	if (!weak || !out)
+		return -EINVAL;
+	r = kvbm_handle_check(p, &weak->block);
+	if (r < 0)
+		return r;
+	/* the same block if it still holds the hash (rule 6: the key is
+	 * stable once held, so check it after the pin) */
+	r = kvbm_hold_pin(p, weak->block.id, weak->block.gen);
+	if (r < 0)
+		return r;
+	if (r == 1) {
+		struct kvbm_plh k = kvbm_slot_key(kvbm_slot(p, weak->block.id));
+		if (kvbm_plh_eq(k, weak->hash)) {
+			kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, 1);
+			*out = weak->block;
+			return 1;
+		}
+		kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, 1);
+		kvbm_unpin_settle(p, &weak->block, 1);
+	}
+	/* else whichever block now holds the hash */
+	return kvbm_acquire_hash(p, weak->hash, out);
+}
+
+int kvbm_set_reset_on_release(struct kvbm_pool *p, const struct kvbm_block *blk, int on)
+{
+	int r = pool_ok(p);
+
+	if (r < 0)
+		return r;
+	r = held_check(p, blk);
+	if (r < 0)
+		return r;
+	/* relaxed: read at the last release, under the mutex, which the
+	 * releasing unpin's seq_cst RMW orders after this store */
+	__atomic_store_n(&kvbm_slot(p, blk->id)->reset_on_release, on ? 1u : 0u,
+			 __ATOMIC_RELAXED);
+	return 0;
+}
+
+int kvbm_block_info(struct kvbm_pool *p, const struct kvbm_block *blk,
+		    struct kvbm_block_info *info)
+{
+	int r = pool_ok(p);
+
+	if (r < 0)
+		return r;
+	if (!info)
+		return -EINVAL;
+	r = kvbm_handle_check(p, blk);
+	if (r < 0)
+		return r;
+	const struct kvbm_shm_slot *sl = kvbm_slot(p, blk->id);
+	uint64_t w = __atomic_load_n(&sl->state, __ATOMIC_ACQUIRE);
+	uint64_t h = __atomic_load_n(&sl->holders, __ATOMIC_ACQUIRE);
+	memset(info, 0, sizeof(*info));
+	if (kvbm_slot_gen(w) != blk->gen)
+		return KVBM_ESTALE;
+	info->state = kvbm_slot_state(w);
+	info->primary = (kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY) != 0;
+	info->inactive = info->state == KVBM_SLOT_REGISTERED && !(h & KVBM_HOLD_PROCS);
+	info->reset_on_release = (int)__atomic_load_n(&sl->reset_on_release, __ATOMIC_RELAXED);
+	info->holds = kvbm_hold_count(p, blk->id);
+	info->holder_procs = (uint32_t)__builtin_popcountll(h & KVBM_HOLD_PROCS);
+	if (info->state == KVBM_SLOT_STAGED || info->state == KVBM_SLOT_REGISTERED)
+		info->hash = kvbm_slot_key(sl);
+	return 0;
+}

@@ -1,0 +1,231 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * hold.c - holder bits and counts: the lock-free pin and unpin of
+ * ARCHITECTURE section 4 (model: shared/model/pin_evict.pml, reader and
+ * UNPIN, with FASTGEN=1 REGLOCK=1 EVFIX=1 KEYRECHECK=1).
+ *
+ * Each process has one bit in a slot's holder mask and counts its holds in
+ * its own holder table entry. The entry never reads zero while the bit may
+ * be set (TENTATIVE covers the windows on both sides), so a reaper that
+ * clears the bit of every non-zero entry of a dead process clears every
+ * bit it left behind.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+
+#include "pool.h"
+#include "../shm/failpoint.h"
+
+#define STRIPES_MAX 4096u
+
+int kvbm_hold_setup(struct kvbm_pool *p)
+{
+	uint32_t n = 1;
+
+	while (n < p->nslots && n < STRIPES_MAX)
+		n <<= 1;
+	p->stripes = calloc(n, sizeof(*p->stripes));
+	if (!p->stripes)
+		return -ENOMEM;
+	p->stripe_mask = n - 1;
+	p->ht = (kvbm_hold_t *)(p->seg.holders + (uint64_t)p->seg.self *
+				kvbm_holder_stride(&p->seg.hdr->config));
+	p->bit = 1ull << p->seg.self;
+	p->shard = &p->seg.metrics[p->seg.self];
+	return 0;
+}
+
+void kvbm_hold_teardown(struct kvbm_pool *p)
+{
+	free(p->stripes);
+	p->stripes = NULL;
+}
+
+/* Process-local, so a spinlock dies with its process and never needs
+ * recovery; held for a handful of instructions, never across a syscall. */
+void kvbm_stripe_lock(struct kvbm_pool *p, uint32_t s)
+{
+	uint32_t *l = &p->stripes[s & p->stripe_mask];
+
+	for (unsigned spins = 0;; spins++) {
+		uint32_t z = 0;
+		/* acquire: the critical section's entry loads stay after it */
+		if (__atomic_compare_exchange_n(l, &z, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+			return;
+		while (__atomic_load_n(l, __ATOMIC_RELAXED)) {
+			if (++spins > 1000)
+				sched_yield(); /* the holder was preempted */
+			else
+				__builtin_ia32_pause();
+		}
+	}
+}
+
+void kvbm_stripe_unlock(struct kvbm_pool *p, uint32_t s)
+{
+	__atomic_store_n(&p->stripes[s & p->stripe_mask], 0, __ATOMIC_RELEASE);
+}
+
+/* count > 0 -> count + 1; 0 when the count was 0 (slow path needed). */
+static int count_inc(kvbm_hold_t *e, int *overflow)
+{
+	kvbm_hold_t v = __atomic_load_n(e, __ATOMIC_RELAXED);
+
+	while (v & KVBM_HOLD_COUNT) {
+		if ((v & KVBM_HOLD_COUNT) == KVBM_HOLD_COUNT) {
+			*overflow = 1;
+			return 0;
+		}
+		/* acq_rel: the generation check after it must not move above
+		 * the increment (rule 3) */
+		if (__atomic_compare_exchange_n(e, &v, (kvbm_hold_t)(v + 1), 0, __ATOMIC_ACQ_REL,
+						__ATOMIC_RELAXED))
+			return 1;
+	}
+	return 0;
+}
+
+/* count > 1 -> count - 1; 0 when it was 0 or 1 (slow path). */
+static int count_dec(kvbm_hold_t *e)
+{
+	kvbm_hold_t v = __atomic_load_n(e, __ATOMIC_RELAXED);
+
+	while ((v & KVBM_HOLD_COUNT) > 1) {
+		/* release: our uses of the block happen before the drop */
+		if (__atomic_compare_exchange_n(e, &v, (kvbm_hold_t)(v - 1), 0, __ATOMIC_RELEASE,
+						__ATOMIC_RELAXED))
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * Our committed pin took the slot out of the inactive pool if the mask had
+ * the INACTIVE bit: whoever's RMW clears it lowers the count, so exactly
+ * one party does.
+ */
+static void take_from_inactive(struct kvbm_pool *p, struct kvbm_shm_slot *sl)
+{
+	uint64_t prev = __atomic_fetch_and(&sl->holders, ~KVBM_HOLD_INACTIVE, __ATOMIC_ACQ_REL);
+
+	if (prev & KVBM_HOLD_INACTIVE)
+		__atomic_fetch_sub(&p->seg.ctl->inactive, 1, __ATOMIC_RELAXED);
+}
+
+/* 0 -> 1: record intent, set the bit, re-read the state (rule 1). */
+static int pin_slow(struct kvbm_pool *p, uint32_t s, uint32_t gen)
+{
+	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+	kvbm_hold_t *e = &p->ht[s];
+	uint64_t old, w;
+
+	/* the tentative entry comes first: if we die after the fetch_or, the
+	 * reaper finds the entry and clears our bit */
+	__atomic_fetch_or(e, KVBM_HOLD_TENT, __ATOMIC_SEQ_CST);
+	KVBM_FAILPOINT("hold.pin.tentative");
+	/* seq_cst on both: with the evictor's seq_cst CAS to EVICTING and
+	 * holders load this is a Dekker handshake, one of us sees the other */
+	old = __atomic_fetch_or(&sl->holders, p->bit, __ATOMIC_SEQ_CST);
+	KVBM_FAILPOINT("hold.pin.bit");
+	w = __atomic_load_n(&sl->state, __ATOMIC_SEQ_CST);
+	if (kvbm_slot_state(w) != KVBM_SLOT_REGISTERED || kvbm_slot_gen(w) != gen) {
+		/* lost the race: a clean miss */
+		if (!(old & p->bit))
+			__atomic_fetch_and(&sl->holders, ~p->bit, __ATOMIC_SEQ_CST);
+		__atomic_fetch_and(e, (kvbm_hold_t)~KVBM_HOLD_TENT, __ATOMIC_RELEASE);
+		return 0;
+	}
+	/* commit: TENTATIVE -> one hold, in one RMW (the count was 0 and only
+	 * stripe holders touch a zero count) */
+	kvbm_hold_t v = __atomic_load_n(e, __ATOMIC_RELAXED);
+	while (!__atomic_compare_exchange_n(e, &v, (kvbm_hold_t)((v & ~KVBM_HOLD_TENT) + 1), 0,
+					    __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+		;
+	KVBM_FAILPOINT("hold.pin.commit");
+	if (old & KVBM_HOLD_INACTIVE)
+		take_from_inactive(p, sl);
+	return 1;
+}
+
+int kvbm_hold_pin(struct kvbm_pool *p, uint32_t s, uint32_t gen)
+{
+	kvbm_hold_t *e = &p->ht[s];
+	int overflow = 0, r;
+
+	if (!count_inc(e, &overflow)) {
+		if (overflow)
+			return -EOVERFLOW;
+		kvbm_stripe_lock(p, s);
+		if (count_inc(e, &overflow)) {
+			kvbm_stripe_unlock(p, s);
+		} else {
+			r = overflow ? -EOVERFLOW : pin_slow(p, s, gen);
+			kvbm_stripe_unlock(p, s);
+			return r;
+		}
+	}
+	/* fast path (rule 3): we held the slot already, so it cannot be
+	 * evicted now, but a stale handle may name its previous incarnation,
+	 * held by a sibling thread: compare generations AFTER the increment */
+	uint64_t w = __atomic_load_n(&kvbm_slot(p, s)->state, __ATOMIC_ACQUIRE);
+	/* EVICTING too: our bit was set before the evictor's CAS, it rolls back */
+	if (kvbm_slot_gen(w) == gen && (kvbm_slot_state(w) == KVBM_SLOT_REGISTERED ||
+					kvbm_slot_state(w) == KVBM_SLOT_EVICTING))
+		return 1;
+	if (kvbm_hold_unpin(p, s) == 1) {
+		/* our undo emptied the mask (the sibling let go meanwhile): rare,
+		 * settle it now */
+		if (kvbm_store_lock(p, KVBM_OP_RELEASE, s) == 0) {
+			kvbm_store_settle(p, s);
+			kvbm_store_unlock(p);
+		}
+	}
+	return 0;
+}
+
+int kvbm_hold_unpin(struct kvbm_pool *p, uint32_t s)
+{
+	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+	kvbm_hold_t *e = &p->ht[s];
+	uint64_t old;
+
+	if (count_dec(e))
+		return 0;
+	kvbm_stripe_lock(p, s);
+	if (count_dec(e)) {
+		kvbm_stripe_unlock(p, s);
+		return 0;
+	}
+	kvbm_hold_t v = __atomic_load_n(e, __ATOMIC_RELAXED);
+	if ((v & KVBM_HOLD_COUNT) == 0) {
+		kvbm_stripe_unlock(p, s);
+		return KVBM_ENOTHELD;
+	}
+	/* 1 -> 0 under the stripe lock (rule 2): the last hold becomes
+	 * TENTATIVE so the entry stays non-zero until the bit is clear */
+	while (!__atomic_compare_exchange_n(e, &v, (kvbm_hold_t)((v - 1) | KVBM_HOLD_TENT), 0,
+					    __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+		;
+	KVBM_FAILPOINT("hold.unpin.tentative");
+	/* seq_cst: pairs with the evictor's holders load (handshake) */
+	old = __atomic_fetch_and(&sl->holders, ~p->bit, __ATOMIC_SEQ_CST);
+	KVBM_FAILPOINT("hold.unpin.bit");
+	__atomic_fetch_and(e, (kvbm_hold_t)~KVBM_HOLD_TENT, __ATOMIC_RELEASE);
+	kvbm_stripe_unlock(p, s);
+	return (old & KVBM_HOLD_PROCS) == p->bit ? 1 : 0;
+}
+
+void kvbm_hold_register(struct kvbm_pool *p, uint32_t s)
+{
+	kvbm_hold_t *e = &p->ht[s];
+
+	/* bit first, while the entry is still OWNED (non-zero): a reaper
+	 * never misses it */
+	__atomic_fetch_or(&kvbm_slot(p, s)->holders, p->bit, __ATOMIC_SEQ_CST);
+	kvbm_hold_t v = __atomic_load_n(e, __ATOMIC_RELAXED);
+	while (!__atomic_compare_exchange_n(e, &v, (kvbm_hold_t)((v & ~KVBM_HOLD_OWNED) + 1), 0,
+					    __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+		;
+}

@@ -1,0 +1,226 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * match.c - the readers: prefix, scattered and scan matching and presence
+ * checks, lock-free and syscall-free (ARCHITECTURE section 4). A hit is a
+ * hold taken through the pin protocol on the slot the index names; an
+ * inactive hit is resurrected by that hold alone. Also the pool-wide
+ * counts and reset_inactive_pool, which take the mutex.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+
+#include "pool.h"
+
+int kvbm_acquire_hash(struct kvbm_pool *p, struct kvbm_plh key, struct kvbm_block *out)
+{
+	uint32_t s, g;
+
+	/* a lost race (evicted, or re-registered elsewhere) is retried once:
+	 * the hash may have a new primary by now */
+	for (int attempt = 0; attempt < 2; attempt++) {
+		if (!kvbm_index_lookup(&p->ix, key, &s, &g))
+			return 0;
+		int r = kvbm_hold_pin(p, s, g);
+		if (r < 0)
+			return r;
+		if (r == 0)
+			continue;
+		kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, 1);
+		*out = (struct kvbm_block){p->id, s, g};
+		/* rule 6: once held the key cannot change; re-read it, so a hit
+		 * is exact even if the generation wrapped between lookup and pin */
+		if (kvbm_plh_eq(kvbm_slot_key(kvbm_slot(p, s)), key))
+			return 1;
+		kvbm_unpin_settle(p, out, 1);
+	}
+	return 0;
+}
+
+long kvbm_match_blocks(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_t n,
+		       struct kvbm_block *out)
+{
+	size_t i;
+	int r = p ? kvbm_seg_check(&p->seg) : -EINVAL;
+
+	if (r < 0)
+		return r;
+	if (n && (!hashes || !out))
+		return -EINVAL;
+	for (i = 0; i < n; i++) {
+		r = kvbm_acquire_hash(p, hashes[i], &out[i]);
+		if (r < 0) {
+			kvbm_unpin_settle(p, out, i);
+			return r;
+		}
+		if (r == 0)
+			break;
+	}
+	kvbm_metric_add(p, KVBM_M_MATCH_HASHES_REQUESTED, (int64_t)n);
+	kvbm_metric_add(p, KVBM_M_MATCH_BLOCKS_RETURNED, (int64_t)i);
+	return (long)i;
+}
+
+long kvbm_match_blocks_scattered(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_t n,
+				 struct kvbm_block *out, uint8_t *found)
+{
+	long hits = 0;
+	int r = p ? kvbm_seg_check(&p->seg) : -EINVAL;
+
+	if (r < 0)
+		return r;
+	if (n && (!hashes || !out || !found))
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		r = kvbm_acquire_hash(p, hashes[i], &out[i]);
+		if (r < 0) {
+			for (size_t j = 0; j < i; j++)
+				if (found[j])
+					kvbm_unpin_settle(p, &out[j], 1);
+			return r;
+		}
+		found[i] = (uint8_t)r;
+		if (!r)
+			out[i] = (struct kvbm_block){0, 0, 0};
+		hits += r;
+	}
+	kvbm_metric_add(p, KVBM_M_MATCH_HASHES_REQUESTED, (int64_t)n);
+	kvbm_metric_add(p, KVBM_M_MATCH_BLOCKS_RETURNED, hits);
+	return hits;
+}
+
+/* Open-addressed set of input indices, keyed by their hash. */
+struct seen {
+	uint32_t *tab; /* index + 1, 0 = empty */
+	uint32_t mask;
+	uint32_t small[128];
+};
+
+static int seen_init(struct seen *st, size_t n)
+{
+	size_t cap = 2;
+
+	while (cap < 2 * n)
+		cap <<= 1;
+	st->tab = cap <= 128 ? st->small : calloc(cap, sizeof(uint32_t));
+	if (!st->tab)
+		return -ENOMEM;
+	if (st->tab == st->small)
+		for (size_t i = 0; i < cap; i++)
+			st->small[i] = 0;
+	st->mask = (uint32_t)cap - 1;
+	return 0;
+}
+
+/* 1 if hashes[i] was added before, else adds it and returns 0. */
+static int seen_add(struct seen *st, const struct kvbm_plh *hashes, uint32_t i)
+{
+	uint64_t h = (hashes[i].hi ^ hashes[i].lo) * 0x9e3779b97f4a7c15ull;
+
+	for (uint32_t b = (uint32_t)(h >> 32) & st->mask;; b = (b + 1) & st->mask) {
+		if (st->tab[b] == 0) {
+			st->tab[b] = i + 1;
+			return 0;
+		}
+		if (kvbm_plh_eq(hashes[st->tab[b] - 1], hashes[i]))
+			return 1;
+	}
+}
+
+long kvbm_scan_matches(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_t n,
+		       struct kvbm_block *out)
+{
+	struct seen st;
+	long k = 0;
+	int r = p ? kvbm_seg_check(&p->seg) : -EINVAL;
+
+	if (r < 0)
+		return r;
+	if (n && (!hashes || !out))
+		return -EINVAL;
+	if (n > UINT32_MAX / 4)
+		return -E2BIG;
+	r = seen_init(&st, n);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n; i++) {
+		if (seen_add(&st, hashes, (uint32_t)i))
+			continue; /* one result per distinct hash */
+		r = kvbm_acquire_hash(p, hashes[i], &out[k]);
+		if (r < 0) {
+			kvbm_unpin_settle(p, out, (size_t)k);
+			k = r;
+			break;
+		}
+		k += r;
+	}
+	if (st.tab != st.small)
+		free(st.tab);
+	if (k >= 0) {
+		kvbm_metric_add(p, KVBM_M_SCAN_HASHES_REQUESTED, (int64_t)n);
+		kvbm_metric_add(p, KVBM_M_SCAN_BLOCKS_RETURNED, k);
+	}
+	return k;
+}
+
+long kvbm_check_presence(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_t n,
+			 uint8_t *present)
+{
+	long k = 0;
+	uint32_t s, g;
+	int r = p ? kvbm_seg_check(&p->seg) : -EINVAL;
+
+	if (r < 0)
+		return r;
+	if (n && (!hashes || !present))
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		present[i] = (uint8_t)kvbm_index_lookup(&p->ix, hashes[i], &s, &g);
+		k += present[i];
+	}
+	return k;
+}
+
+long kvbm_available_blocks(struct kvbm_pool *p)
+{
+	int r = p ? kvbm_seg_check(&p->seg) : -EINVAL;
+
+	if (r < 0)
+		return r;
+	/* relaxed: two gauges, each exact; their sum is a snapshot */
+	int64_t inactive = __atomic_load_n(&p->seg.ctl->inactive, __ATOMIC_RELAXED);
+	return (long)__atomic_load_n(&p->seg.ctl->free_count, __ATOMIC_RELAXED) +
+	       (inactive > 0 ? inactive : 0);
+}
+
+long kvbm_total_blocks(struct kvbm_pool *p)
+{
+	int r = p ? kvbm_seg_check(&p->seg) : -EINVAL;
+
+	return r < 0 ? r : (long)p->nslots;
+}
+
+int kvbm_reset_inactive_pool(struct kvbm_pool *p)
+{
+	int r = p ? kvbm_seg_check(&p->seg) : -EINVAL;
+
+	if (r < 0)
+		return r;
+	r = kvbm_store_lock(p, KVBM_OP_EVICT, 0);
+	if (r < 0)
+		return r;
+	uint32_t s1 = p->seg.ctl->lru_head;
+	while (s1) {
+		uint32_t s = s1 - 1;
+		struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+		s1 = sl->next;
+		uint64_t h = __atomic_load_n(&sl->holders, __ATOMIC_SEQ_CST);
+		if ((h & KVBM_HOLD_PROCS) || !(h & KVBM_HOLD_INACTIVE) || sl->dups)
+			continue;
+		if (kvbm_store_try_evict(p, s))
+			(void)kvbm_store_evict_commit(p, s, 0);
+	}
+	r = p->seg.ctl->free_count == p->nslots ? 0 : -EBUSY;
+	kvbm_store_unlock(p);
+	return r;
+}

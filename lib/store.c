@@ -1,0 +1,471 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * store.c - the writer side of the block store, under the pool mutex: the
+ * free list, the eviction order, settling a slot nobody holds, the
+ * pin/evict handshake, reaping a dead process's blocks, and rebuilding
+ * every derived structure from the slot array after a mutex owner died.
+ *
+ * The slot array is the truth. Every writer step leaves each slot in a
+ * valid state; the lists, dups counts, registry index and inactive count
+ * are derived from it and rebuilt by kvbm_store_recover().
+ *
+ * Eviction order: one list in order of insertion into the inactive pool
+ * (a release that empties a primary's holders appends it). The reference's
+ * LRU and HashMap/FIFO backends evict in exactly this order: a hit takes a
+ * block out of their inactive index, so "least recently used" is "least
+ * recently released". A resurrected block stays on the list until an
+ * allocation walks past it and drops it (lazily: a pin takes no mutex).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pool.h"
+#include "../shm/failpoint.h"
+#include "../shm/mutex.h"
+
+int kvbm_store_lock(struct kvbm_pool *p, uint32_t op, uint32_t arg0)
+{
+	int r = kvbm_seg_lock(&p->seg);
+	struct kvbm_shm_op *o = &p->seg.ctl->op;
+
+	if (r < 0)
+		return r;
+	o->proc = p->seg.self;
+	o->arg0 = arg0;
+	o->step = 0;
+	/* op last: see shm/proctable.c op_begin() */
+	__atomic_store_n(&o->op, op, __ATOMIC_RELEASE);
+	return 0;
+}
+
+void kvbm_store_unlock(struct kvbm_pool *p)
+{
+	__atomic_store_n(&p->seg.ctl->op.op, KVBM_OP_NONE, __ATOMIC_RELEASE);
+	kvbm_seg_unlock(&p->seg);
+}
+
+/* ---- lists (links are slot + 1) ------------------------------------------- */
+
+uint32_t kvbm_free_pop(struct kvbm_pool *p)
+{
+	struct kvbm_shm_control *c = p->seg.ctl;
+	uint32_t s1 = c->free_head;
+
+	if (s1 == 0 || s1 > p->nslots)
+		return UINT32_MAX;
+	struct kvbm_shm_slot *sl = kvbm_slot(p, s1 - 1);
+	c->free_head = sl->next;
+	if (c->free_head == 0)
+		c->free_tail = 0;
+	else
+		kvbm_slot(p, c->free_head - 1)->prev = 0;
+	sl->next = sl->prev = 0;
+	sl->list = KVBM_LIST_NONE;
+	/* relaxed: a gauge, read lock-free */
+	__atomic_store_n(&c->free_count, c->free_count - 1, __ATOMIC_RELAXED);
+	return s1 - 1;
+}
+
+void kvbm_free_push(struct kvbm_pool *p, uint32_t s, int front)
+{
+	struct kvbm_shm_control *c = p->seg.ctl;
+	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+
+	if (front) {
+		sl->prev = 0;
+		sl->next = c->free_head;
+		if (c->free_head)
+			kvbm_slot(p, c->free_head - 1)->prev = s + 1;
+		else
+			c->free_tail = s + 1;
+		c->free_head = s + 1;
+	} else {
+		sl->next = 0;
+		sl->prev = c->free_tail;
+		if (c->free_tail)
+			kvbm_slot(p, c->free_tail - 1)->next = s + 1;
+		else
+			c->free_head = s + 1;
+		c->free_tail = s + 1;
+	}
+	sl->list = KVBM_LIST_FREE;
+	__atomic_store_n(&c->free_count, c->free_count + 1, __ATOMIC_RELAXED);
+}
+
+void kvbm_lru_unlink(struct kvbm_pool *p, uint32_t s)
+{
+	struct kvbm_shm_control *c = p->seg.ctl;
+	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+
+	if (sl->list != KVBM_LIST_LRU)
+		return;
+	if (sl->prev)
+		kvbm_slot(p, sl->prev - 1)->next = sl->next;
+	else
+		c->lru_head = sl->next;
+	if (sl->next)
+		kvbm_slot(p, sl->next - 1)->prev = sl->prev;
+	else
+		c->lru_tail = sl->prev;
+	sl->next = sl->prev = 0;
+	sl->list = KVBM_LIST_NONE;
+	c->lru_len--;
+}
+
+static void lru_append(struct kvbm_pool *p, uint32_t s)
+{
+	struct kvbm_shm_control *c = p->seg.ctl;
+	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+
+	kvbm_lru_unlink(p, s);
+	sl->prev = c->lru_tail;
+	sl->next = 0;
+	if (c->lru_tail)
+		kvbm_slot(p, c->lru_tail - 1)->next = s + 1;
+	else
+		c->lru_head = s + 1;
+	c->lru_tail = s + 1;
+	sl->list = KVBM_LIST_LRU;
+	sl->tick = ++c->tick;
+	c->lru_len++;
+}
+
+/* ---- eviction handshake ------------------------------------------------------ */
+
+int kvbm_store_try_evict(struct kvbm_pool *p, uint32_t s)
+{
+	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+	uint64_t w = __atomic_load_n(&sl->state, __ATOMIC_RELAXED);
+
+	if (kvbm_slot_state(w) != KVBM_SLOT_REGISTERED)
+		return 0;
+	uint64_t ev = kvbm_slot_word(kvbm_slot_gen(w), kvbm_slot_owner(w), kvbm_slot_flags(w),
+				     KVBM_SLOT_EVICTING);
+	/* seq_cst CAS then seq_cst holders load: the evictor's half of the
+	 * Dekker handshake with pin_slow() (rule 1) */
+	if (!__atomic_compare_exchange_n(&sl->state, &w, ev, 0, __ATOMIC_SEQ_CST,
+					 __ATOMIC_RELAXED))
+		return 0;
+	if (__atomic_load_n(&sl->holders, __ATOMIC_SEQ_CST) & KVBM_HOLD_PROCS) {
+		__atomic_store_n(&sl->state, w, __ATOMIC_RELEASE);
+		return 0;
+	}
+	return 1;
+}
+
+void kvbm_store_unevict(struct kvbm_pool *p, uint32_t s)
+{
+	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+	uint64_t w = __atomic_load_n(&sl->state, __ATOMIC_RELAXED);
+
+	/* release: a pinner that loads REGISTERED again sees the slot as it was */
+	__atomic_store_n(&sl->state,
+			 kvbm_slot_word(kvbm_slot_gen(w), kvbm_slot_owner(w), kvbm_slot_flags(w),
+					KVBM_SLOT_REGISTERED),
+			 __ATOMIC_RELEASE);
+}
+
+uint32_t kvbm_store_evict_commit(struct kvbm_pool *p, uint32_t s, int to_mutable)
+{
+	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+	uint64_t w = __atomic_load_n(&sl->state, __ATOMIC_RELAXED);
+	uint64_t prev = __atomic_fetch_and(&sl->holders, ~KVBM_HOLD_INACTIVE, __ATOMIC_ACQ_REL);
+	struct kvbm_plh key = {sl->key_hi, sl->key_lo};
+	uint32_t primary = sl->primary;
+
+	if (prev & KVBM_HOLD_INACTIVE)
+		__atomic_fetch_sub(&p->seg.ctl->inactive, 1, __ATOMIC_RELAXED);
+	/* rule 5: the new generation is committed BEFORE the index entry goes
+	 * and the key is cleared, so a reader still holding the entry fails
+	 * its generation check instead of reading a cleared key. release:
+	 * pairs with the readers' acquire loads of the state word */
+	__atomic_store_n(&sl->state,
+			 kvbm_slot_word(kvbm_slot_gen(w) + 1, to_mutable ? p->seg.self : 0, 0,
+					to_mutable ? KVBM_SLOT_MUTABLE : KVBM_SLOT_RESET),
+			 __ATOMIC_RELEASE);
+	KVBM_FAILPOINT("store.evict.committed");
+	if (kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY)
+		(void)kvbm_index_delete(&p->ix, key, s);
+	__atomic_store_n(&sl->key_hi, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&sl->key_lo, 0, __ATOMIC_RELAXED);
+	kvbm_lru_unlink(p, s);
+	sl->primary = 0;
+	sl->dups = 0;
+	__atomic_store_n(&sl->reset_on_release, p->ror_default, __ATOMIC_RELAXED);
+	if (!to_mutable)
+		kvbm_free_push(p, s, 0);
+	if (primary && primary <= p->nslots) {
+		struct kvbm_shm_slot *ps = kvbm_slot(p, primary - 1);
+		if (ps->dups)
+			ps->dups--;
+		return primary;
+	}
+	return 0;
+}
+
+void kvbm_store_free_owned(struct kvbm_pool *p, uint32_t s, uint32_t owner_proc)
+{
+	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+	uint64_t w = __atomic_load_n(&sl->state, __ATOMIC_RELAXED);
+	kvbm_hold_t *e = (kvbm_hold_t *)(p->seg.holders + (uint64_t)owner_proc *
+					 kvbm_holder_stride(&p->seg.hdr->config)) + s;
+
+	/* generation first: the owner's handle goes stale at once */
+	__atomic_store_n(&sl->state, kvbm_slot_word(kvbm_slot_gen(w) + 1, 0, 0, KVBM_SLOT_RESET),
+			 __ATOMIC_RELEASE);
+	__atomic_store_n(&sl->key_hi, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&sl->key_lo, 0, __ATOMIC_RELAXED);
+	__atomic_fetch_and(e, (kvbm_hold_t)~KVBM_HOLD_OWNED, __ATOMIC_RELEASE);
+	kvbm_free_push(p, s, 0);
+}
+
+/* ---- settle ---------------------------------------------------------------- */
+
+/* Evicts REGISTERED slot @s to the free list if nobody holds it, and
+ * settles the primary it was a duplicate of. */
+static void reset_unheld(struct kvbm_pool *p, uint32_t s)
+{
+	if (!kvbm_store_try_evict(p, s))
+		return;
+	uint32_t primary = kvbm_store_evict_commit(p, s, 0);
+	if (primary)
+		kvbm_store_settle(p, primary - 1);
+}
+
+void kvbm_store_settle(struct kvbm_pool *p, uint32_t s)
+{
+	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+	uint64_t w = __atomic_load_n(&sl->state, __ATOMIC_RELAXED);
+	uint64_t h = __atomic_load_n(&sl->holders, __ATOMIC_SEQ_CST);
+
+	if (kvbm_slot_state(w) != KVBM_SLOT_REGISTERED || (h & KVBM_HOLD_PROCS))
+		return; /* held again, or already gone */
+	if (!(kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY)) {
+		reset_unheld(p, s); /* duplicates always go back to the free pool */
+		return;
+	}
+	if (sl->dups)
+		return; /* a live duplicate keeps its primary active */
+	if (__atomic_load_n(&sl->reset_on_release, __ATOMIC_RELAXED)) {
+		reset_unheld(p, s);
+		return;
+	}
+	if (h & KVBM_HOLD_INACTIVE)
+		return; /* settled already */
+	/* count first: a crash before the CAS over-counts, which allocation
+	 * tolerates, and recovery recounts */
+	__atomic_fetch_add(&p->seg.ctl->inactive, 1, __ATOMIC_RELAXED);
+	uint64_t zero = 0;
+	/* seq_cst: a pinner's fetch_or either precedes this (CAS fails: it
+	 * holds the slot) or follows it and sees INACTIVE (it resurrects) */
+	if (!__atomic_compare_exchange_n(&sl->holders, &zero, KVBM_HOLD_INACTIVE, 0,
+					 __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+		__atomic_fetch_sub(&p->seg.ctl->inactive, 1, __ATOMIC_RELAXED);
+		return;
+	}
+	lru_append(p, s);
+}
+
+/* ---- reaping a dead process ------------------------------------------------- */
+
+static int64_t recount_inactive(struct kvbm_pool *p)
+{
+	int64_t n = 0;
+
+	for (uint32_t s = 0; s < p->nslots; s++)
+		if (__atomic_load_n(&kvbm_slot(p, s)->holders, __ATOMIC_RELAXED) &
+		    KVBM_HOLD_INACTIVE)
+			n++;
+	return n;
+}
+
+/*
+ * Releases everything dead process @d held, then settles every slot (a
+ * live process may be between an unpin and its settle: settling is
+ * idempotent, so doing it for it is harmless). Idempotent as a whole: a
+ * reaper that dies here leaves the REAP op record and the next locker
+ * reruns it.
+ */
+static int reap_hook(struct kvbm_seg *seg, uint32_t d, void *arg)
+{
+	struct kvbm_pool *p = arg;
+	kvbm_hold_t *ht = (kvbm_hold_t *)(seg->holders +
+					  (uint64_t)d * kvbm_holder_stride(&seg->hdr->config));
+	struct kvbm_shm_metrics *m = &seg->metrics[d];
+	uint64_t bit = 1ull << d;
+
+	for (uint32_t s = 0; s < p->nslots; s++) {
+		kvbm_hold_t v = __atomic_load_n(&ht[s], __ATOMIC_ACQUIRE);
+		if (v == 0)
+			continue;
+		/* committed, tentative or owned: the bit may be set either way */
+		__atomic_fetch_and(&kvbm_slot(p, s)->holders, ~bit, __ATOMIC_SEQ_CST);
+		/* the dead process's gauges: its holds are gone */
+		m->v[KVBM_M_INFLIGHT_IMMUTABLE] -= v & KVBM_HOLD_COUNT;
+		__atomic_store_n(&ht[s], 0, __ATOMIC_RELEASE);
+	}
+	KVBM_FAILPOINT("store.reap.bits");
+	for (uint32_t s = 0; s < p->nslots; s++) {
+		struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+		uint64_t w = __atomic_load_n(&sl->state, __ATOMIC_ACQUIRE);
+		uint32_t st = kvbm_slot_state(w);
+		if ((st == KVBM_SLOT_MUTABLE || st == KVBM_SLOT_STAGED) &&
+		    kvbm_slot_owner(w) == d) {
+			if (st == KVBM_SLOT_MUTABLE)
+				m->v[KVBM_M_INFLIGHT_MUTABLE]--;
+			kvbm_store_free_owned(p, s, d);
+		}
+	}
+	for (uint32_t s = 0; s < p->nslots; s++)
+		kvbm_store_settle(p, s);
+	/* a pinner killed between clearing INACTIVE and lowering the count
+	 * left it one too high */
+	__atomic_store_n(&seg->ctl->inactive, recount_inactive(p), __ATOMIC_RELAXED);
+	return 0;
+}
+
+/* ---- recovery after the mutex owner died ------------------------------------ */
+
+static int by_tick(const void *a, const void *b, void *arg)
+{
+	const struct kvbm_shm_slot *slots = arg;
+	uint64_t ta = slots[*(const uint32_t *)a].tick, tb = slots[*(const uint32_t *)b].tick;
+
+	return ta < tb ? -1 : ta > tb;
+}
+
+/* Entries that no longer validate go; REGISTERED primaries missing from it
+ * are re-inserted (a dead owner may have stopped between the two). */
+static void rebuild_index(struct kvbm_pool *p)
+{
+	struct kvbm_plh key;
+	uint32_t s, g;
+
+	for (uint32_t b = 0; b <= p->ix.mask; b++) {
+		struct kvbm_shm_bucket *bk = &p->seg.buckets[b];
+		for (int i = 0; i < KVBM_BUCKET_ENTRIES; i++) {
+			uint32_t s1 = bk->slot[i];
+			if (s1 == 0)
+				continue;
+			int ok = 0;
+			if (s1 <= p->nslots) {
+				struct kvbm_shm_slot *sl = kvbm_slot(p, s1 - 1);
+				key = (struct kvbm_plh){sl->key_hi, sl->key_lo};
+				ok = kvbm_index_lookup(&p->ix, key, &s, &g) && s == s1 - 1;
+			}
+			if (!ok)
+				__atomic_store_n(&bk->slot[i], 0, __ATOMIC_RELEASE);
+		}
+	}
+	for (s = 0; s < p->nslots; s++) {
+		struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+		uint64_t w = sl->state;
+		if (kvbm_slot_state(w) != KVBM_SLOT_REGISTERED ||
+		    !(kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY))
+			continue;
+		key = (struct kvbm_plh){sl->key_hi, sl->key_lo};
+		if (kvbm_index_lookup(&p->ix, key, &g, &g))
+			continue;
+		if (kvbm_index_insert(&p->ix, key, s, kvbm_slot_gen(w)) < 0) {
+			/* no room after all: no longer shareable, freed on release */
+			__atomic_store_n(&sl->state,
+					 kvbm_slot_word(kvbm_slot_gen(w), 0, 0,
+							KVBM_SLOT_REGISTERED),
+					 __ATOMIC_RELEASE);
+		}
+	}
+}
+
+/*
+ * EOWNERDEAD: the previous owner died inside a critical section. Every
+ * slot is in a valid state, but the lists, counts and index around it may
+ * be half-updated: resolve EVICTING slots (rule 8), then rebuild the free
+ * list, dups counts, eviction order, index and inactive count from the slot
+ * array. Dead owners' MUTABLE/STAGED slots are reaped right after.
+ */
+static int recover_hook(struct kvbm_seg *seg, const struct kvbm_shm_op *op, void *arg)
+{
+	struct kvbm_pool *p = arg;
+	struct kvbm_shm_control *c = seg->ctl;
+	uint32_t *order = malloc(sizeof(*order) * (size_t)p->nslots);
+	uint32_t n = 0;
+
+	(void)op;
+	if (!order)
+		return -ENOMEM;
+	for (uint32_t s = 0; s < p->nslots; s++) {
+		struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+		uint64_t w = sl->state;
+		if (kvbm_slot_state(w) == KVBM_SLOT_EVICTING) {
+			/* rule 8: index entry and key are intact until commit */
+			if (__atomic_load_n(&sl->holders, __ATOMIC_SEQ_CST) & KVBM_HOLD_PROCS)
+				kvbm_store_unevict(p, s);
+			else
+				__atomic_store_n(&sl->state,
+						 kvbm_slot_word(kvbm_slot_gen(w), 0,
+								kvbm_slot_flags(w),
+								KVBM_SLOT_REGISTERED),
+						 __ATOMIC_RELEASE);
+		}
+	}
+	rebuild_index(p);
+	c->free_head = c->free_tail = 0;
+	c->free_count = 0;
+	c->lru_head = c->lru_tail = 0;
+	c->lru_len = 0;
+	for (uint32_t s = 0; s < p->nslots; s++) {
+		struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+		sl->list = KVBM_LIST_NONE;
+		sl->dups = 0;
+	}
+	for (uint32_t s = 0; s < p->nslots; s++) {
+		struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+		uint64_t w = sl->state;
+		uint32_t st = kvbm_slot_state(w);
+		if (st == KVBM_SLOT_RESET) {
+			kvbm_free_push(p, s, 0);
+		} else if (st == KVBM_SLOT_REGISTERED && !(kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY)) {
+			uint32_t pr = sl->primary;
+			if (pr && pr <= p->nslots &&
+			    kvbm_slot_state(kvbm_slot(p, pr - 1)->state) == KVBM_SLOT_REGISTERED)
+				kvbm_slot(p, pr - 1)->dups++;
+			else
+				sl->primary = 0;
+		}
+	}
+	for (uint32_t s = 0; s < p->nslots; s++) {
+		struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+		if (kvbm_slot_state(sl->state) == KVBM_SLOT_REGISTERED &&
+		    (__atomic_load_n(&sl->holders, __ATOMIC_RELAXED) & KVBM_HOLD_INACTIVE)) {
+			if (sl->dups) /* a duplicate was registered meanwhile */
+				__atomic_fetch_and(&sl->holders, ~KVBM_HOLD_INACTIVE,
+						   __ATOMIC_SEQ_CST);
+			else
+				order[n++] = s;
+		}
+	}
+	/* the eviction order survives: it is the order of the insertion ticks */
+	qsort_r(order, n, sizeof(*order), by_tick, seg->slots);
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t t = kvbm_slot(p, order[i])->tick;
+		lru_append(p, order[i]);
+		kvbm_slot(p, order[i])->tick = t;
+	}
+	if (n)
+		c->tick = kvbm_slot(p, order[n - 1])->tick;
+	free(order);
+	__atomic_store_n(&c->inactive, recount_inactive(p), __ATOMIC_RELAXED);
+	for (uint32_t s = 0; s < p->nslots; s++)
+		kvbm_store_settle(p, s);
+	return 0;
+}
+
+void kvbm_store_hooks(struct kvbm_pool *p)
+{
+	p->seg.reap = reap_hook;
+	p->seg.reap_arg = p;
+	p->seg.recover = recover_hook;
+	p->seg.recover_arg = p;
+}

@@ -1,0 +1,361 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * check_mproc.c - the block store across processes (fork): one process
+ * registers and the others match; pins race evictions; processes race for
+ * all the blocks at once; a dead holder's blocks come back.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+#define BS 4
+
+static struct kvbm_pool *attach(const char *name)
+{
+	struct kvbm_pool *p = NULL;
+
+	if (kvbm_pool_open(name, NULL, 0, &p) != 0)
+		_exit(90);
+	return p;
+}
+
+/* Every block free or inactive, no hold and no mutable block left. */
+static void assert_quiescent(struct kvbm_pool *p, long total)
+{
+	struct kvbm_metrics m = t_metrics(p);
+
+	ck_assert_int_eq(kvbm_available_blocks(p), total);
+	ck_assert_int_eq(m.reset_pool_size + m.inactive_pool_size, total);
+	ck_assert_int_eq(m.inflight_immutable, 0);
+	ck_assert_int_eq(m.inflight_mutable, 0);
+}
+
+START_TEST(test_registered_in_one_process_matched_by_others)
+{
+	T_NAME(name);
+	enum { N = 8, READERS = 4 };
+	struct kvbm_pool *p = t_create(name, NULL);
+	struct kvbm_plh h[N];
+	struct t_gate go;
+	int fd[2];
+	pid_t pids[READERS + 1];
+
+	t_seq_hashes(123, N, BS, h);
+	ck_assert_int_eq(pipe(fd), 0);
+	t_gate_init(&go);
+	pids[0] = fork();
+	if (pids[0] == 0) {
+		struct kvbm_pool *q = attach(name);
+		struct kvbm_block b[N];
+		t_register(q, h, N, b);
+		t_send(fd[1], b, sizeof(b)); /* tell the parent which blocks */
+		t_gate_wait(&go);            /* hold them until the readers are done */
+		T_CHILD_CHECK(kvbm_release_blocks(q, b, N) == 0, 2);
+		T_CHILD_CHECK(kvbm_pool_close(q) == 0, 3);
+		T_CHILD_OK();
+	}
+	struct kvbm_block reg[N];
+	ck_assert_int_eq(t_recv(fd[0], reg, sizeof(reg)), 0);
+	for (int r = 0; r < READERS; r++) {
+		pids[r + 1] = fork();
+		if (pids[r + 1] == 0) {
+			struct kvbm_pool *q = attach(name);
+			struct kvbm_block out[N];
+			T_CHILD_CHECK(kvbm_match_blocks(q, h, N, out) == N, 10);
+			for (int i = 0; i < N; i++)
+				T_CHILD_CHECK(out[i].id == reg[i].id && out[i].gen == reg[i].gen, 11);
+			T_CHILD_CHECK(kvbm_release_blocks(q, out, N) == 0, 12);
+			T_CHILD_CHECK(kvbm_pool_close(q) == 0, 13);
+			T_CHILD_OK();
+		}
+	}
+	for (int r = 1; r <= READERS; r++)
+		ck_assert_int_eq(t_wait(pids[r]), 0);
+	t_gate_open(&go);
+	ck_assert_int_eq(t_wait(pids[0]), 0);
+	struct kvbm_metrics m = t_metrics(p);
+	ck_assert_uint_eq(m.match_blocks_returned, N * READERS);
+	ck_assert_uint_eq(m.registrations, N);
+	ck_assert_int_eq(m.inactive_pool_size, N);
+	/* the parent, which never saw them registered, matches them too */
+	struct kvbm_block out[N];
+	ck_assert_int_eq(kvbm_match_blocks(p, h, N, out), N);
+	t_release(p, out, N);
+	assert_quiescent(p, 256);
+	kvbm_pool_close(p);
+	kvbm_pool_destroy(name, 0);
+}
+END_TEST
+
+/*
+ * Readers pin inactive blocks while evictors allocate every block (evicting
+ * them all) and register new ones. A reader that holds a block checks, for
+ * as long as it holds it, that the slot still carries the generation and
+ * key it matched: no pin survives an eviction.
+ */
+static int stress_reader(const char *name, const struct kvbm_plh *h, int nh, unsigned seed,
+			 int rounds)
+{
+	struct kvbm_pool *q = attach(name);
+	struct kvbm_block out[8];
+	struct kvbm_block_info info;
+
+	for (int r = 0; r < rounds; r++) {
+		int k = (int)(rand_r(&seed) % (unsigned)(nh - 8));
+		long n = kvbm_match_blocks(q, h + k, 8, out);
+		if (n < 0)
+			return 20;
+		for (int spin = 0; spin < 3; spin++)
+			for (long i = 0; i < n; i++) {
+				if (kvbm_block_info(q, &out[i], &info) != 0)
+					return 21; /* generation moved while held */
+				if (info.state != KVBM_BLOCK_REGISTERED || info.holds < 1 ||
+				    !kvbm_plh_eq(info.hash, h[k + i]))
+					return 22;
+			}
+		if (kvbm_release_blocks(q, out, (uint32_t)n) != 0)
+			return 23;
+	}
+	return kvbm_pool_close(q) == 0 ? 0 : 24;
+}
+
+static int stress_evictor(const char *name, const struct kvbm_plh *h, int nh, int total,
+			  unsigned seed, int rounds)
+{
+	struct kvbm_pool *q = attach(name);
+	struct kvbm_block *b = malloc(sizeof(*b) * (size_t)total);
+
+	for (int r = 0; r < rounds; r++) {
+		uint32_t n = 1 + rand_r(&seed) % (uint32_t)(total / 2);
+		int e = kvbm_allocate_blocks(q, n, b, NULL, NULL);
+		if (e == -ENOSPC)
+			continue;
+		if (e != 0)
+			return 30;
+		for (uint32_t i = 0; i < n; i++)
+			if (kvbm_stage_block(q, &b[i], h[rand_r(&seed) % (unsigned)nh], BS) != 0)
+				return 31;
+		if (kvbm_register_blocks(q, b, n) != 0)
+			return 32;
+		if (kvbm_release_blocks(q, b, n) != 0)
+			return 33;
+	}
+	free(b);
+	return kvbm_pool_close(q) == 0 ? 0 : 34;
+}
+
+START_TEST(test_pin_vs_evict_stress)
+{
+	T_NAME(name);
+	enum { TOTAL = 64, NH = 96, READERS = 3, EVICTORS = 2, ROUNDS = 3000 };
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_plh h[NH];
+	struct kvbm_block b[TOTAL];
+	pid_t pids[READERS + EVICTORS];
+
+	cfg.block_count = TOTAL;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	t_seq_hashes(1, NH, BS, h);
+	t_register(p, h, TOTAL, b);
+	t_release(p, b, TOTAL);
+	for (int i = 0; i < READERS + EVICTORS; i++) {
+		pids[i] = fork();
+		if (pids[i] == 0)
+			_exit(i < READERS ? stress_reader(name, h, NH, 7u * (unsigned)i + 1, ROUNDS)
+					  : stress_evictor(name, h, NH, TOTAL, 13u * (unsigned)i + 5,
+							   ROUNDS / 4));
+	}
+	for (int i = 0; i < READERS + EVICTORS; i++)
+		ck_assert_int_eq(t_wait(pids[i]), 0);
+	assert_quiescent(p, TOTAL);
+	struct kvbm_metrics m = t_metrics(p);
+	ck_assert_uint_gt(m.evictions, 0);
+	ck_assert_uint_gt(m.match_blocks_returned, 0);
+	kvbm_pool_close(p);
+	kvbm_pool_destroy(name, 0);
+}
+END_TEST
+
+START_TEST(test_allocate_atomic_no_over_commit_under_contention)
+{
+	T_NAME(name);
+	enum { PROCS = 6, TOTAL = 32 };
+	struct kvbm_config cfg = t_cfg();
+	struct t_gate go, hold;
+	int fd[2];
+	pid_t pids[PROCS];
+
+	cfg.block_count = TOTAL;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	ck_assert_int_eq(pipe(fd), 0);
+	t_gate_init(&go);
+	t_gate_init(&hold);
+	for (int i = 0; i < PROCS; i++) {
+		pids[i] = fork();
+		if (pids[i] == 0) {
+			struct kvbm_pool *q = attach(name);
+			struct kvbm_block b[TOTAL];
+			close(hold.fd[1]);
+			t_gate_wait(&go);
+			int r = kvbm_allocate_blocks(q, TOTAL, b, NULL, NULL);
+			char won = r == 0;
+			T_CHILD_CHECK(r == 0 || r == -ENOSPC, 40);
+			t_send(fd[1], &won, 1);
+			t_gate_wait(&hold); /* keep them until every racer has tried */
+			if (won)
+				T_CHILD_CHECK(kvbm_release_blocks(q, b, TOTAL) == 0, 41);
+			T_CHILD_CHECK(kvbm_pool_close(q) == 0, 42);
+			T_CHILD_OK();
+		}
+	}
+	t_gate_open(&go);
+	int winners = 0;
+	for (int i = 0; i < PROCS; i++) {
+		char won;
+		ck_assert_int_eq(t_recv(fd[0], &won, 1), 0);
+		winners += won;
+	}
+	ck_assert_int_eq(winners, 1);
+	t_gate_open(&hold);
+	for (int i = 0; i < PROCS; i++)
+		ck_assert_int_eq(t_wait(pids[i]), 0);
+	assert_quiescent(p, TOTAL);
+	kvbm_pool_close(p);
+	kvbm_pool_destroy(name, 0);
+}
+END_TEST
+
+START_TEST(test_dead_holder_blocks_come_back)
+{
+	T_NAME(name);
+	enum { N = 6 };
+	struct kvbm_pool *p = t_create(name, NULL);
+	struct kvbm_plh h[N];
+	struct kvbm_block mine[N], out[N];
+	int fd[2];
+
+	t_seq_hashes(50, N, BS, h);
+	t_register(p, h, 2, mine); /* we hold 2 of them too */
+	ck_assert_int_eq(pipe(fd), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct kvbm_pool *q = attach(name);
+		struct kvbm_block b[N], m[4];
+		t_register(q, h + 2, N - 2, b);
+		T_CHILD_CHECK(kvbm_match_blocks(q, h, 2, b + N - 2) == 2, 50);
+		T_CHILD_CHECK(kvbm_allocate_blocks(q, 4, m, NULL, NULL) == 0, 51);
+		T_CHILD_CHECK(kvbm_stage_block(q, &m[0], t_hash1(9999, BS), BS) == 0, 52);
+		char c = 1;
+		t_send(fd[1], &c, 1);
+		pause(); /* killed holding 4 registered, 2 matched, 4 owned */
+		_exit(53);
+	}
+	char c;
+	ck_assert_int_eq(t_recv(fd[0], &c, 1), 0);
+	ck_assert_int_eq(kvbm_available_blocks(p), 256 - N - 4);
+	kill(pid, SIGKILL);
+	ck_assert_int_eq(t_wait(pid), 128 + SIGKILL);
+	ck_assert_int_eq(kvbm_reap(p), 1);
+	/* its registered blocks are inactive (still matchable), its owned ones
+	 * free; ours are untouched */
+	struct kvbm_metrics m = t_metrics(p);
+	ck_assert_int_eq(m.inactive_pool_size, N - 2);
+	ck_assert_int_eq(m.reset_pool_size, 256 - N);
+	ck_assert_int_eq(m.inflight_mutable, 0);
+	ck_assert_int_eq(m.inflight_immutable, 2);
+	struct kvbm_block_info info;
+	ck_assert_int_eq(kvbm_block_info(p, &mine[0], &info), 0);
+	ck_assert_uint_eq(info.holds, 1);
+	ck_assert_uint_eq(info.holder_procs, 1);
+	ck_assert_int_eq(kvbm_match_blocks(p, h, N, out), N);
+	t_release(p, out, N);
+	t_release(p, mine, 2);
+	assert_quiescent(p, 256);
+	kvbm_pool_close(p);
+	kvbm_pool_destroy(name, 0);
+}
+END_TEST
+
+/* Threads of one process share one holder bit (rule 2): two threads pin
+ * and unpin the same blocks while another process evicts. */
+struct thr_arg {
+	struct kvbm_pool *p;
+	const struct kvbm_plh *h;
+	int rounds;
+	int err;
+};
+
+static void *thr_pin(void *a)
+{
+	struct thr_arg *t = a;
+	struct kvbm_block out[4];
+	struct kvbm_block_info info;
+
+	for (int r = 0; r < t->rounds && !t->err; r++) {
+		long n = kvbm_match_blocks(t->p, t->h, 4, out);
+		if (n < 0)
+			t->err = 60;
+		for (long i = 0; i < n; i++)
+			if (kvbm_block_info(t->p, &out[i], &info) != 0 ||
+			    !kvbm_plh_eq(info.hash, t->h[i]))
+				t->err = 61;
+		if (n > 0 && kvbm_release_blocks(t->p, out, (uint32_t)n) != 0)
+			t->err = 62;
+	}
+	return NULL;
+}
+
+START_TEST(test_threads_share_one_bit_against_evictor)
+{
+	T_NAME(name);
+	enum { TOTAL = 8, NH = 12 };
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_plh h[NH];
+	struct kvbm_block b[TOTAL];
+
+	cfg.block_count = TOTAL;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	t_seq_hashes(1, NH, BS, h);
+	t_register(p, h, TOTAL, b);
+	t_release(p, b, TOTAL);
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(stress_evictor(name, h, NH, TOTAL, 99, 3000));
+	pthread_t th[3];
+	struct thr_arg a[3];
+	for (int i = 0; i < 3; i++) {
+		a[i] = (struct thr_arg){p, h, 20000, 0};
+		ck_assert_int_eq(pthread_create(&th[i], NULL, thr_pin, &a[i]), 0);
+	}
+	for (int i = 0; i < 3; i++) {
+		pthread_join(th[i], NULL);
+		ck_assert_int_eq(a[i].err, 0);
+	}
+	ck_assert_int_eq(t_wait(pid), 0);
+	assert_quiescent(p, TOTAL);
+	kvbm_pool_close(p);
+	kvbm_pool_destroy(name, 0);
+}
+END_TEST
+
+Suite *make_mproc_suite(void)
+{
+	Suite *s = suite_create("mproc");
+	TCase *tc = tcase_create("mproc");
+
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_registered_in_one_process_matched_by_others);
+	tcase_add_test(tc, test_pin_vs_evict_stress);
+	tcase_add_test(tc, test_allocate_atomic_no_over_commit_under_contention);
+	tcase_add_test(tc, test_dead_holder_blocks_come_back);
+	tcase_add_test(tc, test_threads_share_one_bit_against_evictor);
+	suite_add_tcase(s, tc);
+	return s;
+}
