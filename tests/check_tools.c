@@ -170,9 +170,40 @@ END_TEST
 START_TEST(test_demo_runs)
 {
 	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-demo", NULL), 0);
-	ck_assert_ptr_nonnull(strstr(out, "dead (liveness lock free)"));
+	ck_assert_ptr_nonnull(strstr(out, "worker 2 (pid"));
+	ck_assert_ptr_nonnull(strstr(out, "matched 8/8 prompt blocks (ids 0..7), computed none"));
 	ck_assert_ptr_nonnull(strstr(out, "1 dead process reaped"));
+	/* after the reap: the dead worker's 4 blocks are free again */
+	ck_assert_ptr_nonnull(strstr(out, "4096: 4084 free, 0 inactive, 12 in use"));
+	ck_assert_ptr_nonnull(strstr(out, "a new request matches 8/8 blocks"));
+	ck_assert_ptr_nonnull(strstr(out, "4096: 4088 free, 8 inactive, 0 in use"));
 	ck_assert_ptr_nonnull(strstr(out, "pool destroyed: success"));
+}
+END_TEST
+
+START_TEST(test_dump_counts_blocks)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = t_create(name, NULL);
+	struct kvbm_plh h[3];
+	struct kvbm_block b[3], m;
+
+	t_seq_hashes(1, 3, 4, h);
+	t_register(p, h, 3, b);
+	t_release(p, b, 2);
+	ck_assert_int_eq(kvbm_allocate_blocks(p, 1, &m, NULL, NULL), 0);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", "--json", name, NULL), 0);
+	ck_assert_int_eq(json_check(out, "d['blocks']['free']==252 and d['blocks']['inactive']==2"
+				   " and d['blocks']['active']==1 and d['blocks']['mutable']==1"
+				   " and d['blocks']['inactive_count']==2"
+				   " and d['processes'][0]['holds']==1"
+				   " and d['metrics']['registrations']==3"),
+			 0);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", "--summary", name, NULL), 0);
+	ck_assert_ptr_nonnull(strstr(out, "256: 252 free, 2 inactive, 2 in use"));
+	ck_assert_ptr_null(strstr(out, "regions"));
+	kvbm_pool_close(p);
+	kvbm_pool_destroy(name, 0);
 }
 END_TEST
 
@@ -210,6 +241,7 @@ Suite *make_tools_suite(void)
 	tcase_add_test(tc, test_dump_missing_and_invalid);
 	tcase_add_test(tc, test_pool_cli_lifecycle);
 	tcase_add_test(tc, test_demo_runs);
+	tcase_add_test(tc, test_dump_counts_blocks);
 	tcase_add_test(tc, test_hash_cli);
 	suite_add_tcase(s, tc);
 	return s;

@@ -82,6 +82,14 @@ const char *kvbm_op_name(uint32_t op)
 		return "detach";
 	case KVBM_OP_REAP:
 		return "reap";
+	case KVBM_OP_ALLOCATE:
+		return "allocate";
+	case KVBM_OP_REGISTER:
+		return "register";
+	case KVBM_OP_RELEASE:
+		return "release";
+	case KVBM_OP_EVICT:
+		return "evict";
 	}
 	return "unknown";
 }
@@ -94,4 +102,49 @@ const char *kvbm_fmt_time(uint64_t ns, char *buf, size_t len)
 	if (ns == 0 || !gmtime_r(&t, &tm) || !strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm))
 		snprintf(buf, len, "-");
 	return buf;
+}
+
+void kvbm_inspect_census(const struct kvbm_inspect *in, struct kvbm_census *c)
+{
+	const struct kvbm_shm_config *cfg = &in->hdr.config;
+
+	memset(c, 0, sizeof(*c));
+	c->total = cfg->block_count;
+	for (uint32_t s = 0; s < cfg->block_count; s++) {
+		const struct kvbm_shm_slot *sl = &in->seg.slots[s];
+		uint64_t w = __atomic_load_n(&sl->state, __ATOMIC_ACQUIRE);
+		uint64_t h = __atomic_load_n(&sl->holders, __ATOMIC_ACQUIRE);
+		int primary = (kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY) != 0;
+
+		switch (kvbm_slot_state(w)) {
+		case KVBM_SLOT_RESET:
+			c->free++;
+			break;
+		case KVBM_SLOT_MUTABLE:
+			c->mutable_++;
+			break;
+		case KVBM_SLOT_STAGED:
+			c->staged++;
+			break;
+		case KVBM_SLOT_REGISTERED:
+			if (!primary)
+				c->dups++;
+			else if (h & KVBM_HOLD_PROCS)
+				c->active++;
+			else
+				c->inactive++;
+			break;
+		default:
+			c->evicting++;
+			break;
+		}
+		for (uint32_t p = 0; p < cfg->max_procs; p++)
+			if (h & (1ull << p))
+				c->holds[p]++;
+	}
+	for (uint32_t i = 0; i < cfg->max_procs; i++)
+		for (int k = 0; k < KVBM_M_NSHARD; k++)
+			c->metrics[k] += __atomic_load_n(&in->seg.metrics[i].v[k], __ATOMIC_RELAXED);
+	c->free_count = __atomic_load_n(&in->seg.ctl->free_count, __ATOMIC_RELAXED);
+	c->inactive_count = __atomic_load_n(&in->seg.ctl->inactive, __ATOMIC_RELAXED);
 }

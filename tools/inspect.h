@@ -35,4 +35,18 @@ const char *kvbm_op_name(uint32_t op);
 /* Formats a CLOCK_REALTIME ns value as UTC ISO 8601 into buf. */
 const char *kvbm_fmt_time(uint64_t ns, char *buf, size_t len);
 
+/* Blocks by state, as the slot array says (a lock-free snapshot). */
+struct kvbm_census {
+	uint32_t total, free, mutable_, staged;
+	uint32_t active;   /* registered primaries someone holds */
+	uint32_t inactive; /* registered primaries nobody holds */
+	uint32_t dups;     /* registered duplicates */
+	uint32_t evicting;
+	uint32_t holds[KVBM_MAX_PROCS]; /* blocks carrying each process's bit */
+	int64_t metrics[KVBM_M_NSHARD]; /* shard sums */
+	uint32_t free_count;    /* the store's own counts */
+	int64_t inactive_count;
+};
+void kvbm_inspect_census(const struct kvbm_inspect *in, struct kvbm_census *c);
+
 #endif /* KVBM_TOOLS_INSPECT_H */

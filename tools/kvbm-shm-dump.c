@@ -24,9 +24,10 @@ static const char *const region_names[KVBM_REGION_NUSED] = {"control", "procs", 
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: kvbm-shm-dump [--json] POOL\n"
-		   "  POOL   a pool name (in $KVBM_SHM_DIR, default /dev/shm) or a path\n"
-		   "  --json print one JSON document\n");
+	fprintf(f, "usage: kvbm-shm-dump [--json | --summary] POOL\n"
+		   "  POOL      a pool name (in $KVBM_SHM_DIR, default /dev/shm) or a path\n"
+		   "  --json    print one JSON document\n"
+		   "  --summary only blocks, metrics and processes\n");
 }
 
 static void mutex_text(const struct kvbm_inspect *in, char *buf, size_t len)
@@ -47,7 +48,7 @@ static void mutex_text(const struct kvbm_inspect *in, char *buf, size_t len)
 		snprintf(buf, len, "unlocked");
 }
 
-static void print_text(const struct kvbm_inspect *in)
+static void print_text(const struct kvbm_inspect *in, int summary)
 {
 	const struct kvbm_shm_header *h = &in->hdr;
 	const struct kvbm_shm_control *c = in->seg.ctl;
@@ -56,6 +57,8 @@ static void print_text(const struct kvbm_inspect *in)
 
 	printf("pool       %s  (%s)\n", in->seg.name, in->seg.path);
 	printf("state      %s\n", kvbm_seg_state_name(h->state));
+	if (summary)
+		goto blocks;
 	printf("abi        %u.%u  layout 0x%016" PRIx64 " (matches this build)\n", h->abi_major,
 	       h->abi_minor, h->layout_hash);
 	printf("instance   0x%016" PRIx64 "\n", h->instance_id);
@@ -67,6 +70,10 @@ static void print_text(const struct kvbm_inspect *in)
 	if (cfg->gid != UINT32_MAX)
 		printf(" gid=%u", cfg->gid);
 	printf("%s\n", (cfg->flags & KVBM_CFG_HUGEPAGES) ? " hugepages" : "");
+	printf("           duplicates=%s eviction=%s reset_on_release=%u tier=%s\n",
+	       cfg->dup_policy == KVBM_DUP_REJECT ? "reject" : "allow",
+	       cfg->backend == KVBM_BACKEND_FIFO ? "fifo" : "lru", cfg->reset_on_release,
+	       cfg->tier);
 	printf("regions\n");
 	for (uint32_t i = 0; i < h->nregions && i < KVBM_REGION_NUSED; i++)
 		printf("  %-9s offset %-10" PRIu64 " size %" PRIu64 "\n", region_names[i],
@@ -82,13 +89,28 @@ static void print_text(const struct kvbm_inspect *in)
 		printf(" (proc %u, arg %u, step %u)", c->op.proc, c->op.arg0, c->op.step);
 	printf("\n");
 
+blocks:;
+	struct kvbm_census k;
+	kvbm_inspect_census(in, &k);
+	printf("blocks     %u: %u free, %u inactive, %u in use (%u mutable, %u staged, "
+	       "%u registered held, %u duplicate)%s\n",
+	       k.total, k.free, k.inactive, k.total - k.free - k.inactive, k.mutable_, k.staged,
+	       k.active, k.dups, k.evicting ? ", EVICTING slots present" : "");
+	printf("           available %" PRId64 " (free list %u + inactive %" PRId64 ")\n",
+	       (int64_t)k.free_count + k.inactive_count, k.free_count, k.inactive_count);
+	printf("metrics    allocations %" PRId64 " (evictions %" PRId64 "), registrations %" PRId64
+	       ", matched %" PRId64 "/%" PRId64 " hashes, holds %" PRId64 "\n",
+	       k.metrics[KVBM_M_ALLOCATIONS], k.metrics[KVBM_M_EVICTIONS],
+	       k.metrics[KVBM_M_REGISTRATIONS], k.metrics[KVBM_M_MATCH_BLOCKS_RETURNED],
+	       k.metrics[KVBM_M_MATCH_HASHES_REQUESTED], k.metrics[KVBM_M_INFLIGHT_IMMUTABLE]);
+
 	uint32_t used = 0;
 	for (uint32_t i = 0; i < cfg->max_procs; i++)
 		used += in->seg.procs[i].state != KVBM_PROC_FREE;
 	printf("processes  %u of %u entries in use\n", used, cfg->max_procs);
 	if (used)
-		printf("  %-4s %-8s %-11s %-26s %-10s %s\n", "idx", "pid", "state", "liveness",
-		       "attach_gen", "attached");
+		printf("  %-4s %-8s %-11s %-26s %-7s %-10s %s\n", "idx", "pid", "state", "liveness",
+		       "holds", "attach_gen", "attached");
 	for (uint32_t i = 0; i < cfg->max_procs; i++) {
 		struct kvbm_shm_proc e;
 		enum kvbm_liveness l;
@@ -96,9 +118,9 @@ static void print_text(const struct kvbm_inspect *in)
 
 		if (st == KVBM_PROC_FREE)
 			continue;
-		printf("  %-4u %-8u %-11s %-26s %-10" PRIu64 " %s\n", i, e.pid,
+		printf("  %-4u %-8u %-11s %-26s %-7u %-10" PRIu64 " %s\n", i, e.pid,
 		       kvbm_proc_state_name(st),
-		       st == KVBM_PROC_ACTIVE ? kvbm_liveness_name(l) : "-", e.attach_gen,
+		       st == KVBM_PROC_ACTIVE ? kvbm_liveness_name(l) : "-", k.holds[i], e.attach_gen,
 		       kvbm_fmt_time(e.attach_ns, t, sizeof(t)));
 	}
 }
@@ -176,6 +198,30 @@ static void print_json(const struct kvbm_inspect *in, int verdict)
 	json_str(&j, "op", kvbm_op_name(c->op.op));
 	json_obj_end(&j);
 
+	struct kvbm_census k;
+	kvbm_inspect_census(in, &k);
+	json_obj_begin(&j, "blocks");
+	json_u64(&j, "total", k.total);
+	json_u64(&j, "free", k.free);
+	json_u64(&j, "mutable", k.mutable_);
+	json_u64(&j, "staged", k.staged);
+	json_u64(&j, "active", k.active);
+	json_u64(&j, "inactive", k.inactive);
+	json_u64(&j, "duplicates", k.dups);
+	json_u64(&j, "evicting", k.evicting);
+	json_u64(&j, "free_count", k.free_count);
+	json_i64(&j, "inactive_count", k.inactive_count);
+	json_obj_end(&j);
+	json_obj_begin(&j, "metrics");
+	json_i64(&j, "allocations", k.metrics[KVBM_M_ALLOCATIONS]);
+	json_i64(&j, "evictions", k.metrics[KVBM_M_EVICTIONS]);
+	json_i64(&j, "registrations", k.metrics[KVBM_M_REGISTRATIONS]);
+	json_i64(&j, "match_hashes_requested", k.metrics[KVBM_M_MATCH_HASHES_REQUESTED]);
+	json_i64(&j, "match_blocks_returned", k.metrics[KVBM_M_MATCH_BLOCKS_RETURNED]);
+	json_i64(&j, "inflight_mutable", k.metrics[KVBM_M_INFLIGHT_MUTABLE]);
+	json_i64(&j, "inflight_immutable", k.metrics[KVBM_M_INFLIGHT_IMMUTABLE]);
+	json_obj_end(&j);
+
 	json_arr_begin(&j, "processes");
 	for (uint32_t i = 0; i < h->config.max_procs; i++) {
 		struct kvbm_shm_proc e;
@@ -191,6 +237,7 @@ static void print_json(const struct kvbm_inspect *in, int verdict)
 		json_bool(&j, "alive", st == KVBM_PROC_ACTIVE && l == KVBM_ALIVE);
 		json_str(&j, "liveness", st == KVBM_PROC_ACTIVE ? kvbm_liveness_name(l) : "-");
 		json_u64(&j, "attach_gen", e.attach_gen);
+		json_u64(&j, "holds", k.holds[i]);
 		json_u64(&j, "starttime", e.starttime);
 		json_str(&j, "attached", kvbm_fmt_time(e.attach_ns, t, sizeof(t)));
 		json_obj_end(&j);
@@ -204,16 +251,20 @@ int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{"json", no_argument, NULL, 'j'},
+		{"summary", no_argument, NULL, 's'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	struct kvbm_inspect in;
-	int json = 0, c, r;
+	int json = 0, summary = 0, c, r;
 
-	while ((c = getopt_long(argc, argv, "jh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "jsh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'j':
 			json = 1;
+			break;
+		case 's':
+			summary = 1;
 			break;
 		case 'h':
 			usage(stdout);
@@ -238,7 +289,7 @@ int main(int argc, char **argv)
 	if (json)
 		print_json(&in, verdict);
 	else if (in.valid == 0)
-		print_text(&in);
+		print_text(&in, summary);
 	if (verdict)
 		fprintf(stderr, "kvbm-shm-dump: %s: %s\n", argv[optind], kvbm_strerror(verdict));
 	kvbm_inspect_close(&in);
