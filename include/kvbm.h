@@ -467,6 +467,46 @@ KVBM_API long kvbm_metrics_prometheus(const struct kvbm_metrics *m, const char *
 				      const char *const (*labels)[2], size_t nlabels, char *buf,
 				      size_t len);
 
+/* ---- stats collector (kvbm-logical StatsCollector) ----------------------- */
+
+/*
+ * Rates, hit ratios and gradients computed from successive metric samples,
+ * kept in a ring of the last window_size samples. Process-local; disabled
+ * when created (sampling is then a no-op). The caller samples at its own
+ * interval (the reference's default is 1 s). Thread-safe.
+ */
+struct kvbm_stats;
+struct kvbm_stats_snapshot {
+	uint64_t t_ns;              /* CLOCK_MONOTONIC of the sample */
+	double allocation_rate;     /* allocations per second since the previous sample */
+	double eviction_rate;
+	double match_hit_rate;      /* delta returned / delta requested, 0 without requests */
+	double scan_hit_rate;
+	double allocation_gradient; /* change of the rate per second */
+	double eviction_gradient;
+	int64_t inflight_mutable;
+	int64_t inflight_immutable;
+	int64_t reset_pool_size;
+	int64_t inactive_pool_size;
+};
+/* @window_size 0 means the reference's 60. */
+KVBM_API int kvbm_stats_new(struct kvbm_pool *pool, uint32_t window_size, struct kvbm_stats **out);
+KVBM_API void kvbm_stats_free(struct kvbm_stats *st);
+KVBM_API void kvbm_stats_set_enabled(struct kvbm_stats *st, int on);
+KVBM_API int kvbm_stats_is_enabled(struct kvbm_stats *st);
+/* Takes a sample of the pool's metrics now. Returns 1 sampled, 0 disabled,
+ * or a negative code. */
+KVBM_API int kvbm_stats_sample(struct kvbm_stats *st);
+/* The same from given metrics at a given time (deterministic, for tests
+ * and replays). */
+KVBM_API int kvbm_stats_sample_at(struct kvbm_stats *st, const struct kvbm_metrics *m,
+				  uint64_t t_ns);
+/* The newest sample: 1 and *out, or 0 when there is none. */
+KVBM_API int kvbm_stats_latest(struct kvbm_stats *st, struct kvbm_stats_snapshot *out);
+/* Up to @n newest samples, oldest first. Returns how many were written. */
+KVBM_API size_t kvbm_stats_window(struct kvbm_stats *st, size_t n,
+				  struct kvbm_stats_snapshot *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -826,6 +826,69 @@ START_TEST(test_prometheus_exposition)
 }
 END_TEST
 
+/* ---- stats collector (metrics/stats.rs) ------------------------------------ */
+
+START_TEST(test_stats_disabled_by_default)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = t_pool(name, 8);
+	struct kvbm_stats *st;
+	struct kvbm_stats_snapshot s;
+
+	ck_assert_int_eq(kvbm_stats_new(p, 0, &st), 0);
+	ck_assert_int_eq(kvbm_stats_is_enabled(st), 0);
+	ck_assert_int_eq(kvbm_stats_sample(st), 0);
+	ck_assert_int_eq(kvbm_stats_latest(st, &s), 0);
+	kvbm_stats_set_enabled(st, 1);
+	ck_assert_int_eq(kvbm_stats_sample(st), 1);
+	ck_assert_int_eq(kvbm_stats_latest(st, &s), 1);
+	/* the first sample: no rates, current gauges */
+	ck_assert(s.allocation_rate == 0.0);
+	ck_assert_int_eq(s.reset_pool_size, 8);
+	kvbm_stats_free(st);
+	t_done(p, name);
+}
+END_TEST
+
+START_TEST(test_stats_rates_ratios_gradients_window)
+{
+	struct kvbm_stats *st;
+	struct kvbm_metrics m = {0};
+	struct kvbm_stats_snapshot s, w[8];
+
+	ck_assert_int_eq(kvbm_stats_new(NULL, 3, &st), 0);
+	kvbm_stats_set_enabled(st, 1);
+	ck_assert_int_eq(kvbm_stats_sample_at(st, &m, 1000000000ull), 1);
+	m.allocations = 10;
+	m.evictions = 4;
+	m.match_hashes_requested = 10;
+	m.match_blocks_returned = 7;
+	ck_assert_int_eq(kvbm_stats_sample_at(st, &m, 2000000000ull), 1);
+	ck_assert_int_eq(kvbm_stats_latest(st, &s), 1);
+	ck_assert(s.allocation_rate == 10.0);
+	ck_assert(s.eviction_rate == 4.0);
+	ck_assert(s.match_hit_rate > 0.6999 && s.match_hit_rate < 0.7001);
+	ck_assert(s.scan_hit_rate == 0.0); /* no scan requests */
+	ck_assert(s.allocation_gradient == 10.0);
+	m.allocations = 40; /* 30 in 2 s: rate 15, gradient (15 - 10) / 2 */
+	ck_assert_int_eq(kvbm_stats_sample_at(st, &m, 4000000000ull), 1);
+	ck_assert_int_eq(kvbm_stats_latest(st, &s), 1);
+	ck_assert(s.allocation_rate == 15.0);
+	ck_assert(s.allocation_gradient == 2.5);
+	/* same instant again: zero rates */
+	ck_assert_int_eq(kvbm_stats_sample_at(st, &m, 4000000000ull), 1);
+	ck_assert_int_eq(kvbm_stats_latest(st, &s), 1);
+	ck_assert(s.allocation_rate == 0.0);
+	/* the ring keeps the window's 3, oldest first */
+	ck_assert_uint_eq(kvbm_stats_window(st, 8, w), 3);
+	ck_assert_uint_eq(w[0].t_ns, 2000000000ull);
+	ck_assert_uint_eq(w[2].t_ns, 4000000000ull);
+	ck_assert_uint_eq(kvbm_stats_window(st, 1, w), 1);
+	ck_assert_uint_eq(w[0].t_ns, 4000000000ull);
+	kvbm_stats_free(st);
+}
+END_TEST
+
 Suite *make_block_suite(void)
 {
 	Suite *s = suite_create("block");
@@ -859,6 +922,8 @@ Suite *make_block_suite(void)
 	tcase_add_test(tc, test_bad_handles_get_clear_errors);
 	tcase_add_test(tc, test_register_checks_every_handle_first);
 	tcase_add_test(tc, test_prometheus_exposition);
+	tcase_add_test(tc, test_stats_disabled_by_default);
+	tcase_add_test(tc, test_stats_rates_ratios_gradients_window);
 	suite_add_tcase(s, tc);
 	return s;
 }
