@@ -356,6 +356,7 @@ static int flush(struct kvbm_pool *p, const uint32_t *owned, uint32_t nown,
 int kvbm_release_blocks(struct kvbm_pool *p, const struct kvbm_block *blks, uint32_t n)
 {
 	uint32_t owned[BATCH], empty[BATCH], nown = 0, nempty = 0;
+	int64_t dropped = 0;
 	int r = pool_ok(p), err = 0;
 
 	if (r < 0)
@@ -384,7 +385,7 @@ int kvbm_release_blocks(struct kvbm_pool *p, const struct kvbm_block *blks, uint
 			if (r < 0)
 				err = r;
 			else {
-				kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, -1);
+				dropped++;
 				if (r == 1)
 					empty[nempty++] = b->id;
 			}
@@ -392,12 +393,17 @@ int kvbm_release_blocks(struct kvbm_pool *p, const struct kvbm_block *blks, uint
 			err = KVBM_ESTALE;
 		}
 		if (nown == BATCH || nempty == BATCH) {
+			kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, -dropped);
+			dropped = 0;
 			r = flush(p, owned, nown, empty, nempty);
 			nown = nempty = 0;
 			if (r < 0)
 				return r;
 		}
 	}
+	/* per call, not per block: the shard is shared by our threads */
+	if (dropped)
+		kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, -dropped);
 	r = nown + nempty ? flush(p, owned, nown, empty, nempty) : 0;
 	return err ? err : r;
 }
@@ -482,11 +488,14 @@ int kvbm_upgrade_block(struct kvbm_pool *p, const struct kvbm_weak *weak, struct
 			*out = weak->block;
 			return 1;
 		}
-		kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, 1);
-		kvbm_unpin_settle(p, &weak->block, 1);
+		if (kvbm_hold_unpin(p, weak->block.id) == 1)
+			kvbm_store_settle_one(p, weak->block.id);
 	}
 	/* else whichever block now holds the hash */
-	return kvbm_acquire_hash(p, weak->hash, out);
+	r = kvbm_acquire_hash(p, weak->hash, out);
+	if (r == 1)
+		kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, 1);
+	return r;
 }
 
 int kvbm_set_reset_on_release(struct kvbm_pool *p, const struct kvbm_block *blk, int on)

@@ -174,14 +174,10 @@ int kvbm_hold_pin(struct kvbm_pool *p, uint32_t s, uint32_t gen)
 	if (kvbm_slot_gen(w) == gen && (kvbm_slot_state(w) == KVBM_SLOT_REGISTERED ||
 					kvbm_slot_state(w) == KVBM_SLOT_EVICTING))
 		return 1;
-	if (kvbm_hold_unpin(p, s) == 1) {
-		/* our undo emptied the mask (the sibling let go meanwhile): rare,
-		 * settle it now */
-		if (kvbm_store_lock(p, KVBM_OP_RELEASE, s) == 0) {
-			kvbm_store_settle(p, s);
-			kvbm_store_unlock(p);
-		}
-	}
+	/* our undo emptied the mask (the sibling let go meanwhile): rare,
+	 * settle it now */
+	if (kvbm_hold_unpin(p, s) == 1)
+		kvbm_store_settle_one(p, s);
 	return 0;
 }
 

@@ -26,13 +26,13 @@ int kvbm_acquire_hash(struct kvbm_pool *p, struct kvbm_plh key, struct kvbm_bloc
 			return r;
 		if (r == 0)
 			continue;
-		kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, 1);
 		*out = (struct kvbm_block){p->id, s, g};
 		/* rule 6: once held the key cannot change; re-read it, so a hit
 		 * is exact even if the generation wrapped between lookup and pin */
 		if (kvbm_plh_eq(kvbm_slot_key(kvbm_slot(p, s)), key))
 			return 1;
-		kvbm_unpin_settle(p, out, 1);
+		if (kvbm_hold_unpin(p, s) == 1)
+			kvbm_store_settle_one(p, s);
 	}
 	return 0;
 }
@@ -50,12 +50,15 @@ long kvbm_match_blocks(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 	for (i = 0; i < n; i++) {
 		r = kvbm_acquire_hash(p, hashes[i], &out[i]);
 		if (r < 0) {
+			kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, (int64_t)i);
 			kvbm_unpin_settle(p, out, i);
 			return r;
 		}
 		if (r == 0)
 			break;
 	}
+	/* per call, not per block: the shard is shared by our threads */
+	kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, (int64_t)i);
 	kvbm_metric_add(p, KVBM_M_MATCH_HASHES_REQUESTED, (int64_t)n);
 	kvbm_metric_add(p, KVBM_M_MATCH_BLOCKS_RETURNED, (int64_t)i);
 	return (long)i;
@@ -74,6 +77,7 @@ long kvbm_match_blocks_scattered(struct kvbm_pool *p, const struct kvbm_plh *has
 	for (size_t i = 0; i < n; i++) {
 		r = kvbm_acquire_hash(p, hashes[i], &out[i]);
 		if (r < 0) {
+			kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, hits);
 			for (size_t j = 0; j < i; j++)
 				if (found[j])
 					kvbm_unpin_settle(p, &out[j], 1);
@@ -84,6 +88,7 @@ long kvbm_match_blocks_scattered(struct kvbm_pool *p, const struct kvbm_plh *has
 			out[i] = (struct kvbm_block){0, 0, 0};
 		hits += r;
 	}
+	kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, hits);
 	kvbm_metric_add(p, KVBM_M_MATCH_HASHES_REQUESTED, (int64_t)n);
 	kvbm_metric_add(p, KVBM_M_MATCH_BLOCKS_RETURNED, hits);
 	return hits;
@@ -148,6 +153,7 @@ long kvbm_scan_matches(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 			continue; /* one result per distinct hash */
 		r = kvbm_acquire_hash(p, hashes[i], &out[k]);
 		if (r < 0) {
+			kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, k);
 			kvbm_unpin_settle(p, out, (size_t)k);
 			k = r;
 			break;
@@ -157,6 +163,7 @@ long kvbm_scan_matches(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 	if (st.tab != st.small)
 		free(st.tab);
 	if (k >= 0) {
+		kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, k);
 		kvbm_metric_add(p, KVBM_M_SCAN_HASHES_REQUESTED, (int64_t)n);
 		kvbm_metric_add(p, KVBM_M_SCAN_BLOCKS_RETURNED, k);
 	}

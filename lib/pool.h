@@ -98,6 +98,8 @@ void kvbm_free_push(struct kvbm_pool *p, uint32_t s, int front);
 void kvbm_lru_unlink(struct kvbm_pool *p, uint32_t s);
 /* Puts slot @s where its holders and flags say it belongs. */
 void kvbm_store_settle(struct kvbm_pool *p, uint32_t s);
+/* The same, taking and dropping the mutex (after an unpin returned 1). */
+void kvbm_store_settle_one(struct kvbm_pool *p, uint32_t s);
 /* Pin/evict handshake on a REGISTERED slot: 1 and the slot EVICTING, or 0
  * (someone holds it: left REGISTERED). */
 int kvbm_store_try_evict(struct kvbm_pool *p, uint32_t s);

@@ -268,6 +268,15 @@ void kvbm_store_settle(struct kvbm_pool *p, uint32_t s)
 	lru_append(p, s);
 }
 
+void kvbm_store_settle_one(struct kvbm_pool *p, uint32_t s)
+{
+	/* on failure (poisoned, forked) nothing is lost: a reaper settles it */
+	if (kvbm_store_lock(p, KVBM_OP_RELEASE, s) == 0) {
+		kvbm_store_settle(p, s);
+		kvbm_store_unlock(p);
+	}
+}
+
 /* ---- reaping a dead process ------------------------------------------------- */
 
 static int64_t recount_inactive(struct kvbm_pool *p)
