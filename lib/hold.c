@@ -190,20 +190,27 @@ int kvbm_hold_unpin(struct kvbm_pool *p, uint32_t s)
 	if (count_dec(e))
 		return 0;
 	kvbm_stripe_lock(p, s);
-	if (count_dec(e)) {
-		kvbm_stripe_unlock(p, s);
-		return 0;
-	}
-	kvbm_hold_t v = __atomic_load_n(e, __ATOMIC_RELAXED);
-	if ((v & KVBM_HOLD_COUNT) == 0) {
-		kvbm_stripe_unlock(p, s);
-		return KVBM_ENOTHELD;
-	}
 	/* 1 -> 0 under the stripe lock (rule 2): the last hold becomes
-	 * TENTATIVE so the entry stays non-zero until the bit is clear */
-	while (!__atomic_compare_exchange_n(e, &v, (kvbm_hold_t)((v - 1) | KVBM_HOLD_TENT), 0,
-					    __ATOMIC_RELEASE, __ATOMIC_RELAXED))
-		;
+	 * TENTATIVE so the entry stays non-zero until the bit is clear. A
+	 * sibling's fast path may still raise the count (it needs no stripe
+	 * lock while the count is > 0): every failed CAS decides again, or
+	 * we would clear the bit of a hold the sibling just took */
+	kvbm_hold_t v = __atomic_load_n(e, __ATOMIC_RELAXED);
+	for (;;) {
+		kvbm_hold_t c = v & KVBM_HOLD_COUNT;
+		if (c == 0) {
+			kvbm_stripe_unlock(p, s);
+			return KVBM_ENOTHELD;
+		}
+		kvbm_hold_t nv = (kvbm_hold_t)(c > 1 ? v - 1 : (v - 1) | KVBM_HOLD_TENT);
+		if (__atomic_compare_exchange_n(e, &v, nv, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
+			if (c > 1) {
+				kvbm_stripe_unlock(p, s);
+				return 0;
+			}
+			break;
+		}
+	}
 	KVBM_FAILPOINT("hold.unpin.tentative");
 	/* seq_cst: pairs with the evictor's holders load (handshake) */
 	old = __atomic_fetch_and(&sl->holders, ~p->bit, __ATOMIC_SEQ_CST);
