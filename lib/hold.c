@@ -202,7 +202,9 @@ int kvbm_hold_unpin(struct kvbm_pool *p, uint32_t s)
 			kvbm_stripe_unlock(p, s);
 			return KVBM_ENOTHELD;
 		}
-		kvbm_hold_t nv = (kvbm_hold_t)(c > 1 ? v - 1 : (v - 1) | KVBM_HOLD_TENT);
+		kvbm_hold_t nv = (kvbm_hold_t)(v - 1u);
+		if (c == 1)
+			nv |= KVBM_HOLD_TENT;
 		if (__atomic_compare_exchange_n(e, &v, nv, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
 			if (c > 1) {
 				kvbm_stripe_unlock(p, s);
