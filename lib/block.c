@@ -175,7 +175,6 @@ int kvbm_allocate_blocks(struct kvbm_pool *p, uint32_t n, struct kvbm_block *out
 	kvbm_metric_add(p, KVBM_M_ALLOCATIONS, n);
 	kvbm_metric_add(p, KVBM_M_ALLOCATIONS_FROM_RESET, nfree);
 	kvbm_metric_add(p, KVBM_M_EVICTIONS, nev);
-	kvbm_metric_add(p, KVBM_M_INFLIGHT_MUTABLE, n);
 	return 0;
 }
 
@@ -206,7 +205,6 @@ int kvbm_stage_block(struct kvbm_pool *p, const struct kvbm_block *blk, struct k
 			 kvbm_slot_word(blk->gen, p->seg.self, 0, KVBM_SLOT_STAGED),
 			 __ATOMIC_RELEASE);
 	kvbm_metric_add(p, KVBM_M_STAGINGS, 1);
-	kvbm_metric_add(p, KVBM_M_INFLIGHT_MUTABLE, -1);
 	return 0;
 }
 
@@ -239,7 +237,6 @@ int kvbm_unstage_block(struct kvbm_pool *p, const struct kvbm_block *blk)
 	__atomic_store_n(&sl->state,
 			 kvbm_slot_word(blk->gen, p->seg.self, 0, KVBM_SLOT_MUTABLE),
 			 __ATOMIC_RELEASE);
-	kvbm_metric_add(p, KVBM_M_INFLIGHT_MUTABLE, 1);
 	return 0;
 }
 
@@ -262,10 +259,10 @@ static struct kvbm_block register_one(struct kvbm_pool *p, uint32_t s)
 		if (kvbm_hold_pin(p, ps, pg) == 1) {
 			kvbm_store_free_owned(p, s, p->seg.self);
 			kvbm_metric_add(p, KVBM_M_REGISTRATION_DEDUP, 1);
-			kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, 1);
 			return (struct kvbm_block){p->id, ps, pg};
 		}
-		found = 0; /* saturated holds: keep ours, as a duplicate */
+		/* -EOVERFLOW (this process's holds on it saturated): keep the
+		 * candidate as a duplicate, never as a second primary */
 	}
 	kvbm_stripe_lock(p, s); /* rule 4: the owner's bit under the stripe */
 	kvbm_hold_register(p, s);
@@ -294,7 +291,6 @@ static struct kvbm_block register_one(struct kvbm_pool *p, uint32_t s)
 		p->seg.ctl->index_full++;
 	}
 	kvbm_stripe_unlock(p, s);
-	kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, 1);
 	return out;
 }
 
@@ -341,12 +337,8 @@ static int flush(struct kvbm_pool *p, const uint32_t *owned, uint32_t nown,
 
 	if (r < 0)
 		return r;
-	for (uint32_t i = 0; i < nown; i++) {
-		uint64_t w = __atomic_load_n(&kvbm_slot(p, owned[i])->state, __ATOMIC_RELAXED);
-		if (kvbm_slot_state(w) == KVBM_SLOT_MUTABLE)
-			kvbm_metric_add(p, KVBM_M_INFLIGHT_MUTABLE, -1);
+	for (uint32_t i = 0; i < nown; i++)
 		kvbm_store_free_owned(p, owned[i], p->seg.self);
-	}
 	for (uint32_t i = 0; i < nempty; i++)
 		kvbm_store_settle(p, empty[i]);
 	kvbm_store_unlock(p);
@@ -356,7 +348,6 @@ static int flush(struct kvbm_pool *p, const uint32_t *owned, uint32_t nown,
 int kvbm_release_blocks(struct kvbm_pool *p, const struct kvbm_block *blks, uint32_t n)
 {
 	uint32_t owned[BATCH], empty[BATCH], nown = 0, nempty = 0;
-	int64_t dropped = 0;
 	int r = pool_ok(p), err = 0;
 
 	if (r < 0)
@@ -384,26 +375,18 @@ int kvbm_release_blocks(struct kvbm_pool *p, const struct kvbm_block *blks, uint
 			r = kvbm_hold_unpin(p, b->id);
 			if (r < 0)
 				err = r;
-			else {
-				dropped++;
-				if (r == 1)
-					empty[nempty++] = b->id;
-			}
+			else if (r == 1)
+				empty[nempty++] = b->id;
 		} else {
 			err = KVBM_ESTALE;
 		}
 		if (nown == BATCH || nempty == BATCH) {
-			kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, -dropped);
-			dropped = 0;
 			r = flush(p, owned, nown, empty, nempty);
 			nown = nempty = 0;
 			if (r < 0)
 				return r;
 		}
 	}
-	/* per call, not per block: the shard is shared by our threads */
-	if (dropped)
-		kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, -dropped);
 	r = nown + nempty ? flush(p, owned, nown, empty, nempty) : 0;
 	return err ? err : r;
 }
@@ -431,7 +414,6 @@ int kvbm_clone_block(struct kvbm_pool *p, const struct kvbm_block *blk, struct k
 		return r;
 	if (r == 0)
 		return KVBM_ESTALE;
-	kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, 1);
 	*out = *blk;
 	return 0;
 }
@@ -484,7 +466,6 @@ int kvbm_upgrade_block(struct kvbm_pool *p, const struct kvbm_weak *weak, struct
 	if (r == 1) {
 		struct kvbm_plh k = kvbm_slot_key(kvbm_slot(p, weak->block.id));
 		if (kvbm_plh_eq(k, weak->hash)) {
-			kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, 1);
 			*out = weak->block;
 			return 1;
 		}
@@ -493,8 +474,6 @@ int kvbm_upgrade_block(struct kvbm_pool *p, const struct kvbm_weak *weak, struct
 	}
 	/* else whichever block now holds the hash */
 	r = kvbm_acquire_hash(p, weak->hash, out);
-	if (r == 1)
-		kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, 1);
 	return r;
 }
 
