@@ -50,15 +50,12 @@ long kvbm_match_blocks(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 	for (i = 0; i < n; i++) {
 		r = kvbm_acquire_hash(p, hashes[i], &out[i]);
 		if (r < 0) {
-			kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, (int64_t)i);
 			kvbm_unpin_settle(p, out, i);
 			return r;
 		}
 		if (r == 0)
 			break;
 	}
-	/* per call, not per block: the shard is shared by our threads */
-	kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, (int64_t)i);
 	kvbm_metric_add(p, KVBM_M_MATCH_HASHES_REQUESTED, (int64_t)n);
 	kvbm_metric_add(p, KVBM_M_MATCH_BLOCKS_RETURNED, (int64_t)i);
 	return (long)i;
@@ -77,7 +74,6 @@ long kvbm_match_blocks_scattered(struct kvbm_pool *p, const struct kvbm_plh *has
 	for (size_t i = 0; i < n; i++) {
 		r = kvbm_acquire_hash(p, hashes[i], &out[i]);
 		if (r < 0) {
-			kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, hits);
 			for (size_t j = 0; j < i; j++)
 				if (found[j])
 					kvbm_unpin_settle(p, &out[j], 1);
@@ -88,7 +84,6 @@ long kvbm_match_blocks_scattered(struct kvbm_pool *p, const struct kvbm_plh *has
 			out[i] = (struct kvbm_block){0, 0, 0};
 		hits += r;
 	}
-	kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, hits);
 	kvbm_metric_add(p, KVBM_M_MATCH_HASHES_REQUESTED, (int64_t)n);
 	kvbm_metric_add(p, KVBM_M_MATCH_BLOCKS_RETURNED, hits);
 	return hits;
@@ -153,7 +148,6 @@ long kvbm_scan_matches(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 			continue; /* one result per distinct hash */
 		r = kvbm_acquire_hash(p, hashes[i], &out[k]);
 		if (r < 0) {
-			kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, k);
 			kvbm_unpin_settle(p, out, (size_t)k);
 			k = r;
 			break;
@@ -163,7 +157,6 @@ long kvbm_scan_matches(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 	if (st.tab != st.small)
 		free(st.tab);
 	if (k >= 0) {
-		kvbm_metric_add(p, KVBM_M_INFLIGHT_IMMUTABLE, k);
 		kvbm_metric_add(p, KVBM_M_SCAN_HASHES_REQUESTED, (int64_t)n);
 		kvbm_metric_add(p, KVBM_M_SCAN_BLOCKS_RETURNED, k);
 	}

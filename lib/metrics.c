@@ -43,8 +43,7 @@ int kvbm_metrics_snapshot(struct kvbm_pool *p, struct kvbm_metrics *out)
 	out->allocate_atomic_rollback = (uint64_t)v[KVBM_M_ALLOCATE_ATOMIC_ROLLBACK];
 	out->release_primary_noop = (uint64_t)v[KVBM_M_RELEASE_PRIMARY_NOOP];
 	out->release_duplicate_noop = (uint64_t)v[KVBM_M_RELEASE_DUPLICATE_NOOP];
-	out->inflight_mutable = v[KVBM_M_INFLIGHT_MUTABLE];
-	out->inflight_immutable = v[KVBM_M_INFLIGHT_IMMUTABLE];
+	kvbm_seg_inflight(&p->seg, &out->inflight_mutable, &out->inflight_immutable);
 	out->reset_pool_size = __atomic_load_n(&p->seg.ctl->free_count, __ATOMIC_RELAXED);
 	int64_t inactive = __atomic_load_n(&p->seg.ctl->inactive, __ATOMIC_RELAXED);
 	out->inactive_pool_size = inactive > 0 ? inactive : 0;

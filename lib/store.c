@@ -302,7 +302,6 @@ static int reap_hook(struct kvbm_seg *seg, uint32_t d, void *arg)
 	struct kvbm_pool *p = arg;
 	kvbm_hold_t *ht = (kvbm_hold_t *)(seg->holders +
 					  (uint64_t)d * kvbm_holder_stride(&seg->hdr->config));
-	struct kvbm_shm_metrics *m = &seg->metrics[d];
 	uint64_t bit = 1ull << d;
 
 	for (uint32_t s = 0; s < p->nslots; s++) {
@@ -311,8 +310,6 @@ static int reap_hook(struct kvbm_seg *seg, uint32_t d, void *arg)
 			continue;
 		/* committed, tentative or owned: the bit may be set either way */
 		__atomic_fetch_and(&kvbm_slot(p, s)->holders, ~bit, __ATOMIC_SEQ_CST);
-		/* the dead process's gauges: its holds are gone */
-		m->v[KVBM_M_INFLIGHT_IMMUTABLE] -= v & KVBM_HOLD_COUNT;
 		__atomic_store_n(&ht[s], 0, __ATOMIC_RELEASE);
 	}
 	KVBM_FAILPOINT("store.reap.bits");
@@ -321,11 +318,8 @@ static int reap_hook(struct kvbm_seg *seg, uint32_t d, void *arg)
 		uint64_t w = __atomic_load_n(&sl->state, __ATOMIC_ACQUIRE);
 		uint32_t st = kvbm_slot_state(w);
 		if ((st == KVBM_SLOT_MUTABLE || st == KVBM_SLOT_STAGED) &&
-		    kvbm_slot_owner(w) == d) {
-			if (st == KVBM_SLOT_MUTABLE)
-				m->v[KVBM_M_INFLIGHT_MUTABLE]--;
+		    kvbm_slot_owner(w) == d)
 			kvbm_store_free_owned(p, s, d);
-		}
 	}
 	for (uint32_t s = 0; s < p->nslots; s++)
 		kvbm_store_settle(p, s);

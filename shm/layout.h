@@ -252,8 +252,9 @@ enum kvbm_metric_idx {
 	KVBM_M_ALLOCATE_ATOMIC_ROLLBACK,
 	KVBM_M_RELEASE_PRIMARY_NOOP,
 	KVBM_M_RELEASE_DUPLICATE_NOOP,
-	KVBM_M_INFLIGHT_MUTABLE,   /* gauge delta */
-	KVBM_M_INFLIGHT_IMMUTABLE, /* gauge delta */
+	/* the inflight gauges are not here: they are derived from the slot
+	 * array and holder tables (kvbm_seg_inflight), so no crash window
+	 * between a slot change and its metric update can skew them */
 	KVBM_M_NSHARD,
 };
 struct kvbm_shm_metrics {

@@ -680,3 +680,21 @@ int kvbm_seg_destroy(const char *name, unsigned flags)
 	close(fd);
 	return r;
 }
+
+void kvbm_seg_inflight(const struct kvbm_seg *seg, int64_t *mut, int64_t *imm)
+{
+	const struct kvbm_shm_config *cfg = &seg->hdr->config;
+	int64_t m = 0, h = 0;
+
+	for (uint32_t s = 0; s < cfg->block_count; s++)
+		m += kvbm_slot_state(__atomic_load_n(&seg->slots[s].state, __ATOMIC_RELAXED)) ==
+		     KVBM_SLOT_MUTABLE;
+	for (uint32_t p = 0; p < cfg->max_procs; p++) {
+		const kvbm_hold_t *t =
+			(const kvbm_hold_t *)(seg->holders + (uint64_t)p * kvbm_holder_stride(cfg));
+		for (uint32_t s = 0; s < cfg->block_count; s++)
+			h += __atomic_load_n(&t[s], __ATOMIC_RELAXED) & KVBM_HOLD_COUNT;
+	}
+	*mut = m;
+	*imm = h;
+}

@@ -76,6 +76,13 @@ static inline uint64_t kvbm_holder_stride(const struct kvbm_shm_config *cfg)
 	       KVBM_CACHELINE * KVBM_CACHELINE;
 }
 
+/*
+ * The reference's inflight gauges, derived: *mut = MUTABLE slots, *imm =
+ * holds over every holder table. A lock-free snapshot, exact whenever no
+ * operation is in flight; O(blocks x max_procs), meant for scrapes.
+ */
+void kvbm_seg_inflight(const struct kvbm_seg *seg, int64_t *mut, int64_t *imm);
+
 /* Size and region table of a segment for @cfg. Returns 0 or -EINVAL. */
 int kvbm_seg_layout(const struct kvbm_shm_config *cfg, struct kvbm_shm_region *regions,
 		    uint64_t *total);

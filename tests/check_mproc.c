@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "helpers.h"
+#include "../shm/failpoint.h"
 
 #define BS 4
 
@@ -349,6 +350,95 @@ START_TEST(test_threads_share_one_bit_against_evictor)
 }
 END_TEST
 
+/*
+ * Crash tests: a victim process is SIGKILLed at each failpoint of the block
+ * protocols (lock-free pin and unpin; allocate, evict, register and reap
+ * under the mutex, so the next locker recovers) while the parent holds
+ * blocks. Afterwards the parent's blocks are intact and, once it lets go,
+ * every block is accounted for: nothing lost, nothing leaked.
+ */
+static const char *const block_points[] = {
+	"block.allocate.popped",  "block.allocate.victims", "store.evict.committed",
+	"block.register.published", "hold.pin.tentative",   "hold.pin.bit",
+	"hold.pin.commit",        "hold.unpin.tentative",   "hold.unpin.bit",
+	"store.reap.bits",
+};
+
+/* Evicts 4 inactive blocks, registers new ones, resurrects 4 inactive
+ * blocks, releases everything, detaches: every point above is on the way. */
+static int victim(const char *name, const struct kvbm_plh *h, const struct kvbm_plh *hv,
+		  const char *point)
+{
+	struct kvbm_pool *q = attach(name);
+	struct kvbm_block b[4], m[4];
+
+	kvbm_fp_arm(point);
+	if (kvbm_allocate_blocks(q, 4, b, NULL, NULL) != 0)
+		return 70;
+	for (int i = 0; i < 4; i++)
+		if (kvbm_stage_block(q, &b[i], hv[i], BS) != 0)
+			return 71;
+	if (kvbm_register_blocks(q, b, 4) != 0)
+		return 72;
+	if (kvbm_match_blocks(q, h + 10, 4, m) != 4)
+		return 73;
+	if (kvbm_release_blocks(q, m, 4) != 0 || kvbm_release_blocks(q, b, 4) != 0)
+		return 74;
+	kvbm_pool_close(q);
+	return 75; /* the failpoint never fired */
+}
+
+START_TEST(test_victim_killed_at_block_failpoint)
+{
+	T_NAME(name);
+	enum { TOTAL = 32, KEEP = 4 };
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_plh h[TOTAL], hv[4];
+	struct kvbm_block b[TOTAL];
+	struct kvbm_block_info info;
+
+	cfg.block_count = TOTAL;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	t_seq_hashes(1, TOTAL, BS, h);
+	t_seq_hashes(100000, 4, BS, hv);
+	t_register(p, h, TOTAL, b);
+	/* the pool is full: inactive blocks, the last KEEP held by us */
+	t_release(p, b, TOTAL - KEEP);
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(victim(name, h, hv, block_points[_i]));
+	ck_assert_int_eq(t_wait(pid), 128 + SIGKILL);
+	/* reaping takes the mutex: a victim that died holding it is recovered
+	 * (and reaped) by that lock already, else reaped here */
+	struct kvbm_pool_info pi;
+	int r = kvbm_reap(p);
+	ck_assert_int_eq(kvbm_pool_info(p, &pi), 0);
+	ck_assert_int_eq(r + (int)pi.recoveries, 1);
+	ck_assert_uint_eq(pi.procs_attached, 1);
+	ck_assert_int_eq(pi.recoveries == 1, strncmp(block_points[_i], "hold.", 5) != 0);
+	for (int i = TOTAL - KEEP; i < TOTAL; i++) {
+		ck_assert_int_eq(kvbm_block_info(p, &b[i], &info), 0);
+		ck_assert_uint_eq(info.state, KVBM_BLOCK_REGISTERED);
+		ck_assert_uint_eq(info.holds, 1);
+		ck_assert_uint_eq(info.holder_procs, 1);
+		ck_assert(kvbm_plh_eq(info.hash, h[i]));
+	}
+	struct kvbm_metrics m = t_metrics(p);
+	ck_assert_int_eq(m.inflight_mutable, 0);
+	ck_assert_int_eq(m.inflight_immutable, KEEP);
+	ck_assert_int_eq(m.reset_pool_size + m.inactive_pool_size, TOTAL - KEEP);
+	t_release(p, b + TOTAL - KEEP, KEEP);
+	assert_quiescent(p, TOTAL);
+	/* no leak: every block can be allocated again, then freed */
+	struct kvbm_block all[TOTAL];
+	ck_assert_int_eq(kvbm_allocate_blocks(p, TOTAL, all, NULL, NULL), 0);
+	t_release(p, all, TOTAL);
+	assert_quiescent(p, TOTAL);
+	kvbm_pool_close(p);
+	kvbm_pool_destroy(name, 0);
+}
+END_TEST
+
 Suite *make_mproc_suite(void)
 {
 	Suite *s = suite_create("mproc");
@@ -360,6 +450,8 @@ Suite *make_mproc_suite(void)
 	tcase_add_test(tc, test_allocate_atomic_no_over_commit_under_contention);
 	tcase_add_test(tc, test_dead_holder_blocks_come_back);
 	tcase_add_test(tc, test_threads_share_one_bit_against_evictor);
+	tcase_add_loop_test(tc, test_victim_killed_at_block_failpoint, 0,
+			    (int)(sizeof(block_points) / sizeof(block_points[0])));
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -145,6 +145,7 @@ void kvbm_inspect_census(const struct kvbm_inspect *in, struct kvbm_census *c)
 	for (uint32_t i = 0; i < cfg->max_procs; i++)
 		for (int k = 0; k < KVBM_M_NSHARD; k++)
 			c->metrics[k] += __atomic_load_n(&in->seg.metrics[i].v[k], __ATOMIC_RELAXED);
+	kvbm_seg_inflight(&in->seg, &c->inflight_mutable, &c->inflight_immutable);
 	c->free_count = __atomic_load_n(&in->seg.ctl->free_count, __ATOMIC_RELAXED);
 	c->inactive_count = __atomic_load_n(&in->seg.ctl->inactive, __ATOMIC_RELAXED);
 }

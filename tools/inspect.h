@@ -44,6 +44,7 @@ struct kvbm_census {
 	uint32_t evicting;
 	uint32_t holds[KVBM_MAX_PROCS]; /* blocks carrying each process's bit */
 	int64_t metrics[KVBM_M_NSHARD]; /* shard sums */
+	int64_t inflight_mutable, inflight_immutable;
 	uint32_t free_count;    /* the store's own counts */
 	int64_t inactive_count;
 };

@@ -102,7 +102,7 @@ blocks:;
 	       ", matched %" PRId64 "/%" PRId64 " hashes, holds %" PRId64 "\n",
 	       k.metrics[KVBM_M_ALLOCATIONS], k.metrics[KVBM_M_EVICTIONS],
 	       k.metrics[KVBM_M_REGISTRATIONS], k.metrics[KVBM_M_MATCH_BLOCKS_RETURNED],
-	       k.metrics[KVBM_M_MATCH_HASHES_REQUESTED], k.metrics[KVBM_M_INFLIGHT_IMMUTABLE]);
+	       k.metrics[KVBM_M_MATCH_HASHES_REQUESTED], k.inflight_immutable);
 
 	uint32_t used = 0;
 	for (uint32_t i = 0; i < cfg->max_procs; i++)
@@ -218,8 +218,8 @@ static void print_json(const struct kvbm_inspect *in, int verdict)
 	json_i64(&j, "registrations", k.metrics[KVBM_M_REGISTRATIONS]);
 	json_i64(&j, "match_hashes_requested", k.metrics[KVBM_M_MATCH_HASHES_REQUESTED]);
 	json_i64(&j, "match_blocks_returned", k.metrics[KVBM_M_MATCH_BLOCKS_RETURNED]);
-	json_i64(&j, "inflight_mutable", k.metrics[KVBM_M_INFLIGHT_MUTABLE]);
-	json_i64(&j, "inflight_immutable", k.metrics[KVBM_M_INFLIGHT_IMMUTABLE]);
+	json_i64(&j, "inflight_mutable", k.inflight_mutable);
+	json_i64(&j, "inflight_immutable", k.inflight_immutable);
 	json_obj_end(&j);
 
 	json_arr_begin(&j, "processes");
