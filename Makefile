@@ -19,7 +19,8 @@ LIB_SRCS := $(wildcard shm/*.c) $(wildcard lib/*.c)
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 # the test flavour of the library has the failpoints compiled in
 TLIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/tobj/%.o)
-LIB_LIBS := $(shell pkg-config --libs libxxhash 2>/dev/null || echo -lxxhash) -lpthread
+LIB_LIBS := $(shell pkg-config --libs libxxhash liburcu-bp liburcu-cds 2>/dev/null || \
+	echo -lxxhash -lurcu-bp -lurcu-common -lurcu-cds) -lpthread
 
 TOOLS := kvbm-shm-dump kvbm-pool kvbm-demo kvbm-hash
 TOOL_COMMON_SRCS := tools/json.c tools/inspect.c

@@ -63,7 +63,9 @@ enum kvbm_error {
 	KVBM_ESIZE = KVBM_EBASE - 17,        /* token count differs from the pool's block size */
 	KVBM_ESTATE = KVBM_EBASE - 18,       /* block is in the wrong state for this call */
 	KVBM_ENOTOWNER = KVBM_EBASE - 19,    /* mutable/staged block of another process */
-	KVBM_ELAST = KVBM_EBASE - 20,
+	KVBM_EUNIQUE = KVBM_EBASE - 20,      /* attachment type already used as unique */
+	KVBM_EMULTIPLE = KVBM_EBASE - 21,    /* attachment type already used as multiple */
+	KVBM_ELAST = KVBM_EBASE - 22,
 };
 
 /* Returns a static, human-readable description of any kvbm return code. */
@@ -428,6 +430,62 @@ KVBM_API long kvbm_total_blocks(struct kvbm_pool *pool);
  * use (the drain has happened regardless).
  */
 KVBM_API int kvbm_reset_inactive_pool(struct kvbm_pool *pool);
+
+/* ---- attachments and touch callbacks (process-local) ------------------- */
+
+/*
+ * A process can hang its own values and callbacks on a registered sequence
+ * hash (the reference's registration-handle attachments). They live in this
+ * process only (pointers mean nothing elsewhere) and exactly as long as the
+ * registration they were made on: while @hash stays registered on the same
+ * primary block, resurrections included. Once that block is evicted or
+ * reset, the next call on the hash, kvbm_attachments_sweep() or
+ * kvbm_pool_close() drops them, calling each value's @free_fn (may be NULL)
+ * and forgetting the callbacks; a later registration of the hash starts
+ * empty. (Unlike the reference, a weak handle does not keep them alive.)
+ *
+ * Values are grouped by a caller-chosen @type. A type is used either as a
+ * unique value (kvbm_attach_unique replaces the previous one) or as a list
+ * (kvbm_attach_multiple appends), never both: KVBM_EUNIQUE / KVBM_EMULTIPLE.
+ * Attaching to a hash that is not registered gets -ENOENT.
+ *
+ * Lookups are lock-free (a liburcu hash table read under RCU); each hash's
+ * values are guarded by their own mutex. Callbacks and free functions must
+ * not call the attachment functions for the same hash.
+ */
+typedef void (*kvbm_value_free_fn)(void *value);
+KVBM_API int kvbm_attach_unique(struct kvbm_pool *pool, struct kvbm_plh hash, uint32_t type,
+				void *value, kvbm_value_free_fn free_fn);
+KVBM_API int kvbm_attach_multiple(struct kvbm_pool *pool, struct kvbm_plh hash, uint32_t type,
+				  void *value, kvbm_value_free_fn free_fn);
+/*
+ * Calls @fn(value, @arg) on the values of @type attached to @hash (the
+ * unique one, or the list in attach order) while holding the hash's mutex,
+ * so @fn may modify them (the reference's with_unique_mut/with_multiple_mut).
+ * Returns how many values it visited (0 for none), or -ENOENT when the hash
+ * is not registered.
+ */
+KVBM_API long kvbm_attachments_each(struct kvbm_pool *pool, struct kvbm_plh hash, uint32_t type,
+				    void (*fn)(void *value, void *arg), void *arg);
+/* Reports how @type is used on @hash: 0 not at all, 1 unique, 2 multiple;
+ * or -ENOENT. */
+KVBM_API int kvbm_attachment_kind(struct kvbm_pool *pool, struct kvbm_plh hash, uint32_t type);
+/* Drops every value and callback of @hash now. Returns how many values were
+ * dropped, or -ENOENT when the hash has none. */
+KVBM_API long kvbm_attachments_clear(struct kvbm_pool *pool, struct kvbm_plh hash);
+/* Drops the attachments of every hash whose registration has ended.
+ * Returns how many hashes were dropped. */
+KVBM_API long kvbm_attachments_sweep(struct kvbm_pool *pool);
+
+/* A touch callback: the reference's on_touch(). */
+typedef void (*kvbm_touch_fn)(struct kvbm_plh hash, void *arg);
+/* Adds @fn to the callbacks of the registered @hash. Returns 0 or -ENOENT. */
+KVBM_API int kvbm_on_touch(struct kvbm_pool *pool, struct kvbm_plh hash, kvbm_touch_fn fn,
+			   void *arg);
+/* Calls every touch callback of @hash, in the order they were added (not
+ * under any lock: a callback may add callbacks). Returns how many it
+ * called, or -ENOENT when the hash is not registered. */
+KVBM_API long kvbm_touch(struct kvbm_pool *pool, struct kvbm_plh hash);
 
 /* ---- metrics ------------------------------------------------------------ */
 

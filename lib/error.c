@@ -33,6 +33,8 @@ static const char *const own_errors[] = {
 	[-(KVBM_ESIZE - KVBM_EBASE)] = "token count differs from the pool's block size",
 	[-(KVBM_ESTATE - KVBM_EBASE)] = "block is in the wrong state for this operation",
 	[-(KVBM_ENOTOWNER - KVBM_EBASE)] = "mutable or staged block of another process",
+	[-(KVBM_EUNIQUE - KVBM_EBASE)] = "type already registered as unique attachment",
+	[-(KVBM_EMULTIPLE - KVBM_EBASE)] = "type already registered as multiple attachment",
 };
 
 const char *kvbm_strerror(int err)

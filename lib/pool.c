@@ -144,6 +144,11 @@ int kvbm_pool_open(const char *name, const struct kvbm_config *cfg, unsigned fla
 	r = kvbm_hold_setup(p);
 	if (r < 0)
 		goto fail_detach;
+	r = kvbm_att_setup(p);
+	if (r < 0) {
+		kvbm_hold_teardown(p);
+		goto fail_detach;
+	}
 	*out = p;
 	return 0;
 fail_detach:
@@ -178,8 +183,11 @@ int kvbm_pool_close(struct kvbm_pool *pool)
 
 	if (!pool)
 		return -EINVAL;
+	int forked = kvbm_seg_check(&pool->seg) == KVBM_EFORKED;
+	/* attachments first: their free functions may still look at the pool */
+	kvbm_att_teardown(pool, forked);
 	/* in a forked child: free our copy only, the entry is the parent's */
-	if (kvbm_seg_check(&pool->seg) != KVBM_EFORKED)
+	if (!forked)
 		r = detach(pool);
 	kvbm_seg_close(&pool->seg);
 	kvbm_hold_teardown(pool);

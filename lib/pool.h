@@ -38,6 +38,7 @@ struct kvbm_pool {
 	struct kvbm_shm_metrics *shard;
 	uint32_t stripe_mask;
 	uint32_t *stripes; /* process-local per-slot locks (rule 2) */
+	struct kvbm_att *att; /* process-local attachments (attach.c) */
 };
 
 /* Checks @cfg and converts it to the stored form. Returns 0 or -EINVAL. */
@@ -87,6 +88,13 @@ int kvbm_hold_unpin(struct kvbm_pool *p, uint32_t s);
 /* Register (mutex + stripe held): sets our bit and turns the OWNED entry
  * into one hold. */
 void kvbm_hold_register(struct kvbm_pool *p, uint32_t s);
+
+/* ---- attach.c: process-local attachments ---------------------------------- */
+
+int kvbm_att_setup(struct kvbm_pool *p);
+/* Frees every attachment; in a forked child (@forked) without calling the
+ * values' free functions, which belong to the parent. */
+void kvbm_att_teardown(struct kvbm_pool *p, int forked);
 
 /* ---- store.c: lists, settle, evict, reap, recover (mutex held) ----------- */
 
