@@ -429,6 +429,8 @@ START_TEST(test_deduplication_policy)
 	struct kvbm_metrics m = t_metrics(p);
 	ck_assert_int_eq(m.inactive_pool_size, 1);
 	ck_assert_int_eq(m.reset_pool_size, 9);
+	/* duplicate_drop_preserves_presence: the inactive primary is present */
+	ck_assert_int_eq(kvbm_check_presence(p, &h, 1, &pres), 1);
 	t_done(p, na);
 
 	/* Reject: the existing primary is returned, the candidate freed */

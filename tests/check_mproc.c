@@ -285,6 +285,105 @@ START_TEST(test_dead_holder_blocks_come_back)
 }
 END_TEST
 
+/*
+ * race_regression_tests: active_lookup_concurrent_with_last_drop. One
+ * process keeps dropping the last hold on a primary (it goes inactive) and
+ * taking it back while another looks the hash up: every lookup hits the one
+ * primary or misses cleanly, never a second block; totals are conserved.
+ */
+START_TEST(test_active_lookup_concurrent_with_last_drop)
+{
+	T_NAME(name);
+	enum { ROUNDS = 100000 };
+	struct kvbm_pool *p = t_create(name, NULL);
+	struct kvbm_plh h = t_hash1(7, BS);
+	struct kvbm_block b, out;
+	struct t_gate go;
+
+	t_register(p, &h, 1, &b);
+	t_gate_init(&go);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct kvbm_pool *q;
+		t_gate_wait(&go);
+		T_CHILD_CHECK(kvbm_pool_open(name, NULL, 0, &q) == 0, 2);
+		for (int i = 0; i < ROUNDS; i++) {
+			long n = kvbm_match_blocks(q, &h, 1, &out);
+			T_CHILD_CHECK(n == 1, 3); /* registered throughout */
+			T_CHILD_CHECK(out.id == b.id, 4);
+			T_CHILD_CHECK(kvbm_release_blocks(q, &out, 1) == 0, 5);
+		}
+		kvbm_pool_close(q);
+		T_CHILD_OK();
+	}
+	t_gate_open(&go);
+	for (int i = 0; i < ROUNDS; i++) {
+		t_release(p, &b, 1); /* perhaps the last hold: to inactive */
+		ck_assert_int_eq(kvbm_match_blocks(p, &h, 1, &b), 1);
+	}
+	ck_assert_int_eq(t_wait(pid), 0);
+	t_release(p, &b, 1);
+	struct kvbm_metrics m = t_metrics(p);
+	ck_assert_int_eq(m.inactive_pool_size, 1);
+	assert_quiescent(p, 256);
+	kvbm_pool_close(p);
+	kvbm_pool_destroy(name, 0);
+}
+END_TEST
+
+/*
+ * eviction_concurrent_with_reregister_preserves_presence: a one-block pool
+ * cycled between two hashes by two processes. Whenever a process has just
+ * registered its hash, that hash is present and the other one absent.
+ */
+START_TEST(test_eviction_concurrent_with_reregister_preserves_presence)
+{
+	T_NAME(name);
+	enum { ROUNDS = 2000 };
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_plh h[2] = {t_hash1(1, BS), t_hash1(100, BS)};
+	struct t_gate go;
+	pid_t pids[2];
+
+	cfg.block_count = 1;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	t_gate_init(&go);
+	for (int w = 0; w < 2; w++) {
+		pids[w] = fork();
+		if (pids[w] == 0) {
+			struct kvbm_pool *q;
+			struct kvbm_block b;
+			uint8_t present[2];
+			int done = 0;
+			t_gate_wait(&go);
+			T_CHILD_CHECK(kvbm_pool_open(name, NULL, 0, &q) == 0, 2);
+			while (done < ROUNDS) {
+				int r = kvbm_allocate_blocks(q, 1, &b, NULL, NULL);
+				if (r == -ENOSPC)
+					continue; /* the other one holds the block */
+				T_CHILD_CHECK(r == 0, 3);
+				T_CHILD_CHECK(kvbm_stage_block(q, &b, h[w], BS) == 0, 4);
+				T_CHILD_CHECK(kvbm_register_blocks(q, &b, 1) == 0, 5);
+				T_CHILD_CHECK(kvbm_check_presence(q, h, 2, present) == 1, 6);
+				T_CHILD_CHECK(present[w] && !present[!w], 7);
+				T_CHILD_CHECK(kvbm_release_blocks(q, &b, 1) == 0, 8);
+				done++;
+			}
+			kvbm_pool_close(q);
+			T_CHILD_OK();
+		}
+	}
+	t_gate_open(&go);
+	for (int w = 0; w < 2; w++)
+		ck_assert_int_eq(t_wait(pids[w]), 0);
+	uint8_t present[2];
+	ck_assert_int_eq(kvbm_check_presence(p, h, 2, present), 1);
+	assert_quiescent(p, 1);
+	kvbm_pool_close(p);
+	kvbm_pool_destroy(name, 0);
+}
+END_TEST
+
 /* Threads of one process share one holder bit (rule 2): two threads pin
  * and unpin the same blocks while another process evicts. */
 struct thr_arg {
@@ -450,6 +549,8 @@ Suite *make_mproc_suite(void)
 	tcase_add_test(tc, test_allocate_atomic_no_over_commit_under_contention);
 	tcase_add_test(tc, test_dead_holder_blocks_come_back);
 	tcase_add_test(tc, test_threads_share_one_bit_against_evictor);
+	tcase_add_test(tc, test_active_lookup_concurrent_with_last_drop);
+	tcase_add_test(tc, test_eviction_concurrent_with_reregister_preserves_presence);
 	tcase_add_loop_test(tc, test_victim_killed_at_block_failpoint, 0,
 			    (int)(sizeof(block_points) / sizeof(block_points[0])));
 	suite_add_tcase(s, tc);
