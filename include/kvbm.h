@@ -171,6 +171,26 @@ KVBM_API int kvbm_pool_destroy(const char *name, unsigned flags);
  */
 KVBM_API int kvbm_reap(struct kvbm_pool *pool);
 
+/*
+ * Checks the pool's invariants (ARCHITECTURE section 5): every slot in one
+ * valid state; the free list, eviction order and registry index agreeing
+ * with the slot array (every index entry validates, every registered
+ * primary is found, one primary per hash); no holder bit or holder-table
+ * entry of a free or dead process-table entry; counts and gauges matching
+ * the slots. Each violation is reported through @report (may be NULL) as
+ * one line naming the slot or entry. With KVBM_CHECK_LOCK the pool mutex is
+ * held for an exact snapshot; without it the lists, index and counts are
+ * read while others change them and are not checked. KVBM_CHECK_QUIESCENT:
+ * the caller vouches that no other thread or process is using the pool, so
+ * states that are only legal in flight (a tentative hold, an unsettled
+ * release) count too. Returns the number of violations, or a negative code.
+ */
+#define KVBM_CHECK_LOCK 0x1u
+#define KVBM_CHECK_QUIESCENT 0x2u
+typedef void (*kvbm_report_fn)(const char *msg, void *arg);
+KVBM_API long kvbm_pool_check(struct kvbm_pool *pool, unsigned flags, kvbm_report_fn report,
+			      void *arg);
+
 struct kvbm_pool_info {
 	char name[KVBM_NAME_MAX + 1];
 	uint64_t instance_id;  /* random per creation: this pool's global id */

@@ -138,3 +138,26 @@ int kvbm_index_lookup(const struct kvbm_index *ix, struct kvbm_plh key, uint32_t
 	}
 	return 0;
 }
+
+int kvbm_index_entry_check(const struct kvbm_index *ix, uint32_t b, int i)
+{
+	const struct kvbm_shm_bucket *bk = &ix->buckets[b];
+	uint32_t s1 = __atomic_load_n(&bk->slot[i], __ATOMIC_ACQUIRE);
+	uint32_t s, g;
+
+	if (s1 == 0)
+		return 1;
+	if (s1 > ix->nslots)
+		return -1;
+	const struct kvbm_shm_slot *sl = &ix->slots[s1 - 1];
+	struct kvbm_plh key = {__atomic_load_n(&sl->key_hi, __ATOMIC_ACQUIRE),
+			       __atomic_load_n(&sl->key_lo, __ATOMIC_ACQUIRE)};
+	if (!validate(ix, s1, __atomic_load_n(&bk->gen_lo[i], __ATOMIC_RELAXED), key, &s, &g))
+		return -1;
+	struct where w = locate(ix, key);
+	if ((b != w.b1 && b != w.b2) || __atomic_load_n(&bk->tag[i], __ATOMIC_RELAXED) != w.tag)
+		return -2;
+	if (!kvbm_index_lookup(ix, key, &s, &g) || s != s1 - 1)
+		return -3;
+	return 0;
+}

@@ -46,4 +46,9 @@ int kvbm_index_delete(const struct kvbm_index *ix, struct kvbm_plh key, uint32_t
 int kvbm_index_lookup(const struct kvbm_index *ix, struct kvbm_plh key, uint32_t *slot,
 		      uint32_t *gen);
 
+/* Checker: entry @i of bucket @b. 0 valid, 1 empty, -1 names no
+ * REGISTERED primary of its generation, -2 in a bucket or with a tag its
+ * key would not have, -3 not what a lookup of its key finds. */
+int kvbm_index_entry_check(const struct kvbm_index *ix, uint32_t b, int i);
+
 #endif /* KVBM_LIB_INDEX_H */

@@ -18,6 +18,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -381,6 +382,12 @@ static void rebuild_index(struct kvbm_pool *p)
 	}
 }
 
+static void report_stderr(const char *msg, void *arg)
+{
+	(void)arg;
+	fprintf(stderr, "kvbm: repair failed: %s\n", msg);
+}
+
 /*
  * EOWNERDEAD: the previous owner died inside a critical section. Every
  * slot is in a valid state, but the lists, counts and index around it may
@@ -462,6 +469,11 @@ static int recover_hook(struct kvbm_seg *seg, const struct kvbm_shm_op *op, void
 	__atomic_store_n(&c->inactive, recount_inactive(p), __ATOMIC_RELAXED);
 	for (uint32_t s = 0; s < p->nslots; s++)
 		kvbm_store_settle(p, s);
+	/* the repaired pool must pass the checker before the mutex is marked
+	 * consistent; otherwise the caller poisons the segment, and every
+	 * process gets KVBM_EPOISONED instead of building on a broken one */
+	if (kvbm_check_seg(seg, KVBM_CK_LOCKED, report_stderr, NULL) != 0)
+		return KVBM_ECORRUPT;
 	return 0;
 }
 

@@ -37,6 +37,7 @@ static void assert_quiescent(struct kvbm_pool *p, long total)
 	ck_assert_int_eq(m.reset_pool_size + m.inactive_pool_size, total);
 	ck_assert_int_eq(m.inflight_immutable, 0);
 	ck_assert_int_eq(m.inflight_mutable, 0);
+	ck_assert_int_eq(t_check(p), 0);
 }
 
 START_TEST(test_registered_in_one_process_matched_by_others)

@@ -227,8 +227,20 @@ struct kvbm_pool *t_pool(const char *name, uint32_t blocks)
 	return t_create(name, &cfg);
 }
 
+static void t_report(const char *msg, void *arg)
+{
+	(void)arg;
+	fprintf(stderr, "invariant violated: %s\n", msg);
+}
+
+long t_check(struct kvbm_pool *p)
+{
+	return kvbm_pool_check(p, KVBM_CHECK_LOCK | KVBM_CHECK_QUIESCENT, t_report, NULL);
+}
+
 void t_done(struct kvbm_pool *p, const char *name)
 {
+	ck_assert_int_eq(t_check(p), 0);
 	ck_assert_int_eq(kvbm_pool_close(p), 0);
 	ck_assert_int_eq(kvbm_pool_destroy(name, 0), 0);
 }

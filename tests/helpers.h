@@ -24,6 +24,7 @@ Suite *make_block_suite(void);
 Suite *make_match_suite(void);
 Suite *make_mproc_suite(void);
 Suite *make_attach_suite(void);
+Suite *make_invariants_suite(void);
 
 /* A pool name unique in this test run. */
 const char *t_name(char *buf, size_t len);
@@ -72,6 +73,10 @@ void t_release(struct kvbm_pool *p, const struct kvbm_block *blks, size_t n);
 struct kvbm_metrics t_metrics(struct kvbm_pool *p);
 /* t_cfg() with @blocks blocks, created; closed and destroyed by t_done(). */
 struct kvbm_pool *t_pool(const char *name, uint32_t blocks);
+/* Every invariant, under the mutex, nothing in flight: the violations
+ * (printed to stderr). */
+long t_check(struct kvbm_pool *p);
+/* Checks the invariants, closes and destroys. */
 void t_done(struct kvbm_pool *p, const char *name);
 
 #endif /* KVBM_TESTS_HELPERS_H */

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "inspect.h"
+#include "../lib/pool.h"
 
 int kvbm_inspect_open(struct kvbm_inspect *in, const char *name_or_path)
 {
@@ -148,4 +149,13 @@ void kvbm_inspect_census(const struct kvbm_inspect *in, struct kvbm_census *c)
 	kvbm_seg_inflight(&in->seg, &c->inflight_mutable, &c->inflight_immutable);
 	c->free_count = __atomic_load_n(&in->seg.ctl->free_count, __ATOMIC_RELAXED);
 	c->inactive_count = __atomic_load_n(&in->seg.ctl->inactive, __ATOMIC_RELAXED);
+}
+
+long kvbm_inspect_check(const struct kvbm_inspect *in, int exact, kvbm_report_fn fn, void *arg)
+{
+	unsigned flags = KVBM_CK_LIVENESS;
+
+	if (exact)
+		flags |= KVBM_CK_LOCKED | KVBM_CK_QUIESCENT;
+	return kvbm_check_seg(&in->seg, flags, fn, arg);
 }

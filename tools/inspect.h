@@ -50,4 +50,9 @@ struct kvbm_census {
 };
 void kvbm_inspect_census(const struct kvbm_inspect *in, struct kvbm_census *c);
 
+/* The invariant checker on the read-only mapping, without the mutex:
+ * @exact when nobody can be writing (no live attacher, mutex not held by
+ * a dead owner). Returns the number of violations. */
+long kvbm_inspect_check(const struct kvbm_inspect *in, int exact, kvbm_report_fn fn, void *arg);
+
 #endif /* KVBM_TOOLS_INSPECT_H */

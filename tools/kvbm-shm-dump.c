@@ -5,8 +5,13 @@
  * segment read-only and takes no lock, so it works on a pool whose every
  * process is dead.
  *
- * Exit: 0 valid and READY; 1 invalid, poisoned or not initialised (the
- * reason on stderr); 2 missing or unreadable; 64 usage.
+ * --check verifies the invariants of ARCHITECTURE section 5 and prints
+ * each violation; exact when no live process is attached, else only what
+ * holds while others work, unless --lock attaches and takes the mutex.
+ *
+ * Exit: 0 valid and READY (and, with --check, every invariant holds); 1
+ * invalid, poisoned, not initialised or a violation (the reason on
+ * stderr); 2 missing or unreadable; 64 usage.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -25,9 +30,13 @@ static const char *const region_names[KVBM_REGION_NUSED] = {"control", "procs", 
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: kvbm-shm-dump [--json | --summary] POOL\n"
+		   "       kvbm-shm-dump --check [--lock] POOL\n"
 		   "  POOL      a pool name (in $KVBM_SHM_DIR, default /dev/shm) or a path\n"
 		   "  --json    print one JSON document\n"
-		   "  --summary only blocks, metrics and processes\n");
+		   "  --summary only blocks, metrics and processes\n"
+		   "  --check   verify the pool's invariants; exit 0 only when all hold\n"
+		   "  --lock    with --check: attach and hold the pool mutex for an exact\n"
+		   "            snapshot of a live pool\n");
 }
 
 static void mutex_text(const struct kvbm_inspect *in, char *buf, size_t len)
@@ -247,19 +256,92 @@ static void print_json(const struct kvbm_inspect *in, int verdict)
 	json_finish(&j);
 }
 
+static void print_violation(const char *msg, void *arg)
+{
+	(void)arg;
+	printf("violation: %s\n", msg);
+}
+
+/* --check: lock-free on the read-only mapping, or attached under the mutex. */
+static int run_check(struct kvbm_inspect *in, const char *pool, int lock)
+{
+	struct kvbm_mutex_view mv;
+	uint32_t live = kvbm_inspect_live_procs(in);
+	long v;
+
+	kvbm_mutex_view(&in->seg.ctl->mutex, &mv);
+	if (lock) {
+		struct kvbm_pool *p;
+		int r = kvbm_pool_open(pool, NULL, 0, &p);
+		if (r < 0) {
+			fprintf(stderr, "kvbm-shm-dump: --lock: %s: %s\n", pool, kvbm_strerror(r));
+			return 1;
+		}
+		/* attaching reaped the dead; with nobody else attached we are
+		 * the only writer and in-flight states are violations too */
+		struct kvbm_pool_info pi;
+		unsigned f = KVBM_CHECK_LOCK;
+		if (kvbm_pool_info(p, &pi) == 0 && pi.procs_attached == 1)
+			f |= KVBM_CHECK_QUIESCENT;
+		v = kvbm_pool_check(p, f, print_violation, NULL);
+		kvbm_pool_close(p);
+		printf("check: under the pool mutex, %s\n",
+		       (f & KVBM_CHECK_QUIESCENT) ? "no other process attached"
+						  : "other processes attached");
+	} else {
+		/* nobody alive can be writing, unless a dead owner left the
+		 * mutex mid-operation (its next locker repairs) */
+		int exact = live == 0 && !mv.locked;
+		/* a live pool moves under a lock-free reader: a violation must
+		 * persist over five passes to count */
+		for (int tries = 0;; tries++) {
+			int last = exact || tries == 4;
+			v = kvbm_inspect_check(in, exact, last ? print_violation : NULL, NULL);
+			if (v <= 0 || last)
+				break;
+		}
+		printf("check: lock-free, %s\n",
+		       exact ? "no live process attached (exact)"
+			     : mv.owner_died ? "mutex owner died mid-operation; the next locker "
+					       "repairs (or use --lock)"
+					     : "live processes attached (use --lock for an exact check)");
+	}
+	if (v < 0) {
+		fprintf(stderr, "kvbm-shm-dump: --check: %s\n", kvbm_strerror((int)v));
+		return 1;
+	}
+	struct kvbm_census k;
+	kvbm_inspect_census(in, &k);
+	printf("check: blocks total %u = free %u + inactive %u + in use %u\n", k.total, k.free,
+	       k.inactive, k.total - k.free - k.inactive);
+	if (v)
+		printf("check: %ld violation%s\n", v, v == 1 ? "" : "s");
+	else
+		printf("check: all invariants hold\n");
+	return v ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{"json", no_argument, NULL, 'j'},
 		{"summary", no_argument, NULL, 's'},
+		{"check", no_argument, NULL, 'c'},
+		{"lock", no_argument, NULL, 'l'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	struct kvbm_inspect in;
-	int json = 0, summary = 0, c, r;
+	int json = 0, summary = 0, check = 0, lock = 0, c, r;
 
-	while ((c = getopt_long(argc, argv, "jsh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "jshcl", opts, NULL)) != -1) {
 		switch (c) {
+		case 'c':
+			check = 1;
+			break;
+		case 'l':
+			lock = 1;
+			break;
 		case 'j':
 			json = 1;
 			break;
@@ -274,7 +356,7 @@ int main(int argc, char **argv)
 			return 64;
 		}
 	}
-	if (optind != argc - 1) {
+	if (optind != argc - 1 || (lock && !check) || (check && (json || summary))) {
 		usage(stderr);
 		return 64;
 	}
@@ -286,6 +368,11 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	int verdict = kvbm_inspect_verdict(&in);
+	if (check && !verdict) {
+		r = run_check(&in, argv[optind], lock);
+		kvbm_inspect_close(&in);
+		return r;
+	}
 	if (json)
 		print_json(&in, verdict);
 	else if (in.valid == 0)

@@ -1,0 +1,331 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * check.c - the invariants of ARCHITECTURE section 5, checked against the
+ * slot array (the source of truth): by kvbm-shm-dump --check, by the crash
+ * and torture tests, and by recovery before it declares a repaired segment
+ * consistent.
+ *
+ * What may be checked depends on who else is running:
+ *  - always (even lock-free, on a live pool): a state word holds a valid
+ *    state; a set holder bit has a non-zero holder-table entry behind it
+ *    (rule 1: the entry goes tentative before the bit and is cleared after
+ *    it); no bit or entry belongs to a free process-table entry;
+ *  - KVBM_CK_LOCKED (the mutex is held): everything written under it -
+ *    lists, index, dups, EVICTING, list membership - is exact;
+ *  - KVBM_CK_QUIESCENT (nobody else runs): the lock-free in-flight states
+ *    are violations too: a tentative entry, a bit on a slot that is not
+ *    REGISTERED (a pin about to undo itself), an unsettled release, the
+ *    inactive count off by a resurrection in progress.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "pool.h"
+#include "../shm/liveness.h"
+
+#define MAX_REPORTS 64 /* then one summary line: a broken pool has thousands */
+
+struct ck {
+	const struct kvbm_seg *seg;
+	unsigned flags;
+	kvbm_report_fn fn;
+	void *arg;
+	long n;
+	uint32_t nslots, maxp;
+	uint32_t pst[KVBM_MAX_PROCS];
+	int dead[KVBM_MAX_PROCS];
+	struct kvbm_index ix;
+};
+
+__attribute__((format(printf, 2, 3))) static void bad(struct ck *c, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	if (c->fn && c->n < MAX_REPORTS) {
+		va_start(ap, fmt);
+		vsnprintf(msg, sizeof(msg), fmt, ap);
+		va_end(ap);
+		c->fn(msg, c->arg);
+	}
+	c->n++;
+}
+
+static const kvbm_hold_t *htab(const struct ck *c, uint32_t proc)
+{
+	return (const kvbm_hold_t *)(c->seg->holders +
+				     (uint64_t)proc * kvbm_holder_stride(&c->seg->hdr->config));
+}
+
+static const char *state_name(uint32_t st)
+{
+	static const char *const names[] = {"RESET", "MUTABLE", "STAGED", "REGISTERED",
+					    "EVICTING"};
+
+	return st < 5 ? names[st] : "invalid";
+}
+
+/* Holder bits and holder-table entries of slot @s. */
+static void check_holders(struct ck *c, uint32_t s, uint32_t st, uint64_t w, uint64_t h)
+{
+	uint64_t pb = h & KVBM_HOLD_PROCS;
+
+	for (uint32_t p = 0; p < KVBM_MAX_PROCS; p++) {
+		uint64_t bit = 1ull << p;
+		kvbm_hold_t v = p < c->maxp ? __atomic_load_n(&htab(c, p)[s], __ATOMIC_ACQUIRE) : 0;
+		if (pb & bit) {
+			if (p >= c->maxp || c->pst[p] == KVBM_PROC_FREE)
+				bad(c, "slot %u: holder bit of free process entry %u", s, p);
+			else if (c->dead[p])
+				bad(c, "slot %u: held by dead process entry %u, not reaped", s, p);
+			else if (v == 0)
+				bad(c, "slot %u: process %u's holder bit set, its holder entry 0", s, p);
+		}
+		if (v == 0)
+			continue;
+		if (c->pst[p] == KVBM_PROC_FREE) {
+			bad(c, "process entry %u is free but its holder entry for slot %u is 0x%x", p,
+			    s, v);
+			continue;
+		}
+		if (!(c->flags & KVBM_CK_QUIESCENT))
+			continue;
+		if (v & KVBM_HOLD_TENT)
+			bad(c, "slot %u: process %u left a tentative hold", s, p);
+		if ((v & KVBM_HOLD_COUNT) && !(pb & bit))
+			bad(c, "slot %u: process %u counts %u holds without its holder bit", s, p,
+			    v & KVBM_HOLD_COUNT);
+		int owns = (st == KVBM_SLOT_MUTABLE || st == KVBM_SLOT_STAGED) &&
+			   kvbm_slot_owner(w) == p;
+		if (!!(v & KVBM_HOLD_OWNED) != owns)
+			bad(c, "slot %u: process %u's OWNED mark disagrees with the %s slot", s, p,
+			    state_name(st));
+	}
+	if (pb && st != KVBM_SLOT_REGISTERED && st != KVBM_SLOT_EVICTING &&
+	    (c->flags & KVBM_CK_QUIESCENT))
+		bad(c, "slot %u: %s with holder bits 0x%llx", s, state_name(st),
+		    (unsigned long long)pb);
+}
+
+/* A REGISTERED slot: primary in the index, duplicate pointing at one. */
+static void check_registered(struct ck *c, uint32_t s, uint64_t w, uint64_t h, uint32_t *dupcnt)
+{
+	const struct kvbm_shm_slot *sl = &c->seg->slots[s];
+	struct kvbm_plh key = kvbm_slot_key(sl);
+	int locked = c->flags & KVBM_CK_LOCKED;
+	uint32_t fs, fg;
+
+	if (kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY) {
+		if (locked && (!kvbm_index_lookup(&c->ix, key, &fs, &fg) || fs != s ||
+			       fg != kvbm_slot_gen(w)))
+			bad(c, "slot %u: registered primary not found in the registry index", s);
+		if ((h & KVBM_HOLD_INACTIVE) && locked && sl->list != KVBM_LIST_LRU)
+			bad(c, "slot %u: inactive but not in the eviction order", s);
+		if ((h & KVBM_HOLD_INACTIVE) && locked && sl->dups)
+			bad(c, "slot %u: inactive with %u live duplicates", s, sl->dups);
+		if ((h & KVBM_HOLD_INACTIVE) && (h & KVBM_HOLD_PROCS) &&
+		    (c->flags & KVBM_CK_QUIESCENT))
+			bad(c, "slot %u: counted inactive while held", s);
+	} else {
+		if ((h & KVBM_HOLD_INACTIVE) && locked)
+			bad(c, "slot %u: a duplicate counted inactive", s);
+		uint32_t pr = locked ? sl->primary : 0;
+		if (pr) {
+			const struct kvbm_shm_slot *ps = pr <= c->nslots ? &c->seg->slots[pr - 1] : NULL;
+			uint64_t pw = ps ? __atomic_load_n(&ps->state, __ATOMIC_ACQUIRE) : 0;
+			if (!ps || kvbm_slot_state(pw) != KVBM_SLOT_REGISTERED ||
+			    !(kvbm_slot_flags(pw) & KVBM_SLOT_F_PRIMARY) ||
+			    !kvbm_plh_eq(kvbm_slot_key(ps), key))
+				bad(c, "slot %u: duplicate of slot %u, which is no primary of its hash",
+				    s, pr - 1);
+			else
+				dupcnt[pr - 1]++;
+		}
+	}
+	if (!(h & KVBM_HOLD_PROCS) && !(h & KVBM_HOLD_INACTIVE) && (c->flags & KVBM_CK_QUIESCENT))
+		bad(c, "slot %u: released by everyone but neither inactive nor freed", s);
+}
+
+static void check_free_list(struct ck *c, uint32_t nreset)
+{
+	const struct kvbm_shm_control *ctl = c->seg->ctl;
+	uint32_t k = 0, last = 0;
+
+	for (uint32_t s1 = ctl->free_head; s1; s1 = c->seg->slots[s1 - 1].next) {
+		if (s1 > c->nslots || k > c->nslots) {
+			bad(c, "free list: broken link %u after %u entries", s1, k);
+			return;
+		}
+		const struct kvbm_shm_slot *sl = &c->seg->slots[s1 - 1];
+		uint32_t st = kvbm_slot_state(__atomic_load_n(&sl->state, __ATOMIC_ACQUIRE));
+		if (st != KVBM_SLOT_RESET || sl->list != KVBM_LIST_FREE)
+			bad(c, "free list: slot %u is %s (list %u)", s1 - 1, state_name(st), sl->list);
+		last = s1;
+		k++;
+	}
+	if (last != ctl->free_tail)
+		bad(c, "free list: tail %u, last entry %u", ctl->free_tail, last);
+	if (k != ctl->free_count)
+		bad(c, "free list: %u entries, free count %u", k, ctl->free_count);
+	if (k != nreset)
+		bad(c, "free list: %u entries, %u RESET slots", k, nreset);
+}
+
+static void check_lru(struct ck *c, uint32_t on_lru)
+{
+	const struct kvbm_shm_control *ctl = c->seg->ctl;
+	uint32_t k = 0, prev = 0;
+
+	for (uint32_t s1 = ctl->lru_head; s1; s1 = c->seg->slots[s1 - 1].next) {
+		if (s1 > c->nslots || k > c->nslots) {
+			bad(c, "eviction order: broken link %u after %u entries", s1, k);
+			return;
+		}
+		const struct kvbm_shm_slot *sl = &c->seg->slots[s1 - 1];
+		if (sl->list != KVBM_LIST_LRU || sl->prev != prev)
+			bad(c, "eviction order: slot %u has list %u, prev %u (expected %u)", s1 - 1,
+			    sl->list, sl->prev, prev);
+		prev = s1;
+		k++;
+	}
+	if (prev != ctl->lru_tail)
+		bad(c, "eviction order: tail %u, last entry %u", ctl->lru_tail, prev);
+	if (k != ctl->lru_len || k != on_lru)
+		bad(c, "eviction order: %u entries, length %u, %u slots marked", k, ctl->lru_len,
+		    on_lru);
+}
+
+static void check_index(struct ck *c)
+{
+	static const char *const why[] = {"", "names no registered primary of its generation",
+					  "sits where its key does not hash",
+					  "is not what a lookup of its key finds"};
+
+	for (uint32_t b = 0; b <= c->ix.mask; b++)
+		for (int i = 0; i < KVBM_BUCKET_ENTRIES; i++) {
+			int r = kvbm_index_entry_check(&c->ix, b, i);
+			if (r < 0)
+				bad(c, "registry index: bucket %u entry %d (slot %u) %s", b, i,
+				    c->seg->buckets[b].slot[i] - 1, why[-r]);
+		}
+}
+
+long kvbm_check_seg(const struct kvbm_seg *seg, unsigned flags, kvbm_report_fn fn, void *arg)
+{
+	struct ck c = {.seg = seg, .flags = flags, .fn = fn, .arg = arg};
+	uint32_t nreset = 0, on_lru = 0;
+	int64_t ninactive = 0;
+
+	c.nslots = seg->hdr->config.block_count;
+	c.maxp = seg->hdr->config.max_procs;
+	if (c.maxp > KVBM_MAX_PROCS)
+		return KVBM_ECORRUPT;
+	kvbm_index_view(&c.ix, seg->buckets, kvbm_index_buckets(c.nslots), seg->slots, c.nslots);
+	uint32_t *dupcnt = calloc(c.nslots, sizeof(*dupcnt));
+	if (!dupcnt)
+		return -ENOMEM;
+	for (uint32_t p = 0; p < c.maxp; p++) {
+		const struct kvbm_shm_proc *e = &seg->procs[p];
+		c.pst[p] = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
+		if (c.pst[p] > KVBM_PROC_RECLAIMING)
+			bad(&c, "process entry %u: invalid state %u", p, c.pst[p]);
+		c.dead[p] = (flags & KVBM_CK_LIVENESS) && c.pst[p] == KVBM_PROC_ACTIVE &&
+			    p != seg->self && kvbm_proc_liveness(seg->fd, p, e) != KVBM_ALIVE;
+		if ((flags & KVBM_CK_LOCKED) && c.pst[p] == KVBM_PROC_RECLAIMING)
+			bad(&c, "process entry %u: left RECLAIMING", p);
+	}
+	for (uint32_t s = 0; s < c.nslots; s++) {
+		const struct kvbm_shm_slot *sl = &seg->slots[s];
+		uint64_t w = __atomic_load_n(&sl->state, __ATOMIC_ACQUIRE);
+		uint64_t h = __atomic_load_n(&sl->holders, __ATOMIC_ACQUIRE);
+		uint32_t st = kvbm_slot_state(w);
+
+		if (st > KVBM_SLOT_EVICTING) {
+			bad(&c, "slot %u: invalid state %u", s, st);
+			continue;
+		}
+		check_holders(&c, s, st, w, h);
+		ninactive += (h & KVBM_HOLD_INACTIVE) != 0;
+		if (flags & KVBM_CK_LOCKED)
+			on_lru += sl->list == KVBM_LIST_LRU;
+		switch (st) {
+		case KVBM_SLOT_RESET:
+			nreset++;
+			if (h & KVBM_HOLD_INACTIVE)
+				bad(&c, "slot %u: RESET but counted inactive", s);
+			break;
+		case KVBM_SLOT_MUTABLE:
+		case KVBM_SLOT_STAGED: {
+			uint32_t o = kvbm_slot_owner(w);
+			if (o >= c.maxp || c.pst[o] == KVBM_PROC_FREE)
+				bad(&c, "slot %u: %s, owned by free process entry %u", s,
+				    state_name(st), o);
+			else if (c.dead[o])
+				bad(&c, "slot %u: %s, owned by dead process entry %u, not reaped", s,
+				    state_name(st), o);
+			if ((flags & KVBM_CK_LOCKED) && sl->list != KVBM_LIST_NONE)
+				bad(&c, "slot %u: %s but on pool list %u", s, state_name(st),
+				    sl->list);
+			break;
+		}
+		case KVBM_SLOT_EVICTING:
+			if (flags & KVBM_CK_LOCKED)
+				bad(&c, "slot %u: left EVICTING", s);
+			break;
+		default:
+			check_registered(&c, s, w, h, dupcnt);
+		}
+	}
+	if (flags & KVBM_CK_LOCKED) {
+		for (uint32_t s = 0; s < c.nslots; s++) {
+			const struct kvbm_shm_slot *sl = &seg->slots[s];
+			uint64_t w = __atomic_load_n(&sl->state, __ATOMIC_ACQUIRE);
+			if (kvbm_slot_state(w) == KVBM_SLOT_REGISTERED &&
+			    (kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY) && sl->dups != dupcnt[s])
+				bad(&c, "slot %u: counts %u duplicates, %u point at it", s, sl->dups,
+				    dupcnt[s]);
+		}
+		check_free_list(&c, nreset);
+		check_lru(&c, on_lru);
+		check_index(&c);
+	}
+	if (flags & KVBM_CK_QUIESCENT) {
+		int64_t counted = __atomic_load_n(&seg->ctl->inactive, __ATOMIC_RELAXED);
+		if (counted != ninactive)
+			bad(&c, "inactive count %lld, %lld slots marked inactive", (long long)counted,
+			    (long long)ninactive);
+	}
+	free(dupcnt);
+	if (c.n > MAX_REPORTS && fn) {
+		char msg[64];
+		snprintf(msg, sizeof(msg), "... %ld violations in all", c.n);
+		fn(msg, arg);
+	}
+	return c.n;
+}
+
+long kvbm_pool_check(struct kvbm_pool *p, unsigned flags, kvbm_report_fn report, void *arg)
+{
+	unsigned ck = KVBM_CK_LIVENESS;
+	long r = p ? kvbm_seg_check(&p->seg) : -EINVAL;
+
+	if (r < 0)
+		return r;
+	if (flags & ~(KVBM_CHECK_LOCK | KVBM_CHECK_QUIESCENT))
+		return -EINVAL;
+	if (flags & KVBM_CHECK_QUIESCENT)
+		ck |= KVBM_CK_QUIESCENT;
+	if (flags & KVBM_CHECK_LOCK) {
+		r = kvbm_store_lock(p, KVBM_OP_NONE, 0);
+		if (r < 0)
+			return r;
+		ck |= KVBM_CK_LOCKED;
+	}
+	r = kvbm_check_seg(&p->seg, ck, report, arg);
+	if (flags & KVBM_CHECK_LOCK)
+		kvbm_store_unlock(p);
+	return r;
+}
