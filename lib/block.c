@@ -10,6 +10,7 @@
 
 #include "pool.h"
 #include "../shm/failpoint.h"
+#include "../shm/proctable.h"
 
 /* Handles processed per mutex acquisition by the batch calls. */
 #define BATCH 64
@@ -143,6 +144,12 @@ int kvbm_allocate_blocks(struct kvbm_pool *p, uint32_t n, struct kvbm_block *out
 	if (r < 0)
 		return r;
 	c = p->seg.ctl;
+	if ((int64_t)c->free_count + __atomic_load_n(&c->inactive, __ATOMIC_RELAXED) < n &&
+	    kvbm_proc_reap_locked(&p->seg) > 0) {
+		/* short: what dead processes held may be what is missing. The
+		 * reap wrote its own op records; ours is the allocation again */
+		kvbm_store_op(p, KVBM_OP_ALLOCATE, n);
+	}
 	if ((int64_t)c->free_count + __atomic_load_n(&c->inactive, __ATOMIC_RELAXED) < n) {
 		kvbm_store_unlock(p);
 		return -ENOSPC;

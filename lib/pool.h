@@ -110,6 +110,8 @@ long kvbm_check_seg(const struct kvbm_seg *seg, unsigned flags, kvbm_report_fn f
 /* kvbm_seg_lock() with the op record; kvbm_store_unlock() clears it. */
 int kvbm_store_lock(struct kvbm_pool *p, uint32_t op, uint32_t arg0);
 void kvbm_store_unlock(struct kvbm_pool *p);
+/* (Re)writes the op record of the critical section we are in. */
+void kvbm_store_op(struct kvbm_pool *p, uint32_t op, uint32_t arg0);
 uint32_t kvbm_free_pop(struct kvbm_pool *p);
 void kvbm_free_push(struct kvbm_pool *p, uint32_t s, int front);
 void kvbm_lru_unlink(struct kvbm_pool *p, uint32_t s);

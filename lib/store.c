@@ -29,16 +29,22 @@
 int kvbm_store_lock(struct kvbm_pool *p, uint32_t op, uint32_t arg0)
 {
 	int r = kvbm_seg_lock(&p->seg);
-	struct kvbm_shm_op *o = &p->seg.ctl->op;
 
 	if (r < 0)
 		return r;
+	kvbm_store_op(p, op, arg0);
+	return 0;
+}
+
+void kvbm_store_op(struct kvbm_pool *p, uint32_t op, uint32_t arg0)
+{
+	struct kvbm_shm_op *o = &p->seg.ctl->op;
+
 	o->proc = p->seg.self;
 	o->arg0 = arg0;
 	o->step = 0;
 	/* op last: see shm/proctable.c op_begin() */
 	__atomic_store_n(&o->op, op, __ATOMIC_RELEASE);
-	return 0;
 }
 
 void kvbm_store_unlock(struct kvbm_pool *p)

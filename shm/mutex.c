@@ -122,6 +122,13 @@ int kvbm_seg_lock(struct kvbm_seg *seg)
 	/* process-local and relaxed: only the thread that stored its own tid
 	 * can ever read it back equal, and that read is program-ordered */
 	__atomic_store_n(&seg->lock_tid, self_tid(), __ATOMIC_RELAXED);
+	/* periodic reaping: without it a dead process's holds would wait for
+	 * the next attach, short allocation or kvbm_reap(). Costs one
+	 * liveness probe per attached process every KVBM_REAP_INTERVAL
+	 * acquisitions. A failure here is not the caller's: the REAP op record
+	 * lets the next locker finish it. */
+	if (seg->ctl->lock_count % KVBM_REAP_INTERVAL == 0 && seg->self != UINT32_MAX)
+		(void)kvbm_proc_reap_locked(seg);
 	return 0;
 }
 

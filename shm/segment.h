@@ -58,6 +58,9 @@ struct kvbm_seg {
 	char path[PATH_MAX];
 };
 
+/* Every this many pool-mutex acquisitions, the locker reaps dead processes. */
+#define KVBM_REAP_INTERVAL 1024u
+
 /* Incremented in every forked child (pthread_atfork). */
 extern unsigned kvbm_fork_gen;
 

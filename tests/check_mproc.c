@@ -16,6 +16,7 @@
 
 #include "helpers.h"
 #include "../shm/failpoint.h"
+#include "../shm/segment.h"
 
 #define BS 4
 
@@ -230,6 +231,88 @@ START_TEST(test_allocate_atomic_no_over_commit_under_contention)
 	for (int i = 0; i < PROCS; i++)
 		ck_assert_int_eq(t_wait(pids[i]), 0);
 	assert_quiescent(p, TOTAL);
+	kvbm_pool_close(p);
+	kvbm_pool_destroy(name, 0);
+}
+END_TEST
+
+/* A child that takes @n blocks (registered and held, or MUTABLE) and waits
+ * to be killed. Returns its pid once it holds them. */
+static pid_t holder_child(const char *name, uint32_t n, int registered)
+{
+	int fd[2];
+	char c = 1;
+
+	ck_assert_int_eq(pipe(fd), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct kvbm_pool *q = attach(name);
+		struct kvbm_block *b = calloc(n, sizeof(*b));
+		struct kvbm_plh *h = calloc(n, sizeof(*h));
+		if (registered) {
+			t_seq_hashes(7000, n, BS, h);
+			t_register(q, h, n, b);
+		} else {
+			T_CHILD_CHECK(kvbm_allocate_blocks(q, n, b, NULL, NULL) == 0, 50);
+		}
+		t_send(fd[1], &c, 1);
+		pause();
+		_exit(53);
+	}
+	ck_assert_int_eq(t_recv(fd[0], &c, 1), 0);
+	close(fd[0]);
+	close(fd[1]);
+	return pid;
+}
+
+/* An allocation that comes up short reaps first: the dead child's blocks
+ * are what it needs. */
+START_TEST(test_short_allocation_reaps_dead)
+{
+	T_NAME(name);
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_block b[16];
+	struct kvbm_pool_info pi;
+
+	cfg.block_count = 16;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	pid_t pid = holder_child(name, 12, _i);
+	ck_assert_int_eq(kvbm_allocate_blocks(p, 16, b, NULL, NULL), -ENOSPC);
+	kill(pid, SIGKILL);
+	ck_assert_int_eq(t_wait(pid), 128 + SIGKILL);
+	ck_assert_int_eq(kvbm_allocate_blocks(p, 16, b, NULL, NULL), 0);
+	ck_assert_int_eq(kvbm_pool_info(p, &pi), 0);
+	ck_assert_uint_eq(pi.procs_attached, 1);
+	t_release(p, b, 16);
+	assert_quiescent(p, 16);
+	kvbm_pool_close(p);
+	kvbm_pool_destroy(name, 0);
+}
+END_TEST
+
+/* Nobody calls kvbm_reap(), nobody attaches, nothing runs short: the pool
+ * mutex's acquisitions alone reap a dead holder within one interval. */
+START_TEST(test_periodic_reaping)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = t_create(name, NULL);
+	struct kvbm_pool_info pi;
+	struct kvbm_block b;
+
+	pid_t pid = holder_child(name, 8, 1);
+	kill(pid, SIGKILL);
+	ck_assert_int_eq(t_wait(pid), 128 + SIGKILL);
+	ck_assert_int_eq(kvbm_pool_info(p, &pi), 0);
+	ck_assert_uint_eq(pi.procs_attached, 2); /* dead, not reaped yet */
+	for (uint32_t i = 0; i < KVBM_REAP_INTERVAL; i++) {
+		ck_assert_int_eq(kvbm_allocate_blocks(p, 1, &b, NULL, NULL), 0);
+		t_release(p, &b, 1);
+	}
+	ck_assert_int_eq(kvbm_pool_info(p, &pi), 0);
+	ck_assert_uint_eq(pi.procs_attached, 1);
+	struct kvbm_metrics m = t_metrics(p);
+	ck_assert_int_eq(m.inactive_pool_size, 8); /* its blocks stay cached */
+	assert_quiescent(p, 256);
 	kvbm_pool_close(p);
 	kvbm_pool_destroy(name, 0);
 }
@@ -549,6 +632,8 @@ Suite *make_mproc_suite(void)
 	tcase_add_test(tc, test_pin_vs_evict_stress);
 	tcase_add_test(tc, test_allocate_atomic_no_over_commit_under_contention);
 	tcase_add_test(tc, test_dead_holder_blocks_come_back);
+	tcase_add_loop_test(tc, test_short_allocation_reaps_dead, 0, 2);
+	tcase_add_test(tc, test_periodic_reaping);
 	tcase_add_test(tc, test_threads_share_one_bit_against_evictor);
 	tcase_add_test(tc, test_active_lookup_concurrent_with_last_drop);
 	tcase_add_test(tc, test_eviction_concurrent_with_reregister_preserves_presence);
