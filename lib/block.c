@@ -207,6 +207,7 @@ int kvbm_stage_block(struct kvbm_pool *p, const struct kvbm_block *blk, struct k
 	 * owner and, after registration publishes it, the readers */
 	__atomic_store_n(&sl->key_hi, hash.hi, __ATOMIC_RELAXED);
 	__atomic_store_n(&sl->key_lo, hash.lo, __ATOMIC_RELAXED);
+	KVBM_FAILPOINT("block.stage.keyed");
 	/* release: the key is visible to whoever sees STAGED */
 	__atomic_store_n(&sl->state,
 			 kvbm_slot_word(blk->gen, p->seg.self, 0, KVBM_SLOT_STAGED),
@@ -284,6 +285,7 @@ static struct kvbm_block register_one(struct kvbm_pool *p, uint32_t s)
 		if (prev & KVBM_HOLD_INACTIVE)
 			__atomic_fetch_sub(&p->seg.ctl->inactive, 1, __ATOMIC_RELAXED);
 		kvbm_metric_add(p, KVBM_M_DUPLICATE_BLOCKS, 1);
+		KVBM_FAILPOINT("block.register.duplicate");
 	} else {
 		flags = KVBM_SLOT_F_PRIMARY;
 	}
@@ -328,6 +330,8 @@ int kvbm_register_blocks(struct kvbm_pool *p, struct kvbm_block *blks, uint32_t 
 	for (uint32_t i = 0; i < n; i++) {
 		p->seg.ctl->op.arg0 = blks[i].id;
 		blks[i] = register_one(p, blks[i].id);
+		if (i + 1 < n)
+			KVBM_FAILPOINT("block.register.batch"); /* some in, some not */
 	}
 	kvbm_store_unlock(p);
 	kvbm_metric_add(p, KVBM_M_REGISTRATIONS, n);

@@ -159,6 +159,7 @@ int kvbm_store_try_evict(struct kvbm_pool *p, uint32_t s)
 		__atomic_store_n(&sl->state, w, __ATOMIC_RELEASE);
 		return 0;
 	}
+	KVBM_FAILPOINT("store.evict.marked");
 	return 1;
 }
 
@@ -197,6 +198,7 @@ uint32_t kvbm_store_evict_commit(struct kvbm_pool *p, uint32_t s, int to_mutable
 		(void)kvbm_index_delete(&p->ix, key, s);
 	__atomic_store_n(&sl->key_hi, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&sl->key_lo, 0, __ATOMIC_RELAXED);
+	KVBM_FAILPOINT("store.evict.unindexed");
 	kvbm_lru_unlink(p, s);
 	sl->primary = 0;
 	sl->dups = 0;
@@ -225,6 +227,7 @@ void kvbm_store_free_owned(struct kvbm_pool *p, uint32_t s, uint32_t owner_proc)
 	__atomic_store_n(&sl->key_hi, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&sl->key_lo, 0, __ATOMIC_RELAXED);
 	__atomic_fetch_and(e, (kvbm_hold_t)~KVBM_HOLD_OWNED, __ATOMIC_RELEASE);
+	KVBM_FAILPOINT("store.free.owned");
 	kvbm_free_push(p, s, 0);
 }
 
@@ -264,6 +267,7 @@ void kvbm_store_settle(struct kvbm_pool *p, uint32_t s)
 	/* count first: a crash before the CAS over-counts, which allocation
 	 * tolerates, and recovery recounts */
 	__atomic_fetch_add(&p->seg.ctl->inactive, 1, __ATOMIC_RELAXED);
+	KVBM_FAILPOINT("store.settle.counted");
 	uint64_t zero = 0;
 	/* seq_cst: a pinner's fetch_or either precedes this (CAS fails: it
 	 * holds the slot) or follows it and sees INACTIVE (it resurrects) */
@@ -272,6 +276,7 @@ void kvbm_store_settle(struct kvbm_pool *p, uint32_t s)
 		__atomic_fetch_sub(&p->seg.ctl->inactive, 1, __ATOMIC_RELAXED);
 		return;
 	}
+	KVBM_FAILPOINT("store.settle.inactive");
 	lru_append(p, s);
 }
 
@@ -328,6 +333,7 @@ static int reap_hook(struct kvbm_seg *seg, uint32_t d, void *arg)
 		    kvbm_slot_owner(w) == d)
 			kvbm_store_free_owned(p, s, d);
 	}
+	KVBM_FAILPOINT("store.reap.freed");
 	for (uint32_t s = 0; s < p->nslots; s++)
 		kvbm_store_settle(p, s);
 	/* a pinner killed between clearing INACTIVE and lowering the count
@@ -427,6 +433,7 @@ static int recover_hook(struct kvbm_seg *seg, const struct kvbm_shm_op *op, void
 		}
 	}
 	rebuild_index(p);
+	KVBM_FAILPOINT("store.recover.indexed");
 	c->free_head = c->free_tail = 0;
 	c->free_count = 0;
 	c->lru_head = c->lru_tail = 0;
