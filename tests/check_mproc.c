@@ -635,6 +635,118 @@ START_TEST(test_victim_killed_at_block_failpoint)
 }
 END_TEST
 
+/*
+ * A recoverer dies inside its recovery: the first victim died holding the
+ * mutex mid-allocation, the second dies repairing after it. The next locker
+ * repairs both; nothing is lost.
+ */
+static const char *const recovery_points[] = {
+	"shm.recover.begin", "store.recover.indexed", "shm.recover.end",
+};
+
+START_TEST(test_victim_killed_in_recovery)
+{
+	T_NAME(name);
+	enum { TOTAL = 32, KEEP = 4 };
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_plh h[TOTAL];
+	struct kvbm_block b[TOTAL], m[KEEP];
+	struct kvbm_pool_info pi;
+
+	cfg.block_count = TOTAL;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	t_seq_hashes(1, TOTAL, BS, h);
+	t_register(p, h, TOTAL, b);
+	t_release(p, b, TOTAL - KEEP);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct kvbm_pool *q = attach(name);
+		kvbm_fp_arm("block.allocate.victims");
+		(void)kvbm_allocate_blocks(q, 8, b, NULL, NULL);
+		_exit(70);
+	}
+	ck_assert_int_eq(t_wait(pid), 128 + SIGKILL);
+	pid = fork();
+	if (pid == 0) {
+		struct kvbm_pool *q;
+		kvbm_fp_arm(recovery_points[_i]);
+		(void)kvbm_pool_open(name, NULL, 0, &q); /* locks: recovers, dies */
+		_exit(71);
+	}
+	ck_assert_int_eq(t_wait(pid), 128 + SIGKILL);
+	ck_assert_int_eq(kvbm_reap(p), 0); /* its recovery reaped the first victim */
+	ck_assert_int_eq(kvbm_pool_info(p, &pi), 0);
+	/* "end" is past the counter: that recovery counts, and so does ours */
+	ck_assert_uint_eq(pi.recoveries, _i == 2 ? 2 : 1);
+	ck_assert_uint_eq(pi.procs_attached, 1);
+	ck_assert_int_eq(t_check(p), 0);
+	ck_assert_int_eq(kvbm_match_blocks(p, h + TOTAL - KEEP, KEEP, m), KEEP);
+	for (int i = 0; i < KEEP; i++)
+		ck_assert_uint_eq(m[i].id, b[TOTAL - KEEP + i].id);
+	t_release(p, m, KEEP);
+	t_release(p, b + TOTAL - KEEP, KEEP);
+	ck_assert_int_eq(kvbm_allocate_blocks(p, TOTAL, b, NULL, NULL), 0);
+	t_release(p, b, TOTAL);
+	assert_quiescent(p, TOTAL);
+	kvbm_pool_close(p);
+	kvbm_pool_destroy(name, 0);
+}
+END_TEST
+
+/*
+ * A reaper dies reaping a third process: the third died holding registered
+ * and MUTABLE blocks; the victim's attach reaps it and is killed midway.
+ * The next locker finishes that reap from the op record.
+ */
+static const char *const reap_points[] = {
+	"shm.reap.reclaiming", "store.reap.bits", "store.free.owned", "store.reap.freed",
+};
+
+START_TEST(test_victim_killed_reaping_a_third)
+{
+	T_NAME(name);
+	enum { N = 6 };
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_pool_info pi;
+	struct kvbm_plh h[N];
+	struct kvbm_block b[64];
+
+	cfg.block_count = 64;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	pid_t third = holder_child(name, N, 1);
+	kill(third, SIGKILL);
+	ck_assert_int_eq(t_wait(third), 128 + SIGKILL);
+	third = holder_child(name, 3, 0); /* and one dead with MUTABLE blocks */
+	kill(third, SIGKILL);
+	ck_assert_int_eq(t_wait(third), 128 + SIGKILL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct kvbm_pool *q;
+		kvbm_fp_arm(reap_points[_i]);
+		(void)kvbm_pool_open(name, NULL, 0, &q); /* reaps the dead, dies */
+		_exit(72);
+	}
+	ck_assert_int_eq(t_wait(pid), 128 + SIGKILL);
+	(void)kvbm_reap(p);
+	ck_assert_int_eq(kvbm_pool_info(p, &pi), 0);
+	ck_assert_uint_eq(pi.recoveries, 1);
+	ck_assert_uint_eq(pi.procs_attached, 1);
+	ck_assert_int_eq(t_check(p), 0);
+	/* the dead holder's registered blocks are cached, nothing leaked */
+	t_seq_hashes(7000, N, BS, h);
+	struct kvbm_metrics m = t_metrics(p);
+	ck_assert_int_eq(m.inactive_pool_size, N);
+	ck_assert_int_eq(m.reset_pool_size, 64 - N);
+	ck_assert_int_eq(kvbm_match_blocks(p, h, N, b), N);
+	t_release(p, b, N);
+	ck_assert_int_eq(kvbm_allocate_blocks(p, 64, b, NULL, NULL), 0);
+	t_release(p, b, 64);
+	assert_quiescent(p, 64);
+	kvbm_pool_close(p);
+	kvbm_pool_destroy(name, 0);
+}
+END_TEST
+
 Suite *make_mproc_suite(void)
 {
 	Suite *s = suite_create("mproc");
@@ -650,6 +762,10 @@ Suite *make_mproc_suite(void)
 	tcase_add_test(tc, test_threads_share_one_bit_against_evictor);
 	tcase_add_test(tc, test_active_lookup_concurrent_with_last_drop);
 	tcase_add_test(tc, test_eviction_concurrent_with_reregister_preserves_presence);
+	tcase_add_loop_test(tc, test_victim_killed_in_recovery, 0,
+			    (int)(sizeof(recovery_points) / sizeof(recovery_points[0])));
+	tcase_add_loop_test(tc, test_victim_killed_reaping_a_third, 0,
+			    (int)(sizeof(reap_points) / sizeof(reap_points[0])));
 	tcase_add_loop_test(tc, test_victim_killed_at_block_failpoint, 0,
 			    (int)(sizeof(block_points) / sizeof(block_points[0])));
 	suite_add_tcase(s, tc);
