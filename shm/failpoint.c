@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,10 +18,13 @@
 #define FP_MAX 16
 #define FP_NAME 64
 
+enum fp_action { FP_KILL, FP_YIELD };
+
 struct fp {
 	char name[FP_NAME];
-	unsigned long nth; /* die at this hit (1 = first) */
+	unsigned long nth; /* kill: at this hit (1 = first); yield: every nth */
 	unsigned long hits;
+	enum fp_action action;
 };
 
 static struct fp fps[FP_MAX];
@@ -41,11 +45,20 @@ static int parse(const char *spec)
 		return -EINVAL;
 	strcpy(buf, spec);
 	for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-		char *colon = strchr(tok, ':');
+		char *eq = strchr(tok, '=');
+		enum fp_action action = FP_KILL;
 		unsigned long nth = 1;
 
 		if (n == FP_MAX)
 			return -EINVAL;
+		if (eq) {
+			*eq = '\0';
+			if (!strcmp(eq + 1, "yield"))
+				action = FP_YIELD;
+			else if (strcmp(eq + 1, "kill") != 0)
+				return -EINVAL;
+		}
+		char *colon = strchr(tok, ':');
 		if (colon) {
 			char *end;
 
@@ -59,6 +72,7 @@ static int parse(const char *spec)
 		strcpy(fps[n].name, tok);
 		fps[n].nth = nth;
 		fps[n].hits = 0;
+		fps[n].action = action;
 		n++;
 	}
 	nfps = n;
@@ -84,8 +98,14 @@ void kvbm_fp_hit(const char *name)
 	for (int i = 0; i < nfps; i++) {
 		if (strcmp(fps[i].name, name) != 0)
 			continue;
-		if (__atomic_add_fetch(&fps[i].hits, 1, __ATOMIC_RELAXED) == fps[i].nth)
+		unsigned long h = __atomic_add_fetch(&fps[i].hits, 1, __ATOMIC_RELAXED);
+		if (fps[i].action == FP_YIELD) {
+			/* widens the window at this point for the stress tests */
+			if (h % fps[i].nth == 0)
+				sched_yield();
+		} else if (h == fps[i].nth) {
 			raise(SIGKILL);
+		}
 	}
 }
 

@@ -3,9 +3,11 @@
  * failpoint.h - named crash points for the crash tests. PRIVATE.
  *
  * In test builds (-DKVBM_FAILPOINTS) KVBM_FAILPOINT("name") SIGKILLs the
- * process at the Nth hit of an armed point. Points are armed by the
- * environment variable KVBM_FAILPOINTS="name[:N][,name[:N]...]" (read at the
- * first hit) or by kvbm_fp_arm(). Release builds compile every point out.
+ * process at the Nth hit of an armed point, or (action "yield") gives up
+ * the CPU at every Nth hit, which widens that race window for the stress
+ * tests. Points are armed by the environment variable
+ * KVBM_FAILPOINTS="name[:N][=kill|yield][,...]" (read at the first hit) or
+ * by kvbm_fp_arm(). Release builds compile every point out.
  */
 #ifndef KVBM_SHM_FAILPOINT_H
 #define KVBM_SHM_FAILPOINT_H

@@ -169,8 +169,17 @@ START_TEST(test_pin_vs_evict_stress)
 	t_seq_hashes(1, NH, BS, h);
 	t_register(p, h, TOTAL, b);
 	t_release(p, b, TOTAL);
+	ck_assert_int_eq(kvbm_fp_arm("a=bogus"), -EINVAL);
+	ck_assert_int_eq(kvbm_fp_arm("a:3=yield,b=kill"), 0);
+	ck_assert_int_eq(kvbm_fp_arm(NULL), 0);
 	for (int i = 0; i < READERS + EVICTORS; i++) {
 		pids[i] = fork();
+		if (pids[i] == 0 && _i)
+			/* second run: yield inside both halves of the pin/evict
+			 * handshake, so the narrow interleavings happen */
+			kvbm_fp_arm("hold.pin.tentative=yield,hold.pin.bit=yield,"
+				    "store.evict.marked=yield,hold.unpin.tentative=yield,"
+				    "hold.unpin.bit=yield,store.settle.counted=yield");
 		if (pids[i] == 0)
 			_exit(i < READERS ? stress_reader(name, h, NH, 7u * (unsigned)i + 1, ROUNDS)
 					  : stress_evictor(name, h, NH, TOTAL, 13u * (unsigned)i + 5,
@@ -754,7 +763,7 @@ Suite *make_mproc_suite(void)
 
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_registered_in_one_process_matched_by_others);
-	tcase_add_test(tc, test_pin_vs_evict_stress);
+	tcase_add_loop_test(tc, test_pin_vs_evict_stress, 0, 2);
 	tcase_add_test(tc, test_allocate_atomic_no_over_commit_under_contention);
 	tcase_add_test(tc, test_dead_holder_blocks_come_back);
 	tcase_add_loop_test(tc, test_short_allocation_reaps_dead, 0, 2);
