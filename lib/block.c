@@ -523,10 +523,14 @@ int kvbm_block_info(struct kvbm_pool *p, const struct kvbm_block *blk,
 	if (kvbm_slot_gen(w) != blk->gen)
 		return KVBM_ESTALE;
 	info->state = kvbm_slot_state(w);
+	info->holds = kvbm_hold_count(p, blk->id);
+	/* an evictor that marked the slot EVICTING before seeing our holder
+	 * bit (rule 1) puts it back: while we hold it, it is REGISTERED */
+	if (info->state == KVBM_SLOT_EVICTING && info->holds)
+		info->state = KVBM_SLOT_REGISTERED;
 	info->primary = (kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY) != 0;
 	info->inactive = info->state == KVBM_SLOT_REGISTERED && !(h & KVBM_HOLD_PROCS);
 	info->reset_on_release = (int)__atomic_load_n(&sl->reset_on_release, __ATOMIC_RELAXED);
-	info->holds = kvbm_hold_count(p, blk->id);
 	info->holder_procs = (uint32_t)__builtin_popcountll(h & KVBM_HOLD_PROCS);
 	if (info->state == KVBM_SLOT_STAGED || info->state == KVBM_SLOT_REGISTERED)
 		info->hash = kvbm_slot_key(sl);

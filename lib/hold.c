@@ -34,6 +34,11 @@ int kvbm_hold_setup(struct kvbm_pool *p)
 				kvbm_holder_stride(&p->seg.hdr->config));
 	p->bit = 1ull << p->seg.self;
 	p->shard = &p->seg.metrics[p->seg.self];
+	/* the entry's previous owner may have died inside a resurrection
+	 * window (its begin counted, its end not): the windows are ours now */
+	__atomic_store_n(&p->shard->v[KVBM_M_RES_END],
+			 __atomic_load_n(&p->shard->v[KVBM_M_RES_BEGIN], __ATOMIC_SEQ_CST),
+			 __ATOMIC_SEQ_CST);
 	return 0;
 }
 
@@ -104,14 +109,20 @@ static int count_dec(kvbm_hold_t *e)
 /*
  * Our committed pin took the slot out of the inactive pool if the mask had
  * the INACTIVE bit: whoever's RMW clears it lowers the count, so exactly
- * one party does.
+ * one party does. The clear and the decrement are two steps, so the window
+ * between them is bracketed in our shard (seq_cst, like the clear): a
+ * recount under the mutex (kvbm_store_recount_inactive) retries until no
+ * live process is inside one, and a process killed inside one leaves a
+ * count that the recount corrects.
  */
 static void take_from_inactive(struct kvbm_pool *p, struct kvbm_shm_slot *sl)
 {
-	uint64_t prev = __atomic_fetch_and(&sl->holders, ~KVBM_HOLD_INACTIVE, __ATOMIC_ACQ_REL);
+	__atomic_fetch_add(&p->shard->v[KVBM_M_RES_BEGIN], 1, __ATOMIC_SEQ_CST);
+	uint64_t prev = __atomic_fetch_and(&sl->holders, ~KVBM_HOLD_INACTIVE, __ATOMIC_SEQ_CST);
 
 	if (prev & KVBM_HOLD_INACTIVE)
-		__atomic_fetch_sub(&p->seg.ctl->inactive, 1, __ATOMIC_RELAXED);
+		__atomic_fetch_sub(&p->seg.ctl->inactive, 1, __ATOMIC_SEQ_CST);
+	__atomic_fetch_add(&p->shard->v[KVBM_M_RES_END], 1, __ATOMIC_SEQ_CST);
 }
 
 /* 0 -> 1: record intent, set the bit, re-read the state (rule 1). */

@@ -130,6 +130,9 @@ void kvbm_store_unevict(struct kvbm_pool *p, uint32_t s);
 uint32_t kvbm_store_evict_commit(struct kvbm_pool *p, uint32_t s, int to_mutable);
 /* Returns an owned MUTABLE/STAGED slot to the free list tail. */
 void kvbm_store_free_owned(struct kvbm_pool *p, uint32_t s, uint32_t owner_proc);
+/* Recounts the inactive pool from the slot marks, exactly despite live
+ * resurrecting pinners; @skip: a process being reaped (or UINT32_MAX). */
+void kvbm_store_recount_inactive(struct kvbm_pool *p, uint32_t skip);
 /* Installs the reap and recovery hooks of this pool's segment. */
 void kvbm_store_hooks(struct kvbm_pool *p);
 

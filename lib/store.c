@@ -18,6 +18,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@
 #include "pool.h"
 #include "../shm/failpoint.h"
 #include "../shm/mutex.h"
+#include "../shm/liveness.h"
 
 int kvbm_store_lock(struct kvbm_pool *p, uint32_t op, uint32_t arg0)
 {
@@ -291,15 +293,58 @@ void kvbm_store_settle_one(struct kvbm_pool *p, uint32_t s)
 
 /* ---- reaping a dead process ------------------------------------------------- */
 
-static int64_t recount_inactive(struct kvbm_pool *p)
+/* Whether every live process other than @skip is outside a resurrection
+ * window, and its window counters equal @b / @e (when @b is not NULL). */
+static int windows_quiet(struct kvbm_pool *p, uint32_t skip, int64_t *b, int64_t *e, int check)
 {
-	int64_t n = 0;
+	uint32_t n = p->seg.hdr->config.max_procs;
 
-	for (uint32_t s = 0; s < p->nslots; s++)
-		if (__atomic_load_n(&kvbm_slot(p, s)->holders, __ATOMIC_RELAXED) &
-		    KVBM_HOLD_INACTIVE)
-			n++;
-	return n;
+	for (uint32_t i = 0; i < n; i++) {
+		const struct kvbm_shm_proc *pe = &p->seg.procs[i];
+		const struct kvbm_shm_metrics *sh = &p->seg.metrics[i];
+		if (i == skip || __atomic_load_n(&pe->state, __ATOMIC_ACQUIRE) != KVBM_PROC_ACTIVE)
+			continue;
+		int64_t bi = __atomic_load_n(&sh->v[KVBM_M_RES_BEGIN], __ATOMIC_SEQ_CST);
+		int64_t ei = __atomic_load_n(&sh->v[KVBM_M_RES_END], __ATOMIC_SEQ_CST);
+		if (bi != ei && i != p->seg.self &&
+		    kvbm_proc_liveness(p->seg.fd, i, pe) != KVBM_ALIVE)
+			continue; /* died inside one: it will never decrement */
+		if (bi != ei || (check && (bi != b[i] || ei != e[i])))
+			return 0;
+		b[i] = bi;
+		e[i] = ei;
+	}
+	return 1;
+}
+
+/*
+ * Sets the inactive count to the number of slots marked INACTIVE (mutex
+ * held). Everyone else who changes the marks holds the mutex too, except a
+ * live pinner resurrecting a slot, which clears the mark and then lowers the
+ * count: a recount between those two steps would count one too few. So the
+ * count is stored only from a scan during which no live process (other
+ * than @skip, the one being reaped) began or was inside such a window;
+ * otherwise it is redone. A window that begins after the check clears a
+ * mark the scan counted and lowers the stored count after it: exact too.
+ */
+void kvbm_store_recount_inactive(struct kvbm_pool *p, uint32_t skip)
+{
+	int64_t b[KVBM_MAX_PROCS] = {0}, e[KVBM_MAX_PROCS] = {0};
+
+	for (int attempt = 0; attempt < 100000; attempt++) {
+		if (attempt > 8)
+			sched_yield(); /* a window is a few instructions: let it end */
+		if (!windows_quiet(p, skip, b, e, 0))
+			continue;
+		int64_t n = 0;
+		for (uint32_t s = 0; s < p->nslots; s++)
+			if (__atomic_load_n(&kvbm_slot(p, s)->holders, __ATOMIC_SEQ_CST) &
+			    KVBM_HOLD_INACTIVE)
+				n++;
+		__atomic_store_n(&p->seg.ctl->inactive, n, __ATOMIC_SEQ_CST);
+		if (windows_quiet(p, skip, b, e, 1))
+			return;
+	}
 }
 
 /*
@@ -338,7 +383,7 @@ static int reap_hook(struct kvbm_seg *seg, uint32_t d, void *arg)
 		kvbm_store_settle(p, s);
 	/* a pinner killed between clearing INACTIVE and lowering the count
 	 * left it one too high */
-	__atomic_store_n(&seg->ctl->inactive, recount_inactive(p), __ATOMIC_RELAXED);
+	kvbm_store_recount_inactive(p, d);
 	return 0;
 }
 
@@ -479,7 +524,7 @@ static int recover_hook(struct kvbm_seg *seg, const struct kvbm_shm_op *op, void
 	if (n)
 		c->tick = kvbm_slot(p, order[n - 1])->tick;
 	free(order);
-	__atomic_store_n(&c->inactive, recount_inactive(p), __ATOMIC_RELAXED);
+	kvbm_store_recount_inactive(p, UINT32_MAX);
 	for (uint32_t s = 0; s < p->nslots; s++)
 		kvbm_store_settle(p, s);
 	/* the repaired pool must pass the checker before the mutex is marked

@@ -256,6 +256,10 @@ enum kvbm_metric_idx {
 	 * array and holder tables (kvbm_seg_inflight), so no crash window
 	 * between a slot change and its metric update can skew them */
 	KVBM_M_NSHARD,
+	/* not metrics: this process's resurrection windows (lib/hold.c),
+	 * begun and ended, which a recount of the inactive pool validates */
+	KVBM_M_RES_BEGIN = KVBM_M_NSHARD,
+	KVBM_M_RES_END,
 };
 struct kvbm_shm_metrics {
 	int64_t v[24];
@@ -302,7 +306,7 @@ _Static_assert(offsetof(struct kvbm_shm_control, owner_pid) % KVBM_CACHELINE == 
 _Static_assert(sizeof(struct kvbm_shm_proc) == KVBM_CACHELINE, "proc entry is one line");
 _Static_assert(KVBM_MAX_PROCS <= 63, "holder mask: 63 process bits + INACTIVE");
 _Static_assert(sizeof(struct kvbm_shm_metrics) == 3 * KVBM_CACHELINE, "metric shard lines");
-_Static_assert(KVBM_M_NSHARD <= 24, "metric shard room");
+_Static_assert(KVBM_M_RES_END < 24, "metric shard room");
 _Static_assert(offsetof(struct kvbm_shm_control, inactive) % KVBM_CACHELINE == 0,
 	       "inactive count on its own line");
 

@@ -32,6 +32,7 @@ static struct kvbm_pool *attach(const char *name)
 /* Every block free or inactive, no hold and no mutable block left. */
 static void assert_quiescent(struct kvbm_pool *p, long total)
 {
+	ck_assert_int_eq(t_check(p), 0);
 	struct kvbm_metrics m = t_metrics(p);
 
 	ck_assert_int_eq(kvbm_available_blocks(p), total);
@@ -496,10 +497,14 @@ static void *thr_pin(void *a)
 		long n = kvbm_match_blocks(t->p, t->h, 4, out);
 		if (n < 0)
 			t->err = 60;
-		for (long i = 0; i < n; i++)
-			if (kvbm_block_info(t->p, &out[i], &info) != 0 ||
-			    !kvbm_plh_eq(info.hash, t->h[i]))
+		for (long i = 0; i < n; i++) {
+			int e = kvbm_block_info(t->p, &out[i], &info);
+			if (e != 0 || !kvbm_plh_eq(info.hash, t->h[i])) {
+				fprintf(stderr, "thr_pin: block %u gen %u: info %d state %u holds %u\n",
+					out[i].id, out[i].gen, e, info.state, info.holds);
 				t->err = 61;
+			}
+		}
 		int rr = n > 0 ? kvbm_release_blocks(t->p, out, (uint32_t)n) : 0;
 		if (rr != 0) {
 			fprintf(stderr, "thr_pin: release: %s\n", kvbm_strerror(rr));
