@@ -28,7 +28,9 @@ TOOL_COMMON_OBJS := $(TOOL_COMMON_SRCS:%.c=$(BUILD)/obj/%.o)
 TOOL_BINS := $(TOOLS:%=$(BUILD)/bin/%)
 TOOL_LIBS := $(shell pkg-config --libs jemalloc 2>/dev/null || echo -ljemalloc) -lpthread
 
-TEST_SRCS := $(wildcard tests/*.c)
+TEST_SRCS := $(filter-out tests/torture.c,$(wildcard tests/*.c))
+TORTURE_BIN := $(BUILD)/tests/kvbm-torture
+DURATION ?= 60
 TEST_OBJS := $(TEST_SRCS:%.c=$(BUILD)/tobj/%.o)
 TEST_BIN := $(BUILD)/tests/check_kvbm
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
@@ -39,7 +41,7 @@ SHARED_LIB := $(BUILD)/lib/libkvbm.so.$(VERSION)
 TEST_LIB := $(BUILD)/tests/libkvbm-test.a
 
 .PHONY: all lib tools tests check test test-run asan tsan demo install uninstall \
-	deps lint format clean help
+	deps lint format clean help torture
 
 all: lib tools
 
@@ -51,6 +53,7 @@ help:
 	@echo "make asan|tsan  the test suites under AddressSanitizer+UBSan / ThreadSanitizer"
 	@echo "make install PREFIX=DIR   headers, libraries, kvbm.pc and tools"
 	@echo "make lint       cppcheck over the sources"
+	@echo "make torture DURATION=S   kill random workers of a shared pool for S s (60)"
 
 lib: $(STATIC_LIB) $(SHARED_LIB)
 tools: $(TOOL_BINS)
@@ -93,6 +96,15 @@ $(TEST_BIN): $(TEST_OBJS) $(TEST_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_COMMON) -o $@ $(TEST_OBJS) $(TEST_LIB) $(CHECK_LIBS) $(LIB_LIBS)
 
+# Not a Check suite: a standalone driver, with the failpoint library
+$(TORTURE_BIN): $(BUILD)/tobj/tests/torture.o $(TEST_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_COMMON) -o $@ $< $(TEST_LIB) $(LIB_LIBS)
+
+# SIGKILLs random workers of a shared pool for DURATION seconds (60).
+torture: $(TORTURE_BIN) $(TOOL_BINS)
+	BUILD=$(BUILD) scripts/torture.sh $(DURATION)
+
 # Runs the suites; the tool tests find the binaries through KVBM_BIN.
 test-run: $(TEST_BIN) $(TOOL_BINS)
 	KVBM_BIN=$(abspath $(BUILD)/bin) $(TEST_BIN)
@@ -116,7 +128,11 @@ check: deps
 	$(MAKE) lint
 	$(MAKE) test-run
 	scripts/test-install.sh
+	$(MAKE) torture DURATION=40
 	$(MAKE) asan
+	$(MAKE) BUILD=build-asan OPT="-O1 -g" \
+		SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+		torture DURATION=15
 	$(MAKE) tsan
 	@echo "make check: all suites passed"
 

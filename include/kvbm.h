@@ -179,8 +179,9 @@ KVBM_API int kvbm_reap(struct kvbm_pool *pool);
  * entry of a free or dead process-table entry; counts and gauges matching
  * the slots. Each violation is reported through @report (may be NULL) as
  * one line naming the slot or entry. With KVBM_CHECK_LOCK the pool mutex is
- * held for an exact snapshot; without it the lists, index and counts are
- * read while others change them and are not checked. KVBM_CHECK_QUIESCENT:
+ * held for an exact snapshot, after reaping the processes that died; without
+ * it the lists, index and counts are read while others change them and are
+ * not checked, and a dead process not yet reaped is a violation. KVBM_CHECK_QUIESCENT:
  * the caller vouches that no other thread or process is using the pool, so
  * states that are only legal in flight (a tentative hold, an unsettled
  * release) count too. Returns the number of violations, or a negative code.

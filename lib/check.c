@@ -25,6 +25,7 @@
 
 #include "pool.h"
 #include "../shm/liveness.h"
+#include "../shm/proctable.h"
 
 #define MAX_REPORTS 64 /* then one summary line: a broken pool has thousands */
 
@@ -322,6 +323,14 @@ long kvbm_pool_check(struct kvbm_pool *p, unsigned flags, kvbm_report_fn report,
 		r = kvbm_store_lock(p, KVBM_OP_NONE, 0);
 		if (r < 0)
 			return r;
+		/* the dead are reaped first: until then their holds are theirs,
+		 * which no invariant forbids, and a reap is what they wait for */
+		r = kvbm_proc_reap_locked(&p->seg);
+		kvbm_store_op(p, KVBM_OP_NONE, 0);
+		if (r < 0) {
+			kvbm_store_unlock(p);
+			return r;
+		}
 		ck |= KVBM_CK_LOCKED;
 	}
 	r = kvbm_check_seg(&p->seg, ck, report, arg);
