@@ -22,7 +22,7 @@ TLIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/tobj/%.o)
 LIB_LIBS := $(shell pkg-config --libs libxxhash liburcu-bp liburcu-cds 2>/dev/null || \
 	echo -lxxhash -lurcu-bp -lurcu-common -lurcu-cds) -lpthread
 
-TOOLS := kvbm-shm-dump kvbm-pool kvbm-demo kvbm-hash
+TOOLS := kvbm-shm-dump kvbm-pool kvbm-demo kvbm-hash kvbm-bench
 TOOL_COMMON_SRCS := tools/json.c tools/inspect.c
 TOOL_COMMON_OBJS := $(TOOL_COMMON_SRCS:%.c=$(BUILD)/obj/%.o)
 TOOL_BINS := $(TOOLS:%=$(BUILD)/bin/%)
@@ -41,7 +41,7 @@ SHARED_LIB := $(BUILD)/lib/libkvbm.so.$(VERSION)
 TEST_LIB := $(BUILD)/tests/libkvbm-test.a
 
 .PHONY: all lib tools tests check test test-run asan tsan demo install uninstall \
-	deps lint format clean help torture
+	deps lint format clean help torture bench
 
 all: lib tools
 
@@ -54,6 +54,7 @@ help:
 	@echo "make install PREFIX=DIR   headers, libraries, kvbm.pc and tools"
 	@echo "make lint       cppcheck over the sources"
 	@echo "make torture DURATION=S   kill random workers of a shared pool for S s (60)"
+	@echo "make bench      kvbm-bench, the performance suite (BENCH_ARGS=--quick)"
 
 lib: $(STATIC_LIB) $(SHARED_LIB)
 tools: $(TOOL_BINS)
@@ -100,6 +101,10 @@ $(TEST_BIN): $(TEST_OBJS) $(TEST_LIB)
 $(TORTURE_BIN): $(BUILD)/tobj/tests/torture.o $(TEST_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_COMMON) -o $@ $< $(TEST_LIB) $(LIB_LIBS)
+
+# The performance suite (issue 6); BENCH_ARGS=--quick for the short one.
+bench: $(BUILD)/bin/kvbm-bench
+	$(BUILD)/bin/kvbm-bench $(BENCH_ARGS)
 
 # SIGKILLs random workers of a shared pool for DURATION seconds (60).
 torture: $(TORTURE_BIN) $(TOOL_BINS)
