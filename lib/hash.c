@@ -7,6 +7,10 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+/* inlined: the block hash is 64 bytes and the chain hash 16, sizes the
+ * compiler specialises XXH3 for; a call into libxxhash costs more than the
+ * chain hash itself */
+#define XXH_INLINE_ALL
 #include <xxhash.h>
 
 #include "kvbm.h"
@@ -27,16 +31,29 @@ static struct kvbm_plh from_u128(u128 v)
 	return h;
 }
 
+/* The common block size gets a constant length, which XXH3 specialises. */
+static inline uint64_t block_hash(const uint32_t *tokens, size_t n, uint64_t salt)
+{
+	if (n == 16)
+		return XXH3_64bits_withSeed(tokens, 16 * sizeof(uint32_t), salt);
+	return XXH3_64bits_withSeed(tokens, n * sizeof(uint32_t), salt);
+}
+
 uint64_t kvbm_block_hash(const uint32_t *tokens, size_t n, uint64_t salt)
 {
-	return XXH3_64bits_withSeed(tokens, n * sizeof(uint32_t), salt);
+	return block_hash(tokens, n, salt);
+}
+
+static inline __attribute__((always_inline)) uint64_t chain_hash(uint64_t parent, uint64_t block)
+{
+	uint64_t buf[2] = {parent, block};
+
+	return XXH3_64bits_withSeed(buf, sizeof(buf), KVBM_CHAIN_SEED);
 }
 
 uint64_t kvbm_chain_hash(uint64_t parent_seq_hash, uint64_t block_hash)
 {
-	uint64_t buf[2] = {parent_seq_hash, block_hash};
-
-	return XXH3_64bits_withSeed(buf, sizeof(buf), KVBM_CHAIN_SEED);
+	return chain_hash(parent_seq_hash, block_hash);
 }
 
 uint64_t kvbm_salt_hash(const char *cache_namespace, const char *lora_name)
@@ -73,11 +90,11 @@ static uint64_t low_mask(unsigned bits)
 	return bits >= 64 ? ~0ull : (1ull << bits) - 1;
 }
 
-int kvbm_plh_make(uint64_t current, const uint64_t *parent, uint32_t position,
-		  struct kvbm_plh *out)
+/* [mode:2][position:P][current:64][parent fragment:R]; position checked */
+static inline __attribute__((always_inline)) struct kvbm_plh plh_pack(uint64_t current,
+								    uint64_t parent,
+								    uint32_t position)
 {
-	if (position > KVBM_PLH_MAX_POSITION)
-		return -ERANGE;
 	unsigned mode = mode_of(position);
 	unsigned p = pos_bits(mode);
 	unsigned r = parent_bits(mode);
@@ -85,9 +102,16 @@ int kvbm_plh_make(uint64_t current, const uint64_t *parent, uint32_t position,
 
 	v |= (u128)(position & low_mask(p)) << (64 + r);
 	v |= (u128)current << r;
-	if (parent)
-		v |= *parent & low_mask(r);
-	*out = from_u128(v);
+	v |= parent & low_mask(r);
+	return from_u128(v);
+}
+
+int kvbm_plh_make(uint64_t current, const uint64_t *parent, uint32_t position,
+		  struct kvbm_plh *out)
+{
+	if (position > KVBM_PLH_MAX_POSITION)
+		return -ERANGE;
+	*out = plh_pack(current, parent ? *parent : 0, position);
 	return 0;
 }
 
@@ -209,7 +233,25 @@ long kvbm_hash_tokens(const uint32_t *tokens, size_t n, uint32_t block_size, uin
 	size_t nblocks = n / block_size;
 	if (nblocks > (size_t)KVBM_PLH_MAX_POSITION + 1)
 		return -ERANGE;
-	for (size_t i = 0; i < nblocks; i++) {
+	size_t i = 0;
+	if (nblocks <= max) {
+		/* software-pipelined: block i+1 is hashed while the chain
+		 * hash of block i, one long dependency through the whole
+		 * sequence, is still in flight */
+		uint64_t next = nblocks ? block_hash(tokens, block_size, salt) : 0, seq = 0;
+		for (i = 0; i < nblocks; i++) {
+			struct kvbm_block_hashes *o = &out[i];
+			uint64_t parent = seq;
+			o->block_hash = next;
+			if (i + 1 < nblocks)
+				next = block_hash(tokens + (i + 1) * block_size, block_size, salt);
+			seq = i ? chain_hash(parent, o->block_hash) : o->block_hash;
+			o->seq_hash = seq;
+			o->plh = plh_pack(seq, parent, (uint32_t)i); /* i <= the max: checked */
+		}
+		return (long)nblocks;
+	}
+	for (; i < nblocks; i++) {
 		int r = hash_block(tokens + i * block_size, block_size, salt, i, i ? &prev : NULL,
 				   &cur);
 		if (r < 0)

@@ -411,7 +411,7 @@ static struct fig figs[F_N] = {
 static void bench_pool_wl(enum wl w, int workers, enum figure rate, enum figure s1, enum figure s2,
 			  int per_block_ns)
 {
-	double v[16], a[16], b[16];
+	double v[16] = {0}, a[16] = {0}, b[16] = {0};
 	struct result r;
 
 	for (int i = 0; i < nsamples; i++) {
