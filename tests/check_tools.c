@@ -230,6 +230,20 @@ START_TEST(test_hash_cli)
 }
 END_TEST
 
+/* kvbm-bench runs (no figure is asserted: speed is the benchmark's to
+ * report, not a test's) and prints the JSON keys of issue 6. */
+START_TEST(test_bench_smoke)
+{
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-bench", "--quick", "--json", "e", "h",
+				    NULL),
+			 0);
+	ck_assert_msg(strstr(out, "\"e_ns_per_block\":") && strstr(out, "\"h_bytes_per_block\":") &&
+			      strstr(out, "\"e_xxh3_floor_ns_per_block\":"),
+		      "%s", out);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-bench", "z", NULL), 64);
+}
+END_TEST
+
 Suite *make_tools_suite(void)
 {
 	Suite *s = suite_create("tools");
@@ -243,6 +257,7 @@ Suite *make_tools_suite(void)
 	tcase_add_test(tc, test_demo_runs);
 	tcase_add_test(tc, test_dump_counts_blocks);
 	tcase_add_test(tc, test_hash_cli);
+	tcase_add_test(tc, test_bench_smoke);
 	suite_add_tcase(s, tc);
 	return s;
 }
