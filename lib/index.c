@@ -32,8 +32,10 @@ static struct where locate(const struct kvbm_index *ix, struct kvbm_plh key)
 
 	w.tag = (uint16_t)(h >> 48);
 	w.b1 = (uint32_t)h & ix->mask;
-	/* the alternate bucket depends on the tag only, and always differs */
-	alt = (uint32_t)mix64(w.tag | 0x10000u) & ix->mask;
+	/* the alternate bucket depends on the tag only, and always differs;
+	 * a multiplicative hash of 16 bits is spread enough, and one full mix
+	 * per lookup is what the match path can afford */
+	alt = (uint32_t)(((w.tag | 0x10000ull) * 0x9e3779b97f4a7c15ull) >> 32) & ix->mask;
 	w.b2 = w.b1 ^ (alt ? alt : 1);
 	return w;
 }

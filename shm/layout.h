@@ -22,7 +22,8 @@
 #include "kvbm.h"
 
 #define KVBM_SHM_MAGIC 0x00314d48534d424bull /* "KBMSHM1\0" little-endian */
-#define KVBM_ABI_MAJOR 1
+/* 2: resurrection windows in the metric shards, index alternate bucket */
+#define KVBM_ABI_MAJOR 2
 #define KVBM_ABI_MINOR 0
 #define KVBM_CACHELINE 64
 #define KVBM_PAGE 4096
