@@ -229,9 +229,23 @@ static int torture(double duration, int nworkers, uint32_t blocks, unsigned seed
 		}
 	}
 	__atomic_store_n(&sh->stop, 1, __ATOMIC_RELAXED);
+	/* bounded: a worker that does not finish within 30 s is hung, which
+	 * is a failure to report, not a CI job to stall */
+	uint64_t limit = now_ns() + 30000000000ull;
 	for (int i = 0; i < nworkers; i++) {
-		int st;
-		waitpid(pids[i], &st, 0);
+		int st = 0;
+		while (waitpid(pids[i], &st, WNOHANG) == 0) {
+			if (now_ns() > limit) {
+				fprintf(stderr, "kvbm-torture: worker %d (pid %d) hung; killing it\n", i,
+					(int)pids[i]);
+				kill(pids[i], SIGKILL);
+				waitpid(pids[i], &st, 0);
+				failed++;
+				break;
+			}
+			struct timespec ts = {0, 1000000};
+			nanosleep(&ts, NULL);
+		}
 		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
 			fprintf(stderr, "kvbm-torture: worker %d ended with status 0x%x\n", i, st);
 			failed++;
