@@ -86,11 +86,14 @@ static int recover(struct kvbm_seg *seg)
 }
 
 /*
- * pthread_mutex_lock with bounded sleeps. A waiter SIGKILLed inside the
- * kernel's futex wait can swallow the one wake-up an unlock sends; the
- * other waiters would then sleep on a free mutex until some new contender
- * happened by (seen in the torture run). Sleeping at most 20 ms at a time
- * makes such a loss cost 20 ms. timedlock, not clocklock: ThreadSanitizer
+ * pthread_mutex_lock with bounded sleeps. Once, in a torture run, two
+ * waiters slept in futex_wait on a mutex whose word had moved on (a ptrace
+ * attach, which restarts the wait, freed both at once): a wake-up was lost
+ * while workers were being SIGKILLed around the mutex. The exact kernel
+ * path is not pinned down (a killed waiter's pending robust op is woken
+ * for by the kernel, and a test of that case passes without this), so
+ * the wait is made robust to any lost wake-up: sleeping at most 20 ms at a
+ * time makes one cost 20 ms. timedlock, not clocklock: ThreadSanitizer
  * intercepts the former only.
  */
 static int lock_bounded(pthread_mutex_t *m)
