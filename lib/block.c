@@ -409,7 +409,8 @@ void kvbm_unpin_settle(struct kvbm_pool *p, const struct kvbm_block *blks, size_
 
 /* ---- holds: clone, pin, weak ------------------------------------------------- */
 
-int kvbm_clone_block(struct kvbm_pool *p, const struct kvbm_block *blk, struct kvbm_block *out)
+/* The checks every call on a held block starts with. */
+static int held_call(struct kvbm_pool *p, const struct kvbm_block *blk, const void *out)
 {
 	int r = pool_ok(p);
 
@@ -417,7 +418,13 @@ int kvbm_clone_block(struct kvbm_pool *p, const struct kvbm_block *blk, struct k
 		return r;
 	if (!out)
 		return -EINVAL;
-	r = held_check(p, blk);
+	return held_check(p, blk);
+}
+
+int kvbm_clone_block(struct kvbm_pool *p, const struct kvbm_block *blk, struct kvbm_block *out)
+{
+	int r = held_call(p, blk, out);
+
 	if (r < 0)
 		return r;
 	r = kvbm_hold_pin(p, blk->id, blk->gen);
@@ -444,13 +451,8 @@ int kvbm_pin_block(struct kvbm_pool *p, const struct kvbm_block *blk, struct kvb
 
 int kvbm_downgrade_block(struct kvbm_pool *p, const struct kvbm_block *blk, struct kvbm_weak *out)
 {
-	int r = pool_ok(p);
+	int r = held_call(p, blk, out);
 
-	if (r < 0)
-		return r;
-	if (!out)
-		return -EINVAL;
-	r = held_check(p, blk);
 	if (r < 0)
 		return r;
 	out->block = *blk;
