@@ -95,6 +95,20 @@ static void take_owned(struct kvbm_pool *p, struct kvbm_block *out, uint32_t n, 
 }
 
 /*
+ * A pinner's bit is on slot @s: it leaves the eviction order only once the
+ * pin has taken it out of the inactive pool (the INACTIVE mark cleared).
+ * A pinner with the bit set may still miss (it saw EVICTING, or its
+ * handle's generation is stale) and drop the bit without touching the
+ * mark; had we unlinked, the slot would stay counted inactive and never be
+ * evicted, since settle leaves a marked slot alone.
+ */
+static void unlink_resurrected(struct kvbm_pool *p, uint32_t s)
+{
+	if (!(__atomic_load_n(&kvbm_slot(p, s)->holders, __ATOMIC_SEQ_CST) & KVBM_HOLD_INACTIVE))
+		kvbm_lru_unlink(p, s);
+}
+
+/*
  * Walks the eviction order for @need victims into @out, leaving them
  * EVICTING; drops entries that were resurrected. Returns how many it got.
  */
@@ -109,13 +123,13 @@ static uint32_t pick_victims(struct kvbm_pool *p, struct kvbm_block *out, uint32
 		uint64_t h = __atomic_load_n(&sl->holders, __ATOMIC_SEQ_CST);
 		s1 = sl->next;
 		if (h & KVBM_HOLD_PROCS) {
-			kvbm_lru_unlink(p, s); /* resurrected: out of the pool */
+			unlink_resurrected(p, s);
 			continue;
 		}
 		if (!(h & KVBM_HOLD_INACTIVE) || sl->dups)
 			continue; /* released again, settle pending: it re-appends */
 		if (!kvbm_store_try_evict(p, s)) {
-			kvbm_lru_unlink(p, s);
+			unlink_resurrected(p, s);
 			continue;
 		}
 		out[got++].id = s;

@@ -487,6 +487,51 @@ struct thr_arg {
 	int err;
 };
 
+/*
+ * An evictor walks past an inactive slot whose pin is in flight (the
+ * pinner's bit set, the INACTIVE mark not yet cleared; here the pinner died
+ * there). The pin may still miss and drop its bit, so the slot must stay in
+ * the eviction order: once the reaper clears the bit it is evictable again.
+ * Unlinking it would leave a slot counted inactive that nothing can evict.
+ */
+START_TEST(test_inflight_pin_keeps_slot_in_eviction_order)
+{
+	T_NAME(name);
+	enum { TOTAL = 4 };
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_plh h[TOTAL];
+	struct kvbm_block b[TOTAL], m;
+
+	cfg.block_count = TOTAL;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	t_seq_hashes(1, TOTAL, BS, h);
+	t_register(p, h, TOTAL, b);
+	t_release(p, b, TOTAL); /* all inactive, h[0] at the head */
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct kvbm_pool *q = attach(name);
+		kvbm_fp_arm("hold.pin.bit");
+		(void)kvbm_match_blocks(q, h, 1, &m);
+		_exit(70);
+	}
+	ck_assert_int_eq(t_wait(pid), 128 + SIGKILL);
+	/* the walk meets h[0] with the dead pinner's bit and takes the next */
+	struct kvbm_block a;
+	ck_assert_int_eq(kvbm_allocate_blocks(p, 1, &a, NULL, NULL), 0);
+	ck_assert_uint_ne(a.id, b[0].id);
+	ck_assert_int_eq(kvbm_reap(p), 1);
+	ck_assert_int_eq(t_check(p), 0);
+	/* every inactive block, h[0] included, can be evicted */
+	struct kvbm_block rest[TOTAL - 1];
+	ck_assert_int_eq(kvbm_allocate_blocks(p, TOTAL - 1, rest, NULL, NULL), 0);
+	t_release(p, rest, TOTAL - 1);
+	t_release(p, &a, 1);
+	assert_quiescent(p, TOTAL);
+	kvbm_pool_close(p);
+	kvbm_pool_destroy(name, 0);
+}
+END_TEST
+
 static void *thr_pin(void *a)
 {
 	struct thr_arg *t = a;
@@ -773,6 +818,7 @@ Suite *make_mproc_suite(void)
 	tcase_add_test(tc, test_dead_holder_blocks_come_back);
 	tcase_add_loop_test(tc, test_short_allocation_reaps_dead, 0, 2);
 	tcase_add_test(tc, test_periodic_reaping);
+	tcase_add_test(tc, test_inflight_pin_keeps_slot_in_eviction_order);
 	tcase_add_test(tc, test_threads_share_one_bit_against_evictor);
 	tcase_add_test(tc, test_active_lookup_concurrent_with_last_drop);
 	tcase_add_test(tc, test_eviction_concurrent_with_reregister_preserves_presence);
