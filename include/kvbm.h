@@ -91,7 +91,29 @@ enum kvbm_dup_policy {
 enum kvbm_backend {
 	KVBM_BACKEND_LRU = 0,  /* least recently released first */
 	KVBM_BACKEND_FIFO = 1, /* oldest insertion first (the reference's HashMap) */
+	KVBM_BACKEND_MULTI_LRU = 2, /* 4 LRU levels by TinyLFU estimate, coldest first */
+	KVBM_BACKEND_LINEAGE = 3,   /* leaves only, earliest inserted first (Tick) */
+	KVBM_BACKEND_LINEAGE_FIFO = 4, /* leaves only, in the order they became leaves */
+	KVBM_BACKEND_LFRU = 5, /* ours: leaves only, by recency plus one pool's worth
+				* of insertions per doubling of frequency */
+	KVBM_BACKEND_COUNT
 };
+
+/* kvbm_config.tinylfu: the frequency sketch's capacity (counters) */
+enum kvbm_tinylfu {
+	KVBM_TINYLFU_AUTO = 0,   /* none, or the block count rounded up to a power
+				  * of two (>= 1024) for backends that use it */
+	KVBM_TINYLFU_NONE = 1,   /* no sketch: touches do nothing */
+	KVBM_TINYLFU_SMALL = 2,  /* 2^18 */
+	KVBM_TINYLFU_MEDIUM = 3, /* 2^21, the reference's default (4 MiB) */
+	KVBM_TINYLFU_LARGE = 4,  /* 2^24 */
+};
+
+/* Name of backend @b ("lru", "fifo", "multi-lru", "lineage",
+ * "lineage-fifo", "lfru"), or NULL. */
+KVBM_API const char *kvbm_backend_name(uint32_t b);
+/* The backend named @name, or -EINVAL. */
+KVBM_API int kvbm_backend_parse(const char *name);
 
 /* kvbm_config.flags */
 #define KVBM_CFG_HUGEPAGES 0x1u /* back the segment with transparent hugepages */
@@ -105,10 +127,13 @@ struct kvbm_config {
 	uint32_t flags;           /* KVBM_CFG_* */
 	uint32_t open_timeout_ms; /* how long an attacher waits for a creator (10000) */
 	uint32_t dup_policy;      /* enum kvbm_dup_policy (ALLOW) */
-	uint32_t backend;         /* enum kvbm_backend (LRU) */
+	uint32_t backend;         /* enum kvbm_backend (LINEAGE) */
 	uint32_t reset_on_release; /* 1: released primaries skip the inactive pool (0) */
 	char tier[KVBM_TIER_MAX + 1]; /* "G1", "G2", "G3" or a name: the metrics
 				       * `pool` label ("G1") */
+	uint8_t mlru_thresholds[3]; /* multi-level LRU: TinyLFU estimates that
+				     * start levels 1-3, ascending, 1..15 ({3, 8, 15}) */
+	uint32_t tinylfu;           /* enum kvbm_tinylfu (AUTO) */
 };
 
 /* Fills *cfg with the defaults noted above (block_count 1024). */

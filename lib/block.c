@@ -95,44 +95,25 @@ static void take_owned(struct kvbm_pool *p, struct kvbm_block *out, uint32_t n, 
 }
 
 /*
- * A pinner's bit is on slot @s: it leaves the eviction order only once the
- * pin has taken it out of the inactive pool (the INACTIVE mark cleared).
- * A pinner with the bit set may still miss (it saw EVICTING, or its
- * handle's generation is stale) and drop the bit without touching the
- * mark; had we unlinked, the slot would stay counted inactive and never be
- * evicted, since settle leaves a marked slot alone.
- */
-static void unlink_resurrected(struct kvbm_pool *p, uint32_t s)
-{
-	if (!(__atomic_load_n(&kvbm_slot(p, s)->holders, __ATOMIC_SEQ_CST) & KVBM_HOLD_INACTIVE))
-		kvbm_lru_unlink(p, s);
-}
-
-/*
- * Walks the eviction order for @need victims into @out, leaving them
- * EVICTING; drops entries that were resurrected. Returns how many it got.
+ * Takes @need victims in eviction order into @out, leaving them EVICTING
+ * and out of the order (so that a lineage parent they leave becomes a
+ * leaf now). Drops what is not evictable: resurrected, released again with
+ * its settle pending, or kept active by a duplicate. A pin still in flight
+ * may yet miss; it then settles the slot, which puts it back (store.c).
+ * Returns how many it got.
  */
 static uint32_t pick_victims(struct kvbm_pool *p, struct kvbm_block *out, uint32_t need)
 {
-	struct kvbm_shm_control *c = p->seg.ctl;
-	uint32_t got = 0, s1 = c->lru_head;
+	uint32_t got = 0, s;
 
-	while (s1 && got < need) {
-		uint32_t s = s1 - 1;
+	while (got < need && (s = kvbm_evict_first(p)) != UINT32_MAX) {
 		struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 		uint64_t h = __atomic_load_n(&sl->holders, __ATOMIC_SEQ_CST);
-		s1 = sl->next;
-		if (h & KVBM_HOLD_PROCS) {
-			unlink_resurrected(p, s);
-			continue;
-		}
-		if (!(h & KVBM_HOLD_INACTIVE) || sl->dups)
-			continue; /* released again, settle pending: it re-appends */
-		if (!kvbm_store_try_evict(p, s)) {
-			unlink_resurrected(p, s);
-			continue;
-		}
-		out[got++].id = s;
+		int ok = !(h & KVBM_HOLD_PROCS) && (h & KVBM_HOLD_INACTIVE) && !sl->dups &&
+			 kvbm_store_try_evict(p, s);
+		kvbm_evict_remove(p, s);
+		if (ok)
+			out[got++].id = s;
 	}
 	return got;
 }
@@ -176,8 +157,10 @@ int kvbm_allocate_blocks(struct kvbm_pool *p, uint32_t n, struct kvbm_block *out
 	uint32_t nev = nfree < n ? pick_victims(p, out + nfree, n - nfree) : 0;
 	if (nfree + nev < n) {
 		/* a block we counted was resurrected meanwhile: all or nothing */
-		for (uint32_t i = nfree; i < nfree + nev; i++)
+		for (uint32_t i = nfree + nev; i-- > nfree;) {
 			kvbm_store_unevict(p, out[i].id);
+			kvbm_evict_restore(p, out[i].id);
+		}
 		for (uint32_t i = nfree; i-- > 0;)
 			kvbm_free_push(p, out[i].id, 1);
 		kvbm_metric_add(p, KVBM_M_ALLOCATE_ATOMIC_ROLLBACK, 1);
@@ -302,6 +285,9 @@ static struct kvbm_block register_one(struct kvbm_pool *p, uint32_t s)
 		KVBM_FAILPOINT("block.register.duplicate");
 	} else {
 		flags = KVBM_SLOT_F_PRIMARY;
+		/* a new registration counts as a use (reference: a new handle);
+		 * lock-free, so its place under the mutex costs one CAS */
+		kvbm_sketch_touch(p, key);
 	}
 	/* release: the key stored at staging is visible with REGISTERED */
 	__atomic_store_n(&sl->state, kvbm_slot_word(gen, 0, flags, KVBM_SLOT_REGISTERED),

@@ -123,7 +123,9 @@ static void check_registered(struct ck *c, uint32_t s, uint64_t w, uint64_t h, u
 		if (locked && (!kvbm_index_lookup(&c->ix, key, &fs, &fg) || fs != s ||
 			       fg != kvbm_slot_gen(w)))
 			bad(c, "slot %u: registered primary not found in the registry index", s);
-		if ((h & KVBM_HOLD_INACTIVE) && locked && sl->list != KVBM_LIST_LRU)
+		/* a pin in flight may have had it dropped, and will settle it */
+		if ((h & KVBM_HOLD_INACTIVE) && locked && (c->flags & KVBM_CK_QUIESCENT) &&
+		    sl->list < KVBM_LIST_LRU)
 			bad(c, "slot %u: inactive but not in the eviction order", s);
 		if ((h & KVBM_HOLD_INACTIVE) && locked && sl->dups)
 			bad(c, "slot %u: inactive with %u live duplicates", s, sl->dups);
@@ -175,28 +177,133 @@ static void check_free_list(struct ck *c, uint32_t nreset)
 		bad(c, "free list: %u entries, %u RESET slots", k, nreset);
 }
 
-static void check_lru(struct ck *c, uint32_t on_lru)
+static void check_list(struct ck *c, uint32_t lv, uint32_t want_list, uint32_t *listed)
 {
-	const struct kvbm_shm_control *ctl = c->seg->ctl;
+	const struct kvbm_shm_list *l = &c->seg->ctl->lists[lv];
 	uint32_t k = 0, prev = 0;
 
-	for (uint32_t s1 = ctl->lru_head; s1; s1 = c->seg->slots[s1 - 1].next) {
+	for (uint32_t s1 = l->head; s1; s1 = c->seg->slots[s1 - 1].next) {
 		if (s1 > c->nslots || k > c->nslots) {
-			bad(c, "eviction order: broken link %u after %u entries", s1, k);
+			bad(c, "eviction list %u: broken link %u after %u entries", lv, s1, k);
 			return;
 		}
 		const struct kvbm_shm_slot *sl = &c->seg->slots[s1 - 1];
-		if (sl->list != KVBM_LIST_LRU || sl->prev != prev)
-			bad(c, "eviction order: slot %u has list %u, prev %u (expected %u)", s1 - 1,
-			    sl->list, sl->prev, prev);
+		if (sl->list != want_list || sl->prev != prev)
+			bad(c, "eviction list %u: slot %u has list %u, prev %u (expected %u)", lv,
+			    s1 - 1, sl->list, sl->prev, prev);
 		prev = s1;
 		k++;
 	}
-	if (prev != ctl->lru_tail)
-		bad(c, "eviction order: tail %u, last entry %u", ctl->lru_tail, prev);
-	if (k != ctl->lru_len || k != on_lru)
-		bad(c, "eviction order: %u entries, length %u, %u slots marked", k, ctl->lru_len,
-		    on_lru);
+	if (prev != l->tail)
+		bad(c, "eviction list %u: tail %u, last entry %u", lv, l->tail, prev);
+	if (k != l->len)
+		bad(c, "eviction list %u: %u entries, length %u", lv, k, l->len);
+	*listed += k;
+}
+
+/* The lineage forest: the leaf order holds exactly the childless real
+ * nodes, every child count is what the keys say, ghosts are accounted. */
+static void check_forest(struct ck *c, const struct kvbm_evict_geom *g, uint32_t *listed)
+{
+	const struct kvbm_shm_evict *e = c->seg->evict;
+	const uint8_t *base = (const uint8_t *)e;
+	const struct kvbm_shm_lnode *ln = (const void *)(base + g->nodes_off);
+	const uint32_t *heap = (const void *)(base + g->heap_off);
+	const uint32_t *heads = (const void *)(base + g->heads_off);
+	int fifo = c->seg->hdr->config.backend == KVBM_BACKEND_LINEAGE_FIFO;
+	uint32_t nghosts = 0, nleaves = 0, hashed = 0;
+	uint32_t *kids = calloc(g->nodes, sizeof(*kids));
+
+	if (!kids)
+		return;
+	for (uint32_t b = 0; b < g->buckets; b++)
+		for (uint32_t n1 = heads[b], k = 0; n1; n1 = ln[n1 - 1].hnext, k++) {
+			if (n1 > g->nodes || k > g->nodes) {
+				bad(c, "lineage: hash chain %u broken at node %u", b, n1);
+				break;
+			}
+			hashed++;
+		}
+	for (uint32_t n = 0; n < g->nodes; n++) {
+		const struct kvbm_shm_lnode *nd = &ln[n];
+		if (!(nd->flags & KVBM_LN_USED))
+			continue;
+		int ghost = (nd->flags & KVBM_LN_GHOST) != 0;
+		if (ghost != (n >= c->nslots))
+			bad(c, "lineage: node %u is %s in the %s range", n, ghost ? "a ghost" : "real",
+			    n >= c->nslots ? "ghost" : "slot");
+		nghosts += ghost;
+		if (!ghost && c->seg->slots[n].list != KVBM_LIST_LINEAGE)
+			bad(c, "lineage: node of slot %u, which is not marked in the forest", n);
+		if (!ghost && !nd->nchild)
+			nleaves++;
+		if (ghost && !nd->nchild)
+			bad(c, "lineage: ghost node %u has no children", n);
+		if (!ghost && !fifo && (nd->nchild != 0) == (nd->hpos != 0))
+			bad(c, "lineage: node %u has %u children and %s the leaf order", n, nd->nchild,
+			    nd->hpos ? "is in" : "is not in");
+		if ((nd->flags & KVBM_LN_LINKED) && nd->pos > 0) {
+			/* the node a lookup of the parent key finds, real first */
+			uint32_t par = UINT32_MAX;
+			uint32_t b = kvbm_lineage_bucket(nd->pos - 1, nd->pfrag, g->buckets);
+			for (uint32_t m1 = heads[b], k = 0; m1 && m1 <= g->nodes && k <= g->nodes;
+			     m1 = ln[m1 - 1].hnext, k++) {
+				const struct kvbm_shm_lnode *pm = &ln[m1 - 1];
+				if (pm->pos == nd->pos - 1 && pm->frag == nd->pfrag &&
+				    (par == UINT32_MAX || !(pm->flags & KVBM_LN_GHOST)))
+					par = par != UINT32_MAX && !(ln[par].flags & KVBM_LN_GHOST)
+						      ? par : m1 - 1;
+			}
+			if (par == UINT32_MAX)
+				bad(c, "lineage: node %u counted in a parent that is gone", n);
+			else
+				kids[par]++;
+		}
+		if (!ghost)
+			(*listed)++;
+	}
+	for (uint32_t n = 0; n < g->nodes; n++)
+		if ((ln[n].flags & KVBM_LN_USED) && kids[n] != ln[n].nchild)
+			bad(c, "lineage: node %u counts %u children, %u are linked to it", n,
+			    ln[n].nchild, kids[n]);
+	if (nghosts != e->nghosts)
+		bad(c, "lineage: %u ghosts, %u counted", nghosts, e->nghosts);
+	if (!fifo) {
+		for (uint32_t i = 0; i < e->nheap && i < c->nslots; i++) {
+			uint32_t n = heap[i];
+			if (n >= g->nodes || ln[n].hpos != i + 1) {
+				bad(c, "lineage: heap entry %u (node %u) does not point back", i, n);
+				continue;
+			}
+			uint32_t up = heap[(i - 1) / 2];
+			if (i && up < g->nodes && ln[n].prio < ln[up].prio)
+				bad(c, "lineage: heap order broken at entry %u", i);
+		}
+		if (e->nheap != nleaves)
+			bad(c, "lineage: %u leaves, %u in the heap", nleaves, e->nheap);
+	} else {
+		uint32_t inlist = 0;
+		check_list(c, 0, KVBM_LIST_LINEAGE, &inlist);
+		if (inlist != nleaves)
+			bad(c, "lineage: %u leaves, %u in the leaf list", nleaves, inlist);
+	}
+	free(kids);
+}
+
+static void check_order(struct ck *c, uint32_t marked)
+{
+	const struct kvbm_shm_config *cfg = &c->seg->hdr->config;
+	struct kvbm_evict_geom g;
+	uint32_t listed = 0;
+
+	kvbm_evict_geometry(cfg, &g);
+	if (kvbm_backend_is_lineage(cfg->backend))
+		check_forest(c, &g, &listed);
+	else
+		for (uint32_t lv = 0; lv < 4; lv++)
+			check_list(c, lv, KVBM_LIST_LRU + lv, &listed);
+	if (listed != marked)
+		bad(c, "eviction order: %u entries, %u slots marked", listed, marked);
 }
 
 static void check_index(struct ck *c)
@@ -251,7 +358,7 @@ long kvbm_check_seg(const struct kvbm_seg *seg, unsigned flags, kvbm_report_fn f
 		check_holders(&c, s, st, w, h);
 		ninactive += (h & KVBM_HOLD_INACTIVE) != 0;
 		if (flags & KVBM_CK_LOCKED)
-			on_lru += sl->list == KVBM_LIST_LRU;
+			on_lru += sl->list >= KVBM_LIST_LRU;
 		switch (st) {
 		case KVBM_SLOT_RESET:
 			nreset++;
@@ -290,7 +397,7 @@ long kvbm_check_seg(const struct kvbm_seg *seg, unsigned flags, kvbm_report_fn f
 				    dupcnt[s]);
 		}
 		check_free_list(&c, nreset);
-		check_lru(&c, on_lru);
+		check_order(&c, on_lru);
 		check_index(&c);
 	}
 	if (flags & KVBM_CK_QUIESCENT) {

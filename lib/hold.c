@@ -143,10 +143,14 @@ static int pin_slow(struct kvbm_pool *p, uint32_t s, uint32_t gen)
 	w = __atomic_load_n(&sl->state, __ATOMIC_SEQ_CST);
 	if (kvbm_slot_state(w) != KVBM_SLOT_REGISTERED || kvbm_slot_gen(w) != gen) {
 		/* lost the race: a clean miss */
+		uint64_t now = old;
 		if (!(old & p->bit))
-			__atomic_fetch_and(&sl->holders, ~p->bit, __ATOMIC_SEQ_CST);
+			now = __atomic_and_fetch(&sl->holders, ~p->bit, __ATOMIC_SEQ_CST);
 		__atomic_fetch_and(e, (kvbm_hold_t)~KVBM_HOLD_TENT, __ATOMIC_RELEASE);
-		return 0;
+		/* an evictor that saw our bit dropped the slot from the order
+		 * and rolled back: still marked INACTIVE, nobody holding it,
+		 * it must go back in (2: the caller settles it, mutex) */
+		return (now & KVBM_HOLD_INACTIVE) && !(now & KVBM_HOLD_PROCS) ? 2 : 0;
 	}
 	/* commit: TENTATIVE -> one hold, in one RMW (the count was 0 and only
 	 * stripe holders touch a zero count) */
@@ -174,6 +178,10 @@ int kvbm_hold_pin(struct kvbm_pool *p, uint32_t s, uint32_t gen)
 		} else {
 			r = overflow ? -EOVERFLOW : pin_slow(p, s, gen);
 			kvbm_stripe_unlock(p, s);
+			if (r == 2) {
+				kvbm_store_settle_one(p, s);
+				r = 0;
+			}
 			return r;
 		}
 	}

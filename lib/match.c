@@ -56,6 +56,9 @@ long kvbm_match_blocks(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 		if (r == 0)
 			break;
 	}
+	/* the reference touches each returned block once, after its lock */
+	for (size_t j = 0; j < i; j++)
+		kvbm_sketch_touch(p, hashes[j]);
 	kvbm_metric_add(p, KVBM_M_MATCH_HASHES_REQUESTED, (int64_t)n);
 	kvbm_metric_add(p, KVBM_M_MATCH_BLOCKS_RETURNED, (int64_t)i);
 	return (long)i;
@@ -82,6 +85,8 @@ long kvbm_match_blocks_scattered(struct kvbm_pool *p, const struct kvbm_plh *has
 		found[i] = (uint8_t)r;
 		if (!r)
 			out[i] = (struct kvbm_block){0, 0, 0};
+		else
+			kvbm_sketch_touch(p, hashes[i]); /* once per hit occurrence */
 		hits += r;
 	}
 	kvbm_metric_add(p, KVBM_M_MATCH_HASHES_REQUESTED, (int64_t)n);
@@ -209,15 +214,14 @@ int kvbm_reset_inactive_pool(struct kvbm_pool *p)
 	r = kvbm_store_lock(p, KVBM_OP_EVICT, 0);
 	if (r < 0)
 		return r;
-	uint32_t s1 = p->seg.ctl->lru_head;
-	while (s1) {
-		uint32_t s = s1 - 1;
+	uint32_t s;
+	while ((s = kvbm_evict_first(p)) != UINT32_MAX) {
 		struct kvbm_shm_slot *sl = kvbm_slot(p, s);
-		s1 = sl->next;
 		uint64_t h = __atomic_load_n(&sl->holders, __ATOMIC_SEQ_CST);
-		if ((h & KVBM_HOLD_PROCS) || !(h & KVBM_HOLD_INACTIVE) || sl->dups)
-			continue;
-		if (kvbm_store_try_evict(p, s))
+		int ok = !(h & KVBM_HOLD_PROCS) && (h & KVBM_HOLD_INACTIVE) && !sl->dups &&
+			 kvbm_store_try_evict(p, s);
+		kvbm_evict_remove(p, s);
+		if (ok)
 			(void)kvbm_store_evict_commit(p, s, 0);
 	}
 	r = p->seg.ctl->free_count == p->nslots ? 0 : -EBUSY;

@@ -22,8 +22,11 @@ void kvbm_config_init(struct kvbm_config *cfg)
 	cfg->gid = -1;
 	cfg->open_timeout_ms = 10000;
 	cfg->dup_policy = KVBM_DUP_ALLOW;
-	cfg->backend = KVBM_BACKEND_LRU;
+	cfg->backend = KVBM_BACKEND_LINEAGE;
 	strcpy(cfg->tier, "G1");
+	cfg->mlru_thresholds[0] = 3;
+	cfg->mlru_thresholds[1] = 8;
+	cfg->mlru_thresholds[2] = 15;
 }
 
 int kvbm_config_check(const struct kvbm_config *cfg, const char **why)
@@ -49,8 +52,21 @@ int kvbm_config_check(const struct kvbm_config *cfg, const char **why)
 		w = "unknown flags";
 	else if (cfg->dup_policy > KVBM_DUP_REJECT)
 		w = "dup_policy must be KVBM_DUP_ALLOW or KVBM_DUP_REJECT";
-	else if (cfg->backend > KVBM_BACKEND_FIFO)
-		w = "backend must be KVBM_BACKEND_LRU or KVBM_BACKEND_FIFO";
+	else if (cfg->backend >= KVBM_BACKEND_COUNT)
+		w = "unknown backend";
+	else if (cfg->tinylfu > KVBM_TINYLFU_LARGE)
+		w = "unknown tinylfu capacity";
+	else if (cfg->backend == KVBM_BACKEND_MULTI_LRU && cfg->tinylfu == KVBM_TINYLFU_NONE)
+		w = "multi-lru requires frequency tracking (tinylfu)";
+	else if (cfg->backend == KVBM_BACKEND_LFRU && cfg->tinylfu == KVBM_TINYLFU_NONE)
+		w = "lfru requires frequency tracking (tinylfu)";
+	else if (cfg->mlru_thresholds[2] > 15)
+		w = "frequency thresholds must be <= 15";
+	else if (cfg->mlru_thresholds[0] < 1)
+		w = "frequency thresholds must be >= 1";
+	else if (cfg->mlru_thresholds[0] >= cfg->mlru_thresholds[1] ||
+		 cfg->mlru_thresholds[1] >= cfg->mlru_thresholds[2])
+		w = "frequency thresholds must be in ascending order";
 	else if (cfg->reset_on_release > 1)
 		w = "reset_on_release must be 0 or 1";
 	else if (memchr(cfg->tier, '\0', sizeof(cfg->tier)) == NULL || cfg->tier[0] == '\0')
@@ -58,6 +74,38 @@ int kvbm_config_check(const struct kvbm_config *cfg, const char **why)
 	if (why)
 		*why = w;
 	return w ? -EINVAL : 0;
+}
+
+static const char *const backend_names[KVBM_BACKEND_COUNT] = {
+	"lru", "fifo", "multi-lru", "lineage", "lineage-fifo", "lfru",
+};
+
+const char *kvbm_backend_name(uint32_t b)
+{
+	return b < KVBM_BACKEND_COUNT ? backend_names[b] : NULL;
+}
+
+int kvbm_backend_parse(const char *name)
+{
+	for (int b = 0; name && b < KVBM_BACKEND_COUNT; b++)
+		if (strcmp(name, backend_names[b]) == 0)
+			return b;
+	return -EINVAL;
+}
+
+static uint32_t sketch_log2(const struct kvbm_config *cfg)
+{
+	static const uint32_t fixed[] = {0, 0, 18, 21, 24};
+	uint32_t n = 10;
+
+	if (cfg->tinylfu != KVBM_TINYLFU_AUTO)
+		return fixed[cfg->tinylfu];
+	if (cfg->backend != KVBM_BACKEND_MULTI_LRU && cfg->backend != KVBM_BACKEND_LFRU)
+		return 0;
+	/* decay every 10 x capacity increments: about ten pool turnovers */
+	while (n < 24 && (1u << n) < cfg->block_count)
+		n++;
+	return n;
 }
 
 int kvbm_config_to_shm(const struct kvbm_config *cfg, struct kvbm_shm_config *out)
@@ -78,6 +126,8 @@ int kvbm_config_to_shm(const struct kvbm_config *cfg, struct kvbm_shm_config *ou
 	out->backend = cfg->backend;
 	out->reset_on_release = cfg->reset_on_release;
 	memcpy(out->tier, cfg->tier, sizeof(out->tier));
+	memcpy(out->mlru_thresholds, cfg->mlru_thresholds, 3);
+	out->sketch_log2 = sketch_log2(cfg);
 	/* the layout computation is the one judge of a valid config */
 	return kvbm_seg_layout(out, regions, &total);
 }
@@ -87,6 +137,8 @@ static int config_matches(const struct kvbm_shm_config *have, const struct kvbm_
 	return have->block_count == want->block_count && have->block_size == want->block_size &&
 	       have->max_procs == want->max_procs && have->dup_policy == want->dup_policy &&
 	       have->backend == want->backend && have->reset_on_release == want->reset_on_release &&
+	       have->sketch_log2 == want->sketch_log2 &&
+	       memcmp(have->mlru_thresholds, want->mlru_thresholds, 4) == 0 &&
 	       strcmp(have->tier, want->tier) == 0;
 }
 
@@ -100,6 +152,7 @@ static void setup_view(struct kvbm_pool *p)
 	p->block_size = h->config.block_size;
 	p->dup_policy = h->config.dup_policy;
 	p->ror_default = h->config.reset_on_release;
+	kvbm_evict_setup(p);
 	kvbm_index_view(&p->ix, p->seg.buckets, kvbm_index_buckets(p->nslots), p->seg.slots,
 			p->nslots);
 }

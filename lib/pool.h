@@ -39,6 +39,15 @@ struct kvbm_pool {
 	uint32_t stripe_mask;
 	uint32_t *stripes; /* process-local per-slot locks (rule 2) */
 	struct kvbm_att *att; /* process-local attachments (attach.c) */
+	/* eviction (evict.c): views into the segment's eviction region */
+	struct kvbm_shm_evict *ev;
+	uint32_t backend;
+	uint8_t thresholds[4];
+	uint32_t sketch_words;
+	uint64_t *sketch;          /* NULL: no frequency tracking */
+	struct kvbm_shm_lnode *ln; /* lineage backends only */
+	uint32_t *heads;
+	uint32_t *heap;
 };
 
 /* Checks @cfg and converts it to the stored form. Returns 0 or -EINVAL. */
@@ -114,7 +123,25 @@ void kvbm_store_unlock(struct kvbm_pool *p);
 void kvbm_store_op(struct kvbm_pool *p, uint32_t op, uint32_t arg0);
 uint32_t kvbm_free_pop(struct kvbm_pool *p);
 void kvbm_free_push(struct kvbm_pool *p, uint32_t s, int front);
-void kvbm_lru_unlink(struct kvbm_pool *p, uint32_t s);
+
+/* ---- evict.c: the eviction order (mutex held) and the sketch (lock-free) -- */
+
+void kvbm_evict_setup(struct kvbm_pool *p);
+/* Slot @s was just marked INACTIVE: into the backend's order (a stale
+ * entry of its earlier stay is replaced). */
+void kvbm_evict_insert(struct kvbm_pool *p, uint32_t s);
+/* Puts a victim back where it was (an allocation rolling back). */
+void kvbm_evict_restore(struct kvbm_pool *p, uint32_t s);
+/* Recovery: inserts @s at its recorded tick (call in tick order). */
+void kvbm_evict_reinsert(struct kvbm_pool *p, uint32_t s);
+void kvbm_evict_remove(struct kvbm_pool *p, uint32_t s);
+int kvbm_evict_listed(const struct kvbm_pool *p, uint32_t s);
+/* The next candidate in eviction order (maybe stale), or UINT32_MAX. */
+uint32_t kvbm_evict_first(struct kvbm_pool *p);
+/* Empties every eviction structure (recovery). */
+void kvbm_evict_clear(struct kvbm_pool *p);
+void kvbm_sketch_touch(struct kvbm_pool *p, struct kvbm_plh key);
+uint32_t kvbm_sketch_estimate(const struct kvbm_pool *p, struct kvbm_plh key);
 /* Puts slot @s where its holders and flags say it belongs. */
 void kvbm_store_settle(struct kvbm_pool *p, uint32_t s);
 /* The same, taking and dropping the mutex (after an unpin returned 1). */

@@ -9,12 +9,9 @@
  * valid state; the lists, dups counts, registry index and inactive count
  * are derived from it and rebuilt by kvbm_store_recover().
  *
- * Eviction order: one list in order of insertion into the inactive pool
- * (a release that empties a primary's holders appends it). The reference's
- * LRU and HashMap/FIFO backends evict in exactly this order: a hit takes a
- * block out of their inactive index, so "least recently used" is "least
- * recently released". A resurrected block stays on the list until an
- * allocation walks past it and drops it (lazily: a pin takes no mutex).
+ * The eviction order itself is lib/evict.c's. A resurrected block stays
+ * in it until an allocation meets it and drops it (lazily: a pin takes no
+ * mutex).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -103,44 +100,6 @@ void kvbm_free_push(struct kvbm_pool *p, uint32_t s, int front)
 	__atomic_store_n(&c->free_count, c->free_count + 1, __ATOMIC_RELAXED);
 }
 
-void kvbm_lru_unlink(struct kvbm_pool *p, uint32_t s)
-{
-	struct kvbm_shm_control *c = p->seg.ctl;
-	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
-
-	if (sl->list != KVBM_LIST_LRU)
-		return;
-	if (sl->prev)
-		kvbm_slot(p, sl->prev - 1)->next = sl->next;
-	else
-		c->lru_head = sl->next;
-	if (sl->next)
-		kvbm_slot(p, sl->next - 1)->prev = sl->prev;
-	else
-		c->lru_tail = sl->prev;
-	sl->next = sl->prev = 0;
-	sl->list = KVBM_LIST_NONE;
-	c->lru_len--;
-}
-
-static void lru_append(struct kvbm_pool *p, uint32_t s)
-{
-	struct kvbm_shm_control *c = p->seg.ctl;
-	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
-
-	kvbm_lru_unlink(p, s);
-	sl->prev = c->lru_tail;
-	sl->next = 0;
-	if (c->lru_tail)
-		kvbm_slot(p, c->lru_tail - 1)->next = s + 1;
-	else
-		c->lru_head = s + 1;
-	c->lru_tail = s + 1;
-	sl->list = KVBM_LIST_LRU;
-	sl->tick = ++c->tick;
-	c->lru_len++;
-}
-
 /* ---- eviction handshake ------------------------------------------------------ */
 
 int kvbm_store_try_evict(struct kvbm_pool *p, uint32_t s)
@@ -201,7 +160,7 @@ uint32_t kvbm_store_evict_commit(struct kvbm_pool *p, uint32_t s, int to_mutable
 	__atomic_store_n(&sl->key_hi, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&sl->key_lo, 0, __ATOMIC_RELAXED);
 	KVBM_FAILPOINT("store.evict.unindexed");
-	kvbm_lru_unlink(p, s);
+	kvbm_evict_remove(p, s);
 	sl->primary = 0;
 	sl->dups = 0;
 	__atomic_store_n(&sl->reset_on_release, p->ror_default, __ATOMIC_RELAXED);
@@ -264,8 +223,13 @@ void kvbm_store_settle(struct kvbm_pool *p, uint32_t s)
 		reset_unheld(p, s);
 		return;
 	}
-	if (h & KVBM_HOLD_INACTIVE)
-		return; /* settled already */
+	if (h & KVBM_HOLD_INACTIVE) {
+		/* settled already; but an allocation may have dropped it from
+		 * the order while a pin that then missed had its bit set */
+		if (!kvbm_evict_listed(p, s))
+			kvbm_evict_insert(p, s);
+		return;
+	}
 	/* count first: a crash before the CAS over-counts, which allocation
 	 * tolerates, and recovery recounts */
 	__atomic_fetch_add(&p->seg.ctl->inactive, 1, __ATOMIC_RELAXED);
@@ -279,7 +243,7 @@ void kvbm_store_settle(struct kvbm_pool *p, uint32_t s)
 		return;
 	}
 	KVBM_FAILPOINT("store.settle.inactive");
-	lru_append(p, s);
+	kvbm_evict_insert(p, s);
 }
 
 void kvbm_store_settle_one(struct kvbm_pool *p, uint32_t s)
@@ -481,8 +445,7 @@ static int recover_hook(struct kvbm_seg *seg, const struct kvbm_shm_op *op, void
 	KVBM_FAILPOINT("store.recover.indexed");
 	c->free_head = c->free_tail = 0;
 	c->free_count = 0;
-	c->lru_head = c->lru_tail = 0;
-	c->lru_len = 0;
+	kvbm_evict_clear(p);
 	for (uint32_t s = 0; s < p->nslots; s++) {
 		struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 		sl->list = KVBM_LIST_NONE;
@@ -516,11 +479,8 @@ static int recover_hook(struct kvbm_seg *seg, const struct kvbm_shm_op *op, void
 	}
 	/* the eviction order survives: it is the order of the insertion ticks */
 	qsort_r(order, n, sizeof(*order), by_tick, seg->slots);
-	for (uint32_t i = 0; i < n; i++) {
-		uint64_t t = kvbm_slot(p, order[i])->tick;
-		lru_append(p, order[i]);
-		kvbm_slot(p, order[i])->tick = t;
-	}
+	for (uint32_t i = 0; i < n; i++)
+		kvbm_evict_reinsert(p, order[i]);
 	if (n)
 		c->tick = kvbm_slot(p, order[n - 1])->tick;
 	free(order);

@@ -22,8 +22,9 @@
 #include "kvbm.h"
 
 #define KVBM_SHM_MAGIC 0x00314d48534d424bull /* "KBMSHM1\0" little-endian */
-/* 2: resurrection windows in the metric shards, index alternate bucket */
-#define KVBM_ABI_MAJOR 2
+/* 2: resurrection windows in the metric shards, index alternate bucket
+ * 3: eviction region (TinyLFU sketch, lineage forest), four eviction lists */
+#define KVBM_ABI_MAJOR 3
 #define KVBM_ABI_MINOR 0
 #define KVBM_CACHELINE 64
 #define KVBM_PAGE 4096
@@ -45,7 +46,8 @@ enum kvbm_region {
 	KVBM_REGION_REGISTRY = 3,
 	KVBM_REGION_HOLDERS = 4, /* per-process holder tables */
 	KVBM_REGION_METRICS = 5, /* per-process metric shards */
-	KVBM_REGION_NUSED = 6,   /* regions this ABI defines */
+	KVBM_REGION_EVICT = 6,   /* TinyLFU sketch and lineage forest (lib/evict.c) */
+	KVBM_REGION_NUSED = 7,   /* regions this ABI defines */
 	KVBM_REGION_MAX = 16,  /* room in the header */
 };
 
@@ -64,7 +66,9 @@ struct kvbm_shm_config {
 	uint32_t backend;          /* KVBM_BACKEND_* */
 	uint32_t reset_on_release; /* pool-wide default of the per-slot flag */
 	char tier[KVBM_TIER_MAX + 1]; /* metrics `pool` label */
-	uint32_t reserved[3];
+	uint8_t mlru_thresholds[4];  /* multi-level LRU: 3 ascending, 4th 0 */
+	uint32_t sketch_log2;        /* TinyLFU capacity 2^n counters, 0 = none */
+	uint32_t reserved[1];
 };
 
 struct kvbm_shm_region {
@@ -133,8 +137,12 @@ struct kvbm_shm_control {
 	/* pool lists, links in the slots (slot + 1, 0 = none); mutex */
 	uint32_t free_head, free_tail; /* RESET slots, FIFO */
 	uint32_t free_count;           /* read lock-free (relaxed) for gauges */
-	uint32_t lru_head, lru_tail;   /* eviction order: oldest release first */
-	uint32_t lru_len;              /* entries, stale ones included */
+	/* eviction lists (lib/evict.c): LRU and FIFO use list 0, multi-level
+	 * LRU lists 0-3 (cold to very hot), lineage the Fifo leaf order in 0.
+	 * Entries may be stale (resurrected): allocation drops them lazily */
+	struct kvbm_shm_list {
+		uint32_t head, tail, len;
+	} lists[4];
 	uint64_t tick;                 /* insertion counter of the eviction order */
 	uint64_t index_full;           /* registrations that found no index entry */
 	/* slots counted inactive (holders == KVBM_HOLD_INACTIVE): raised under
@@ -197,11 +205,12 @@ static inline uint32_t kvbm_slot_state(uint64_t w) { return (uint32_t)w & 0xf; }
 #define KVBM_HOLD_INACTIVE (1ull << 63)
 #define KVBM_HOLD_PROCS (KVBM_HOLD_INACTIVE - 1)
 
-/* slot.list: which pool list the slot is on; mutex */
+/* slot.list: which pool structure the slot is in; mutex */
 enum kvbm_slot_list {
 	KVBM_LIST_NONE = 0,
 	KVBM_LIST_FREE = 1,
-	KVBM_LIST_LRU = 2,
+	KVBM_LIST_LRU = 2,     /* + level (0-3): control.lists[level] */
+	KVBM_LIST_LINEAGE = 6, /* a node of the lineage forest */
 };
 
 /* One block slot, one cache line. */
@@ -310,6 +319,93 @@ _Static_assert(sizeof(struct kvbm_shm_metrics) == 3 * KVBM_CACHELINE, "metric sh
 _Static_assert(KVBM_M_RES_END < 24, "metric shard room");
 _Static_assert(offsetof(struct kvbm_shm_control, inactive) % KVBM_CACHELINE == 0,
 	       "inactive count on its own line");
+
+/*
+ * Eviction region: a header, the TinyLFU sketch (sketch_words u64, 16
+ * 4-bit counters each), then for the lineage backends the forest: one node
+ * per slot (node s = slot s, while inactive) plus ghost nodes (parents
+ * known only by key), hash chains by (position, fragment) and the binary
+ * heap of leaves by priority. All under the pool mutex except the sketch,
+ * which any process touches lock-free.
+ */
+struct kvbm_shm_evict {
+	_Alignas(KVBM_CACHELINE) uint64_t sketch_size; /* increments since the last
+							* halving; atomic */
+	uint64_t sketch_limit; /* halve at this many (10 x capacity) */
+	uint32_t sketch_words;
+	uint32_t lin_nodes;    /* slots + ghosts */
+	uint32_t lin_buckets;  /* hash heads, a power of two */
+	uint32_t ghost_free;   /* free ghost nodes, chained by hnext (node + 1) */
+	uint32_t nghosts;      /* ghosts in use */
+	uint32_t nheap;        /* leaves in the heap */
+	uint32_t reserved[6];
+};
+
+#define KVBM_LN_USED 0x1u   /* in the forest */
+#define KVBM_LN_GHOST 0x2u  /* a parent known by key only */
+#define KVBM_LN_LINKED 0x4u /* counted in its parent's nchild */
+
+struct kvbm_shm_lnode {
+	uint64_t frag;  /* key: the fragment its children carry */
+	uint64_t pfrag; /* its parent's key fragment (pos > 0) */
+	uint64_t prio;  /* leaf order: lower goes first */
+	uint32_t pos;
+	uint32_t nchild; /* nodes keyed under it */
+	uint32_t hnext;  /* hash chain or ghost free list: node + 1 */
+	uint32_t hpos;   /* heap index + 1 while a leaf in the heap */
+	uint32_t flags;
+	uint32_t reserved;
+};
+_Static_assert(sizeof(struct kvbm_shm_evict) == KVBM_CACHELINE, "evict header line");
+_Static_assert(sizeof(struct kvbm_shm_lnode) == 48, "lineage node");
+
+static inline int kvbm_backend_is_lineage(uint32_t b)
+{
+	return b == KVBM_BACKEND_LINEAGE || b == KVBM_BACKEND_LINEAGE_FIFO ||
+	       b == KVBM_BACKEND_LFRU;
+}
+
+/* Hash chain of lineage key (@pos, @frag) among @buckets (a power of two). */
+static inline uint32_t kvbm_lineage_bucket(uint32_t pos, uint64_t frag, uint32_t buckets)
+{
+	uint64_t h = (frag ^ ((uint64_t)pos << 40 | pos)) * 0x517cc1b727220a95ull;
+
+	return (uint32_t)(h >> 32) & (buckets - 1);
+}
+
+/* Where things are in the eviction region (offsets from its start). */
+struct kvbm_evict_geom {
+	uint64_t sketch_off, nodes_off, heads_off, heap_off, size;
+	uint32_t sketch_words, nodes, ghosts, buckets;
+};
+
+static inline void kvbm_evict_geometry(const struct kvbm_shm_config *cfg,
+				       struct kvbm_evict_geom *g)
+{
+	uint64_t off = sizeof(struct kvbm_shm_evict);
+
+	*g = (struct kvbm_evict_geom){0};
+	g->sketch_words = cfg->sketch_log2 ? (1u << cfg->sketch_log2) / 4 : 0;
+	g->sketch_off = off;
+	off += (uint64_t)g->sketch_words * 8;
+	if (kvbm_backend_is_lineage(cfg->backend)) {
+		/* ghosts: parents known only by key. Half the slots covers any
+		 * forest whose ghosts have two or more real descendants; past
+		 * that a node goes without its parent (order only, no harm) */
+		g->ghosts = cfg->block_count / 2 + 16;
+		g->nodes = cfg->block_count + g->ghosts;
+		g->buckets = 16;
+		while (g->buckets < cfg->block_count)
+			g->buckets <<= 1;
+		g->nodes_off = off;
+		off += (uint64_t)g->nodes * sizeof(struct kvbm_shm_lnode);
+		g->heads_off = off;
+		off += (uint64_t)g->buckets * 4;
+		g->heap_off = off;
+		off += (uint64_t)cfg->block_count * 4;
+	}
+	g->size = (off + KVBM_CACHELINE - 1) & ~(uint64_t)(KVBM_CACHELINE - 1);
+}
 
 /* Hash over every size/offset above plus the ABI facts they depend on. */
 uint64_t kvbm_layout_hash(void);

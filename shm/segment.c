@@ -105,7 +105,9 @@ static int config_sane(const struct kvbm_shm_config *cfg)
 		return 0;
 	if (cfg->flags & ~KVBM_CFG_HUGEPAGES)
 		return 0;
-	if (cfg->dup_policy > KVBM_DUP_REJECT || cfg->backend > KVBM_BACKEND_FIFO ||
+	if (cfg->sketch_log2 && (cfg->sketch_log2 < 8 || cfg->sketch_log2 > 24))
+		return 0;
+	if (cfg->dup_policy > KVBM_DUP_REJECT || cfg->backend >= KVBM_BACKEND_COUNT ||
 	    cfg->reset_on_release > 1 || memchr(cfg->tier, '\0', sizeof(cfg->tier)) == NULL)
 		return 0;
 	return 1;
@@ -139,6 +141,11 @@ int kvbm_seg_layout(const struct kvbm_shm_config *cfg, struct kvbm_shm_region *r
 	regions[KVBM_REGION_METRICS].size =
 		(uint64_t)cfg->max_procs * sizeof(struct kvbm_shm_metrics);
 	off = align_up(off + regions[KVBM_REGION_METRICS].size, KVBM_CACHELINE);
+	struct kvbm_evict_geom g;
+	kvbm_evict_geometry(cfg, &g);
+	regions[KVBM_REGION_EVICT].offset = off;
+	regions[KVBM_REGION_EVICT].size = g.size;
+	off = align_up(off + g.size, KVBM_CACHELINE);
 	*total = align_up(off, (cfg->flags & KVBM_CFG_HUGEPAGES) ? KVBM_HUGEPAGE : KVBM_PAGE);
 	return 0;
 }
@@ -286,6 +293,7 @@ static void seg_set_regions(struct kvbm_seg *seg)
 	seg->holders = seg->base + h->regions[KVBM_REGION_HOLDERS].offset;
 	seg->metrics =
 		(struct kvbm_shm_metrics *)(seg->base + h->regions[KVBM_REGION_METRICS].offset);
+	seg->evict = (struct kvbm_shm_evict *)(seg->base + h->regions[KVBM_REGION_EVICT].offset);
 }
 
 /* Every slot RESET (generation 0) on the free list, in block id order: the
@@ -302,6 +310,32 @@ static void init_slots(struct kvbm_seg *seg)
 	seg->ctl->free_head = 1;
 	seg->ctl->free_tail = n;
 	seg->ctl->free_count = n;
+	kvbm_evict_init(seg);
+}
+
+void kvbm_evict_init(struct kvbm_seg *seg)
+{
+	const struct kvbm_shm_config *cfg = &seg->hdr->config;
+	struct kvbm_shm_evict *e = seg->evict;
+	struct kvbm_evict_geom g;
+
+	kvbm_evict_geometry(cfg, &g);
+	e->sketch_words = g.sketch_words;
+	e->sketch_limit = 10ull * g.sketch_words * 4;
+	e->lin_nodes = g.nodes;
+	e->lin_buckets = g.buckets;
+	e->nheap = 0;
+	e->nghosts = 0;
+	e->ghost_free = 0;
+	if (!g.nodes)
+		return;
+	struct kvbm_shm_lnode *nd = (struct kvbm_shm_lnode *)((uint8_t *)e + g.nodes_off);
+	memset(nd, 0, (uint64_t)g.nodes * sizeof(*nd));
+	memset((uint8_t *)e + g.heads_off, 0, (uint64_t)g.buckets * 4);
+	for (uint32_t i = g.nodes; i-- > cfg->block_count;) {
+		nd[i].hnext = e->ghost_free;
+		e->ghost_free = i + 1;
+	}
 }
 
 static int map_segment(struct kvbm_seg *seg, uint64_t size, int prot, int populate)

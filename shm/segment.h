@@ -44,6 +44,7 @@ struct kvbm_seg {
 	struct kvbm_shm_bucket *buckets;
 	uint8_t *holders; /* holder tables, kvbm_holder_stride() bytes each */
 	struct kvbm_shm_metrics *metrics;
+	struct kvbm_shm_evict *evict;
 	uint32_t self;       /* process-table index, UINT32_MAX if not attached */
 	uint64_t attach_gen; /* of our entry */
 	pid_t pid;           /* opener */
@@ -73,6 +74,10 @@ extern unsigned kvbm_fork_gen;
 int kvbm_seg_path(const char *name, char *path, size_t pathlen, char *bare, int allow_path);
 
 /* Bytes of one process's holder table (a kvbm_hold_t per slot, padded). */
+/* Empties the eviction region (init and recovery; mutex held or no one
+ * attached): sketch sizes, an empty forest, every ghost free. */
+void kvbm_evict_init(struct kvbm_seg *seg);
+
 static inline uint64_t kvbm_holder_stride(const struct kvbm_shm_config *cfg)
 {
 	return ((uint64_t)cfg->block_count * sizeof(kvbm_hold_t) + KVBM_CACHELINE - 1) /

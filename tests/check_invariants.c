@@ -80,7 +80,7 @@ static void bad_state(struct fixture *f) { slot_of(f, f->held[0].id)->state |= 0
 static void free_count(struct fixture *f) { f->p->seg.ctl->free_count++; }
 static void free_link(struct fixture *f) { f->p->seg.ctl->free_head = f->held[0].id + 1; }
 static void lru_out(struct fixture *f) { slot_of(f, inactive_slot(f))->list = KVBM_LIST_NONE; }
-static void lru_prev(struct fixture *f) { slot_of(f, f->p->seg.ctl->lru_tail - 1)->prev = 0; }
+static void lru_prev(struct fixture *f) { slot_of(f, f->p->seg.ctl->lists[0].tail - 1)->prev = 0; }
 static void index_lost(struct fixture *f)
 {
 	ck_assert_int_eq(kvbm_index_delete(&f->p->ix, f->h[5], f->held[1].id), 0);

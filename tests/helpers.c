@@ -39,6 +39,7 @@ struct kvbm_config t_cfg(void)
 	cfg.block_size = 4;
 	cfg.max_procs = 16;
 	cfg.open_timeout_ms = 5000;
+	cfg.backend = KVBM_BACKEND_LRU; /* the reference's test manager's */
 	return cfg;
 }
 

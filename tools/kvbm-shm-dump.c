@@ -25,7 +25,7 @@
 #include "json.h"
 
 static const char *const region_names[KVBM_REGION_NUSED] = {"control", "procs", "slots", "registry",
-								   "holders", "metrics"};
+								   "holders", "metrics", "evict"};
 
 static void usage(FILE *f)
 {
@@ -81,7 +81,7 @@ static void print_text(const struct kvbm_inspect *in, int summary)
 	printf("%s\n", (cfg->flags & KVBM_CFG_HUGEPAGES) ? " hugepages" : "");
 	printf("           duplicates=%s eviction=%s reset_on_release=%u tier=%s\n",
 	       cfg->dup_policy == KVBM_DUP_REJECT ? "reject" : "allow",
-	       cfg->backend == KVBM_BACKEND_FIFO ? "fifo" : "lru", cfg->reset_on_release,
+	       kvbm_backend_name(cfg->backend) ? kvbm_backend_name(cfg->backend) : "?", cfg->reset_on_release,
 	       cfg->tier);
 	printf("regions\n");
 	for (uint32_t i = 0; i < h->nregions && i < KVBM_REGION_NUSED; i++)

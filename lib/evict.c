@@ -1,0 +1,532 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * evict.c - which inactive block allocation evicts next, for every
+ * backend, inside the segment; and the TinyLFU frequency sketch.
+ *
+ * Everything but the sketch runs under the pool mutex. The structures are
+ * lazy: a pin resurrects a block without the mutex, so an entry may name a
+ * slot that is held again. kvbm_evict_first() may return such a slot; the
+ * caller (pick_victims) removes it and asks again. Whoever leaves a slot
+ * marked INACTIVE but outside the structure settles it (see settle in
+ * store.c): that is the invariant the checker verifies when quiescent.
+ *
+ * Backends:
+ *  - LRU, FIFO: one list in order of insertion (control.lists[0]); the
+ *    reference's two evict in this same order, a hit leaving the pool.
+ *  - multi-level LRU: four lists; the level is fixed at insertion from the
+ *    sketch's estimate; level 0 drains first.
+ *  - lineage (Tick, Fifo) and lfru: a forest of the inactive blocks keyed
+ *    by (position, fragment): only leaves are evicted. Node s is slot s;
+ *    ghost nodes stand for parents known only by key. Nodes find their
+ *    parent by key, so turning a node into a ghost never touches its
+ *    children. Pruning walks up iteratively. Leaves are ordered by a
+ *    binary heap on a priority (Tick: the insertion tick, kept when a
+ *    parent becomes a leaf again; lfru: tick plus one pool's worth of
+ *    ticks per doubling of the frequency estimate) or, for Fifo, by the
+ *    list in control.lists[0] (a node that becomes a leaf goes to the tail).
+ */
+#define _GNU_SOURCE
+#include <limits.h>
+#include <string.h>
+
+#include "pool.h"
+
+/* ---- TinyLFU sketch (lock-free, any process) -------------------------------- */
+
+/* One word per key holds its four 4-bit counters: one CAS per touch. The
+ * reference spreads them over four words; a word here is picked by a
+ * 64-bit mix of the 128-bit key and the four nibbles by its low 16 bits.
+ * An estimate is the minimum of the four, as there. */
+static uint64_t sketch_hash(struct kvbm_plh k)
+{
+	uint64_t h = k.lo ^ (k.hi * 0x9e3779b97f4a7c15ull);
+
+	h ^= h >> 32;
+	h *= 0xd6e8feb86659fd93ull;
+	h ^= h >> 32;
+	return h;
+}
+
+static unsigned nibbles(uint64_t h, unsigned idx[4])
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < 4; i++) {
+		unsigned x = (unsigned)(h >> (4 * i)) & 15;
+		unsigned dup = 0;
+		for (unsigned j = 0; j < n; j++)
+			dup |= idx[j] == x;
+		if (!dup)
+			idx[n++] = x;
+	}
+	return n;
+}
+
+uint32_t kvbm_sketch_estimate(const struct kvbm_pool *p, struct kvbm_plh key)
+{
+	if (!p->sketch)
+		return 0;
+	uint64_t h = sketch_hash(key);
+	uint64_t w = __atomic_load_n(&p->sketch[(h >> 32) & (p->sketch_words - 1)],
+				     __ATOMIC_RELAXED);
+	unsigned idx[4], n = nibbles(h, idx), m = 15;
+
+	for (unsigned i = 0; i < n; i++) {
+		unsigned v = (unsigned)(w >> (4 * idx[i])) & 15;
+		m = v < m ? v : m;
+	}
+	return m;
+}
+
+/* Halves every counter (the reference's reset): concurrent touches may
+ * land on either side of a word's halving, which only blurs counts. */
+static void sketch_halve(struct kvbm_pool *p)
+{
+	uint64_t odd = 0;
+
+	for (uint32_t i = 0; i < p->sketch_words; i++) {
+		uint64_t w = __atomic_load_n(&p->sketch[i], __ATOMIC_RELAXED);
+		while (!__atomic_compare_exchange_n(&p->sketch[i], &w,
+						    (w >> 1) & 0x7777777777777777ull, 0,
+						    __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+			;
+		odd += (uint64_t)__builtin_popcountll(w & 0x1111111111111111ull);
+	}
+	uint64_t limit = p->ev->sketch_limit;
+	uint64_t keep = (limit >> 1) - (odd >> 2 < limit >> 1 ? odd >> 2 : limit >> 1);
+	__atomic_fetch_sub(&p->ev->sketch_size, limit - keep, __ATOMIC_RELAXED);
+}
+
+void kvbm_sketch_touch(struct kvbm_pool *p, struct kvbm_plh key)
+{
+	if (!p->sketch)
+		return;
+	uint64_t h = sketch_hash(key);
+	uint64_t *wp = &p->sketch[(h >> 32) & (p->sketch_words - 1)];
+	uint64_t w = __atomic_load_n(wp, __ATOMIC_RELAXED), nw;
+	unsigned idx[4], n = nibbles(h, idx);
+
+	do {
+		nw = w;
+		for (unsigned i = 0; i < n; i++)
+			if (((w >> (4 * idx[i])) & 15) != 15)
+				nw += 1ull << (4 * idx[i]);
+		if (nw == w)
+			return; /* saturated: not an increment */
+	} while (!__atomic_compare_exchange_n(wp, &w, nw, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+	/* every limit-th increment halves; one that died halving leaves
+	 * the size past the limit, and the next multiple halves again */
+	uint64_t limit = p->ev->sketch_limit;
+	uint64_t sz = __atomic_add_fetch(&p->ev->sketch_size, 1, __ATOMIC_RELAXED);
+	if (limit && sz >= limit && sz % limit == 0)
+		sketch_halve(p);
+}
+
+/* ---- lists (LRU, FIFO, multi-level LRU, lineage Fifo leaves) ------------------ */
+
+static void list_unlink(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s)
+{
+	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+
+	if (sl->prev)
+		kvbm_slot(p, sl->prev - 1)->next = sl->next;
+	else
+		l->head = sl->next;
+	if (sl->next)
+		kvbm_slot(p, sl->next - 1)->prev = sl->prev;
+	else
+		l->tail = sl->prev;
+	sl->next = sl->prev = 0;
+	l->len--;
+}
+
+static void list_append(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s)
+{
+	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+
+	sl->prev = l->tail;
+	sl->next = 0;
+	if (l->tail)
+		kvbm_slot(p, l->tail - 1)->next = s + 1;
+	else
+		l->head = s + 1;
+	l->tail = s + 1;
+	l->len++;
+}
+
+static void list_prepend(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s)
+{
+	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+
+	sl->next = l->head;
+	sl->prev = 0;
+	if (l->head)
+		kvbm_slot(p, l->head - 1)->prev = s + 1;
+	else
+		l->tail = s + 1;
+	l->head = s + 1;
+	l->len++;
+}
+
+/* ---- the leaf heap -------------------------------------------------------------- */
+
+static int heap_less(const struct kvbm_pool *p, uint32_t a, uint32_t b)
+{
+	uint64_t pa = p->ln[a].prio, pb = p->ln[b].prio;
+
+	return pa < pb || (pa == pb && a < b);
+}
+
+static void heap_set(struct kvbm_pool *p, uint32_t i, uint32_t n)
+{
+	p->heap[i] = n;
+	p->ln[n].hpos = i + 1;
+}
+
+static void heap_up(struct kvbm_pool *p, uint32_t i)
+{
+	uint32_t n = p->heap[i];
+
+	while (i > 0 && heap_less(p, n, p->heap[(i - 1) / 2])) {
+		heap_set(p, i, p->heap[(i - 1) / 2]);
+		i = (i - 1) / 2;
+	}
+	heap_set(p, i, n);
+}
+
+static void heap_down(struct kvbm_pool *p, uint32_t i)
+{
+	uint32_t n = p->heap[i], len = p->ev->nheap;
+
+	for (;;) {
+		uint32_t c = 2 * i + 1;
+		if (c >= len)
+			break;
+		if (c + 1 < len && heap_less(p, p->heap[c + 1], p->heap[c]))
+			c++;
+		if (!heap_less(p, p->heap[c], n))
+			break;
+		heap_set(p, i, p->heap[c]);
+		i = c;
+	}
+	heap_set(p, i, n);
+}
+
+static void heap_del(struct kvbm_pool *p, uint32_t n)
+{
+	uint32_t i = p->ln[n].hpos - 1, last = --p->ev->nheap;
+
+	p->ln[n].hpos = 0;
+	if (i == last)
+		return;
+	heap_set(p, i, p->heap[last]);
+	heap_up(p, i);
+	heap_down(p, p->ln[p->heap[i]].hpos - 1);
+}
+
+/* ---- the lineage forest ------------------------------------------------------------ */
+
+static uint32_t key_bucket(const struct kvbm_pool *p, uint32_t pos, uint64_t frag)
+{
+	return kvbm_lineage_bucket(pos, frag, p->ev->lin_buckets);
+}
+
+/* A node keyed (@pos, @frag), a real one first: distinct hashes may share
+ * a key, and the reference compares full hashes only on lookups by hash,
+ * which the registry index serves here. */
+static uint32_t lin_find(const struct kvbm_pool *p, uint32_t pos, uint64_t frag)
+{
+	uint32_t ghost = UINT32_MAX;
+
+	for (uint32_t n1 = p->heads[key_bucket(p, pos, frag)]; n1; n1 = p->ln[n1 - 1].hnext) {
+		const struct kvbm_shm_lnode *n = &p->ln[n1 - 1];
+		if (n->pos != pos || n->frag != frag)
+			continue;
+		if (!(n->flags & KVBM_LN_GHOST))
+			return n1 - 1;
+		ghost = n1 - 1;
+	}
+	return ghost;
+}
+
+static void hash_add(struct kvbm_pool *p, uint32_t n)
+{
+	uint32_t *head = &p->heads[key_bucket(p, p->ln[n].pos, p->ln[n].frag)];
+
+	p->ln[n].hnext = *head;
+	*head = n + 1;
+}
+
+static void hash_del(struct kvbm_pool *p, uint32_t n)
+{
+	uint32_t *link = &p->heads[key_bucket(p, p->ln[n].pos, p->ln[n].frag)];
+
+	while (*link && *link != n + 1)
+		link = &p->ln[*link - 1].hnext;
+	if (*link)
+		*link = p->ln[n].hnext;
+	p->ln[n].hnext = 0;
+}
+
+static int lin_fifo(const struct kvbm_pool *p)
+{
+	return p->backend == KVBM_BACKEND_LINEAGE_FIFO;
+}
+
+static void leaf_add(struct kvbm_pool *p, uint32_t n)
+{
+	if (lin_fifo(p)) {
+		list_append(p, &p->seg.ctl->lists[0], n);
+		p->ln[n].hpos = 1;
+		return;
+	}
+	uint32_t i = p->ev->nheap++;
+	heap_set(p, i, n);
+	heap_up(p, i);
+}
+
+static void leaf_del(struct kvbm_pool *p, uint32_t n)
+{
+	if (!p->ln[n].hpos)
+		return;
+	if (lin_fifo(p)) {
+		list_unlink(p, &p->seg.ctl->lists[0], n);
+		p->ln[n].hpos = 0;
+		return;
+	}
+	heap_del(p, n);
+}
+
+static uint32_t ghost_new(struct kvbm_pool *p, uint32_t pos, uint64_t frag)
+{
+	uint32_t g1 = p->ev->ghost_free;
+
+	if (!g1 || g1 - 1 < p->nslots || g1 > p->ev->lin_nodes)
+		return UINT32_MAX; /* out of ghosts: the child goes unparented */
+	struct kvbm_shm_lnode *g = &p->ln[g1 - 1];
+	p->ev->ghost_free = g->hnext;
+	*g = (struct kvbm_shm_lnode){.frag = frag, .pos = pos,
+				     .flags = KVBM_LN_USED | KVBM_LN_GHOST};
+	hash_add(p, g1 - 1);
+	p->ev->nghosts++;
+	return g1 - 1;
+}
+
+static void ghost_free(struct kvbm_pool *p, uint32_t g)
+{
+	hash_del(p, g);
+	p->ln[g] = (struct kvbm_shm_lnode){.hnext = p->ev->ghost_free};
+	p->ev->ghost_free = g + 1;
+	p->ev->nghosts--;
+}
+
+/* A node keyed under (@pos - 1, @pfrag) left: its parent may become a
+ * leaf, or, a ghost with no children left, go too; and so on up,
+ * iteratively (a chain may be as deep as the pool). */
+static void lin_unparent(struct kvbm_pool *p, uint32_t pos, uint64_t pfrag)
+{
+	while (pos > 0) {
+		uint32_t par = lin_find(p, pos - 1, pfrag);
+		if (par == UINT32_MAX || p->ln[par].nchild == 0)
+			return;
+		struct kvbm_shm_lnode *pn = &p->ln[par];
+		if (--pn->nchild)
+			return;
+		if (!(pn->flags & KVBM_LN_GHOST)) {
+			leaf_add(p, par); /* Tick: back at its original priority */
+			return;
+		}
+		uint32_t linked = pn->flags & KVBM_LN_LINKED;
+		pos = pn->pos;
+		pfrag = pn->pfrag;
+		ghost_free(p, par);
+		if (!linked)
+			return;
+	}
+}
+
+static uint64_t lfru_weight(uint32_t f)
+{
+	/* 16 x log2(f), rounded */
+	static const uint8_t l16[16] = {0, 0, 16, 25, 32, 37, 41, 45, 48, 51, 53, 55, 57, 59, 61, 63};
+
+	return l16[f & 15];
+}
+
+static uint64_t lin_prio(struct kvbm_pool *p, uint32_t s, uint64_t tick)
+{
+	if (p->backend != KVBM_BACKEND_LFRU)
+		return tick;
+	/* one pool's worth of insertions per doubling of the estimate: a
+	 * block used twice as often may sit one pool turnover longer */
+	uint32_t f = kvbm_sketch_estimate(p, kvbm_slot_key(kvbm_slot(p, s)));
+	return tick * 16 + (uint64_t)p->nslots * lfru_weight(f);
+}
+
+static void lin_insert(struct kvbm_pool *p, uint32_t s, uint64_t prio)
+{
+	struct kvbm_shm_lnode *n = &p->ln[s];
+
+	if (n->flags & KVBM_LN_USED) {
+		/* still here from before its resurrection: a new insertion */
+		leaf_del(p, s);
+		n->prio = prio;
+		if (!n->nchild)
+			leaf_add(p, s);
+		return;
+	}
+	struct kvbm_plh key = kvbm_slot_key(kvbm_slot(p, s));
+	uint32_t pos = kvbm_plh_position(key);
+	uint64_t frag = kvbm_plh_router_hash(key);
+	*n = (struct kvbm_shm_lnode){.frag = frag, .pos = pos, .prio = prio,
+				     .flags = KVBM_LN_USED};
+	uint32_t g = lin_find(p, pos, frag);
+	if (g != UINT32_MAX && (p->ln[g].flags & KVBM_LN_GHOST)) {
+		/* its children came first: it takes the ghost's place */
+		n->nchild = p->ln[g].nchild;
+		n->flags |= p->ln[g].flags & KVBM_LN_LINKED;
+		n->pfrag = p->ln[g].pfrag;
+		p->ln[g].flags &= ~KVBM_LN_LINKED;
+		ghost_free(p, g);
+	}
+	hash_add(p, s);
+	if (pos > 0 && !(n->flags & KVBM_LN_LINKED)) {
+		n->pfrag = kvbm_plh_parent_fragment(key);
+		uint32_t par = lin_find(p, pos - 1, n->pfrag);
+		if (par == UINT32_MAX)
+			par = ghost_new(p, pos - 1, n->pfrag);
+		if (par != UINT32_MAX) {
+			if (p->ln[par].nchild++ == 0)
+				leaf_del(p, par);
+			n->flags |= KVBM_LN_LINKED;
+		}
+	}
+	if (!n->nchild)
+		leaf_add(p, s);
+}
+
+static void lin_remove(struct kvbm_pool *p, uint32_t s)
+{
+	struct kvbm_shm_lnode *n = &p->ln[s];
+
+	if (!(n->flags & KVBM_LN_USED))
+		return;
+	leaf_del(p, s);
+	hash_del(p, s);
+	if (n->nchild) {
+		/* its children still hang under its key: a ghost keeps it */
+		uint32_t g = ghost_new(p, n->pos, n->frag);
+		if (g != UINT32_MAX) {
+			p->ln[g].nchild = n->nchild;
+			p->ln[g].pfrag = n->pfrag;
+			p->ln[g].flags |= n->flags & KVBM_LN_LINKED;
+			*n = (struct kvbm_shm_lnode){0};
+			return;
+		}
+	}
+	if (n->flags & KVBM_LN_LINKED)
+		lin_unparent(p, n->pos, n->pfrag);
+	*n = (struct kvbm_shm_lnode){0};
+}
+
+/* ---- the backend interface -------------------------------------------------------- */
+
+static uint32_t mlru_level(struct kvbm_pool *p, uint32_t s)
+{
+	uint32_t f = kvbm_sketch_estimate(p, kvbm_slot_key(kvbm_slot(p, s))), lv = 0;
+
+	while (lv < 3 && f >= p->thresholds[lv])
+		lv++;
+	return lv;
+}
+
+int kvbm_evict_listed(const struct kvbm_pool *p, uint32_t s)
+{
+	return p->seg.slots[s].list >= KVBM_LIST_LRU;
+}
+
+void kvbm_evict_remove(struct kvbm_pool *p, uint32_t s)
+{
+	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+
+	if (sl->list == KVBM_LIST_LINEAGE)
+		lin_remove(p, s);
+	else if (sl->list >= KVBM_LIST_LRU && sl->list < KVBM_LIST_LRU + 4)
+		list_unlink(p, &p->seg.ctl->lists[sl->list - KVBM_LIST_LRU], s);
+	else
+		return;
+	sl->list = KVBM_LIST_NONE;
+}
+
+static void insert_at(struct kvbm_pool *p, uint32_t s, uint64_t tick, int front)
+{
+	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+
+	sl->tick = tick;
+	if (kvbm_backend_is_lineage(p->backend)) {
+		sl->list = KVBM_LIST_LINEAGE;
+		lin_insert(p, s, lin_prio(p, s, tick));
+		return;
+	}
+	uint32_t lv = p->backend == KVBM_BACKEND_MULTI_LRU ? mlru_level(p, s) : 0;
+	sl->list = KVBM_LIST_LRU + lv;
+	if (front)
+		list_prepend(p, &p->seg.ctl->lists[lv], s);
+	else
+		list_append(p, &p->seg.ctl->lists[lv], s);
+}
+
+void kvbm_evict_insert(struct kvbm_pool *p, uint32_t s)
+{
+	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+
+	/* a stale list entry goes; a stale lineage node is refreshed in place */
+	if (sl->list != KVBM_LIST_LINEAGE)
+		kvbm_evict_remove(p, s);
+	insert_at(p, s, ++p->seg.ctl->tick, 0);
+}
+
+void kvbm_evict_restore(struct kvbm_pool *p, uint32_t s)
+{
+	insert_at(p, s, kvbm_slot(p, s)->tick, 1);
+}
+
+uint32_t kvbm_evict_first(struct kvbm_pool *p)
+{
+	struct kvbm_shm_control *c = p->seg.ctl;
+
+	if (kvbm_backend_is_lineage(p->backend) && !lin_fifo(p))
+		return p->ev->nheap ? p->heap[0] : UINT32_MAX;
+	for (int lv = 0; lv < 4; lv++)
+		if (c->lists[lv].head)
+			return c->lists[lv].head - 1;
+	return UINT32_MAX;
+}
+
+void kvbm_evict_reinsert(struct kvbm_pool *p, uint32_t s)
+{
+	insert_at(p, s, kvbm_slot(p, s)->tick, 0);
+}
+
+void kvbm_evict_clear(struct kvbm_pool *p)
+{
+	memset(p->seg.ctl->lists, 0, sizeof(p->seg.ctl->lists));
+	kvbm_evict_init(&p->seg);
+}
+
+void kvbm_evict_setup(struct kvbm_pool *p)
+{
+	const struct kvbm_shm_config *cfg = &p->seg.hdr->config;
+	uint8_t *base = (uint8_t *)p->seg.evict;
+	struct kvbm_evict_geom g;
+
+	kvbm_evict_geometry(cfg, &g);
+	p->ev = p->seg.evict;
+	p->backend = cfg->backend;
+	memcpy(p->thresholds, cfg->mlru_thresholds, 3);
+	p->sketch_words = g.sketch_words;
+	p->sketch = g.sketch_words ? (uint64_t *)(base + g.sketch_off) : NULL;
+	p->ln = g.nodes ? (struct kvbm_shm_lnode *)(base + g.nodes_off) : NULL;
+	p->heads = g.nodes ? (uint32_t *)(base + g.heads_off) : NULL;
+	p->heap = g.nodes ? (uint32_t *)(base + g.heap_off) : NULL;
+}
