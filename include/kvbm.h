@@ -101,8 +101,9 @@ enum kvbm_backend {
 
 /* kvbm_config.tinylfu: the frequency sketch's capacity (counters) */
 enum kvbm_tinylfu {
-	KVBM_TINYLFU_AUTO = 0,   /* none, or the block count rounded up to a power
-				  * of two (>= 1024) for backends that use it */
+	KVBM_TINYLFU_AUTO = 0,   /* none, or 16 x the block count rounded up to a
+				  * power of two (2^12..2^24) for backends that
+				  * use it */
 	KVBM_TINYLFU_NONE = 1,   /* no sketch: touches do nothing */
 	KVBM_TINYLFU_SMALL = 2,  /* 2^18 */
 	KVBM_TINYLFU_MEDIUM = 3, /* 2^21, the reference's default (4 MiB) */

@@ -1,0 +1,636 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * kvbm-replay - replays a Mooncake-format prefix trace through a real pool
+ * in a real segment and reports the prefix-cache hit ratio.
+ *
+ * One request at a time, in file order: hits = the longest prefix of its
+ * hash_ids that kvbm_match_blocks finds; blocks are allocated for the rest
+ * (evicting as the backend chooses), staged and registered; then all of the
+ * request's blocks are released tail first (its last block becomes the
+ * oldest, as vLLM frees them). Each hash id is one pool block; the pool
+ * holds floor(F x unique ids) blocks. --procs N spreads the requests over
+ * N attached processes running at once. --oracle adds, with the same
+ * semantics and no pool, exact LRU and the offline optimum (Belady: evict
+ * the resident block whose next use is farthest, ties to the deeper one).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kvbm.h"
+#include "json.h"
+
+struct trace {
+	uint32_t nreq;
+	uint64_t nblocks;    /* sum of request lengths */
+	uint32_t nids;       /* unique ids: max id + 1 after remapping */
+	uint64_t *start;     /* request i = ids[start[i] .. start[i+1]) */
+	uint32_t *ids;       /* remapped to 0..nids-1 */
+	uint32_t *depth;     /* per id: its position */
+	struct kvbm_plh *plh; /* per id */
+	uint32_t maxlen;
+};
+
+__attribute__((format(printf, 1, 2), noreturn)) static void die(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	fprintf(stderr, "kvbm-replay: ");
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(2);
+}
+
+static void *xrealloc(void *p, size_t n)
+{
+	p = realloc(p, n ? n : 1);
+	if (!p)
+		die("%s", "out of memory");
+	return p;
+}
+
+/* ---- loading --------------------------------------------------------------------- */
+
+/* Pulls the integers of the "hash_ids" array out of one JSON line. */
+static int parse_line(const char *line, uint64_t **v, size_t *n, size_t *cap)
+{
+	const char *s = strstr(line, "\"hash_ids\"");
+
+	if (!s || !(s = strchr(s, '[')))
+		return -1;
+	*n = 0;
+	for (s++;;) {
+		while (*s == ' ' || *s == ',' || *s == '\t')
+			s++;
+		if (*s == ']')
+			return 0;
+		char *end;
+		errno = 0;
+		unsigned long long x = strtoull(s, &end, 10);
+		if (end == s || errno)
+			return -1;
+		if (*n == *cap) {
+			*cap = *cap ? 2 * *cap : 256;
+			*v = xrealloc(*v, *cap * sizeof(**v));
+		}
+		(*v)[(*n)++] = x;
+		s = end;
+	}
+}
+
+/* id -> dense index, open addressing */
+struct idmap {
+	uint64_t *key;
+	uint32_t *val;
+	size_t cap, n;
+};
+
+static uint32_t *idmap_slot(struct idmap *m, uint64_t k)
+{
+	for (size_t b = (k * 0x9e3779b97f4a7c15ull) >> 20;; b++) {
+		size_t i = b & (m->cap - 1);
+		if (!m->val[i] || m->key[i] == k) {
+			m->key[i] = k;
+			return &m->val[i];
+		}
+	}
+}
+
+/* The dense index of trace id @k (value + 1 stored, 0 = empty). */
+static uint32_t idmap_get(struct idmap *m, uint64_t k, int *fresh)
+{
+	if (2 * (m->n + 1) > m->cap) {
+		struct idmap o = *m;
+		m->cap = o.cap ? 2 * o.cap : 1024;
+		m->key = calloc(m->cap, sizeof(*m->key));
+		m->val = calloc(m->cap, sizeof(*m->val));
+		if (!m->key || !m->val)
+			die("%s", "out of memory");
+		for (size_t i = 0; i < o.cap; i++)
+			if (o.val[i])
+				*idmap_slot(m, o.key[i]) = o.val[i];
+		free(o.key);
+		free(o.val);
+	}
+	uint32_t *v = idmap_slot(m, k);
+	*fresh = !*v;
+	if (!*v)
+		*v = (uint32_t)++m->n;
+	return *v - 1;
+}
+
+static void load(const char *path, struct trace *t)
+{
+	FILE *f = fopen(path, "r");
+	char *line = NULL;
+	size_t lcap = 0, vcap = 0, n, icap = 0, rcap = 0, ucap = 0;
+	uint64_t *v = NULL;
+	struct idmap m = {0};
+	uint32_t *parent = NULL;
+
+	if (!f)
+		die("cannot open %s", path);
+	memset(t, 0, sizeof(*t));
+	while (getline(&line, &lcap, f) > 0) {
+		if (line[strspn(line, " \t\r\n")] == '\0')
+			continue;
+		if (parse_line(line, &v, &n, &vcap) < 0)
+			die("not a trace line with hash_ids: %.60s", line);
+		if (t->nreq + 2 > rcap) {
+			rcap = rcap ? 2 * rcap : 4096;
+			t->start = xrealloc(t->start, rcap * sizeof(*t->start));
+		}
+		t->start[t->nreq++] = t->nblocks;
+		for (size_t j = 0; j < n; j++) {
+			int fresh;
+			uint32_t id = idmap_get(&m, v[j], &fresh);
+			if (fresh) {
+				if (id >= ucap) {
+					ucap = ucap ? 2 * ucap : 4096;
+					t->depth = xrealloc(t->depth, ucap * sizeof(*t->depth));
+					parent = xrealloc(parent, ucap * sizeof(*parent));
+				}
+				t->depth[id] = (uint32_t)j;
+				parent[id] = j ? t->ids[t->nblocks - 1] : UINT32_MAX;
+			}
+			if (t->nblocks == icap) {
+				icap = icap ? 2 * icap : 65536;
+				t->ids = xrealloc(t->ids, icap * sizeof(*t->ids));
+			}
+			t->ids[t->nblocks++] = id;
+		}
+		if (n > t->maxlen)
+			t->maxlen = (uint32_t)n;
+	}
+	if (t->nreq == 0)
+		die("%s: no requests", path);
+	t->start[t->nreq] = t->nblocks;
+	t->nids = (uint32_t)m.n;
+	/* a lineage hash chain per id: its parent's, extended (ids come
+	 * after their parents, so one pass in id order suffices) */
+	t->plh = xrealloc(NULL, t->nids * sizeof(*t->plh));
+	for (uint32_t id = 0; id < t->nids; id++) {
+		uint64_t cur = ((uint64_t)id + 1) * 0x9e3779b97f4a7c15ull ^ 0x5851f42d4c957f2dull;
+		if (parent[id] == UINT32_MAX) {
+			(void)kvbm_plh_make(cur, NULL, 0, &t->plh[id]);
+		} else {
+			uint64_t pc = kvbm_plh_current(t->plh[parent[id]]);
+			(void)kvbm_plh_make(cur, &pc, t->depth[id], &t->plh[id]);
+		}
+	}
+	free(parent);
+	free(m.key);
+	free(m.val);
+	free(v);
+	free(line);
+	fclose(f);
+}
+
+/* ---- the replay through a pool ----------------------------------------------------- */
+
+struct result {
+	uint64_t hits, blocks, requests, errors;
+};
+
+static void progress(uint32_t done, uint32_t total, int tty)
+{
+	if (!tty || (done % 64 && done != total))
+		return;
+	int w = 40, k = (int)((uint64_t)done * w / total);
+	fprintf(stderr, "\r[%.*s%*s] %3u%%", k, "########################################", w - k,
+		"", (unsigned)((uint64_t)done * 100 / total));
+	if (done == total)
+		fputs("\r\033[K", stderr);
+}
+
+static int replay_part(struct kvbm_pool *p, const struct trace *t, uint32_t proc, uint32_t nprocs,
+		       struct result *res, int tty)
+{
+	struct kvbm_plh *h = xrealloc(NULL, t->maxlen * sizeof(*h));
+	struct kvbm_block *b = xrealloc(NULL, t->maxlen * sizeof(*b));
+	struct kvbm_block *rev = xrealloc(NULL, t->maxlen * sizeof(*rev));
+	uint32_t bs = 16;
+	int r = 0;
+
+	for (uint32_t i = proc; i < t->nreq; i += nprocs) {
+		uint32_t n = (uint32_t)(t->start[i + 1] - t->start[i]);
+		const uint32_t *ids = t->ids + t->start[i];
+		for (uint32_t j = 0; j < n; j++)
+			h[j] = t->plh[ids[j]];
+		long k = kvbm_match_blocks(p, h, n, b);
+		if (k < 0) {
+			r = (int)k;
+			break;
+		}
+		res->requests++;
+		res->blocks += n;
+		res->hits += (uint64_t)k;
+		if ((uint32_t)k < n) {
+			r = kvbm_allocate_blocks(p, n - (uint32_t)k, b + k, NULL, NULL);
+			if (r == -ENOSPC && nprocs > 1) {
+				/* the others hold the rest right now: skip it */
+				res->errors++;
+				kvbm_release_blocks(p, b, (size_t)k);
+				r = 0;
+				continue;
+			}
+			if (r < 0)
+				break;
+			for (uint32_t j = (uint32_t)k; j < n && r == 0; j++)
+				r = kvbm_stage_block(p, &b[j], h[j], bs);
+			if (r == 0)
+				r = kvbm_register_blocks(p, b + k, n - (uint32_t)k);
+			if (r < 0)
+				break;
+		}
+		for (uint32_t j = 0; j < n; j++)
+			rev[j] = b[n - 1 - j];
+		r = kvbm_release_blocks(p, rev, n);
+		if (r < 0)
+			break;
+		progress(i + 1, t->nreq, tty && proc == 0);
+	}
+	free(h);
+	free(b);
+	free(rev);
+	return r;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static uint32_t tinylfu = KVBM_TINYLFU_AUTO;
+
+static int replay(const struct trace *t, uint32_t capacity, int backend, uint32_t nprocs,
+		  struct result *res, double *secs)
+{
+	char name[64];
+	struct kvbm_config cfg;
+	struct kvbm_pool *p;
+	int tty = isatty(2);
+
+	snprintf(name, sizeof(name), "replay-%d", (int)getpid());
+	kvbm_config_init(&cfg);
+	cfg.block_count = capacity;
+	cfg.backend = (uint32_t)backend;
+	cfg.max_procs = nprocs + 1;
+	cfg.tinylfu = tinylfu;
+	int r = kvbm_pool_open(name, &cfg, KVBM_OPEN_CREATE | KVBM_OPEN_EXCL, &p);
+	if (r < 0) {
+		fprintf(stderr, "kvbm-replay: create pool: %s\n", kvbm_strerror(r));
+		return r;
+	}
+	memset(res, 0, sizeof(*res));
+	double t0 = now_s();
+	if (nprocs == 1) {
+		r = replay_part(p, t, 0, 1, res, tty);
+	} else {
+		struct result *shared = mmap(NULL, nprocs * sizeof(*shared), PROT_READ | PROT_WRITE,
+					     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		pid_t *pids = xrealloc(NULL, nprocs * sizeof(*pids));
+		if (shared == MAP_FAILED)
+			die("%s", "mmap failed");
+		memset(shared, 0, nprocs * sizeof(*shared));
+		t0 = now_s();
+		for (uint32_t w = 0; w < nprocs; w++) {
+			pids[w] = fork();
+			if (pids[w] == 0) {
+				struct kvbm_pool *q;
+				int rr = kvbm_pool_open(name, NULL, 0, &q);
+				if (rr == 0)
+					rr = replay_part(q, t, w, nprocs, &shared[w], tty);
+				if (rr == 0)
+					kvbm_pool_close(q);
+				_exit(rr == 0 ? 0 : 1);
+			}
+		}
+		for (uint32_t w = 0; w < nprocs; w++) {
+			int st;
+			waitpid(pids[w], &st, 0);
+			if (!WIFEXITED(st) || WEXITSTATUS(st))
+				r = -EIO;
+			res->hits += shared[w].hits;
+			res->blocks += shared[w].blocks;
+			res->requests += shared[w].requests;
+			res->errors += shared[w].errors;
+		}
+		free(pids);
+		munmap(shared, nprocs * sizeof(*shared));
+	}
+	*secs = now_s() - t0;
+	if (r < 0)
+		fprintf(stderr, "kvbm-replay: replay failed: %s\n", kvbm_strerror(r));
+	kvbm_pool_close(p);
+	kvbm_pool_destroy(name, KVBM_DESTROY_FORCE);
+	return r;
+}
+
+/* ---- the oracles: same semantics, no pool ------------------------------------------ */
+
+/* Exact LRU: a doubly linked list of the inactive ids, oldest first. */
+static double oracle_lru(const struct trace *t, uint32_t cap)
+{
+	uint32_t *next = calloc(t->nids + 1, sizeof(*next)), *prev = calloc(t->nids + 1, 4);
+	uint8_t *in = calloc(t->nids, 1);
+	uint32_t head = 0, tail = 0, freecnt = cap; /* links are id + 1 */
+	uint64_t hits = 0;
+
+	if (!next || !prev || !in)
+		die("%s", "out of memory");
+#define UNLINK(x)                                                                  \
+	do {                                                                       \
+		uint32_t _x = (x);                                                 \
+		if (prev[_x]) next[prev[_x]] = next[_x]; else head = next[_x];     \
+		if (next[_x]) prev[next[_x]] = prev[_x]; else tail = prev[_x];     \
+		in[_x - 1] = 0;                                                    \
+	} while (0)
+	for (uint32_t i = 0; i < t->nreq; i++) {
+		const uint32_t *ids = t->ids + t->start[i];
+		uint32_t n = (uint32_t)(t->start[i + 1] - t->start[i]), k = 0;
+		while (k < n && in[ids[k]])
+			k++;
+		hits += k;
+		for (uint32_t j = 0; j < k; j++)
+			UNLINK(ids[j] + 1);
+		for (uint32_t need = n - k; freecnt < need; freecnt++)
+			UNLINK(head);
+		freecnt -= n - k;
+		for (uint32_t j = k; j < n; j++)
+			if (in[ids[j]]) { /* registering it again resurrects it */
+				UNLINK(ids[j] + 1);
+				freecnt++;
+			}
+		for (uint32_t j = n; j-- > 0;) {
+			uint32_t x = ids[j] + 1;
+			prev[x] = tail;
+			next[x] = 0;
+			if (tail) next[tail] = x; else head = x;
+			tail = x;
+			in[ids[j]] = 1;
+		}
+	}
+#undef UNLINK
+	free(next);
+	free(prev);
+	free(in);
+	return (double)hits / (double)t->nblocks;
+}
+
+struct hent {
+	uint64_t key; /* (next use << 20 | (0xfffff - depth)) inverted: max first */
+	uint32_t id;
+	uint32_t stamp;
+};
+
+static void hpush(struct hent *h, uint64_t *n, struct hent e)
+{
+	uint64_t i = (*n)++;
+
+	while (i > 0 && h[(i - 1) / 2].key < e.key) {
+		h[i] = h[(i - 1) / 2];
+		i = (i - 1) / 2;
+	}
+	h[i] = e;
+}
+
+static struct hent hpop(struct hent *h, uint64_t *n)
+{
+	struct hent top = h[0], e = h[--*n];
+	uint64_t i = 0;
+
+	for (;;) {
+		uint64_t c = 2 * i + 1;
+		if (c >= *n)
+			break;
+		if (c + 1 < *n && h[c + 1].key > h[c].key)
+			c++;
+		if (h[c].key <= e.key)
+			break;
+		h[i] = h[c];
+		i = c;
+	}
+	h[i] = e;
+	return top;
+}
+
+/* Belady: evict the inactive block used again farthest ahead (never: the
+ * farthest of all), ties to the deeper block. A heap with lazy deletion. */
+static double oracle_belady(const struct trace *t, uint32_t cap)
+{
+	uint32_t *nextuse = malloc(t->nblocks * sizeof(*nextuse));
+	uint32_t *last = malloc(t->nids * sizeof(*last));
+	uint32_t *stamp = calloc(t->nids, sizeof(*stamp));
+	uint8_t *in = calloc(t->nids, 1);
+	struct hent *heap = malloc(t->nblocks * sizeof(*heap));
+	uint64_t nh = 0, hits = 0;
+	uint32_t freecnt = cap;
+
+	if (!nextuse || !last || !stamp || !in || !heap)
+		die("%s", "out of memory");
+	for (uint32_t id = 0; id < t->nids; id++)
+		last[id] = UINT32_MAX;
+	for (uint32_t i = t->nreq; i-- > 0;)
+		for (uint64_t x = t->start[i]; x < t->start[i + 1]; x++) {
+			nextuse[x] = last[t->ids[x]];
+			last[t->ids[x]] = i;
+		}
+	for (uint32_t i = 0; i < t->nreq; i++) {
+		const uint32_t *ids = t->ids + t->start[i];
+		uint32_t n = (uint32_t)(t->start[i + 1] - t->start[i]), k = 0;
+		while (k < n && in[ids[k]])
+			k++;
+		hits += k;
+		for (uint32_t j = 0; j < k; j++)
+			in[ids[j]] = 0;
+		while (freecnt < n - k) {
+			struct hent e = hpop(heap, &nh);
+			if (!in[e.id] || stamp[e.id] != e.stamp)
+				continue;
+			in[e.id] = 0;
+			freecnt++;
+		}
+		freecnt -= n - k;
+		for (uint32_t j = k; j < n; j++)
+			if (in[ids[j]]) {
+				in[ids[j]] = 0;
+				freecnt++;
+			}
+		for (uint32_t j = n; j-- > 0;) {
+			uint32_t id = ids[j];
+			uint64_t nu = nextuse[t->start[i] + j];
+			in[id] = 1;
+			stamp[id]++;
+			hpush(heap, &nh,
+			      (struct hent){(nu == UINT32_MAX ? 0xffffffffull : nu) << 20 |
+						    (j < 0xfffff ? j : 0xfffff),
+					    id, stamp[id]});
+		}
+	}
+	free(nextuse);
+	free(last);
+	free(stamp);
+	free(in);
+	free(heap);
+	return (double)hits / (double)t->nblocks;
+}
+
+/* ---- main ---------------------------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+	fputs("usage: kvbm-replay --trace FILE --capacity-frac F [--backend NAME] [--procs N]\n"
+	      "                   [--tinylfu auto|none|small|medium|large] [--oracle] [--json]\n"
+	      "       kvbm-replay --list-backends\n"
+	      "Replays a Mooncake-format trace (one JSON object per line with hash_ids)\n"
+	      "through a pool of floor(F x unique blocks) blocks and prints the prefix hit\n"
+	      "ratio; --oracle adds exact LRU and the offline optimum (Belady).\n",
+	      f);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"trace", required_argument, NULL, 't'},
+		{"capacity-frac", required_argument, NULL, 'c'},
+		{"backend", required_argument, NULL, 'b'},
+		{"procs", required_argument, NULL, 'p'},
+		{"oracle", no_argument, NULL, 'o'},
+		{"json", no_argument, NULL, 'j'},
+		{"list-backends", no_argument, NULL, 'l'},
+		{"tinylfu", required_argument, NULL, 'f'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	const char *path = NULL;
+	double frac = -1;
+	int backend = KVBM_BACKEND_LINEAGE, oracle = 0, json = 0, c;
+	long procs = 1;
+
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		char *end;
+		switch (c) {
+		case 't':
+			path = optarg;
+			break;
+		case 'c':
+			frac = strtod(optarg, &end);
+			if (*end || !(frac > 0 && frac <= 1))
+				die("--capacity-frac: a fraction in (0, 1], not '%s'", optarg);
+			break;
+		case 'b':
+			backend = kvbm_backend_parse(optarg);
+			if (backend < 0)
+				die("unknown backend '%s' (see --list-backends)", optarg);
+			break;
+		case 'p':
+			procs = strtol(optarg, &end, 10);
+			if (*end || procs < 1 || procs > 32)
+				die("--procs: 1..32, not '%s'", optarg);
+			break;
+		case 'o':
+			oracle = 1;
+			break;
+		case 'f': {
+			static const char *const caps[] = {"auto", "none", "small", "medium", "large"};
+			uint32_t k = 0;
+			while (k < 5 && strcmp(optarg, caps[k]))
+				k++;
+			if (k == 5)
+				die("--tinylfu: auto, none, small, medium or large, not '%s'", optarg);
+			tinylfu = k;
+			break;
+		}
+		case 'j':
+			json = 1;
+			break;
+		case 'l':
+			for (uint32_t b = 0; kvbm_backend_name(b); b++)
+				puts(kvbm_backend_name(b));
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (!path || frac < 0 || optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	struct trace t;
+	load(path, &t);
+	uint32_t cap = (uint32_t)(frac * t.nids); /* floor: both positive */
+	if (cap < t.maxlen * (uint32_t)procs) {
+		fprintf(stderr,
+			"kvbm-replay: capacity %u blocks is less than %ld x the longest request (%u)\n",
+			cap, procs, t.maxlen);
+		return 2;
+	}
+	struct result res;
+	double secs;
+	if (replay(&t, cap, backend, (uint32_t)procs, &res, &secs) < 0)
+		return 1;
+	double ratio = res.blocks ? (double)res.hits / (double)res.blocks : 0;
+	double lru = oracle ? oracle_lru(&t, cap) : 0, bel = oracle ? oracle_belady(&t, cap) : 0;
+	if (json) {
+		struct json j;
+		json_init(&j, stdout);
+		json_obj_begin(&j, NULL);
+		json_str(&j, "trace", path);
+		json_str(&j, "backend", kvbm_backend_name((uint32_t)backend));
+		json_dbl(&j, "capacity_frac", frac);
+		json_u64(&j, "capacity", cap);
+		json_u64(&j, "unique_blocks", t.nids);
+		json_u64(&j, "procs", (uint64_t)procs);
+		json_dbl(&j, "hit_ratio", ratio);
+		json_u64(&j, "requests", res.requests);
+		json_u64(&j, "blocks", res.blocks);
+		json_u64(&j, "hits", res.hits);
+		json_u64(&j, "skipped", res.errors);
+		json_dbl(&j, "seconds", secs);
+		json_dbl(&j, "requests_per_s", res.requests / secs);
+		json_dbl(&j, "blocks_per_s", res.blocks / secs);
+		if (oracle) {
+			json_dbl(&j, "lru_hit_ratio", lru);
+			json_dbl(&j, "belady_hit_ratio", bel);
+		}
+		json_obj_end(&j);
+		json_finish(&j);
+		return 0;
+	}
+	printf("trace %s: %u requests, %llu blocks, %u unique\n", path, t.nreq,
+	       (unsigned long long)t.nblocks, t.nids);
+	printf("pool of %u blocks (%.4g%% of unique), backend %s, %ld process%s\n", cap,
+	       frac * 100, kvbm_backend_name((uint32_t)backend), procs, procs > 1 ? "es" : "");
+	printf("hit ratio %.4f  (%llu of %llu blocks)\n", ratio, (unsigned long long)res.hits,
+	       (unsigned long long)res.blocks);
+	if (res.errors)
+		printf("skipped   %llu requests (the pool was held by the others)\n",
+		       (unsigned long long)res.errors);
+	printf("speed     %.0f requests/s, %.2f M blocks/s (%.3f s)\n", res.requests / secs,
+	       res.blocks / secs / 1e6, secs);
+	if (oracle) {
+		printf("exact LRU %.4f\n", lru);
+		printf("Belady    %.4f\n", bel);
+	}
+	return 0;
+}
