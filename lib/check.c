@@ -275,8 +275,8 @@ static void check_forest(struct ck *c, const struct kvbm_evict_geom *g, uint32_t
 				bad(c, "lineage: heap entry %u (node %u) does not point back", i, n);
 				continue;
 			}
-			uint32_t up = heap[(i - 1) / 2];
-			if (i && up < g->nodes && ln[n].prio < ln[up].prio)
+			uint32_t up = i ? heap[(i - 1) / 2] : n;
+			if (up < g->nodes && ln[n].prio < ln[up].prio)
 				bad(c, "lineage: heap order broken at entry %u", i);
 		}
 		if (e->nheap != nleaves)

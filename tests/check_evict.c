@@ -1,0 +1,271 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * check_evict.c - the eviction backends (spec 2.3, 3.4, 3.6): the
+ * capacity-lifecycle tests swept over every backend, the reference's
+ * multi-level LRU and lineage order tests through the pool API, config
+ * validation, and our lfru. Every test ends with the invariant checker,
+ * which walks the lineage forest too.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "helpers.h"
+
+#define BS 4
+
+static struct kvbm_pool *pool_with(const char *name, uint32_t blocks, uint32_t backend)
+{
+	struct kvbm_config cfg = t_cfg();
+
+	cfg.block_count = blocks;
+	cfg.backend = backend;
+	return t_create(name, &cfg);
+}
+
+/* Registers one block under @h, held. */
+static struct kvbm_block reg1(struct kvbm_pool *p, struct kvbm_plh h)
+{
+	struct kvbm_block b;
+
+	t_register(p, &h, 1, &b);
+	return b;
+}
+
+/* Allocates @n (all by eviction) and returns the evicted hashes. */
+static void evict_all(struct kvbm_pool *p, uint32_t n, struct kvbm_plh *ev)
+{
+	struct kvbm_block b[64];
+	uint32_t nev;
+
+	ck_assert_uint_le(n, 64);
+	ck_assert_int_eq(kvbm_allocate_blocks(p, n, b, ev, &nev), 0);
+	ck_assert_uint_eq(nev, n);
+	t_release(p, b, n);
+}
+
+START_TEST(test_capacity_lifecycle_every_backend)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = pool_with(name, 32, (uint32_t)_i);
+	struct kvbm_block b[32], c[16], m[8];
+	struct kvbm_plh h[32];
+
+	t_seq_hashes(5000 + 100 * (uint32_t)_i, 32, BS, h);
+	t_register(p, h, 32, b);
+	t_release(p, b, 32);
+	struct kvbm_metrics mt = t_metrics(p);
+	ck_assert_int_eq(mt.inactive_pool_size, 32);
+	ck_assert_int_eq(mt.reset_pool_size, 0);
+	ck_assert_int_eq(kvbm_available_blocks(p), 32);
+	ck_assert_int_eq(kvbm_allocate_blocks(p, 16, c, NULL, NULL), 0);
+	mt = t_metrics(p);
+	ck_assert_uint_eq(mt.evictions, 16);
+	ck_assert_int_eq(mt.inactive_pool_size, 16);
+	/* mutable drops never reach the inactive pool */
+	t_release(p, c, 16);
+	mt = t_metrics(p);
+	ck_assert_int_eq(mt.reset_pool_size, 16);
+	ck_assert_int_eq(mt.inactive_pool_size, 16);
+	/* what is left is matchable and comes back */
+	uint8_t pres[32];
+	ck_assert_int_eq(kvbm_check_presence(p, h, 32, pres), 16);
+	for (int i = 0, k = 0; i < 32 && k < 8; i++)
+		if (pres[i])
+			ck_assert_int_eq(kvbm_match_blocks(p, &h[i], 1, &m[k++]), 1);
+	t_release(p, m, 8);
+	ck_assert_int_eq(kvbm_reset_inactive_pool(p), 0);
+	ck_assert_int_eq(kvbm_available_blocks(p), 32);
+	t_done(p, name);
+}
+END_TEST
+
+/* Two chains A->B and X->Y released A, X, B, Y. Tick: B, A, Y, X (a
+ * parent keeps its insertion tick); Fifo: B, Y, A, X (a re-leafed parent
+ * goes to the tail); LRU: A, X, B, Y. */
+START_TEST(test_interleaved_chains)
+{
+	static const uint32_t backends[] = {KVBM_BACKEND_LINEAGE, KVBM_BACKEND_LINEAGE_FIFO,
+					    KVBM_BACKEND_LRU};
+	static const int want[][4] = {{1, 0, 3, 2}, {1, 3, 0, 2}, {0, 2, 1, 3}};
+	T_NAME(name);
+	struct kvbm_pool *p = pool_with(name, 4, backends[_i]);
+	struct kvbm_plh ab[2], xy[2], h[4], ev[4];
+	struct kvbm_block b[4];
+
+	t_seq_hashes(100, 2, BS, ab);
+	t_seq_hashes(900, 2, BS, xy);
+	h[0] = ab[0], h[1] = ab[1], h[2] = xy[0], h[3] = xy[1];
+	for (int i = 0; i < 4; i++)
+		b[i] = reg1(p, h[i]);
+	t_release(p, &b[0], 1);
+	t_release(p, &b[2], 1);
+	t_release(p, &b[1], 1);
+	t_release(p, &b[3], 1);
+	evict_all(p, 4, ev);
+	for (int i = 0; i < 4; i++)
+		ck_assert_msg(kvbm_plh_eq(ev[i], h[want[_i][i]]), "backend %u: eviction %d",
+			      backends[_i], i);
+	t_done(p, name);
+}
+END_TEST
+
+/* A child released while its parent is held hangs under a ghost; the
+ * parent, released later, takes the ghost's place: still child first. */
+START_TEST(test_lineage_out_of_order_insert)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = pool_with(name, 3, (uint32_t)_i ? KVBM_BACKEND_LINEAGE_FIFO
+							     : KVBM_BACKEND_LINEAGE);
+	struct kvbm_plh h[3], ev[3];
+	struct kvbm_block b[3];
+
+	t_seq_hashes(300, 3, BS, h);
+	t_register(p, h, 3, b);
+	t_release(p, &b[2], 1); /* ghost for h[1] */
+	ck_assert_int_eq(t_check(p), 0);
+	t_release(p, &b[1], 1); /* ghost for h[0] */
+	t_release(p, &b[0], 1);
+	ck_assert_int_eq(t_check(p), 0);
+	evict_all(p, 3, ev);
+	for (int i = 0; i < 3; i++)
+		ck_assert(kvbm_plh_eq(ev[i], h[2 - i]));
+	t_done(p, name);
+}
+END_TEST
+
+/* A 1000-deep chain: leaves only, so it goes deepest first whatever the
+ * release order; removing nodes and pruning ghosts is iterative. */
+START_TEST(test_lineage_deep_chain)
+{
+	enum { N = 1000 };
+	T_NAME(name);
+	struct kvbm_pool *p = pool_with(name, N, KVBM_BACKEND_LINEAGE);
+	static struct kvbm_plh h[N];
+	static struct kvbm_block b[N];
+	static struct kvbm_plh ev[N];
+
+	t_seq_hashes(7, N, BS, h);
+	t_register(p, h, N, b);
+	if (_i == 0) {
+		t_release(p, b, N); /* parents first: the root is the oldest */
+	} else {
+		for (int i = N; i-- > 0;) /* children first: a ghost each time */
+			t_release(p, &b[i], 1);
+	}
+	ck_assert_int_eq(t_check(p), 0);
+	uint32_t nev;
+	ck_assert_int_eq(kvbm_allocate_blocks(p, N, b, ev, &nev), 0);
+	ck_assert_uint_eq(nev, N);
+	for (int i = 0; i < N; i++)
+		ck_assert(kvbm_plh_eq(ev[i], h[N - 1 - i]));
+	t_release(p, b, N);
+	t_done(p, name);
+}
+END_TEST
+
+/* Reference test_multi_lru_priority_levels with thresholds [2, 6, 15]:
+ * 1 (the registration), 2, 6 and 15 uses put blocks in levels 0-3, and
+ * level 0 drains first whatever the release order. */
+START_TEST(test_multi_lru_levels)
+{
+	T_NAME(name);
+	struct kvbm_config cfg = t_cfg();
+	static const int uses[4] = {1, 2, 6, 15};
+	struct kvbm_plh h[4], ev[4];
+	struct kvbm_block b[4], m;
+
+	cfg.block_count = 4;
+	cfg.backend = KVBM_BACKEND_MULTI_LRU;
+	cfg.mlru_thresholds[0] = 2;
+	cfg.mlru_thresholds[1] = 6;
+	cfg.mlru_thresholds[2] = 15;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	for (int i = 0; i < 4; i++) {
+		h[i] = t_hash1(4000 + 10 * (uint32_t)i, BS);
+		b[i] = reg1(p, h[i]);
+		for (int k = 1; k < uses[i]; k++) {
+			ck_assert_int_eq(kvbm_match_blocks(p, &h[i], 1, &m), 1);
+			t_release(p, &m, 1);
+		}
+	}
+	for (int i = 4; i-- > 0;) /* the hottest released first */
+		t_release(p, &b[i], 1);
+	evict_all(p, 4, ev);
+	for (int i = 0; i < 4; i++)
+		ck_assert(kvbm_plh_eq(ev[i], h[i]));
+	t_done(p, name);
+}
+END_TEST
+
+/* lfru: a block used 8 times outlives one used once, released after it
+ * (three pool turnovers of grace); LRU would evict it first. */
+START_TEST(test_lfru_keeps_the_frequent_block)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = pool_with(name, 2, KVBM_BACKEND_LFRU);
+	struct kvbm_plh h[2], ev[2];
+	struct kvbm_block a, b, m;
+
+	h[0] = t_hash1(100, BS);
+	h[1] = t_hash1(200, BS);
+	a = reg1(p, h[0]);
+	for (int k = 1; k < 8; k++) {
+		ck_assert_int_eq(kvbm_match_blocks(p, &h[0], 1, &m), 1);
+		t_release(p, &m, 1);
+	}
+	b = reg1(p, h[1]);
+	t_release(p, &a, 1);
+	t_release(p, &b, 1);
+	evict_all(p, 1, ev);
+	ck_assert(kvbm_plh_eq(ev[0], h[1]));
+	t_done(p, name);
+}
+END_TEST
+
+START_TEST(test_eviction_config_validation)
+{
+	struct kvbm_config cfg;
+	const char *why = NULL;
+
+	kvbm_config_init(&cfg);
+	ck_assert_uint_eq(cfg.backend, KVBM_BACKEND_LINEAGE); /* the reference's default */
+	ck_assert_uint_eq(cfg.mlru_thresholds[0], 3);
+	ck_assert_uint_eq(cfg.mlru_thresholds[2], 15);
+	cfg.backend = KVBM_BACKEND_MULTI_LRU;
+	cfg.mlru_thresholds[2] = 16;
+	ck_assert_int_eq(kvbm_config_check(&cfg, &why), -EINVAL);
+	ck_assert_str_eq(why, "frequency thresholds must be <= 15");
+	cfg.mlru_thresholds[2] = 15;
+	cfg.mlru_thresholds[1] = 2;
+	ck_assert_int_eq(kvbm_config_check(&cfg, &why), -EINVAL);
+	ck_assert_str_eq(why, "frequency thresholds must be in ascending order");
+	cfg.mlru_thresholds[1] = 8;
+	cfg.tinylfu = KVBM_TINYLFU_NONE;
+	ck_assert_int_eq(kvbm_config_check(&cfg, &why), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(why, "frequency tracking"));
+	cfg.tinylfu = KVBM_TINYLFU_SMALL;
+	ck_assert_int_eq(kvbm_config_check(&cfg, &why), 0);
+	cfg.backend = KVBM_BACKEND_COUNT;
+	ck_assert_int_eq(kvbm_config_check(&cfg, &why), -EINVAL);
+	for (uint32_t b = 0; b < KVBM_BACKEND_COUNT; b++)
+		ck_assert_int_eq(kvbm_backend_parse(kvbm_backend_name(b)), (int)b);
+	ck_assert_int_eq(kvbm_backend_parse("belady"), -EINVAL);
+}
+END_TEST
+
+Suite *make_evict_suite(void)
+{
+	Suite *s = suite_create("evict");
+	TCase *tc = tcase_create("backends");
+
+	tcase_set_timeout(tc, 60);
+	tcase_add_loop_test(tc, test_capacity_lifecycle_every_backend, 0, KVBM_BACKEND_COUNT);
+	tcase_add_loop_test(tc, test_interleaved_chains, 0, 3);
+	tcase_add_loop_test(tc, test_lineage_out_of_order_insert, 0, 2);
+	tcase_add_loop_test(tc, test_lineage_deep_chain, 0, 2);
+	tcase_add_test(tc, test_multi_lru_levels);
+	tcase_add_test(tc, test_lfru_keeps_the_frequent_block);
+	tcase_add_test(tc, test_eviction_config_validation);
+	suite_add_tcase(s, tc);
+	return s;
+}
