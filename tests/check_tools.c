@@ -244,6 +244,43 @@ START_TEST(test_bench_smoke)
 }
 END_TEST
 
+/* A trace small enough to work out by hand: 10 blocks, 5 unique; with
+ * room for all, every reuse of a prefix hits (2 + 3 of 10). */
+START_TEST(test_replay_small_trace)
+{
+	char path[] = "/tmp/kvbm-trace-XXXXXX";
+	int fd = mkstemp(path);
+	static const char trace[] =
+		"{\"timestamp\": 0, \"input_length\": 1500, \"hash_ids\": [1, 2, 3]}\n"
+		"{\"timestamp\": 1, \"input_length\": 1500, \"hash_ids\": [1, 2, 4]}\n"
+		"{\"timestamp\": 2, \"input_length\": 2000, \"hash_ids\": [1, 2, 3, 5]}\n";
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, trace, sizeof(trace) - 1), (ssize_t)sizeof(trace) - 1);
+	close(fd);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-replay", "--list-backends", NULL), 0);
+	ck_assert_str_eq(out, "lru\nfifo\nmulti-lru\nlineage\nlineage-fifo\nlfru\n");
+	for (uint32_t b = 0; b < KVBM_BACKEND_COUNT; b++) {
+		ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-replay", "--trace", path,
+					    "--capacity-frac", "1", "--backend", kvbm_backend_name(b),
+					    "--oracle", "--json", NULL),
+				 0);
+		ck_assert_int_eq(json_check(out, "d['hit_ratio']==0.5 and d['requests']==3 and "
+						 "d['blocks']==10 and d['capacity']==5 and "
+						 "d['lru_hit_ratio']==0.5 and d['belady_hit_ratio']==0.5 "
+						 "and d['blocks_per_s']>0"),
+				 0);
+	}
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-replay", "--trace", path,
+				    "--capacity-frac", "0.5", NULL),
+			 2); /* 2 blocks cannot hold a 4-block request */
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-replay", "--trace", path,
+				    "--capacity-frac", "1", "--backend", "belady", NULL),
+			 2);
+	unlink(path);
+}
+END_TEST
+
 Suite *make_tools_suite(void)
 {
 	Suite *s = suite_create("tools");
@@ -258,6 +295,7 @@ Suite *make_tools_suite(void)
 	tcase_add_test(tc, test_dump_counts_blocks);
 	tcase_add_test(tc, test_hash_cli);
 	tcase_add_test(tc, test_bench_smoke);
+	tcase_add_test(tc, test_replay_small_trace);
 	suite_add_tcase(s, tc);
 	return s;
 }
