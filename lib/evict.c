@@ -69,7 +69,7 @@ uint32_t kvbm_sketch_estimate(const struct kvbm_pool *p, struct kvbm_plh key)
 	uint64_t h = sketch_hash(key);
 	uint64_t w = __atomic_load_n(&p->sketch[(h >> 32) & (p->sketch_words - 1)],
 				     __ATOMIC_RELAXED);
-	unsigned idx[4], n = nibbles(h, idx), m = 15;
+	unsigned idx[4] = {0}, n = nibbles(h, idx), m = 15;
 
 	for (unsigned i = 0; i < n; i++) {
 		unsigned v = (unsigned)(w >> (4 * idx[i])) & 15;
@@ -104,7 +104,7 @@ void kvbm_sketch_touch(struct kvbm_pool *p, struct kvbm_plh key)
 	uint64_t h = sketch_hash(key);
 	uint64_t *wp = &p->sketch[(h >> 32) & (p->sketch_words - 1)];
 	uint64_t w = __atomic_load_n(wp, __ATOMIC_RELAXED), nw;
-	unsigned idx[4], n = nibbles(h, idx);
+	unsigned idx[4] = {0}, n = nibbles(h, idx);
 
 	do {
 		nw = w;
