@@ -198,6 +198,14 @@ static void load(const char *path, struct trace *t)
 	fclose(f);
 }
 
+static void trace_free(struct trace *t)
+{
+	free(t->start);
+	free(t->ids);
+	free(t->depth);
+	free(t->plh);
+}
+
 /* ---- the replay through a pool ----------------------------------------------------- */
 
 struct result {
@@ -583,12 +591,15 @@ int main(int argc, char **argv)
 		fprintf(stderr,
 			"kvbm-replay: capacity %u blocks is less than %ld x the longest request (%u)\n",
 			cap, procs, t.maxlen);
+		trace_free(&t);
 		return 2;
 	}
 	struct result res;
 	double secs;
-	if (replay(&t, cap, backend, (uint32_t)procs, &res, &secs) < 0)
+	if (replay(&t, cap, backend, (uint32_t)procs, &res, &secs) < 0) {
+		trace_free(&t);
 		return 1;
+	}
 	double ratio = res.blocks ? (double)res.hits / (double)res.blocks : 0;
 	double lru = oracle ? oracle_lru(&t, cap) : 0, bel = oracle ? oracle_belady(&t, cap) : 0;
 	if (json) {
@@ -615,6 +626,7 @@ int main(int argc, char **argv)
 		}
 		json_obj_end(&j);
 		json_finish(&j);
+		trace_free(&t);
 		return 0;
 	}
 	printf("trace %s: %u requests, %llu blocks, %u unique\n", path, t.nreq,
@@ -632,5 +644,6 @@ int main(int argc, char **argv)
 		printf("exact LRU %.4f\n", lru);
 		printf("Belady    %.4f\n", bel);
 	}
+	trace_free(&t);
 	return 0;
 }
