@@ -301,8 +301,12 @@ static uint32_t ghost_new(struct kvbm_pool *p, uint32_t pos, uint64_t frag)
 {
 	uint32_t g1 = p->ev->ghost_free;
 
-	if (!g1 || g1 - 1 < p->nslots || g1 > p->ev->lin_nodes)
-		return UINT32_MAX; /* out of ghosts: the child goes unparented */
+	if (!g1 || g1 - 1 < p->nslots || g1 > p->ev->lin_nodes) {
+		/* out of ghosts: the child goes unparented (the checker then
+		 * stops asking for exact child counts, see orphans) */
+		p->ev->orphans++;
+		return UINT32_MAX;
+	}
 	struct kvbm_shm_lnode *g = &p->ln[g1 - 1];
 	p->ev->ghost_free = g->hnext;
 	*g = (struct kvbm_shm_lnode){.frag = frag, .pos = pos,

@@ -342,7 +342,10 @@ struct kvbm_shm_evict {
 	uint32_t ghost_free;   /* free ghost nodes, chained by hnext (node + 1) */
 	uint32_t nghosts;      /* ghosts in use */
 	uint32_t nheap;        /* leaves in the heap */
-	uint32_t reserved[6];
+	uint32_t orphans;      /* nodes left without their parent since the forest
+				* was last emptied (ghosts ran out): child counts
+				* are then approximate, which only blurs the order */
+	uint32_t reserved[5];
 };
 
 #define KVBM_LN_USED 0x1u   /* in the forest */
