@@ -459,10 +459,17 @@ KVBM_API long kvbm_match_blocks(struct kvbm_pool *pool, const struct kvbm_plh *h
  * hold on the same block. Returns the number of hits. */
 KVBM_API long kvbm_match_blocks_scattered(struct kvbm_pool *pool, const struct kvbm_plh *hashes,
 					  size_t n, struct kvbm_block *out, uint8_t *found);
+/* kvbm_scan_matches() flags. */
+#define KVBM_SCAN_TOUCH 1u /* count each hit in the TinyLFU sketch, as a match does */
 /* Holds on the blocks of every DISTINCT hash of @hashes that is registered,
- * in order of first occurrence, into @out (room for @n). Returns how many. */
+ * in order of first occurrence, into @out (room for @n). @flags is 0 or
+ * KVBM_SCAN_TOUCH (the reference's `touch`). Returns how many. */
 KVBM_API long kvbm_scan_matches(struct kvbm_pool *pool, const struct kvbm_plh *hashes, size_t n,
-				struct kvbm_block *out);
+				unsigned flags, struct kvbm_block *out);
+/* The TinyLFU estimate (0..15) of @hash: how often it was registered new or
+ * matched recently. 0 when the pool keeps no sketch (KVBM_TINYLFU_NONE, or
+ * AUTO with a backend that needs none). Returns it, or a negative code. */
+KVBM_API long kvbm_frequency_estimate(struct kvbm_pool *pool, struct kvbm_plh hash);
 /* @present[i] = whether @hashes[i] is registered (active or inactive).
  * Takes no hold. Returns the number present. */
 KVBM_API long kvbm_check_presence(struct kvbm_pool *pool, const struct kvbm_plh *hashes,

@@ -133,7 +133,7 @@ static int seen_add(struct seen *st, const struct kvbm_plh *hashes, uint32_t i)
 }
 
 long kvbm_scan_matches(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_t n,
-		       struct kvbm_block *out)
+		       unsigned flags, struct kvbm_block *out)
 {
 	struct seen st;
 	long k = 0;
@@ -141,7 +141,7 @@ long kvbm_scan_matches(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 
 	if (r < 0)
 		return r;
-	if (n && (!hashes || !out))
+	if ((n && (!hashes || !out)) || (flags & ~KVBM_SCAN_TOUCH))
 		return -EINVAL;
 	if (n > UINT32_MAX / 4)
 		return -E2BIG;
@@ -157,6 +157,8 @@ long kvbm_scan_matches(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 			k = r;
 			break;
 		}
+		if (r && (flags & KVBM_SCAN_TOUCH))
+			kvbm_sketch_touch(p, hashes[i]); /* once per distinct hit */
 		k += r;
 	}
 	if (st.tab != st.small)
@@ -166,6 +168,13 @@ long kvbm_scan_matches(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 		kvbm_metric_add(p, KVBM_M_SCAN_BLOCKS_RETURNED, k);
 	}
 	return k;
+}
+
+long kvbm_frequency_estimate(struct kvbm_pool *p, struct kvbm_plh hash)
+{
+	int r = p ? kvbm_seg_check(&p->seg) : -EINVAL;
+
+	return r < 0 ? r : (long)kvbm_sketch_estimate(p, hash);
 }
 
 long kvbm_check_presence(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_t n,

@@ -253,6 +253,57 @@ START_TEST(test_eviction_config_validation)
 }
 END_TEST
 
+/* audit_counter_tests: a touch for each returned match block (active or
+ * inactive), each scattered hit occurrence, each scan hit when asked, and a
+ * new registration; never for a scan without touch, a duplicate
+ * registration or a presence check. */
+START_TEST(test_frequency_touches_where_the_reference_does)
+{
+	T_NAME(name);
+	struct kvbm_config cfg = t_cfg();
+	cfg.block_count = 16;
+	cfg.tinylfu = KVBM_TINYLFU_SMALL;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	struct kvbm_plh h[2], dup[2];
+	struct kvbm_block b[2], m[2], d[2];
+	uint8_t found[3], pres[2];
+
+	t_seq_hashes(900, 2, BS, h);
+	ck_assert_int_eq(kvbm_frequency_estimate(p, h[0]), 0);
+	t_register(p, h, 2, b); /* new: one touch each */
+	ck_assert_int_eq(kvbm_frequency_estimate(p, h[0]), 1);
+	dup[0] = dup[1] = h[0];
+	t_register(p, dup, 1, d); /* a duplicate registration: no touch */
+	ck_assert_int_eq(kvbm_frequency_estimate(p, h[0]), 1);
+	t_release(p, d, 1);
+	ck_assert_int_eq(kvbm_match_blocks(p, h, 2, m), 2); /* active hits */
+	t_release(p, m, 2);
+	ck_assert_int_eq(kvbm_frequency_estimate(p, h[0]), 2);
+	t_release(p, b, 2);
+	ck_assert_int_eq(kvbm_match_blocks(p, h, 1, m), 1); /* inactive hit */
+	t_release(p, m, 1);
+	ck_assert_int_eq(kvbm_frequency_estimate(p, h[0]), 3);
+	ck_assert_int_eq(kvbm_scan_matches(p, dup, 2, 0, m), 1);
+	t_release(p, m, 1);
+	ck_assert_int_eq(kvbm_frequency_estimate(p, h[0]), 3);
+	ck_assert_int_eq(kvbm_scan_matches(p, dup, 2, KVBM_SCAN_TOUCH, m), 1);
+	t_release(p, m, 1); /* distinct hits: one touch for the repeated hash */
+	ck_assert_int_eq(kvbm_frequency_estimate(p, h[0]), 4);
+	struct kvbm_plh sc[3] = {h[0], t_hash1(424242, BS), h[0]};
+	struct kvbm_block so[3];
+	ck_assert_int_eq(kvbm_match_blocks_scattered(p, sc, 3, so, found), 2);
+	t_release(p, &so[0], 1);
+	t_release(p, &so[2], 1);
+	ck_assert_int_eq(kvbm_frequency_estimate(p, h[0]), 6);
+	ck_assert_int_eq(kvbm_check_presence(p, h, 2, pres), 2);
+	ck_assert_int_eq(kvbm_frequency_estimate(p, h[0]), 6);
+	ck_assert_int_eq(kvbm_frequency_estimate(p, h[1]), 2);
+	ck_assert_int_eq(kvbm_scan_matches(p, h, 2, 2, m), -EINVAL);
+	ck_assert_int_eq(kvbm_frequency_estimate(NULL, h[0]), -EINVAL);
+	t_done(p, name);
+}
+END_TEST
+
 Suite *make_evict_suite(void)
 {
 	Suite *s = suite_create("evict");
@@ -266,6 +317,7 @@ Suite *make_evict_suite(void)
 	tcase_add_test(tc, test_multi_lru_levels);
 	tcase_add_test(tc, test_lfru_keeps_the_frequent_block);
 	tcase_add_test(tc, test_eviction_config_validation);
+	tcase_add_test(tc, test_frequency_touches_where_the_reference_does);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -146,7 +146,7 @@ START_TEST(test_scan_matches_counts_distinct)
 	in[1] = t_hash1(77777, BS);
 	in[2] = h[2];
 	in[3] = h[0];
-	ck_assert_int_eq(kvbm_scan_matches(p, in, 4, out), 2);
+	ck_assert_int_eq(kvbm_scan_matches(p, in, 4, 0, out), 2);
 	ck_assert_uint_eq(out[0].id, b[2].id);
 	ck_assert_uint_eq(out[1].id, b[0].id);
 	struct kvbm_metrics m = t_metrics(p);
@@ -172,7 +172,7 @@ START_TEST(test_scan_many_hashes)
 	t_register(p, h, N, b);
 	for (int i = 0; i < N; i++)
 		in[2 * i] = in[2 * i + 1] = h[N - 1 - i];
-	ck_assert_int_eq(kvbm_scan_matches(p, in, 2 * N, out), N);
+	ck_assert_int_eq(kvbm_scan_matches(p, in, 2 * N, 0, out), N);
 	ck_assert_uint_eq(out[0].id, b[N - 1].id);
 	t_release(p, out, N);
 	t_release(p, b, N);
