@@ -208,7 +208,8 @@ static void check_forest(struct ck *c, const struct kvbm_evict_geom *g, uint32_t
 	const struct kvbm_shm_evict *e = c->seg->evict;
 	const uint8_t *base = (const uint8_t *)e;
 	const struct kvbm_shm_lnode *ln = (const void *)(base + g->nodes_off);
-	const uint32_t *heap = (const void *)(base + g->heap_off);
+	const struct kvbm_shm_hent *heap = (const void *)(base + g->heap_off);
+	const uint64_t *gpfrag = (const void *)(base + g->pfrag_off);
 	const uint32_t *heads = (const void *)(base + g->heads_off);
 	int fifo = c->seg->hdr->config.backend == KVBM_BACKEND_LINEAGE_FIFO;
 	uint32_t nghosts = 0, nleaves = 0, hashed = 0;
@@ -226,9 +227,10 @@ static void check_forest(struct ck *c, const struct kvbm_evict_geom *g, uint32_t
 		}
 	for (uint32_t n = 0; n < g->nodes; n++) {
 		const struct kvbm_shm_lnode *nd = &ln[n];
-		if (!(nd->flags & KVBM_LN_USED))
+		if (!(nd->pos_fl & KVBM_LN_USED))
 			continue;
-		int ghost = (nd->flags & KVBM_LN_GHOST) != 0;
+		int ghost = (nd->pos_fl & KVBM_LN_GHOST) != 0;
+		uint32_t pos = nd->pos_fl & KVBM_LN_POS;
 		if (ghost != (n >= c->nslots))
 			bad(c, "lineage: node %u is %s in the %s range", n, ghost ? "a ghost" : "real",
 			    n >= c->nslots ? "ghost" : "slot");
@@ -242,16 +244,18 @@ static void check_forest(struct ck *c, const struct kvbm_evict_geom *g, uint32_t
 		if (!ghost && !fifo && (nd->nchild != 0) == (nd->hpos != 0))
 			bad(c, "lineage: node %u has %u children and %s the leaf order", n, nd->nchild,
 			    nd->hpos ? "is in" : "is not in");
-		if ((nd->flags & KVBM_LN_LINKED) && nd->pos > 0) {
+		if ((nd->pos_fl & KVBM_LN_LINKED) && pos > 0) {
 			/* the node a lookup of the parent key finds, real first */
 			uint32_t par = UINT32_MAX;
-			uint32_t b = kvbm_lineage_bucket(nd->pos - 1, nd->pfrag, g->buckets);
+			uint64_t pfrag = ghost ? gpfrag[n - c->nslots]
+					       : kvbm_plh_parent_fragment(kvbm_slot_key(&c->seg->slots[n]));
+			uint32_t b = kvbm_lineage_bucket(pos - 1, pfrag, g->buckets);
 			for (uint32_t m1 = heads[b], k = 0; m1 && m1 <= g->nodes && k <= g->nodes;
 			     m1 = ln[m1 - 1].hnext, k++) {
 				const struct kvbm_shm_lnode *pm = &ln[m1 - 1];
-				if (pm->pos == nd->pos - 1 && pm->frag == nd->pfrag &&
-				    (par == UINT32_MAX || !(pm->flags & KVBM_LN_GHOST)))
-					par = par != UINT32_MAX && !(ln[par].flags & KVBM_LN_GHOST)
+				if ((pm->pos_fl & KVBM_LN_POS) == pos - 1 && pm->frag == pfrag &&
+				    (par == UINT32_MAX || !(pm->pos_fl & KVBM_LN_GHOST)))
+					par = par != UINT32_MAX && !(ln[par].pos_fl & KVBM_LN_GHOST)
 						      ? par : m1 - 1;
 			}
 			if (par == UINT32_MAX && !e->orphans)
@@ -263,20 +267,19 @@ static void check_forest(struct ck *c, const struct kvbm_evict_geom *g, uint32_t
 			(*listed)++;
 	}
 	for (uint32_t n = 0; n < g->nodes; n++)
-		if ((ln[n].flags & KVBM_LN_USED) && kids[n] != ln[n].nchild && !e->orphans)
+		if ((ln[n].pos_fl & KVBM_LN_USED) && kids[n] != ln[n].nchild && !e->orphans)
 			bad(c, "lineage: node %u counts %u children, %u are linked to it", n,
 			    ln[n].nchild, kids[n]);
 	if (nghosts != e->nghosts)
 		bad(c, "lineage: %u ghosts, %u counted", nghosts, e->nghosts);
 	if (!fifo) {
 		for (uint32_t i = 0; i < e->nheap && i < c->nslots; i++) {
-			uint32_t n = heap[i];
-			if (n >= g->nodes || ln[n].hpos != i + 1) {
+			uint32_t n = heap[i].node;
+			if (n >= c->nslots || ln[n].hpos != i + 1) {
 				bad(c, "lineage: heap entry %u (node %u) does not point back", i, n);
 				continue;
 			}
-			uint32_t up = i ? heap[(i - 1) / 2] : n;
-			if (up < g->nodes && ln[n].prio < ln[up].prio)
+			if (i && heap[i].prio < heap[(i - 1) / 2].prio)
 				bad(c, "lineage: heap order broken at entry %u", i);
 		}
 		if (e->nheap != nleaves)

@@ -170,46 +170,45 @@ static void list_prepend(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t 
 
 /* ---- the leaf heap -------------------------------------------------------------- */
 
-static int heap_less(const struct kvbm_pool *p, uint32_t a, uint32_t b)
+static int hent_less(const struct kvbm_shm_hent *a, const struct kvbm_shm_hent *b)
 {
-	uint64_t pa = p->ln[a].prio, pb = p->ln[b].prio;
-
-	return pa < pb || (pa == pb && a < b);
+	return a->prio < b->prio || (a->prio == b->prio && a->node < b->node);
 }
 
-static void heap_set(struct kvbm_pool *p, uint32_t i, uint32_t n)
+static void heap_set(struct kvbm_pool *p, uint32_t i, struct kvbm_shm_hent e)
 {
-	p->heap[i] = n;
-	p->ln[n].hpos = i + 1;
+	p->heap[i] = e;
+	p->ln[e.node].hpos = i + 1;
 }
 
 static void heap_up(struct kvbm_pool *p, uint32_t i)
 {
-	uint32_t n = p->heap[i];
+	struct kvbm_shm_hent e = p->heap[i];
 
-	while (i > 0 && heap_less(p, n, p->heap[(i - 1) / 2])) {
+	while (i > 0 && hent_less(&e, &p->heap[(i - 1) / 2])) {
 		heap_set(p, i, p->heap[(i - 1) / 2]);
 		i = (i - 1) / 2;
 	}
-	heap_set(p, i, n);
+	heap_set(p, i, e);
 }
 
 static void heap_down(struct kvbm_pool *p, uint32_t i)
 {
-	uint32_t n = p->heap[i], len = p->ev->nheap;
+	struct kvbm_shm_hent e = p->heap[i];
+	uint32_t len = p->ev->nheap;
 
 	for (;;) {
 		uint32_t c = 2 * i + 1;
 		if (c >= len)
 			break;
-		if (c + 1 < len && heap_less(p, p->heap[c + 1], p->heap[c]))
+		if (c + 1 < len && hent_less(&p->heap[c + 1], &p->heap[c]))
 			c++;
-		if (!heap_less(p, p->heap[c], n))
+		if (!hent_less(&p->heap[c], &e))
 			break;
 		heap_set(p, i, p->heap[c]);
 		i = c;
 	}
-	heap_set(p, i, n);
+	heap_set(p, i, e);
 }
 
 static void heap_del(struct kvbm_pool *p, uint32_t n)
@@ -221,14 +220,28 @@ static void heap_del(struct kvbm_pool *p, uint32_t n)
 		return;
 	heap_set(p, i, p->heap[last]);
 	heap_up(p, i);
-	heap_down(p, p->ln[p->heap[i]].hpos - 1);
+	heap_down(p, p->ln[p->heap[i].node].hpos - 1);
 }
 
 /* ---- the lineage forest ------------------------------------------------------------ */
 
+static uint32_t ln_pos(const struct kvbm_shm_lnode *n)
+{
+	return n->pos_fl & KVBM_LN_POS;
+}
+
 static uint32_t key_bucket(const struct kvbm_pool *p, uint32_t pos, uint64_t frag)
 {
 	return kvbm_lineage_bucket(pos, frag, p->ev->lin_buckets);
+}
+
+/* The key of the parent a node is counted in: a real node's is in its
+ * slot's key (stable while the slot is in the forest), a ghost's kept. */
+static uint64_t ln_pfrag(const struct kvbm_pool *p, uint32_t n)
+{
+	if (n >= p->nslots)
+		return p->gpfrag[n - p->nslots];
+	return kvbm_plh_parent_fragment(kvbm_slot_key(&p->seg.slots[n]));
 }
 
 /* A node keyed (@pos, @frag), a real one first: distinct hashes may share
@@ -240,9 +253,9 @@ static uint32_t lin_find(const struct kvbm_pool *p, uint32_t pos, uint64_t frag)
 
 	for (uint32_t n1 = p->heads[key_bucket(p, pos, frag)]; n1; n1 = p->ln[n1 - 1].hnext) {
 		const struct kvbm_shm_lnode *n = &p->ln[n1 - 1];
-		if (n->pos != pos || n->frag != frag)
+		if (ln_pos(n) != pos || n->frag != frag)
 			continue;
-		if (!(n->flags & KVBM_LN_GHOST))
+		if (!(n->pos_fl & KVBM_LN_GHOST))
 			return n1 - 1;
 		ghost = n1 - 1;
 	}
@@ -251,7 +264,7 @@ static uint32_t lin_find(const struct kvbm_pool *p, uint32_t pos, uint64_t frag)
 
 static void hash_add(struct kvbm_pool *p, uint32_t n)
 {
-	uint32_t *head = &p->heads[key_bucket(p, p->ln[n].pos, p->ln[n].frag)];
+	uint32_t *head = &p->heads[key_bucket(p, ln_pos(&p->ln[n]), p->ln[n].frag)];
 
 	p->ln[n].hnext = *head;
 	*head = n + 1;
@@ -259,7 +272,7 @@ static void hash_add(struct kvbm_pool *p, uint32_t n)
 
 static void hash_del(struct kvbm_pool *p, uint32_t n)
 {
-	uint32_t *link = &p->heads[key_bucket(p, p->ln[n].pos, p->ln[n].frag)];
+	uint32_t *link = &p->heads[key_bucket(p, ln_pos(&p->ln[n]), p->ln[n].frag)];
 
 	while (*link && *link != n + 1)
 		link = &p->ln[*link - 1].hnext;
@@ -273,6 +286,29 @@ static int lin_fifo(const struct kvbm_pool *p)
 	return p->backend == KVBM_BACKEND_LINEAGE_FIFO;
 }
 
+static uint64_t lfru_weight(uint32_t f)
+{
+	/* 16 x log2(f), rounded */
+	static const uint8_t l16[16] = {0, 0, 16, 25, 32, 37, 41, 45, 48, 51, 53, 55, 57, 59, 61, 63};
+
+	return l16[f & 15];
+}
+
+/* Computed when the node becomes a leaf, from its slot's insertion tick:
+ * Tick keeps the order of insertion, lfru weighs in the frequency as it
+ * is when the block becomes evictable. */
+static uint64_t lin_prio(struct kvbm_pool *p, uint32_t s)
+{
+	const struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+
+	if (p->backend != KVBM_BACKEND_LFRU)
+		return sl->tick;
+	/* one pool's worth of insertions per doubling of the estimate: a
+	 * block used twice as often may sit one pool turnover longer */
+	uint32_t f = kvbm_sketch_estimate(p, kvbm_slot_key(sl));
+	return sl->tick * 16 + (uint64_t)p->nslots * lfru_weight(f);
+}
+
 static void leaf_add(struct kvbm_pool *p, uint32_t n)
 {
 	if (lin_fifo(p)) {
@@ -281,7 +317,7 @@ static void leaf_add(struct kvbm_pool *p, uint32_t n)
 		return;
 	}
 	uint32_t i = p->ev->nheap++;
-	heap_set(p, i, n);
+	heap_set(p, i, (struct kvbm_shm_hent){.prio = lin_prio(p, n), .node = n});
 	heap_up(p, i);
 }
 
@@ -297,7 +333,7 @@ static void leaf_del(struct kvbm_pool *p, uint32_t n)
 	heap_del(p, n);
 }
 
-static uint32_t ghost_new(struct kvbm_pool *p, uint32_t pos, uint64_t frag)
+static uint32_t ghost_new(struct kvbm_pool *p, uint32_t pos, uint64_t frag, uint64_t pfrag)
 {
 	uint32_t g1 = p->ev->ghost_free;
 
@@ -309,8 +345,8 @@ static uint32_t ghost_new(struct kvbm_pool *p, uint32_t pos, uint64_t frag)
 	}
 	struct kvbm_shm_lnode *g = &p->ln[g1 - 1];
 	p->ev->ghost_free = g->hnext;
-	*g = (struct kvbm_shm_lnode){.frag = frag, .pos = pos,
-				     .flags = KVBM_LN_USED | KVBM_LN_GHOST};
+	*g = (struct kvbm_shm_lnode){.frag = frag, .pos_fl = pos | KVBM_LN_USED | KVBM_LN_GHOST};
+	p->gpfrag[g1 - 1 - p->nslots] = pfrag;
 	hash_add(p, g1 - 1);
 	p->ev->nghosts++;
 	return g1 - 1;
@@ -320,6 +356,7 @@ static void ghost_free(struct kvbm_pool *p, uint32_t g)
 {
 	hash_del(p, g);
 	p->ln[g] = (struct kvbm_shm_lnode){.hnext = p->ev->ghost_free};
+	p->gpfrag[g - p->nslots] = 0;
 	p->ev->ghost_free = g + 1;
 	p->ev->nghosts--;
 }
@@ -336,75 +373,65 @@ static void lin_unparent(struct kvbm_pool *p, uint32_t pos, uint64_t pfrag)
 		struct kvbm_shm_lnode *pn = &p->ln[par];
 		if (--pn->nchild)
 			return;
-		if (!(pn->flags & KVBM_LN_GHOST)) {
+		if (!(pn->pos_fl & KVBM_LN_GHOST)) {
 			leaf_add(p, par); /* Tick: back at its original priority */
 			return;
 		}
-		uint32_t linked = pn->flags & KVBM_LN_LINKED;
-		pos = pn->pos;
-		pfrag = pn->pfrag;
+		uint32_t linked = pn->pos_fl & KVBM_LN_LINKED;
+		pos = ln_pos(pn);
+		pfrag = p->gpfrag[par - p->nslots];
 		ghost_free(p, par);
 		if (!linked)
 			return;
 	}
 }
 
-static uint64_t lfru_weight(uint32_t f)
+/* Links node @s (a real one, keyed at @pos > 0) under its parent's key. */
+static void lin_link(struct kvbm_pool *p, uint32_t s, uint32_t pos, uint64_t pfrag)
 {
-	/* 16 x log2(f), rounded */
-	static const uint8_t l16[16] = {0, 0, 16, 25, 32, 37, 41, 45, 48, 51, 53, 55, 57, 59, 61, 63};
+	uint32_t par = lin_find(p, pos - 1, pfrag);
 
-	return l16[f & 15];
+	if (par == UINT32_MAX)
+		par = ghost_new(p, pos - 1, pfrag, 0); /* its own parent unknown: unlinked */
+	if (par == UINT32_MAX)
+		return;
+	if (p->ln[par].nchild++ == 0)
+		leaf_del(p, par);
+	p->ln[s].pos_fl |= KVBM_LN_LINKED;
 }
 
-static uint64_t lin_prio(struct kvbm_pool *p, uint32_t s, uint64_t tick)
-{
-	if (p->backend != KVBM_BACKEND_LFRU)
-		return tick;
-	/* one pool's worth of insertions per doubling of the estimate: a
-	 * block used twice as often may sit one pool turnover longer */
-	uint32_t f = kvbm_sketch_estimate(p, kvbm_slot_key(kvbm_slot(p, s)));
-	return tick * 16 + (uint64_t)p->nslots * lfru_weight(f);
-}
-
-static void lin_insert(struct kvbm_pool *p, uint32_t s, uint64_t prio)
+static void lin_insert(struct kvbm_pool *p, uint32_t s)
 {
 	struct kvbm_shm_lnode *n = &p->ln[s];
 
-	if (n->flags & KVBM_LN_USED) {
+	if (n->pos_fl & KVBM_LN_USED) {
 		/* still here from before its resurrection: a new insertion */
 		leaf_del(p, s);
-		n->prio = prio;
 		if (!n->nchild)
 			leaf_add(p, s);
 		return;
 	}
 	struct kvbm_plh key = kvbm_slot_key(kvbm_slot(p, s));
 	uint32_t pos = kvbm_plh_position(key);
-	uint64_t frag = kvbm_plh_router_hash(key);
-	*n = (struct kvbm_shm_lnode){.frag = frag, .pos = pos, .prio = prio,
-				     .flags = KVBM_LN_USED};
+	uint64_t frag = kvbm_plh_router_hash(key), pfrag = kvbm_plh_parent_fragment(key);
+	*n = (struct kvbm_shm_lnode){.frag = frag, .pos_fl = pos | KVBM_LN_USED};
 	uint32_t g = lin_find(p, pos, frag);
-	if (g != UINT32_MAX && (p->ln[g].flags & KVBM_LN_GHOST)) {
-		/* its children came first: it takes the ghost's place */
+	if (g != UINT32_MAX && (p->ln[g].pos_fl & KVBM_LN_GHOST)) {
+		/* its children came first: it takes the ghost's place, and
+		 * its link, when both name the same parent key */
+		uint64_t gp = p->gpfrag[g - p->nslots];
+		uint32_t glinked = p->ln[g].pos_fl & KVBM_LN_LINKED;
 		n->nchild = p->ln[g].nchild;
-		n->flags |= p->ln[g].flags & KVBM_LN_LINKED;
-		n->pfrag = p->ln[g].pfrag;
-		p->ln[g].flags &= ~KVBM_LN_LINKED;
+		p->ln[g].pos_fl &= ~KVBM_LN_LINKED;
 		ghost_free(p, g);
+		if (glinked && gp == pfrag)
+			n->pos_fl |= KVBM_LN_LINKED;
+		else if (glinked)
+			lin_unparent(p, pos, gp); /* a key twin: not its parent */
 	}
 	hash_add(p, s);
-	if (pos > 0 && !(n->flags & KVBM_LN_LINKED)) {
-		n->pfrag = kvbm_plh_parent_fragment(key);
-		uint32_t par = lin_find(p, pos - 1, n->pfrag);
-		if (par == UINT32_MAX)
-			par = ghost_new(p, pos - 1, n->pfrag);
-		if (par != UINT32_MAX) {
-			if (p->ln[par].nchild++ == 0)
-				leaf_del(p, par);
-			n->flags |= KVBM_LN_LINKED;
-		}
-	}
+	if (pos > 0 && !(n->pos_fl & KVBM_LN_LINKED))
+		lin_link(p, s, pos, pfrag);
 	if (!n->nchild)
 		leaf_add(p, s);
 }
@@ -413,23 +440,23 @@ static void lin_remove(struct kvbm_pool *p, uint32_t s)
 {
 	struct kvbm_shm_lnode *n = &p->ln[s];
 
-	if (!(n->flags & KVBM_LN_USED))
+	if (!(n->pos_fl & KVBM_LN_USED))
 		return;
+	uint64_t pfrag = ln_pfrag(p, s);
 	leaf_del(p, s);
 	hash_del(p, s);
 	if (n->nchild) {
 		/* its children still hang under its key: a ghost keeps it */
-		uint32_t g = ghost_new(p, n->pos, n->frag);
+		uint32_t g = ghost_new(p, ln_pos(n), n->frag, pfrag);
 		if (g != UINT32_MAX) {
 			p->ln[g].nchild = n->nchild;
-			p->ln[g].pfrag = n->pfrag;
-			p->ln[g].flags |= n->flags & KVBM_LN_LINKED;
+			p->ln[g].pos_fl |= n->pos_fl & KVBM_LN_LINKED;
 			*n = (struct kvbm_shm_lnode){0};
 			return;
 		}
 	}
-	if (n->flags & KVBM_LN_LINKED)
-		lin_unparent(p, n->pos, n->pfrag);
+	if (n->pos_fl & KVBM_LN_LINKED)
+		lin_unparent(p, ln_pos(n), pfrag);
 	*n = (struct kvbm_shm_lnode){0};
 }
 
@@ -469,7 +496,7 @@ static void insert_at(struct kvbm_pool *p, uint32_t s, uint64_t tick, int front)
 	sl->tick = tick;
 	if (kvbm_backend_is_lineage(p->backend)) {
 		sl->list = KVBM_LIST_LINEAGE;
-		lin_insert(p, s, lin_prio(p, s, tick));
+		lin_insert(p, s);
 		return;
 	}
 	uint32_t lv = p->backend == KVBM_BACKEND_MULTI_LRU ? mlru_level(p, s) : 0;
@@ -500,7 +527,7 @@ uint32_t kvbm_evict_first(struct kvbm_pool *p)
 	struct kvbm_shm_control *c = p->seg.ctl;
 
 	if (kvbm_backend_is_lineage(p->backend) && !lin_fifo(p))
-		return p->ev->nheap ? p->heap[0] : UINT32_MAX;
+		return p->ev->nheap ? p->heap[0].node : UINT32_MAX;
 	for (int lv = 0; lv < 4; lv++)
 		if (c->lists[lv].head)
 			return c->lists[lv].head - 1;
@@ -532,5 +559,6 @@ void kvbm_evict_setup(struct kvbm_pool *p)
 	p->sketch = g.sketch_words ? (uint64_t *)(base + g.sketch_off) : NULL;
 	p->ln = g.nodes ? (struct kvbm_shm_lnode *)(base + g.nodes_off) : NULL;
 	p->heads = g.nodes ? (uint32_t *)(base + g.heads_off) : NULL;
-	p->heap = g.nodes ? (uint32_t *)(base + g.heap_off) : NULL;
+	p->heap = g.nodes ? (struct kvbm_shm_hent *)(base + g.heap_off) : NULL;
+	p->gpfrag = g.nodes ? (uint64_t *)(base + g.pfrag_off) : NULL;
 }

@@ -47,7 +47,8 @@ struct kvbm_pool {
 	uint64_t *sketch;          /* NULL: no frequency tracking */
 	struct kvbm_shm_lnode *ln; /* lineage backends only */
 	uint32_t *heads;
-	uint32_t *heap;
+	struct kvbm_shm_hent *heap;
+	uint64_t *gpfrag; /* ghosts' parent fragments, by node - nslots */
 };
 
 /* Checks @cfg and converts it to the stored form. Returns 0 or -EINVAL. */

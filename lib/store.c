@@ -157,10 +157,12 @@ uint32_t kvbm_store_evict_commit(struct kvbm_pool *p, uint32_t s, int to_mutable
 	KVBM_FAILPOINT("store.evict.committed");
 	if (kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY)
 		(void)kvbm_index_delete(&p->ix, key, s);
+	/* out of the order while the key is still there: a lineage node
+	 * reads its parent's key from it */
+	kvbm_evict_remove(p, s);
 	__atomic_store_n(&sl->key_hi, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&sl->key_lo, 0, __ATOMIC_RELAXED);
 	KVBM_FAILPOINT("store.evict.unindexed");
-	kvbm_evict_remove(p, s);
 	sl->primary = 0;
 	sl->dups = 0;
 	__atomic_store_n(&sl->reset_on_release, p->ror_default, __ATOMIC_RELAXED);

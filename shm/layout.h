@@ -24,7 +24,7 @@
 #define KVBM_SHM_MAGIC 0x00314d48534d424bull /* "KBMSHM1\0" little-endian */
 /* 2: resurrection windows in the metric shards, index alternate bucket
  * 3: eviction region (TinyLFU sketch, lineage forest), four eviction lists */
-#define KVBM_ABI_MAJOR 3
+#define KVBM_ABI_MAJOR 4
 #define KVBM_ABI_MINOR 0
 #define KVBM_CACHELINE 64
 #define KVBM_PAGE 4096
@@ -348,23 +348,36 @@ struct kvbm_shm_evict {
 	uint32_t reserved[5];
 };
 
-#define KVBM_LN_USED 0x1u   /* in the forest */
-#define KVBM_LN_GHOST 0x2u  /* a parent known by key only */
-#define KVBM_LN_LINKED 0x4u /* counted in its parent's nchild */
+/* Flags share the word of the position (24 bits: KVBM_PLH_MAX_POSITION). */
+#define KVBM_LN_POS 0xffffffu
+#define KVBM_LN_USED (0x1u << 24)   /* in the forest */
+#define KVBM_LN_GHOST (0x2u << 24)  /* a parent known by key only */
+#define KVBM_LN_LINKED (0x4u << 24) /* counted in its parent's nchild */
 
+/*
+ * A real node (node s = slot s) keeps no copy of what its slot has: its
+ * parent fragment comes from the slot's key, its priority from the slot's
+ * tick. A ghost's parent fragment is in the ghost's entry of the pfrag
+ * array. 24 bytes, so the forest fits the cache better and costs less per
+ * block (BENCHMARKS.md, h).
+ */
 struct kvbm_shm_lnode {
-	uint64_t frag;  /* key: the fragment its children carry */
-	uint64_t pfrag; /* its parent's key fragment (pos > 0) */
-	uint64_t prio;  /* leaf order: lower goes first */
-	uint32_t pos;
+	uint64_t frag;   /* key: the fragment its children carry */
+	uint32_t pos_fl; /* position | KVBM_LN_* flags */
 	uint32_t nchild; /* nodes keyed under it */
 	uint32_t hnext;  /* hash chain or ghost free list: node + 1 */
 	uint32_t hpos;   /* heap index + 1 while a leaf in the heap */
-	uint32_t flags;
+};
+
+/* A heap entry carries its priority, so sifting never leaves the heap. */
+struct kvbm_shm_hent {
+	uint64_t prio; /* lower goes first; ties to the lower node */
+	uint32_t node;
 	uint32_t reserved;
 };
 _Static_assert(sizeof(struct kvbm_shm_evict) == KVBM_CACHELINE, "evict header line");
-_Static_assert(sizeof(struct kvbm_shm_lnode) == 48, "lineage node");
+_Static_assert(sizeof(struct kvbm_shm_lnode) == 24, "lineage node");
+_Static_assert(sizeof(struct kvbm_shm_hent) == 16, "leaf heap entry");
 
 static inline int kvbm_backend_is_lineage(uint32_t b)
 {
@@ -382,7 +395,7 @@ static inline uint32_t kvbm_lineage_bucket(uint32_t pos, uint64_t frag, uint32_t
 
 /* Where things are in the eviction region (offsets from its start). */
 struct kvbm_evict_geom {
-	uint64_t sketch_off, nodes_off, heads_off, heap_off, size;
+	uint64_t sketch_off, nodes_off, pfrag_off, heads_off, heap_off, size;
 	uint32_t sketch_words, nodes, ghosts, buckets;
 };
 
@@ -406,10 +419,12 @@ static inline void kvbm_evict_geometry(const struct kvbm_shm_config *cfg,
 			g->buckets <<= 1;
 		g->nodes_off = off;
 		off += (uint64_t)g->nodes * sizeof(struct kvbm_shm_lnode);
+		g->pfrag_off = off;
+		off += (uint64_t)g->ghosts * 8;
 		g->heads_off = off;
 		off += (uint64_t)g->buckets * 4;
 		g->heap_off = off;
-		off += (uint64_t)cfg->block_count * 4;
+		off += (uint64_t)cfg->block_count * sizeof(struct kvbm_shm_hent);
 	}
 	g->size = (off + KVBM_CACHELINE - 1) & ~(uint64_t)(KVBM_CACHELINE - 1);
 }
