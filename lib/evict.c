@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "pool.h"
+#include "../shm/failpoint.h"
 
 /* ---- TinyLFU sketch (lock-free, any process) -------------------------------- */
 
@@ -371,6 +372,7 @@ static void lin_unparent(struct kvbm_pool *p, uint32_t pos, uint64_t pfrag)
 		if (par == UINT32_MAX || p->ln[par].nchild == 0)
 			return;
 		struct kvbm_shm_lnode *pn = &p->ln[par];
+		KVBM_FAILPOINT("evict.lineage.unparent");
 		if (--pn->nchild)
 			return;
 		if (!(pn->pos_fl & KVBM_LN_GHOST)) {
@@ -395,6 +397,7 @@ static void lin_link(struct kvbm_pool *p, uint32_t s, uint32_t pos, uint64_t pfr
 		par = ghost_new(p, pos - 1, pfrag, 0); /* its own parent unknown: unlinked */
 	if (par == UINT32_MAX)
 		return;
+	KVBM_FAILPOINT("evict.lineage.link");
 	if (p->ln[par].nchild++ == 0)
 		leaf_del(p, par);
 	p->ln[s].pos_fl |= KVBM_LN_LINKED;
@@ -424,6 +427,7 @@ static void lin_insert(struct kvbm_pool *p, uint32_t s)
 		n->nchild = p->ln[g].nchild;
 		p->ln[g].pos_fl &= ~KVBM_LN_LINKED;
 		ghost_free(p, g);
+		KVBM_FAILPOINT("evict.lineage.unghost");
 		if (glinked && gp == pfrag)
 			n->pos_fl |= KVBM_LN_LINKED;
 		else if (glinked)
@@ -448,6 +452,7 @@ static void lin_remove(struct kvbm_pool *p, uint32_t s)
 	if (n->nchild) {
 		/* its children still hang under its key: a ghost keeps it */
 		uint32_t g = ghost_new(p, ln_pos(n), n->frag, pfrag);
+		KVBM_FAILPOINT("evict.lineage.ghost");
 		if (g != UINT32_MAX) {
 			p->ln[g].nchild = n->nchild;
 			p->ln[g].pos_fl |= n->pos_fl & KVBM_LN_LINKED;

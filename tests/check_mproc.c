@@ -608,10 +608,19 @@ static const char *const block_points[] = {
 	"store.settle.counted",   "store.settle.inactive",   "store.reap.bits",
 	"store.reap.freed",
 };
+/* inside the lineage forest's updates (default backend) */
+static const char *const lineage_points[] = {
+	"evict.lineage.unparent", "evict.lineage.link", "evict.lineage.unghost",
+	"evict.lineage.ghost",
+};
+#define NBLOCK_POINTS (int)(sizeof(block_points) / sizeof(block_points[0]))
+#define NLINEAGE_POINTS (int)(sizeof(lineage_points) / sizeof(lineage_points[0]))
 
 /* Evicts 4 inactive blocks, registers new ones as a batch and one more as
- * a duplicate, returns a MUTABLE block, resurrects 4 inactive blocks,
- * releases everything, detaches: every point above is on the way. */
+ * a duplicate, returns a MUTABLE block, resurrects 4 inactive blocks (one
+ * of them to be reset on release: with lineage, an interior node leaves
+ * its children under a ghost), releases everything, the batch tail first
+ * (ghost parents), detaches: every point above is on the way. */
 static int victim(const char *name, const struct kvbm_plh *h, const struct kvbm_plh *hv,
 		  const char *point)
 {
@@ -631,18 +640,20 @@ static int victim(const char *name, const struct kvbm_plh *h, const struct kvbm_
 		return 73;
 	if (kvbm_allocate_blocks(q, 1, &x, NULL, NULL) != 0 || kvbm_release_blocks(q, &x, 1) != 0)
 		return 74;
-	if (kvbm_match_blocks(q, h + 10, 4, m) != 4)
+	if (kvbm_match_blocks(q, h + 10, 4, m) != 4 || kvbm_set_reset_on_release(q, &m[1], 1) != 0)
 		return 75;
-	if (kvbm_release_blocks(q, &d, 1) != 0 || kvbm_release_blocks(q, m, 4) != 0 ||
-	    kvbm_release_blocks(q, b, 4) != 0)
+	if (kvbm_release_blocks(q, &d, 1) != 0 || kvbm_release_blocks(q, m, 4) != 0)
 		return 76;
+	for (int i = 4; i-- > 0;)
+		if (kvbm_release_blocks(q, &b[i], 1) != 0)
+			return 76;
 	kvbm_pool_close(q);
 	return 77; /* the failpoint never fired */
 }
 
-START_TEST(test_victim_killed_at_block_failpoint)
+/* The victim dies at @point in a pool with @backend. */
+static void victim_killed_at(const char *name, const char *point, enum kvbm_backend backend)
 {
-	T_NAME(name);
 	enum { TOTAL = 32, KEEP = 4 };
 	struct kvbm_config cfg = t_cfg();
 	struct kvbm_plh h[TOTAL], hv[4];
@@ -650,6 +661,7 @@ START_TEST(test_victim_killed_at_block_failpoint)
 	struct kvbm_block_info info;
 
 	cfg.block_count = TOTAL;
+	cfg.backend = backend;
 	struct kvbm_pool *p = t_create(name, &cfg);
 	t_seq_hashes(1, TOTAL, BS, h);
 	t_seq_hashes(100000, 4, BS, hv);
@@ -658,7 +670,7 @@ START_TEST(test_victim_killed_at_block_failpoint)
 	t_release(p, b, TOTAL - KEEP);
 	pid_t pid = fork();
 	if (pid == 0)
-		_exit(victim(name, h, hv, block_points[_i]));
+		_exit(victim(name, h, hv, point));
 	ck_assert_int_eq(t_wait(pid), 128 + SIGKILL);
 	/* reaping takes the mutex: a victim that died holding it is recovered
 	 * (and reaped) by that lock already, else reaped here */
@@ -668,8 +680,7 @@ START_TEST(test_victim_killed_at_block_failpoint)
 	ck_assert_int_eq(r + (int)pi.recoveries, 1);
 	ck_assert_uint_eq(pi.procs_attached, 1);
 	/* pins, unpins and staging take no mutex: nothing to recover */
-	int lockfree = !strncmp(block_points[_i], "hold.", 5) ||
-		       !strcmp(block_points[_i], "block.stage.keyed");
+	int lockfree = !strncmp(point, "hold.", 5) || !strcmp(point, "block.stage.keyed");
 	ck_assert_int_eq(pi.recoveries == 1, !lockfree);
 	for (int i = TOTAL - KEEP; i < TOTAL; i++) {
 		ck_assert_int_eq(kvbm_block_info(p, &b[i], &info), 0);
@@ -691,6 +702,22 @@ START_TEST(test_victim_killed_at_block_failpoint)
 	assert_quiescent(p, TOTAL);
 	kvbm_pool_close(p);
 	kvbm_pool_destroy(name, 0);
+}
+
+START_TEST(test_victim_killed_at_block_failpoint)
+{
+	T_NAME(name);
+	victim_killed_at(name, block_points[_i], KVBM_BACKEND_LRU);
+}
+END_TEST
+
+/* The same with the default backend, at every point and inside the forest. */
+START_TEST(test_victim_killed_at_failpoint_lineage)
+{
+	T_NAME(name);
+	victim_killed_at(name,
+			 _i < NBLOCK_POINTS ? block_points[_i] : lineage_points[_i - NBLOCK_POINTS],
+			 KVBM_BACKEND_LINEAGE);
 }
 END_TEST
 
@@ -826,8 +853,9 @@ Suite *make_mproc_suite(void)
 			    (int)(sizeof(recovery_points) / sizeof(recovery_points[0])));
 	tcase_add_loop_test(tc, test_victim_killed_reaping_a_third, 0,
 			    (int)(sizeof(reap_points) / sizeof(reap_points[0])));
-	tcase_add_loop_test(tc, test_victim_killed_at_block_failpoint, 0,
-			    (int)(sizeof(block_points) / sizeof(block_points[0])));
+	tcase_add_loop_test(tc, test_victim_killed_at_block_failpoint, 0, NBLOCK_POINTS);
+	tcase_add_loop_test(tc, test_victim_killed_at_failpoint_lineage, 0,
+			    NBLOCK_POINTS + NLINEAGE_POINTS);
 	suite_add_tcase(s, tc);
 	return s;
 }
