@@ -212,7 +212,7 @@ static void check_forest(struct ck *c, const struct kvbm_evict_geom *g, uint32_t
 	const uint64_t *gpfrag = (const void *)(base + g->pfrag_off);
 	const uint32_t *heads = (const void *)(base + g->heads_off);
 	int fifo = c->seg->hdr->config.backend == KVBM_BACKEND_LINEAGE_FIFO;
-	uint32_t nghosts = 0, nleaves = 0, hashed = 0;
+	uint32_t nghosts = 0, nleaves = 0, hashed = 0, listed0 = *listed;
 	uint32_t *kids = calloc(g->nodes, sizeof(*kids));
 
 	if (!kids)
@@ -258,10 +258,10 @@ static void check_forest(struct ck *c, const struct kvbm_evict_geom *g, uint32_t
 					par = par != UINT32_MAX && !(ln[par].pos_fl & KVBM_LN_GHOST)
 						      ? par : m1 - 1;
 			}
-			if (par == UINT32_MAX && !e->orphans)
-				bad(c, "lineage: node %u counted in a parent that is gone", n);
-			else
+			if (par != UINT32_MAX)
 				kids[par]++;
+			else if (!e->orphans) /* else an orphan: its parent went ghostless */
+				bad(c, "lineage: node %u counted in a parent that is gone", n);
 		}
 		if (!ghost)
 			(*listed)++;
@@ -272,6 +272,8 @@ static void check_forest(struct ck *c, const struct kvbm_evict_geom *g, uint32_t
 			    ln[n].nchild, kids[n]);
 	if (nghosts != e->nghosts)
 		bad(c, "lineage: %u ghosts, %u counted", nghosts, e->nghosts);
+	if (*listed - listed0 != e->nreal)
+		bad(c, "lineage: %u real nodes, %u counted", *listed - listed0, e->nreal);
 	if (!fifo) {
 		for (uint32_t i = 0; i < e->nheap && i < c->nslots; i++) {
 			uint32_t n = heap[i].node;

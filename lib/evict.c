@@ -414,6 +414,7 @@ static void lin_insert(struct kvbm_pool *p, uint32_t s)
 			leaf_add(p, s);
 		return;
 	}
+	p->ev->nreal++;
 	struct kvbm_plh key = kvbm_slot_key(kvbm_slot(p, s));
 	uint32_t pos = kvbm_plh_position(key);
 	uint64_t frag = kvbm_plh_router_hash(key), pfrag = kvbm_plh_parent_fragment(key);
@@ -449,6 +450,7 @@ static void lin_remove(struct kvbm_pool *p, uint32_t s)
 	uint64_t pfrag = ln_pfrag(p, s);
 	leaf_del(p, s);
 	hash_del(p, s);
+	p->ev->nreal--;
 	if (n->nchild) {
 		/* its children still hang under its key: a ghost keeps it */
 		uint32_t g = ghost_new(p, ln_pos(n), n->frag, pfrag);
@@ -463,6 +465,8 @@ static void lin_remove(struct kvbm_pool *p, uint32_t s)
 	if (n->pos_fl & KVBM_LN_LINKED)
 		lin_unparent(p, ln_pos(n), pfrag);
 	*n = (struct kvbm_shm_lnode){0};
+	if (!p->ev->nreal && !p->ev->nghosts)
+		p->ev->orphans = 0; /* empty: every count is exact again */
 }
 
 /* ---- the backend interface -------------------------------------------------------- */

@@ -345,7 +345,9 @@ struct kvbm_shm_evict {
 	uint32_t orphans;      /* nodes left without their parent since the forest
 				* was last emptied (ghosts ran out): child counts
 				* are then approximate, which only blurs the order */
-	uint32_t reserved[5];
+	uint32_t nreal;        /* real nodes in the forest: with no ghosts either,
+				* it is empty and the orphans are gone */
+	uint32_t reserved[4];
 };
 
 /* Flags share the word of the position (24 bits: KVBM_PLH_MAX_POSITION). */

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "helpers.h"
+#include "../lib/pool.h"
 
 #define BS 4
 
@@ -304,6 +305,45 @@ START_TEST(test_frequency_touches_where_the_reference_does)
 }
 END_TEST
 
+/*
+ * Ghosts run out: a 64-block chain whose interior blocks are reset on
+ * release one by one, root first, leaves each one's children under a
+ * ghost, 63 of them against 48 ghost nodes. Past that, nodes go without
+ * their parent (counted as orphans); the forest must stay sound for the
+ * checker and every block must still come back.
+ */
+START_TEST(test_lineage_out_of_ghosts)
+{
+	enum { N = 64 };
+	T_NAME(name);
+	struct kvbm_pool *p = pool_with(name, N, KVBM_BACKEND_LINEAGE);
+	struct kvbm_plh h[N];
+	struct kvbm_block b[N], m;
+
+	t_seq_hashes(31, N, BS, h);
+	t_register(p, h, N, b);
+	t_release(p, b, N);
+	for (int i = 0; i < N - 1; i++) {
+		ck_assert_int_eq(kvbm_match_blocks(p, &h[i], 1, &m), 1);
+		ck_assert_int_eq(kvbm_set_reset_on_release(p, &m, 1), 0);
+		t_release(p, &m, 1);
+		ck_assert_int_eq(t_check(p), 0);
+	}
+	ck_assert_uint_gt(p->ev->orphans, 0);
+	ck_assert_int_eq(t_metrics(p).inactive_pool_size, 1);
+	/* the chain again, over what is left: orphans keep counting until
+	 * the forest empties */
+	t_register(p, h, N, b);
+	t_release(p, b, N);
+	ck_assert_int_eq(t_check(p), 0);
+	ck_assert_int_eq(kvbm_allocate_blocks(p, N, b, NULL, NULL), 0);
+	ck_assert_uint_eq(p->ev->orphans, 0);
+	ck_assert_uint_eq(p->ev->nghosts, 0);
+	t_release(p, b, N);
+	t_done(p, name);
+}
+END_TEST
+
 Suite *make_evict_suite(void)
 {
 	Suite *s = suite_create("evict");
@@ -314,6 +354,7 @@ Suite *make_evict_suite(void)
 	tcase_add_loop_test(tc, test_interleaved_chains, 0, 3);
 	tcase_add_loop_test(tc, test_lineage_out_of_order_insert, 0, 2);
 	tcase_add_loop_test(tc, test_lineage_deep_chain, 0, 2);
+	tcase_add_test(tc, test_lineage_out_of_ghosts);
 	tcase_add_test(tc, test_multi_lru_levels);
 	tcase_add_test(tc, test_lfru_keeps_the_frequent_block);
 	tcase_add_test(tc, test_eviction_config_validation);
