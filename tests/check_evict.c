@@ -344,6 +344,53 @@ START_TEST(test_lineage_out_of_ghosts)
 }
 END_TEST
 
+/*
+ * Reference lookup_rejects_same_position_fragment_but_different_full_hash,
+ * in the forest: A = PLH(0xAA, parent 0x11, pos 5) and B = PLH(0xAA,
+ * parent 0x22, pos 5) share a key. A leaves with a child, so a ghost
+ * keeps A's key and its link under A's parent; B then takes that ghost's
+ * place, but B's parent is another one: the link goes back to A's parent
+ * (which becomes a leaf again) instead of passing to B.
+ */
+START_TEST(test_lineage_key_twin_takes_a_ghost)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = pool_with(name, 8, KVBM_BACKEND_LINEAGE);
+	uint64_t g = 0x99, a_par = 0x11, b_par = 0x22, cur = 0xAA;
+	struct kvbm_plh pa, a, c, b;
+	struct kvbm_block bl[3], bb, m, all[8];
+	uint32_t nev;
+	struct kvbm_plh ev[8];
+
+	ck_assert_int_eq(kvbm_plh_make(a_par, &g, 4, &pa), 0);
+	ck_assert_int_eq(kvbm_plh_make(cur, &a_par, 5, &a), 0);
+	ck_assert_int_eq(kvbm_plh_make(0x77, &cur, 6, &c), 0);
+	ck_assert_int_eq(kvbm_plh_make(cur, &b_par, 5, &b), 0);
+	struct kvbm_plh chain[3] = {pa, a, c};
+	t_register(p, chain, 3, bl);
+	t_release(p, bl, 3);
+	ck_assert_int_eq(kvbm_match_blocks(p, &a, 1, &m), 1);
+	ck_assert_int_eq(kvbm_set_reset_on_release(p, &m, 1), 0);
+	t_release(p, &m, 1); /* A goes; a ghost holds C under A's key */
+	ck_assert_int_eq(t_check(p), 0);
+	t_register(p, &b, 1, &bb);
+	t_release(p, &bb, 1);
+	ck_assert_int_eq(t_check(p), 0);
+	ck_assert_uint_eq(p->ev->orphans, 0);
+	/* leaves first: PA (a leaf again) and C (under B's key) before B */
+	ck_assert_int_eq(kvbm_allocate_blocks(p, 8, all, ev, &nev), 0);
+	ck_assert_uint_eq(nev, 3);
+	int bpos = -1;
+	for (uint32_t i = 0; i < nev; i++)
+		if (kvbm_plh_eq(ev[i], b))
+			bpos = (int)i;
+	ck_assert_int_eq(bpos, 2);
+	t_release(p, all, 8);
+	ck_assert_int_eq(t_check(p), 0);
+	t_done(p, name);
+}
+END_TEST
+
 Suite *make_evict_suite(void)
 {
 	Suite *s = suite_create("evict");
@@ -355,6 +402,7 @@ Suite *make_evict_suite(void)
 	tcase_add_loop_test(tc, test_lineage_out_of_order_insert, 0, 2);
 	tcase_add_loop_test(tc, test_lineage_deep_chain, 0, 2);
 	tcase_add_test(tc, test_lineage_out_of_ghosts);
+	tcase_add_test(tc, test_lineage_key_twin_takes_a_ghost);
 	tcase_add_test(tc, test_multi_lru_levels);
 	tcase_add_test(tc, test_lfru_keeps_the_frequent_block);
 	tcase_add_test(tc, test_eviction_config_validation);
