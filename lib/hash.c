@@ -25,12 +25,6 @@ static u128 to_u128(struct kvbm_plh h)
 	return ((u128)h.hi << 64) | h.lo;
 }
 
-static struct kvbm_plh from_u128(u128 v)
-{
-	struct kvbm_plh h = {(uint64_t)(v >> 64), (uint64_t)v};
-	return h;
-}
-
 /* The common block size gets a constant length, which XXH3 specialises. */
 static inline uint64_t block_hash(const uint32_t *tokens, size_t n, uint64_t salt)
 {
@@ -90,20 +84,21 @@ static uint64_t low_mask(unsigned bits)
 	return bits >= 64 ? ~0ull : (1ull << bits) - 1;
 }
 
-/* [mode:2][position:P][current:64][parent fragment:R]; position checked */
+/* [mode:2][position:P][current:64][parent fragment:R]; position checked.
+ * P + R = 62 and 0 < R < 64 in every mode, so two 64-bit words and plain
+ * shifts do it: a variable 128-bit shift costs a branch per block on the
+ * hashing path (issue 6 (e)). */
 static inline __attribute__((always_inline)) struct kvbm_plh plh_pack(uint64_t current,
 								    uint64_t parent,
 								    uint32_t position)
 {
-	unsigned mode = mode_of(position);
-	unsigned p = pos_bits(mode);
-	unsigned r = parent_bits(mode);
-	u128 v = (u128)mode << 126;
+	uint64_t mode = position < (1u << 8) ? 0 : position < (1u << 16) ? 1 : 2;
+	unsigned r = 54 - 8 * (unsigned)mode;
+	struct kvbm_plh h;
 
-	v |= (u128)(position & low_mask(p)) << (64 + r);
-	v |= (u128)current << r;
-	v |= parent & low_mask(r);
-	return from_u128(v);
+	h.hi = mode << 62 | (uint64_t)position << r | current >> (64 - r);
+	h.lo = current << r | (parent & ((1ull << r) - 1));
+	return h;
 }
 
 int kvbm_plh_make(uint64_t current, const uint64_t *parent, uint32_t position,
@@ -223,6 +218,104 @@ static int hash_block(const uint32_t *tokens, uint32_t bs, uint64_t salt, size_t
 	return kvbm_plh_make(out->seq_hash, &prev->seq_hash, (uint32_t)i, &out->plh);
 }
 
+/*
+ * XXH3's seeded short hash mixes each 16-byte lane as
+ * (in_lo ^ (secret_lo + seed)) * (in_hi ^ (secret_hi - seed)), and the
+ * unseeded one with a custom secret as (in_lo ^ s_lo) * (in_hi ^ s_hi): a
+ * secret with the seed folded in once gives the same hash with 16 fewer
+ * instructions per block. Only the 64-byte block (block size 16) uses it;
+ * the check values of issue 6 (e) and check_hash pin the equality.
+ */
+struct seeded_secret {
+	XXH_ALIGN(64) uint8_t b[XXH3_SECRET_SIZE_MIN + 8];
+};
+
+static void seed_secret(struct seeded_secret *ss, uint64_t seed)
+{
+	memcpy(ss->b, XXH3_kSecret, sizeof(ss->b));
+	for (int w = 0; w < 8; w++) {
+		uint64_t v;
+		memcpy(&v, ss->b + 8 * w, 8);
+		v = (w & 1) ? v - seed : v + seed;
+		memcpy(ss->b + 8 * w, &v, 8);
+	}
+}
+
+static inline __attribute__((always_inline)) uint64_t
+block_hash_at(const uint32_t *tokens, uint32_t bs, uint64_t salt, const struct seeded_secret *ss)
+{
+	if (bs == 16)
+		return XXH3_64bits_withSecret(tokens, 64, ss->b, sizeof(ss->b));
+	return XXH3_64bits_withSeed(tokens, bs * sizeof(uint32_t), salt);
+}
+
+/*
+ * Blocks [from, to), all of PLH mode @mode, software-pipelined: block i+1
+ * is hashed while the chain hash of block i, one long dependency through
+ * the whole sequence, is still in flight. @seq is the sequence hash before
+ * @from, @next the block hash of @from; both are carried to the next run.
+ */
+static inline __attribute__((always_inline)) void
+hash_run(const uint32_t *tokens, size_t from, size_t to, size_t nblocks, uint32_t bs,
+	 uint64_t salt, const struct seeded_secret *ss, uint64_t mode, uint64_t *seq,
+	 uint64_t *next, struct kvbm_block_hashes *out)
+{
+	const unsigned r = 54 - 8 * (unsigned)mode;
+	uint64_t sq = *seq, nx = *next;
+
+	for (size_t i = from; i < to; i++) {
+		struct kvbm_block_hashes *o = &out[i];
+		uint64_t parent = sq;
+		o->block_hash = nx;
+		if (i + 1 < nblocks)
+			nx = block_hash_at(tokens + (i + 1) * bs, bs, salt, ss);
+		sq = i ? chain_hash(parent, o->block_hash) : o->block_hash;
+		o->seq_hash = sq;
+		/* plh_pack with the mode a constant */
+		o->plh.hi = mode << 62 | (uint64_t)i << r | sq >> (64 - r);
+		o->plh.lo = sq << r | (parent & ((1ull << r) - 1));
+	}
+	*seq = sq;
+	*next = nx;
+}
+
+static size_t clampz(size_t v, size_t lo, size_t hi)
+{
+	return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* Blocks [from, nblocks) of @tokens (block 0 at @tokens), @seq the
+ * sequence hash of block from - 1 (unused when from is 0). */
+static inline __attribute__((always_inline)) void
+hash_all(const uint32_t *tokens, size_t from, size_t nblocks, uint32_t bs, uint64_t salt,
+	 uint64_t seq, struct kvbm_block_hashes *out)
+{
+	struct seeded_secret ss;
+	uint64_t next;
+	size_t m1 = clampz(1u << 8, from, nblocks), m2 = clampz(1u << 16, from, nblocks);
+
+	if (bs == 16)
+		seed_secret(&ss, salt);
+	next = block_hash_at(tokens + from * bs, bs, salt, &ss);
+	if (from < m1)
+		hash_run(tokens, from, m1, nblocks, bs, salt, &ss, 0, &seq, &next, out);
+	if (m1 < m2)
+		hash_run(tokens, m1, m2, nblocks, bs, salt, &ss, 1, &seq, &next, out);
+	if (m2 < nblocks)
+		hash_run(tokens, m2, nblocks, nblocks, bs, salt, &ss, 2, &seq, &next, out);
+}
+
+static void hash_blocks(const uint32_t *tokens, size_t from, size_t nblocks, uint32_t bs,
+			uint64_t salt, uint64_t seq, struct kvbm_block_hashes *out)
+{
+	if (from >= nblocks)
+		return;
+	if (bs == 16) /* the common size, a constant */
+		hash_all(tokens, from, nblocks, 16, salt, seq, out);
+	else
+		hash_all(tokens, from, nblocks, bs, salt, seq, out);
+}
+
 long kvbm_hash_tokens(const uint32_t *tokens, size_t n, uint32_t block_size, uint64_t salt,
 		      struct kvbm_block_hashes *out, size_t max)
 {
@@ -233,25 +326,11 @@ long kvbm_hash_tokens(const uint32_t *tokens, size_t n, uint32_t block_size, uin
 	size_t nblocks = n / block_size;
 	if (nblocks > (size_t)KVBM_PLH_MAX_POSITION + 1)
 		return -ERANGE;
-	size_t i = 0;
 	if (nblocks <= max) {
-		/* software-pipelined: block i+1 is hashed while the chain
-		 * hash of block i, one long dependency through the whole
-		 * sequence, is still in flight */
-		uint64_t next = nblocks ? block_hash(tokens, block_size, salt) : 0, seq = 0;
-		for (i = 0; i < nblocks; i++) {
-			struct kvbm_block_hashes *o = &out[i];
-			uint64_t parent = seq;
-			o->block_hash = next;
-			if (i + 1 < nblocks)
-				next = block_hash(tokens + (i + 1) * block_size, block_size, salt);
-			seq = i ? chain_hash(parent, o->block_hash) : o->block_hash;
-			o->seq_hash = seq;
-			o->plh = plh_pack(seq, parent, (uint32_t)i); /* i <= the max: checked */
-		}
+		hash_blocks(tokens, 0, nblocks, block_size, salt, 0, out);
 		return (long)nblocks;
 	}
-	for (; i < nblocks; i++) {
+	for (size_t i = 0; i < nblocks; i++) {
 		int r = hash_block(tokens + i * block_size, block_size, salt, i, i ? &prev : NULL,
 				   &cur);
 		if (r < 0)
@@ -323,12 +402,8 @@ int kvbm_tokens_extend(struct kvbm_tokens *t, const uint32_t *tokens, size_t n, 
 		return -ENOMEM;
 	memcpy(t->tokens + t->ntokens, tokens, n * sizeof(*tokens));
 	t->ntokens = total;
-	for (size_t i = before; i < nblocks; i++) {
-		int r = hash_block(t->tokens + i * t->block_size, t->block_size, t->salt, i,
-				   i ? &t->blocks[i - 1] : NULL, &t->blocks[i]);
-		if (r < 0)
-			return r;
-	}
+	hash_blocks(t->tokens, before, nblocks, t->block_size, t->salt,
+		    before ? t->blocks[before - 1].seq_hash : 0, t->blocks);
 	t->nblocks = nblocks;
 	if (first_new)
 		*first_new = before;

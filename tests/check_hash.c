@@ -196,6 +196,50 @@ START_TEST(test_bench_e_check_values)
 }
 END_TEST
 
+/* the fast paths (constant block size 16, a seeded secret, one loop per
+ * PLH mode, extend in uneven pieces) against the one-block primitives,
+ * across both mode boundaries (positions 256 and 65,536) */
+static void check_against_primitives(uint32_t bs, size_t nblocks)
+{
+	size_t ntok = nblocks * bs + bs / 2;
+	uint32_t *tok = malloc(ntok * sizeof(*tok));
+	struct kvbm_block_hashes *b = malloc(nblocks * sizeof(*b));
+	struct kvbm_tokens *t;
+	uint64_t x = 7, seq = 0;
+
+	for (size_t i = 0; i < ntok; i++) {
+		x = x * 6364136223846793005ull + 1442695040888963407ull;
+		tok[i] = (uint32_t)(x >> 33);
+	}
+	ck_assert_int_eq(kvbm_hash_tokens(tok, ntok, bs, 42, b, nblocks), (long)nblocks);
+	ck_assert_int_eq(kvbm_tokens_new(bs, 42, &t), 0);
+	for (size_t at = 0, step = 1; at < ntok; at += step, step = step * 3 % 1000 + 1)
+		ck_assert_int_eq(kvbm_tokens_extend(t, tok + at, step < ntok - at ? step : ntok - at,
+						    NULL, NULL), 0);
+	ck_assert_uint_eq(kvbm_tokens_blocks(t), nblocks);
+	for (size_t i = 0; i < nblocks; i++) {
+		uint64_t bh = kvbm_block_hash(tok + i * bs, bs, 42), parent = seq;
+		struct kvbm_plh want;
+		seq = i ? kvbm_chain_hash(seq, bh) : bh;
+		ck_assert_int_eq(kvbm_plh_make(seq, i ? &parent : NULL, (uint32_t)i, &want), 0);
+		ck_assert_uint_eq(b[i].block_hash, bh);
+		ck_assert_uint_eq(b[i].seq_hash, seq);
+		ck_assert_plh_eq(b[i].plh, want);
+		ck_assert_plh_eq(kvbm_tokens_block(t, i)->plh, want);
+	}
+	kvbm_tokens_free(t);
+	free(tok);
+	free(b);
+}
+
+START_TEST(test_fast_paths_equal_the_primitives)
+{
+	check_against_primitives(16, (1u << 16) + 300);
+	check_against_primitives(4, 600);
+	check_against_primitives(1, 3);
+}
+END_TEST
+
 START_TEST(test_split_ignores_partial_block_and_validates)
 {
 	struct kvbm_block_hashes b[4];
@@ -270,6 +314,7 @@ Suite *make_hash_suite(void)
 	tc = tcase_create("sequences");
 	tcase_add_test(tc, test_split_ignores_partial_block_and_validates);
 	tcase_add_test(tc, test_tokens_extend_and_append);
+	tcase_add_test(tc, test_fast_paths_equal_the_primitives);
 	tcase_add_test(tc, test_same_tokens_same_hash_different_tokens_differ);
 	suite_add_tcase(s, tc);
 	return s;
