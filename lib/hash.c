@@ -227,7 +227,7 @@ static int hash_block(const uint32_t *tokens, uint32_t bs, uint64_t salt, size_t
  * the check values of issue 6 (e) and check_hash pin the equality.
  */
 struct seeded_secret {
-	XXH_ALIGN(64) uint8_t b[XXH3_SECRET_SIZE_MIN + 8];
+	_Alignas(64) uint8_t b[XXH3_SECRET_SIZE_MIN + 8];
 };
 
 static void seed_secret(struct seeded_secret *ss, uint64_t seed)
