@@ -281,7 +281,7 @@ static void check_forest(struct ck *c, const struct kvbm_evict_geom *g, uint32_t
 				bad(c, "lineage: heap entry %u (node %u) does not point back", i, n);
 				continue;
 			}
-			if (i && heap[i].prio < heap[(i - 1) / 2].prio)
+			if (i && heap[i].prio < heap[(i - 1) / 4].prio)
 				bad(c, "lineage: heap order broken at entry %u", i);
 		}
 		if (e->nheap != nleaves)

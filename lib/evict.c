@@ -182,13 +182,16 @@ static void heap_set(struct kvbm_pool *p, uint32_t i, struct kvbm_shm_hent e)
 	p->ln[e.node].hpos = i + 1;
 }
 
+/* 4-ary: the parent of i is (i - 1) / 4, its children 4i+1..4i+4 share a
+ * cache line (layout.h), so a sift touches half the lines of a binary
+ * heap's and each step compares within one line */
 static void heap_up(struct kvbm_pool *p, uint32_t i)
 {
 	struct kvbm_shm_hent e = p->heap[i];
 
-	while (i > 0 && hent_less(&e, &p->heap[(i - 1) / 2])) {
-		heap_set(p, i, p->heap[(i - 1) / 2]);
-		i = (i - 1) / 2;
+	while (i > 0 && hent_less(&e, &p->heap[(i - 1) / 4])) {
+		heap_set(p, i, p->heap[(i - 1) / 4]);
+		i = (i - 1) / 4;
 	}
 	heap_set(p, i, e);
 }
@@ -199,11 +202,12 @@ static void heap_down(struct kvbm_pool *p, uint32_t i)
 	uint32_t len = p->ev->nheap;
 
 	for (;;) {
-		uint32_t c = 2 * i + 1;
+		uint32_t c = 4 * i + 1, end = c + 4 < len ? c + 4 : len;
 		if (c >= len)
 			break;
-		if (c + 1 < len && hent_less(&p->heap[c + 1], &p->heap[c]))
-			c++;
+		for (uint32_t k = c + 1; k < end; k++)
+			if (hent_less(&p->heap[k], &p->heap[c]))
+				c = k;
 		if (!hent_less(&p->heap[c], &e))
 			break;
 		heap_set(p, i, p->heap[c]);
@@ -212,16 +216,24 @@ static void heap_down(struct kvbm_pool *p, uint32_t i)
 	heap_set(p, i, e);
 }
 
-static void heap_del(struct kvbm_pool *p, uint32_t n)
+/* Removes the entry at index @i (its node's hpos already cleared). */
+static void heap_del_at(struct kvbm_pool *p, uint32_t i)
 {
-	uint32_t i = p->ln[n].hpos - 1, last = --p->ev->nheap;
+	uint32_t last = --p->ev->nheap;
 
-	p->ln[n].hpos = 0;
 	if (i == last)
 		return;
 	heap_set(p, i, p->heap[last]);
 	heap_up(p, i);
 	heap_down(p, p->ln[p->heap[i].node].hpos - 1);
+}
+
+static void heap_del(struct kvbm_pool *p, uint32_t n)
+{
+	uint32_t i = p->ln[n].hpos - 1;
+
+	p->ln[n].hpos = 0;
+	heap_del_at(p, i);
 }
 
 /* ---- the lineage forest ------------------------------------------------------------ */
@@ -310,16 +322,38 @@ static uint64_t lin_prio(struct kvbm_pool *p, uint32_t s)
 	return sl->tick * 16 + (uint64_t)p->nslots * lfru_weight(f);
 }
 
-static void leaf_add(struct kvbm_pool *p, uint32_t n)
+/*
+ * @hole (index + 1, or 0) is the heap entry of a leaf just taken out, left
+ * in place for the parent it uncovered: evicting the oldest leaf of a chain
+ * makes its parent, older still, the next leaf, and putting that into the
+ * root's place costs no sift where a delete and an add cost two, each a
+ * cache miss per level. Consumed (zeroed) when used.
+ */
+static void leaf_add_at(struct kvbm_pool *p, uint32_t n, uint32_t *hole)
 {
 	if (lin_fifo(p)) {
 		list_append(p, &p->seg.ctl->lists[0], n);
 		p->ln[n].hpos = 1;
 		return;
 	}
-	uint32_t i = p->ev->nheap++;
-	heap_set(p, i, (struct kvbm_shm_hent){.prio = lin_prio(p, n), .node = n});
+	struct kvbm_shm_hent e = {.prio = lin_prio(p, n), .node = n};
+	uint32_t i;
+	if (hole && *hole) {
+		i = *hole - 1;
+		*hole = 0;
+		heap_set(p, i, e);
+		heap_up(p, i);
+		heap_down(p, p->ln[n].hpos - 1);
+		return;
+	}
+	i = p->ev->nheap++;
+	heap_set(p, i, e);
 	heap_up(p, i);
+}
+
+static void leaf_add(struct kvbm_pool *p, uint32_t n)
+{
+	leaf_add_at(p, n, NULL);
 }
 
 static void leaf_del(struct kvbm_pool *p, uint32_t n)
@@ -365,7 +399,7 @@ static void ghost_free(struct kvbm_pool *p, uint32_t g)
 /* A node keyed under (@pos - 1, @pfrag) left: its parent may become a
  * leaf, or, a ghost with no children left, go too; and so on up,
  * iteratively (a chain may be as deep as the pool). */
-static void lin_unparent(struct kvbm_pool *p, uint32_t pos, uint64_t pfrag)
+static void lin_unparent(struct kvbm_pool *p, uint32_t pos, uint64_t pfrag, uint32_t *hole)
 {
 	while (pos > 0) {
 		uint32_t par = lin_find(p, pos - 1, pfrag);
@@ -376,7 +410,8 @@ static void lin_unparent(struct kvbm_pool *p, uint32_t pos, uint64_t pfrag)
 		if (--pn->nchild)
 			return;
 		if (!(pn->pos_fl & KVBM_LN_GHOST)) {
-			leaf_add(p, par); /* Tick: back at its original priority */
+			/* Tick: back at its original priority */
+			leaf_add_at(p, par, hole);
 			return;
 		}
 		uint32_t linked = pn->pos_fl & KVBM_LN_LINKED;
@@ -419,7 +454,9 @@ static void lin_insert(struct kvbm_pool *p, uint32_t s)
 	uint32_t pos = kvbm_plh_position(key);
 	uint64_t frag = kvbm_plh_router_hash(key), pfrag = kvbm_plh_parent_fragment(key);
 	*n = (struct kvbm_shm_lnode){.frag = frag, .pos_fl = pos | KVBM_LN_USED};
-	uint32_t g = lin_find(p, pos, frag);
+	/* only a ghost matters here, and blocks that come parent first
+	 * (the usual order) leave none: skip the search then */
+	uint32_t g = p->ev->nghosts ? lin_find(p, pos, frag) : UINT32_MAX;
 	if (g != UINT32_MAX && (p->ln[g].pos_fl & KVBM_LN_GHOST)) {
 		/* its children came first: it takes the ghost's place, and
 		 * its link, when both name the same parent key */
@@ -432,7 +469,7 @@ static void lin_insert(struct kvbm_pool *p, uint32_t s)
 		if (glinked && gp == pfrag)
 			n->pos_fl |= KVBM_LN_LINKED;
 		else if (glinked)
-			lin_unparent(p, pos, gp); /* a key twin: not its parent */
+			lin_unparent(p, pos, gp, NULL); /* a key twin: not its parent */
 	}
 	hash_add(p, s);
 	if (pos > 0 && !(n->pos_fl & KVBM_LN_LINKED))
@@ -448,7 +485,14 @@ static void lin_remove(struct kvbm_pool *p, uint32_t s)
 	if (!(n->pos_fl & KVBM_LN_USED))
 		return;
 	uint64_t pfrag = ln_pfrag(p, s);
-	leaf_del(p, s);
+	uint32_t hole = 0;
+	if (!lin_fifo(p) && n->hpos) {
+		/* a leaf's entry stays for a moment: its parent may take it */
+		hole = n->hpos;
+		n->hpos = 0;
+	} else {
+		leaf_del(p, s);
+	}
 	hash_del(p, s);
 	p->ev->nreal--;
 	if (n->nchild) {
@@ -459,11 +503,15 @@ static void lin_remove(struct kvbm_pool *p, uint32_t s)
 			p->ln[g].nchild = n->nchild;
 			p->ln[g].pos_fl |= n->pos_fl & KVBM_LN_LINKED;
 			*n = (struct kvbm_shm_lnode){0};
+			if (hole) /* only leaves have entries: never, but never leak one */
+				heap_del_at(p, hole - 1);
 			return;
 		}
 	}
 	if (n->pos_fl & KVBM_LN_LINKED)
-		lin_unparent(p, ln_pos(n), pfrag);
+		lin_unparent(p, ln_pos(n), pfrag, &hole);
+	if (hole)
+		heap_del_at(p, hole - 1);
 	*n = (struct kvbm_shm_lnode){0};
 	if (!p->ev->nreal && !p->ev->nghosts)
 		p->ev->orphans = 0; /* empty: every count is exact again */

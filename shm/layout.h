@@ -24,7 +24,7 @@
 #define KVBM_SHM_MAGIC 0x00314d48534d424bull /* "KBMSHM1\0" little-endian */
 /* 2: resurrection windows in the metric shards, index alternate bucket
  * 3: eviction region (TinyLFU sketch, lineage forest), four eviction lists */
-#define KVBM_ABI_MAJOR 4
+#define KVBM_ABI_MAJOR 5
 #define KVBM_ABI_MINOR 0
 #define KVBM_CACHELINE 64
 #define KVBM_PAGE 4096
@@ -328,8 +328,9 @@ _Static_assert(offsetof(struct kvbm_shm_control, inactive) % KVBM_CACHELINE == 0
  * Eviction region: a header, the TinyLFU sketch (sketch_words u64, 16
  * 4-bit counters each), then for the lineage backends the forest: one node
  * per slot (node s = slot s, while inactive) plus ghost nodes (parents
- * known only by key), hash chains by (position, fragment) and the binary
- * heap of leaves by priority. All under the pool mutex except the sketch,
+ * known only by key), hash chains by (position, fragment) and the 4-ary
+ * heap of leaves by priority (children of i at 4i+1..4i+4, one cache line:
+ * half the levels of a binary heap, and each level one line). All under the pool mutex except the sketch,
  * which any process touches lock-free.
  */
 struct kvbm_shm_evict {
@@ -425,8 +426,11 @@ static inline void kvbm_evict_geometry(const struct kvbm_shm_config *cfg,
 		off += (uint64_t)g->ghosts * 8;
 		g->heads_off = off;
 		off += (uint64_t)g->buckets * 4;
-		g->heap_off = off;
-		off += (uint64_t)cfg->block_count * sizeof(struct kvbm_shm_hent);
+		/* one entry short of a line boundary, so that every group
+		 * of siblings 4i+1..4i+4 fills exactly one cache line */
+		off = (off + KVBM_CACHELINE - 1) & ~(uint64_t)(KVBM_CACHELINE - 1);
+		g->heap_off = off + KVBM_CACHELINE - sizeof(struct kvbm_shm_hent);
+		off += KVBM_CACHELINE + (uint64_t)cfg->block_count * sizeof(struct kvbm_shm_hent);
 	}
 	g->size = (off + KVBM_CACHELINE - 1) & ~(uint64_t)(KVBM_CACHELINE - 1);
 }
