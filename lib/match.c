@@ -12,49 +12,77 @@
 
 #include "pool.h"
 
+/* Pins the block the index named (@s, @g) for @key; 1 on a hit. A lost
+ * race (evicted, or re-registered elsewhere) is retried once with a fresh
+ * lookup: the hash may have a new primary by now. */
+static int acquire_found(struct kvbm_pool *p, struct kvbm_plh key, uint32_t s, uint32_t g,
+			 struct kvbm_block *out)
+{
+	for (int attempt = 0;; attempt++) {
+		int r = kvbm_hold_pin(p, s, g);
+		if (r < 0)
+			return r;
+		if (r == 1) {
+			*out = (struct kvbm_block){p->id, s, g};
+			/* rule 6: once held the key cannot change; re-read it, so
+			 * a hit is exact even if the generation wrapped between
+			 * lookup and pin */
+			if (kvbm_plh_eq(kvbm_slot_key(kvbm_slot(p, s)), key))
+				return 1;
+			if (kvbm_hold_unpin(p, s) == 1)
+				kvbm_store_settle_one(p, s);
+		}
+		if (attempt == 1 || !kvbm_index_lookup(&p->ix, key, &s, &g))
+			return 0;
+	}
+}
+
 int kvbm_acquire_hash(struct kvbm_pool *p, struct kvbm_plh key, struct kvbm_block *out)
 {
 	uint32_t s, g;
 
-	/* a lost race (evicted, or re-registered elsewhere) is retried once:
-	 * the hash may have a new primary by now */
-	for (int attempt = 0; attempt < 2; attempt++) {
-		if (!kvbm_index_lookup(&p->ix, key, &s, &g))
-			return 0;
-		int r = kvbm_hold_pin(p, s, g);
-		if (r < 0)
-			return r;
-		if (r == 0)
-			continue;
-		*out = (struct kvbm_block){p->id, s, g};
-		/* rule 6: once held the key cannot change; re-read it, so a hit
-		 * is exact even if the generation wrapped between lookup and pin */
-		if (kvbm_plh_eq(kvbm_slot_key(kvbm_slot(p, s)), key))
-			return 1;
-		if (kvbm_hold_unpin(p, s) == 1)
-			kvbm_store_settle_one(p, s);
-	}
-	return 0;
+	if (!kvbm_index_lookup(&p->ix, key, &s, &g))
+		return 0;
+	return acquire_found(p, key, s, g, out);
 }
+
+/* Lookups per round of a prefix match. */
+#define MATCH_ROUND 64
 
 long kvbm_match_blocks(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_t n,
 		       struct kvbm_block *out)
 {
-	size_t i;
+	size_t i = 0, end = 0;
 	int r = p ? kvbm_seg_check(&p->seg) : -EINVAL;
 
 	if (r < 0)
 		return r;
 	if (n && (!hashes || !out))
 		return -EINVAL;
-	for (i = 0; i < n; i++) {
-		r = kvbm_acquire_hash(p, hashes[i], &out[i]);
-		if (r < 0) {
-			kvbm_unpin_settle(p, out, i);
-			return r;
+	while (end == i && i < n) {
+		/* the lookups of a round first, then its pins: a pin is a
+		 * locked RMW, a full barrier on x86, which would keep the CPU
+		 * from overlapping one block's lookup with the next. A block
+		 * that goes between its lookup and its pin is a lost race,
+		 * as if it had gone before the lookup */
+		size_t lim = n - i < MATCH_ROUND ? n : i + MATCH_ROUND;
+		for (; end < lim; end++) {
+			uint32_t s, g;
+			if (!kvbm_index_lookup(&p->ix, hashes[end], &s, &g))
+				break;
+			out[end] = (struct kvbm_block){p->id, s, g};
 		}
-		if (r == 0)
-			break;
+		for (; i < end; i++) {
+			r = acquire_found(p, hashes[i], out[i].id, out[i].gen, &out[i]);
+			if (r < 0) {
+				kvbm_unpin_settle(p, out, i);
+				return r;
+			}
+			if (r == 0)
+				break;
+		}
+		if (end != lim)
+			break; /* a miss ends the prefix */
 	}
 	/* the reference touches each returned block once, after its lock */
 	for (size_t j = 0; j < i; j++)
