@@ -65,7 +65,8 @@ enum kvbm_error {
 	KVBM_ENOTOWNER = KVBM_EBASE - 19,    /* mutable/staged block of another process */
 	KVBM_EUNIQUE = KVBM_EBASE - 20,      /* attachment type already used as unique */
 	KVBM_EMULTIPLE = KVBM_EBASE - 21,    /* attachment type already used as multiple */
-	KVBM_ELAST = KVBM_EBASE - 22,
+	KVBM_ETHREAD = KVBM_EBASE - 22,      /* KVBM_OPEN_ONE_THREAD handle used by another thread */
+	KVBM_ELAST = KVBM_EBASE - 23,
 };
 
 /* Returns a static, human-readable description of any kvbm return code. */
@@ -152,6 +153,14 @@ struct kvbm_pool; /* opaque per-process attach handle */
 /* kvbm_pool_open() flags */
 #define KVBM_OPEN_CREATE 0x1u /* create the pool if it does not exist */
 #define KVBM_OPEN_EXCL 0x2u   /* with CREATE: fail with -EEXIST if it exists */
+/*
+ * The handle is used by the opening thread only (as in an inference
+ * engine's single scheduler thread); every other thread's call fails with
+ * KVBM_ETHREAD, kvbm_pool_close() excepted. A hold taken on a block this
+ * process already holds then costs no locked instruction: the process's
+ * holder entries have one writer. Cross-process safety is the same.
+ */
+#define KVBM_OPEN_ONE_THREAD 0x4u
 
 /*
  * Attaches to the pool @name, creating it from @cfg when KVBM_OPEN_CREATE is

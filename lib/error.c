@@ -35,6 +35,8 @@ static const char *const own_errors[] = {
 	[-(KVBM_ENOTOWNER - KVBM_EBASE)] = "mutable or staged block of another process",
 	[-(KVBM_EUNIQUE - KVBM_EBASE)] = "type already registered as unique attachment",
 	[-(KVBM_EMULTIPLE - KVBM_EBASE)] = "type already registered as multiple attachment",
+	[-(KVBM_ETHREAD - KVBM_EBASE)] =
+		"handle opened with KVBM_OPEN_ONE_THREAD used by another thread",
 };
 
 const char *kvbm_strerror(int err)

@@ -54,6 +54,8 @@ void kvbm_stripe_lock(struct kvbm_pool *p, uint32_t s)
 {
 	uint32_t *l = &p->stripes[s & p->stripe_mask];
 
+	if (p->seg.one_thread)
+		return; /* rule 2 serialises threads; there is one */
 	for (unsigned spins = 0;; spins++) {
 		uint32_t z = 0;
 		/* acquire: the critical section's entry loads stay after it */
@@ -70,14 +72,31 @@ void kvbm_stripe_lock(struct kvbm_pool *p, uint32_t s)
 
 void kvbm_stripe_unlock(struct kvbm_pool *p, uint32_t s)
 {
+	if (p->seg.one_thread)
+		return;
 	__atomic_store_n(&p->stripes[s & p->stripe_mask], 0, __ATOMIC_RELEASE);
 }
 
-/* count > 0 -> count + 1; 0 when the count was 0 (slow path needed). */
-static int count_inc(kvbm_hold_t *e, int *overflow)
+/*
+ * count > 0 -> count + 1; 0 when the count was 0 (slow path needed).
+ *
+ * With KVBM_OPEN_ONE_THREAD our entries have one writer, the opening thread
+ * (kvbm_seg_check refuses others): other processes write them only after
+ * our death, as reapers. A load and a store then do what the CAS does, at a
+ * fraction of its cost, and rule 3's worry, a sibling thread's hold on a
+ * new incarnation, cannot arise; the generation check stays for stale
+ * handles. The 0 <-> 1 transitions, which other processes see through the
+ * holder bit, keep their atomics.
+ */
+static int count_inc(const struct kvbm_pool *p, kvbm_hold_t *e, int *overflow)
 {
 	kvbm_hold_t v = __atomic_load_n(e, __ATOMIC_RELAXED);
 
+	if (p->seg.one_thread && (v & KVBM_HOLD_COUNT) &&
+	    (v & KVBM_HOLD_COUNT) != KVBM_HOLD_COUNT) {
+		__atomic_store_n(e, (kvbm_hold_t)(v + 1), __ATOMIC_RELAXED);
+		return 1;
+	}
 	while (v & KVBM_HOLD_COUNT) {
 		if ((v & KVBM_HOLD_COUNT) == KVBM_HOLD_COUNT) {
 			*overflow = 1;
@@ -93,10 +112,15 @@ static int count_inc(kvbm_hold_t *e, int *overflow)
 }
 
 /* count > 1 -> count - 1; 0 when it was 0 or 1 (slow path). */
-static int count_dec(kvbm_hold_t *e)
+static int count_dec(const struct kvbm_pool *p, kvbm_hold_t *e)
 {
 	kvbm_hold_t v = __atomic_load_n(e, __ATOMIC_RELAXED);
 
+	if (p->seg.one_thread && (v & KVBM_HOLD_COUNT) > 1) {
+		/* release: our uses of the block happen before the drop */
+		__atomic_store_n(e, (kvbm_hold_t)(v - 1), __ATOMIC_RELEASE);
+		return 1;
+	}
 	while ((v & KVBM_HOLD_COUNT) > 1) {
 		/* release: our uses of the block happen before the drop */
 		if (__atomic_compare_exchange_n(e, &v, (kvbm_hold_t)(v - 1), 0, __ATOMIC_RELEASE,
@@ -169,11 +193,11 @@ int kvbm_hold_pin(struct kvbm_pool *p, uint32_t s, uint32_t gen)
 	kvbm_hold_t *e = &p->ht[s];
 	int overflow = 0, r;
 
-	if (!count_inc(e, &overflow)) {
+	if (!count_inc(p, e, &overflow)) {
 		if (overflow)
 			return -EOVERFLOW;
 		kvbm_stripe_lock(p, s);
-		if (count_inc(e, &overflow)) {
+		if (count_inc(p, e, &overflow)) {
 			kvbm_stripe_unlock(p, s);
 		} else {
 			r = overflow ? -EOVERFLOW : pin_slow(p, s, gen);
@@ -206,7 +230,7 @@ int kvbm_hold_unpin(struct kvbm_pool *p, uint32_t s)
 	kvbm_hold_t *e = &p->ht[s];
 	uint64_t old;
 
-	if (count_dec(e))
+	if (count_dec(p, e))
 		return 0;
 	kvbm_stripe_lock(p, s);
 	/* 1 -> 0 under the stripe lock (rule 2): the last hold becomes

@@ -171,7 +171,7 @@ int kvbm_pool_open(const char *name, const struct kvbm_config *cfg, unsigned fla
 	if (!out)
 		return -EINVAL;
 	*out = NULL;
-	if (flags & ~(KVBM_OPEN_CREATE | KVBM_OPEN_EXCL))
+	if (flags & ~(KVBM_OPEN_CREATE | KVBM_OPEN_EXCL | KVBM_OPEN_ONE_THREAD))
 		return -EINVAL;
 	if (cfg) {
 		r = kvbm_config_to_shm(cfg, &scfg);
@@ -204,6 +204,10 @@ int kvbm_pool_open(const char *name, const struct kvbm_config *cfg, unsigned fla
 	if (r < 0) {
 		kvbm_hold_teardown(p);
 		goto fail_detach;
+	}
+	if (flags & KVBM_OPEN_ONE_THREAD) {
+		p->seg.thread = pthread_self();
+		p->seg.one_thread = 1;
 	}
 	*out = p;
 	return 0;
@@ -239,6 +243,8 @@ int kvbm_pool_close(struct kvbm_pool *pool)
 
 	if (!pool)
 		return -EINVAL;
+	/* any thread may close a one-thread handle: it becomes the closer's */
+	pool->seg.thread = pthread_self();
 	int forked = kvbm_seg_check(&pool->seg) == KVBM_EFORKED;
 	/* attachments first: their free functions may still look at the pool */
 	kvbm_att_teardown(pool, forked);

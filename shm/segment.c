@@ -209,6 +209,9 @@ int kvbm_seg_check(const struct kvbm_seg *seg)
 {
 	if (__atomic_load_n(&kvbm_fork_gen, __ATOMIC_RELAXED) != seg->fork_gen)
 		return KVBM_EFORKED;
+	/* the one-thread hold paths rely on it (hold.c): checked, not trusted */
+	if (seg->one_thread && !pthread_equal(pthread_self(), seg->thread))
+		return KVBM_ETHREAD;
 	/* acquire: pairs with the release store of POISONED in mutex.c */
 	if (__atomic_load_n(&seg->hdr->state, __ATOMIC_ACQUIRE) == KVBM_SEG_POISONED)
 		return KVBM_EPOISONED;

@@ -18,6 +18,7 @@
 #define KVBM_SHM_SEGMENT_H
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -51,6 +52,8 @@ struct kvbm_seg {
 	unsigned fork_gen;   /* kvbm_fork_gen at open */
 	int initialized_by_me;
 	pid_t lock_tid;      /* thread holding the pool mutex through us, 0 = none */
+	int one_thread;      /* KVBM_OPEN_ONE_THREAD: only @thread may use it */
+	pthread_t thread;
 	kvbm_recover_fn recover;
 	void *recover_arg;
 	kvbm_reap_fn reap;

@@ -7,6 +7,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -891,12 +892,107 @@ START_TEST(test_stats_rates_ratios_gradients_window)
 }
 END_TEST
 
+/* ---- one-thread handles ---------------------------------------------------- */
+
+struct other_thread {
+	struct kvbm_pool *p;
+	const struct kvbm_plh *h;
+	struct kvbm_block *held;
+	int match, alloc, release, clone, info, close;
+};
+
+static void *other_thread_calls(void *arg)
+{
+	struct other_thread *o = arg;
+	struct kvbm_block out[4], c;
+	struct kvbm_pool_info pi;
+
+	o->match = (int)kvbm_match_blocks(o->p, o->h, 4, out);
+	o->alloc = kvbm_allocate_blocks(o->p, 1, out, NULL, NULL);
+	o->release = kvbm_release_blocks(o->p, o->held, 1);
+	o->clone = kvbm_clone_block(o->p, o->held, &c);
+	o->info = kvbm_pool_info(o->p, &pi);
+	return NULL;
+}
+
+static void *other_thread_closes(void *arg)
+{
+	struct other_thread *o = arg;
+
+	o->close = kvbm_pool_close(o->p);
+	return NULL;
+}
+
+/* A KVBM_OPEN_ONE_THREAD handle refuses every other thread with a clear
+ * error and no effect (its hold counts have one writer), works on in its
+ * own thread, and may be closed by any thread. */
+START_TEST(test_one_thread_handle_refuses_other_threads)
+{
+	T_NAME(name);
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_pool *p, *q;
+	struct kvbm_plh h[4];
+	struct kvbm_block b[4], m[4], c;
+	struct kvbm_block_info info;
+	pthread_t t;
+
+	cfg.block_count = 8;
+	ck_assert_int_eq(kvbm_pool_open(name, &cfg, KVBM_OPEN_CREATE | 0x80u, &p), -EINVAL);
+	ck_assert_int_eq(kvbm_pool_open(name, &cfg, KVBM_OPEN_CREATE | KVBM_OPEN_ONE_THREAD, &p), 0);
+	t_seq_hashes(1, 4, BS, h);
+	t_register(p, h, 4, b);
+	struct other_thread o = {.p = p, .h = h, .held = &b[0]};
+	ck_assert_int_eq(pthread_create(&t, NULL, other_thread_calls, &o), 0);
+	ck_assert_int_eq(pthread_join(t, NULL), 0);
+	ck_assert_int_eq(o.match, KVBM_ETHREAD);
+	ck_assert_int_eq(o.alloc, KVBM_ETHREAD);
+	ck_assert_int_eq(o.release, KVBM_ETHREAD);
+	ck_assert_int_eq(o.clone, KVBM_ETHREAD);
+	ck_assert_int_eq(o.info, KVBM_ETHREAD);
+	ck_assert_str_eq(kvbm_strerror(KVBM_ETHREAD),
+			 "handle opened with KVBM_OPEN_ONE_THREAD used by another thread");
+	/* nothing happened: still one hold each, no block allocated */
+	ck_assert_int_eq(kvbm_block_info(p, &b[0], &info), 0);
+	ck_assert_uint_eq(info.holds, 1);
+	ck_assert_int_eq(kvbm_available_blocks(p), 4);
+	/* in its own thread: holds counted without RMWs, and exact */
+	ck_assert_int_eq(kvbm_match_blocks(p, h, 4, m), 4);
+	ck_assert_int_eq(kvbm_clone_block(p, &m[3], &c), 0);
+	ck_assert_int_eq(kvbm_block_info(p, &b[3], &info), 0);
+	ck_assert_uint_eq(info.holds, 3);
+	ck_assert_int_eq(kvbm_release_blocks(p, &c, 1), 0);
+	ck_assert_int_eq(kvbm_release_blocks(p, &c, 1), 0); /* the match's, by value */
+	ck_assert_int_eq(kvbm_release_blocks(p, m, 3), 0);
+	ck_assert_int_eq(kvbm_block_info(p, &b[3], &info), 0);
+	ck_assert_uint_eq(info.holds, 1);
+	/* another process (here: a second handle) sees the same counts */
+	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &q), 0);
+	ck_assert_int_eq(kvbm_match_blocks(q, h, 4, m), 4);
+	ck_assert_int_eq(kvbm_block_info(q, &m[0], &info), 0);
+	ck_assert_uint_eq(info.holds, 1);
+	ck_assert_uint_eq(info.holder_procs, 2);
+	ck_assert_int_eq(kvbm_release_blocks(q, m, 4), 0);
+	ck_assert_int_eq(kvbm_release_blocks(p, b, 4), 0);
+	ck_assert_int_eq(kvbm_release_blocks(p, b, 1), KVBM_ENOTHELD);
+	ck_assert_int_eq(t_check(q), 0);
+	ck_assert_int_eq(kvbm_available_blocks(q), 8);
+	o.p = p;
+	ck_assert_int_eq(pthread_create(&t, NULL, other_thread_closes, &o), 0);
+	ck_assert_int_eq(pthread_join(t, NULL), 0);
+	ck_assert_int_eq(o.close, 0);
+	ck_assert_int_eq(t_check(q), 0);
+	kvbm_pool_close(q);
+	kvbm_pool_destroy(name, 0);
+}
+END_TEST
+
 Suite *make_block_suite(void)
 {
 	Suite *s = suite_create("block");
 	TCase *tc = tcase_create("lifecycle");
 
 	tcase_add_test(tc, test_builder_defaults);
+	tcase_add_test(tc, test_one_thread_handle_refuses_other_threads);
 	tcase_add_test(tc, test_builder_validation);
 	tcase_add_test(tc, test_attach_with_other_policy_is_refused);
 	tcase_add_test(tc, test_allocate_single_block);

@@ -20,11 +20,14 @@
 
 #define BS 4
 
+/* kvbm_pool_open() flags of the children a test forks */
+static unsigned attach_flags;
+
 static struct kvbm_pool *attach(const char *name)
 {
 	struct kvbm_pool *p = NULL;
 
-	if (kvbm_pool_open(name, NULL, 0, &p) != 0)
+	if (kvbm_pool_open(name, NULL, attach_flags, &p) != 0)
 		_exit(90);
 	return p;
 }
@@ -125,6 +128,14 @@ static int stress_reader(const char *name, const struct kvbm_plh *h, int nh, uns
 				    !kvbm_plh_eq(info.hash, h[k + i]))
 					return 22;
 			}
+		/* a second hold on each and back: the count's fast paths (with
+		 * KVBM_OPEN_ONE_THREAD, a plain load and store) while the
+		 * evictors race for the slots */
+		for (long i = 0; i < n; i++) {
+			struct kvbm_block c;
+			if (kvbm_clone_block(q, &out[i], &c) != 0 || kvbm_release_blocks(q, &c, 1) != 0)
+				return 25;
+		}
 		if (kvbm_release_blocks(q, out, (uint32_t)n) != 0)
 			return 23;
 	}
@@ -170,12 +181,14 @@ START_TEST(test_pin_vs_evict_stress)
 	t_seq_hashes(1, NH, BS, h);
 	t_register(p, h, TOTAL, b);
 	t_release(p, b, TOTAL);
+	/* runs 2 and 3: the workers attach with KVBM_OPEN_ONE_THREAD */
+	attach_flags = _i & 2 ? KVBM_OPEN_ONE_THREAD : 0;
 	ck_assert_int_eq(kvbm_fp_arm("a=bogus"), -EINVAL);
 	ck_assert_int_eq(kvbm_fp_arm("a:3=yield,b=kill"), 0);
 	ck_assert_int_eq(kvbm_fp_arm(NULL), 0);
 	for (int i = 0; i < READERS + EVICTORS; i++) {
 		pids[i] = fork();
-		if (pids[i] == 0 && _i)
+		if (pids[i] == 0 && (_i & 1))
 			/* second run: yield inside both halves of the pin/evict
 			 * handshake, so the narrow interleavings happen */
 			kvbm_fp_arm("hold.pin.tentative=yield,hold.pin.bit=yield,"
@@ -642,6 +655,8 @@ static int victim(const char *name, const struct kvbm_plh *h, const struct kvbm_
 		return 74;
 	if (kvbm_match_blocks(q, h + 10, 4, m) != 4 || kvbm_set_reset_on_release(q, &m[1], 1) != 0)
 		return 75;
+	if (kvbm_clone_block(q, &m[2], &x) != 0 || kvbm_release_blocks(q, &x, 1) != 0)
+		return 75; /* a hold's fast paths, count 1 -> 2 -> 1 */
 	if (kvbm_release_blocks(q, &d, 1) != 0 || kvbm_release_blocks(q, m, 4) != 0)
 		return 76;
 	for (int i = 4; i-- > 0;)
@@ -718,6 +733,17 @@ START_TEST(test_victim_killed_at_failpoint_lineage)
 	victim_killed_at(name,
 			 _i < NBLOCK_POINTS ? block_points[_i] : lineage_points[_i - NBLOCK_POINTS],
 			 KVBM_BACKEND_LINEAGE);
+}
+END_TEST
+
+/* The victim attached with KVBM_OPEN_ONE_THREAD, whose holds skip the
+ * stripe locks and count without RMWs: the reaper must find the same. */
+START_TEST(test_victim_killed_one_thread)
+{
+	T_NAME(name);
+	attach_flags = KVBM_OPEN_ONE_THREAD;
+	victim_killed_at(name, block_points[_i], KVBM_BACKEND_LINEAGE);
+	attach_flags = 0;
 }
 END_TEST
 
@@ -840,7 +866,7 @@ Suite *make_mproc_suite(void)
 
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_registered_in_one_process_matched_by_others);
-	tcase_add_loop_test(tc, test_pin_vs_evict_stress, 0, 2);
+	tcase_add_loop_test(tc, test_pin_vs_evict_stress, 0, 4);
 	tcase_add_test(tc, test_allocate_atomic_no_over_commit_under_contention);
 	tcase_add_test(tc, test_dead_holder_blocks_come_back);
 	tcase_add_loop_test(tc, test_short_allocation_reaps_dead, 0, 2);
@@ -856,6 +882,7 @@ Suite *make_mproc_suite(void)
 	tcase_add_loop_test(tc, test_victim_killed_at_block_failpoint, 0, NBLOCK_POINTS);
 	tcase_add_loop_test(tc, test_victim_killed_at_failpoint_lineage, 0,
 			    NBLOCK_POINTS + NLINEAGE_POINTS);
+	tcase_add_loop_test(tc, test_victim_killed_one_thread, 0, NBLOCK_POINTS);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -100,6 +100,10 @@ static void release(struct kvbm_pool *q, const struct kvbm_block *b, uint32_t n)
 
 /* ---- pools and workers ------------------------------------------------------ */
 
+/* kvbm_pool_open() flags of the workers: KVBM_OPEN_ONE_THREAD for the
+ * one-thread rows of (b) and (c) */
+static unsigned worker_open_flags;
+
 enum wl { WL_A_FRESH, WL_A_STEADY, WL_B, WL_C, WL_D, WL_B_SAME, WL_E, WL_G_EVICTOR };
 
 struct result {
@@ -282,7 +286,7 @@ static void run_workers(enum wl w, int n, struct result *sum)
 		if (pids[i] == 0) {
 			struct kvbm_pool *q;
 			struct result res;
-			int r = kvbm_pool_open(pool_name, NULL, 0, &q);
+			int r = kvbm_pool_open(pool_name, NULL, worker_open_flags, &q);
 			if (r < 0)
 				die("attach", r);
 			char c = 1;
@@ -371,7 +375,8 @@ static void summarize(struct fig *f, double *v, int n)
 }
 
 enum figure {
-	F_A_FRESH, F_A_STEADY, F_B, F_B_LOOKUP, F_B_RELEASE, F_C, F_C_LOOKUP, F_C_RELEASE, F_D,
+	F_A_FRESH, F_A_STEADY, F_B, F_B_LOOKUP, F_B_RELEASE, F_B1, F_B1_LOOKUP, F_B1_RELEASE, F_C,
+	F_C_LOOKUP, F_C_RELEASE, F_C1, F_C1_LOOKUP, F_C1_RELEASE, F_D,
 	F_E, F_E_FLOOR, F_E_RATIO, F_F_A, F_F_A_SCALING, F_F_B, F_F_B_SCALING, F_F_B_SAME,
 	F_F_B_SAME_SCALING, F_F_C, F_F_C_SCALING, F_F_D, F_F_D_SCALING, F_F_E_SCALING, F_G_P50,
 	F_G_P99, F_G_P999, F_H, F_N
@@ -383,9 +388,15 @@ static struct fig figs[F_N] = {
 	[F_B] = {"b_ns_per_block", "(b) match 64 active + release", "ns/block"},
 	[F_B_LOOKUP] = {"b_lookup_ns_per_block", "    lookup alone", "ns/block"},
 	[F_B_RELEASE] = {"b_release_ns_per_block", "    release alone", "ns/block"},
+	[F_B1] = {"b_one_thread_ns_per_block", "(b) the same, KVBM_OPEN_ONE_THREAD", "ns/block"},
+	[F_B1_LOOKUP] = {"b_one_thread_lookup_ns_per_block", "    lookup alone", "ns/block"},
+	[F_B1_RELEASE] = {"b_one_thread_release_ns_per_block", "    release alone", "ns/block"},
 	[F_C] = {"c_ns_per_block", "(c) match 64 inactive + release", "ns/block"},
 	[F_C_LOOKUP] = {"c_lookup_ns_per_block", "    resurrect alone", "ns/block"},
 	[F_C_RELEASE] = {"c_release_ns_per_block", "    release alone", "ns/block"},
+	[F_C1] = {"c_one_thread_ns_per_block", "(c) the same, KVBM_OPEN_ONE_THREAD", "ns/block"},
+	[F_C1_LOOKUP] = {"c_one_thread_lookup_ns_per_block", "    resurrect alone", "ns/block"},
+	[F_C1_RELEASE] = {"c_one_thread_release_ns_per_block", "    release alone", "ns/block"},
 	[F_D] = {"d_blocks_per_s", "(d) eviction pressure, 64-block batches", "blocks/s"},
 	[F_E] = {"e_ns_per_block", "(e) hashing: block, sequence, PLH", "ns/block"},
 	[F_E_FLOOR] = {"e_xxh3_floor_ns_per_block", "    raw XXH3 of the block bytes", "ns/block"},
@@ -619,6 +630,12 @@ int main(int argc, char **argv)
 		bench_pool_wl(WL_B, 1, F_B, F_B_LOOKUP, F_B_RELEASE, 1);
 	if (want['c'])
 		bench_pool_wl(WL_C, 1, F_C, F_C_LOOKUP, F_C_RELEASE, 1);
+	worker_open_flags = KVBM_OPEN_ONE_THREAD;
+	if (want['b'])
+		bench_pool_wl(WL_B, 1, F_B1, F_B1_LOOKUP, F_B1_RELEASE, 1);
+	if (want['c'])
+		bench_pool_wl(WL_C, 1, F_C1, F_C1_LOOKUP, F_C1_RELEASE, 1);
+	worker_open_flags = 0;
 	if (want['d'])
 		bench_pool_wl(WL_D, 1, F_D, F_N, F_N, 0);
 	if (want['e'])
