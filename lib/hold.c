@@ -88,7 +88,7 @@ void kvbm_stripe_unlock(struct kvbm_pool *p, uint32_t s)
  * handles. The 0 <-> 1 transitions, which other processes see through the
  * holder bit, keep their atomics.
  */
-static int count_inc(const struct kvbm_pool *p, kvbm_hold_t *e, int *overflow)
+static inline __attribute__((always_inline)) int count_inc(const struct kvbm_pool *p, kvbm_hold_t *e, int *overflow)
 {
 	kvbm_hold_t v = __atomic_load_n(e, __ATOMIC_RELAXED);
 
@@ -112,7 +112,7 @@ static int count_inc(const struct kvbm_pool *p, kvbm_hold_t *e, int *overflow)
 }
 
 /* count > 1 -> count - 1; 0 when it was 0 or 1 (slow path). */
-static int count_dec(const struct kvbm_pool *p, kvbm_hold_t *e)
+static inline __attribute__((always_inline)) int count_dec(const struct kvbm_pool *p, kvbm_hold_t *e)
 {
 	kvbm_hold_t v = __atomic_load_n(e, __ATOMIC_RELAXED);
 
@@ -188,26 +188,48 @@ static int pin_slow(struct kvbm_pool *p, uint32_t s, uint32_t gen)
 	return 1;
 }
 
-int kvbm_hold_pin(struct kvbm_pool *p, uint32_t s, uint32_t gen)
+/* 0 -> 1 (or an overflow): kept out of line, so that the fast path below
+ * is a leaf function with no registers to save */
+static __attribute__((noinline)) int pin_first(struct kvbm_pool *p, uint32_t s, uint32_t gen,
+					       int overflow)
 {
 	kvbm_hold_t *e = &p->ht[s];
-	int overflow = 0, r;
+	int r;
 
-	if (!count_inc(p, e, &overflow)) {
-		if (overflow)
-			return -EOVERFLOW;
-		kvbm_stripe_lock(p, s);
-		if (count_inc(p, e, &overflow)) {
-			kvbm_stripe_unlock(p, s);
-		} else {
-			r = overflow ? -EOVERFLOW : pin_slow(p, s, gen);
-			kvbm_stripe_unlock(p, s);
-			if (r == 2) {
-				kvbm_store_settle_one(p, s);
-				r = 0;
-			}
+	if (overflow)
+		return -EOVERFLOW;
+	kvbm_stripe_lock(p, s);
+	if (count_inc(p, e, &overflow)) {
+		kvbm_stripe_unlock(p, s);
+		return 3; /* a sibling took the first hold meanwhile: fast path */
+	}
+	r = overflow ? -EOVERFLOW : pin_slow(p, s, gen);
+	kvbm_stripe_unlock(p, s);
+	if (r == 2) {
+		kvbm_store_settle_one(p, s);
+		r = 0;
+	}
+	return r;
+}
+
+/* The generation check of a hold taken on top of ours; see kvbm_hold_pin. */
+static __attribute__((noinline)) int pin_undo(struct kvbm_pool *p, uint32_t s)
+{
+	/* our undo emptied the mask (the sibling let go meanwhile): rare,
+	 * settle it now */
+	if (kvbm_hold_unpin(p, s) == 1)
+		kvbm_store_settle_one(p, s);
+	return 0;
+}
+
+int kvbm_hold_pin(struct kvbm_pool *p, uint32_t s, uint32_t gen)
+{
+	int overflow = 0;
+
+	if (!count_inc(p, &p->ht[s], &overflow)) {
+		int r = pin_first(p, s, gen, overflow);
+		if (r != 3)
 			return r;
-		}
 	}
 	/* fast path (rule 3): we held the slot already, so it cannot be
 	 * evicted now, but a stale handle may name its previous incarnation,
@@ -217,11 +239,7 @@ int kvbm_hold_pin(struct kvbm_pool *p, uint32_t s, uint32_t gen)
 	if (kvbm_slot_gen(w) == gen && (kvbm_slot_state(w) == KVBM_SLOT_REGISTERED ||
 					kvbm_slot_state(w) == KVBM_SLOT_EVICTING))
 		return 1;
-	/* our undo emptied the mask (the sibling let go meanwhile): rare,
-	 * settle it now */
-	if (kvbm_hold_unpin(p, s) == 1)
-		kvbm_store_settle_one(p, s);
-	return 0;
+	return pin_undo(p, s);
 }
 
 int kvbm_hold_unpin(struct kvbm_pool *p, uint32_t s)

@@ -27,7 +27,8 @@ static int acquire_found(struct kvbm_pool *p, struct kvbm_plh key, uint32_t s, u
 			/* rule 6: once held the key cannot change; re-read it, so
 			 * a hit is exact even if the generation wrapped between
 			 * lookup and pin */
-			if (kvbm_plh_eq(kvbm_slot_key(kvbm_slot(p, s)), key))
+			struct kvbm_plh k = kvbm_slot_key(kvbm_slot(p, s));
+			if (k.hi == key.hi && k.lo == key.lo)
 				return 1;
 			if (kvbm_hold_unpin(p, s) == 1)
 				kvbm_store_settle_one(p, s);
