@@ -47,43 +47,27 @@ int kvbm_acquire_hash(struct kvbm_pool *p, struct kvbm_plh key, struct kvbm_bloc
 	return acquire_found(p, key, s, g, out);
 }
 
-/* Lookups per round of a prefix match. */
-#define MATCH_ROUND 64
-
 long kvbm_match_blocks(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_t n,
 		       struct kvbm_block *out)
 {
-	size_t i = 0, end = 0;
+	size_t i;
 	int r = p ? kvbm_seg_check(&p->seg) : -EINVAL;
 
 	if (r < 0)
 		return r;
 	if (n && (!hashes || !out))
 		return -EINVAL;
-	while (end == i && i < n) {
-		/* the lookups of a round first, then its pins: a pin is a
-		 * locked RMW, a full barrier on x86, which would keep the CPU
-		 * from overlapping one block's lookup with the next. A block
-		 * that goes between its lookup and its pin is a lost race,
-		 * as if it had gone before the lookup */
-		size_t lim = n - i < MATCH_ROUND ? n : i + MATCH_ROUND;
-		for (; end < lim; end++) {
-			uint32_t s, g;
-			if (!kvbm_index_lookup(&p->ix, hashes[end], &s, &g))
-				break;
-			out[end] = (struct kvbm_block){p->id, s, g};
+	/* one block's lookup and pin back to back: doing a round's lookups
+	 * first gained 3% alone but lost 10-15% with two processes matching
+	 * one prefix, whose slot lines then move twice (BENCHMARKS.md) */
+	for (i = 0; i < n; i++) {
+		r = kvbm_acquire_hash(p, hashes[i], &out[i]);
+		if (r < 0) {
+			kvbm_unpin_settle(p, out, i);
+			return r;
 		}
-		for (; i < end; i++) {
-			r = acquire_found(p, hashes[i], out[i].id, out[i].gen, &out[i]);
-			if (r < 0) {
-				kvbm_unpin_settle(p, out, i);
-				return r;
-			}
-			if (r == 0)
-				break;
-		}
-		if (end != lim)
-			break; /* a miss ends the prefix */
+		if (r == 0)
+			break;
 	}
 	/* the reference touches each returned block once, after its lock */
 	for (size_t j = 0; j < i; j++)
