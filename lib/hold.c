@@ -88,7 +88,8 @@ void kvbm_stripe_unlock(struct kvbm_pool *p, uint32_t s)
  * handles. The 0 <-> 1 transitions, which other processes see through the
  * holder bit, keep their atomics.
  */
-static inline __attribute__((always_inline)) int count_inc(const struct kvbm_pool *p, kvbm_hold_t *e, int *overflow)
+static inline __attribute__((always_inline)) int count_inc(const struct kvbm_pool *p,
+							    kvbm_hold_t *e, int *overflow)
 {
 	kvbm_hold_t v = __atomic_load_n(e, __ATOMIC_RELAXED);
 
@@ -112,7 +113,8 @@ static inline __attribute__((always_inline)) int count_inc(const struct kvbm_poo
 }
 
 /* count > 1 -> count - 1; 0 when it was 0 or 1 (slow path). */
-static inline __attribute__((always_inline)) int count_dec(const struct kvbm_pool *p, kvbm_hold_t *e)
+static inline __attribute__((always_inline)) int count_dec(const struct kvbm_pool *p,
+							    kvbm_hold_t *e)
 {
 	kvbm_hold_t v = __atomic_load_n(e, __ATOMIC_RELAXED);
 
