@@ -26,7 +26,8 @@ static uint64_t mix64(uint64_t x)
 	return x;
 }
 
-static inline __attribute__((always_inline)) struct where locate(const struct kvbm_index *ix, struct kvbm_plh key)
+static inline __attribute__((always_inline)) struct where locate(const struct kvbm_index *ix,
+								 struct kvbm_plh key)
 {
 	uint64_t h = mix64(key.lo ^ (key.hi << 29 | key.hi >> 35) ^ key.hi);
 	struct where w;
