@@ -261,7 +261,7 @@ static struct kvbm_block register_one(struct kvbm_pool *p, uint32_t s)
 	if (found && p->dup_policy == KVBM_DUP_REJECT) {
 		/* the existing primary (resurrected if inactive) is returned;
 		 * stripe locks are taken inside, after the mutex (rule 4) */
-		if (kvbm_hold_pin(p, ps, pg) == 1) {
+		if (kvbm_hold_pin(p, ps, pg, NULL) == 1) {
 			kvbm_store_free_owned(p, s, p->seg.self);
 			kvbm_metric_add(p, KVBM_M_REGISTRATION_DEDUP, 1);
 			return (struct kvbm_block){p->id, ps, pg};
@@ -269,8 +269,9 @@ static struct kvbm_block register_one(struct kvbm_pool *p, uint32_t s)
 		/* -EOVERFLOW (this process's holds on it saturated): keep the
 		 * candidate as a duplicate, never as a second primary */
 	}
-	kvbm_stripe_lock(p, s); /* rule 4: the owner's bit under the stripe */
-	kvbm_hold_register(p, s);
+	int st = kvbm_st_enter(p);
+	kvbm_stripe_lock(p, st, s); /* rule 4: the owner's bit under the stripe */
+	kvbm_hold_register(p, st, s);
 	uint32_t flags = 0;
 	if (found) {
 		struct kvbm_shm_slot *psl = kvbm_slot(p, ps);
@@ -299,7 +300,8 @@ static struct kvbm_block register_one(struct kvbm_pool *p, uint32_t s)
 				 __ATOMIC_RELEASE);
 		p->seg.ctl->index_full++;
 	}
-	kvbm_stripe_unlock(p, s);
+	kvbm_stripe_unlock(p, st, s);
+	kvbm_st_leave(p, st);
 	return out;
 }
 
@@ -427,7 +429,7 @@ int kvbm_clone_block(struct kvbm_pool *p, const struct kvbm_block *blk, struct k
 
 	if (r < 0)
 		return r;
-	r = kvbm_hold_pin(p, blk->id, blk->gen);
+	r = kvbm_hold_pin(p, blk->id, blk->gen, NULL);
 	if (r < 0)
 		return r;
 	if (r == 0)
@@ -473,7 +475,7 @@ int kvbm_upgrade_block(struct kvbm_pool *p, const struct kvbm_weak *weak, struct
 		return r;
 	/* the same block if it still holds the hash (rule 6: the key is
 	 * stable once held, so check it after the pin) */
-	r = kvbm_hold_pin(p, weak->block.id, weak->block.gen);
+	r = kvbm_hold_pin(p, weak->block.id, weak->block.gen, NULL);
 	if (r < 0)
 		return r;
 	if (r == 1) {
@@ -482,11 +484,10 @@ int kvbm_upgrade_block(struct kvbm_pool *p, const struct kvbm_weak *weak, struct
 			*out = weak->block;
 			return 1;
 		}
-		if (kvbm_hold_unpin(p, weak->block.id) == 1)
-			kvbm_store_settle_one(p, weak->block.id);
+		kvbm_hold_unpin_settle(p, weak->block.id, NULL);
 	}
 	/* else whichever block now holds the hash */
-	r = kvbm_acquire_hash(p, weak->hash, out);
+	r = kvbm_acquire_hash(p, weak->hash, out, NULL);
 	return r;
 }
 

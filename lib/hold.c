@@ -49,12 +49,13 @@ void kvbm_hold_teardown(struct kvbm_pool *p)
 }
 
 /* Process-local, so a spinlock dies with its process and never needs
- * recovery; held for a handful of instructions, never across a syscall. */
-void kvbm_stripe_lock(struct kvbm_pool *p, uint32_t s)
+ * recovery; held for a handful of instructions, never across a syscall.
+ * With one writer (@st) there is no sibling to serialise against. */
+void kvbm_stripe_lock(struct kvbm_pool *p, int st, uint32_t s)
 {
 	uint32_t *l = &p->stripes[s & p->stripe_mask];
 
-	if (p->seg.one_thread)
+	if (st)
 		return; /* rule 2 serialises threads; there is one */
 	for (unsigned spins = 0;; spins++) {
 		uint32_t z = 0;
@@ -70,31 +71,36 @@ void kvbm_stripe_lock(struct kvbm_pool *p, uint32_t s)
 	}
 }
 
-void kvbm_stripe_unlock(struct kvbm_pool *p, uint32_t s)
+void kvbm_stripe_unlock(struct kvbm_pool *p, int st, uint32_t s)
 {
-	if (p->seg.one_thread)
-		return;
-	__atomic_store_n(&p->stripes[s & p->stripe_mask], 0, __ATOMIC_RELEASE);
+	if (!st)
+		__atomic_store_n(&p->stripes[s & p->stripe_mask], 0, __ATOMIC_RELEASE);
 }
 
 /*
- * count > 0 -> count + 1; 0 when the count was 0 (slow path needed).
- *
- * With KVBM_OPEN_ONE_THREAD our entries have one writer, the opening thread
- * (kvbm_seg_check refuses others): other processes write them only after
- * our death, as reapers. A load and a store then do what the CAS does, at a
- * fraction of its cost, and rule 3's worry, a sibling thread's hold on a
- * new incarnation, cannot arise; the generation check stays for stale
- * handles. The 0 <-> 1 transitions, which other processes see through the
- * holder bit, keep their atomics.
+ * One writer. While an operation runs with @st set (kvbm_st_enter), no
+ * other thread writes our holder entries: other processes write them only
+ * after our death, as reapers, and no sibling thread runs a hold operation
+ * (a one-thread handle refuses them; a biased handle revokes first, see
+ * pool.h). A relaxed load and a plain store then do what a locked RMW
+ * does, at a fraction of its cost, and rule 3's worry, a sibling's hold on
+ * a new incarnation, cannot arise; the generation check stays for stale
+ * handles. The holder mask, which other processes read, keeps its seq_cst
+ * RMWs; a plain store to our entry before one of them is ordered before it
+ * (the RMW is a release), which is all the reaper needs.
  */
-static inline __attribute__((always_inline)) int count_inc(const struct kvbm_pool *p,
-							    kvbm_hold_t *e, int *overflow)
+static inline void entry_put(kvbm_hold_t *e, kvbm_hold_t v)
+{
+	/* release: our uses of the block happen before a drop */
+	__atomic_store_n(e, v, __ATOMIC_RELEASE);
+}
+
+/* count > 0 -> count + 1; 0 when the count was 0 (slow path needed). */
+static inline __attribute__((always_inline)) int count_inc(int st, kvbm_hold_t *e, int *overflow)
 {
 	kvbm_hold_t v = __atomic_load_n(e, __ATOMIC_RELAXED);
 
-	if (p->seg.one_thread && (v & KVBM_HOLD_COUNT) &&
-	    (v & KVBM_HOLD_COUNT) != KVBM_HOLD_COUNT) {
+	if (st && (v & KVBM_HOLD_COUNT) && (v & KVBM_HOLD_COUNT) != KVBM_HOLD_COUNT) {
 		__atomic_store_n(e, (kvbm_hold_t)(v + 1), __ATOMIC_RELAXED);
 		return 1;
 	}
@@ -113,14 +119,12 @@ static inline __attribute__((always_inline)) int count_inc(const struct kvbm_poo
 }
 
 /* count > 1 -> count - 1; 0 when it was 0 or 1 (slow path). */
-static inline __attribute__((always_inline)) int count_dec(const struct kvbm_pool *p,
-							    kvbm_hold_t *e)
+static inline __attribute__((always_inline)) int count_dec(int st, kvbm_hold_t *e)
 {
 	kvbm_hold_t v = __atomic_load_n(e, __ATOMIC_RELAXED);
 
-	if (p->seg.one_thread && (v & KVBM_HOLD_COUNT) > 1) {
-		/* release: our uses of the block happen before the drop */
-		__atomic_store_n(e, (kvbm_hold_t)(v - 1), __ATOMIC_RELEASE);
+	if (st && (v & KVBM_HOLD_COUNT) > 1) {
+		entry_put(e, (kvbm_hold_t)(v - 1));
 		return 1;
 	}
 	while ((v & KVBM_HOLD_COUNT) > 1) {
@@ -139,109 +143,151 @@ static inline __attribute__((always_inline)) int count_dec(const struct kvbm_poo
  * between them is bracketed in our shard (seq_cst, like the clear): a
  * recount under the mutex (kvbm_store_recount_inactive) retries until no
  * live process is inside one, and a process killed inside one leaves a
- * count that the recount corrects.
+ * count that the recount corrects. With @w the window stays open across
+ * the caller's pins and the count is lowered once, at kvbm_resw_close.
  */
-static void take_from_inactive(struct kvbm_pool *p, struct kvbm_shm_slot *sl)
+static void take_from_inactive(struct kvbm_pool *p, struct kvbm_shm_slot *sl,
+			       struct kvbm_resw *w)
 {
-	__atomic_fetch_add(&p->shard->v[KVBM_M_RES_BEGIN], 1, __ATOMIC_SEQ_CST);
+	if (!w || !w->open)
+		__atomic_fetch_add(&p->shard->v[KVBM_M_RES_BEGIN], 1, __ATOMIC_SEQ_CST);
 	uint64_t prev = __atomic_fetch_and(&sl->holders, ~KVBM_HOLD_INACTIVE, __ATOMIC_SEQ_CST);
-
+	KVBM_FAILPOINT("hold.pin.taken");
+	if (w) {
+		w->open = 1;
+		w->taken += (prev & KVBM_HOLD_INACTIVE) != 0;
+		return;
+	}
 	if (prev & KVBM_HOLD_INACTIVE)
 		__atomic_fetch_sub(&p->seg.ctl->inactive, 1, __ATOMIC_SEQ_CST);
 	__atomic_fetch_add(&p->shard->v[KVBM_M_RES_END], 1, __ATOMIC_SEQ_CST);
 }
 
+void kvbm_resw_close(struct kvbm_pool *p, struct kvbm_resw *w)
+{
+	if (!w || !w->open)
+		return;
+	if (w->taken)
+		__atomic_fetch_sub(&p->seg.ctl->inactive, (int64_t)w->taken, __ATOMIC_SEQ_CST);
+	__atomic_fetch_add(&p->shard->v[KVBM_M_RES_END], 1, __ATOMIC_SEQ_CST);
+	w->open = 0;
+	w->taken = 0;
+}
+
 /* 0 -> 1: record intent, set the bit, re-read the state (rule 1). */
-static int pin_slow(struct kvbm_pool *p, uint32_t s, uint32_t gen)
+static int pin_slow(struct kvbm_pool *p, int st, uint32_t s, uint32_t gen, struct kvbm_resw *w)
 {
 	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 	kvbm_hold_t *e = &p->ht[s];
-	uint64_t old, w;
+	uint64_t old, ws;
 
 	/* the tentative entry comes first: if we die after the fetch_or, the
 	 * reaper finds the entry and clears our bit */
-	__atomic_fetch_or(e, KVBM_HOLD_TENT, __ATOMIC_SEQ_CST);
+	if (st)
+		entry_put(e, __atomic_load_n(e, __ATOMIC_RELAXED) | KVBM_HOLD_TENT);
+	else
+		__atomic_fetch_or(e, KVBM_HOLD_TENT, __ATOMIC_SEQ_CST);
 	KVBM_FAILPOINT("hold.pin.tentative");
 	/* seq_cst on both: with the evictor's seq_cst CAS to EVICTING and
 	 * holders load this is a Dekker handshake, one of us sees the other */
 	old = __atomic_fetch_or(&sl->holders, p->bit, __ATOMIC_SEQ_CST);
 	KVBM_FAILPOINT("hold.pin.bit");
-	w = __atomic_load_n(&sl->state, __ATOMIC_SEQ_CST);
-	if (kvbm_slot_state(w) != KVBM_SLOT_REGISTERED || kvbm_slot_gen(w) != gen) {
+	ws = __atomic_load_n(&sl->state, __ATOMIC_SEQ_CST);
+	if (kvbm_slot_state(ws) != KVBM_SLOT_REGISTERED || kvbm_slot_gen(ws) != gen) {
 		/* lost the race: a clean miss */
 		uint64_t now = old;
 		if (!(old & p->bit))
 			now = __atomic_and_fetch(&sl->holders, ~p->bit, __ATOMIC_SEQ_CST);
-		__atomic_fetch_and(e, (kvbm_hold_t)~KVBM_HOLD_TENT, __ATOMIC_RELEASE);
+		if (st)
+			entry_put(e, __atomic_load_n(e, __ATOMIC_RELAXED) & ~KVBM_HOLD_TENT);
+		else
+			__atomic_fetch_and(e, (kvbm_hold_t)~KVBM_HOLD_TENT, __ATOMIC_RELEASE);
 		/* an evictor that saw our bit dropped the slot from the order
 		 * and rolled back: still marked INACTIVE, nobody holding it,
 		 * it must go back in (2: the caller settles it, mutex) */
 		return (now & KVBM_HOLD_INACTIVE) && !(now & KVBM_HOLD_PROCS) ? 2 : 0;
 	}
-	/* commit: TENTATIVE -> one hold, in one RMW (the count was 0 and only
+	/* commit: TENTATIVE -> one hold, in one step (the count was 0 and only
 	 * stripe holders touch a zero count) */
 	kvbm_hold_t v = __atomic_load_n(e, __ATOMIC_RELAXED);
-	while (!__atomic_compare_exchange_n(e, &v, (kvbm_hold_t)((v & ~KVBM_HOLD_TENT) + 1), 0,
-					    __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
-		;
+	if (st)
+		entry_put(e, (kvbm_hold_t)((v & ~KVBM_HOLD_TENT) + 1));
+	else
+		while (!__atomic_compare_exchange_n(e, &v, (kvbm_hold_t)((v & ~KVBM_HOLD_TENT) + 1),
+						    0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+			;
 	KVBM_FAILPOINT("hold.pin.commit");
 	if (old & KVBM_HOLD_INACTIVE)
-		take_from_inactive(p, sl);
+		take_from_inactive(p, sl, w);
 	return 1;
 }
 
 /* 0 -> 1 (or an overflow): kept out of line, so that the fast path below
- * is a leaf function with no registers to save */
-static __attribute__((noinline)) int pin_first(struct kvbm_pool *p, uint32_t s, uint32_t gen,
-					       int overflow)
+ * is a leaf function with no registers to save. 2: settle @s (mutex). */
+static __attribute__((noinline)) int pin_first(struct kvbm_pool *p, int st, uint32_t s,
+					       uint32_t gen, int overflow, struct kvbm_resw *w)
 {
 	kvbm_hold_t *e = &p->ht[s];
 	int r;
 
 	if (overflow)
 		return -EOVERFLOW;
-	kvbm_stripe_lock(p, s);
-	if (count_inc(p, e, &overflow)) {
-		kvbm_stripe_unlock(p, s);
+	kvbm_stripe_lock(p, st, s);
+	if (count_inc(st, e, &overflow)) {
+		kvbm_stripe_unlock(p, st, s);
 		return 3; /* a sibling took the first hold meanwhile: fast path */
 	}
-	r = overflow ? -EOVERFLOW : pin_slow(p, s, gen);
-	kvbm_stripe_unlock(p, s);
-	if (r == 2) {
-		kvbm_store_settle_one(p, s);
-		r = 0;
-	}
+	r = overflow ? -EOVERFLOW : pin_slow(p, st, s, gen, w);
+	kvbm_stripe_unlock(p, st, s);
 	return r;
 }
 
-/* The generation check of a hold taken on top of ours; see kvbm_hold_pin. */
-static __attribute__((noinline)) int pin_undo(struct kvbm_pool *p, uint32_t s)
+/* Drops a hold this call took and settles what that emptied; the mutex
+ * waits on a recount that waits on our window: close it first. */
+static __attribute__((noinline)) void unpin_settle(struct kvbm_pool *p, uint32_t s,
+						   struct kvbm_resw *w)
 {
-	/* our undo emptied the mask (the sibling let go meanwhile): rare,
-	 * settle it now */
-	if (kvbm_hold_unpin(p, s) == 1)
+	if (kvbm_hold_unpin(p, s) == 1) {
+		kvbm_resw_close(p, w);
 		kvbm_store_settle_one(p, s);
-	return 0;
+	}
 }
 
-int kvbm_hold_pin(struct kvbm_pool *p, uint32_t s, uint32_t gen)
+int kvbm_hold_pin(struct kvbm_pool *p, uint32_t s, uint32_t gen, struct kvbm_resw *w)
 {
 	int overflow = 0;
+	int st = kvbm_st_enter(p);
+	int r;
 
-	if (!count_inc(p, &p->ht[s], &overflow)) {
-		int r = pin_first(p, s, gen, overflow);
-		if (r != 3)
+	if (!count_inc(st, &p->ht[s], &overflow)) {
+		r = pin_first(p, st, s, gen, overflow, w);
+		if (r != 3) {
+			kvbm_st_leave(p, st);
+			if (r == 2) {
+				kvbm_resw_close(p, w);
+				kvbm_store_settle_one(p, s);
+				r = 0;
+			}
 			return r;
+		}
 	}
 	/* fast path (rule 3): we held the slot already, so it cannot be
 	 * evicted now, but a stale handle may name its previous incarnation,
 	 * held by a sibling thread: compare generations AFTER the increment */
-	uint64_t w = __atomic_load_n(&kvbm_slot(p, s)->state, __ATOMIC_ACQUIRE);
+	uint64_t ws = __atomic_load_n(&kvbm_slot(p, s)->state, __ATOMIC_ACQUIRE);
+	kvbm_st_leave(p, st);
 	/* EVICTING too: our bit was set before the evictor's CAS, it rolls back */
-	if (kvbm_slot_gen(w) == gen && (kvbm_slot_state(w) == KVBM_SLOT_REGISTERED ||
-					kvbm_slot_state(w) == KVBM_SLOT_EVICTING))
+	if (kvbm_slot_gen(ws) == gen && (kvbm_slot_state(ws) == KVBM_SLOT_REGISTERED ||
+					 kvbm_slot_state(ws) == KVBM_SLOT_EVICTING))
 		return 1;
-	return pin_undo(p, s);
+	/* the undo may empty the mask (the sibling let go meanwhile): rare */
+	unpin_settle(p, s, w);
+	return 0;
+}
+
+void kvbm_hold_unpin_settle(struct kvbm_pool *p, uint32_t s, struct kvbm_resw *w)
+{
+	unpin_settle(p, s, w);
 }
 
 int kvbm_hold_unpin(struct kvbm_pool *p, uint32_t s)
@@ -249,10 +295,13 @@ int kvbm_hold_unpin(struct kvbm_pool *p, uint32_t s)
 	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 	kvbm_hold_t *e = &p->ht[s];
 	uint64_t old;
+	int st = kvbm_st_enter(p);
 
-	if (count_dec(p, e))
+	if (count_dec(st, e)) {
+		kvbm_st_leave(p, st);
 		return 0;
-	kvbm_stripe_lock(p, s);
+	}
+	kvbm_stripe_lock(p, st, s);
 	/* 1 -> 0 under the stripe lock (rule 2): the last hold becomes
 	 * TENTATIVE so the entry stays non-zero until the bit is clear. A
 	 * sibling's fast path may still raise the count (it needs no stripe
@@ -262,30 +311,39 @@ int kvbm_hold_unpin(struct kvbm_pool *p, uint32_t s)
 	for (;;) {
 		kvbm_hold_t c = v & KVBM_HOLD_COUNT;
 		if (c == 0) {
-			kvbm_stripe_unlock(p, s);
+			kvbm_stripe_unlock(p, st, s);
+			kvbm_st_leave(p, st);
 			return KVBM_ENOTHELD;
 		}
 		kvbm_hold_t nv = (kvbm_hold_t)(v - 1u);
 		if (c == 1)
 			nv |= KVBM_HOLD_TENT;
-		if (__atomic_compare_exchange_n(e, &v, nv, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
-			if (c > 1) {
-				kvbm_stripe_unlock(p, s);
-				return 0;
-			}
-			break;
+		if (st)
+			entry_put(e, nv); /* one writer: nothing to lose */
+		else if (!__atomic_compare_exchange_n(e, &v, nv, 0, __ATOMIC_RELEASE,
+						      __ATOMIC_RELAXED))
+			continue;
+		if (c > 1) {
+			kvbm_stripe_unlock(p, st, s);
+			kvbm_st_leave(p, st);
+			return 0;
 		}
+		break;
 	}
 	KVBM_FAILPOINT("hold.unpin.tentative");
 	/* seq_cst: pairs with the evictor's holders load (handshake) */
 	old = __atomic_fetch_and(&sl->holders, ~p->bit, __ATOMIC_SEQ_CST);
 	KVBM_FAILPOINT("hold.unpin.bit");
-	__atomic_fetch_and(e, (kvbm_hold_t)~KVBM_HOLD_TENT, __ATOMIC_RELEASE);
-	kvbm_stripe_unlock(p, s);
+	if (st)
+		entry_put(e, __atomic_load_n(e, __ATOMIC_RELAXED) & ~KVBM_HOLD_TENT);
+	else
+		__atomic_fetch_and(e, (kvbm_hold_t)~KVBM_HOLD_TENT, __ATOMIC_RELEASE);
+	kvbm_stripe_unlock(p, st, s);
+	kvbm_st_leave(p, st);
 	return (old & KVBM_HOLD_PROCS) == p->bit ? 1 : 0;
 }
 
-void kvbm_hold_register(struct kvbm_pool *p, uint32_t s)
+void kvbm_hold_register(struct kvbm_pool *p, int st, uint32_t s)
 {
 	kvbm_hold_t *e = &p->ht[s];
 
@@ -293,7 +351,10 @@ void kvbm_hold_register(struct kvbm_pool *p, uint32_t s)
 	 * never misses it */
 	__atomic_fetch_or(&kvbm_slot(p, s)->holders, p->bit, __ATOMIC_SEQ_CST);
 	kvbm_hold_t v = __atomic_load_n(e, __ATOMIC_RELAXED);
-	while (!__atomic_compare_exchange_n(e, &v, (kvbm_hold_t)((v & ~KVBM_HOLD_OWNED) + 1), 0,
-					    __ATOMIC_RELEASE, __ATOMIC_RELAXED))
-		;
+	if (st)
+		entry_put(e, (kvbm_hold_t)((v & ~KVBM_HOLD_OWNED) + 1));
+	else
+		while (!__atomic_compare_exchange_n(e, &v, (kvbm_hold_t)((v & ~KVBM_HOLD_OWNED) + 1),
+						    0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+			;
 }

@@ -16,10 +16,10 @@
  * race (evicted, or re-registered elsewhere) is retried once with a fresh
  * lookup: the hash may have a new primary by now. */
 static int acquire_found(struct kvbm_pool *p, struct kvbm_plh key, uint32_t s, uint32_t g,
-			 struct kvbm_block *out)
+			 struct kvbm_block *out, struct kvbm_resw *w)
 {
 	for (int attempt = 0;; attempt++) {
-		int r = kvbm_hold_pin(p, s, g);
+		int r = kvbm_hold_pin(p, s, g, w);
 		if (r < 0)
 			return r;
 		if (r == 1) {
@@ -30,26 +30,27 @@ static int acquire_found(struct kvbm_pool *p, struct kvbm_plh key, uint32_t s, u
 			struct kvbm_plh k = kvbm_slot_key(kvbm_slot(p, s));
 			if (k.hi == key.hi && k.lo == key.lo)
 				return 1;
-			if (kvbm_hold_unpin(p, s) == 1)
-				kvbm_store_settle_one(p, s);
+			kvbm_hold_unpin_settle(p, s, w);
 		}
 		if (attempt == 1 || !kvbm_index_lookup(&p->ix, key, &s, &g))
 			return 0;
 	}
 }
 
-int kvbm_acquire_hash(struct kvbm_pool *p, struct kvbm_plh key, struct kvbm_block *out)
+int kvbm_acquire_hash(struct kvbm_pool *p, struct kvbm_plh key, struct kvbm_block *out,
+		      struct kvbm_resw *w)
 {
 	uint32_t s, g;
 
 	if (!kvbm_index_lookup(&p->ix, key, &s, &g))
 		return 0;
-	return acquire_found(p, key, s, g, out);
+	return acquire_found(p, key, s, g, out, w);
 }
 
 long kvbm_match_blocks(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_t n,
 		       struct kvbm_block *out)
 {
+	struct kvbm_resw w = {0};
 	size_t i;
 	int r = p ? kvbm_seg_check(&p->seg) : -EINVAL;
 
@@ -61,14 +62,16 @@ long kvbm_match_blocks(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 	 * first gained 3% alone but lost 10-15% with two processes matching
 	 * one prefix, whose slot lines then move twice (BENCHMARKS.md) */
 	for (i = 0; i < n; i++) {
-		r = kvbm_acquire_hash(p, hashes[i], &out[i]);
+		r = kvbm_acquire_hash(p, hashes[i], &out[i], &w);
 		if (r < 0) {
+			kvbm_resw_close(p, &w);
 			kvbm_unpin_settle(p, out, i);
 			return r;
 		}
 		if (r == 0)
 			break;
 	}
+	kvbm_resw_close(p, &w);
 	/* the reference touches each returned block once, after its lock */
 	for (size_t j = 0; j < i; j++)
 		kvbm_sketch_touch(p, hashes[j]);
@@ -80,6 +83,7 @@ long kvbm_match_blocks(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 long kvbm_match_blocks_scattered(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_t n,
 				 struct kvbm_block *out, uint8_t *found)
 {
+	struct kvbm_resw w = {0};
 	long hits = 0;
 	int r = p ? kvbm_seg_check(&p->seg) : -EINVAL;
 
@@ -88,8 +92,9 @@ long kvbm_match_blocks_scattered(struct kvbm_pool *p, const struct kvbm_plh *has
 	if (n && (!hashes || !out || !found))
 		return -EINVAL;
 	for (size_t i = 0; i < n; i++) {
-		r = kvbm_acquire_hash(p, hashes[i], &out[i]);
+		r = kvbm_acquire_hash(p, hashes[i], &out[i], &w);
 		if (r < 0) {
+			kvbm_resw_close(p, &w);
 			for (size_t j = 0; j < i; j++)
 				if (found[j])
 					kvbm_unpin_settle(p, &out[j], 1);
@@ -102,6 +107,7 @@ long kvbm_match_blocks_scattered(struct kvbm_pool *p, const struct kvbm_plh *has
 			kvbm_sketch_touch(p, hashes[i]); /* once per hit occurrence */
 		hits += r;
 	}
+	kvbm_resw_close(p, &w);
 	kvbm_metric_add(p, KVBM_M_MATCH_HASHES_REQUESTED, (int64_t)n);
 	kvbm_metric_add(p, KVBM_M_MATCH_BLOCKS_RETURNED, hits);
 	return hits;
@@ -148,6 +154,7 @@ static int seen_add(struct seen *st, const struct kvbm_plh *hashes, uint32_t i)
 long kvbm_scan_matches(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_t n,
 		       unsigned flags, struct kvbm_block *out)
 {
+	struct kvbm_resw w = {0};
 	struct seen st;
 	long k = 0;
 	int r = p ? kvbm_seg_check(&p->seg) : -EINVAL;
@@ -164,8 +171,9 @@ long kvbm_scan_matches(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 	for (size_t i = 0; i < n; i++) {
 		if (seen_add(&st, hashes, (uint32_t)i))
 			continue; /* one result per distinct hash */
-		r = kvbm_acquire_hash(p, hashes[i], &out[k]);
+		r = kvbm_acquire_hash(p, hashes[i], &out[k], &w);
 		if (r < 0) {
+			kvbm_resw_close(p, &w);
 			kvbm_unpin_settle(p, out, (size_t)k);
 			k = r;
 			break;
@@ -174,6 +182,7 @@ long kvbm_scan_matches(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 			kvbm_sketch_touch(p, hashes[i]); /* once per distinct hit */
 		k += r;
 	}
+	kvbm_resw_close(p, &w);
 	if (st.tab != st.small)
 		free(st.tab);
 	if (k >= 0) {

@@ -79,25 +79,51 @@ static inline struct kvbm_plh kvbm_slot_key(const struct kvbm_shm_slot *sl)
 
 int kvbm_hold_setup(struct kvbm_pool *p);
 void kvbm_hold_teardown(struct kvbm_pool *p);
-void kvbm_stripe_lock(struct kvbm_pool *p, uint32_t s);
-void kvbm_stripe_unlock(struct kvbm_pool *p, uint32_t s);
+/* One writer (hold.c): 1 when this operation may update our holder
+ * entries with plain stores; every kvbm_st_enter pairs with a
+ * kvbm_st_leave, with no mutex wait in between. */
+static inline int kvbm_st_enter(struct kvbm_pool *p)
+{
+	return p->seg.one_thread;
+}
+static inline void kvbm_st_leave(struct kvbm_pool *p, int st)
+{
+	(void)p;
+	(void)st;
+}
+void kvbm_stripe_lock(struct kvbm_pool *p, int st, uint32_t s);
+void kvbm_stripe_unlock(struct kvbm_pool *p, int st, uint32_t s);
 static inline uint32_t kvbm_hold_count(const struct kvbm_pool *p, uint32_t s)
 {
 	return __atomic_load_n(&p->ht[s], __ATOMIC_ACQUIRE) & KVBM_HOLD_COUNT;
 }
 /*
+ * A resurrection window held open across one call's pins, on the caller's
+ * stack (so one thread's): one begin/end pair in our shard and one
+ * decrement of the inactive count per call instead of per block. Close it
+ * before anything that may wait for the mutex (its holder may be
+ * recounting, waiting for our window) and before the call returns.
+ */
+struct kvbm_resw {
+	int open;
+	uint32_t taken;
+};
+void kvbm_resw_close(struct kvbm_pool *p, struct kvbm_resw *w);
+/*
  * Takes one hold on slot @s if it is REGISTERED with generation @gen.
  * Returns 1 held, 0 lost (not registered with @gen: a clean miss),
  * -EOVERFLOW (this process's holds saturated). Lock-free unless a lost
- * race has to settle the slot.
+ * race has to settle the slot. @w: NULL, or the caller's window.
  */
-int kvbm_hold_pin(struct kvbm_pool *p, uint32_t s, uint32_t gen);
+int kvbm_hold_pin(struct kvbm_pool *p, uint32_t s, uint32_t gen, struct kvbm_resw *w);
 /* Drops one hold. Returns 1 when it emptied the holder mask (settle the
  * slot), 0, or KVBM_ENOTHELD. */
 int kvbm_hold_unpin(struct kvbm_pool *p, uint32_t s);
+/* Drops a hold this call took and settles the slot if that emptied it. */
+void kvbm_hold_unpin_settle(struct kvbm_pool *p, uint32_t s, struct kvbm_resw *w);
 /* Register (mutex + stripe held): sets our bit and turns the OWNED entry
  * into one hold. */
-void kvbm_hold_register(struct kvbm_pool *p, uint32_t s);
+void kvbm_hold_register(struct kvbm_pool *p, int st, uint32_t s);
 
 /* ---- attach.c: process-local attachments ---------------------------------- */
 
@@ -171,7 +197,8 @@ void kvbm_store_hooks(struct kvbm_pool *p);
 int kvbm_handle_check(const struct kvbm_pool *p, const struct kvbm_block *blk);
 /* One hold on the primary registered under @key (lock-free). Returns 1 and
  * *out, 0 on a miss, or a negative code. */
-int kvbm_acquire_hash(struct kvbm_pool *p, struct kvbm_plh key, struct kvbm_block *out);
+int kvbm_acquire_hash(struct kvbm_pool *p, struct kvbm_plh key, struct kvbm_block *out,
+		      struct kvbm_resw *w);
 /* Drops holds taken by this library call and settles what they emptied. */
 void kvbm_unpin_settle(struct kvbm_pool *p, const struct kvbm_block *blks, size_t n);
 

@@ -620,6 +620,9 @@ static const char *const block_points[] = {
 	"hold.pin.commit",        "hold.unpin.tentative",    "hold.unpin.bit",
 	"store.settle.counted",   "store.settle.inactive",   "store.reap.bits",
 	"store.reap.freed",
+	/* the third of the match's four resurrections: its window is open
+	 * with two decrements of the inactive count still pending */
+	"hold.pin.taken:3",
 };
 /* inside the lineage forest's updates (default backend) */
 static const char *const lineage_points[] = {
