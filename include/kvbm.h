@@ -156,9 +156,12 @@ struct kvbm_pool; /* opaque per-process attach handle */
 /*
  * The handle is used by the opening thread only (as in an inference
  * engine's single scheduler thread); every other thread's call fails with
- * KVBM_ETHREAD, kvbm_pool_close() excepted. A hold taken on a block this
- * process already holds then costs no locked instruction: the process's
- * holder entries have one writer. Cross-process safety is the same.
+ * KVBM_ETHREAD, kvbm_pool_close() excepted. Holds then cost no locked
+ * instruction on this process's own holder entries, which have one writer.
+ * Cross-process safety is the same. Without the flag a handle gets the same
+ * speed while only its opening thread calls it; the first call from
+ * another thread switches it, once, to thread-safe atomics (a few
+ * microseconds; docs/PROTOCOL.md, "Biased handles").
  */
 #define KVBM_OPEN_ONE_THREAD 0x4u
 

@@ -101,6 +101,7 @@ static inline __attribute__((always_inline)) int count_inc(int st, kvbm_hold_t *
 	kvbm_hold_t v = __atomic_load_n(e, __ATOMIC_RELAXED);
 
 	if (st && (v & KVBM_HOLD_COUNT) && (v & KVBM_HOLD_COUNT) != KVBM_HOLD_COUNT) {
+		KVBM_FAILPOINT("hold.fast"); /* tests widen the load-store pair */
 		__atomic_store_n(e, (kvbm_hold_t)(v + 1), __ATOMIC_RELAXED);
 		return 1;
 	}
@@ -124,6 +125,7 @@ static inline __attribute__((always_inline)) int count_dec(int st, kvbm_hold_t *
 	kvbm_hold_t v = __atomic_load_n(e, __ATOMIC_RELAXED);
 
 	if (st && (v & KVBM_HOLD_COUNT) > 1) {
+		KVBM_FAILPOINT("hold.fast");
 		entry_put(e, (kvbm_hold_t)(v - 1));
 		return 1;
 	}

@@ -207,7 +207,9 @@ int kvbm_pool_open(const char *name, const struct kvbm_config *cfg, unsigned fla
 	}
 	if (flags & KVBM_OPEN_ONE_THREAD) {
 		p->seg.thread = pthread_self();
-		p->seg.one_thread = 1;
+		p->seg.one_thread = KVBM_SEG_ST_FIXED;
+	} else {
+		(void)kvbm_seg_bias(&p->seg); /* it may stay SHARED: correct, slower */
 	}
 	*out = p;
 	return 0;

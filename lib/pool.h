@@ -79,17 +79,34 @@ static inline struct kvbm_plh kvbm_slot_key(const struct kvbm_shm_slot *sl)
 
 int kvbm_hold_setup(struct kvbm_pool *p);
 void kvbm_hold_teardown(struct kvbm_pool *p);
-/* One writer (hold.c): 1 when this operation may update our holder
- * entries with plain stores; every kvbm_st_enter pairs with a
- * kvbm_st_leave, with no mutex wait in between. */
+/*
+ * One writer (hold.c): 1 when this operation may update our holder entries
+ * with plain stores. Every kvbm_st_enter pairs with a kvbm_st_leave, with
+ * no wait for the mutex or another thread in between. A biased handle's
+ * owner marks itself busy first; see shm/segment.c for the handshake with
+ * a revoking thread, to which the compiler barrier is one side (the other
+ * side's membarrier() makes it a fence).
+ */
 static inline int kvbm_st_enter(struct kvbm_pool *p)
 {
-	return p->seg.one_thread;
+	int st = __atomic_load_n(&p->seg.one_thread, __ATOMIC_RELAXED);
+
+	if (st != KVBM_SEG_ST_BIASED)
+		return st;
+	__atomic_store_n(&p->seg.st_busy, 1, __ATOMIC_RELAXED);
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&p->seg.st_revoke, __ATOMIC_RELAXED)) {
+		/* being revoked: shared paths from now on, and let it finish */
+		__atomic_store_n(&p->seg.st_busy, 0, __ATOMIC_RELEASE);
+		return KVBM_SEG_ST_SHARED;
+	}
+	return st;
 }
 static inline void kvbm_st_leave(struct kvbm_pool *p, int st)
 {
-	(void)p;
-	(void)st;
+	/* release: our plain entry updates happen before a revoker's RMWs */
+	if (st == KVBM_SEG_ST_BIASED)
+		__atomic_store_n(&p->seg.st_busy, 0, __ATOMIC_RELEASE);
 }
 void kvbm_stripe_lock(struct kvbm_pool *p, int st, uint32_t s);
 void kvbm_stripe_unlock(struct kvbm_pool *p, int st, uint32_t s);

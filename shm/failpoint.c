@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "failpoint.h"
@@ -18,11 +19,11 @@
 #define FP_MAX 16
 #define FP_NAME 64
 
-enum fp_action { FP_KILL, FP_YIELD };
+enum fp_action { FP_KILL, FP_YIELD, FP_DELAY };
 
 struct fp {
 	char name[FP_NAME];
-	unsigned long nth; /* kill: at this hit (1 = first); yield: every nth */
+	unsigned long nth; /* kill: at this hit (1 = first); yield, delay: every nth */
 	unsigned long hits;
 	enum fp_action action;
 };
@@ -55,6 +56,8 @@ static int parse(const char *spec)
 			*eq = '\0';
 			if (!strcmp(eq + 1, "yield"))
 				action = FP_YIELD;
+			else if (!strcmp(eq + 1, "delay"))
+				action = FP_DELAY;
 			else if (strcmp(eq + 1, "kill") != 0)
 				return -EINVAL;
 		}
@@ -103,6 +106,10 @@ void kvbm_fp_hit(const char *name)
 			/* widens the window at this point for the stress tests */
 			if (h % fps[i].nth == 0)
 				sched_yield();
+		} else if (fps[i].action == FP_DELAY) {
+			/* wider still: long enough for another thread to act */
+			if (h % fps[i].nth == 0)
+				nanosleep(&(struct timespec){0, 20000}, NULL);
 		} else if (h == fps[i].nth) {
 			raise(SIGKILL);
 		}

@@ -12,8 +12,11 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/membarrier.h>
+#include <sched.h>
 
 #include "failpoint.h"
 #include "liveness.h"
@@ -205,13 +208,71 @@ const char *kvbm_seg_state_name(uint32_t state)
 	return "UNKNOWN";
 }
 
-int kvbm_seg_check(const struct kvbm_seg *seg)
+/*
+ * Biased handles. The opening thread runs hold operations as the only
+ * writer of our holder entries (lib/hold.c) until another thread calls.
+ * That thread revokes the bias, a Dekker handshake with the owner's
+ * kvbm_st_enter (lib/pool.h), whose side has no fence:
+ *
+ *   owner:   st_busy = 1; compiler barrier; r = st_revoke; (fast if !r)
+ *   revoker: st_revoke = 1; membarrier(); wait until st_busy == 0
+ *
+ * MEMBARRIER_CMD_PRIVATE_EXPEDITED runs a full barrier on every CPU that
+ * runs one of our threads, which makes the owner's compiler barrier a
+ * fence for this pairing (liburcu's memb flavour): either the owner sees
+ * the request and takes the shared paths, or the revoker sees it busy and
+ * waits for its release of st_busy, after which every later owner
+ * operation sees the request. Then the handle is SHARED for good.
+ */
+static int membarrier(int cmd)
+{
+	return (int)syscall(__NR_membarrier, cmd, 0u, 0);
+}
+
+int kvbm_seg_bias(struct kvbm_seg *seg)
+{
+	/* per open, not once: a forked child has a fresh registration */
+	if (membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) != 0)
+		return -errno; /* (seccomp, old kernel): the handle stays SHARED */
+	seg->thread = pthread_self();
+	seg->one_thread = KVBM_SEG_ST_BIASED;
+	return 0;
+}
+
+static __attribute__((noinline)) int seg_unbias(struct kvbm_seg *seg)
+{
+	/* every revoker runs all of it: idempotent, so several may race */
+	__atomic_store_n(&seg->st_revoke, 1, __ATOMIC_SEQ_CST);
+	if (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0)
+		return KVBM_ETHREAD; /* refused after the registration succeeded: never seen */
+	KVBM_FAILPOINT("seg.unbias.barrier");
+	/* acquire: pairs with the owner's release in kvbm_st_leave; its
+	 * plain entry updates happen before our atomic ones */
+	for (unsigned spins = 0; __atomic_load_n(&seg->st_busy, __ATOMIC_ACQUIRE); spins++) {
+		if (spins > 1000)
+			sched_yield(); /* the owner was preempted inside one */
+		else
+			__builtin_ia32_pause();
+	}
+	__atomic_store_n(&seg->one_thread, KVBM_SEG_ST_SHARED, __ATOMIC_RELEASE);
+	return 0;
+}
+
+int kvbm_seg_check(struct kvbm_seg *seg)
 {
 	if (__atomic_load_n(&kvbm_fork_gen, __ATOMIC_RELAXED) != seg->fork_gen)
 		return KVBM_EFORKED;
-	/* the one-thread hold paths rely on it (hold.c): checked, not trusted */
-	if (seg->one_thread && !pthread_equal(pthread_self(), seg->thread))
-		return KVBM_ETHREAD;
+	/* the one-writer hold paths rely on it (hold.c): checked, not trusted.
+	 * Relaxed: only a revoker changes it, and only a thread other than
+	 * @thread may find it changed */
+	int st = __atomic_load_n(&seg->one_thread, __ATOMIC_RELAXED);
+	if (st != KVBM_SEG_ST_SHARED && !pthread_equal(pthread_self(), seg->thread)) {
+		if (st == KVBM_SEG_ST_FIXED)
+			return KVBM_ETHREAD;
+		int r = seg_unbias(seg);
+		if (r < 0)
+			return r;
+	}
 	/* acquire: pairs with the release store of POISONED in mutex.c */
 	if (__atomic_load_n(&seg->hdr->state, __ATOMIC_ACQUIRE) == KVBM_SEG_POISONED)
 		return KVBM_EPOISONED;

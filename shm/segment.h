@@ -52,8 +52,12 @@ struct kvbm_seg {
 	unsigned fork_gen;   /* kvbm_fork_gen at open */
 	int initialized_by_me;
 	pid_t lock_tid;      /* thread holding the pool mutex through us, 0 = none */
-	int one_thread;      /* KVBM_OPEN_ONE_THREAD: only @thread may use it */
-	pthread_t thread;
+	/* KVBM_SEG_ST_*: whether hold operations may treat our holder entries
+	 * as having one writer (lib/hold.c, lib/pool.h) */
+	int one_thread;
+	pthread_t thread; /* the one thread (FIXED), or the bias owner */
+	int st_busy;      /* BIASED: the owner is inside a one-writer operation */
+	int st_revoke;    /* BIASED: another thread wants the handle */
 	kvbm_recover_fn recover;
 	void *recover_arg;
 	kvbm_reap_fn reap;
@@ -61,6 +65,16 @@ struct kvbm_seg {
 	char name[KVBM_NAME_MAX + 1];
 	char path[PATH_MAX];
 };
+
+enum {
+	KVBM_SEG_ST_SHARED = 0, /* any thread, atomics throughout */
+	KVBM_SEG_ST_FIXED = 1,  /* KVBM_OPEN_ONE_THREAD: other threads are refused */
+	KVBM_SEG_ST_BIASED = 2, /* the opener's, until another thread calls */
+};
+
+/* Biases a handle to the calling thread when the kernel offers what
+ * revoking it needs (membarrier); 0 or a negative errno. */
+int kvbm_seg_bias(struct kvbm_seg *seg);
 
 /* Every this many pool-mutex acquisitions, the locker reaps dead processes. */
 #define KVBM_REAP_INTERVAL 1024u
@@ -134,7 +148,7 @@ int kvbm_seg_check_header(const struct kvbm_shm_header *hdr, uint64_t file_size)
 int kvbm_seg_check_state(uint32_t state);
 
 /* Fails with KVBM_EFORKED in a forked child, KVBM_EPOISONED when poisoned. */
-int kvbm_seg_check(const struct kvbm_seg *seg);
+int kvbm_seg_check(struct kvbm_seg *seg);
 
 const char *kvbm_seg_state_name(uint32_t state);
 /* Directory holding the segments: $KVBM_SHM_DIR, default /dev/shm. */

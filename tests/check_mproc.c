@@ -606,6 +606,92 @@ START_TEST(test_threads_share_one_bit_against_evictor)
 END_TEST
 
 /*
+ * Biased handles (shm/segment.c): the opening thread updates its holder
+ * entries with plain stores until another thread calls, which revokes
+ * that while the owner is busy. Each round opens a fresh handle; the owner
+ * clones and releases its blocks, with a sleep inside every fourth of its
+ * load-store pairs, while a second thread starts doing the same. An update lost across the revocation leaves a count
+ * wrong, or a release finds no hold.
+ */
+struct bias_arg {
+	struct kvbm_pool *p;
+	const struct kvbm_block *b;
+	int go, started, stop, err;
+};
+
+/* Two extra holds on each block at a time, so a lost increment shows. */
+static int clone_release(struct kvbm_pool *p, const struct kvbm_block *b)
+{
+	struct kvbm_block c[8];
+
+	for (int i = 0; i < 8; i++)
+		if (kvbm_clone_block(p, &b[i % 4], &c[i]) != 0)
+			return 1;
+	return kvbm_release_blocks(p, c, 8) != 0;
+}
+
+static void *bias_other(void *arg)
+{
+	struct bias_arg *a = arg;
+
+	while (!__atomic_load_n(&a->go, __ATOMIC_ACQUIRE))
+		;
+	/* until the owner is done: busy whenever the owner's sleep ends */
+	while (!a->err && !__atomic_load_n(&a->stop, __ATOMIC_ACQUIRE)) {
+		a->err = clone_release(a->p, a->b);
+		__atomic_store_n(&a->started, 1, __ATOMIC_RELEASE);
+	}
+	return NULL;
+}
+
+START_TEST(test_biased_handle_revoked_while_owner_pins)
+{
+	T_NAME(name);
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_plh h[4];
+	struct kvbm_block b[4], m[4];
+	struct kvbm_block_info info;
+
+	cfg.block_count = 8;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	t_seq_hashes(1, 4, BS, h);
+	t_register(p, h, 4, b);
+	kvbm_fp_arm("hold.fast:4=delay");
+	for (int round = 0; round < 20; round++) {
+		struct kvbm_pool *q = attach(name);
+		ck_assert_int_eq(kvbm_match_blocks(q, h, 4, m), 4);
+		struct bias_arg a = {q, m, 0, 0, 0, 0};
+		pthread_t t;
+		ck_assert_int_eq(pthread_create(&t, NULL, bias_other, &a), 0);
+		__atomic_store_n(&a.go, 1, __ATOMIC_RELEASE);
+		/* the owner keeps going until it has overlapped the other */
+		int err = 0;
+		for (int k = 0; k < 50 && !err; k++) {
+			err = clone_release(q, m);
+			if (!__atomic_load_n(&a.started, __ATOMIC_ACQUIRE))
+				k = 0;
+		}
+		__atomic_store_n(&a.stop, 1, __ATOMIC_RELEASE);
+		pthread_join(t, NULL);
+		ck_assert_int_eq(err, 0);
+		ck_assert_int_eq(a.err, 0);
+		for (int i = 0; i < 4; i++) {
+			ck_assert_int_eq(kvbm_block_info(q, &m[i], &info), 0);
+			ck_assert_uint_eq(info.holds, 1);
+		}
+		ck_assert_int_eq(kvbm_release_blocks(q, m, 4), 0);
+		ck_assert_int_eq(kvbm_release_blocks(q, m, 1), KVBM_ENOTHELD);
+		ck_assert_int_eq(kvbm_pool_close(q), 0);
+	}
+	kvbm_fp_arm(NULL);
+	t_release(p, b, 4);
+	assert_quiescent(p, 8);
+	kvbm_pool_close(p);
+	kvbm_pool_destroy(name, 0);
+}
+END_TEST
+
+/*
  * Crash tests: a victim process is SIGKILLed at each failpoint of the block
  * protocols (lock-free pin and unpin; allocate, evict, register and reap
  * under the mutex, so the next locker recovers) while the parent holds
@@ -876,6 +962,7 @@ Suite *make_mproc_suite(void)
 	tcase_add_test(tc, test_periodic_reaping);
 	tcase_add_test(tc, test_inflight_pin_keeps_slot_in_eviction_order);
 	tcase_add_test(tc, test_threads_share_one_bit_against_evictor);
+	tcase_add_test(tc, test_biased_handle_revoked_while_owner_pins);
 	tcase_add_test(tc, test_active_lookup_concurrent_with_last_drop);
 	tcase_add_test(tc, test_eviction_concurrent_with_reregister_preserves_presence);
 	tcase_add_loop_test(tc, test_victim_killed_in_recovery, 0,
