@@ -78,67 +78,6 @@ void kvbm_stripe_unlock(struct kvbm_pool *p, int st, uint32_t s)
 }
 
 /*
- * One writer. While an operation runs with @st set (kvbm_st_enter), no
- * other thread writes our holder entries: other processes write them only
- * after our death, as reapers, and no sibling thread runs a hold operation
- * (a one-thread handle refuses them; a biased handle revokes first, see
- * pool.h). A relaxed load and a plain store then do what a locked RMW
- * does, at a fraction of its cost, and rule 3's worry, a sibling's hold on
- * a new incarnation, cannot arise; the generation check stays for stale
- * handles. The holder mask, which other processes read, keeps its seq_cst
- * RMWs; a plain store to our entry before one of them is ordered before it
- * (the RMW is a release), which is all the reaper needs.
- */
-static inline void entry_put(kvbm_hold_t *e, kvbm_hold_t v)
-{
-	/* release: our uses of the block happen before a drop */
-	__atomic_store_n(e, v, __ATOMIC_RELEASE);
-}
-
-/* count > 0 -> count + 1; 0 when the count was 0 (slow path needed). */
-static inline __attribute__((always_inline)) int count_inc(int st, kvbm_hold_t *e, int *overflow)
-{
-	kvbm_hold_t v = __atomic_load_n(e, __ATOMIC_RELAXED);
-
-	if (st && (v & KVBM_HOLD_COUNT) && (v & KVBM_HOLD_COUNT) != KVBM_HOLD_COUNT) {
-		KVBM_FAILPOINT("hold.fast"); /* tests widen the load-store pair */
-		__atomic_store_n(e, (kvbm_hold_t)(v + 1), __ATOMIC_RELAXED);
-		return 1;
-	}
-	while (v & KVBM_HOLD_COUNT) {
-		if ((v & KVBM_HOLD_COUNT) == KVBM_HOLD_COUNT) {
-			*overflow = 1;
-			return 0;
-		}
-		/* acq_rel: the generation check after it must not move above
-		 * the increment (rule 3) */
-		if (__atomic_compare_exchange_n(e, &v, (kvbm_hold_t)(v + 1), 0, __ATOMIC_ACQ_REL,
-						__ATOMIC_RELAXED))
-			return 1;
-	}
-	return 0;
-}
-
-/* count > 1 -> count - 1; 0 when it was 0 or 1 (slow path). */
-static inline __attribute__((always_inline)) int count_dec(int st, kvbm_hold_t *e)
-{
-	kvbm_hold_t v = __atomic_load_n(e, __ATOMIC_RELAXED);
-
-	if (st && (v & KVBM_HOLD_COUNT) > 1) {
-		KVBM_FAILPOINT("hold.fast");
-		entry_put(e, (kvbm_hold_t)(v - 1));
-		return 1;
-	}
-	while ((v & KVBM_HOLD_COUNT) > 1) {
-		/* release: our uses of the block happen before the drop */
-		if (__atomic_compare_exchange_n(e, &v, (kvbm_hold_t)(v - 1), 0, __ATOMIC_RELEASE,
-						__ATOMIC_RELAXED))
-			return 1;
-	}
-	return 0;
-}
-
-/*
  * Our committed pin took the slot out of the inactive pool if the mask had
  * the INACTIVE bit: whoever's RMW clears it lowers the count, so exactly
  * one party does. The clear and the decrement are two steps, so the window
@@ -186,7 +125,7 @@ static int pin_slow(struct kvbm_pool *p, int st, uint32_t s, uint32_t gen, struc
 	/* the tentative entry comes first: if we die after the fetch_or, the
 	 * reaper finds the entry and clears our bit */
 	if (st)
-		entry_put(e, __atomic_load_n(e, __ATOMIC_RELAXED) | KVBM_HOLD_TENT);
+		kvbm_entry_put(e, __atomic_load_n(e, __ATOMIC_RELAXED) | KVBM_HOLD_TENT);
 	else
 		__atomic_fetch_or(e, KVBM_HOLD_TENT, __ATOMIC_SEQ_CST);
 	KVBM_FAILPOINT("hold.pin.tentative");
@@ -201,7 +140,7 @@ static int pin_slow(struct kvbm_pool *p, int st, uint32_t s, uint32_t gen, struc
 		if (!(old & p->bit))
 			now = __atomic_and_fetch(&sl->holders, ~p->bit, __ATOMIC_SEQ_CST);
 		if (st)
-			entry_put(e, __atomic_load_n(e, __ATOMIC_RELAXED) & ~KVBM_HOLD_TENT);
+			kvbm_entry_put(e, __atomic_load_n(e, __ATOMIC_RELAXED) & ~KVBM_HOLD_TENT);
 		else
 			__atomic_fetch_and(e, (kvbm_hold_t)~KVBM_HOLD_TENT, __ATOMIC_RELEASE);
 		/* an evictor that saw our bit dropped the slot from the order
@@ -213,7 +152,7 @@ static int pin_slow(struct kvbm_pool *p, int st, uint32_t s, uint32_t gen, struc
 	 * stripe holders touch a zero count) */
 	kvbm_hold_t v = __atomic_load_n(e, __ATOMIC_RELAXED);
 	if (st)
-		entry_put(e, (kvbm_hold_t)((v & ~KVBM_HOLD_TENT) + 1));
+		kvbm_entry_put(e, (kvbm_hold_t)((v & ~KVBM_HOLD_TENT) + 1));
 	else
 		while (!__atomic_compare_exchange_n(e, &v, (kvbm_hold_t)((v & ~KVBM_HOLD_TENT) + 1),
 						    0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
@@ -224,85 +163,51 @@ static int pin_slow(struct kvbm_pool *p, int st, uint32_t s, uint32_t gen, struc
 	return 1;
 }
 
-/* 0 -> 1 (or an overflow): kept out of line, so that the fast path below
- * is a leaf function with no registers to save. 2: settle @s (mutex). */
-static __attribute__((noinline)) int pin_first(struct kvbm_pool *p, int st, uint32_t s,
-					       uint32_t gen, int overflow, struct kvbm_resw *w)
+/* 0 -> 1 (or an overflow); the inline kvbm_hold_pin's slow path, kept
+ * out of line so that the fast path saves no registers. */
+int kvbm_hold_pin_first(struct kvbm_pool *p, int st, uint32_t s, uint32_t gen, int overflow,
+			struct kvbm_resw *w)
 {
 	kvbm_hold_t *e = &p->ht[s];
 	int r;
 
-	if (overflow)
+	if (overflow) {
+		kvbm_st_leave(p, st);
 		return -EOVERFLOW;
+	}
 	kvbm_stripe_lock(p, st, s);
-	if (count_inc(st, e, &overflow)) {
+	if (kvbm_count_inc(st, e, &overflow)) {
+		/* a sibling took the first hold meanwhile: as the fast path */
 		kvbm_stripe_unlock(p, st, s);
-		return 3; /* a sibling took the first hold meanwhile: fast path */
+		return kvbm_hold_pin_check(p, st, s, gen, w);
 	}
 	r = overflow ? -EOVERFLOW : pin_slow(p, st, s, gen, w);
 	kvbm_stripe_unlock(p, st, s);
-	return r;
-}
-
-/* Drops a hold this call took and settles what that emptied; the mutex
- * waits on a recount that waits on our window: close it first. */
-static __attribute__((noinline)) void unpin_settle(struct kvbm_pool *p, uint32_t s,
-						   struct kvbm_resw *w)
-{
-	if (kvbm_hold_unpin(p, s) == 1) {
+	kvbm_st_leave(p, st);
+	if (r == 2) {
+		/* the mutex holder may be recounting, waiting for our window */
 		kvbm_resw_close(p, w);
 		kvbm_store_settle_one(p, s);
+		r = 0;
 	}
-}
-
-int kvbm_hold_pin(struct kvbm_pool *p, uint32_t s, uint32_t gen, struct kvbm_resw *w)
-{
-	int overflow = 0;
-	int st = kvbm_st_enter(p);
-	int r;
-
-	if (!count_inc(st, &p->ht[s], &overflow)) {
-		r = pin_first(p, st, s, gen, overflow, w);
-		if (r != 3) {
-			kvbm_st_leave(p, st);
-			if (r == 2) {
-				kvbm_resw_close(p, w);
-				kvbm_store_settle_one(p, s);
-				r = 0;
-			}
-			return r;
-		}
-	}
-	/* fast path (rule 3): we held the slot already, so it cannot be
-	 * evicted now, but a stale handle may name its previous incarnation,
-	 * held by a sibling thread: compare generations AFTER the increment */
-	uint64_t ws = __atomic_load_n(&kvbm_slot(p, s)->state, __ATOMIC_ACQUIRE);
-	kvbm_st_leave(p, st);
-	/* EVICTING too: our bit was set before the evictor's CAS, it rolls back */
-	if (kvbm_slot_gen(ws) == gen && (kvbm_slot_state(ws) == KVBM_SLOT_REGISTERED ||
-					 kvbm_slot_state(ws) == KVBM_SLOT_EVICTING))
-		return 1;
-	/* the undo may empty the mask (the sibling let go meanwhile): rare */
-	unpin_settle(p, s, w);
-	return 0;
+	return r;
 }
 
 void kvbm_hold_unpin_settle(struct kvbm_pool *p, uint32_t s, struct kvbm_resw *w)
 {
-	unpin_settle(p, s, w);
+	if (kvbm_hold_unpin(p, s) == 1) {
+		kvbm_resw_close(p, w); /* as above */
+		kvbm_store_settle_one(p, s);
+	}
 }
 
-int kvbm_hold_unpin(struct kvbm_pool *p, uint32_t s)
+/* 1 -> 0 (or not held): the inline kvbm_hold_unpin's slow path. */
+int kvbm_hold_unpin_last(struct kvbm_pool *p, int st, uint32_t s)
 {
 	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 	kvbm_hold_t *e = &p->ht[s];
 	uint64_t old;
-	int st = kvbm_st_enter(p);
 
-	if (count_dec(st, e)) {
-		kvbm_st_leave(p, st);
-		return 0;
-	}
 	kvbm_stripe_lock(p, st, s);
 	/* 1 -> 0 under the stripe lock (rule 2): the last hold becomes
 	 * TENTATIVE so the entry stays non-zero until the bit is clear. A
@@ -321,7 +226,7 @@ int kvbm_hold_unpin(struct kvbm_pool *p, uint32_t s)
 		if (c == 1)
 			nv |= KVBM_HOLD_TENT;
 		if (st)
-			entry_put(e, nv); /* one writer: nothing to lose */
+			kvbm_entry_put(e, nv); /* one writer: nothing to lose */
 		else if (!__atomic_compare_exchange_n(e, &v, nv, 0, __ATOMIC_RELEASE,
 						      __ATOMIC_RELAXED))
 			continue;
@@ -337,7 +242,7 @@ int kvbm_hold_unpin(struct kvbm_pool *p, uint32_t s)
 	old = __atomic_fetch_and(&sl->holders, ~p->bit, __ATOMIC_SEQ_CST);
 	KVBM_FAILPOINT("hold.unpin.bit");
 	if (st)
-		entry_put(e, __atomic_load_n(e, __ATOMIC_RELAXED) & ~KVBM_HOLD_TENT);
+		kvbm_entry_put(e, __atomic_load_n(e, __ATOMIC_RELAXED) & ~KVBM_HOLD_TENT);
 	else
 		__atomic_fetch_and(e, (kvbm_hold_t)~KVBM_HOLD_TENT, __ATOMIC_RELEASE);
 	kvbm_stripe_unlock(p, st, s);
@@ -354,7 +259,7 @@ void kvbm_hold_register(struct kvbm_pool *p, int st, uint32_t s)
 	__atomic_fetch_or(&kvbm_slot(p, s)->holders, p->bit, __ATOMIC_SEQ_CST);
 	kvbm_hold_t v = __atomic_load_n(e, __ATOMIC_RELAXED);
 	if (st)
-		entry_put(e, (kvbm_hold_t)((v & ~KVBM_HOLD_OWNED) + 1));
+		kvbm_entry_put(e, (kvbm_hold_t)((v & ~KVBM_HOLD_OWNED) + 1));
 	else
 		while (!__atomic_compare_exchange_n(e, &v, (kvbm_hold_t)((v & ~KVBM_HOLD_OWNED) + 1),
 						    0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))

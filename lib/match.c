@@ -12,39 +12,48 @@
 
 #include "pool.h"
 
-/* Pins the block the index named (@s, @g) for @key; 1 on a hit. A lost
- * race (evicted, or re-registered elsewhere) is retried once with a fresh
- * lookup: the hash may have a new primary by now. */
-static int acquire_found(struct kvbm_pool *p, struct kvbm_plh key, uint32_t s, uint32_t g,
-			 struct kvbm_block *out, struct kvbm_resw *w)
+/* Pins the block the index named (@f: gen << 32 | slot) for @key; 1 on a
+ * hit. A lost race (evicted, or re-registered elsewhere) is retried once
+ * with a fresh lookup: the hash may have a new primary by now. */
+static __attribute__((noinline)) int acquire_retry(struct kvbm_pool *p, struct kvbm_plh key,
+						   struct kvbm_block *out, struct kvbm_resw *w);
+
+static inline __attribute__((always_inline)) int acquire(struct kvbm_pool *p, struct kvbm_plh key,
+							 struct kvbm_block *out,
+							 struct kvbm_resw *w, int attempt)
 {
-	for (int attempt = 0;; attempt++) {
-		int r = kvbm_hold_pin(p, s, g, w);
-		if (r < 0)
-			return r;
-		if (r == 1) {
+	uint64_t f = kvbm_index_find(&p->ix, key);
+
+	if (f == KVBM_INDEX_MISS)
+		return 0;
+	uint32_t s = (uint32_t)f, g = (uint32_t)(f >> 32);
+	int r = kvbm_hold_pin(p, s, g, w);
+	if (r == 1) {
+		/* rule 6: once held the key cannot change; re-read it, so a
+		 * hit is exact even if the generation wrapped between lookup
+		 * and pin */
+		struct kvbm_plh k = kvbm_slot_key(kvbm_slot(p, s));
+		if (k.hi == key.hi && k.lo == key.lo) {
 			*out = (struct kvbm_block){p->id, s, g};
-			/* rule 6: once held the key cannot change; re-read it, so
-			 * a hit is exact even if the generation wrapped between
-			 * lookup and pin */
-			struct kvbm_plh k = kvbm_slot_key(kvbm_slot(p, s));
-			if (k.hi == key.hi && k.lo == key.lo)
-				return 1;
-			kvbm_hold_unpin_settle(p, s, w);
+			return 1;
 		}
-		if (attempt == 1 || !kvbm_index_lookup(&p->ix, key, &s, &g))
-			return 0;
+		kvbm_hold_unpin_settle(p, s, w);
+	} else if (r < 0) {
+		return r;
 	}
+	return attempt ? 0 : acquire_retry(p, key, out, w);
+}
+
+static int acquire_retry(struct kvbm_pool *p, struct kvbm_plh key, struct kvbm_block *out,
+			 struct kvbm_resw *w)
+{
+	return acquire(p, key, out, w, 1);
 }
 
 int kvbm_acquire_hash(struct kvbm_pool *p, struct kvbm_plh key, struct kvbm_block *out,
 		      struct kvbm_resw *w)
 {
-	uint32_t s, g;
-
-	if (!kvbm_index_lookup(&p->ix, key, &s, &g))
-		return 0;
-	return acquire_found(p, key, s, g, out, w);
+	return acquire(p, key, out, w, 0);
 }
 
 long kvbm_match_blocks(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_t n,
@@ -62,7 +71,7 @@ long kvbm_match_blocks(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 	 * first gained 3% alone but lost 10-15% with two processes matching
 	 * one prefix, whose slot lines then move twice (BENCHMARKS.md) */
 	for (i = 0; i < n; i++) {
-		r = kvbm_acquire_hash(p, hashes[i], &out[i], &w);
+		r = acquire(p, hashes[i], &out[i], &w, 0);
 		if (r < 0) {
 			kvbm_resw_close(p, &w);
 			kvbm_unpin_settle(p, out, i);
@@ -73,8 +82,9 @@ long kvbm_match_blocks(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 	}
 	kvbm_resw_close(p, &w);
 	/* the reference touches each returned block once, after its lock */
-	for (size_t j = 0; j < i; j++)
-		kvbm_sketch_touch(p, hashes[j]);
+	if (p->sketch)
+		for (size_t j = 0; j < i; j++)
+			kvbm_sketch_touch(p, hashes[j]);
 	kvbm_metric_add(p, KVBM_M_MATCH_HASHES_REQUESTED, (int64_t)n);
 	kvbm_metric_add(p, KVBM_M_MATCH_BLOCKS_RETURNED, (int64_t)i);
 	return (long)i;

@@ -23,6 +23,7 @@
 
 #include "kvbm.h"
 #include "index.h"
+#include "../shm/failpoint.h"
 #include "../shm/segment.h"
 
 struct kvbm_pool {
@@ -127,17 +128,122 @@ struct kvbm_resw {
 };
 void kvbm_resw_close(struct kvbm_pool *p, struct kvbm_resw *w);
 /*
+ * One writer (lib/hold.c). While an operation runs with @st set, no
+ * other thread writes our holder entries: other processes write them only
+ * after our death, as reapers, and no sibling thread runs a hold operation
+ * (a one-thread handle refuses them; a biased handle revokes first, see
+ * above). A relaxed load and a plain store then do what a locked RMW
+ * does, at a fraction of its cost, and rule 3's worry, a sibling's hold on
+ * a new incarnation, cannot arise; the generation check stays for stale
+ * handles. The holder mask, which other processes read, keeps its seq_cst
+ * RMWs; a plain store to our entry before one of them is ordered before it
+ * (the RMW is a release), which is all the reaper needs.
+ */
+static inline void kvbm_entry_put(kvbm_hold_t *e, kvbm_hold_t v)
+{
+	/* release: our uses of the block happen before a drop */
+	__atomic_store_n(e, v, __ATOMIC_RELEASE);
+}
+
+/* count > 0 -> count + 1; 0 when the count was 0 (slow path needed). */
+static inline __attribute__((always_inline)) int kvbm_count_inc(int st, kvbm_hold_t *e,
+								   int *overflow)
+{
+	kvbm_hold_t v = __atomic_load_n(e, __ATOMIC_RELAXED);
+
+	if (st && (v & KVBM_HOLD_COUNT) && (v & KVBM_HOLD_COUNT) != KVBM_HOLD_COUNT) {
+		KVBM_FAILPOINT("hold.fast"); /* tests widen the load-store pair */
+		__atomic_store_n(e, (kvbm_hold_t)(v + 1), __ATOMIC_RELAXED);
+		return 1;
+	}
+	while (v & KVBM_HOLD_COUNT) {
+		if ((v & KVBM_HOLD_COUNT) == KVBM_HOLD_COUNT) {
+			*overflow = 1;
+			return 0;
+		}
+		/* acq_rel: the generation check after it must not move above
+		 * the increment (rule 3) */
+		if (__atomic_compare_exchange_n(e, &v, (kvbm_hold_t)(v + 1), 0, __ATOMIC_ACQ_REL,
+						__ATOMIC_RELAXED))
+			return 1;
+	}
+	return 0;
+}
+
+/* count > 1 -> count - 1; 0 when it was 0 or 1 (slow path). */
+static inline __attribute__((always_inline)) int kvbm_count_dec(int st, kvbm_hold_t *e)
+{
+	kvbm_hold_t v = __atomic_load_n(e, __ATOMIC_RELAXED);
+
+	if (st && (v & KVBM_HOLD_COUNT) > 1) {
+		KVBM_FAILPOINT("hold.fast");
+		kvbm_entry_put(e, (kvbm_hold_t)(v - 1));
+		return 1;
+	}
+	while ((v & KVBM_HOLD_COUNT) > 1) {
+		/* release: our uses of the block happen before the drop */
+		if (__atomic_compare_exchange_n(e, &v, (kvbm_hold_t)(v - 1), 0, __ATOMIC_RELEASE,
+						__ATOMIC_RELAXED))
+			return 1;
+	}
+	return 0;
+}
+
+int kvbm_hold_pin_first(struct kvbm_pool *p, int st, uint32_t s, uint32_t gen, int overflow,
+			struct kvbm_resw *w);
+int kvbm_hold_unpin_last(struct kvbm_pool *p, int st, uint32_t s);
+/* Drops a hold this call took and settles the slot if that emptied it. */
+void kvbm_hold_unpin_settle(struct kvbm_pool *p, uint32_t s, struct kvbm_resw *w);
+
+/* The generation check of a hold taken on top of ours (rule 3): we held
+ * the slot already, so it cannot be evicted now, but a stale handle may
+ * name its previous incarnation, held by a sibling thread: compare
+ * generations AFTER the increment. Ends the one-writer operation. */
+static inline __attribute__((always_inline)) int
+kvbm_hold_pin_check(struct kvbm_pool *p, int st, uint32_t s, uint32_t gen, struct kvbm_resw *w)
+{
+	uint64_t ws = __atomic_load_n(&kvbm_slot(p, s)->state, __ATOMIC_ACQUIRE);
+
+	kvbm_st_leave(p, st);
+	/* EVICTING too: our bit was set before the evictor's CAS, it rolls back */
+	if (kvbm_slot_gen(ws) == gen && (kvbm_slot_state(ws) == KVBM_SLOT_REGISTERED ||
+					 kvbm_slot_state(ws) == KVBM_SLOT_EVICTING))
+		return 1;
+	/* the undo may empty the mask (the sibling let go meanwhile): rare */
+	kvbm_hold_unpin_settle(p, s, w);
+	return 0;
+}
+
+/*
  * Takes one hold on slot @s if it is REGISTERED with generation @gen.
  * Returns 1 held, 0 lost (not registered with @gen: a clean miss),
  * -EOVERFLOW (this process's holds saturated). Lock-free unless a lost
- * race has to settle the slot. @w: NULL, or the caller's window.
+ * race has to settle the slot. @w: NULL, or the caller's window. Inline:
+ * a hold on top of one of ours is a few instructions.
  */
-int kvbm_hold_pin(struct kvbm_pool *p, uint32_t s, uint32_t gen, struct kvbm_resw *w);
+static inline __attribute__((always_inline)) int kvbm_hold_pin(struct kvbm_pool *p, uint32_t s,
+								uint32_t gen, struct kvbm_resw *w)
+{
+	int overflow = 0;
+	int st = kvbm_st_enter(p);
+
+	if (!kvbm_count_inc(st, &p->ht[s], &overflow))
+		return kvbm_hold_pin_first(p, st, s, gen, overflow, w);
+	return kvbm_hold_pin_check(p, st, s, gen, w);
+}
+
 /* Drops one hold. Returns 1 when it emptied the holder mask (settle the
  * slot), 0, or KVBM_ENOTHELD. */
-int kvbm_hold_unpin(struct kvbm_pool *p, uint32_t s);
-/* Drops a hold this call took and settles the slot if that emptied it. */
-void kvbm_hold_unpin_settle(struct kvbm_pool *p, uint32_t s, struct kvbm_resw *w);
+static inline __attribute__((always_inline)) int kvbm_hold_unpin(struct kvbm_pool *p, uint32_t s)
+{
+	int st = kvbm_st_enter(p);
+
+	if (!kvbm_count_dec(st, &p->ht[s]))
+		return kvbm_hold_unpin_last(p, st, s);
+	kvbm_st_leave(p, st);
+	return 0;
+}
+
 /* Register (mutex + stripe held): sets our bit and turns the OWNED entry
  * into one hold. */
 void kvbm_hold_register(struct kvbm_pool *p, int st, uint32_t s);
