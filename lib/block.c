@@ -367,6 +367,8 @@ int kvbm_release_blocks(struct kvbm_pool *p, const struct kvbm_block *blks, uint
 		return r;
 	if (n && !blks)
 		return -EINVAL;
+	/* one one-writer operation for the unpins, ended before each flush */
+	int ow = kvbm_st_enter(p);
 	for (uint32_t i = 0; i < n && !err; i++) {
 		const struct kvbm_block *b = &blks[i];
 		uint64_t w;
@@ -379,27 +381,30 @@ int kvbm_release_blocks(struct kvbm_pool *p, const struct kvbm_block *blks, uint
 		uint32_t st = kvbm_slot_state(w);
 		if (kvbm_slot_gen(w) != b->gen) {
 			err = KVBM_ESTALE;
+		} else if (st == KVBM_SLOT_REGISTERED || st == KVBM_SLOT_EVICTING) {
+			r = kvbm_hold_unpin_st(p, ow, b->id);
+			if (r < 0)
+				err = r;
+			else if (r == 1)
+				empty[nempty++] = b->id;
 		} else if (st == KVBM_SLOT_MUTABLE || st == KVBM_SLOT_STAGED) {
 			if (kvbm_slot_owner(w) != p->seg.self)
 				err = KVBM_ENOTOWNER;
 			else
 				owned[nown++] = b->id;
-		} else if (st == KVBM_SLOT_REGISTERED || st == KVBM_SLOT_EVICTING) {
-			r = kvbm_hold_unpin(p, b->id);
-			if (r < 0)
-				err = r;
-			else if (r == 1)
-				empty[nempty++] = b->id;
 		} else {
 			err = KVBM_ESTALE;
 		}
 		if (nown == BATCH || nempty == BATCH) {
+			kvbm_st_leave(p, ow);
 			r = flush(p, owned, nown, empty, nempty);
 			nown = nempty = 0;
 			if (r < 0)
 				return r;
+			ow = kvbm_st_enter(p);
 		}
 	}
+	kvbm_st_leave(p, ow);
 	r = nown + nempty ? flush(p, owned, nown, empty, nempty) : 0;
 	return err ? err : r;
 }

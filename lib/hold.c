@@ -201,7 +201,8 @@ void kvbm_hold_unpin_settle(struct kvbm_pool *p, uint32_t s, struct kvbm_resw *w
 	}
 }
 
-/* 1 -> 0 (or not held): the inline kvbm_hold_unpin's slow path. */
+/* 1 -> 0 (or not held): the inline kvbm_hold_unpin's slow path; the
+ * caller ends the one-writer operation. */
 int kvbm_hold_unpin_last(struct kvbm_pool *p, int st, uint32_t s)
 {
 	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
@@ -219,7 +220,6 @@ int kvbm_hold_unpin_last(struct kvbm_pool *p, int st, uint32_t s)
 		kvbm_hold_t c = v & KVBM_HOLD_COUNT;
 		if (c == 0) {
 			kvbm_stripe_unlock(p, st, s);
-			kvbm_st_leave(p, st);
 			return KVBM_ENOTHELD;
 		}
 		kvbm_hold_t nv = (kvbm_hold_t)(v - 1u);
@@ -232,7 +232,6 @@ int kvbm_hold_unpin_last(struct kvbm_pool *p, int st, uint32_t s)
 			continue;
 		if (c > 1) {
 			kvbm_stripe_unlock(p, st, s);
-			kvbm_st_leave(p, st);
 			return 0;
 		}
 		break;
@@ -246,7 +245,6 @@ int kvbm_hold_unpin_last(struct kvbm_pool *p, int st, uint32_t s)
 	else
 		__atomic_fetch_and(e, (kvbm_hold_t)~KVBM_HOLD_TENT, __ATOMIC_RELEASE);
 	kvbm_stripe_unlock(p, st, s);
-	kvbm_st_leave(p, st);
 	return (old & KVBM_HOLD_PROCS) == p->bit ? 1 : 0;
 }
 

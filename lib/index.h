@@ -60,20 +60,37 @@ static inline uint64_t kvbm_index_mix(uint64_t x)
 	return x;
 }
 
+static inline uint64_t kvbm_index_hash(struct kvbm_plh key)
+{
+	return kvbm_index_mix(key.lo ^ (key.hi << 29 | key.hi >> 35) ^ key.hi);
+}
+
+static inline uint32_t kvbm_index_tag(uint64_t h)
+{
+	return (uint16_t)(h >> 48);
+}
+
+/* The other bucket of a key with @tag in bucket @b: it depends on the tag
+ * only, so an entry's two buckets are each other's alternate, and always
+ * differ. A multiplicative hash of 16 bits is spread enough, and one full
+ * mix per lookup is what the match path can afford; computed only when
+ * the first bucket misses. */
+static inline uint32_t kvbm_index_alt(const struct kvbm_index *ix, uint32_t b, uint32_t tag)
+{
+	uint32_t alt = (uint32_t)(((tag | 0x10000ull) * 0x9e3779b97f4a7c15ull) >> 32) & ix->mask;
+
+	return b ^ (alt ? alt : 1);
+}
+
 static inline __attribute__((always_inline)) struct kvbm_where
 kvbm_index_locate(const struct kvbm_index *ix, struct kvbm_plh key)
 {
-	uint64_t h = kvbm_index_mix(key.lo ^ (key.hi << 29 | key.hi >> 35) ^ key.hi);
+	uint64_t h = kvbm_index_hash(key);
 	struct kvbm_where w;
-	uint32_t alt;
 
-	w.tag = (uint16_t)(h >> 48);
+	w.tag = kvbm_index_tag(h);
 	w.b1 = (uint32_t)h & ix->mask;
-	/* the alternate bucket depends on the tag only, and always differs;
-	 * a multiplicative hash of 16 bits is spread enough, and one full mix
-	 * per lookup is what the match path can afford */
-	alt = (uint32_t)(((w.tag | 0x10000ull) * 0x9e3779b97f4a7c15ull) >> 32) & ix->mask;
-	w.b2 = w.b1 ^ (alt ? alt : 1);
+	w.b2 = kvbm_index_alt(ix, w.b1, w.tag);
 	return w;
 }
 
@@ -110,13 +127,13 @@ kvbm_index_validate(const struct kvbm_index *ix, uint32_t s1, uint16_t gl, struc
 static inline __attribute__((always_inline)) uint64_t kvbm_index_find(const struct kvbm_index *ix,
 								      struct kvbm_plh key)
 {
-	struct kvbm_where w = kvbm_index_locate(ix, key);
-	uint32_t bs[2] = {w.b1, w.b2};
+	uint64_t h = kvbm_index_hash(key);
+	uint32_t tag = kvbm_index_tag(h), bi = (uint32_t)h & ix->mask;
 
-	for (int k = 0; k < 2; k++) {
-		const struct kvbm_shm_bucket *b = &ix->buckets[bs[k]];
+	for (int k = 0; k < 2; k++, bi = kvbm_index_alt(ix, bi, tag)) {
+		const struct kvbm_shm_bucket *b = &ix->buckets[bi];
 		for (int i = 0; i < KVBM_BUCKET_ENTRIES; i++) {
-			if (__atomic_load_n(&b->tag[i], __ATOMIC_RELAXED) != w.tag)
+			if (__atomic_load_n(&b->tag[i], __ATOMIC_RELAXED) != tag)
 				continue;
 			/* acquire: pairs with the insert's release store */
 			uint32_t s1 = __atomic_load_n(&b->slot[i], __ATOMIC_ACQUIRE);

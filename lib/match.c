@@ -12,48 +12,74 @@
 
 #include "pool.h"
 
-/* Pins the block the index named (@f: gen << 32 | slot) for @key; 1 on a
- * hit. A lost race (evicted, or re-registered elsewhere) is retried once
- * with a fresh lookup: the hash may have a new primary by now. */
-static __attribute__((noinline)) int acquire_retry(struct kvbm_pool *p, struct kvbm_plh key,
-						   struct kvbm_block *out, struct kvbm_resw *w);
+/* Pins the block the index named (@s, @g) for @key; 1 on a hit. A lost
+ * race (evicted, or re-registered elsewhere) is retried once with a fresh
+ * lookup: the hash may have a new primary by now. Not inside a one-writer
+ * operation: it may wait for the mutex. */
+static __attribute__((noinline)) int acquire_slow(struct kvbm_pool *p, struct kvbm_plh key,
+						  uint32_t s, uint32_t g, struct kvbm_block *out,
+						  struct kvbm_resw *w)
+{
+	for (int attempt = 0;; attempt++) {
+		int r = kvbm_hold_pin(p, s, g, w);
+		if (r < 0)
+			return r;
+		if (r == 1) {
+			/* rule 6: once held the key cannot change; re-read it,
+			 * so a hit is exact even if the generation wrapped
+			 * between lookup and pin */
+			struct kvbm_plh k = kvbm_slot_key(kvbm_slot(p, s));
+			if (k.hi == key.hi && k.lo == key.lo) {
+				*out = (struct kvbm_block){p->id, s, g};
+				return 1;
+			}
+			kvbm_hold_unpin_settle(p, s, w);
+		}
+		uint64_t f = attempt ? KVBM_INDEX_MISS : kvbm_index_find(&p->ix, key);
+		if (f == KVBM_INDEX_MISS)
+			return 0;
+		s = (uint32_t)f;
+		g = (uint32_t)(f >> 32);
+	}
+}
 
+/*
+ * One block of a match, inside the caller's one-writer operation *@ow
+ * (kvbm_st_enter once per call, not per block). A hold on top of one of
+ * ours needs no more than the index's validation: ours was held since
+ * before it (only this thread changes our count, and it let nothing go in
+ * between; a revoking thread would have made kvbm_st_enter say no), so
+ * the slot kept the validated incarnation and key, and rules 3 and 6 have
+ * nothing to re-check. Anything else leaves the operation first.
+ */
 static inline __attribute__((always_inline)) int acquire(struct kvbm_pool *p, struct kvbm_plh key,
 							 struct kvbm_block *out,
-							 struct kvbm_resw *w, int attempt)
+							 struct kvbm_resw *w, int *ow)
 {
 	uint64_t f = kvbm_index_find(&p->ix, key);
+	int overflow = 0;
 
 	if (f == KVBM_INDEX_MISS)
 		return 0;
 	uint32_t s = (uint32_t)f, g = (uint32_t)(f >> 32);
-	int r = kvbm_hold_pin(p, s, g, w);
-	if (r == 1) {
-		/* rule 6: once held the key cannot change; re-read it, so a
-		 * hit is exact even if the generation wrapped between lookup
-		 * and pin */
-		struct kvbm_plh k = kvbm_slot_key(kvbm_slot(p, s));
-		if (k.hi == key.hi && k.lo == key.lo) {
-			*out = (struct kvbm_block){p->id, s, g};
-			return 1;
-		}
-		kvbm_hold_unpin_settle(p, s, w);
-	} else if (r < 0) {
-		return r;
+	if (*ow && kvbm_count_inc(*ow, &p->ht[s], &overflow)) {
+		*out = (struct kvbm_block){p->id, s, g};
+		return 1;
 	}
-	return attempt ? 0 : acquire_retry(p, key, out, w);
-}
-
-static int acquire_retry(struct kvbm_pool *p, struct kvbm_plh key, struct kvbm_block *out,
-			 struct kvbm_resw *w)
-{
-	return acquire(p, key, out, w, 1);
+	kvbm_st_leave(p, *ow);
+	int r = acquire_slow(p, key, s, g, out, w);
+	*ow = kvbm_st_enter(p);
+	return r;
 }
 
 int kvbm_acquire_hash(struct kvbm_pool *p, struct kvbm_plh key, struct kvbm_block *out,
 		      struct kvbm_resw *w)
 {
-	return acquire(p, key, out, w, 0);
+	uint64_t f = kvbm_index_find(&p->ix, key);
+
+	if (f == KVBM_INDEX_MISS)
+		return 0;
+	return acquire_slow(p, key, (uint32_t)f, (uint32_t)(f >> 32), out, w);
 }
 
 long kvbm_match_blocks(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_t n,
@@ -70,9 +96,11 @@ long kvbm_match_blocks(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 	/* one block's lookup and pin back to back: doing a round's lookups
 	 * first gained 3% alone but lost 10-15% with two processes matching
 	 * one prefix, whose slot lines then move twice (BENCHMARKS.md) */
+	int ow = kvbm_st_enter(p);
 	for (i = 0; i < n; i++) {
-		r = acquire(p, hashes[i], &out[i], &w, 0);
+		r = acquire(p, hashes[i], &out[i], &w, &ow);
 		if (r < 0) {
+			kvbm_st_leave(p, ow);
 			kvbm_resw_close(p, &w);
 			kvbm_unpin_settle(p, out, i);
 			return r;
@@ -80,6 +108,7 @@ long kvbm_match_blocks(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 		if (r == 0)
 			break;
 	}
+	kvbm_st_leave(p, ow);
 	kvbm_resw_close(p, &w);
 	/* the reference touches each returned block once, after its lock */
 	if (p->sketch)
@@ -101,9 +130,11 @@ long kvbm_match_blocks_scattered(struct kvbm_pool *p, const struct kvbm_plh *has
 		return r;
 	if (n && (!hashes || !out || !found))
 		return -EINVAL;
+	int ow = kvbm_st_enter(p);
 	for (size_t i = 0; i < n; i++) {
-		r = kvbm_acquire_hash(p, hashes[i], &out[i], &w);
+		r = acquire(p, hashes[i], &out[i], &w, &ow);
 		if (r < 0) {
+			kvbm_st_leave(p, ow);
 			kvbm_resw_close(p, &w);
 			for (size_t j = 0; j < i; j++)
 				if (found[j])
@@ -117,6 +148,7 @@ long kvbm_match_blocks_scattered(struct kvbm_pool *p, const struct kvbm_plh *has
 			kvbm_sketch_touch(p, hashes[i]); /* once per hit occurrence */
 		hits += r;
 	}
+	kvbm_st_leave(p, ow);
 	kvbm_resw_close(p, &w);
 	kvbm_metric_add(p, KVBM_M_MATCH_HASHES_REQUESTED, (int64_t)n);
 	kvbm_metric_add(p, KVBM_M_MATCH_BLOCKS_RETURNED, hits);
@@ -178,11 +210,13 @@ long kvbm_scan_matches(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 	r = seen_init(&st, n);
 	if (r < 0)
 		return r;
+	int ow = kvbm_st_enter(p);
 	for (size_t i = 0; i < n; i++) {
 		if (seen_add(&st, hashes, (uint32_t)i))
 			continue; /* one result per distinct hash */
-		r = kvbm_acquire_hash(p, hashes[i], &out[k], &w);
+		r = acquire(p, hashes[i], &out[k], &w, &ow);
 		if (r < 0) {
+			kvbm_st_leave(p, ow);
 			kvbm_resw_close(p, &w);
 			kvbm_unpin_settle(p, out, (size_t)k);
 			k = r;
@@ -192,6 +226,7 @@ long kvbm_scan_matches(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 			kvbm_sketch_touch(p, hashes[i]); /* once per distinct hit */
 		k += r;
 	}
+	kvbm_st_leave(p, ow);
 	kvbm_resw_close(p, &w);
 	if (st.tab != st.small)
 		free(st.tab);

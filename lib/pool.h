@@ -232,16 +232,23 @@ static inline __attribute__((always_inline)) int kvbm_hold_pin(struct kvbm_pool 
 	return kvbm_hold_pin_check(p, st, s, gen, w);
 }
 
+/* kvbm_hold_unpin inside a one-writer operation @st the caller began
+ * (and ends, before any wait for the mutex). */
+static inline __attribute__((always_inline)) int kvbm_hold_unpin_st(struct kvbm_pool *p, int st,
+								    uint32_t s)
+{
+	return kvbm_count_dec(st, &p->ht[s]) ? 0 : kvbm_hold_unpin_last(p, st, s);
+}
+
 /* Drops one hold. Returns 1 when it emptied the holder mask (settle the
  * slot), 0, or KVBM_ENOTHELD. */
 static inline __attribute__((always_inline)) int kvbm_hold_unpin(struct kvbm_pool *p, uint32_t s)
 {
 	int st = kvbm_st_enter(p);
+	int r = kvbm_hold_unpin_st(p, st, s);
 
-	if (!kvbm_count_dec(st, &p->ht[s]))
-		return kvbm_hold_unpin_last(p, st, s);
 	kvbm_st_leave(p, st);
-	return 0;
+	return r;
 }
 
 /* Register (mutex + stripe held): sets our bit and turns the OWNED entry

@@ -609,24 +609,28 @@ END_TEST
  * Biased handles (shm/segment.c): the opening thread updates its holder
  * entries with plain stores until another thread calls, which revokes
  * that while the owner is busy. Each round opens a fresh handle; the owner
- * clones and releases its blocks, with a sleep inside every fourth of its
- * load-store pairs, while a second thread starts doing the same. An update lost across the revocation leaves a count
+ * clones, matches and releases its blocks, with a sleep inside every fourth
+ * of its load-store pairs, while a second thread starts doing the same. An update lost across the revocation leaves a count
  * wrong, or a release finds no hold.
  */
 struct bias_arg {
 	struct kvbm_pool *p;
 	const struct kvbm_block *b;
+	const struct kvbm_plh *h;
 	int go, started, stop, err;
 };
 
-/* Two extra holds on each block at a time, so a lost increment shows. */
-static int clone_release(struct kvbm_pool *p, const struct kvbm_block *b)
+/* Two extra holds on each block at a time, one by clone and one by match
+ * (their fast paths differ), so a lost increment shows. */
+static int clone_release(struct kvbm_pool *p, const struct kvbm_block *b, const struct kvbm_plh *h)
 {
 	struct kvbm_block c[8];
 
-	for (int i = 0; i < 8; i++)
-		if (kvbm_clone_block(p, &b[i % 4], &c[i]) != 0)
+	for (int i = 0; i < 4; i++)
+		if (kvbm_clone_block(p, &b[i], &c[i]) != 0)
 			return 1;
+	if (kvbm_match_blocks(p, h, 4, c + 4) != 4)
+		return 1;
 	return kvbm_release_blocks(p, c, 8) != 0;
 }
 
@@ -638,7 +642,7 @@ static void *bias_other(void *arg)
 		;
 	/* until the owner is done: busy whenever the owner's sleep ends */
 	while (!a->err && !__atomic_load_n(&a->stop, __ATOMIC_ACQUIRE)) {
-		a->err = clone_release(a->p, a->b);
+		a->err = clone_release(a->p, a->b, a->h);
 		__atomic_store_n(&a->started, 1, __ATOMIC_RELEASE);
 	}
 	return NULL;
@@ -660,14 +664,14 @@ START_TEST(test_biased_handle_revoked_while_owner_pins)
 	for (int round = 0; round < 20; round++) {
 		struct kvbm_pool *q = attach(name);
 		ck_assert_int_eq(kvbm_match_blocks(q, h, 4, m), 4);
-		struct bias_arg a = {q, m, 0, 0, 0, 0};
+		struct bias_arg a = {q, m, h, 0, 0, 0, 0};
 		pthread_t t;
 		ck_assert_int_eq(pthread_create(&t, NULL, bias_other, &a), 0);
 		__atomic_store_n(&a.go, 1, __ATOMIC_RELEASE);
 		/* the owner keeps going until it has overlapped the other */
 		int err = 0;
 		for (int k = 0; k < 50 && !err; k++) {
-			err = clone_release(q, m);
+			err = clone_release(q, m, h);
 			if (!__atomic_load_n(&a.started, __ATOMIC_ACQUIRE))
 				k = 0;
 		}
