@@ -352,8 +352,7 @@ static int flush(struct kvbm_pool *p, const uint32_t *owned, uint32_t nown,
 		return r;
 	for (uint32_t i = 0; i < nown; i++)
 		kvbm_store_free_owned(p, owned[i], p->seg.self);
-	for (uint32_t i = 0; i < nempty; i++)
-		kvbm_store_settle(p, empty[i]);
+	kvbm_store_settle_many(p, empty, nempty);
 	kvbm_store_unlock(p);
 	return 0;
 }

@@ -48,15 +48,13 @@ void kvbm_hold_teardown(struct kvbm_pool *p)
 	p->stripes = NULL;
 }
 
-/* Process-local, so a spinlock dies with its process and never needs
- * recovery; held for a handful of instructions, never across a syscall.
- * With one writer (@st) there is no sibling to serialise against. */
-void kvbm_stripe_lock(struct kvbm_pool *p, int st, uint32_t s)
+/* The stripe lock's wait (pool.h). Process-local, so a spinlock dies with
+ * its process and never needs recovery; held for a handful of
+ * instructions, never across a syscall. */
+void kvbm_stripe_spin(struct kvbm_pool *p, uint32_t s)
 {
 	uint32_t *l = &p->stripes[s & p->stripe_mask];
 
-	if (st)
-		return; /* rule 2 serialises threads; there is one */
 	for (unsigned spins = 0;; spins++) {
 		uint32_t z = 0;
 		/* acquire: the critical section's entry loads stay after it */
@@ -69,12 +67,6 @@ void kvbm_stripe_lock(struct kvbm_pool *p, int st, uint32_t s)
 				__builtin_ia32_pause();
 		}
 	}
-}
-
-void kvbm_stripe_unlock(struct kvbm_pool *p, int st, uint32_t s)
-{
-	if (!st)
-		__atomic_store_n(&p->stripes[s & p->stripe_mask], 0, __ATOMIC_RELEASE);
 }
 
 /*
@@ -92,14 +84,16 @@ static void take_from_inactive(struct kvbm_pool *p, struct kvbm_shm_slot *sl,
 {
 	if (!w || !w->open)
 		__atomic_fetch_add(&p->shard->v[KVBM_M_RES_BEGIN], 1, __ATOMIC_SEQ_CST);
-	uint64_t prev = __atomic_fetch_and(&sl->holders, ~KVBM_HOLD_INACTIVE, __ATOMIC_SEQ_CST);
+	/* in this form (only the one bit of the result used) a lock btr */
+	int was = (__atomic_fetch_and(&sl->holders, ~KVBM_HOLD_INACTIVE, __ATOMIC_SEQ_CST) &
+		   KVBM_HOLD_INACTIVE) != 0;
 	KVBM_FAILPOINT("hold.pin.taken");
 	if (w) {
 		w->open = 1;
-		w->taken += (prev & KVBM_HOLD_INACTIVE) != 0;
+		w->taken += (uint32_t)was;
 		return;
 	}
-	if (prev & KVBM_HOLD_INACTIVE)
+	if (was)
 		__atomic_fetch_sub(&p->seg.ctl->inactive, 1, __ATOMIC_SEQ_CST);
 	__atomic_fetch_add(&p->shard->v[KVBM_M_RES_END], 1, __ATOMIC_SEQ_CST);
 }

@@ -12,16 +12,18 @@
 
 #include "pool.h"
 
-/* Pins the block the index named (@s, @g) for @key; 1 on a hit. A lost
- * race (evicted, or re-registered elsewhere) is retried once with a fresh
- * lookup: the hash may have a new primary by now. Not inside a one-writer
- * operation: it may wait for the mutex. */
+/* Pins the block the index named (@s, @g) for @key; 1 on a hit. Begins
+ * with a first hold inside the one-writer operation @st, which that ends
+ * (@overflow: what the fast path found). A lost race (evicted, or
+ * re-registered elsewhere) is retried once with a fresh lookup: the hash
+ * may have a new primary by now. */
 static __attribute__((noinline)) int acquire_slow(struct kvbm_pool *p, struct kvbm_plh key,
 						  uint32_t s, uint32_t g, struct kvbm_block *out,
-						  struct kvbm_resw *w)
+						  struct kvbm_resw *w, int st, int overflow)
 {
+	int r = kvbm_hold_pin_first(p, st, s, g, overflow, w);
+
 	for (int attempt = 0;; attempt++) {
-		int r = kvbm_hold_pin(p, s, g, w);
 		if (r < 0)
 			return r;
 		if (r == 1) {
@@ -40,6 +42,7 @@ static __attribute__((noinline)) int acquire_slow(struct kvbm_pool *p, struct kv
 			return 0;
 		s = (uint32_t)f;
 		g = (uint32_t)(f >> 32);
+		r = kvbm_hold_pin(p, s, g, w);
 	}
 }
 
@@ -50,7 +53,8 @@ static __attribute__((noinline)) int acquire_slow(struct kvbm_pool *p, struct kv
  * before it (only this thread changes our count, and it let nothing go in
  * between; a revoking thread would have made kvbm_st_enter say no), so
  * the slot kept the validated incarnation and key, and rules 3 and 6 have
- * nothing to re-check. Anything else leaves the operation first.
+ * nothing to re-check. Anything else ends the operation (it may wait for
+ * the mutex) and begins a new one after.
  */
 static inline __attribute__((always_inline)) int acquire(struct kvbm_pool *p, struct kvbm_plh key,
 							 struct kvbm_block *out,
@@ -66,8 +70,7 @@ static inline __attribute__((always_inline)) int acquire(struct kvbm_pool *p, st
 		*out = (struct kvbm_block){p->id, s, g};
 		return 1;
 	}
-	kvbm_st_leave(p, *ow);
-	int r = acquire_slow(p, key, s, g, out, w);
+	int r = acquire_slow(p, key, s, g, out, w, *ow, overflow);
 	*ow = kvbm_st_enter(p);
 	return r;
 }
@@ -79,7 +82,7 @@ int kvbm_acquire_hash(struct kvbm_pool *p, struct kvbm_plh key, struct kvbm_bloc
 
 	if (f == KVBM_INDEX_MISS)
 		return 0;
-	return acquire_slow(p, key, (uint32_t)f, (uint32_t)(f >> 32), out, w);
+	return acquire_slow(p, key, (uint32_t)f, (uint32_t)(f >> 32), out, w, kvbm_st_enter(p), 0);
 }
 
 long kvbm_match_blocks(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_t n,

@@ -109,8 +109,19 @@ static inline void kvbm_st_leave(struct kvbm_pool *p, int st)
 	if (st == KVBM_SEG_ST_BIASED)
 		__atomic_store_n(&p->seg.st_busy, 0, __ATOMIC_RELEASE);
 }
-void kvbm_stripe_lock(struct kvbm_pool *p, int st, uint32_t s);
-void kvbm_stripe_unlock(struct kvbm_pool *p, int st, uint32_t s);
+void kvbm_stripe_spin(struct kvbm_pool *p, uint32_t s);
+/* Rule 2's per-slot lock, process-local; with one writer (@st) there is
+ * no sibling to serialise against. */
+static inline void kvbm_stripe_lock(struct kvbm_pool *p, int st, uint32_t s)
+{
+	if (!st)
+		kvbm_stripe_spin(p, s);
+}
+static inline void kvbm_stripe_unlock(struct kvbm_pool *p, int st, uint32_t s)
+{
+	if (!st)
+		__atomic_store_n(&p->stripes[s & p->stripe_mask], 0, __ATOMIC_RELEASE);
+}
 static inline uint32_t kvbm_hold_count(const struct kvbm_pool *p, uint32_t s)
 {
 	return __atomic_load_n(&p->ht[s], __ATOMIC_ACQUIRE) & KVBM_HOLD_COUNT;
@@ -301,6 +312,8 @@ void kvbm_sketch_touch(struct kvbm_pool *p, struct kvbm_plh key);
 uint32_t kvbm_sketch_estimate(const struct kvbm_pool *p, struct kvbm_plh key);
 /* Puts slot @s where its holders and flags say it belongs. */
 void kvbm_store_settle(struct kvbm_pool *p, uint32_t s);
+/* The same for @n slots, with one update of the inactive count. */
+void kvbm_store_settle_many(struct kvbm_pool *p, const uint32_t *s, uint32_t n);
 /* The same, taking and dropping the mutex (after an unpin returned 1). */
 void kvbm_store_settle_one(struct kvbm_pool *p, uint32_t s);
 /* Pin/evict handshake on a REGISTERED slot: 1 and the slot EVICTING, or 0

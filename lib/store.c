@@ -207,45 +207,69 @@ static void reset_unheld(struct kvbm_pool *p, uint32_t s)
 		kvbm_store_settle(p, primary - 1);
 }
 
-void kvbm_store_settle(struct kvbm_pool *p, uint32_t s)
+/* Settles @s; @counted: the caller raised the inactive count for it
+ * already. Returns whether that count went to @s (it became inactive). */
+static int settle(struct kvbm_pool *p, uint32_t s, int counted)
 {
 	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 	uint64_t w = __atomic_load_n(&sl->state, __ATOMIC_RELAXED);
 	uint64_t h = __atomic_load_n(&sl->holders, __ATOMIC_SEQ_CST);
 
 	if (kvbm_slot_state(w) != KVBM_SLOT_REGISTERED || (h & KVBM_HOLD_PROCS))
-		return; /* held again, or already gone */
+		return 0; /* held again, or already gone */
 	if (!(kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY)) {
 		reset_unheld(p, s); /* duplicates always go back to the free pool */
-		return;
+		return 0;
 	}
 	if (sl->dups)
-		return; /* a live duplicate keeps its primary active */
+		return 0; /* a live duplicate keeps its primary active */
 	if (__atomic_load_n(&sl->reset_on_release, __ATOMIC_RELAXED)) {
 		reset_unheld(p, s);
-		return;
+		return 0;
 	}
 	if (h & KVBM_HOLD_INACTIVE) {
 		/* settled already; but an allocation may have dropped it from
 		 * the order while a pin that then missed had its bit set */
 		if (!kvbm_evict_listed(p, s))
 			kvbm_evict_insert(p, s);
-		return;
+		return 0;
 	}
 	/* count first: a crash before the CAS over-counts, which allocation
 	 * tolerates, and recovery recounts */
-	__atomic_fetch_add(&p->seg.ctl->inactive, 1, __ATOMIC_RELAXED);
+	if (!counted)
+		__atomic_fetch_add(&p->seg.ctl->inactive, 1, __ATOMIC_RELAXED);
 	KVBM_FAILPOINT("store.settle.counted");
 	uint64_t zero = 0;
 	/* seq_cst: a pinner's fetch_or either precedes this (CAS fails: it
 	 * holds the slot) or follows it and sees INACTIVE (it resurrects) */
 	if (!__atomic_compare_exchange_n(&sl->holders, &zero, KVBM_HOLD_INACTIVE, 0,
 					 __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
-		__atomic_fetch_sub(&p->seg.ctl->inactive, 1, __ATOMIC_RELAXED);
-		return;
+		if (!counted)
+			__atomic_fetch_sub(&p->seg.ctl->inactive, 1, __ATOMIC_RELAXED);
+		return 0;
 	}
 	KVBM_FAILPOINT("store.settle.inactive");
 	kvbm_evict_insert(p, s);
+	return 1;
+}
+
+void kvbm_store_settle(struct kvbm_pool *p, uint32_t s)
+{
+	(void)settle(p, s, 0);
+}
+
+void kvbm_store_settle_many(struct kvbm_pool *p, const uint32_t *s, uint32_t n)
+{
+	uint32_t used = 0;
+
+	/* the count first for all of them, as for one (a crash in between
+	 * over-counts, and the recovery it causes recounts); what did not
+	 * go inactive is taken back once */
+	__atomic_fetch_add(&p->seg.ctl->inactive, (int64_t)n, __ATOMIC_RELAXED);
+	for (uint32_t i = 0; i < n; i++)
+		used += (uint32_t)settle(p, s[i], 1);
+	if (used != n)
+		__atomic_fetch_sub(&p->seg.ctl->inactive, (int64_t)(n - used), __ATOMIC_RELAXED);
 }
 
 void kvbm_store_settle_one(struct kvbm_pool *p, uint32_t s)
