@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "pool.h"
@@ -305,6 +306,31 @@ static struct kvbm_block register_one(struct kvbm_pool *p, uint32_t s)
 	return out;
 }
 
+/* 1 if a block is listed twice (ids checked against the pool), 0, or
+ * -ENOMEM. Pairwise for small batches; a bitmap of the pool for large. */
+static int listed_twice(const struct kvbm_pool *p, const struct kvbm_block *blks, uint32_t n)
+{
+	if (n <= 64) {
+		for (uint32_t i = 1; i < n; i++)
+			for (uint32_t j = 0; j < i; j++)
+				if (blks[j].id == blks[i].id)
+					return 1;
+		return 0;
+	}
+	uint64_t *seen = calloc((p->nslots + 63) / 64, sizeof(uint64_t));
+	int r = 0;
+
+	if (!seen)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < n && !r; i++) {
+		uint64_t bit = 1ull << (blks[i].id % 64);
+		r = (seen[blks[i].id / 64] & bit) != 0;
+		seen[blks[i].id / 64] |= bit;
+	}
+	free(seen);
+	return r;
+}
+
 int kvbm_register_blocks(struct kvbm_pool *p, struct kvbm_block *blks, uint32_t n)
 {
 	uint64_t w;
@@ -320,12 +346,12 @@ int kvbm_register_blocks(struct kvbm_pool *p, struct kvbm_block *blks, uint32_t 
 			return r;
 		if (kvbm_slot_state(w) != KVBM_SLOT_STAGED)
 			return KVBM_ESTATE;
-		for (uint32_t j = 0; j < i; j++)
-			if (blks[j].id == blks[i].id)
-				return -EINVAL;
 	}
 	if (n == 0)
 		return 0;
+	r = listed_twice(p, blks, n);
+	if (r != 0)
+		return r < 0 ? r : -EINVAL;
 	r = kvbm_store_lock(p, KVBM_OP_REGISTER, blks[0].id);
 	if (r < 0)
 		return r;

@@ -797,6 +797,36 @@ START_TEST(test_register_checks_every_handle_first)
 }
 END_TEST
 
+/* A block listed twice in one batch is refused, before anything is
+ * registered, in a small batch (pairwise check) and a large one (bitmap). */
+START_TEST(test_register_refuses_a_block_listed_twice)
+{
+	T_NAME(name);
+	enum { N = 100 };
+	struct kvbm_pool *p = t_pool(name, N);
+	struct kvbm_block b[N + 1];
+	struct kvbm_plh h[N];
+	struct kvbm_block_info info;
+
+	ck_assert_int_eq(kvbm_allocate_blocks(p, N, b, NULL, NULL), 0);
+	t_seq_hashes(1, N, BS, h);
+	for (int i = 0; i < N; i++)
+		ck_assert_int_eq(kvbm_stage_block(p, &b[i], h[i], BS), 0);
+	b[N] = b[N - 7];
+	struct kvbm_block small[3] = {b[0], b[1], b[0]};
+	ck_assert_int_eq(kvbm_register_blocks(p, small, 3), -EINVAL);
+	ck_assert_int_eq(kvbm_register_blocks(p, b, N + 1), -EINVAL);
+	ck_assert_int_eq(kvbm_block_info(p, &b[0], &info), 0);
+	ck_assert_uint_eq(info.state, KVBM_BLOCK_STAGED);
+	ck_assert_int_eq(kvbm_register_blocks(p, b, N), 0);
+	ck_assert_int_eq(kvbm_block_info(p, &b[N - 7], &info), 0);
+	ck_assert_uint_eq(info.state, KVBM_BLOCK_REGISTERED);
+	t_release(p, b, N);
+	ck_assert_int_eq(kvbm_available_blocks(p), N);
+	t_done(p, name);
+}
+END_TEST
+
 /* ---- metrics --------------------------------------------------------------- */
 
 START_TEST(test_prometheus_exposition)
@@ -1019,6 +1049,7 @@ Suite *make_block_suite(void)
 	tcase_add_test(tc, test_reset_inactive_pool_drains_and_clears_presence);
 	tcase_add_test(tc, test_bad_handles_get_clear_errors);
 	tcase_add_test(tc, test_register_checks_every_handle_first);
+	tcase_add_test(tc, test_register_refuses_a_block_listed_twice);
 	tcase_add_test(tc, test_prometheus_exposition);
 	tcase_add_test(tc, test_stats_disabled_by_default);
 	tcase_add_test(tc, test_stats_rates_ratios_gradients_window);
