@@ -162,6 +162,20 @@ static const uint32_t *e_tokens(void)
 	return tok;
 }
 
+/* The start gate of run_workers: ready is written, go read until EOF. */
+static int gate_ready = -1, gate_go = -1;
+
+/* Called by each worker between its setup and its clock. */
+static void gate_wait(void)
+{
+	char c = 1;
+
+	if (gate_ready < 0)
+		return;
+	if (write(gate_ready, &c, 1) != 1 || read(gate_go, &c, 1) < 0)
+		_exit(2); /* the gate opens with EOF */
+}
+
 /* One worker's timed loop of workload @w as worker @t. */
 static void run_loop(struct kvbm_pool *q, enum wl w, uint32_t t, struct result *res)
 {
@@ -209,6 +223,9 @@ static void run_loop(struct kvbm_pool *q, enum wl w, uint32_t t, struct result *
 	}
 	const uint32_t *etok = e_tokens();
 	struct kvbm_block_hashes eh[256];
+	/* every worker's setup (the warm-ups of a-steady and d are long) is
+	 * done before any worker's clock starts */
+	gate_wait();
 	t0 = now_ns();
 	deadline = t0 + (uint64_t)(sample_secs * 1e9);
 	for (;;) {
@@ -289,12 +306,9 @@ static void run_workers(enum wl w, int n, struct result *sum)
 			int r = kvbm_pool_open(pool_name, NULL, worker_open_flags, &q);
 			if (r < 0)
 				die("attach", r);
-			char c = 1;
 			close(go[1]);
-			/* setup happens inside run_loop before its clock starts;
-			 * the gate lines the workers' timed parts up */
-			if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) < 0)
-				_exit(2); /* the gate opens with EOF */
+			gate_ready = ready[1];
+			gate_go = go[0];
 			run_loop(q, w, (uint32_t)i, &res);
 			if (write(out[1], &res, sizeof(res)) != sizeof(res))
 				_exit(3);
