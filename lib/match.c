@@ -56,22 +56,48 @@ static __attribute__((noinline)) int acquire_slow(struct kvbm_pool *p, struct kv
  * nothing to re-check. Anything else ends the operation (it may wait for
  * the mutex) and begins a new one after.
  */
-static inline __attribute__((always_inline)) int acquire(struct kvbm_pool *p, struct kvbm_plh key,
-							 struct kvbm_block *out,
-							 struct kvbm_resw *w, int *ow)
+/* A match call's state: the pool fields its loop reads, copied so that
+ * the stores of its results cannot alias them (gcc reloaded each per
+ * block), the call's resurrection window and its one-writer operation. */
+struct matcher {
+	struct kvbm_index ix;
+	kvbm_hold_t *ht;
+	uint64_t id;
+	struct kvbm_resw w;
+	int ow;
+};
+
+static void matcher_begin(struct kvbm_pool *p, struct matcher *m)
 {
-	uint64_t f = kvbm_index_find(&p->ix, key);
+	m->ix = p->ix;
+	m->ht = p->ht;
+	m->id = p->id;
+	m->w = (struct kvbm_resw){0};
+	m->ow = kvbm_st_enter(p);
+}
+
+static void matcher_end(struct kvbm_pool *p, struct matcher *m)
+{
+	kvbm_st_leave(p, m->ow);
+	kvbm_resw_close(p, &m->w);
+}
+
+static inline __attribute__((always_inline)) int acquire(struct kvbm_pool *p, struct matcher *m,
+							 struct kvbm_plh key,
+							 struct kvbm_block *out)
+{
+	uint64_t f = kvbm_index_find(&m->ix, key);
 	int overflow = 0;
 
 	if (f == KVBM_INDEX_MISS)
 		return 0;
 	uint32_t s = (uint32_t)f, g = (uint32_t)(f >> 32);
-	if (*ow && kvbm_count_inc(*ow, &p->ht[s], &overflow)) {
-		*out = (struct kvbm_block){p->id, s, g};
+	if (m->ow && kvbm_count_inc(m->ow, &m->ht[s], &overflow)) {
+		*out = (struct kvbm_block){m->id, s, g};
 		return 1;
 	}
-	int r = acquire_slow(p, key, s, g, out, w, *ow, overflow);
-	*ow = kvbm_st_enter(p);
+	int r = acquire_slow(p, key, s, g, out, &m->w, m->ow, overflow);
+	m->ow = kvbm_st_enter(p);
 	return r;
 }
 
@@ -88,7 +114,7 @@ int kvbm_acquire_hash(struct kvbm_pool *p, struct kvbm_plh key, struct kvbm_bloc
 long kvbm_match_blocks(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_t n,
 		       struct kvbm_block *out)
 {
-	struct kvbm_resw w = {0};
+	struct matcher m;
 	size_t i;
 	int r = p ? kvbm_seg_check(&p->seg) : -EINVAL;
 
@@ -99,20 +125,18 @@ long kvbm_match_blocks(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 	/* one block's lookup and pin back to back: doing a round's lookups
 	 * first gained 3% alone but lost 10-15% with two processes matching
 	 * one prefix, whose slot lines then move twice (BENCHMARKS.md) */
-	int ow = kvbm_st_enter(p);
+	matcher_begin(p, &m);
 	for (i = 0; i < n; i++) {
-		r = acquire(p, hashes[i], &out[i], &w, &ow);
+		r = acquire(p, &m, hashes[i], &out[i]);
 		if (r < 0) {
-			kvbm_st_leave(p, ow);
-			kvbm_resw_close(p, &w);
+			matcher_end(p, &m);
 			kvbm_unpin_settle(p, out, i);
 			return r;
 		}
 		if (r == 0)
 			break;
 	}
-	kvbm_st_leave(p, ow);
-	kvbm_resw_close(p, &w);
+	matcher_end(p, &m);
 	/* the reference touches each returned block once, after its lock */
 	if (p->sketch)
 		for (size_t j = 0; j < i; j++)
@@ -125,7 +149,7 @@ long kvbm_match_blocks(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 long kvbm_match_blocks_scattered(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_t n,
 				 struct kvbm_block *out, uint8_t *found)
 {
-	struct kvbm_resw w = {0};
+	struct matcher m;
 	long hits = 0;
 	int r = p ? kvbm_seg_check(&p->seg) : -EINVAL;
 
@@ -133,12 +157,11 @@ long kvbm_match_blocks_scattered(struct kvbm_pool *p, const struct kvbm_plh *has
 		return r;
 	if (n && (!hashes || !out || !found))
 		return -EINVAL;
-	int ow = kvbm_st_enter(p);
+	matcher_begin(p, &m);
 	for (size_t i = 0; i < n; i++) {
-		r = acquire(p, hashes[i], &out[i], &w, &ow);
+		r = acquire(p, &m, hashes[i], &out[i]);
 		if (r < 0) {
-			kvbm_st_leave(p, ow);
-			kvbm_resw_close(p, &w);
+			matcher_end(p, &m);
 			for (size_t j = 0; j < i; j++)
 				if (found[j])
 					kvbm_unpin_settle(p, &out[j], 1);
@@ -151,8 +174,7 @@ long kvbm_match_blocks_scattered(struct kvbm_pool *p, const struct kvbm_plh *has
 			kvbm_sketch_touch(p, hashes[i]); /* once per hit occurrence */
 		hits += r;
 	}
-	kvbm_st_leave(p, ow);
-	kvbm_resw_close(p, &w);
+	matcher_end(p, &m);
 	kvbm_metric_add(p, KVBM_M_MATCH_HASHES_REQUESTED, (int64_t)n);
 	kvbm_metric_add(p, KVBM_M_MATCH_BLOCKS_RETURNED, hits);
 	return hits;
@@ -199,7 +221,7 @@ static int seen_add(struct seen *st, const struct kvbm_plh *hashes, uint32_t i)
 long kvbm_scan_matches(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_t n,
 		       unsigned flags, struct kvbm_block *out)
 {
-	struct kvbm_resw w = {0};
+	struct matcher m;
 	struct seen st;
 	long k = 0;
 	int r = p ? kvbm_seg_check(&p->seg) : -EINVAL;
@@ -213,24 +235,22 @@ long kvbm_scan_matches(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 	r = seen_init(&st, n);
 	if (r < 0)
 		return r;
-	int ow = kvbm_st_enter(p);
+	matcher_begin(p, &m);
 	for (size_t i = 0; i < n; i++) {
 		if (seen_add(&st, hashes, (uint32_t)i))
 			continue; /* one result per distinct hash */
-		r = acquire(p, hashes[i], &out[k], &w, &ow);
-		if (r < 0) {
-			kvbm_st_leave(p, ow);
-			kvbm_resw_close(p, &w);
-			kvbm_unpin_settle(p, out, (size_t)k);
-			k = r;
+		r = acquire(p, &m, hashes[i], &out[k]);
+		if (r < 0)
 			break;
-		}
 		if (r && (flags & KVBM_SCAN_TOUCH))
 			kvbm_sketch_touch(p, hashes[i]); /* once per distinct hit */
 		k += r;
 	}
-	kvbm_st_leave(p, ow);
-	kvbm_resw_close(p, &w);
+	matcher_end(p, &m);
+	if (r < 0) {
+		kvbm_unpin_settle(p, out, (size_t)k);
+		k = r;
+	}
 	if (st.tab != st.small)
 		free(st.tab);
 	if (k >= 0) {
