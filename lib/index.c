@@ -62,7 +62,7 @@ int kvbm_index_delete(const struct kvbm_index *ix, struct kvbm_plh key, uint32_t
 int kvbm_index_lookup(const struct kvbm_index *ix, struct kvbm_plh key, uint32_t *slot,
 		      uint32_t *gen)
 {
-	uint64_t f = kvbm_index_find(ix, key);
+	uint64_t f = kvbm_index_find(ix, key, 1);
 
 	if (f == KVBM_INDEX_MISS)
 		return 0;
@@ -84,7 +84,7 @@ int kvbm_index_entry_check(const struct kvbm_index *ix, uint32_t b, int i)
 	const struct kvbm_shm_slot *sl = &ix->slots[s1 - 1];
 	struct kvbm_plh key = {__atomic_load_n(&sl->key_hi, __ATOMIC_ACQUIRE),
 			       __atomic_load_n(&sl->key_lo, __ATOMIC_ACQUIRE)};
-	if (kvbm_index_validate(ix, s1, __atomic_load_n(&bk->gen_lo[i], __ATOMIC_RELAXED), key) ==
+	if (kvbm_index_validate(ix, s1, __atomic_load_n(&bk->gen_lo[i], __ATOMIC_RELAXED), key, 1) ==
 	    KVBM_INDEX_MISS)
 		return -1;
 	struct kvbm_where w = kvbm_index_locate(ix, key);

@@ -37,7 +37,7 @@ static __attribute__((noinline)) int acquire_slow(struct kvbm_pool *p, struct kv
 			}
 			kvbm_hold_unpin_settle(p, s, w);
 		}
-		uint64_t f = attempt ? KVBM_INDEX_MISS : kvbm_index_find(&p->ix, key);
+		uint64_t f = attempt ? KVBM_INDEX_MISS : kvbm_index_find(&p->ix, key, 1);
 		if (f == KVBM_INDEX_MISS)
 			return 0;
 		s = (uint32_t)f;
@@ -86,7 +86,9 @@ static inline __attribute__((always_inline)) int acquire(struct kvbm_pool *p, st
 							 struct kvbm_plh key,
 							 struct kvbm_block *out)
 {
-	uint64_t f = kvbm_index_find(&m->ix, key);
+	/* a candidate (no seqlock re-read): the fast path's hold spans the
+	 * lookup, the slow path pins and re-reads (kvbm_index_find) */
+	uint64_t f = kvbm_index_find(&m->ix, key, 0);
 	int overflow = 0;
 
 	if (f == KVBM_INDEX_MISS)
@@ -104,7 +106,7 @@ static inline __attribute__((always_inline)) int acquire(struct kvbm_pool *p, st
 int kvbm_acquire_hash(struct kvbm_pool *p, struct kvbm_plh key, struct kvbm_block *out,
 		      struct kvbm_resw *w)
 {
-	uint64_t f = kvbm_index_find(&p->ix, key);
+	uint64_t f = kvbm_index_find(&p->ix, key, 1);
 
 	if (f == KVBM_INDEX_MISS)
 		return 0;
