@@ -43,7 +43,7 @@ SHARED_LIB := $(BUILD)/lib/libkvbm.so.$(VERSION)
 TEST_LIB := $(BUILD)/tests/libkvbm-test.a
 
 .PHONY: all lib tools tests check test test-run asan tsan demo install uninstall \
-	deps lint format clean help torture bench
+	deps lint format clean help torture bench model
 
 all: lib tools
 
@@ -57,6 +57,7 @@ help:
 	@echo "make lint       cppcheck over the sources"
 	@echo "make torture DURATION=S   kill random workers of a shared pool for S s (60)"
 	@echo "make bench      kvbm-bench, the performance suite (BENCH_ARGS=--quick)"
+	@echo "make model      the SPIN models of model/ (needs spin, ~15 min)"
 
 lib: $(STATIC_LIB) $(SHARED_LIB)
 tools: $(TOOL_BINS)
@@ -107,6 +108,12 @@ $(TORTURE_BIN): $(BUILD)/tobj/tests/torture.o $(TEST_LIB)
 # The performance suite (issue 6); BENCH_ARGS=--quick for the short one.
 bench: $(BUILD)/bin/kvbm-bench
 	$(BUILD)/bin/kvbm-bench $(BENCH_ARGS)
+
+# The SPIN models of what the code adds to the slot protocol (model/README.md;
+# about 15 minutes, needs spin).
+model:
+	@command -v spin >/dev/null || { echo "make model: needs spin (apt-get install spin)"; exit 1; }
+	model/verify.sh
 
 # SIGKILLs random workers of a shared pool for DURATION seconds (60).
 torture: $(TORTURE_BIN) $(TOOL_BINS)
