@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,15 +21,29 @@
 
 #define BS 4
 
-/* kvbm_pool_open() flags of the children a test forks */
+/* kvbm_pool_open() flags of the children a test forks, and whether their
+ * handles are made thread-safe (shared) before use */
 static unsigned attach_flags;
+static int attach_shared;
+
+static void *call_once(void *arg)
+{
+	return (void *)(intptr_t)kvbm_total_blocks(arg);
+}
 
 static struct kvbm_pool *attach(const char *name)
 {
 	struct kvbm_pool *p = NULL;
+	pthread_t t;
+	void *r;
 
 	if (kvbm_pool_open(name, NULL, attach_flags, &p) != 0)
 		_exit(90);
+	/* another thread's first call revokes the bias: from then on the
+	 * handle takes the atomic (CAS and stripe lock) paths */
+	if (attach_shared && (pthread_create(&t, NULL, call_once, p) != 0 ||
+			      pthread_join(t, &r) != 0 || (intptr_t)r <= 0))
+		_exit(91);
 	return p;
 }
 
@@ -181,8 +196,11 @@ START_TEST(test_pin_vs_evict_stress)
 	t_seq_hashes(1, NH, BS, h);
 	t_register(p, h, TOTAL, b);
 	t_release(p, b, TOTAL);
-	/* runs 2 and 3: the workers attach with KVBM_OPEN_ONE_THREAD */
+	/* runs 2 and 3: the workers attach with KVBM_OPEN_ONE_THREAD; 0 and 1
+	 * with biased handles (one writer while one thread calls); 4 and 5
+	 * with handles made thread-safe, whose holds are CASes */
 	attach_flags = _i & 2 ? KVBM_OPEN_ONE_THREAD : 0;
+	attach_shared = (_i & 4) != 0;
 	ck_assert_int_eq(kvbm_fp_arm("a=bogus"), -EINVAL);
 	ck_assert_int_eq(kvbm_fp_arm("a:3=yield,b=kill"), 0);
 	ck_assert_int_eq(kvbm_fp_arm(NULL), 0);
@@ -201,6 +219,8 @@ START_TEST(test_pin_vs_evict_stress)
 	}
 	for (int i = 0; i < READERS + EVICTORS; i++)
 		ck_assert_int_eq(t_wait(pids[i]), 0);
+	attach_flags = 0;
+	attach_shared = 0;
 	assert_quiescent(p, TOTAL);
 	struct kvbm_metrics m = t_metrics(p);
 	ck_assert_uint_gt(m.evictions, 0);
@@ -959,7 +979,7 @@ Suite *make_mproc_suite(void)
 
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_registered_in_one_process_matched_by_others);
-	tcase_add_loop_test(tc, test_pin_vs_evict_stress, 0, 4);
+	tcase_add_loop_test(tc, test_pin_vs_evict_stress, 0, 6);
 	tcase_add_test(tc, test_allocate_atomic_no_over_commit_under_contention);
 	tcase_add_test(tc, test_dead_holder_blocks_come_back);
 	tcase_add_loop_test(tc, test_short_allocation_reaps_dead, 0, 2);
