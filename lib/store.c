@@ -379,12 +379,53 @@ static int reap_hook(struct kvbm_seg *seg, uint32_t d, void *arg)
 
 /* ---- recovery after the mutex owner died ------------------------------------ */
 
-static int by_tick(const void *a, const void *b, void *arg)
+/*
+ * Sorts the list at @list (slot + 1 in each slot's next link, 0 ends it) by
+ * tick, stably, and returns its head: Tatham's bottom-up merge sort, which
+ * allocates nothing. Recovery runs it: a malloc failing there would poison
+ * the pool for every process.
+ */
+static uint32_t sort_by_tick(struct kvbm_pool *p, uint32_t list)
 {
-	const struct kvbm_shm_slot *slots = arg;
-	uint64_t ta = slots[*(const uint32_t *)a].tick, tb = slots[*(const uint32_t *)b].tick;
-
-	return ta < tb ? -1 : ta > tb;
+#define NEXT(e) (kvbm_slot(p, (e) - 1)->next)
+#define TICK(e) (kvbm_slot(p, (e) - 1)->tick)
+	for (uint64_t run = 1;; run *= 2) {
+		uint32_t a = list, tail = 0, merges = 0;
+		list = 0;
+		while (a) {
+			uint32_t b = a;
+			uint64_t na = 0, nb = run;
+			merges++;
+			while (na < run && b) {
+				na++;
+				b = NEXT(b);
+			}
+			while (na > 0 || (nb > 0 && b)) {
+				uint32_t e;
+				if (na > 0 && (nb == 0 || !b || TICK(a) <= TICK(b))) {
+					e = a;
+					a = NEXT(a);
+					na--;
+				} else {
+					e = b;
+					b = NEXT(b);
+					nb--;
+				}
+				if (tail)
+					NEXT(tail) = e;
+				else
+					list = e;
+				tail = e;
+			}
+			a = b;
+		}
+		if (tail)
+			NEXT(tail) = 0;
+		if (merges <= 1)
+			return list;
+	}
+#undef NEXT
+#undef TICK
 }
 
 /* Entries that no longer validate go; REGISTERED primaries missing from it
@@ -446,12 +487,9 @@ static int recover_hook(struct kvbm_seg *seg, const struct kvbm_shm_op *op, void
 {
 	struct kvbm_pool *p = arg;
 	struct kvbm_shm_control *c = seg->ctl;
-	uint32_t *order = malloc(sizeof(*order) * (size_t)p->nslots);
-	uint32_t n = 0;
+	uint32_t list = 0, tail = 0;
 
 	(void)op;
-	if (!order)
-		return -ENOMEM;
 	for (uint32_t s = 0; s < p->nslots; s++) {
 		struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 		uint64_t w = sl->state;
@@ -496,20 +534,29 @@ static int recover_hook(struct kvbm_seg *seg, const struct kvbm_shm_op *op, void
 		struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 		if (kvbm_slot_state(sl->state) == KVBM_SLOT_REGISTERED &&
 		    (__atomic_load_n(&sl->holders, __ATOMIC_RELAXED) & KVBM_HOLD_INACTIVE)) {
-			if (sl->dups) /* a duplicate was registered meanwhile */
+			if (sl->dups) { /* a duplicate was registered meanwhile */
 				__atomic_fetch_and(&sl->holders, ~KVBM_HOLD_INACTIVE,
 						   __ATOMIC_SEQ_CST);
+				continue;
+			}
+			if (tail) /* onto the list to sort, in slot order */
+				kvbm_slot(p, tail - 1)->next = s + 1;
 			else
-				order[n++] = s;
+				list = s + 1;
+			tail = s + 1;
 		}
 	}
-	/* the eviction order survives: it is the order of the insertion ticks */
-	qsort_r(order, n, sizeof(*order), by_tick, seg->slots);
-	for (uint32_t i = 0; i < n; i++)
-		kvbm_evict_reinsert(p, order[i]);
-	if (n)
-		c->tick = kvbm_slot(p, order[n - 1])->tick;
-	free(order);
+	/* the eviction order survives: it is the order of the insertion ticks.
+	 * The inactive slots are on no list now, so their next links hold the
+	 * sort; reinserting one rewrites its links, so read the next first */
+	if (tail)
+		kvbm_slot(p, tail - 1)->next = 0;
+	list = sort_by_tick(p, list);
+	for (uint32_t e = list, nx; e; e = nx) {
+		nx = kvbm_slot(p, e - 1)->next;
+		kvbm_evict_reinsert(p, e - 1);
+		c->tick = kvbm_slot(p, e - 1)->tick;
+	}
 	kvbm_store_recount_inactive(p, UINT32_MAX);
 	for (uint32_t s = 0; s < p->nslots; s++)
 		kvbm_store_settle(p, s);

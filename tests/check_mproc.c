@@ -927,6 +927,70 @@ static const char *const reap_points[] = {
 	"shm.reap.reclaiming", "store.reap.bits", "store.free.owned", "store.reap.freed",
 };
 
+/*
+ * Recovery rebuilds the eviction order from the slots' ticks (sorted in
+ * place: it may not allocate). Eight one-block sequences are released in
+ * an order unlike their slot order, a victim dies holding the mutex, and
+ * after the recovery allocations must evict in release order. Runs 0-3:
+ * lru, fifo, lineage, lfru.
+ */
+START_TEST(test_recovery_keeps_the_eviction_order)
+{
+	T_NAME(name);
+	enum { N = 8, TOTAL = 12 };
+	static const enum kvbm_backend backends[] = {KVBM_BACKEND_LRU, KVBM_BACKEND_FIFO,
+						     KVBM_BACKEND_LINEAGE, KVBM_BACKEND_LFRU};
+	static const int order[N] = {5, 2, 7, 0, 3, 6, 1, 4};
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_plh h[N], hv = t_hash1(900, BS);
+	struct kvbm_block b[N], x[TOTAL];
+	struct kvbm_pool_info pi;
+
+	cfg.block_count = TOTAL;
+	cfg.backend = backends[_i];
+	struct kvbm_pool *p = t_create(name, &cfg);
+	for (int i = 0; i < N; i++) {
+		h[i] = t_hash1(100 + 10 * (uint32_t)i, BS);
+		t_register(p, &h[i], 1, &b[i]);
+	}
+	for (int i = 0; i < N; i++)
+		ck_assert_int_eq(kvbm_release_blocks(p, &b[order[i]], 1), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct kvbm_pool *q = attach(name);
+		struct kvbm_block v;
+		kvbm_fp_arm("block.register.published");
+		if (kvbm_allocate_blocks(q, 1, &v, NULL, NULL) != 0 ||
+		    kvbm_stage_block(q, &v, hv, BS) != 0)
+			_exit(70);
+		kvbm_register_blocks(q, &v, 1);
+		_exit(77);
+	}
+	ck_assert_int_eq(t_wait(pid), 128 + SIGKILL);
+	ck_assert_int_eq(kvbm_reap(p) >= 0, 1);
+	ck_assert_int_eq(kvbm_pool_info(p, &pi), 0);
+	ck_assert_uint_eq(pi.recoveries, 1);
+	ck_assert_int_eq(t_check(p), 0);
+	/* the free blocks first (the victim's block is inactive now, the
+	 * newest), then one eviction per allocation */
+	int nfree = (int)t_metrics(p).reset_pool_size, k = 0;
+	ck_assert_int_eq(nfree, TOTAL - N - 1);
+	ck_assert_int_eq(kvbm_allocate_blocks(p, (uint32_t)nfree, x, NULL, NULL), 0);
+	for (int i = 0; i < N; i++) {
+		uint8_t present[N];
+		ck_assert_int_eq(kvbm_allocate_blocks(p, 1, &x[nfree + i], NULL, NULL), 0);
+		ck_assert_int_eq(kvbm_check_presence(p, h, N, present), N - 1 - i);
+		ck_assert_int_eq(present[order[i]], 0);
+		k += present[order[i]];
+	}
+	ck_assert_int_eq(k, 0);
+	t_release(p, x, (size_t)nfree + N);
+	ck_assert_int_eq(t_check(p), 0);
+	kvbm_pool_close(p);
+	kvbm_pool_destroy(name, 0);
+}
+END_TEST
+
 START_TEST(test_victim_killed_reaping_a_third)
 {
 	T_NAME(name);
@@ -991,6 +1055,7 @@ Suite *make_mproc_suite(void)
 	tcase_add_test(tc, test_eviction_concurrent_with_reregister_preserves_presence);
 	tcase_add_loop_test(tc, test_victim_killed_in_recovery, 0,
 			    (int)(sizeof(recovery_points) / sizeof(recovery_points[0])));
+	tcase_add_loop_test(tc, test_recovery_keeps_the_eviction_order, 0, 4);
 	tcase_add_loop_test(tc, test_victim_killed_reaping_a_third, 0,
 			    (int)(sizeof(reap_points) / sizeof(reap_points[0])));
 	tcase_add_loop_test(tc, test_victim_killed_at_block_failpoint, 0, NBLOCK_POINTS);
