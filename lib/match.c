@@ -46,19 +46,9 @@ static __attribute__((noinline)) int acquire_slow(struct kvbm_pool *p, struct kv
 	}
 }
 
-/*
- * One block of a match, inside the caller's one-writer operation *@ow
- * (kvbm_st_enter once per call, not per block). A hold on top of one of
- * ours needs no more than the index's validation: ours was held since
- * before it (only this thread changes our count, and it let nothing go in
- * between; a revoking thread would have made kvbm_st_enter say no), so
- * the slot kept the validated incarnation and key, and rules 3 and 6 have
- * nothing to re-check. Anything else ends the operation (it may wait for
- * the mutex) and begins a new one after.
- */
 /* A match call's state: the pool fields its loop reads, copied so that
- * the stores of its results cannot alias them (gcc reloaded each per
- * block), the call's resurrection window and its one-writer operation. */
+ * gcc need not reload them after each store of a result (they might
+ * alias), the call's resurrection window and its one-writer operation. */
 struct matcher {
 	struct kvbm_index ix;
 	kvbm_hold_t *ht;
@@ -82,6 +72,16 @@ static void matcher_end(struct kvbm_pool *p, struct matcher *m)
 	kvbm_resw_close(p, &m->w);
 }
 
+/*
+ * One block of a match, inside the one-writer operation m->ow
+ * (kvbm_st_enter once per call, not per block). A hold on top of one of
+ * ours needs no more than the index's validation: ours was held since
+ * before it (only this thread changes our count, and it let nothing go in
+ * between; a revoking thread would have made kvbm_st_enter say no), so
+ * the slot kept the validated incarnation and key, and rules 3 and 6 have
+ * nothing to re-check. Anything else ends the operation (it may wait for
+ * the mutex) and begins a new one after.
+ */
 static inline __attribute__((always_inline)) int acquire(struct kvbm_pool *p, struct matcher *m,
 							 struct kvbm_plh key,
 							 struct kvbm_block *out)

@@ -245,7 +245,6 @@ static __attribute__((noinline)) int seg_unbias(struct kvbm_seg *seg)
 	__atomic_store_n(&seg->st_revoke, 1, __ATOMIC_SEQ_CST);
 	if (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0)
 		return KVBM_ETHREAD; /* refused after the registration succeeded: never seen */
-	KVBM_FAILPOINT("seg.unbias.barrier");
 	/* acquire: pairs with the owner's release in kvbm_st_leave; its
 	 * plain entry updates happen before our atomic ones */
 	for (unsigned spins = 0; __atomic_load_n(&seg->st_busy, __ATOMIC_ACQUIRE); spins++) {
