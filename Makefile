@@ -57,7 +57,7 @@ help:
 	@echo "make lint       cppcheck over the sources"
 	@echo "make torture DURATION=S   kill random workers of a shared pool for S s (60)"
 	@echo "make bench      kvbm-bench, the performance suite (BENCH_ARGS=--quick)"
-	@echo "make model      the SPIN models of model/ (needs spin, ~15 min)"
+	@echo "make model      the SPIN models of model/ (needs spin, ~25 min)"
 
 lib: $(STATIC_LIB) $(SHARED_LIB)
 tools: $(TOOL_BINS)
@@ -110,7 +110,7 @@ bench: $(BUILD)/bin/kvbm-bench
 	$(BUILD)/bin/kvbm-bench $(BENCH_ARGS)
 
 # The SPIN models of what the code adds to the slot protocol (model/README.md;
-# about 15 minutes, needs spin).
+# about 25 minutes, needs spin).
 model:
 	@command -v spin >/dev/null || { echo "make model: needs spin (apt-get install spin)"; exit 1; }
 	model/verify.sh

@@ -57,6 +57,18 @@
  *             no key re-read (FIX D). Sound only with one thread per
  *             process (CFG 1, 4), where that count is our own hold, taken
  *             before the lookup
+ *  INACT      1: bit 63 of the holder mask ("counted inactive") and the
+ *             inactive count (docs/PROTOCOL.md): the UNPIN that empties a
+ *             mask settles the slot under the mutex (needs LISTLOCK 1): count
+ *             first, then CAS 0 -> INACTIVE; a pin whose fetch_or saw the mark
+ *             takes it (fetch_and) after committing, inside a resurrection
+ *             window held open until the end of its round (as a match call
+ *             does), lowering the count when the window closes; an eviction
+ *             clears the mark and lowers the count; the reaper settles every
+ *             slot and recounts once no live process is inside a window.
+ *             Checks P7 (at the end the count equals the marks) and P8 (a
+ *             marked slot is REGISTERED or EVICTING)
+ *  NOWIN      1 (with INACT): no windows; the recount does not wait
  *  LISTLOCK   the UNPIN that empties a mask inserts into the eviction list
  *             under the pool mutex: 0 not modelled, 1 after dropping the
  *             process-local lock, 2 while still holding it (lock inversion
@@ -139,6 +151,12 @@
 #ifndef ONEWRITER
 #define ONEWRITER 0
 #endif
+#ifndef INACT
+#define INACT 0
+#endif
+#ifndef NOWIN
+#define NOWIN 0
+#endif
 
 #if CFG == 1
 #define NP 3
@@ -200,6 +218,9 @@ byte own[NS];
 bool prim[NS];
 byte key[NS];          /* the 128-bit sequence hash, as a small id; 0 = none */
 byte holders[NS];      /* bit p: attacher p holds the slot at least once */
+bool inact[NS];        /* bit 63 of the same word: counted inactive */
+short ninact;          /* the inactive count */
+byte win[NP];          /* resurrection windows a process has open (res_begin - res_end) */
 
 /* registry index: one entry per key (the tag IS the key), entries never move */
 byte idx_slot[NK+1];   /* 0 empty, else slot+1 */
@@ -263,6 +284,14 @@ byte gproc[NG];
                  P1B_OK(6) && P1B_OK(7))
 #define P4_ALL  (P4_OK(0) && P4_OK(1) && P4_OK(6) && P4_OK(7))
 
+/* P8: a marked slot is REGISTERED, or EVICTING while an evictor tries it */
+#define P8_OK(S) (!inact[S] || st[S] == REGISTERED || st[S] == EVICTING)
+#if NS == 1
+#define P8_ALL P8_OK(0)
+#else
+#define P8_ALL (P8_OK(0) && P8_OK(1))
+#endif
+
 /* ghost bookkeeping of the reader's pin */
 #define GHOST_ON(G) gp_on[G] = 1; gp_slot[G] = s; gp_gen[G] = g; gp_key[G] = k; \
                     gp_hit[G] = (KEYRECHECK == 0)
@@ -315,7 +344,19 @@ inline UNPIN(s, G)
      STEP( stripe[H] = 0 );
 #if LISTLOCK == 1
      if
-     :: lz -> STEPG( mtx == 0, mtx = P + 1 ); STEP( mtx = 0 )
+     :: lz -> STEPG( mtx == 0, mtx = P + 1 );
+#if INACT
+        /* settle: count first, then CAS 0 -> INACTIVE (store.c) */
+        STEP( if :: st[s] == REGISTERED && prim[s] && holders[s] == 0 && !inact[s] ->
+                    ninact++; lz = 1
+                 :: else -> lz = 0 fi );
+        if
+        :: lz -> STEP( if :: holders[s] == 0 && !inact[s] -> inact[s] = 1
+                          :: else -> ninact-- fi )
+        :: else -> skip
+        fi;
+#endif
+        STEP( mtx = 0 )
      :: else -> skip
      fi;
 #endif
@@ -335,11 +376,23 @@ inline UNPIN(s, G)
 #endif
 }
 
+/* the round's resurrection window ends before anything that may wait for
+   the mutex (kvbm_resw_close): the count goes down once, then res_end */
+#if INACT && !NOWIN
+#define WCLOSE if \
+               :: wopen -> STEP( ninact = ninact - taken; taken = 0 ); \
+                           STEP( win[P]--; wopen = 0 ) \
+               :: else -> skip \
+               fi
+#else
+#define WCLOSE skip
+#endif
+
 /* ---- reader thread: lookup, pin, (use), unpin ----------------------------- */
 proctype reader(byte P; byte T)
 {
-  byte it, k, s, s1, g, gl, ws, wg, wk, old, H, G, s0;
-  bool fast, ok, wp, lz, r2, mine;
+  byte it, k, s, s1, g, gl, ws, wg, wk, old, H, G, s0, taken;
+  bool fast, ok, wp, lz, r2, mine, oi, wopen;
 
   it = 0;
   do
@@ -412,7 +465,7 @@ lookup:
      STEP( ws = st[s]; wg = gen[s] );                 /* load overtakes the RMW */
      STEP( old = holders[s]; holders[s] = holders[s] | BIT(P) );
 #else
-     STEP( old = holders[s]; holders[s] = holders[s] | BIT(P) );  /* fetch_or, seq_cst */
+     STEP( old = holders[s]; oi = inact[s]; holders[s] = holders[s] | BIT(P) );  /* fetch_or, seq_cst */
 #if TENTLATE
      STEP( ht_used[H] = 1; ht_tent[H] = 1 );
 #endif
@@ -437,6 +490,22 @@ lookup:
 #if SER
      STEP( ht_tent[H] = 0; ht_cnt[H] = 1; GHOST_ON(G) );
      STEP( stripe[H] = 0 );
+#if INACT
+     /* our committed pin takes the slot out of the inactive pool if the
+        fetch_or saw the mark: whoever clears it lowers the count */
+     if
+     :: oi ->
+#if !NOWIN
+        if :: !wopen -> STEP( win[P]++; wopen = 1 ) :: else -> skip fi;   /* res_begin */
+#endif
+        STEP( if :: inact[s] -> inact[s] = 0; taken++ :: else -> skip fi );  /* fetch_and */
+#if NOWIN
+        STEP( ninact = ninact - taken; taken = 0 );
+#endif
+        oi = 0
+     :: else -> skip
+     fi;
+#endif
 #else
      STEP( ht_tent[H] = 0; ht_cnt[H]++; GHOST_ON(G) );
 #endif
@@ -460,10 +529,11 @@ held:
 #endif
 
 unpin:
+     WCLOSE;
      UNPIN(s, G);
 
 next:
-     skip;
+     WCLOSE;
 #if HOLD2
      if
      :: r2 -> UNPIN(s0, T)                           /* the first hit */
@@ -471,7 +541,8 @@ next:
      fi;
 #endif
      d_step { s = 0; s1 = 0; g = 0; gl = 0; ws = 0; wg = 0; wk = 0; old = 0;
-              H = 0; fast = 0; ok = 0; wp = 0; k = 0; G = 0; s0 = 0; r2 = 0; mine = 0 }
+              H = 0; fast = 0; ok = 0; wp = 0; k = 0; G = 0; s0 = 0; r2 = 0; mine = 0;
+              oi = 0; wopen = 0; taken = 0 }
   :: else -> break
   od;
   STEP( ndone[P]++ );
@@ -483,7 +554,7 @@ die:
 proctype allocator(byte P; byte T)
 {
   byte c, s, g, h, k, H, hs, hc;
-  bool fast, dup, hold, pw, lz;
+  bool fast, dup, hold, pw, lz, wi;
 
   c = 0;
   hold = 0;
@@ -508,6 +579,10 @@ proctype allocator(byte P; byte T)
            goto cycle_end
         :: else -> skip
         fi;
+#if INACT
+        STEP( wi = inact[s]; inact[s] = 0 );           /* fetch_and(~INACTIVE) */
+        STEP( if :: wi -> ninact-- :: else -> skip fi; wi = 0 );
+#endif
 #if EVFIX
         STEP( assert(P3_OK(s, g)); pw = prim[s];
               st[s] = MUTABLE; gen[s] = NEXTGEN(g); own[s] = P; prim[s] = 0 );
@@ -585,6 +660,10 @@ die:
   skip
 }
 
+/* no live process other than d is inside a resurrection window */
+#define WQ1(q, d) ((q) >= NP || (q) == (d) || dead[q] || win[q] == 0)
+#define WQUIET(d) (WQ1(0, d) && WQ1(1, d) && WQ1(2, d))
+
 /* ---- reaper of process d (any live attacher or kvbmd, under the mutex) --- */
 proctype reaper(byte d)
 {
@@ -607,7 +686,8 @@ proctype reaper(byte d)
              :: h != 0 -> st[s] = REGISTERED
              :: else ->
                 atomic { assert(P3_OK(s, gen[s]));
-                         st[s] = RESET; gen[s] = NEXTGEN(gen[s]); key[s] = 0; prim[s] = 0 }
+                         st[s] = RESET; gen[s] = NEXTGEN(gen[s]); key[s] = 0; prim[s] = 0;
+                         inact[s] = 0 }
              fi
           :: (st[s] == MUTABLE || st[s] == STAGED) && dead[own[s]] ->
              atomic { st[s] = RESET; gen[s] = NEXTGEN(gen[s]); key[s] = 0; prim[s] = 0; own[s] = 0 }
@@ -660,6 +740,25 @@ proctype reaper(byte d)
        skip;
        d_step { ht_used[H] = 0; ht_tent[H] = 0; ht_cnt[H] = 0; ht_own[H] = 0; stripe[H] = 0 }
      };
+#if INACT
+     /* settle every slot (a live process may be between its unpin and its
+        settle), then recount once no live process is inside a window */
+     for (s : 0 .. NS-1) {
+       if
+       :: st[s] == REGISTERED && prim[s] && holders[s] == 0 && !inact[s] ->
+          atomic { inact[s] = 1; ninact++ }
+       :: else -> skip
+       fi
+     };
+#if NOWIN
+     atomic {
+#else
+     atomic { WQUIET(d) ->
+#endif
+       h = 0;
+       for (s : 0 .. NS-1) { if :: inact[s] -> h++ :: else -> skip fi };
+       ninact = h; h = 0; s = 0 };
+#endif
      mtx = 0
   :: else -> skip
   fi;
@@ -678,6 +777,9 @@ end:
   :: !P1B_ALL -> assert(P1B_ALL)
 #endif
   :: !P4_ALL  -> assert(P4_ALL)
+#if INACT
+  :: !P8_ALL  -> assert(P8_ALL)
+#endif
   fi
 }
 
@@ -699,7 +801,15 @@ active proctype checker()
              (st[idx_slot[k] - 1] == REGISTERED && gen[idx_slot[k] - 1] == idx_gen[k] &&
               key[idx_slot[k] - 1] == k))
     };
-    assert(mtx == 0)
+    assert(mtx == 0);
+#if INACT
+    k = 0;
+    for (s : 0 .. NS-1) {
+      if :: inact[s] -> k++; assert(st[s] == REGISTERED && holders[s] == 0)
+         :: else -> skip fi
+    };
+    assert(ninact == k)                                 /* P7 */
+#endif
   }
 }
 
@@ -709,6 +819,7 @@ init
   atomic {
     for (s : 0 .. NS-1) {
       st[s] = REGISTERED; gen[s] = 1; key[s] = s + 1; prim[s] = 1;
+      inact[s] = INACT; ninact = ninact + INACT;
       idx_slot[s + 1] = s + 1; idx_gen[s + 1] = 1
     };
     s = 0;

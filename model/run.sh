@@ -31,6 +31,8 @@ case "$viol" in
   *'gen[gp_slot'*) prop=P1 ;;
   *'key[gp_slot'*) prop=P4 ;;
   *'mine'*) prop=P6 ;;
+  *'ninact'*) prop=P7 ;;
+  *'inact['*) prop=P8 ;;
   *'gp_slot[0]==s'*) prop=P3 ;;
   *'holders[s]==0'*) prop=P2 ;;
   *'invalid end state'*) prop=P5 ;;

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs the table of model/README.md on pin_evict_ow.pml, into model/build/.
 # Expected failures are searched breadth-first (shortest counterexample).
-# Writes build/results.txt. About 15 minutes on 2 cores; needs spin
+# Writes build/results.txt. About 25 minutes on 2 cores; needs spin
 # (apt-get install spin) and ../shared beside the project only for
 # comparison with the shared model's own table.
 set -u
@@ -40,4 +40,8 @@ pass W7_cfg2_shared         -DCFG=2 $FIX -DNOSEQ=1 -DHOLD2=1 -DMAXCRASH=0
 # and with generation wrap the key re-read (FIX D), as before
 pass W8_cfg1_noseq_nokeyck  -DCFG=1 -DFASTGEN=1 -DREGLOCK=1 -DEVFIX=1 -DNOSEQ=1 -DACRASH=1
 fail W9_cfg1_noseq_wrap     -DCFG=1 -DFASTGEN=1 -DREGLOCK=1 -DEVFIX=1 -DNOSEQ=1 -DGMOD=2 -DMAXCRASH=0
+# bit 63 and the inactive count: settle, take, evict, reap and recount
+pass X1_inact               -DCFG=1 $FIX $OW -DLISTLOCK=1 -DINACT=1
+pass X3_inact_ownerdeath    -DCFG=1 $FIX $OW -DLISTLOCK=1 -DINACT=1 -DACRASH=1
+fail X2_inact_nowin         -DCFG=1 $FIX $OW -DLISTLOCK=1 -DINACT=1 -DNOWIN=1
 } 2>&1 | tee build/results.txt
