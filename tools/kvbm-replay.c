@@ -353,6 +353,16 @@ static int replay(const struct trace *t, uint32_t capacity, int backend, uint32_
 /* ---- the oracles: same semantics, no pool ------------------------------------------ */
 
 /* Exact LRU: a doubly linked list of the inactive ids, oldest first. */
+/* The oracles' hits for one request: its longest prefix still resident. */
+static uint32_t resident_prefix(const uint8_t *in, const uint32_t *ids, uint32_t n)
+{
+	uint32_t k = 0;
+
+	while (k < n && in[ids[k]])
+		k++;
+	return k;
+}
+
 static double oracle_lru(const struct trace *t, uint32_t cap)
 {
 	uint32_t *next = calloc(t->nids + 1, sizeof(*next)), *prev = calloc(t->nids + 1, 4);
@@ -371,9 +381,8 @@ static double oracle_lru(const struct trace *t, uint32_t cap)
 	} while (0)
 	for (uint32_t i = 0; i < t->nreq; i++) {
 		const uint32_t *ids = t->ids + t->start[i];
-		uint32_t n = (uint32_t)(t->start[i + 1] - t->start[i]), k = 0;
-		while (k < n && in[ids[k]])
-			k++;
+		uint32_t n = (uint32_t)(t->start[i + 1] - t->start[i]);
+		uint32_t k = resident_prefix(in, ids, n);
 		hits += k;
 		for (uint32_t j = 0; j < k; j++)
 			UNLINK(ids[j] + 1);
@@ -461,9 +470,8 @@ static double oracle_belady(const struct trace *t, uint32_t cap)
 		}
 	for (uint32_t i = 0; i < t->nreq; i++) {
 		const uint32_t *ids = t->ids + t->start[i];
-		uint32_t n = (uint32_t)(t->start[i + 1] - t->start[i]), k = 0;
-		while (k < n && in[ids[k]])
-			k++;
+		uint32_t n = (uint32_t)(t->start[i + 1] - t->start[i]);
+		uint32_t k = resident_prefix(in, ids, n);
 		hits += k;
 		for (uint32_t j = 0; j < k; j++)
 			in[ids[j]] = 0;
