@@ -32,14 +32,26 @@ static int pool_ok(struct kvbm_pool *p)
 	return p ? kvbm_seg_check(&p->seg) : -EINVAL;
 }
 
-/* The state word of an owned (MUTABLE/STAGED) block named by @blk, or a
- * negative code. */
-static int owned_word(struct kvbm_pool *p, const struct kvbm_block *blk, uint64_t *w)
+/*
+ * The guard of every operation on an owned (MUTABLE/STAGED) block: the
+ * state word of the block @blk names, when that handle's incarnation is
+ * ours and in one of the states in @states (a mask of 1 << state), else
+ * the error that names why. Called before the mutex to refuse early, and
+ * again under the block's stripe lock (and the mutex, where the operation
+ * takes it) right before acting: a sibling thread may have released,
+ * registered or unstaged the block in between, and acting on the word
+ * read before would free it twice or register a freed slot.
+ */
+static int owned_guard(struct kvbm_pool *p, const struct kvbm_block *blk, unsigned states,
+		       uint64_t *w)
 {
 	int r = kvbm_handle_check(p, blk);
 
 	if (r < 0)
 		return r;
+	/* acquire: pairs with the release store that made the slot ours
+	 * (take_owned) or moved it on (a sibling's stage/unstage, the
+	 * mutex holder's free or register) */
 	*w = __atomic_load_n(&kvbm_slot(p, blk->id)->state, __ATOMIC_ACQUIRE);
 	if (kvbm_slot_gen(*w) != blk->gen)
 		return KVBM_ESTALE;
@@ -48,8 +60,14 @@ static int owned_word(struct kvbm_pool *p, const struct kvbm_block *blk, uint64_
 		return KVBM_ESTATE;
 	if (kvbm_slot_owner(*w) != p->seg.self)
 		return KVBM_ENOTOWNER;
+	if (!(states & (1u << st)))
+		return KVBM_ESTATE;
 	return 0;
 }
+
+#define OWNED_ANY ((1u << KVBM_SLOT_MUTABLE) | (1u << KVBM_SLOT_STAGED))
+#define OWNED_MUTABLE (1u << KVBM_SLOT_MUTABLE)
+#define OWNED_STAGED (1u << KVBM_SLOT_STAGED)
 
 /* A REGISTERED block named by @blk that this process holds. */
 static int held_check(struct kvbm_pool *p, const struct kvbm_block *blk)
@@ -82,7 +100,7 @@ static void take_owned(struct kvbm_pool *p, struct kvbm_block *out, uint32_t n, 
 		__atomic_fetch_or(&p->ht[s], KVBM_HOLD_OWNED, __ATOMIC_RELEASE);
 		if (i < nfree) {
 			uint64_t w = __atomic_load_n(&sl->state, __ATOMIC_RELAXED);
-			__atomic_store_n(&sl->reset_on_release, p->ror_default, __ATOMIC_RELAXED);
+			kvbm_store_fresh(p, s);
 			__atomic_store_n(&sl->state,
 					 kvbm_slot_word(kvbm_slot_gen(w), p->seg.self, 0,
 							KVBM_SLOT_MUTABLE),
@@ -193,25 +211,33 @@ int kvbm_stage_block(struct kvbm_pool *p, const struct kvbm_block *blk, struct k
 
 	if (r < 0)
 		return r;
-	r = owned_word(p, blk, &w);
+	r = owned_guard(p, blk, OWNED_MUTABLE, &w);
 	if (r < 0)
 		return r;
-	if (kvbm_slot_state(w) != KVBM_SLOT_MUTABLE)
-		return KVBM_ESTATE;
 	if (block_size != p->block_size)
 		return KVBM_ESIZE;
 	struct kvbm_shm_slot *sl = kvbm_slot(p, blk->id);
-	/* owner-only, no mutex: nobody reads a STAGED slot's key but its
-	 * owner and, after registration publishes it, the readers */
-	__atomic_store_n(&sl->key_hi, hash.hi, __ATOMIC_RELAXED);
-	__atomic_store_n(&sl->key_lo, hash.lo, __ATOMIC_RELAXED);
-	KVBM_FAILPOINT("block.stage.keyed");
-	/* release: the key is visible to whoever sees STAGED */
-	__atomic_store_n(&sl->state,
-			 kvbm_slot_word(blk->gen, p->seg.self, 0, KVBM_SLOT_STAGED),
-			 __ATOMIC_RELEASE);
-	kvbm_metric_add(p, KVBM_M_STAGINGS, 1);
-	return 0;
+	int st = kvbm_st_enter(p);
+	kvbm_stripe_lock(p, st, blk->id);
+	/* again under the stripe lock: a sibling's release may have freed
+	 * the slot since, and its key is then no longer ours to write */
+	r = owned_guard(p, blk, OWNED_MUTABLE, &w);
+	if (r == 0) {
+		/* owner-only, no mutex: nobody reads a STAGED slot's key but
+		 * its owner and, after registration publishes it, the readers */
+		__atomic_store_n(&sl->key_hi, hash.hi, __ATOMIC_RELAXED);
+		__atomic_store_n(&sl->key_lo, hash.lo, __ATOMIC_RELAXED);
+		KVBM_FAILPOINT("block.stage.keyed");
+		/* release: the key is visible to whoever sees STAGED */
+		__atomic_store_n(&sl->state,
+				 kvbm_slot_word(blk->gen, p->seg.self, 0, KVBM_SLOT_STAGED),
+				 __ATOMIC_RELEASE);
+	}
+	kvbm_stripe_unlock(p, st, blk->id);
+	kvbm_st_leave(p, st);
+	if (r == 0)
+		kvbm_metric_add(p, KVBM_M_STAGINGS, 1);
+	return r;
 }
 
 int kvbm_complete_block(struct kvbm_pool *p, const struct kvbm_block *blk,
@@ -233,46 +259,113 @@ int kvbm_unstage_block(struct kvbm_pool *p, const struct kvbm_block *blk)
 
 	if (r < 0)
 		return r;
-	r = owned_word(p, blk, &w);
+	r = owned_guard(p, blk, OWNED_STAGED, &w);
 	if (r < 0)
 		return r;
-	if (kvbm_slot_state(w) != KVBM_SLOT_STAGED)
-		return KVBM_ESTATE;
 	struct kvbm_shm_slot *sl = kvbm_slot(p, blk->id);
-	__atomic_store_n(&sl->reset_on_release, p->ror_default, __ATOMIC_RELAXED);
-	__atomic_store_n(&sl->state,
-			 kvbm_slot_word(blk->gen, p->seg.self, 0, KVBM_SLOT_MUTABLE),
-			 __ATOMIC_RELEASE);
-	return 0;
+	int st = kvbm_st_enter(p);
+	kvbm_stripe_lock(p, st, blk->id);
+	r = owned_guard(p, blk, OWNED_STAGED, &w); /* as in stage */
+	if (r == 0) {
+		__atomic_store_n(&sl->reset_on_release, p->ror_default, __ATOMIC_RELAXED);
+		/* release: pairs with the acquire load of owned_guard() */
+		__atomic_store_n(&sl->state,
+				 kvbm_slot_word(blk->gen, p->seg.self, 0, KVBM_SLOT_MUTABLE),
+				 __ATOMIC_RELEASE);
+	}
+	kvbm_stripe_unlock(p, st, blk->id);
+	kvbm_st_leave(p, st);
+	return r;
 }
 
 /* ---- register ------------------------------------------------------------------ */
 
-/* Registers STAGED slot @s of ours (mutex held). Returns the handle. */
-static struct kvbm_block register_one(struct kvbm_pool *p, uint32_t s)
+/* Takes @blk's stripe lock inside a one-writer operation (*st) and
+ * passes the guard: 0 with both held, or the error with neither. */
+static int lock_owned(struct kvbm_pool *p, const struct kvbm_block *blk, unsigned states, int *st)
 {
+	uint64_t w;
+
+	*st = kvbm_st_enter(p);
+	kvbm_stripe_lock(p, *st, blk->id);
+	int r = owned_guard(p, blk, states, &w);
+	if (r < 0) {
+		kvbm_stripe_unlock(p, *st, blk->id);
+		kvbm_st_leave(p, *st);
+	}
+	return r;
+}
+
+static void unlock_owned(struct kvbm_pool *p, uint32_t s, int st)
+{
+	kvbm_stripe_unlock(p, st, s);
+	kvbm_st_leave(p, st);
+}
+
+/*
+ * KVBM_DUP_REJECT with @key registered at (@ps, @pg): one hold on that
+ * primary for us, and STAGED @blk back to the free pool (mutex held). The
+ * pin takes its own stripe lock, which may be @blk's: it runs first, and
+ * the guard after it. Returns 1 and *out, 0 (keep @blk as a duplicate:
+ * our holds on the primary saturated), or the guard's error.
+ */
+static int register_rejected(struct kvbm_pool *p, const struct kvbm_block *blk,
+			     struct kvbm_plh key, uint32_t ps, uint32_t pg, struct kvbm_block *out)
+{
+	int st;
+
+	/* the existing primary (resurrected if inactive) is returned */
+	if (kvbm_hold_pin(p, ps, pg, NULL) != 1)
+		return 0;
+	int r = lock_owned(p, blk, OWNED_STAGED, &st);
+	if (r == 0 && !kvbm_plh_eq(kvbm_slot_key(kvbm_slot(p, blk->id)), key)) {
+		unlock_owned(p, blk->id, st);
+		r = KVBM_ESTATE; /* a sibling restaged it meanwhile */
+	}
+	if (r < 0) {
+		if (kvbm_hold_unpin(p, ps) == 1)
+			kvbm_store_settle(p, ps); /* we hold the mutex */
+		return r;
+	}
+	kvbm_store_free_owned(p, blk->id, p->seg.self);
+	unlock_owned(p, blk->id, st);
+	kvbm_metric_add(p, KVBM_M_REGISTRATION_DEDUP, 1);
+	*out = (struct kvbm_block){p->id, ps, pg};
+	return 1;
+}
+
+/*
+ * Registers STAGED block @blk of ours (mutex held) and sets *out to the
+ * handle of the hold it gives. Returns 0 or the guard's error (a sibling
+ * thread released or unstaged @blk after the caller's first check).
+ */
+static int register_one(struct kvbm_pool *p, const struct kvbm_block *blk, struct kvbm_block *out)
+{
+	uint32_t s = blk->id, gen = blk->gen, ps, pg;
 	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
-	uint64_t w = __atomic_load_n(&sl->state, __ATOMIC_RELAXED);
-	uint32_t gen = kvbm_slot_gen(w), ps, pg;
+	int st;
+	int r = lock_owned(p, blk, OWNED_STAGED, &st);
+
+	if (r < 0)
+		return r;
+	/* stable now: only our stripe holder writes a STAGED key */
 	struct kvbm_plh key = {sl->key_hi, sl->key_lo};
-	struct kvbm_block out = {p->id, s, gen};
 	/* under the mutex the index is stable: no eviction can run */
 	int found = kvbm_index_lookup(&p->ix, key, &ps, &pg);
 
 	if (found && p->dup_policy == KVBM_DUP_REJECT) {
-		/* the existing primary (resurrected if inactive) is returned;
-		 * stripe locks are taken inside, after the mutex (rule 4) */
-		if (kvbm_hold_pin(p, ps, pg, NULL) == 1) {
-			kvbm_store_free_owned(p, s, p->seg.self);
-			kvbm_metric_add(p, KVBM_M_REGISTRATION_DEDUP, 1);
-			return (struct kvbm_block){p->id, ps, pg};
-		}
-		/* -EOVERFLOW (this process's holds on it saturated): keep the
-		 * candidate as a duplicate, never as a second primary */
+		unlock_owned(p, s, st);
+		r = register_rejected(p, blk, key, ps, pg, out);
+		if (r != 0)
+			return r < 0 ? r : 0;
+		/* our holds on the primary saturated: keep the candidate as a
+		 * duplicate, never as a second primary */
+		r = lock_owned(p, blk, OWNED_STAGED, &st);
+		if (r < 0)
+			return r;
 	}
-	int st = kvbm_st_enter(p);
-	kvbm_stripe_lock(p, st, s); /* rule 4: the owner's bit under the stripe */
-	kvbm_hold_register(p, st, s);
+	*out = (struct kvbm_block){p->id, s, gen};
+	kvbm_hold_register(p, st, s); /* rule 4: the owner's bit under the stripe */
 	uint32_t flags = 0;
 	if (found) {
 		struct kvbm_shm_slot *psl = kvbm_slot(p, ps);
@@ -301,9 +394,8 @@ static struct kvbm_block register_one(struct kvbm_pool *p, uint32_t s)
 				 __ATOMIC_RELEASE);
 		p->seg.ctl->index_full++;
 	}
-	kvbm_stripe_unlock(p, st, s);
-	kvbm_st_leave(p, st);
-	return out;
+	unlock_owned(p, s, st);
+	return 0;
 }
 
 /* 1 if a block is listed twice (ids checked against the pool), 0, or
@@ -331,61 +423,88 @@ static int listed_twice(const struct kvbm_pool *p, const struct kvbm_block *blks
 	return r;
 }
 
-int kvbm_register_blocks(struct kvbm_pool *p, struct kvbm_block *blks, uint32_t n)
+/* The guard for each of @n handles: 0, or the first one's error. */
+static int all_staged(struct kvbm_pool *p, const struct kvbm_block *blks, uint32_t n)
 {
 	uint64_t w;
+
+	for (uint32_t i = 0; i < n; i++) {
+		int r = owned_guard(p, &blks[i], OWNED_STAGED, &w);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+int kvbm_register_blocks(struct kvbm_pool *p, struct kvbm_block *blks, uint32_t n)
+{
 	int r = pool_ok(p);
 
 	if (r < 0)
 		return r;
 	if (n && !blks)
 		return -EINVAL;
-	for (uint32_t i = 0; i < n; i++) {
-		r = owned_word(p, &blks[i], &w);
-		if (r < 0)
-			return r;
-		if (kvbm_slot_state(w) != KVBM_SLOT_STAGED)
-			return KVBM_ESTATE;
-	}
-	if (n == 0)
-		return 0;
+	r = all_staged(p, blks, n);
+	if (r < 0 || n == 0)
+		return r;
 	r = listed_twice(p, blks, n);
 	if (r != 0)
 		return r < 0 ? r : -EINVAL;
 	r = kvbm_store_lock(p, KVBM_OP_REGISTER, blks[0].id);
 	if (r < 0)
 		return r;
-	for (uint32_t i = 0; i < n; i++) {
+	/* again under the mutex: another thread of ours may have released
+	 * or registered one of them since (each is guarded once more under
+	 * its stripe lock, against a sibling that needs no mutex) */
+	r = all_staged(p, blks, n);
+	for (uint32_t i = 0; i < n && r == 0; i++) {
 		p->seg.ctl->op.arg0 = blks[i].id;
-		blks[i] = register_one(p, blks[i].id);
-		if (i + 1 < n)
+		r = register_one(p, &blks[i], &blks[i]);
+		if (r == 0 && i + 1 < n)
 			KVBM_FAILPOINT("block.register.batch"); /* some in, some not */
 	}
 	kvbm_store_unlock(p);
-	kvbm_metric_add(p, KVBM_M_REGISTRATIONS, n);
-	return 0;
+	if (r == 0)
+		kvbm_metric_add(p, KVBM_M_REGISTRATIONS, n);
+	return r;
 }
 
 /* ---- release ------------------------------------------------------------------- */
 
-/* Frees owned slots and settles emptied ones, one mutex acquisition. */
-static int flush(struct kvbm_pool *p, const uint32_t *owned, uint32_t nown,
+/*
+ * Frees owned blocks and settles emptied slots, one mutex acquisition.
+ * Each owned handle passes the guard again under its stripe lock: the
+ * first check ran without either, and a block listed twice, or released
+ * by two threads at once, must be freed once (a second push would loop
+ * the free list). Returns 0, or the first guard's error (the others are
+ * freed).
+ */
+static int flush(struct kvbm_pool *p, const struct kvbm_block *owned, uint32_t nown,
 		 const uint32_t *empty, uint32_t nempty)
 {
-	int r = kvbm_store_lock(p, KVBM_OP_RELEASE, nown ? owned[0] : empty[0]);
+	int r = kvbm_store_lock(p, KVBM_OP_RELEASE, nown ? owned[0].id : empty[0]);
+	int err = 0, st;
 
 	if (r < 0)
 		return r;
-	for (uint32_t i = 0; i < nown; i++)
-		kvbm_store_free_owned(p, owned[i], p->seg.self);
+	for (uint32_t i = 0; i < nown; i++) {
+		r = lock_owned(p, &owned[i], OWNED_ANY, &st);
+		if (r < 0) {
+			err = err ? err : r;
+			continue;
+		}
+		kvbm_store_free_owned(p, owned[i].id, p->seg.self);
+		unlock_owned(p, owned[i].id, st);
+	}
 	kvbm_store_settle_many(p, empty, nempty);
 	kvbm_store_unlock(p);
-	return 0;
+	return err;
 }
 
 int kvbm_release_blocks(struct kvbm_pool *p, const struct kvbm_block *blks, uint32_t n)
 {
-	uint32_t owned[BATCH], empty[BATCH], nown = 0, nempty = 0;
+	struct kvbm_block owned[BATCH];
+	uint32_t empty[BATCH], nown = 0, nempty = 0;
 	int r = pool_ok(p), err = 0;
 
 	if (r < 0)
@@ -416,7 +535,7 @@ int kvbm_release_blocks(struct kvbm_pool *p, const struct kvbm_block *blks, uint
 			if (kvbm_slot_owner(w) != p->seg.self)
 				err = KVBM_ENOTOWNER;
 			else
-				owned[nown++] = b->id;
+				owned[nown++] = *b;
 		} else {
 			err = KVBM_ESTALE;
 		}

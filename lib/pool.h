@@ -325,6 +325,9 @@ void kvbm_store_unevict(struct kvbm_pool *p, uint32_t s);
  * key): to RESET on the free list tail, or to MUTABLE owned by us. Returns
  * the slot of a primary whose duplicate this was (+1), to settle, or 0. */
 uint32_t kvbm_store_evict_commit(struct kvbm_pool *p, uint32_t s, int to_mutable);
+/* Clears slot @s's per-incarnation fields (key, duplicate link and count,
+ * reset-on-release) on its way back to RESET or MUTABLE. */
+void kvbm_store_fresh(struct kvbm_pool *p, uint32_t s);
 /* Returns an owned MUTABLE/STAGED slot to the free list tail. */
 void kvbm_store_free_owned(struct kvbm_pool *p, uint32_t s, uint32_t owner_proc);
 /* Recounts the inactive pool from the slot marks, exactly despite live

@@ -100,6 +100,28 @@ void kvbm_free_push(struct kvbm_pool *p, uint32_t s, int front)
 	__atomic_store_n(&c->free_count, c->free_count + 1, __ATOMIC_RELAXED);
 }
 
+/*
+ * Clears every field that belongs to a slot's previous incarnation: key,
+ * duplicate link and count, reset-on-release. Every return to RESET or
+ * MUTABLE goes through here (eviction, freeing an owned slot, allocation
+ * from the free list, recovery): a link left by a process killed between
+ * two of these stores would otherwise outlive the incarnation, and the
+ * slot's next eviction would lower an unrelated primary's count.
+ */
+void kvbm_store_fresh(struct kvbm_pool *p, uint32_t s)
+{
+	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+
+	/* relaxed: the new generation, release-stored before, already
+	 * fails every reader's check; nobody reads these until the slot is
+	 * published again with a release store */
+	__atomic_store_n(&sl->key_hi, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&sl->key_lo, 0, __ATOMIC_RELAXED);
+	sl->primary = 0;
+	sl->dups = 0;
+	__atomic_store_n(&sl->reset_on_release, p->ror_default, __ATOMIC_RELAXED);
+}
+
 /* ---- eviction handshake ------------------------------------------------------ */
 
 int kvbm_store_try_evict(struct kvbm_pool *p, uint32_t s)
@@ -142,7 +164,9 @@ uint32_t kvbm_store_evict_commit(struct kvbm_pool *p, uint32_t s, int to_mutable
 	uint64_t w = __atomic_load_n(&sl->state, __ATOMIC_RELAXED);
 	uint64_t prev = __atomic_fetch_and(&sl->holders, ~KVBM_HOLD_INACTIVE, __ATOMIC_ACQ_REL);
 	struct kvbm_plh key = {sl->key_hi, sl->key_lo};
-	uint32_t primary = sl->primary;
+	/* a primary's own link is meaningless (and cleared); only a
+	 * duplicate names the primary whose count it holds */
+	uint32_t primary = (kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY) ? 0 : sl->primary;
 
 	if (prev & KVBM_HOLD_INACTIVE)
 		__atomic_fetch_sub(&p->seg.ctl->inactive, 1, __ATOMIC_RELAXED);
@@ -160,12 +184,8 @@ uint32_t kvbm_store_evict_commit(struct kvbm_pool *p, uint32_t s, int to_mutable
 	/* out of the order while the key is still there: a lineage node
 	 * reads its parent's key from it */
 	kvbm_evict_remove(p, s);
-	__atomic_store_n(&sl->key_hi, 0, __ATOMIC_RELAXED);
-	__atomic_store_n(&sl->key_lo, 0, __ATOMIC_RELAXED);
+	kvbm_store_fresh(p, s);
 	KVBM_FAILPOINT("store.evict.unindexed");
-	sl->primary = 0;
-	sl->dups = 0;
-	__atomic_store_n(&sl->reset_on_release, p->ror_default, __ATOMIC_RELAXED);
 	if (!to_mutable)
 		kvbm_free_push(p, s, 0);
 	if (primary && primary <= p->nslots) {
@@ -187,8 +207,9 @@ void kvbm_store_free_owned(struct kvbm_pool *p, uint32_t s, uint32_t owner_proc)
 	/* generation first: the owner's handle goes stale at once */
 	__atomic_store_n(&sl->state, kvbm_slot_word(kvbm_slot_gen(w) + 1, 0, 0, KVBM_SLOT_RESET),
 			 __ATOMIC_RELEASE);
-	__atomic_store_n(&sl->key_hi, 0, __ATOMIC_RELAXED);
-	__atomic_store_n(&sl->key_lo, 0, __ATOMIC_RELAXED);
+	/* a registrar killed between linking its duplicate and publishing
+	 * it left a primary link on this STAGED slot */
+	kvbm_store_fresh(p, s);
 	__atomic_fetch_and(e, (kvbm_hold_t)~KVBM_HOLD_OWNED, __ATOMIC_RELEASE);
 	KVBM_FAILPOINT("store.free.owned");
 	kvbm_free_push(p, s, 0);
@@ -520,7 +541,14 @@ static int recover_hook(struct kvbm_seg *seg, const struct kvbm_shm_op *op, void
 		uint64_t w = sl->state;
 		uint32_t st = kvbm_slot_state(w);
 		if (st == KVBM_SLOT_RESET) {
+			/* an eviction killed after its RESET commit left the
+			 * old incarnation's fields */
+			kvbm_store_fresh(p, s);
 			kvbm_free_push(p, s, 0);
+		} else if (st != KVBM_SLOT_REGISTERED) {
+			/* MUTABLE/STAGED: a link here was left by a registrar
+			 * killed before publishing (its owner, being reaped) */
+			sl->primary = 0;
 		} else if (st == KVBM_SLOT_REGISTERED && !(kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY)) {
 			uint32_t pr = sl->primary;
 			if (pr && pr <= p->nslots &&

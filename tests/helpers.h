@@ -26,6 +26,8 @@ Suite *make_mproc_suite(void);
 Suite *make_attach_suite(void);
 Suite *make_invariants_suite(void);
 Suite *make_evict_suite(void);
+Suite *make_misuse_suite(void);
+Suite *make_edges_suite(void);
 
 /* A pool name unique in this test run. */
 const char *t_name(char *buf, size_t len);
