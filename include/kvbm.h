@@ -66,7 +66,8 @@ enum kvbm_error {
 	KVBM_EUNIQUE = KVBM_EBASE - 20,      /* attachment type already used as unique */
 	KVBM_EMULTIPLE = KVBM_EBASE - 21,    /* attachment type already used as multiple */
 	KVBM_ETHREAD = KVBM_EBASE - 22,      /* KVBM_OPEN_ONE_THREAD handle used by another thread */
-	KVBM_ELAST = KVBM_EBASE - 23,
+	KVBM_EREAPED = KVBM_EBASE - 23,      /* our process-table entry was reaped: reopen */
+	KVBM_ELAST = KVBM_EBASE - 24,
 };
 
 /* Returns a static, human-readable description of any kvbm return code. */

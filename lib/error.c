@@ -37,6 +37,9 @@ static const char *const own_errors[] = {
 	[-(KVBM_EMULTIPLE - KVBM_EBASE)] = "type already registered as multiple attachment",
 	[-(KVBM_ETHREAD - KVBM_EBASE)] =
 		"handle opened with KVBM_OPEN_ONE_THREAD used by another thread",
+	[-(KVBM_EREAPED - KVBM_EBASE)] =
+		"this process's attachment was reaped (declared dead by a peer); close and open "
+		"the pool again",
 };
 
 const char *kvbm_strerror(int err)

@@ -6,8 +6,9 @@
  * process-table index of the segment file. The kernel drops it when the last
  * fd of that open file description closes, i.e. when the process dies.
  * A process is declared dead only on proof: its lock is free, or its pid no
- * longer exists with the start time recorded at attach (the second check
- * covers a forked child that inherited the fd and so keeps the lock alive).
+ * longer exists with the start time recorded at attach, or is a zombie (the
+ * second check covers a forked child that inherited the fd and so keeps
+ * the lock alive). A failure to read /proc proves nothing: alive.
  *
  * OFD locks do not conflict with locks of the same open file description:
  * a process must never probe its own entry through its own fd.
@@ -29,13 +30,19 @@ int kvbm_ofd_unlock(int fd, off_t byte);
  * conflicts with a write lock, 0 if none does, or a negative errno. */
 int kvbm_ofd_probe(int fd, off_t byte);
 
-/* Start time of @pid (clock ticks since boot). Returns 0 or -ESRCH. */
+/* Start time (clock ticks since boot) and state letter (R, S, Z...) of
+ * @pid. Returns 0, -ESRCH when the pid does not exist (the only proof of
+ * death), or another negative errno when /proc could not tell (EMFILE,
+ * EACCES under hidepid, an unparsable line: -EIO). */
+int kvbm_proc_stat(pid_t pid, uint64_t *starttime, char *state);
+/* kvbm_proc_stat() without the state. */
 int kvbm_proc_starttime(pid_t pid, uint64_t *starttime);
 
 enum kvbm_liveness {
 	KVBM_ALIVE = 0,
 	KVBM_DEAD_LOCK_FREE = 1, /* its liveness lock is free */
 	KVBM_DEAD_PID_GONE = 2,  /* pid gone or reused (start time differs) */
+	KVBM_DEAD_ZOMBIE = 3,    /* exited, not yet waited for by its parent */
 };
 
 /* Decides whether the process of entry @idx is alive, probing through @fd

@@ -275,6 +275,22 @@ int kvbm_seg_check(struct kvbm_seg *seg)
 	/* acquire: pairs with the release store of POISONED in mutex.c */
 	if (__atomic_load_n(&seg->hdr->state, __ATOMIC_ACQUIRE) == KVBM_SEG_POISONED)
 		return KVBM_EPOISONED;
+	return kvbm_seg_check_entry(seg);
+}
+
+int kvbm_seg_check_entry(const struct kvbm_seg *seg)
+{
+	if (seg->self >= KVBM_MAX_PROCS)
+		return 0; /* not attached (yet) */
+	const struct kvbm_shm_proc *e = &seg->procs[seg->self];
+	/* relaxed: a reaper frees or re-claims our entry under the mutex;
+	 * it did so on a wrong proof, or a peer wrote it. Either way our
+	 * holder table and bit may be someone else's now: refuse every call
+	 * rather than write into an entry that is no longer ours. A reap
+	 * that races this call is caught by the next one */
+	if (__atomic_load_n(&e->state, __ATOMIC_RELAXED) != KVBM_PROC_ACTIVE ||
+	    __atomic_load_n(&e->attach_gen, __ATOMIC_RELAXED) != seg->attach_gen)
+		return KVBM_EREAPED;
 	return 0;
 }
 

@@ -152,8 +152,11 @@ int kvbm_seg_check_header(const struct kvbm_shm_header *hdr, uint64_t file_size)
 /* Verdict on header.state: 0 READY, KVBM_EINITIALIZING, KVBM_EPOISONED, KVBM_ECORRUPT. */
 int kvbm_seg_check_state(uint32_t state);
 
-/* Fails with KVBM_EFORKED in a forked child, KVBM_EPOISONED when poisoned. */
+/* Fails with KVBM_EFORKED in a forked child, KVBM_EPOISONED when poisoned,
+ * KVBM_EREAPED when our process-table entry is no longer ours. */
 int kvbm_seg_check(struct kvbm_seg *seg);
+/* KVBM_EREAPED when our entry was freed or re-claimed since we attached. */
+int kvbm_seg_check_entry(const struct kvbm_seg *seg);
 
 const char *kvbm_seg_state_name(uint32_t state);
 /* Directory holding the segments: $KVBM_SHM_DIR, default /dev/shm. */

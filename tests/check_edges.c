@@ -1,9 +1,272 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * check_edges.c - crash safety at the edges of the slot protocol.
+ * check_edges.c - crash safety at the edges of the slot protocol: fields
+ * a killed process leaves behind, proof of death (zombies, a reaper out of
+ * file descriptors), a process whose entry was taken from it, a stopped
+ * reader and the mutex owner, callbacks that re-enter the library.
  */
 #define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "helpers.h"
+#include "../shm/failpoint.h"
+#include "../shm/layout.h"
+
+#define BS 4
+
+static struct kvbm_pool *attach(const char *name)
+{
+	struct kvbm_pool *p = NULL;
+
+	if (kvbm_pool_open(name, NULL, 0, &p) != 0)
+		_exit(90);
+	return p;
+}
+
+/*
+ * A registrar killed between linking its duplicate to the primary and
+ * publishing it leaves the link on its STAGED slot. The slot, freed by the
+ * reaper, later registered as a primary of its own and evicted, must not
+ * lower the old primary's duplicate count: that primary would then go
+ * inactive (and be evicted) while its real duplicate lives.
+ */
+START_TEST(test_killed_registrar_leaves_no_primary_link)
+{
+	T_NAME(name);
+	enum { TOTAL = 8, N = TOTAL - 2 };
+	struct kvbm_pool *p = t_pool(name, TOTAL);
+	struct kvbm_plh h = t_hash1(50, BS), hn[N];
+	struct kvbm_block prim, dup, b[N], m;
+
+	t_register(p, &h, 1, &prim);
+	t_register(p, &h, 1, &dup);
+	ck_assert_int_eq(kvbm_block_info(p, &dup, &(struct kvbm_block_info){0}), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct kvbm_pool *q = attach(name);
+		struct kvbm_block x;
+		if (kvbm_allocate_blocks(q, 1, &x, NULL, NULL) != 0 ||
+		    kvbm_stage_block(q, &x, h, BS) != 0)
+			_exit(70);
+		kvbm_fp_arm("block.register.duplicate");
+		kvbm_register_blocks(q, &x, 1);
+		_exit(77);
+	}
+	ck_assert_int_eq(t_wait(pid), 128 + SIGKILL);
+	ck_assert_int_eq(kvbm_reap(p) >= 0, 1);
+	ck_assert_int_eq(t_check(p), 0);
+	t_release(p, &prim, 1); /* the duplicate keeps it active */
+	/* every other block, the victim's among them, becomes a primary of
+	 * its own, goes inactive and is evicted */
+	ck_assert_int_eq(kvbm_allocate_blocks(p, N, b, NULL, NULL), 0);
+	t_seq_hashes(900, N, BS, hn);
+	for (int i = 0; i < N; i++)
+		ck_assert_int_eq(kvbm_stage_block(p, &b[i], hn[i], BS), 0);
+	ck_assert_int_eq(kvbm_register_blocks(p, b, N), 0);
+	t_release(p, b, N);
+	ck_assert_int_eq(kvbm_allocate_blocks(p, N, b, NULL, NULL), 0);
+	ck_assert_int_eq(t_check(p), 0);
+	/* a hold and its release settle the primary: still kept active */
+	ck_assert_int_eq(kvbm_match_blocks(p, &h, 1, &m), 1);
+	t_release(p, &m, 1);
+	ck_assert_int_eq(t_metrics(p).inactive_pool_size, 0);
+	t_release(p, b, N);
+	t_release(p, &dup, 1);
+	ck_assert_int_eq(t_check(p), 0);
+	t_done(p, name);
+}
+END_TEST
+
+/* Pool @name's file mapped read-write, as any attached peer may write it. */
+static struct kvbm_shm_header *map_pool(const char *name, size_t *len)
+{
+	char path[256];
+	struct stat st;
+	int fd = open(t_path(name, path, sizeof(path)), O_RDWR);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	*len = (size_t)st.st_size;
+	void *m = mmap(NULL, *len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	ck_assert_ptr_ne(m, MAP_FAILED);
+	return m;
+}
+
+static struct kvbm_shm_proc *proc_of(struct kvbm_shm_header *h, pid_t pid)
+{
+	struct kvbm_shm_proc *e =
+		(struct kvbm_shm_proc *)((char *)h + h->regions[KVBM_REGION_PROCS].offset);
+
+	for (uint32_t i = 0; i < h->config.max_procs; i++)
+		if (e[i].state == KVBM_PROC_ACTIVE && e[i].pid == (uint32_t)pid)
+			return &e[i];
+	return NULL;
+}
+
+/*
+ * A child that attaches, registers one block and holds it, says so on
+ * @up, then waits for a byte on @down and answers with the result of one
+ * more call (a release) and a close.
+ */
+static pid_t holder(const char *name, int up, int down, struct kvbm_plh h)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		struct kvbm_pool *q = attach(name);
+		struct kvbm_block b;
+		int r;
+		char c;
+		t_register(q, &h, 1, &b);
+		t_send(up, &b, sizeof(b));
+		if (t_recv(down, &c, 1) != 0)
+			_exit(80);
+		r = kvbm_release_blocks(q, &b, 1);
+		t_send(up, &r, sizeof(r));
+		kvbm_pool_close(q);
+		_exit(0);
+	}
+	return pid;
+}
+
+/* Uses up this process's file descriptors; returns the first one taken. */
+static int exhaust_fds(struct rlimit *saved)
+{
+	struct rlimit low;
+	int first = -1, fd;
+
+	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, saved), 0);
+	low = *saved;
+	low.rlim_cur = 256;
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+	while ((fd = open("/dev/null", O_RDONLY)) >= 0)
+		if (first < 0)
+			first = fd;
+	ck_assert_int_eq(errno, EMFILE);
+	return first;
+}
+
+static void restore_fds(int first, const struct rlimit *saved)
+{
+	for (int fd = first; fd < 256; fd++)
+		close(fd);
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, saved), 0);
+}
+
+/*
+ * A reaper that cannot open /proc/PID/stat (out of file descriptors) has
+ * no proof of death: the live holder keeps its entry and its block.
+ */
+START_TEST(test_reaper_out_of_fds_reaps_no_live_process)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = t_pool(name, 8);
+	struct kvbm_block b;
+	struct kvbm_block_info info;
+	struct rlimit saved;
+	int up[2], down[2], r;
+
+	ck_assert_int_eq(pipe(up), 0);
+	ck_assert_int_eq(pipe(down), 0);
+	pid_t pid = holder(name, up[1], down[0], t_hash1(11, BS));
+	ck_assert_int_eq(t_recv(up[0], &b, sizeof(b)), 0);
+	int first = exhaust_fds(&saved);
+	r = kvbm_reap(p);
+	restore_fds(first, &saved);
+	ck_assert_int_eq(r, 0);
+	ck_assert_int_eq(kvbm_block_info(p, &b, &info), 0);
+	ck_assert_uint_eq(info.holder_procs, 1);
+	t_send(down[1], "g", 1);
+	ck_assert_int_eq(t_recv(up[0], &r, sizeof(r)), 0);
+	ck_assert_int_eq(r, 0);
+	ck_assert_int_eq(t_wait(pid), 0);
+	ck_assert_int_eq(t_check(p), 0);
+	t_done(p, name);
+}
+END_TEST
+
+/*
+ * A process whose entry was taken from it (here a wrong proof of death:
+ * a peer's stray write of its start time) learns it on its next call: KVBM_EREAPED, and
+ * nothing written into the entry that is no longer its.
+ */
+START_TEST(test_reaped_process_gets_ereaped)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = t_pool(name, 8);
+	struct kvbm_block b;
+	size_t len;
+	int up[2], down[2], r;
+
+	ck_assert_int_eq(pipe(up), 0);
+	ck_assert_int_eq(pipe(down), 0);
+	pid_t pid = holder(name, up[1], down[0], t_hash1(12, BS));
+	ck_assert_int_eq(t_recv(up[0], &b, sizeof(b)), 0);
+	struct kvbm_shm_header *h = map_pool(name, &len);
+	struct kvbm_shm_proc *e = proc_of(h, pid);
+	ck_assert_ptr_nonnull(e);
+	/* a wrong start time: the reaper believes the pid was reused */
+	e->starttime ^= 1;
+	ck_assert_int_eq(kvbm_reap(p), 1);
+	t_send(down[1], "g", 1);
+	ck_assert_int_eq(t_recv(up[0], &r, sizeof(r)), 0);
+	ck_assert_msg(r == KVBM_EREAPED, "%s", kvbm_strerror(r));
+	ck_assert_int_eq(t_wait(pid), 0);
+	munmap(h, len);
+	ck_assert_int_eq(t_check(p), 0);
+	t_done(p, name);
+}
+END_TEST
+
+/*
+ * A dead attacher whose forked child keeps the inherited segment fd (and
+ * so its liveness lock) is a zombie until its parent waits: dead, reaped.
+ */
+START_TEST(test_zombie_attacher_is_reaped)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = t_pool(name, 8);
+	int up[2];
+
+	ck_assert_int_eq(pipe(up), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct kvbm_pool *q = attach(name);
+		struct kvbm_plh h = t_hash1(13, BS);
+		struct kvbm_block b;
+		t_register(q, &h, 1, &b);
+		pid_t keeper = fork();
+		if (keeper == 0) {
+			/* holds the open file description, never calls */
+			pause();
+			_exit(0);
+		}
+		t_send(up[1], &keeper, sizeof(keeper));
+		_exit(0); /* a zombie: nobody waits for it yet */
+	}
+	pid_t keeper;
+	ck_assert_int_eq(t_recv(up[0], &keeper, sizeof(keeper)), 0);
+	siginfo_t si;
+	ck_assert_int_eq(waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT), 0);
+	ck_assert_int_eq(kvbm_reap(p), 1);
+	ck_assert_int_eq(t_metrics(p).inflight_immutable, 0);
+	ck_assert_int_eq(t_wait(pid), 0);
+	kill(keeper, SIGKILL); /* our grandchild: init reaps it */
+	for (int i = 0; i < 2000 && kill(keeper, 0) == 0; i++)
+		usleep(1000);
+	t_done(p, name);
+}
+END_TEST
 
 Suite *make_edges_suite(void)
 {
@@ -11,6 +274,10 @@ Suite *make_edges_suite(void)
 	TCase *tc = tcase_create("edges");
 
 	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_killed_registrar_leaves_no_primary_link);
+	tcase_add_test(tc, test_reaper_out_of_fds_reaps_no_live_process);
+	tcase_add_test(tc, test_reaped_process_gets_ereaped);
+	tcase_add_test(tc, test_zombie_attacher_is_reaped);
 	suite_add_tcase(s, tc);
 	return s;
 }
