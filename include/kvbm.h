@@ -579,6 +579,10 @@ struct kvbm_metrics {
 	int64_t reset_pool_size;    /* free blocks */
 	int64_t inactive_pool_size; /* inactive blocks */
 	uint64_t index_full;        /* registrations the index had no room for */
+	/* recounts of the inactive pool (after a reap or a recovery) given up
+	 * because a live process stayed inside a resurrection window past
+	 * the bound (stopped, or preempted); retried later */
+	uint64_t recounts_deferred;
 };
 KVBM_API int kvbm_metrics_snapshot(struct kvbm_pool *pool, struct kvbm_metrics *out);
 

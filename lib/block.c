@@ -168,6 +168,10 @@ int kvbm_allocate_blocks(struct kvbm_pool *p, uint32_t n, struct kvbm_block *out
 		kvbm_store_unlock(p);
 		return -ENOSPC;
 	}
+	/* a recount given up earlier (store.c) left the count over: retried
+	 * where an allocation would evict, which reads it */
+	if (c->recount_pending && c->free_count < n)
+		(void)kvbm_store_recount_inactive(p, UINT32_MAX);
 	while (nfree < n && c->free_count) {
 		out[nfree].id = kvbm_free_pop(p);
 		nfree++;

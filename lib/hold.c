@@ -82,6 +82,8 @@ void kvbm_stripe_spin(struct kvbm_pool *p, uint32_t s)
 static void take_from_inactive(struct kvbm_pool *p, struct kvbm_shm_slot *sl,
 			       struct kvbm_resw *w)
 {
+	if (w && w->open && w->pins >= KVBM_RESW_PINS)
+		kvbm_resw_close(p, w); /* bounded: see KVBM_RESW_PINS */
 	if (!w || !w->open)
 		__atomic_fetch_add(&p->shard->v[KVBM_M_RES_BEGIN], 1, __ATOMIC_SEQ_CST);
 	/* in this form (only the one bit of the result used) a lock btr */
@@ -91,6 +93,7 @@ static void take_from_inactive(struct kvbm_pool *p, struct kvbm_shm_slot *sl,
 	if (w) {
 		w->open = 1;
 		w->taken += (uint32_t)was;
+		w->pins++;
 		return;
 	}
 	if (was)
@@ -107,6 +110,7 @@ void kvbm_resw_close(struct kvbm_pool *p, struct kvbm_resw *w)
 	__atomic_fetch_add(&p->shard->v[KVBM_M_RES_END], 1, __ATOMIC_SEQ_CST);
 	w->open = 0;
 	w->taken = 0;
+	w->pins = 0;
 }
 
 /* 0 -> 1: record intent, set the bit, re-read the state (rule 1). */

@@ -48,6 +48,7 @@ int kvbm_metrics_snapshot(struct kvbm_pool *p, struct kvbm_metrics *out)
 	int64_t inactive = __atomic_load_n(&p->seg.ctl->inactive, __ATOMIC_RELAXED);
 	out->inactive_pool_size = inactive > 0 ? inactive : 0;
 	out->index_full = __atomic_load_n(&p->seg.ctl->index_full, __ATOMIC_RELAXED);
+	out->recounts_deferred = __atomic_load_n(&p->seg.ctl->recounts_deferred, __ATOMIC_RELAXED);
 	return 0;
 }
 
@@ -81,6 +82,8 @@ static const struct family families[] = {
 	{"kvbm_reset_pool_size", "gauge", "Blocks in the reset (free) pool"},
 	{"kvbm_inactive_pool_size", "gauge", "Registered blocks nobody holds"},
 	{"kvbm_index_full_total", "counter", "Registrations the registry index had no room for"},
+	{"kvbm_recounts_deferred_total", "counter",
+	 "Inactive-pool recounts given up on a process stuck in a resurrection window"},
 };
 
 struct out {
@@ -144,6 +147,7 @@ long kvbm_metrics_prometheus(const struct kvbm_metrics *m, const char *tier,
 	v[17] = m->reset_pool_size;
 	v[18] = m->inactive_pool_size;
 	v[19] = (int64_t)m->index_full;
+	v[20] = (int64_t)m->recounts_deferred;
 	for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
 		const struct family *f = &families[i];
 		put(&o, "# HELP %s %s\n# TYPE %s %s\n%s{", f->name, f->help, f->name, f->type,

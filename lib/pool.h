@@ -135,8 +135,13 @@ static inline uint32_t kvbm_hold_count(const struct kvbm_pool *p, uint32_t s)
  */
 struct kvbm_resw {
 	int open;
-	uint32_t taken;
+	uint32_t taken; /* marks cleared, the count not yet lowered */
+	uint32_t pins;  /* resurrections in this window */
 };
+/* Resurrections per window: a window is closed and a new one opened after
+ * this many, so a reader stopped or preempted inside one holds it open
+ * for at most this many of its pins' worth of a recount's wait. */
+#define KVBM_RESW_PINS 64
 void kvbm_resw_close(struct kvbm_pool *p, struct kvbm_resw *w);
 /*
  * One writer (lib/hold.c). While an operation runs with @st set, no
@@ -331,8 +336,11 @@ void kvbm_store_fresh(struct kvbm_pool *p, uint32_t s);
 /* Returns an owned MUTABLE/STAGED slot to the free list tail. */
 void kvbm_store_free_owned(struct kvbm_pool *p, uint32_t s, uint32_t owner_proc);
 /* Recounts the inactive pool from the slot marks, exactly despite live
- * resurrecting pinners; @skip: a process being reaped (or UINT32_MAX). */
-void kvbm_store_recount_inactive(struct kvbm_pool *p, uint32_t skip);
+ * resurrecting pinners; @skip: a process being reaped (or UINT32_MAX).
+ * Waits at most KVBM_RECOUNT_WAIT_NS for open windows: returns 1 done, or
+ * 0 deferred (control.recount_pending set, recounts_deferred counted). */
+#define KVBM_RECOUNT_WAIT_NS 2000000u
+int kvbm_store_recount_inactive(struct kvbm_pool *p, uint32_t skip);
 /* Installs the reap and recovery hooks of this pool's segment. */
 void kvbm_store_hooks(struct kvbm_pool *p);
 

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "pool.h"
 #include "../shm/failpoint.h"
@@ -304,28 +305,39 @@ void kvbm_store_settle_one(struct kvbm_pool *p, uint32_t s)
 
 /* ---- reaping a dead process ------------------------------------------------- */
 
-/* Whether every live process other than @skip is outside a resurrection
- * window, and its window counters equal @b / @e (when @b is not NULL). */
+/* Whether every attached process other than @skip is outside a
+ * resurrection window, and its window counters equal @b / @e (when
+ * @check). No syscall: a process that died inside one keeps its entry
+ * ACTIVE until it is reaped (its windows go with it), and a wait for it
+ * runs into the bound below like a wait for a stopped one. */
 static int windows_quiet(struct kvbm_pool *p, uint32_t skip, int64_t *b, int64_t *e, int check)
 {
 	uint32_t n = p->seg.hdr->config.max_procs;
 
-	for (uint32_t i = 0; i < n; i++) {
+	for (uint32_t i = 0; i < n && i < KVBM_MAX_PROCS; i++) {
 		const struct kvbm_shm_proc *pe = &p->seg.procs[i];
 		const struct kvbm_shm_metrics *sh = &p->seg.metrics[i];
 		if (i == skip || __atomic_load_n(&pe->state, __ATOMIC_ACQUIRE) != KVBM_PROC_ACTIVE)
 			continue;
+		/* seq_cst: pairs with the pinner's seq_cst begin, clear and
+		 * end (hold.c take_from_inactive, kvbm_resw_close) */
 		int64_t bi = __atomic_load_n(&sh->v[KVBM_M_RES_BEGIN], __ATOMIC_SEQ_CST);
 		int64_t ei = __atomic_load_n(&sh->v[KVBM_M_RES_END], __ATOMIC_SEQ_CST);
-		if (bi != ei && i != p->seg.self &&
-		    kvbm_proc_liveness(p->seg.fd, i, pe) != KVBM_ALIVE)
-			continue; /* died inside one: it will never decrement */
 		if (bi != ei || (check && (bi != b[i] || ei != e[i])))
 			return 0;
 		b[i] = bi;
 		e[i] = ei;
 	}
 	return 1;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	/* the vDSO: no syscall under the mutex */
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 /*
@@ -337,24 +349,41 @@ static int windows_quiet(struct kvbm_pool *p, uint32_t skip, int64_t *b, int64_t
  * than @skip, the one being reaped) began or was inside such a window;
  * otherwise it is redone. A window that begins after the check clears a
  * mark the scan counted and lowers the stored count after it: exact too.
+ *
+ * The wait is bounded (KVBM_RECOUNT_WAIT_NS): a window spans at most
+ * KVBM_RESW_PINS pins, but its process may be stopped or preempted inside
+ * it, and nobody may hold the mutex for long because of another process's
+ * scheduling. Giving up keeps the count as it is: over by what dead
+ * pinners left (never under: every step counts first and lowers after),
+ * which allocation tolerates (it rolls back), and sets recount_pending for
+ * the next reap or short allocation. Returns 1 done, 0 deferred.
  */
-void kvbm_store_recount_inactive(struct kvbm_pool *p, uint32_t skip)
+int kvbm_store_recount_inactive(struct kvbm_pool *p, uint32_t skip)
 {
 	int64_t b[KVBM_MAX_PROCS] = {0}, e[KVBM_MAX_PROCS] = {0};
+	struct kvbm_shm_control *c = p->seg.ctl;
+	uint64_t deadline = now_ns() + KVBM_RECOUNT_WAIT_NS;
 
-	for (int attempt = 0; attempt < 100000; attempt++) {
-		if (attempt > 8)
-			sched_yield(); /* a window is a few instructions: let it end */
-		if (!windows_quiet(p, skip, b, e, 0))
+	for (unsigned attempt = 0;; attempt++) {
+		if (attempt && now_ns() > deadline) {
+			c->recounts_deferred++;
+			c->recount_pending = 1;
+			return 0;
+		}
+		if (!windows_quiet(p, skip, b, e, 0)) {
+			__builtin_ia32_pause();
 			continue;
+		}
 		int64_t n = 0;
 		for (uint32_t s = 0; s < p->nslots; s++)
 			if (__atomic_load_n(&kvbm_slot(p, s)->holders, __ATOMIC_SEQ_CST) &
 			    KVBM_HOLD_INACTIVE)
 				n++;
-		__atomic_store_n(&p->seg.ctl->inactive, n, __ATOMIC_SEQ_CST);
-		if (windows_quiet(p, skip, b, e, 1))
-			return;
+		__atomic_store_n(&c->inactive, n, __ATOMIC_SEQ_CST);
+		if (windows_quiet(p, skip, b, e, 1)) {
+			c->recount_pending = 0;
+			return 1;
+		}
 	}
 }
 

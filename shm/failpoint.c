@@ -19,11 +19,11 @@
 #define FP_MAX 16
 #define FP_NAME 64
 
-enum fp_action { FP_KILL, FP_YIELD, FP_DELAY };
+enum fp_action { FP_KILL, FP_YIELD, FP_DELAY, FP_STOP };
 
 struct fp {
 	char name[FP_NAME];
-	unsigned long nth; /* kill: at this hit (1 = first); yield, delay: every nth */
+	unsigned long nth; /* kill, stop: at this hit (1 = first); yield, delay: every nth */
 	unsigned long hits;
 	enum fp_action action;
 };
@@ -58,6 +58,8 @@ static int parse(const char *spec)
 				action = FP_YIELD;
 			else if (!strcmp(eq + 1, "delay"))
 				action = FP_DELAY;
+			else if (!strcmp(eq + 1, "stop"))
+				action = FP_STOP;
 			else if (strcmp(eq + 1, "kill") != 0)
 				return -EINVAL;
 		}
@@ -111,7 +113,9 @@ void kvbm_fp_hit(const char *name)
 			if (h % fps[i].nth == 0)
 				nanosleep(&(struct timespec){0, 20000}, NULL);
 		} else if (h == fps[i].nth) {
-			raise(SIGKILL);
+			/* stop: a process descheduled at this point for as long
+			 * as the test likes (SIGCONT resumes it) */
+			raise(fps[i].action == FP_STOP ? SIGSTOP : SIGKILL);
 		}
 	}
 }

@@ -5,8 +5,9 @@
  * In test builds (-DKVBM_FAILPOINTS) KVBM_FAILPOINT("name") SIGKILLs the
  * process at the Nth hit of an armed point, or (action "yield") gives up
  * the CPU at every Nth hit, which widens that race window for the stress
- * tests ("delay": sleeps 20 us, wider still). Points are armed by the
- * environment variable KVBM_FAILPOINTS="name[:N][=kill|yield|delay][,...]"
+ * tests ("delay": sleeps 20 us, wider still), or (action "stop") stops the
+ * process with SIGSTOP at the Nth hit. Points are armed by the environment
+ * variable KVBM_FAILPOINTS="name[:N][=kill|yield|delay|stop][,...]"
  * (read at the first hit) or
  * by kvbm_fp_arm(). Release builds compile every point out.
  */

@@ -32,6 +32,7 @@ static const uint64_t layout_facts[] = {
 	F(struct kvbm_shm_control, op),
 	F(struct kvbm_shm_control, recoveries),
 	F(struct kvbm_shm_control, attach_gen),
+	F(struct kvbm_shm_control, recounts_deferred),
 	sizeof(struct kvbm_shm_op),
 	sizeof(struct kvbm_shm_proc),
 	F(struct kvbm_shm_proc, starttime),

@@ -25,7 +25,7 @@
 /* 2: resurrection windows in the metric shards, index alternate bucket
  * 3: eviction region (TinyLFU sketch, lineage forest), four eviction lists */
 #define KVBM_ABI_MAJOR 6
-#define KVBM_ABI_MINOR 0
+#define KVBM_ABI_MINOR 1
 #define KVBM_CACHELINE 64
 #define KVBM_PAGE 4096
 #define KVBM_HUGEPAGE (2u << 20)
@@ -145,6 +145,13 @@ struct kvbm_shm_control {
 	} lists[4];
 	uint64_t tick;                 /* insertion counter of the eviction order */
 	uint64_t index_full;           /* registrations that found no index entry */
+	/* recounts of the inactive pool given up because a live process sat
+	 * in a resurrection window past the wait's bound (stopped, preempted:
+	 * lib/store.c); the count stays over by what the dead left, and the
+	 * next reap or short allocation tries again while pending is set */
+	uint64_t recounts_deferred;
+	uint32_t recount_pending;
+	uint32_t reserved_ctl;
 	/* slots counted inactive (holders == KVBM_HOLD_INACTIVE): raised under
 	 * the mutex, lowered lock-free by the pin that resurrects one */
 	_Alignas(KVBM_CACHELINE) int64_t inactive;

@@ -15,6 +15,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "helpers.h"
@@ -268,6 +269,81 @@ START_TEST(test_zombie_attacher_is_reaped)
 }
 END_TEST
 
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/*
+ * A reader stopped (SIGSTOP) inside a resurrection window, in the middle
+ * of a long match of inactive blocks, while the mutex owner reaps a dead
+ * process and recounts the inactive pool: the recount waits a bounded
+ * time, gives up visibly (recounts_deferred) and leaves the count over,
+ * never under; once the reader goes on, everything is exact again.
+ */
+START_TEST(test_stopped_reader_does_not_stall_the_mutex_owner)
+{
+	T_NAME(name);
+	enum { N = 4000, TOTAL = 4096 };
+	static struct kvbm_plh h[N];
+	static struct kvbm_block b[N];
+	struct kvbm_config cfg = t_cfg();
+	int up[2];
+
+	cfg.block_count = TOTAL;
+	cfg.backend = KVBM_BACKEND_LRU;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	t_seq_hashes(1, N, BS, h);
+	t_register(p, h, N, b);
+	t_release(p, b, N);
+	ck_assert_int_eq(pipe(up), 0);
+	pid_t reader = fork();
+	if (reader == 0) {
+		struct kvbm_pool *q = attach(name);
+		static struct kvbm_block m[N];
+		kvbm_fp_arm("hold.pin.taken:2000=stop");
+		long k = kvbm_match_blocks(q, h, N, m);
+		int r = k == N ? kvbm_release_blocks(q, m, N) : 70;
+		t_send(up[1], &r, sizeof(r));
+		kvbm_pool_close(q);
+		_exit(0);
+	}
+	siginfo_t si;
+	ck_assert_int_eq(waitid(P_PID, (id_t)reader, &si, WSTOPPED), 0);
+	/* a process to reap: dead without detaching */
+	pid_t dead = fork();
+	if (dead == 0) {
+		(void)attach(name);
+		raise(SIGKILL);
+	}
+	ck_assert_int_eq(t_wait(dead), 128 + SIGKILL);
+	uint64_t t0 = mono_ms();
+	ck_assert_int_eq(kvbm_reap(p), 1);
+	uint64_t took = mono_ms() - t0;
+	/* the bound is 2 ms of waiting plus a scan of 4096 slots; 200 ms
+	 * leaves room for a loaded machine, and is far below the seconds an
+	 * unbounded wait took */
+	ck_assert_msg(took < 200, "the reap held the mutex for %llu ms", (unsigned long long)took);
+	struct kvbm_metrics m = t_metrics(p);
+	ck_assert_uint_eq(m.recounts_deferred, 1);
+	ck_assert_int_ge(m.inactive_pool_size + 2000, N);
+	ck_assert_int_eq(kill(reader, SIGCONT), 0);
+	int r;
+	ck_assert_int_eq(t_recv(up[0], &r, sizeof(r)), 0);
+	ck_assert_int_eq(r, 0);
+	ck_assert_int_eq(t_wait(reader), 0);
+	/* a short allocation retries the recount */
+	static struct kvbm_block all[TOTAL];
+	ck_assert_int_eq(kvbm_allocate_blocks(p, TOTAL, all, NULL, NULL), 0);
+	t_release(p, all, TOTAL);
+	ck_assert_int_eq(t_check(p), 0);
+	t_done(p, name);
+}
+END_TEST
+
 Suite *make_edges_suite(void)
 {
 	Suite *s = suite_create("edges");
@@ -278,6 +354,7 @@ Suite *make_edges_suite(void)
 	tcase_add_test(tc, test_reaper_out_of_fds_reaps_no_live_process);
 	tcase_add_test(tc, test_reaped_process_gets_ereaped);
 	tcase_add_test(tc, test_zombie_attacher_is_reaped);
+	tcase_add_test(tc, test_stopped_reader_does_not_stall_the_mutex_owner);
 	suite_add_tcase(s, tc);
 	return s;
 }
