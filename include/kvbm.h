@@ -529,8 +529,9 @@ KVBM_API int kvbm_attach_multiple(struct kvbm_pool *pool, struct kvbm_plh hash, 
  * Calls @fn(value, @arg) on the values of @type attached to @hash (the
  * unique one, or the list in attach order) while holding the hash's mutex,
  * so @fn may modify them (the reference's with_unique_mut/with_multiple_mut).
- * Returns how many values it visited (0 for none), or -ENOENT when the hash
- * is not registered.
+ * @fn may call the attachment functions on other hashes (and each() again);
+ * on @hash itself they return KVBM_EDEADLK. Returns how many values it
+ * visited (0 for none), or -ENOENT when the hash is not registered.
  */
 KVBM_API long kvbm_attachments_each(struct kvbm_pool *pool, struct kvbm_plh hash, uint32_t type,
 				    void (*fn)(void *value, void *arg), void *arg);

@@ -88,6 +88,28 @@ struct kvbm_att {
 
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 
+/*
+ * The entries this thread holds locked while it runs kvbm_attachments_each
+ * callbacks, innermost first (a callback may call each() on another hash).
+ * A callback may attach to another hash, which may sweep stale entries or
+ * drop one: neither may wait for a lock this thread holds. The sweep only
+ * tries locks (a busy entry waits for the next sweep); a call on a hash
+ * whose entry this thread holds gets KVBM_EDEADLK.
+ */
+struct held {
+	const struct att_entry *e;
+	const struct held *up;
+};
+static __thread const struct held *held_by_me;
+
+static int held_here(const struct att_entry *e)
+{
+	for (const struct held *h = held_by_me; h; h = h->up)
+		if (h->e == e)
+			return 1;
+	return 0;
+}
+
 /* urcu-bp's fork hooks keep its registry consistent in a forked child
  * (liburcu's README: the one flavour made to survive fork). */
 static void register_fork_hooks(void)
@@ -205,11 +227,11 @@ static struct att_entry *entry_get(struct kvbm_att *a, struct kvbm_plh key)
 /*
  * Unlinks the @n entries of @es (each referenced by the caller), each once
  * over all threads, and drops the table's references after one grace
- * period. Moves the ones it unlinked to the front of @es (the caller still
+ * period. With @try, skips an entry whose lock is taken. Moves the ones it unlinked to the front of @es (the caller still
  * owns a reference on every element). Not in a read-side critical section.
  * Returns how many it unlinked.
  */
-static size_t entries_unlink(struct kvbm_att *a, struct att_entry **es, size_t n)
+static size_t entries_unlink(struct kvbm_att *a, struct att_entry **es, size_t n, int try)
 {
 	struct cds_lfht *ht = table(a, 0);
 	size_t k = 0;
@@ -217,7 +239,12 @@ static size_t entries_unlink(struct kvbm_att *a, struct att_entry **es, size_t n
 	urcu_bp_read_lock();
 	for (size_t i = 0; i < n; i++) {
 		struct att_entry *e = es[i];
-		pthread_mutex_lock(&e->mu);
+		if (try) {
+			if (pthread_mutex_trylock(&e->mu) != 0)
+				continue; /* busy (maybe ours): the next sweep */
+		} else {
+			pthread_mutex_lock(&e->mu);
+		}
 		int mine = !e->dead;
 		if (mine) {
 			e->dead = 1;
@@ -276,7 +303,7 @@ long kvbm_attachments_sweep(struct kvbm_pool *p)
 	}
 	TSAN_RELEASE(&grace_token);
 	urcu_bp_read_unlock();
-	long k = n ? (long)entries_unlink(p->att, stale, n) : 0;
+	long k = n ? (long)entries_unlink(p->att, stale, n, 1) : 0;
 	for (size_t i = 0; i < n; i++)
 		entry_put(stale[i]);
 	free(stale);
@@ -295,13 +322,17 @@ static int entry_acquire(struct kvbm_pool *p, struct kvbm_plh key, int create,
 
 	for (;;) {
 		struct att_entry *e = entry_get(a, key);
+		if (e && held_here(e)) {
+			entry_put(e); /* a callback of ours on this very hash */
+			return KVBM_EDEADLK;
+		}
 		if (e) {
 			if (entry_live(p, e)) {
 				*out = e;
 				return 1;
 			}
 			struct att_entry *one = e;
-			entries_unlink(a, &one, 1);
+			entries_unlink(a, &one, 1, 0);
 			entry_put(e);
 			continue;
 		}
@@ -462,8 +493,11 @@ long kvbm_attachments_each(struct kvbm_pool *p, struct kvbm_plh hash, uint32_t t
 	if (r <= 0)
 		return r;
 	struct att_type *ty = find_type(e, type);
+	struct held me = {e, held_by_me};
+	held_by_me = &me;
 	for (uint32_t i = 0; ty && i < ty->n; i++, k++)
 		fn(ty->vals[i], arg);
+	held_by_me = me.up;
 	entry_unlock(e);
 	return k;
 }
@@ -491,12 +525,16 @@ long kvbm_attachments_clear(struct kvbm_pool *p, struct kvbm_plh hash)
 	struct att_entry *e = entry_get(p->att, hash);
 	if (!e)
 		return -ENOENT;
+	if (held_here(e)) {
+		entry_put(e); /* from a callback of ours on this very hash */
+		return KVBM_EDEADLK;
+	}
 	pthread_mutex_lock(&e->mu);
 	for (uint32_t t = 0; t < e->ntypes; t++)
 		k += e->types[t].n;
 	pthread_mutex_unlock(&e->mu);
 	struct att_entry *one = e;
-	if (!entries_unlink(p->att, &one, 1))
+	if (!entries_unlink(p->att, &one, 1, 0))
 		k = -ENOENT; /* someone else dropped it first */
 	entry_put(e);
 	return k;

@@ -416,6 +416,67 @@ START_TEST(test_attachments_thread_race)
 }
 END_TEST
 
+/* What the callback of test_attach_from_each_callback does, and saw. */
+struct reenter {
+	struct kvbm_pool *p;
+	struct kvbm_block held;
+	struct kvbm_plh self, other;
+	int r_self, r_other, r_clear;
+};
+
+static void reenter_cb(void *v, void *arg)
+{
+	struct reenter *x = arg;
+	static int w = 7;
+
+	(void)v;
+	/* our own entry goes stale under us: a sweep would want its lock */
+	t_release(x->p, &x->held, 1);
+	(void)kvbm_reset_inactive_pool(x->p); /* -EBUSY: others are held */
+	x->r_self = kvbm_attach_multiple(x->p, x->self, 1, &w, NULL);
+	x->r_clear = (int)kvbm_attachments_clear(x->p, x->self);
+	/* the table is over its sweep threshold: this attach sweeps */
+	x->r_other = kvbm_attach_multiple(x->p, x->other, 1, &w, NULL);
+}
+
+/*
+ * A kvbm_attachments_each callback attaches to another hash, which sweeps
+ * the stale entries, its own (made stale by the callback) among them; and
+ * calls on its own hash. No self-deadlock: the sweep skips the entry the
+ * callback runs under, the calls on it get KVBM_EDEADLK.
+ */
+START_TEST(test_attach_from_each_callback)
+{
+	T_NAME(name);
+	enum { STALE = 300, TOTAL = 512 };
+	struct kvbm_pool *p = t_pool(name, TOTAL);
+	static int vals[STALE];
+	struct reenter x = {.p = p};
+	int v = 1;
+
+	/* more stale entries than the smallest table's sweep threshold */
+	for (uint32_t i = 0; i < STALE; i++)
+		ck_assert_int_eq(kvbm_attach_unique(p, registered(p, 10 * i + 5), 1, &vals[i], NULL),
+				 0);
+	ck_assert_int_eq(kvbm_reset_inactive_pool(p), 0);
+	x.self = t_hash1(90001, BS);
+	struct kvbm_block ob;
+	x.other = t_hash1(90011, BS);
+	t_register(p, &x.other, 1, &ob); /* held: the callback's reset spares it */
+	t_register(p, &x.self, 1, &x.held);
+	ck_assert_int_eq(kvbm_attach_multiple(p, x.self, 1, &v, NULL), 0);
+	ck_assert_int_eq(kvbm_attachments_each(p, x.self, 1, reenter_cb, &x), 1);
+	ck_assert_int_eq(x.r_self, KVBM_EDEADLK);
+	ck_assert_int_eq(x.r_clear, KVBM_EDEADLK);
+	ck_assert_int_eq(x.r_other, 0);
+	/* the entry left stale goes with a later sweep */
+	ck_assert_int_ge(kvbm_attachments_sweep(p), 1);
+	ck_assert_int_eq(kvbm_attachments_each(p, x.self, 1, reenter_cb, &x), -ENOENT);
+	t_release(p, &ob, 1);
+	t_done(p, name);
+}
+END_TEST
+
 Suite *make_attach_suite(void)
 {
 	Suite *s = suite_create("attach");
@@ -436,6 +497,7 @@ Suite *make_attach_suite(void)
 	tcase_add_test(tc, test_attachments_sweep_and_clear);
 	tcase_add_test(tc, test_attachments_are_per_process);
 	tcase_add_test(tc, test_attachments_thread_race);
+	tcase_add_test(tc, test_attach_from_each_callback);
 	suite_add_tcase(s, tc);
 	return s;
 }
