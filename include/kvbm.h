@@ -192,13 +192,19 @@ KVBM_API int kvbm_pool_open(const char *name, const struct kvbm_config *cfg, uns
 KVBM_API int kvbm_pool_close(struct kvbm_pool *pool);
 
 /* kvbm_pool_destroy() flags */
-#define KVBM_DESTROY_FORCE 0x1u /* remove the name even while processes are attached */
+/* remove the name even while processes are attached, or when what it
+ * names is not a pool */
+#define KVBM_DESTROY_FORCE 0x1u
 
 /*
  * Removes the pool's name. Attached processes keep working on their mapping
- * until they detach; new opens no longer find it. Returns 0, -ENOENT,
- * KVBM_ENAME, -EACCES, or -EBUSY when live processes are attached and
- * KVBM_DESTROY_FORCE is not given.
+ * until they detach; new opens no longer find it. Only a pool is removed (a
+ * file starting with the pool magic, of any version, state or damage);
+ * anything else under the name (another program's file, an empty leftover,
+ * a symbolic link) is left alone with KVBM_EBADMAGIC unless
+ * KVBM_DESTROY_FORCE is given, which removes a link, never its target.
+ * Returns 0, -ENOENT, KVBM_ENAME, -EACCES, KVBM_EBADMAGIC, or -EBUSY when
+ * live processes are attached and KVBM_DESTROY_FORCE is not given.
  */
 KVBM_API int kvbm_pool_destroy(const char *name, unsigned flags);
 

@@ -542,6 +542,12 @@ static int seg_attach_map(struct kvbm_seg *seg)
 	r = map_segment(seg, hdr.segment_size, PROT_READ | PROT_WRITE, !huge);
 	if (r < 0)
 		return r;
+	/* truncated since we read the size: touching the header would fault */
+	r = kvbm_seg_check_size(seg);
+	if (r < 0) {
+		unmap_segment(seg);
+		return r;
+	}
 	if (huge) {
 		/* advise before faulting, or the mapping gets small PTEs */
 		(void)madvise(seg->base, seg->size, MADV_HUGEPAGE);
@@ -753,6 +759,15 @@ void kvbm_seg_close(struct kvbm_seg *seg)
 	seg->fd = -1;
 }
 
+/* Whether the file starts with our magic: a pool of any ABI, in any state
+ * or damage, but not an empty file nor anyone else's bytes. */
+static int is_pool_file(int fd)
+{
+	uint64_t magic = 0;
+
+	return pread(fd, &magic, sizeof(magic), 0) == sizeof(magic) && magic == KVBM_SHM_MAGIC;
+}
+
 int kvbm_seg_destroy(const char *name, unsigned flags)
 {
 	char path[PATH_MAX], bare[KVBM_NAME_MAX + 1];
@@ -762,8 +777,21 @@ int kvbm_seg_destroy(const char *name, unsigned flags)
 	if (r < 0)
 		return r;
 	fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0 && errno == ELOOP) {
+		/* a symbolic link is no pool; forced, the link goes, never
+		 * what it points to */
+		if (!(flags & KVBM_DESTROY_FORCE))
+			return KVBM_EBADMAGIC;
+		return unlink(path) < 0 ? -errno : 0;
+	}
 	if (fd < 0)
 		return -errno;
+	/* the name may hold anything (a squatter's file, someone's data):
+	 * remove only a pool, whatever its version or damage, unless forced */
+	if (!(flags & KVBM_DESTROY_FORCE) && !is_pool_file(fd)) {
+		close(fd);
+		return KVBM_EBADMAGIC;
+	}
 	/* holding the init write lock proves no one is attached, and keeps
 	 * anyone from attaching until the name is gone */
 	r = kvbm_ofd_trylock(fd, KVBM_LOCK_INIT_BYTE, F_WRLCK);
@@ -778,6 +806,15 @@ int kvbm_seg_destroy(const char *name, unsigned flags)
 	r = unlink(path) < 0 ? -errno : 0;
 	close(fd);
 	return r;
+}
+
+int kvbm_seg_check_size(const struct kvbm_seg *seg)
+{
+	struct stat st;
+
+	if (fstat(seg->fd, &st) < 0)
+		return -errno;
+	return (uint64_t)st.st_size == seg->size ? 0 : KVBM_ETRUNCATED;
 }
 
 void kvbm_seg_inflight(const struct kvbm_seg *seg, int64_t *mut, int64_t *imm)

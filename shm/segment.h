@@ -139,7 +139,8 @@ int kvbm_seg_open_ro(struct kvbm_seg *seg, const char *name, struct kvbm_shm_hea
 /* Unmaps and closes (drops every OFD lock of this open). */
 void kvbm_seg_close(struct kvbm_seg *seg);
 
-/* Unlinks segment @name: -EBUSY while attached unless KVBM_DESTROY_FORCE. */
+/* Unlinks segment @name: KVBM_EBADMAGIC when it is no pool (no magic, or a
+ * symbolic link) and -EBUSY while attached, unless KVBM_DESTROY_FORCE. */
 int kvbm_seg_destroy(const char *name, unsigned flags);
 
 /*
@@ -151,6 +152,14 @@ int kvbm_seg_destroy(const char *name, unsigned flags);
 int kvbm_seg_check_header(const struct kvbm_shm_header *hdr, uint64_t file_size);
 /* Verdict on header.state: 0 READY, KVBM_EINITIALIZING, KVBM_EPOISONED, KVBM_ECORRUPT. */
 int kvbm_seg_check_state(uint32_t state);
+
+/*
+ * Whether the file still has the size we mapped: a peer that truncated it
+ * has made every touch of the lost pages a SIGBUS. One fstat, no lock, so
+ * a checker or inspector can call it before walking the mapping. Returns 0,
+ * KVBM_ETRUNCATED or a negative errno.
+ */
+int kvbm_seg_check_size(const struct kvbm_seg *seg);
 
 /* Fails with KVBM_EFORKED in a forked child, KVBM_EPOISONED when poisoned. */
 int kvbm_seg_check(struct kvbm_seg *seg);

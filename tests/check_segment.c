@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * check_segment.c - segment lifecycle, validation errors, the creation race,
- * a creator killed mid-initialisation, permissions, /dev/shm full, hugepages.
+ * a creator killed mid-initialisation, permissions, /dev/shm full, hugepages,
+ * and who may touch a pool.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -21,6 +22,7 @@
 #include "../shm/failpoint.h"
 #include "../shm/layout.h"
 #include "../shm/liveness.h"
+#include "../shm/segment.h"
 
 static int open_attach(const char *name, unsigned timeout_ms, struct kvbm_pool **p)
 {
@@ -521,6 +523,68 @@ START_TEST(test_other_user_cannot_open_0600)
 }
 END_TEST
 
+/* Who may touch a pool: what lies under its name is not always a pool. */
+
+START_TEST(test_destroy_refuses_non_pool)
+{
+	T_NAME(name);
+	T_NAME(target);
+	char path[256], tpath[256], junk[8192], out[1024];
+
+	memset(junk, 'J', sizeof(junk));
+	int fd = open(t_path(name, path, sizeof(path)), O_RDWR | O_CREAT | O_EXCL, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, junk, sizeof(junk)), sizeof(junk));
+	close(fd);
+	ck_assert_int_eq(kvbm_pool_destroy(name, 0), KVBM_EBADMAGIC);
+	ck_assert_int_eq(access(path, F_OK), 0);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "destroy", name, NULL), 1);
+	ck_assert_int_eq(access(path, F_OK), 0);
+	/* forced, and the tool says what it removed */
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "destroy", name, "--force",
+				    NULL),
+			 0);
+	ck_assert_msg(strstr(out, "not a kvbm pool") != NULL, "%s", out);
+	ck_assert_int_eq(access(path, F_OK), -1);
+
+	/* empty: nothing of ours was ever written */
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	ck_assert_int_eq(kvbm_pool_destroy(name, 0), KVBM_EBADMAGIC);
+	ck_assert_int_eq(kvbm_pool_destroy(name, KVBM_DESTROY_FORCE), 0);
+	ck_assert_int_eq(access(path, F_OK), -1);
+
+	/* a symbolic link: removing it leaves its target alone */
+	make_closed_pool(target);
+	ck_assert_int_eq(symlink(t_path(target, tpath, sizeof(tpath)), path), 0);
+	ck_assert_int_eq(kvbm_pool_destroy(name, 0), KVBM_EBADMAGIC);
+	ck_assert_int_eq(kvbm_pool_destroy(name, KVBM_DESTROY_FORCE), 0);
+	ck_assert_int_eq(access(path, F_OK), -1);
+	ck_assert_int_eq(access(tpath, F_OK), 0);
+	ck_assert_int_eq(kvbm_pool_destroy(target, 0), 0);
+}
+END_TEST
+
+START_TEST(test_check_size_notices_truncation)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = t_create(name, NULL);
+	char path[256];
+
+	ck_assert_int_eq(kvbm_seg_check_size(&p->seg), 0);
+	/* one byte short: the page stays mapped, so nothing faults while the
+	 * check reports what a longer cut would make a SIGBUS */
+	t_path(name, path, sizeof(path));
+	ck_assert_int_eq(truncate(path, (off_t)p->seg.size - 1), 0);
+	ck_assert_int_eq(kvbm_seg_check_size(&p->seg), KVBM_ETRUNCATED);
+	ck_assert_int_eq(truncate(path, (off_t)p->seg.size), 0);
+	ck_assert_int_eq(kvbm_seg_check_size(&p->seg), 0);
+	kvbm_pool_close(p);
+	kvbm_pool_destroy(name, 0);
+}
+END_TEST
+
 /* What in_private_tmpfs() returns when the environment cannot give a
  * private tmpfs: a chroot's "/" is no mount point, so making it private
  * fails; a container may refuse unshare or mount. The test cannot run
@@ -719,6 +783,12 @@ Suite *make_segment_suite(void)
 	tcase_add_test(tc, test_shm_full_fails_at_creation);
 	tcase_add_test(tc, test_hugepages_refused_without_thp);
 	tcase_add_test(tc, test_hugepages_on_huge_tmpfs);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("access");
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_destroy_refuses_non_pool);
+	tcase_add_test(tc, test_check_size_notices_truncation);
 	suite_add_tcase(s, tc);
 	return s;
 }
