@@ -121,7 +121,10 @@ int kvbm_seg_layout(const struct kvbm_shm_config *cfg, struct kvbm_shm_region *r
  * Opens (and with KVBM_OPEN_CREATE creates or re-initialises) segment @name
  * and maps it read-write, holding the attach read lock. Does not claim a
  * process-table entry (kvbm_proc_attach() does). @cfg may be NULL without
- * CREATE. Returns 0 or a negative KVBM_E* / errno code.
+ * CREATE. A file it did not create itself (O_EXCL) must be owned by the
+ * caller, root or @cfg->uid (KVBM_EOWNER) and no wider in mode than the
+ * pool's config (KVBM_EMODE). Returns 0 or a negative KVBM_E* / errno
+ * code.
  */
 int kvbm_seg_open(struct kvbm_seg *seg, const char *name, const struct kvbm_shm_config *cfg,
 		  unsigned flags, unsigned timeout_ms);

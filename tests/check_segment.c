@@ -2,7 +2,7 @@
 /*
  * check_segment.c - segment lifecycle, validation errors, the creation race,
  * a creator killed mid-initialisation, permissions, /dev/shm full, hugepages,
- * and who may touch a pool.
+ * and who may touch a pool (squatters, foreign owners, modes).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -523,7 +523,200 @@ START_TEST(test_other_user_cannot_open_0600)
 }
 END_TEST
 
-/* Who may touch a pool: what lies under its name is not always a pool. */
+/*
+ * Who may touch a pool. Another local user can create kvbm.NAME in a
+ * world-writable directory (the test directory is 1777, like /dev/shm)
+ * before we do, or prepare a pool image there: we must neither build our
+ * pool in their file nor map their bytes.
+ */
+
+/* Runs @fn(@name) in a child as uid/gid 65534 (nobody/nogroup); returns
+ * its exit code (90: could not switch users). */
+static int run_as_nobody(int (*fn)(const char *), const char *name)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		if (setgroups(0, NULL) < 0 || setresgid(65534, 65534, 65534) < 0 ||
+		    setresuid(65534, 65534, 65534) < 0)
+			_exit(90);
+		_exit(fn(name));
+	}
+	return t_wait(pid);
+}
+
+/* The squatter: an empty file under the pool's name, writable by all. */
+static int squat_empty(const char *name)
+{
+	char path[256];
+	int fd = open(t_path(name, path, sizeof(path)), O_RDWR | O_CREAT | O_EXCL, 0666);
+
+	if (fd < 0 || fchmod(fd, 0666) < 0)
+		return 1;
+	close(fd);
+	return 0;
+}
+
+/* A pool image another user prepared (a real pool, owned by them). */
+static int create_closed_pool(const char *name)
+{
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_pool *p;
+
+	if (kvbm_pool_open(name, &cfg, KVBM_OPEN_CREATE | KVBM_OPEN_EXCL, &p) != 0)
+		return 1;
+	return kvbm_pool_close(p) == 0 ? 0 : 2;
+}
+
+START_TEST(test_create_refuses_squatted_file)
+{
+	T_NAME(name);
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_pool *p;
+	char path[256];
+	struct stat st;
+
+	if (!t_is_root()) {
+		fprintf(stderr, "test_create_refuses_squatted_file: needs root to switch users\n");
+		return;
+	}
+	ck_assert_int_eq(run_as_nobody(squat_empty, name), 0);
+	ck_assert_int_eq(kvbm_pool_open(name, &cfg, KVBM_OPEN_CREATE, &p), KVBM_EOWNER);
+	ck_assert_ptr_null(p);
+	ck_assert_int_eq(kvbm_pool_open(name, &cfg, KVBM_OPEN_CREATE | KVBM_OPEN_EXCL, &p),
+			 -EEXIST);
+	/* nothing was built in their file */
+	ck_assert_int_eq(stat(t_path(name, path, sizeof(path)), &st), 0);
+	ck_assert_int_eq(st.st_size, 0);
+	ck_assert_uint_eq(st.st_uid, 65534);
+	ck_assert_uint_eq(st.st_mode & 07777, 0666);
+	unlink(path);
+	/* our own leftover (a creator that died before writing anything)
+	 * is still ours to initialise */
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	ck_assert_int_eq(kvbm_pool_open(name, &cfg, KVBM_OPEN_CREATE, &p), 0);
+	kvbm_pool_close(p);
+	ck_assert_int_eq(kvbm_pool_destroy(name, 0), 0);
+}
+END_TEST
+
+START_TEST(test_attach_refuses_foreign_owner)
+{
+	T_NAME(name);
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_pool *p;
+
+	if (!t_is_root()) {
+		fprintf(stderr, "test_attach_refuses_foreign_owner: needs root to switch users\n");
+		return;
+	}
+	ck_assert_int_eq(run_as_nobody(create_closed_pool, name), 0);
+	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &p), KVBM_EOWNER);
+	ck_assert_int_eq(kvbm_pool_open(name, &cfg, 0, &p), KVBM_EOWNER);
+	ck_assert_int_eq(kvbm_pool_open(name, &cfg, KVBM_OPEN_CREATE, &p), KVBM_EOWNER);
+	/* unless the caller names that user as the pool's owner */
+	cfg.uid = 65534;
+	ck_assert_int_eq(kvbm_pool_open(name, &cfg, 0, &p), 0);
+	kvbm_pool_close(p);
+	ck_assert_int_eq(kvbm_pool_destroy(name, 0), 0);
+}
+END_TEST
+
+START_TEST(test_create_gives_file_to_configured_owner)
+{
+	T_NAME(name);
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_pool *p, *q;
+	char path[256];
+	struct stat st;
+
+	if (!t_is_root()) {
+		fprintf(stderr, "test_create_gives_file_to_configured_owner: needs root\n");
+		return;
+	}
+	cfg.uid = 65534;
+	p = t_create(name, &cfg);
+	ck_assert_int_eq(stat(t_path(name, path, sizeof(path)), &st), 0);
+	ck_assert_uint_eq(st.st_uid, 65534);
+	ck_assert_uint_eq(st.st_mode & 07777, 0600);
+	/* that user attaches as the owner it is */
+	ck_assert_int_eq(open_as_nobody(name), 0);
+	/* an attacher that did not name the owner trusts only itself and root */
+	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &q), KVBM_EOWNER);
+	kvbm_pool_close(p);
+	ck_assert_int_eq(kvbm_pool_destroy(name, 0), 0);
+}
+END_TEST
+
+START_TEST(test_attach_refuses_wider_mode)
+{
+	T_NAME(name);
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_pool *p;
+	char path[256];
+
+	make_closed_pool(name); /* 0600 */
+	t_path(name, path, sizeof(path));
+	ck_assert_int_eq(chmod(path, 0660), 0);
+	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &p), KVBM_EMODE);
+	ck_assert_int_eq(kvbm_pool_open(name, &cfg, KVBM_OPEN_CREATE, &p), KVBM_EMODE);
+	ck_assert_int_eq(chmod(path, 0606), 0);
+	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &p), KVBM_EMODE);
+	ck_assert_int_eq(chmod(path, 0600), 0);
+	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &p), 0);
+	kvbm_pool_close(p);
+	kvbm_pool_destroy(name, 0);
+
+	/* narrower than configured is fine: less access, not more */
+	cfg.mode = 0660;
+	kvbm_pool_close(t_create(name, &cfg));
+	ck_assert_int_eq(chmod(path, 0600), 0);
+	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &p), 0);
+	kvbm_pool_close(p);
+	kvbm_pool_destroy(name, 0);
+}
+END_TEST
+
+START_TEST(test_create_refuses_others_mode)
+{
+	T_NAME(name);
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_pool *p;
+	char path[256], out[512];
+	struct stat st;
+
+	t_path(name, path, sizeof(path));
+	static const uint32_t modes[] = {0666, 0604, 0601, 0602, 0664};
+	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+		cfg.mode = modes[i];
+		ck_assert_int_eq(kvbm_pool_open(name, &cfg, KVBM_OPEN_CREATE, &p), KVBM_EOTHERS);
+		ck_assert_int_eq(access(path, F_OK), -1);
+	}
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "create", name, "--mode",
+				    "0666", NULL),
+			 1);
+	ck_assert_int_eq(access(path, F_OK), -1);
+
+	/* forced: the operator asked for it in so many words */
+	cfg.mode = 0604;
+	cfg.flags = KVBM_CFG_ALLOW_OTHERS;
+	p = t_create(name, &cfg);
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_uint_eq(st.st_mode & 07777, 0604);
+	kvbm_pool_close(p);
+	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &p), 0);
+	kvbm_pool_close(p);
+	ck_assert_int_eq(kvbm_pool_destroy(name, 0), 0);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "create", name, "--mode",
+				    "0666", "--allow-others", NULL),
+			 0);
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_uint_eq(st.st_mode & 07777, 0666);
+	ck_assert_int_eq(kvbm_pool_destroy(name, 0), 0);
+}
+END_TEST
 
 START_TEST(test_destroy_refuses_non_pool)
 {
@@ -787,6 +980,11 @@ Suite *make_segment_suite(void)
 
 	tc = tcase_create("access");
 	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_create_refuses_squatted_file);
+	tcase_add_test(tc, test_attach_refuses_foreign_owner);
+	tcase_add_test(tc, test_create_gives_file_to_configured_owner);
+	tcase_add_test(tc, test_attach_refuses_wider_mode);
+	tcase_add_test(tc, test_create_refuses_others_mode);
 	tcase_add_test(tc, test_destroy_refuses_non_pool);
 	tcase_add_test(tc, test_check_size_notices_truncation);
 	suite_add_tcase(s, tc);

@@ -3,7 +3,8 @@
  * kvbm-pool - create, destroy, list and describe kvbm pools.
  *
  *   kvbm-pool create NAME [--blocks N] [--block-size B] [--max-procs P]
- *                         [--mode 0660] [--group GROUP] [--hugepages]
+ *                         [--mode 0660] [--group GROUP] [--owner USER]
+ *                         [--allow-others] [--hugepages]
  *   kvbm-pool destroy NAME [--force]
  *   kvbm-pool list [--json]
  *   kvbm-pool info NAME [--json]
@@ -16,6 +17,7 @@
 #include <getopt.h>
 #include <grp.h>
 #include <inttypes.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +31,8 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: kvbm-pool create NAME [--blocks N] [--block-size B] [--max-procs P]\n"
-		"                             [--mode 0660] [--group GROUP] [--hugepages]\n"
+		"                             [--mode 0660] [--group GROUP] [--owner USER]\n"
+		"                             [--allow-others] [--hugepages]\n"
 		"       kvbm-pool destroy NAME [--force]\n"
 		"       kvbm-pool list [--json]\n"
 		"       kvbm-pool info NAME [--json]\n"
@@ -47,6 +50,13 @@ static int fail(const char *what, const char *name, int r)
 		fprintf(stderr, "kvbm-pool: 'kvbm-pool list' shows the pools there are\n");
 	else if (r == -EACCES)
 		fprintf(stderr, "kvbm-pool: run as the pool's owner or a member of its group\n");
+	else if (r == KVBM_EOTHERS)
+		fprintf(stderr, "kvbm-pool: --allow-others creates it anyway: any local user "
+				"could then read or write the pool\n");
+	else if (r == KVBM_EOWNER)
+		fprintf(stderr, "kvbm-pool: someone else created that name first; see who with "
+				"'ls -l %s/kvbm.%s'\n",
+			kvbm_shm_dir(), name);
 	return 1;
 }
 
@@ -109,6 +119,8 @@ static int cmd_create(int argc, char **argv)
 		{"max-procs", required_argument, NULL, 'p'},
 		{"mode", required_argument, NULL, 'm'},
 		{"group", required_argument, NULL, 'g'},
+		{"owner", required_argument, NULL, 'o'},
+		{"allow-others", no_argument, NULL, 'A'},
 		{"hugepages", no_argument, NULL, 'H'},
 		{NULL, 0, NULL, 0},
 	};
@@ -147,6 +159,20 @@ static int cmd_create(int argc, char **argv)
 				return 2;
 			break;
 		}
+		case 'o': {
+			struct passwd *pw = getpwnam(optarg);
+			uint32_t uid;
+			if (pw)
+				cfg.uid = pw->pw_uid;
+			else if (parse_u32(optarg, "--owner", &uid, 10) == 0)
+				cfg.uid = uid;
+			else
+				return 2;
+			break;
+		}
+		case 'A':
+			cfg.flags |= KVBM_CFG_ALLOW_OTHERS;
+			break;
 		case 'H':
 			cfg.flags |= KVBM_CFG_HUGEPAGES;
 			break;
