@@ -14,7 +14,8 @@
  *    kvbm_pool_close() in the child only frees the child's copy (the
  *    parent's attachment is untouched). Open the pool again in the child.
  *  - All attachers must share one PID namespace, one glibc ABI and one
- *    build of the shared layout (checked at attach: KVBM_EABI, KVBM_ELAYOUT).
+ *    build of the shared layout (checked at attach: KVBM_EPIDNS, KVBM_EABI,
+ *    KVBM_ELAYOUT).
  *  - A pool is trusted only when its file is owned by the caller, root or
  *    the owner the caller's config names (kvbm_config.uid), and its mode is
  *    no wider than the one it was created with (KVBM_EOWNER, KVBM_EMODE).
@@ -73,7 +74,8 @@ enum kvbm_error {
 	KVBM_EOWNER = KVBM_EBASE - 23,  /* segment file owned by an untrusted user (squatted?) */
 	KVBM_EMODE = KVBM_EBASE - 24,   /* file mode grants more than the pool was created with */
 	KVBM_EOTHERS = KVBM_EBASE - 25, /* mode gives others access, KVBM_CFG_ALLOW_OTHERS unset */
-	KVBM_ELAST = KVBM_EBASE - 26,
+	KVBM_EPIDNS = KVBM_EBASE - 26,  /* caller in another PID namespace than the pool's */
+	KVBM_ELAST = KVBM_EBASE - 27,
 };
 
 /* Returns a static, human-readable description of any kvbm return code. */
@@ -196,14 +198,15 @@ struct kvbm_pool; /* opaque per-process attach handle */
  * may have created the name first in a world-writable directory), with a
  * mode no wider than the pool's configured one (KVBM_EMODE). A creating
  * open whose cfg->mode has bits for others fails with KVBM_EOTHERS unless
- * cfg->flags has KVBM_CFG_ALLOW_OTHERS.
+ * cfg->flags has KVBM_CFG_ALLOW_OTHERS. A caller in another PID namespace
+ * than the pool's creator gets KVBM_EPIDNS.
  *
  * Returns 0 and *out, or: KVBM_ENAME, -EINVAL (bad config), -ENOENT,
  * -EEXIST, -EACCES, -EPERM (cfg->uid or gid not ours to give), -ENOSPC
  * (/dev/shm full), KVBM_ENOHUGE, KVBM_EBADMAGIC, KVBM_EABI, KVBM_ELAYOUT,
  * KVBM_ETRUNCATED, KVBM_ECORRUPT, KVBM_EINITIALIZING, KVBM_EPOISONED,
  * KVBM_EPROCFULL, KVBM_EMISMATCH, KVBM_EOWNER, KVBM_EMODE, KVBM_EOTHERS,
- * -ENOMEM.
+ * KVBM_EPIDNS, -ENOMEM.
  */
 KVBM_API int kvbm_pool_open(const char *name, const struct kvbm_config *cfg, unsigned flags,
 			    struct kvbm_pool **out);

@@ -46,6 +46,9 @@ static const char *const own_errors[] = {
 	[-(KVBM_EOTHERS - KVBM_EBASE)] =
 		"mode gives users outside the owner and group access to the pool; use 0600 or 0660, "
 		"or force with KVBM_CFG_ALLOW_OTHERS (kvbm-pool create --allow-others)",
+	[-(KVBM_EPIDNS - KVBM_EBASE)] =
+		"caller is in another PID namespace than the pool's creator (every peer would look "
+		"dead); attach from the creator's namespace",
 };
 
 const char *kvbm_strerror(int err)

@@ -24,7 +24,8 @@
 #define KVBM_SHM_MAGIC 0x00314d48534d424bull /* "KBMSHM1\0" little-endian */
 /* 2: resurrection windows in the metric shards, index alternate bucket
  * 3: eviction region (TinyLFU sketch, lineage forest), four eviction lists
- * minor 1: config.uid in what was a reserved word */
+ * minor 1: header.pidns and config.uid in what were reserved words (a
+ * minor-0 segment has zeros there: namespace unknown, not checked) */
 #define KVBM_ABI_MAJOR 6
 #define KVBM_ABI_MINOR 1
 #define KVBM_CACHELINE 64
@@ -90,7 +91,9 @@ struct kvbm_shm_header {
 	uint32_t nregions;
 	uint64_t created_ns;  /* CLOCK_REALTIME at initialisation */
 	uint32_t creator_pid;
-	uint32_t reserved0;
+	/* inode of the creator's /proc/self/ns/pid (0 = unknown): pids and
+	 * start times in the process table mean something only there */
+	uint32_t pidns;
 	char name[KVBM_NAME_MAX + 8];
 	struct kvbm_shm_config config;
 	struct kvbm_shm_region regions[KVBM_REGION_MAX];
@@ -312,6 +315,7 @@ _Static_assert(offsetof(struct kvbm_shm_slot, key_hi) == 16, "slot.key");
 _Static_assert(sizeof(struct kvbm_shm_bucket) == KVBM_CACHELINE, "bucket is one line");
 _Static_assert(sizeof(struct kvbm_shm_header) == KVBM_PAGE, "header is one page");
 _Static_assert(offsetof(struct kvbm_shm_header, state) == 40, "header.state");
+_Static_assert(offsetof(struct kvbm_shm_header, pidns) == 60, "header.pidns");
 _Static_assert(offsetof(struct kvbm_shm_header, name) == 64, "header.name");
 _Static_assert(offsetof(struct kvbm_shm_config, uid) == 60, "config.uid");
 _Static_assert(offsetof(struct kvbm_shm_header, config) == 200, "header.config");

@@ -339,6 +339,18 @@ static int apply_owner_mode(int fd, const struct kvbm_shm_config *cfg)
 	return fchmod(fd, cfg->mode) < 0 ? -errno : 0;
 }
 
+/*
+ * Inode of our PID namespace, 0 when /proc cannot tell (not mounted): the
+ * check is then skipped, as for a segment that recorded none. Namespace
+ * inodes are 32-bit (the kernel's proc_inum), so the header keeps 32.
+ */
+static uint32_t pidns_inode(void)
+{
+	struct stat st;
+
+	return stat("/proc/self/ns/pid", &st) == 0 ? (uint32_t)st.st_ino : 0;
+}
+
 static int read_header(int fd, struct kvbm_shm_header *hdr, uint64_t *file_size)
 {
 	struct stat st;
@@ -542,6 +554,7 @@ static int seg_initialize(struct kvbm_seg *seg, const struct kvbm_shm_config *cf
 	h->nregions = KVBM_REGION_NUSED;
 	h->created_ns = kvbm_now_ns();
 	h->creator_pid = (uint32_t)getpid();
+	h->pidns = pidns_inode();
 	snprintf(h->name, sizeof(h->name), "%s", seg->name);
 	h->config = *cfg;
 	memcpy(h->regions, regions, sizeof(regions));
@@ -591,6 +604,12 @@ static int seg_attach_map(struct kvbm_seg *seg)
 	r = check_mode(seg->fd, hdr.config.mode);
 	if (r < 0)
 		return r;
+	/* pids and start times in the process table are the creator's
+	 * namespace's: from another one every peer would look dead to us,
+	 * and we to them */
+	uint32_t ns = pidns_inode();
+	if (hdr.pidns && ns && hdr.pidns != ns)
+		return KVBM_EPIDNS;
 	int huge = (hdr.config.flags & KVBM_CFG_HUGEPAGES) != 0;
 	r = map_segment(seg, hdr.segment_size, PROT_READ | PROT_WRITE, !huge);
 	if (r < 0)

@@ -123,8 +123,8 @@ int kvbm_seg_layout(const struct kvbm_shm_config *cfg, struct kvbm_shm_region *r
  * process-table entry (kvbm_proc_attach() does). @cfg may be NULL without
  * CREATE. A file it did not create itself (O_EXCL) must be owned by the
  * caller, root or @cfg->uid (KVBM_EOWNER) and no wider in mode than the
- * pool's config (KVBM_EMODE). Returns 0 or a negative KVBM_E* / errno
- * code.
+ * pool's config (KVBM_EMODE); the caller must share the creator's PID
+ * namespace (KVBM_EPIDNS). Returns 0 or a negative KVBM_E* / errno code.
  */
 int kvbm_seg_open(struct kvbm_seg *seg, const char *name, const struct kvbm_shm_config *cfg,
 		  unsigned flags, unsigned timeout_ms);

@@ -2,7 +2,7 @@
 /*
  * check_segment.c - segment lifecycle, validation errors, the creation race,
  * a creator killed mid-initialisation, permissions, /dev/shm full, hugepages,
- * and who may touch a pool (squatters, foreign owners, modes).
+ * and who may touch a pool (squatters, foreign owners, modes, namespaces).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "helpers.h"
@@ -759,6 +760,58 @@ START_TEST(test_destroy_refuses_non_pool)
 }
 END_TEST
 
+START_TEST(test_attach_refuses_other_pidns)
+{
+	T_NAME(name);
+	struct kvbm_pool *p;
+	int rep[2];
+
+	if (!t_is_root()) {
+		fprintf(stderr, "test_attach_refuses_other_pidns: needs root for a PID namespace\n");
+		return;
+	}
+	p = t_create(name, NULL);
+	ck_assert_int_eq(pipe(rep), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		/* unshare moves our children, not us, into the new namespace */
+		if (unshare(CLONE_NEWPID) < 0)
+			_exit(77);
+		pid_t g = fork();
+		if (g == 0) {
+			struct kvbm_config cfg = t_cfg();
+			struct kvbm_pool *q;
+			int r[2];
+			r[0] = kvbm_pool_open(name, NULL, 0, &q);
+			r[1] = kvbm_pool_open(name, &cfg, KVBM_OPEN_CREATE, &q);
+			t_send(rep[1], r, sizeof(r));
+			_exit(0);
+		}
+		int st;
+		_exit(g > 0 && waitpid(g, &st, 0) == g && WIFEXITED(st) ? WEXITSTATUS(st) : 2);
+	}
+	close(rep[1]);
+	int code = t_wait(pid);
+	if (code == 77) {
+		fprintf(stderr, "test_attach_refuses_other_pidns: skipped: unshare(CLONE_NEWPID) "
+				"refused here\n");
+	} else {
+		int r[2];
+		ck_assert_int_eq(code, 0);
+		ck_assert_int_eq(t_recv(rep[0], r, sizeof(r)), 0);
+		ck_assert_int_eq(r[0], KVBM_EPIDNS);
+		ck_assert_int_eq(r[1], KVBM_EPIDNS);
+	}
+	close(rep[0]);
+	/* the refusals took no process-table entry */
+	struct kvbm_pool_info info;
+	kvbm_pool_info(p, &info);
+	ck_assert_uint_eq(info.procs_attached, 1);
+	kvbm_pool_close(p);
+	kvbm_pool_destroy(name, 0);
+}
+END_TEST
+
 START_TEST(test_check_size_notices_truncation)
 {
 	T_NAME(name);
@@ -986,6 +1039,7 @@ Suite *make_segment_suite(void)
 	tcase_add_test(tc, test_attach_refuses_wider_mode);
 	tcase_add_test(tc, test_create_refuses_others_mode);
 	tcase_add_test(tc, test_destroy_refuses_non_pool);
+	tcase_add_test(tc, test_attach_refuses_other_pidns);
 	tcase_add_test(tc, test_check_size_notices_truncation);
 	suite_add_tcase(s, tc);
 	return s;
