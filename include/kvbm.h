@@ -14,7 +14,11 @@
  *    kvbm_pool_close() in the child only frees the child's copy (the
  *    parent's attachment is untouched). Open the pool again in the child.
  *  - All attachers must share one PID namespace, one glibc ABI and one
- *    build of the shared layout (checked at attach: KVBM_EABI, KVBM_ELAYOUT).
+ *    build of the shared layout (checked at attach: KVBM_EPIDNS, KVBM_EABI,
+ *    KVBM_ELAYOUT).
+ *  - A pool is trusted only when its file is owned by the caller, root or
+ *    the owner the caller's config names (kvbm_config.uid), and its mode is
+ *    no wider than the one it was created with (KVBM_EOWNER, KVBM_EMODE).
  *  - A handle may be used by several threads of its process at once.
  *  - Never truncate or overwrite a pool's file while it is attached.
  */
@@ -66,8 +70,13 @@ enum kvbm_error {
 	KVBM_EUNIQUE = KVBM_EBASE - 20,      /* attachment type already used as unique */
 	KVBM_EMULTIPLE = KVBM_EBASE - 21,    /* attachment type already used as multiple */
 	KVBM_ETHREAD = KVBM_EBASE - 22,      /* KVBM_OPEN_ONE_THREAD handle used by another thread */
-	KVBM_EREAPED = KVBM_EBASE - 23,      /* our process-table entry was reaped: reopen */
-	KVBM_ELAST = KVBM_EBASE - 24,
+	/* who may touch a pool (kvbm_pool_open) */
+	KVBM_EOWNER = KVBM_EBASE - 23,  /* segment file owned by an untrusted user (squatted?) */
+	KVBM_EMODE = KVBM_EBASE - 24,   /* file mode grants more than the pool was created with */
+	KVBM_EOTHERS = KVBM_EBASE - 25, /* mode gives others access, KVBM_CFG_ALLOW_OTHERS unset */
+	KVBM_EPIDNS = KVBM_EBASE - 26,  /* caller in another PID namespace than the pool's */
+	KVBM_EREAPED = KVBM_EBASE - 27,  /* our process-table entry was reaped: reopen */
+	KVBM_ELAST = KVBM_EBASE - 28,
 };
 
 /* Returns a static, human-readable description of any kvbm return code. */
@@ -120,12 +129,17 @@ KVBM_API int kvbm_backend_parse(const char *name);
 
 /* kvbm_config.flags */
 #define KVBM_CFG_HUGEPAGES 0x1u /* back the segment with transparent hugepages */
+/* Let a creating open give "others" (mode bits 0007) access: any local user
+ * could then read or write the live pool. Without it such a mode is
+ * refused with KVBM_EOTHERS. */
+#define KVBM_CFG_ALLOW_OTHERS 0x2u
 
 struct kvbm_config {
 	uint32_t block_count;     /* blocks in the pool, 1..KVBM_MAX_BLOCKS */
 	uint32_t block_size;      /* tokens per block: power of two 1..1024 (16) */
 	uint32_t max_procs;       /* concurrent attachers, 1..64 (16) */
-	uint32_t mode;            /* file mode of the segment (0600) */
+	uint32_t mode;            /* file mode of the segment (0600); bits for
+				   * others need KVBM_CFG_ALLOW_OTHERS */
 	int64_t gid;              /* group owning the segment, -1 = creator's */
 	uint32_t flags;           /* KVBM_CFG_* */
 	uint32_t open_timeout_ms; /* how long an attacher waits for a creator (10000) */
@@ -137,6 +151,10 @@ struct kvbm_config {
 	uint8_t mlru_thresholds[3]; /* multi-level LRU: TinyLFU estimates that
 				     * start levels 1-3, ascending, 1..15 ({3, 8, 15}) */
 	uint32_t tinylfu;           /* enum kvbm_tinylfu (AUTO) */
+	int64_t uid; /* the segment's owner, -1 = the creator (-1). Creating with
+		      * another user's id needs root (as with gid). Attaching
+		      * trusts a segment file owned by the caller, root or this
+		      * user, and refuses any other owner (KVBM_EOWNER) */
 };
 
 /* Fills *cfg with the defaults noted above (block_count 1024). */
@@ -175,11 +193,21 @@ struct kvbm_pool; /* opaque per-process attach handle */
  * max_procs, dup_policy, backend, reset_on_release and tier (else
  * KVBM_EMISMATCH). @cfg may be NULL without CREATE.
  *
+ * Creating uses O_EXCL and O_NOFOLLOW; a file that already exists under the
+ * name (a pool, or a dead creator's leftover to re-initialise) is used only
+ * when owned by the caller, root or cfg->uid (KVBM_EOWNER: someone else
+ * may have created the name first in a world-writable directory), with a
+ * mode no wider than the pool's configured one (KVBM_EMODE). A creating
+ * open whose cfg->mode has bits for others fails with KVBM_EOTHERS unless
+ * cfg->flags has KVBM_CFG_ALLOW_OTHERS. A caller in another PID namespace
+ * than the pool's creator gets KVBM_EPIDNS.
+ *
  * Returns 0 and *out, or: KVBM_ENAME, -EINVAL (bad config), -ENOENT,
- * -EEXIST, -EACCES, -ENOSPC (/dev/shm full), KVBM_ENOHUGE, KVBM_EBADMAGIC,
- * KVBM_EABI, KVBM_ELAYOUT, KVBM_ETRUNCATED, KVBM_ECORRUPT,
- * KVBM_EINITIALIZING, KVBM_EPOISONED, KVBM_EPROCFULL, KVBM_EMISMATCH,
- * -ENOMEM.
+ * -EEXIST, -EACCES, -EPERM (cfg->uid or gid not ours to give), -ENOSPC
+ * (/dev/shm full), KVBM_ENOHUGE, KVBM_EBADMAGIC, KVBM_EABI, KVBM_ELAYOUT,
+ * KVBM_ETRUNCATED, KVBM_ECORRUPT, KVBM_EINITIALIZING, KVBM_EPOISONED,
+ * KVBM_EPROCFULL, KVBM_EMISMATCH, KVBM_EOWNER, KVBM_EMODE, KVBM_EOTHERS,
+ * KVBM_EPIDNS, -ENOMEM.
  */
 KVBM_API int kvbm_pool_open(const char *name, const struct kvbm_config *cfg, unsigned flags,
 			    struct kvbm_pool **out);
@@ -193,13 +221,19 @@ KVBM_API int kvbm_pool_open(const char *name, const struct kvbm_config *cfg, uns
 KVBM_API int kvbm_pool_close(struct kvbm_pool *pool);
 
 /* kvbm_pool_destroy() flags */
-#define KVBM_DESTROY_FORCE 0x1u /* remove the name even while processes are attached */
+/* remove the name even while processes are attached, or when what it
+ * names is not a pool */
+#define KVBM_DESTROY_FORCE 0x1u
 
 /*
  * Removes the pool's name. Attached processes keep working on their mapping
- * until they detach; new opens no longer find it. Returns 0, -ENOENT,
- * KVBM_ENAME, -EACCES, or -EBUSY when live processes are attached and
- * KVBM_DESTROY_FORCE is not given.
+ * until they detach; new opens no longer find it. Only a pool is removed (a
+ * file starting with the pool magic, of any version, state or damage);
+ * anything else under the name (another program's file, an empty leftover,
+ * a symbolic link) is left alone with KVBM_EBADMAGIC unless
+ * KVBM_DESTROY_FORCE is given, which removes a link, never its target.
+ * Returns 0, -ENOENT, KVBM_ENAME, -EACCES, KVBM_EBADMAGIC, or -EBUSY when
+ * live processes are attached and KVBM_DESTROY_FORCE is not given.
  */
 KVBM_API int kvbm_pool_destroy(const char *name, unsigned flags);
 

@@ -37,6 +37,18 @@ static const char *const own_errors[] = {
 	[-(KVBM_EMULTIPLE - KVBM_EBASE)] = "type already registered as multiple attachment",
 	[-(KVBM_ETHREAD - KVBM_EBASE)] =
 		"handle opened with KVBM_OPEN_ONE_THREAD used by another thread",
+	[-(KVBM_EOWNER - KVBM_EBASE)] =
+		"segment file is owned by another user (squatted?): only the caller's, root's or "
+		"the configured owner's (kvbm_config.uid) are trusted; remove it as root",
+	[-(KVBM_EMODE - KVBM_EBASE)] =
+		"segment file's mode grants more access than the pool was created with "
+		"(chmod'ed?); restore it with chmod or re-create the pool",
+	[-(KVBM_EOTHERS - KVBM_EBASE)] =
+		"mode gives users outside the owner and group access to the pool; use 0600 or 0660, "
+		"or force with KVBM_CFG_ALLOW_OTHERS (kvbm-pool create --allow-others)",
+	[-(KVBM_EPIDNS - KVBM_EBASE)] =
+		"caller is in another PID namespace than the pool's creator (every peer would look "
+		"dead); attach from the creator's namespace",
 	[-(KVBM_EREAPED - KVBM_EBASE)] =
 		"this process's attachment was reaped (declared dead by a peer); close and open "
 		"the pool again",

@@ -20,6 +20,7 @@ void kvbm_config_init(struct kvbm_config *cfg)
 	cfg->max_procs = 16;
 	cfg->mode = 0600;
 	cfg->gid = -1;
+	cfg->uid = -1;
 	cfg->open_timeout_ms = 10000;
 	cfg->dup_policy = KVBM_DUP_ALLOW;
 	cfg->backend = KVBM_BACKEND_LINEAGE;
@@ -48,7 +49,9 @@ int kvbm_config_check(const struct kvbm_config *cfg, const char **why)
 		w = "mode must be a permission mode including 0600";
 	else if (cfg->gid < -1 || cfg->gid >= (int64_t)UINT32_MAX)
 		w = "gid must be -1 or a group id";
-	else if (cfg->flags & ~KVBM_CFG_HUGEPAGES)
+	else if (cfg->uid < -1 || cfg->uid >= (int64_t)UINT32_MAX)
+		w = "uid must be -1 or a user id";
+	else if (cfg->flags & ~(KVBM_CFG_HUGEPAGES | KVBM_CFG_ALLOW_OTHERS))
 		w = "unknown flags";
 	else if (cfg->dup_policy > KVBM_DUP_REJECT)
 		w = "dup_policy must be KVBM_DUP_ALLOW or KVBM_DUP_REJECT";
@@ -124,6 +127,7 @@ int kvbm_config_to_shm(const struct kvbm_config *cfg, struct kvbm_shm_config *ou
 	out->max_procs = cfg->max_procs;
 	out->mode = cfg->mode;
 	out->gid = cfg->gid < 0 ? UINT32_MAX : (uint32_t)cfg->gid;
+	out->uid = cfg->uid < 0 ? UINT32_MAX : (uint32_t)cfg->uid;
 	out->flags = cfg->flags;
 	out->dup_policy = cfg->dup_policy;
 	out->backend = cfg->backend;
@@ -293,6 +297,9 @@ int kvbm_pool_info(struct kvbm_pool *pool, struct kvbm_pool_info *info)
 	info->config.max_procs = h->config.max_procs;
 	info->config.mode = h->config.mode;
 	info->config.gid = h->config.gid == UINT32_MAX ? -1 : (int64_t)h->config.gid;
+	/* 0 in a minor-0 segment, whose word was reserved: unknown */
+	info->config.uid = h->config.uid == UINT32_MAX || h->abi_minor < 1 ? -1
+										 : (int64_t)h->config.uid;
 	info->config.flags = h->config.flags;
 	info->config.dup_policy = h->config.dup_policy;
 	info->config.backend = h->config.backend;

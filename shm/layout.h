@@ -23,9 +23,11 @@
 
 #define KVBM_SHM_MAGIC 0x00314d48534d424bull /* "KBMSHM1\0" little-endian */
 /* 2: resurrection windows in the metric shards, index alternate bucket
- * 3: eviction region (TinyLFU sketch, lineage forest), four eviction lists */
-#define KVBM_ABI_MAJOR 6
-#define KVBM_ABI_MINOR 1
+ * 3: eviction region (TinyLFU sketch, lineage forest), four eviction lists
+ * 7: control.recounts_deferred and recount_pending (in the layout hash);
+ *    header.pidns and config.uid in what were reserved words */
+#define KVBM_ABI_MAJOR 7
+#define KVBM_ABI_MINOR 0
 #define KVBM_CACHELINE 64
 #define KVBM_PAGE 4096
 #define KVBM_HUGEPAGE (2u << 20)
@@ -68,7 +70,8 @@ struct kvbm_shm_config {
 	char tier[KVBM_TIER_MAX + 1]; /* metrics `pool` label */
 	uint8_t mlru_thresholds[4];  /* multi-level LRU: 3 ascending, 4th 0 */
 	uint32_t sketch_log2;        /* TinyLFU capacity 2^n counters, 0 = none */
-	uint32_t reserved[1];
+	uint32_t uid; /* owner the creator gave the file, UINT32_MAX: itself. A
+		       * record only: trust comes from the attacher's own config */
 };
 
 struct kvbm_shm_region {
@@ -88,7 +91,9 @@ struct kvbm_shm_header {
 	uint32_t nregions;
 	uint64_t created_ns;  /* CLOCK_REALTIME at initialisation */
 	uint32_t creator_pid;
-	uint32_t reserved0;
+	/* inode of the creator's /proc/self/ns/pid (0 = unknown): pids and
+	 * start times in the process table mean something only there */
+	uint32_t pidns;
 	char name[KVBM_NAME_MAX + 8];
 	struct kvbm_shm_config config;
 	struct kvbm_shm_region regions[KVBM_REGION_MAX];
@@ -317,7 +322,9 @@ _Static_assert(offsetof(struct kvbm_shm_slot, key_hi) == 16, "slot.key");
 _Static_assert(sizeof(struct kvbm_shm_bucket) == KVBM_CACHELINE, "bucket is one line");
 _Static_assert(sizeof(struct kvbm_shm_header) == KVBM_PAGE, "header is one page");
 _Static_assert(offsetof(struct kvbm_shm_header, state) == 40, "header.state");
+_Static_assert(offsetof(struct kvbm_shm_header, pidns) == 60, "header.pidns");
 _Static_assert(offsetof(struct kvbm_shm_header, name) == 64, "header.name");
+_Static_assert(offsetof(struct kvbm_shm_config, uid) == 60, "config.uid");
 _Static_assert(offsetof(struct kvbm_shm_header, config) == 200, "header.config");
 _Static_assert(offsetof(struct kvbm_shm_header, regions) == 264, "header.regions");
 _Static_assert(sizeof(struct kvbm_shm_op) == 32, "op record");

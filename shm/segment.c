@@ -106,7 +106,7 @@ static int config_sane(const struct kvbm_shm_config *cfg)
 		return 0;
 	if ((cfg->mode & ~0777u) || (cfg->mode & 0600) != 0600)
 		return 0;
-	if (cfg->flags & ~KVBM_CFG_HUGEPAGES)
+	if (cfg->flags & ~(KVBM_CFG_HUGEPAGES | KVBM_CFG_ALLOW_OTHERS))
 		return 0;
 	if (cfg->sketch_log2 && (cfg->sketch_log2 < 8 || cfg->sketch_log2 > 24))
 		return 0;
@@ -303,6 +303,68 @@ static int same_file(int fd, const char *path)
 	if (fstat(fd, &a) < 0 || stat(path, &b) < 0)
 		return 0;
 	return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+/*
+ * Whether a segment file owned by @uid may be used: the caller's, root's
+ * (who could do anything to us anyway), or the owner the caller's own
+ * config names. Anyone else may have created the name in a world-writable
+ * directory before us, or prepared the bytes we would map; the owner
+ * recorded in the header is theirs to write, so it proves nothing.
+ */
+static int owner_trusted(uid_t uid, const struct kvbm_shm_config *cfg)
+{
+	return uid == geteuid() || uid == 0 ||
+	       (cfg && cfg->uid != UINT32_MAX && uid == (uid_t)cfg->uid);
+}
+
+static int check_owner(int fd, const struct kvbm_shm_config *cfg)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	return owner_trusted(st.st_uid, cfg) ? 0 : KVBM_EOWNER;
+}
+
+/* A file whose mode grants more than @mode (what the pool was configured
+ * with) was widened behind the creator's back: whoever gained access
+ * could write the live pool. Narrower is fine. */
+static int check_mode(int fd, uint32_t mode)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	return (st.st_mode & 0777 & ~mode) ? KVBM_EMODE : 0;
+}
+
+/*
+ * Gives a file we created or re-initialise the configured owner, group
+ * and mode (open() applied the umask, and a leftover may have another
+ * mode). chmod last: chown may clear mode bits. -EPERM when the file is
+ * not ours to change (a trusted owner's leftover we may only write).
+ */
+static int apply_owner_mode(int fd, const struct kvbm_shm_config *cfg)
+{
+	uid_t uid = cfg->uid == UINT32_MAX ? (uid_t)-1 : (uid_t)cfg->uid;
+	gid_t gid = cfg->gid == UINT32_MAX ? (gid_t)-1 : (gid_t)cfg->gid;
+
+	if ((uid != (uid_t)-1 || gid != (gid_t)-1) && fchown(fd, uid, gid) < 0)
+		return -errno;
+	return fchmod(fd, cfg->mode) < 0 ? -errno : 0;
+}
+
+/*
+ * Inode of our PID namespace, 0 when /proc cannot tell (not mounted): the
+ * check is then skipped, as for a segment that recorded none. Namespace
+ * inodes are 32-bit (the kernel's proc_inum), so the header keeps 32.
+ */
+static uint32_t pidns_inode(void)
+{
+	struct stat st;
+
+	return stat("/proc/self/ns/pid", &st) == 0 ? (uint32_t)st.st_ino : 0;
 }
 
 static int read_header(int fd, struct kvbm_shm_header *hdr, uint64_t *file_size)
@@ -508,6 +570,7 @@ static int seg_initialize(struct kvbm_seg *seg, const struct kvbm_shm_config *cf
 	h->nregions = KVBM_REGION_NUSED;
 	h->created_ns = kvbm_now_ns();
 	h->creator_pid = (uint32_t)getpid();
+	h->pidns = pidns_inode();
 	snprintf(h->name, sizeof(h->name), "%s", seg->name);
 	h->config = *cfg;
 	memcpy(h->regions, regions, sizeof(regions));
@@ -554,10 +617,25 @@ static int seg_attach_map(struct kvbm_seg *seg)
 	r = kvbm_seg_check_state(hdr.state);
 	if (r < 0)
 		return r;
+	r = check_mode(seg->fd, hdr.config.mode);
+	if (r < 0)
+		return r;
+	/* pids and start times in the process table are the creator's
+	 * namespace's: from another one every peer would look dead to us,
+	 * and we to them */
+	uint32_t ns = pidns_inode();
+	if (hdr.pidns && ns && hdr.pidns != ns)
+		return KVBM_EPIDNS;
 	int huge = (hdr.config.flags & KVBM_CFG_HUGEPAGES) != 0;
 	r = map_segment(seg, hdr.segment_size, PROT_READ | PROT_WRITE, !huge);
 	if (r < 0)
 		return r;
+	/* truncated since we read the size: touching the header would fault */
+	r = kvbm_seg_check_size(seg);
+	if (r < 0) {
+		unmap_segment(seg);
+		return r;
+	}
 	if (huge) {
 		/* advise before faulting, or the mapping gets small PTEs */
 		(void)madvise(seg->base, seg->size, MADV_HUGEPAGE);
@@ -583,15 +661,14 @@ static int open_file(struct kvbm_seg *seg, const struct kvbm_shm_config *cfg, un
 
 	*created = 0;
 	if (flags & KVBM_OPEN_CREATE) {
+		/* O_EXCL: a file we did not create is never taken for ours;
+		 * O_NOFOLLOW: nor is a link to someone else's file */
 		fd = open(seg->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
 			  cfg->mode);
 		if (fd >= 0) {
 			*created = 1;
-			/* open() applied the umask; the config's mode is what
-			 * the operator asked for */
-			if (fchmod(fd, cfg->mode) < 0 ||
-			    (cfg->gid != UINT32_MAX && fchown(fd, (uid_t)-1, cfg->gid) < 0)) {
-				int e = -errno;
+			int e = apply_owner_mode(fd, cfg);
+			if (e < 0) {
 				unlink(seg->path);
 				close(fd);
 				return e;
@@ -603,8 +680,17 @@ static int open_file(struct kvbm_seg *seg, const struct kvbm_shm_config *cfg, un
 		if (flags & KVBM_OPEN_EXCL)
 			return -EEXIST;
 	}
+	/* someone else's creation, or a leftover: usable only if a user we
+	 * trust made it, before we lock, read or (re-)initialise anything */
 	fd = open(seg->path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-	return fd < 0 ? -errno : fd;
+	if (fd < 0)
+		return -errno;
+	int r = check_owner(fd, cfg);
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	return fd;
 }
 
 /*
@@ -631,6 +717,14 @@ static int seg_sole_open(struct kvbm_seg *seg, const struct kvbm_shm_config *cfg
 		return KVBM_EBADMAGIC; /* not ours: never overwrite it */
 	if (!(flags & KVBM_OPEN_CREATE) || !cfg)
 		return -EAGAIN;
+	/* a dead creator's leftover (EMPTY or INITIALIZING) becomes the pool
+	 * we were asked for: our owner and mode, or, when a trusted owner's
+	 * file is not ours to chmod, no wider than asked */
+	r = apply_owner_mode(seg->fd, cfg);
+	if (r == -EPERM)
+		r = check_mode(seg->fd, cfg->mode);
+	if (r < 0)
+		return r;
 	r = seg_initialize(seg, cfg);
 	if (r < 0 && same_file(seg->fd, seg->path)) {
 		/* leave no unusable file behind; openers queued on it notice
@@ -707,6 +801,10 @@ int kvbm_seg_open(struct kvbm_seg *seg, const char *name, const struct kvbm_shm_
 		return r;
 	if ((flags & KVBM_OPEN_CREATE) && !cfg)
 		return -EINVAL;
+	/* any local user could read or write the live pool: only on request */
+	if ((flags & KVBM_OPEN_CREATE) && (cfg->mode & 0007) &&
+	    !(cfg->flags & KVBM_CFG_ALLOW_OTHERS))
+		return KVBM_EOTHERS;
 	seg->pid = getpid();
 	seg->fork_gen = __atomic_load_n(&kvbm_fork_gen, __ATOMIC_RELAXED);
 
@@ -769,6 +867,15 @@ void kvbm_seg_close(struct kvbm_seg *seg)
 	seg->fd = -1;
 }
 
+/* Whether the file starts with our magic: a pool of any ABI, in any state
+ * or damage, but not an empty file nor anyone else's bytes. */
+static int is_pool_file(int fd)
+{
+	uint64_t magic = 0;
+
+	return pread(fd, &magic, sizeof(magic), 0) == sizeof(magic) && magic == KVBM_SHM_MAGIC;
+}
+
 int kvbm_seg_destroy(const char *name, unsigned flags)
 {
 	char path[PATH_MAX], bare[KVBM_NAME_MAX + 1];
@@ -778,8 +885,21 @@ int kvbm_seg_destroy(const char *name, unsigned flags)
 	if (r < 0)
 		return r;
 	fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0 && errno == ELOOP) {
+		/* a symbolic link is no pool; forced, the link goes, never
+		 * what it points to */
+		if (!(flags & KVBM_DESTROY_FORCE))
+			return KVBM_EBADMAGIC;
+		return unlink(path) < 0 ? -errno : 0;
+	}
 	if (fd < 0)
 		return -errno;
+	/* the name may hold anything (a squatter's file, someone's data):
+	 * remove only a pool, whatever its version or damage, unless forced */
+	if (!(flags & KVBM_DESTROY_FORCE) && !is_pool_file(fd)) {
+		close(fd);
+		return KVBM_EBADMAGIC;
+	}
 	/* holding the init write lock proves no one is attached, and keeps
 	 * anyone from attaching until the name is gone */
 	r = kvbm_ofd_trylock(fd, KVBM_LOCK_INIT_BYTE, F_WRLCK);
@@ -794,6 +914,15 @@ int kvbm_seg_destroy(const char *name, unsigned flags)
 	r = unlink(path) < 0 ? -errno : 0;
 	close(fd);
 	return r;
+}
+
+int kvbm_seg_check_size(const struct kvbm_seg *seg)
+{
+	struct stat st;
+
+	if (fstat(seg->fd, &st) < 0)
+		return -errno;
+	return (uint64_t)st.st_size == seg->size ? 0 : KVBM_ETRUNCATED;
 }
 
 void kvbm_seg_inflight(const struct kvbm_seg *seg, int64_t *mut, int64_t *imm)

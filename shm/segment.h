@@ -121,7 +121,10 @@ int kvbm_seg_layout(const struct kvbm_shm_config *cfg, struct kvbm_shm_region *r
  * Opens (and with KVBM_OPEN_CREATE creates or re-initialises) segment @name
  * and maps it read-write, holding the attach read lock. Does not claim a
  * process-table entry (kvbm_proc_attach() does). @cfg may be NULL without
- * CREATE. Returns 0 or a negative KVBM_E* / errno code.
+ * CREATE. A file it did not create itself (O_EXCL) must be owned by the
+ * caller, root or @cfg->uid (KVBM_EOWNER) and no wider in mode than the
+ * pool's config (KVBM_EMODE); the caller must share the creator's PID
+ * namespace (KVBM_EPIDNS). Returns 0 or a negative KVBM_E* / errno code.
  */
 int kvbm_seg_open(struct kvbm_seg *seg, const char *name, const struct kvbm_shm_config *cfg,
 		  unsigned flags, unsigned timeout_ms);
@@ -139,7 +142,8 @@ int kvbm_seg_open_ro(struct kvbm_seg *seg, const char *name, struct kvbm_shm_hea
 /* Unmaps and closes (drops every OFD lock of this open). */
 void kvbm_seg_close(struct kvbm_seg *seg);
 
-/* Unlinks segment @name: -EBUSY while attached unless KVBM_DESTROY_FORCE. */
+/* Unlinks segment @name: KVBM_EBADMAGIC when it is no pool (no magic, or a
+ * symbolic link) and -EBUSY while attached, unless KVBM_DESTROY_FORCE. */
 int kvbm_seg_destroy(const char *name, unsigned flags);
 
 /*
@@ -151,6 +155,14 @@ int kvbm_seg_destroy(const char *name, unsigned flags);
 int kvbm_seg_check_header(const struct kvbm_shm_header *hdr, uint64_t file_size);
 /* Verdict on header.state: 0 READY, KVBM_EINITIALIZING, KVBM_EPOISONED, KVBM_ECORRUPT. */
 int kvbm_seg_check_state(uint32_t state);
+
+/*
+ * Whether the file still has the size we mapped: a peer that truncated it
+ * has made every touch of the lost pages a SIGBUS. One fstat, no lock, so
+ * a checker or inspector can call it before walking the mapping. Returns 0,
+ * KVBM_ETRUNCATED or a negative errno.
+ */
+int kvbm_seg_check_size(const struct kvbm_seg *seg);
 
 /* Fails with KVBM_EFORKED in a forked child, KVBM_EPOISONED when poisoned,
  * KVBM_EREAPED when our process-table entry is no longer ours. */

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * check_segment.c - segment lifecycle, validation errors, the creation race,
- * a creator killed mid-initialisation, permissions, /dev/shm full, hugepages.
+ * a creator killed mid-initialisation, permissions, /dev/shm full, hugepages,
+ * and who may touch a pool (squatters, foreign owners, modes, namespaces).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "helpers.h"
@@ -21,6 +23,7 @@
 #include "../shm/failpoint.h"
 #include "../shm/layout.h"
 #include "../shm/liveness.h"
+#include "../shm/segment.h"
 
 static int open_attach(const char *name, unsigned timeout_ms, struct kvbm_pool **p)
 {
@@ -522,8 +525,324 @@ START_TEST(test_other_user_cannot_open_0600)
 END_TEST
 
 /*
+ * Who may touch a pool. Another local user can create kvbm.NAME in a
+ * world-writable directory (the test directory is 1777, like /dev/shm)
+ * before we do, or prepare a pool image there: we must neither build our
+ * pool in their file nor map their bytes.
+ */
+
+/* Runs @fn(@name) in a child as uid/gid 65534 (nobody/nogroup); returns
+ * its exit code (90: could not switch users). */
+static int run_as_nobody(int (*fn)(const char *), const char *name)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		if (setgroups(0, NULL) < 0 || setresgid(65534, 65534, 65534) < 0 ||
+		    setresuid(65534, 65534, 65534) < 0)
+			_exit(90);
+		_exit(fn(name));
+	}
+	return t_wait(pid);
+}
+
+/* The squatter: an empty file under the pool's name, writable by all. */
+static int squat_empty(const char *name)
+{
+	char path[256];
+	int fd = open(t_path(name, path, sizeof(path)), O_RDWR | O_CREAT | O_EXCL, 0666);
+
+	if (fd < 0 || fchmod(fd, 0666) < 0)
+		return 1;
+	close(fd);
+	return 0;
+}
+
+/* A pool image another user prepared (a real pool, owned by them). */
+static int create_closed_pool(const char *name)
+{
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_pool *p;
+
+	if (kvbm_pool_open(name, &cfg, KVBM_OPEN_CREATE | KVBM_OPEN_EXCL, &p) != 0)
+		return 1;
+	return kvbm_pool_close(p) == 0 ? 0 : 2;
+}
+
+START_TEST(test_create_refuses_squatted_file)
+{
+	T_NAME(name);
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_pool *p;
+	char path[256];
+	struct stat st;
+
+	if (!t_is_root()) {
+		fprintf(stderr, "test_create_refuses_squatted_file: needs root to switch users\n");
+		return;
+	}
+	ck_assert_int_eq(run_as_nobody(squat_empty, name), 0);
+	ck_assert_int_eq(kvbm_pool_open(name, &cfg, KVBM_OPEN_CREATE, &p), KVBM_EOWNER);
+	ck_assert_ptr_null(p);
+	ck_assert_int_eq(kvbm_pool_open(name, &cfg, KVBM_OPEN_CREATE | KVBM_OPEN_EXCL, &p),
+			 -EEXIST);
+	/* nothing was built in their file */
+	ck_assert_int_eq(stat(t_path(name, path, sizeof(path)), &st), 0);
+	ck_assert_int_eq(st.st_size, 0);
+	ck_assert_uint_eq(st.st_uid, 65534);
+	ck_assert_uint_eq(st.st_mode & 07777, 0666);
+	unlink(path);
+	/* our own leftover (a creator that died before writing anything)
+	 * is still ours to initialise */
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	ck_assert_int_eq(kvbm_pool_open(name, &cfg, KVBM_OPEN_CREATE, &p), 0);
+	kvbm_pool_close(p);
+	ck_assert_int_eq(kvbm_pool_destroy(name, 0), 0);
+}
+END_TEST
+
+START_TEST(test_attach_refuses_foreign_owner)
+{
+	T_NAME(name);
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_pool *p;
+
+	if (!t_is_root()) {
+		fprintf(stderr, "test_attach_refuses_foreign_owner: needs root to switch users\n");
+		return;
+	}
+	ck_assert_int_eq(run_as_nobody(create_closed_pool, name), 0);
+	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &p), KVBM_EOWNER);
+	ck_assert_int_eq(kvbm_pool_open(name, &cfg, 0, &p), KVBM_EOWNER);
+	ck_assert_int_eq(kvbm_pool_open(name, &cfg, KVBM_OPEN_CREATE, &p), KVBM_EOWNER);
+	/* unless the caller names that user as the pool's owner */
+	cfg.uid = 65534;
+	ck_assert_int_eq(kvbm_pool_open(name, &cfg, 0, &p), 0);
+	kvbm_pool_close(p);
+	ck_assert_int_eq(kvbm_pool_destroy(name, 0), 0);
+}
+END_TEST
+
+START_TEST(test_create_gives_file_to_configured_owner)
+{
+	T_NAME(name);
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_pool *p, *q;
+	char path[256];
+	struct stat st;
+
+	if (!t_is_root()) {
+		fprintf(stderr, "test_create_gives_file_to_configured_owner: needs root\n");
+		return;
+	}
+	cfg.uid = 65534;
+	p = t_create(name, &cfg);
+	ck_assert_int_eq(stat(t_path(name, path, sizeof(path)), &st), 0);
+	ck_assert_uint_eq(st.st_uid, 65534);
+	ck_assert_uint_eq(st.st_mode & 07777, 0600);
+	/* that user attaches as the owner it is */
+	ck_assert_int_eq(open_as_nobody(name), 0);
+	/* an attacher that did not name the owner trusts only itself and root */
+	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &q), KVBM_EOWNER);
+	kvbm_pool_close(p);
+	ck_assert_int_eq(kvbm_pool_destroy(name, 0), 0);
+}
+END_TEST
+
+START_TEST(test_attach_refuses_wider_mode)
+{
+	T_NAME(name);
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_pool *p;
+	char path[256];
+
+	make_closed_pool(name); /* 0600 */
+	t_path(name, path, sizeof(path));
+	ck_assert_int_eq(chmod(path, 0660), 0);
+	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &p), KVBM_EMODE);
+	ck_assert_int_eq(kvbm_pool_open(name, &cfg, KVBM_OPEN_CREATE, &p), KVBM_EMODE);
+	ck_assert_int_eq(chmod(path, 0606), 0);
+	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &p), KVBM_EMODE);
+	ck_assert_int_eq(chmod(path, 0600), 0);
+	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &p), 0);
+	kvbm_pool_close(p);
+	kvbm_pool_destroy(name, 0);
+
+	/* narrower than configured is fine: less access, not more */
+	cfg.mode = 0660;
+	kvbm_pool_close(t_create(name, &cfg));
+	ck_assert_int_eq(chmod(path, 0600), 0);
+	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &p), 0);
+	kvbm_pool_close(p);
+	kvbm_pool_destroy(name, 0);
+}
+END_TEST
+
+START_TEST(test_create_refuses_others_mode)
+{
+	T_NAME(name);
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_pool *p;
+	char path[256], out[512];
+	struct stat st;
+
+	t_path(name, path, sizeof(path));
+	static const uint32_t modes[] = {0666, 0604, 0601, 0602, 0664};
+	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+		cfg.mode = modes[i];
+		ck_assert_int_eq(kvbm_pool_open(name, &cfg, KVBM_OPEN_CREATE, &p), KVBM_EOTHERS);
+		ck_assert_int_eq(access(path, F_OK), -1);
+	}
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "create", name, "--mode",
+				    "0666", NULL),
+			 1);
+	ck_assert_int_eq(access(path, F_OK), -1);
+
+	/* forced: the operator asked for it in so many words */
+	cfg.mode = 0604;
+	cfg.flags = KVBM_CFG_ALLOW_OTHERS;
+	p = t_create(name, &cfg);
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_uint_eq(st.st_mode & 07777, 0604);
+	kvbm_pool_close(p);
+	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &p), 0);
+	kvbm_pool_close(p);
+	ck_assert_int_eq(kvbm_pool_destroy(name, 0), 0);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "create", name, "--mode",
+				    "0666", "--allow-others", NULL),
+			 0);
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_uint_eq(st.st_mode & 07777, 0666);
+	ck_assert_int_eq(kvbm_pool_destroy(name, 0), 0);
+}
+END_TEST
+
+START_TEST(test_destroy_refuses_non_pool)
+{
+	T_NAME(name);
+	T_NAME(target);
+	char path[256], tpath[256], junk[8192], out[1024];
+
+	memset(junk, 'J', sizeof(junk));
+	int fd = open(t_path(name, path, sizeof(path)), O_RDWR | O_CREAT | O_EXCL, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, junk, sizeof(junk)), sizeof(junk));
+	close(fd);
+	ck_assert_int_eq(kvbm_pool_destroy(name, 0), KVBM_EBADMAGIC);
+	ck_assert_int_eq(access(path, F_OK), 0);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "destroy", name, NULL), 1);
+	ck_assert_int_eq(access(path, F_OK), 0);
+	/* forced, and the tool says what it removed */
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "destroy", name, "--force",
+				    NULL),
+			 0);
+	ck_assert_msg(strstr(out, "not a kvbm pool") != NULL, "%s", out);
+	ck_assert_int_eq(access(path, F_OK), -1);
+
+	/* empty: nothing of ours was ever written */
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	ck_assert_int_eq(kvbm_pool_destroy(name, 0), KVBM_EBADMAGIC);
+	ck_assert_int_eq(kvbm_pool_destroy(name, KVBM_DESTROY_FORCE), 0);
+	ck_assert_int_eq(access(path, F_OK), -1);
+
+	/* a symbolic link: removing it leaves its target alone */
+	make_closed_pool(target);
+	ck_assert_int_eq(symlink(t_path(target, tpath, sizeof(tpath)), path), 0);
+	ck_assert_int_eq(kvbm_pool_destroy(name, 0), KVBM_EBADMAGIC);
+	ck_assert_int_eq(kvbm_pool_destroy(name, KVBM_DESTROY_FORCE), 0);
+	ck_assert_int_eq(access(path, F_OK), -1);
+	ck_assert_int_eq(access(tpath, F_OK), 0);
+	ck_assert_int_eq(kvbm_pool_destroy(target, 0), 0);
+}
+END_TEST
+
+START_TEST(test_attach_refuses_other_pidns)
+{
+	T_NAME(name);
+	struct kvbm_pool *p;
+	int rep[2];
+
+	if (!t_is_root()) {
+		fprintf(stderr, "test_attach_refuses_other_pidns: needs root for a PID namespace\n");
+		return;
+	}
+	p = t_create(name, NULL);
+	ck_assert_int_eq(pipe(rep), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		/* unshare moves our children, not us, into the new namespace */
+		if (unshare(CLONE_NEWPID) < 0)
+			_exit(77);
+		pid_t g = fork();
+		if (g == 0) {
+			struct kvbm_config cfg = t_cfg();
+			struct kvbm_pool *q;
+			int r[2];
+			r[0] = kvbm_pool_open(name, NULL, 0, &q);
+			r[1] = kvbm_pool_open(name, &cfg, KVBM_OPEN_CREATE, &q);
+			t_send(rep[1], r, sizeof(r));
+			_exit(0);
+		}
+		int st;
+		_exit(g > 0 && waitpid(g, &st, 0) == g && WIFEXITED(st) ? WEXITSTATUS(st) : 2);
+	}
+	close(rep[1]);
+	int code = t_wait(pid);
+	if (code == 77) {
+		fprintf(stderr, "test_attach_refuses_other_pidns: skipped: unshare(CLONE_NEWPID) "
+				"refused here\n");
+	} else {
+		int r[2];
+		ck_assert_int_eq(code, 0);
+		ck_assert_int_eq(t_recv(rep[0], r, sizeof(r)), 0);
+		ck_assert_int_eq(r[0], KVBM_EPIDNS);
+		ck_assert_int_eq(r[1], KVBM_EPIDNS);
+	}
+	close(rep[0]);
+	/* the refusals took no process-table entry */
+	struct kvbm_pool_info info;
+	kvbm_pool_info(p, &info);
+	ck_assert_uint_eq(info.procs_attached, 1);
+	kvbm_pool_close(p);
+	kvbm_pool_destroy(name, 0);
+}
+END_TEST
+
+START_TEST(test_check_size_notices_truncation)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = t_create(name, NULL);
+	char path[256];
+
+	ck_assert_int_eq(kvbm_seg_check_size(&p->seg), 0);
+	/* one byte short: the page stays mapped, so nothing faults while the
+	 * check reports what a longer cut would make a SIGBUS */
+	t_path(name, path, sizeof(path));
+	ck_assert_int_eq(truncate(path, (off_t)p->seg.size - 1), 0);
+	ck_assert_int_eq(kvbm_seg_check_size(&p->seg), KVBM_ETRUNCATED);
+	ck_assert_int_eq(truncate(path, (off_t)p->seg.size), 0);
+	ck_assert_int_eq(kvbm_seg_check_size(&p->seg), 0);
+	kvbm_pool_close(p);
+	kvbm_pool_destroy(name, 0);
+}
+END_TEST
+
+/* What in_private_tmpfs() returns when the environment cannot give a
+ * private tmpfs: a chroot's "/" is no mount point, so making it private
+ * fails; a container may refuse unshare or mount. The test cannot run
+ * there, which is not a failure of the code under test. */
+#define T_NO_TMPFS 77
+static const char no_tmpfs_why[] =
+	"cannot mount a private tmpfs here (a chroot, or a container without CAP_SYS_ADMIN)";
+
+/*
  * Runs @fn in a child with KVBM_SHM_DIR on a private tmpfs mounted with
- * @opts (its own mount namespace). Returns the child's exit code.
+ * @opts (its own mount namespace). Returns the child's exit code, or
+ * T_NO_TMPFS.
  */
 static int in_private_tmpfs(const char *opts, int (*fn)(void))
 {
@@ -535,7 +854,7 @@ static int in_private_tmpfs(const char *opts, int (*fn)(void))
 		if (unshare(CLONE_NEWNS) < 0 ||
 		    mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
 		    mount("kvbm-test", dir, "tmpfs", 0, opts) < 0)
-			_exit(77);
+			_exit(T_NO_TMPFS);
 		setenv("KVBM_SHM_DIR", dir, 1);
 		_exit(fn());
 	}
@@ -571,7 +890,12 @@ START_TEST(test_shm_full_fails_at_creation)
 		fprintf(stderr, "test_shm_full_fails_at_creation: needs root to mount a tmpfs\n");
 		return;
 	}
-	ck_assert_int_eq(in_private_tmpfs("size=8k", create_too_big), 0);
+	int r = in_private_tmpfs("size=8k", create_too_big);
+	if (r == T_NO_TMPFS) {
+		fprintf(stderr, "test_shm_full_fails_at_creation: skipped: %s\n", no_tmpfs_why);
+		return;
+	}
+	ck_assert_int_eq(r, 0);
 }
 END_TEST
 
@@ -637,7 +961,12 @@ START_TEST(test_hugepages_on_huge_tmpfs)
 		fprintf(stderr, "test_hugepages_on_huge_tmpfs: needs root to mount a tmpfs\n");
 		return;
 	}
-	ck_assert_int_eq(in_private_tmpfs("size=16m,huge=advise", create_huge), 0);
+	int r = in_private_tmpfs("size=16m,huge=advise", create_huge);
+	if (r == T_NO_TMPFS) {
+		fprintf(stderr, "test_hugepages_on_huge_tmpfs: skipped: %s\n", no_tmpfs_why);
+		return;
+	}
+	ck_assert_int_eq(r, 0);
 }
 END_TEST
 
@@ -700,6 +1029,18 @@ Suite *make_segment_suite(void)
 	tcase_add_test(tc, test_shm_full_fails_at_creation);
 	tcase_add_test(tc, test_hugepages_refused_without_thp);
 	tcase_add_test(tc, test_hugepages_on_huge_tmpfs);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("access");
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_create_refuses_squatted_file);
+	tcase_add_test(tc, test_attach_refuses_foreign_owner);
+	tcase_add_test(tc, test_create_gives_file_to_configured_owner);
+	tcase_add_test(tc, test_attach_refuses_wider_mode);
+	tcase_add_test(tc, test_create_refuses_others_mode);
+	tcase_add_test(tc, test_destroy_refuses_non_pool);
+	tcase_add_test(tc, test_attach_refuses_other_pidns);
+	tcase_add_test(tc, test_check_size_notices_truncation);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -3,7 +3,8 @@
  * kvbm-pool - create, destroy, list and describe kvbm pools.
  *
  *   kvbm-pool create NAME [--blocks N] [--block-size B] [--max-procs P]
- *                         [--mode 0660] [--group GROUP] [--hugepages]
+ *                         [--mode 0660] [--group GROUP] [--owner USER]
+ *                         [--allow-others] [--hugepages]
  *   kvbm-pool destroy NAME [--force]
  *   kvbm-pool list [--json]
  *   kvbm-pool info NAME [--json]
@@ -16,9 +17,12 @@
 #include <getopt.h>
 #include <grp.h>
 #include <inttypes.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "inspect.h"
 #include "json.h"
@@ -27,7 +31,8 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: kvbm-pool create NAME [--blocks N] [--block-size B] [--max-procs P]\n"
-		"                             [--mode 0660] [--group GROUP] [--hugepages]\n"
+		"                             [--mode 0660] [--group GROUP] [--owner USER]\n"
+		"                             [--allow-others] [--hugepages]\n"
 		"       kvbm-pool destroy NAME [--force]\n"
 		"       kvbm-pool list [--json]\n"
 		"       kvbm-pool info NAME [--json]\n"
@@ -45,7 +50,51 @@ static int fail(const char *what, const char *name, int r)
 		fprintf(stderr, "kvbm-pool: 'kvbm-pool list' shows the pools there are\n");
 	else if (r == -EACCES)
 		fprintf(stderr, "kvbm-pool: run as the pool's owner or a member of its group\n");
+	else if (r == KVBM_EOTHERS)
+		fprintf(stderr, "kvbm-pool: --allow-others creates it anyway: any local user "
+				"could then read or write the pool\n");
+	else if (r == KVBM_EOWNER)
+		fprintf(stderr, "kvbm-pool: someone else created that name first; see who with "
+				"'ls -l %s/kvbm.%s'\n",
+			kvbm_shm_dir(), name);
 	return 1;
+}
+
+/*
+ * What lies under pool @name's path, for a destroy that refuses or forces:
+ * "a kvbm pool", or what else it is (a link, a file of so many bytes and
+ * whose). Fills @buf, returns it.
+ */
+static const char *describe(const char *name, char *buf, size_t len)
+{
+	char path[PATH_MAX], bare[KVBM_NAME_MAX + 1], target[PATH_MAX];
+	uint64_t magic = 0;
+	struct stat st;
+
+	if (kvbm_seg_path(name, path, sizeof(path), bare, 0) < 0 || lstat(path, &st) < 0) {
+		snprintf(buf, len, "nothing");
+		return buf;
+	}
+	if (S_ISLNK(st.st_mode)) {
+		ssize_t n = readlink(path, target, sizeof(target) - 1);
+		target[n < 0 ? 0 : n] = '\0';
+		snprintf(buf, len, "not a kvbm pool: %s is a symbolic link to %s", path, target);
+		return buf;
+	}
+	FILE *f = S_ISREG(st.st_mode) ? fopen(path, "re") : NULL;
+	if (f) {
+		if (fread(&magic, sizeof(magic), 1, f) != 1)
+			magic = 0;
+		fclose(f);
+	}
+	if (magic == KVBM_SHM_MAGIC)
+		snprintf(buf, len, "a kvbm pool");
+	else
+		snprintf(buf, len,
+			 "not a kvbm pool: %s is a %s of %jd bytes, owner uid %u, mode %04o",
+			 path, S_ISREG(st.st_mode) ? "file" : "special file",
+			 (intmax_t)st.st_size, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
+	return buf;
 }
 
 static int parse_u32(const char *s, const char *opt, uint32_t *out, int base)
@@ -70,6 +119,8 @@ static int cmd_create(int argc, char **argv)
 		{"max-procs", required_argument, NULL, 'p'},
 		{"mode", required_argument, NULL, 'm'},
 		{"group", required_argument, NULL, 'g'},
+		{"owner", required_argument, NULL, 'o'},
+		{"allow-others", no_argument, NULL, 'A'},
 		{"hugepages", no_argument, NULL, 'H'},
 		{NULL, 0, NULL, 0},
 	};
@@ -108,6 +159,20 @@ static int cmd_create(int argc, char **argv)
 				return 2;
 			break;
 		}
+		case 'o': {
+			struct passwd *pw = getpwnam(optarg);
+			uint32_t uid;
+			if (pw)
+				cfg.uid = pw->pw_uid;
+			else if (parse_u32(optarg, "--owner", &uid, 10) == 0)
+				cfg.uid = uid;
+			else
+				return 2;
+			break;
+		}
+		case 'A':
+			cfg.flags |= KVBM_CFG_ALLOW_OTHERS;
+			break;
 		case 'H':
 			cfg.flags |= KVBM_CFG_HUGEPAGES;
 			break;
@@ -159,10 +224,22 @@ static int cmd_destroy(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	r = kvbm_pool_destroy(argv[optind], flags);
+	const char *name = argv[optind];
+	char what[2 * PATH_MAX + 256];
+	/* before: once removed, there is nothing left to describe */
+	describe(name, what, sizeof(what));
+	r = kvbm_pool_destroy(name, flags);
+	if (r == KVBM_EBADMAGIC) {
+		fprintf(stderr, "kvbm-pool: destroy %s: %s\n", name, what);
+		fprintf(stderr, "kvbm-pool: left in place; --force removes it anyway\n");
+		return 1;
+	}
 	if (r < 0)
-		return fail("destroy", argv[optind], r);
-	printf("destroyed pool %s\n", argv[optind]);
+		return fail("destroy", name, r);
+	if (strcmp(what, "a kvbm pool") == 0)
+		printf("destroyed pool %s\n", name);
+	else
+		printf("removed %s (forced): %s\n", name, what);
 	return 0;
 }
 
