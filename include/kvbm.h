@@ -481,7 +481,8 @@ enum kvbm_block_state {
 struct kvbm_block_info {
 	uint32_t state;      /* enum kvbm_block_state */
 	int primary;         /* REGISTERED: the registry's block for its hash */
-	int inactive;        /* REGISTERED with no hold anywhere */
+	int inactive;        /* in the inactive pool: REGISTERED, no hold anywhere, no live
+			      * duplicate keeping it active (evictable) */
 	int reset_on_release;
 	uint32_t holds;      /* this process's holds */
 	uint32_t holder_procs; /* processes holding it */

@@ -685,7 +685,11 @@ int kvbm_block_info(struct kvbm_pool *p, const struct kvbm_block *blk,
 	if (info->state == KVBM_SLOT_EVICTING && info->holds)
 		info->state = KVBM_SLOT_REGISTERED;
 	info->primary = (kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY) != 0;
-	info->inactive = info->state == KVBM_SLOT_REGISTERED && !(h & KVBM_HOLD_PROCS);
+	/* the pool's own mark, which its counts follow: a primary kept
+	 * active by a live duplicate has no holder and is not inactive, and
+	 * a block whose last release has not settled yet is not either */
+	info->inactive = info->state == KVBM_SLOT_REGISTERED && !(h & KVBM_HOLD_PROCS) &&
+			 (h & KVBM_HOLD_INACTIVE);
 	info->reset_on_release = (int)__atomic_load_n(&sl->reset_on_release, __ATOMIC_RELAXED);
 	info->holder_procs = (uint32_t)__builtin_popcountll(h & KVBM_HOLD_PROCS);
 	if (info->state == KVBM_SLOT_STAGED || info->state == KVBM_SLOT_REGISTERED)

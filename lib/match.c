@@ -130,12 +130,15 @@ long kvbm_match_blocks(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 	matcher_begin(p, &m);
 	for (i = 0; i < n; i++) {
 		r = acquire(p, &m, hashes[i], &out[i]);
-		if (r < 0) {
+		/* -EOVERFLOW: this process's holds on the block saturated. The
+		 * prefix so far is still a valid answer (a shorter match), and
+		 * dropping it would throw away every earlier hit */
+		if (r < 0 && r != -EOVERFLOW) {
 			matcher_end(p, &m);
 			kvbm_unpin_settle(p, out, i);
 			return r;
 		}
-		if (r == 0)
+		if (r <= 0)
 			break;
 	}
 	matcher_end(p, &m);
@@ -162,6 +165,8 @@ long kvbm_match_blocks_scattered(struct kvbm_pool *p, const struct kvbm_plh *has
 	matcher_begin(p, &m);
 	for (size_t i = 0; i < n; i++) {
 		r = acquire(p, &m, hashes[i], &out[i]);
+		if (r == -EOVERFLOW)
+			r = 0; /* saturated holds: a miss for this one, as above */
 		if (r < 0) {
 			matcher_end(p, &m);
 			for (size_t j = 0; j < i; j++)
@@ -242,6 +247,8 @@ long kvbm_scan_matches(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 		if (seen_add(&st, hashes, (uint32_t)i))
 			continue; /* one result per distinct hash */
 		r = acquire(p, &m, hashes[i], &out[k]);
+		if (r == -EOVERFLOW)
+			r = 0; /* saturated holds: a miss for this one, as above */
 		if (r < 0)
 			break;
 		if (r && (flags & KVBM_SCAN_TOUCH))

@@ -176,6 +176,64 @@ START_TEST(test_stale_owned_handles_are_refused)
 }
 END_TEST
 
+/* A prefix match that meets a block whose holds by this process have
+ * saturated returns the prefix before it, not an error that drops every
+ * earlier hit; a scattered match counts it a miss. */
+START_TEST(test_match_with_saturated_holds_returns_short_prefix)
+{
+	T_NAME(name);
+	enum { N = 4 };
+	struct kvbm_pool *p = t_pool(name, 8);
+	struct kvbm_plh h[N];
+	struct kvbm_block b[N], m[N], c;
+	uint8_t found[N];
+	uint32_t extra = 0;
+
+	t_seq_hashes(1, N, BS, h);
+	t_register(p, h, N, b);
+	while (kvbm_clone_block(p, &b[2], &c) == 0)
+		extra++;
+	ck_assert_uint_gt(extra, 1000);
+	ck_assert_int_eq(kvbm_match_blocks(p, h, N, m), 2);
+	t_release(p, m, 2);
+	ck_assert_int_eq(kvbm_match_blocks_scattered(p, h, N, m, found), N - 1);
+	ck_assert_int_eq(found[2], 0);
+	ck_assert_int_eq(found[3], 1);
+	for (int i = 0; i < N; i++)
+		if (found[i])
+			t_release(p, &m[i], 1);
+	for (uint32_t i = 0; i < extra; i++)
+		t_release(p, &b[2], 1);
+	t_release(p, b, N);
+	t_done(p, name);
+}
+END_TEST
+
+/* A primary kept active by a live duplicate is not inactive, in the
+ * block's info as in the pool's counts. */
+START_TEST(test_info_primary_kept_active_by_duplicate)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = t_pool(name, 4);
+	struct kvbm_plh h = t_hash1(9, BS);
+	struct kvbm_block prim, dup;
+	struct kvbm_block_info info;
+
+	t_register(p, &h, 1, &prim);
+	t_register(p, &h, 1, &dup);
+	t_release(p, &prim, 1);
+	ck_assert_int_eq(kvbm_block_info(p, &prim, &info), 0);
+	ck_assert_int_eq(info.holder_procs, 0);
+	ck_assert_int_eq(info.inactive, 0);
+	ck_assert_int_eq(t_metrics(p).inactive_pool_size, 0);
+	t_release(p, &dup, 1);
+	ck_assert_int_eq(kvbm_block_info(p, &prim, &info), 0);
+	ck_assert_int_eq(info.inactive, 1);
+	ck_assert_int_eq(t_metrics(p).inactive_pool_size, 1);
+	t_done(p, name);
+}
+END_TEST
+
 Suite *make_misuse_suite(void)
 {
 	Suite *s = suite_create("misuse");
@@ -186,6 +244,8 @@ Suite *make_misuse_suite(void)
 	tcase_add_test(tc, test_two_threads_release_one_owned_handle);
 	tcase_add_test(tc, test_register_and_release_race_on_one_handle);
 	tcase_add_test(tc, test_stale_owned_handles_are_refused);
+	tcase_add_test(tc, test_match_with_saturated_holds_returns_short_prefix);
+	tcase_add_test(tc, test_info_primary_kept_active_by_duplicate);
 	suite_add_tcase(s, tc);
 	return s;
 }
