@@ -125,7 +125,13 @@ static uint32_t pick_victims(struct kvbm_pool *p, struct kvbm_block *out, uint32
 {
 	uint32_t got = 0, s;
 
-	while (got < need && (s = kvbm_evict_first(p)) != UINT32_MAX) {
+	/* bounded: each turn removes one entry, and a damaged order may
+	 * hold a cycle (then repaired at unlock) */
+	for (uint64_t turns = 0; got < need && (s = kvbm_evict_first(p)) != UINT32_MAX; turns++) {
+		if (turns > 2 * (uint64_t)p->nslots) {
+			kvbm_store_corrupt(p);
+			break;
+		}
 		struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 		uint64_t h = __atomic_load_n(&sl->holders, __ATOMIC_SEQ_CST);
 		int ok = !(h & KVBM_HOLD_PROCS) && (h & KVBM_HOLD_INACTIVE) && !sl->dups &&
@@ -173,8 +179,10 @@ int kvbm_allocate_blocks(struct kvbm_pool *p, uint32_t n, struct kvbm_block *out
 	if (c->recount_pending && c->free_count < n)
 		(void)kvbm_store_recount_inactive(p, UINT32_MAX);
 	while (nfree < n && c->free_count) {
-		out[nfree].id = kvbm_free_pop(p);
-		nfree++;
+		uint32_t s = kvbm_free_pop(p);
+		if (s == UINT32_MAX)
+			break; /* damaged: repaired at unlock (store.c) */
+		out[nfree++].id = s;
 	}
 	KVBM_FAILPOINT("block.allocate.popped");
 	uint32_t nev = nfree < n ? pick_victims(p, out + nfree, n - nfree) : 0;

@@ -123,6 +123,60 @@ void kvbm_sketch_touch(struct kvbm_pool *p, struct kvbm_plh key)
 		sketch_halve(p);
 }
 
+/* ---- bounds ------------------------------------------------------------------
+ *
+ * Any attached process can write any byte of these structures. Every index
+ * read from them goes through one of these: out of range, it is recorded
+ * (kvbm_store_corrupt: the mutex holder repairs everything from the slot
+ * array before it unlocks, or poisons the pool) and the access lands in a
+ * process-local sink instead of outside the mapping. Walks are bounded by
+ * the node count. The geometry used is this process's, never the
+ * segment's copy.
+ */
+static struct kvbm_shm_lnode *LN(struct kvbm_pool *p, uint32_t n)
+{
+	if (n < p->lin_nodes)
+		return &p->ln[n];
+	kvbm_store_corrupt(p);
+	return &p->sink.node;
+}
+
+static struct kvbm_shm_hent *HE(struct kvbm_pool *p, uint32_t i)
+{
+	if (i < p->nslots)
+		return &p->heap[i];
+	kvbm_store_corrupt(p);
+	return &p->sink.hent;
+}
+
+static uint64_t *GPF(struct kvbm_pool *p, uint32_t n)
+{
+	if (n >= p->nslots && n < p->lin_nodes)
+		return &p->gpfrag[n - p->nslots];
+	kvbm_store_corrupt(p);
+	return &p->sink.pfrag;
+}
+
+/* The slot a list link (slot + 1, not 0) names. */
+static struct kvbm_shm_slot *SL(struct kvbm_pool *p, uint32_t link)
+{
+	if (link - 1 < p->nslots)
+		return kvbm_slot(p, link - 1);
+	kvbm_store_corrupt(p);
+	return &p->sink.slot;
+}
+
+/* The heap's length, bounded by its room. */
+static uint32_t heap_len(struct kvbm_pool *p)
+{
+	uint32_t n = p->ev->nheap;
+
+	if (n <= p->nslots)
+		return n;
+	kvbm_store_corrupt(p);
+	return p->ev->nheap = p->nslots;
+}
+
 /* ---- lists (LRU, FIFO, multi-level LRU, lineage Fifo leaves) ------------------ */
 
 static void list_unlink(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s)
@@ -130,11 +184,11 @@ static void list_unlink(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s
 	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 
 	if (sl->prev)
-		kvbm_slot(p, sl->prev - 1)->next = sl->next;
+		SL(p, sl->prev)->next = sl->next;
 	else
 		l->head = sl->next;
 	if (sl->next)
-		kvbm_slot(p, sl->next - 1)->prev = sl->prev;
+		SL(p, sl->next)->prev = sl->prev;
 	else
 		l->tail = sl->prev;
 	sl->next = sl->prev = 0;
@@ -148,7 +202,7 @@ static void list_append(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s
 	sl->prev = l->tail;
 	sl->next = 0;
 	if (l->tail)
-		kvbm_slot(p, l->tail - 1)->next = s + 1;
+		SL(p, l->tail)->next = s + 1;
 	else
 		l->head = s + 1;
 	l->tail = s + 1;
@@ -162,7 +216,7 @@ static void list_prepend(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t 
 	sl->next = l->head;
 	sl->prev = 0;
 	if (l->head)
-		kvbm_slot(p, l->head - 1)->prev = s + 1;
+		SL(p, l->head)->prev = s + 1;
 	else
 		l->tail = s + 1;
 	l->head = s + 1;
@@ -178,8 +232,8 @@ static int hent_less(const struct kvbm_shm_hent *a, const struct kvbm_shm_hent *
 
 static void heap_set(struct kvbm_pool *p, uint32_t i, struct kvbm_shm_hent e)
 {
-	p->heap[i] = e;
-	p->ln[e.node].hpos = i + 1;
+	(*HE(p, i)) = e;
+	(*LN(p, e.node)).hpos = i + 1;
 }
 
 /* 4-ary: the parent of i is (i - 1) / 4, its children 4i+1..4i+4 share a
@@ -187,10 +241,10 @@ static void heap_set(struct kvbm_pool *p, uint32_t i, struct kvbm_shm_hent e)
  * heap's and each step compares within one line */
 static void heap_up(struct kvbm_pool *p, uint32_t i)
 {
-	struct kvbm_shm_hent e = p->heap[i];
+	struct kvbm_shm_hent e = (*HE(p, i));
 
-	while (i > 0 && hent_less(&e, &p->heap[(i - 1) / 4])) {
-		heap_set(p, i, p->heap[(i - 1) / 4]);
+	while (i > 0 && hent_less(&e, &(*HE(p, (i - 1) / 4)))) {
+		heap_set(p, i, (*HE(p, (i - 1) / 4)));
 		i = (i - 1) / 4;
 	}
 	heap_set(p, i, e);
@@ -198,19 +252,19 @@ static void heap_up(struct kvbm_pool *p, uint32_t i)
 
 static void heap_down(struct kvbm_pool *p, uint32_t i)
 {
-	struct kvbm_shm_hent e = p->heap[i];
-	uint32_t len = p->ev->nheap;
+	struct kvbm_shm_hent e = (*HE(p, i));
+	uint32_t len = heap_len(p);
 
 	for (;;) {
 		uint32_t c = 4 * i + 1, end = c + 4 < len ? c + 4 : len;
 		if (c >= len)
 			break;
 		for (uint32_t k = c + 1; k < end; k++)
-			if (hent_less(&p->heap[k], &p->heap[c]))
+			if (hent_less(&(*HE(p, k)), &(*HE(p, c))))
 				c = k;
-		if (!hent_less(&p->heap[c], &e))
+		if (!hent_less(&(*HE(p, c)), &e))
 			break;
-		heap_set(p, i, p->heap[c]);
+		heap_set(p, i, (*HE(p, c)));
 		i = c;
 	}
 	heap_set(p, i, e);
@@ -219,20 +273,25 @@ static void heap_down(struct kvbm_pool *p, uint32_t i)
 /* Removes the entry at index @i (its node's hpos already cleared). */
 static void heap_del_at(struct kvbm_pool *p, uint32_t i)
 {
-	uint32_t last = --p->ev->nheap;
+	uint32_t len = heap_len(p);
 
+	if (len == 0 || i >= len) {
+		kvbm_store_corrupt(p); /* no such entry */
+		return;
+	}
+	uint32_t last = --p->ev->nheap;
 	if (i == last)
 		return;
-	heap_set(p, i, p->heap[last]);
+	heap_set(p, i, (*HE(p, last)));
 	heap_up(p, i);
-	heap_down(p, p->ln[p->heap[i].node].hpos - 1);
+	heap_down(p, (*LN(p, (*HE(p, i)).node)).hpos - 1);
 }
 
 static void heap_del(struct kvbm_pool *p, uint32_t n)
 {
-	uint32_t i = p->ln[n].hpos - 1;
+	uint32_t i = (*LN(p, n)).hpos - 1;
 
-	p->ln[n].hpos = 0;
+	(*LN(p, n)).hpos = 0;
 	heap_del_at(p, i);
 }
 
@@ -245,27 +304,33 @@ static uint32_t ln_pos(const struct kvbm_shm_lnode *n)
 
 static uint32_t key_bucket(const struct kvbm_pool *p, uint32_t pos, uint64_t frag)
 {
-	return kvbm_lineage_bucket(pos, frag, p->ev->lin_buckets);
+	return kvbm_lineage_bucket(pos, frag, p->lin_buckets); /* ours, not the segment's */
 }
 
 /* The key of the parent a node is counted in: a real node's is in its
  * slot's key (stable while the slot is in the forest), a ghost's kept. */
-static uint64_t ln_pfrag(const struct kvbm_pool *p, uint32_t n)
+static uint64_t ln_pfrag(struct kvbm_pool *p, uint32_t n)
 {
 	if (n >= p->nslots)
-		return p->gpfrag[n - p->nslots];
+		return (*GPF(p, n));
 	return kvbm_plh_parent_fragment(kvbm_slot_key(&p->seg.slots[n]));
 }
 
 /* A node keyed (@pos, @frag), a real one first: distinct hashes may share
  * a key, and the reference compares full hashes only on lookups by hash,
  * which the registry index serves here. */
-static uint32_t lin_find(const struct kvbm_pool *p, uint32_t pos, uint64_t frag)
+static uint32_t lin_find(struct kvbm_pool *p, uint32_t pos, uint64_t frag)
 {
 	uint32_t ghost = UINT32_MAX;
 
-	for (uint32_t n1 = p->heads[key_bucket(p, pos, frag)]; n1; n1 = p->ln[n1 - 1].hnext) {
-		const struct kvbm_shm_lnode *n = &p->ln[n1 - 1];
+	uint32_t steps = 0;
+
+	for (uint32_t n1 = p->heads[key_bucket(p, pos, frag)]; n1; n1 = (*LN(p, n1 - 1)).hnext) {
+		if (++steps > p->lin_nodes) { /* a cycle */
+			kvbm_store_corrupt(p);
+			break;
+		}
+		const struct kvbm_shm_lnode *n = &(*LN(p, n1 - 1));
 		if (ln_pos(n) != pos || n->frag != frag)
 			continue;
 		if (!(n->pos_fl & KVBM_LN_GHOST))
@@ -277,21 +342,26 @@ static uint32_t lin_find(const struct kvbm_pool *p, uint32_t pos, uint64_t frag)
 
 static void hash_add(struct kvbm_pool *p, uint32_t n)
 {
-	uint32_t *head = &p->heads[key_bucket(p, ln_pos(&p->ln[n]), p->ln[n].frag)];
+	uint32_t *head = &p->heads[key_bucket(p, ln_pos(&(*LN(p, n))), (*LN(p, n)).frag)];
 
-	p->ln[n].hnext = *head;
+	(*LN(p, n)).hnext = *head;
 	*head = n + 1;
 }
 
 static void hash_del(struct kvbm_pool *p, uint32_t n)
 {
-	uint32_t *link = &p->heads[key_bucket(p, ln_pos(&p->ln[n]), p->ln[n].frag)];
+	uint32_t *link = &p->heads[key_bucket(p, ln_pos(&(*LN(p, n))), (*LN(p, n)).frag)];
 
-	while (*link && *link != n + 1)
-		link = &p->ln[*link - 1].hnext;
+	for (uint32_t steps = 0; *link && *link != n + 1; steps++) {
+		if (steps > p->lin_nodes) {
+			kvbm_store_corrupt(p); /* a cycle */
+			return;
+		}
+		link = &(*LN(p, *link - 1)).hnext;
+	}
 	if (*link)
-		*link = p->ln[n].hnext;
-	p->ln[n].hnext = 0;
+		*link = (*LN(p, n)).hnext;
+	(*LN(p, n)).hnext = 0;
 }
 
 static int lin_fifo(const struct kvbm_pool *p)
@@ -333,7 +403,7 @@ static void leaf_add_at(struct kvbm_pool *p, uint32_t n, uint32_t *hole)
 {
 	if (lin_fifo(p)) {
 		list_append(p, &p->seg.ctl->lists[0], n);
-		p->ln[n].hpos = 1;
+		(*LN(p, n)).hpos = 1;
 		return;
 	}
 	struct kvbm_shm_hent e = {.prio = lin_prio(p, n), .node = n};
@@ -343,10 +413,15 @@ static void leaf_add_at(struct kvbm_pool *p, uint32_t n, uint32_t *hole)
 		*hole = 0;
 		heap_set(p, i, e);
 		heap_up(p, i);
-		heap_down(p, p->ln[n].hpos - 1);
+		heap_down(p, (*LN(p, n)).hpos - 1);
 		return;
 	}
-	i = p->ev->nheap++;
+	i = heap_len(p);
+	if (i >= p->nslots) {
+		kvbm_store_corrupt(p); /* more leaves than real nodes */
+		return;
+	}
+	p->ev->nheap++;
 	heap_set(p, i, e);
 	heap_up(p, i);
 }
@@ -358,11 +433,11 @@ static void leaf_add(struct kvbm_pool *p, uint32_t n)
 
 static void leaf_del(struct kvbm_pool *p, uint32_t n)
 {
-	if (!p->ln[n].hpos)
+	if (!(*LN(p, n)).hpos)
 		return;
 	if (lin_fifo(p)) {
 		list_unlink(p, &p->seg.ctl->lists[0], n);
-		p->ln[n].hpos = 0;
+		(*LN(p, n)).hpos = 0;
 		return;
 	}
 	heap_del(p, n);
@@ -372,16 +447,16 @@ static uint32_t ghost_new(struct kvbm_pool *p, uint32_t pos, uint64_t frag, uint
 {
 	uint32_t g1 = p->ev->ghost_free;
 
-	if (!g1 || g1 - 1 < p->nslots || g1 > p->ev->lin_nodes) {
+	if (!g1 || g1 - 1 < p->nslots || g1 > p->lin_nodes) {
 		/* out of ghosts: the child goes unparented (the checker then
 		 * stops asking for exact child counts, see orphans) */
 		p->ev->orphans++;
 		return UINT32_MAX;
 	}
-	struct kvbm_shm_lnode *g = &p->ln[g1 - 1];
+	struct kvbm_shm_lnode *g = &(*LN(p, g1 - 1));
 	p->ev->ghost_free = g->hnext;
 	*g = (struct kvbm_shm_lnode){.frag = frag, .pos_fl = pos | KVBM_LN_USED | KVBM_LN_GHOST};
-	p->gpfrag[g1 - 1 - p->nslots] = pfrag;
+	(*GPF(p, g1 - 1)) = pfrag;
 	hash_add(p, g1 - 1);
 	p->ev->nghosts++;
 	return g1 - 1;
@@ -390,8 +465,8 @@ static uint32_t ghost_new(struct kvbm_pool *p, uint32_t pos, uint64_t frag, uint
 static void ghost_free(struct kvbm_pool *p, uint32_t g)
 {
 	hash_del(p, g);
-	p->ln[g] = (struct kvbm_shm_lnode){.hnext = p->ev->ghost_free};
-	p->gpfrag[g - p->nslots] = 0;
+	(*LN(p, g)) = (struct kvbm_shm_lnode){.hnext = p->ev->ghost_free};
+	(*GPF(p, g)) = 0;
 	p->ev->ghost_free = g + 1;
 	p->ev->nghosts--;
 }
@@ -401,11 +476,15 @@ static void ghost_free(struct kvbm_pool *p, uint32_t g)
  * iteratively (a chain may be as deep as the pool). */
 static void lin_unparent(struct kvbm_pool *p, uint32_t pos, uint64_t pfrag, uint32_t *hole)
 {
-	while (pos > 0) {
-		uint32_t par = lin_find(p, pos - 1, pfrag);
-		if (par == UINT32_MAX || p->ln[par].nchild == 0)
+	for (uint32_t steps = 0; pos > 0; steps++) {
+		if (steps > p->lin_nodes) {
+			kvbm_store_corrupt(p);
 			return;
-		struct kvbm_shm_lnode *pn = &p->ln[par];
+		}
+		uint32_t par = lin_find(p, pos - 1, pfrag);
+		if (par == UINT32_MAX || (*LN(p, par)).nchild == 0)
+			return;
+		struct kvbm_shm_lnode *pn = &(*LN(p, par));
 		KVBM_FAILPOINT("evict.lineage.unparent");
 		if (--pn->nchild)
 			return;
@@ -416,7 +495,7 @@ static void lin_unparent(struct kvbm_pool *p, uint32_t pos, uint64_t pfrag, uint
 		}
 		uint32_t linked = pn->pos_fl & KVBM_LN_LINKED;
 		pos = ln_pos(pn);
-		pfrag = p->gpfrag[par - p->nslots];
+		pfrag = (*GPF(p, par));
 		ghost_free(p, par);
 		if (!linked)
 			return;
@@ -433,14 +512,14 @@ static void lin_link(struct kvbm_pool *p, uint32_t s, uint32_t pos, uint64_t pfr
 	if (par == UINT32_MAX)
 		return;
 	KVBM_FAILPOINT("evict.lineage.link");
-	if (p->ln[par].nchild++ == 0)
+	if ((*LN(p, par)).nchild++ == 0)
 		leaf_del(p, par);
-	p->ln[s].pos_fl |= KVBM_LN_LINKED;
+	(*LN(p, s)).pos_fl |= KVBM_LN_LINKED;
 }
 
 static void lin_insert(struct kvbm_pool *p, uint32_t s)
 {
-	struct kvbm_shm_lnode *n = &p->ln[s];
+	struct kvbm_shm_lnode *n = &(*LN(p, s));
 
 	if (n->pos_fl & KVBM_LN_USED) {
 		/* still here from before its resurrection: a new insertion */
@@ -457,13 +536,13 @@ static void lin_insert(struct kvbm_pool *p, uint32_t s)
 	/* only a ghost matters here, and blocks that come parent first
 	 * (the usual order) leave none: skip the search then */
 	uint32_t g = p->ev->nghosts ? lin_find(p, pos, frag) : UINT32_MAX;
-	if (g != UINT32_MAX && (p->ln[g].pos_fl & KVBM_LN_GHOST)) {
+	if (g != UINT32_MAX && ((*LN(p, g)).pos_fl & KVBM_LN_GHOST)) {
 		/* its children came first: it takes the ghost's place, and
 		 * its link, when both name the same parent key */
-		uint64_t gp = p->gpfrag[g - p->nslots];
-		uint32_t glinked = p->ln[g].pos_fl & KVBM_LN_LINKED;
-		n->nchild = p->ln[g].nchild;
-		p->ln[g].pos_fl &= ~KVBM_LN_LINKED;
+		uint64_t gp = (*GPF(p, g));
+		uint32_t glinked = (*LN(p, g)).pos_fl & KVBM_LN_LINKED;
+		n->nchild = (*LN(p, g)).nchild;
+		(*LN(p, g)).pos_fl &= ~KVBM_LN_LINKED;
 		ghost_free(p, g);
 		KVBM_FAILPOINT("evict.lineage.unghost");
 		if (glinked && gp == pfrag)
@@ -480,7 +559,7 @@ static void lin_insert(struct kvbm_pool *p, uint32_t s)
 
 static void lin_remove(struct kvbm_pool *p, uint32_t s)
 {
-	struct kvbm_shm_lnode *n = &p->ln[s];
+	struct kvbm_shm_lnode *n = &(*LN(p, s));
 
 	if (!(n->pos_fl & KVBM_LN_USED))
 		return;
@@ -500,8 +579,8 @@ static void lin_remove(struct kvbm_pool *p, uint32_t s)
 		uint32_t g = ghost_new(p, ln_pos(n), n->frag, pfrag);
 		KVBM_FAILPOINT("evict.lineage.ghost");
 		if (g != UINT32_MAX) {
-			p->ln[g].nchild = n->nchild;
-			p->ln[g].pos_fl |= n->pos_fl & KVBM_LN_LINKED;
+			(*LN(p, g)).nchild = n->nchild;
+			(*LN(p, g)).pos_fl |= n->pos_fl & KVBM_LN_LINKED;
 			*n = (struct kvbm_shm_lnode){0};
 			if (hole) /* only leaves have entries: never, but never leak one */
 				heap_del_at(p, hole - 1);
@@ -584,10 +663,20 @@ uint32_t kvbm_evict_first(struct kvbm_pool *p)
 	struct kvbm_shm_control *c = p->seg.ctl;
 
 	if (kvbm_backend_is_lineage(p->backend) && !lin_fifo(p))
-		return p->ev->nheap ? p->heap[0].node : UINT32_MAX;
-	for (int lv = 0; lv < 4; lv++)
-		if (c->lists[lv].head)
-			return c->lists[lv].head - 1;
+	{
+		uint32_t n = heap_len(p) ? (*HE(p, 0)).node : UINT32_MAX;
+		if (n == UINT32_MAX || n < p->nslots)
+			return n;
+		kvbm_store_corrupt(p); /* only real nodes are leaves */
+		return UINT32_MAX;
+	}
+	for (int lv = 0; lv < 4; lv++) {
+		uint32_t h = c->lists[lv].head;
+		if (h && h - 1 < p->nslots)
+			return h - 1;
+		if (h)
+			kvbm_store_corrupt(p);
+	}
 	return UINT32_MAX;
 }
 
@@ -618,4 +707,6 @@ void kvbm_evict_setup(struct kvbm_pool *p)
 	p->heads = g.nodes ? (uint32_t *)(base + g.heads_off) : NULL;
 	p->heap = g.nodes ? (struct kvbm_shm_hent *)(base + g.heap_off) : NULL;
 	p->gpfrag = g.nodes ? (uint64_t *)(base + g.pfrag_off) : NULL;
+	p->lin_nodes = g.nodes;
+	p->lin_buckets = g.buckets;
 }

@@ -323,7 +323,11 @@ int kvbm_reset_inactive_pool(struct kvbm_pool *p)
 	if (r < 0)
 		return r;
 	uint32_t s;
-	while ((s = kvbm_evict_first(p)) != UINT32_MAX) {
+	for (uint64_t turns = 0; (s = kvbm_evict_first(p)) != UINT32_MAX; turns++) {
+		if (turns > 2 * (uint64_t)p->nslots) {
+			kvbm_store_corrupt(p); /* a cycle: repaired at unlock */
+			break;
+		}
 		struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 		uint64_t h = __atomic_load_n(&sl->holders, __ATOMIC_SEQ_CST);
 		int ok = !(h & KVBM_HOLD_PROCS) && (h & KVBM_HOLD_INACTIVE) && !sl->dups &&

@@ -50,6 +50,16 @@ struct kvbm_pool {
 	uint32_t *heads;
 	struct kvbm_shm_hent *heap;
 	uint64_t *gpfrag; /* ghosts' parent fragments, by node - nslots */
+	uint32_t lin_nodes, lin_buckets; /* this process's geometry, not the segment's */
+	/* where an out-of-range index read from the segment lands (evict.c,
+	 * store.c) instead of outside the mapping; written only by the mutex
+	 * holder, so by one thread at a time */
+	struct {
+		struct kvbm_shm_slot slot;
+		struct kvbm_shm_lnode node;
+		struct kvbm_shm_hent hent;
+		uint64_t pfrag;
+	} sink;
 };
 
 /* Checks @cfg and converts it to the stored form. Returns 0 or -EINVAL. */
@@ -296,6 +306,14 @@ void kvbm_store_unlock(struct kvbm_pool *p);
 void kvbm_store_op(struct kvbm_pool *p, uint32_t op, uint32_t arg0);
 uint32_t kvbm_free_pop(struct kvbm_pool *p);
 void kvbm_free_push(struct kvbm_pool *p, uint32_t s, int front);
+
+/* The mutex holder found an index or link out of range, or a cycle: the
+ * structures derived from the slot array are repaired (rebuilt) before the
+ * mutex is released, or the pool is poisoned (shm/mutex.c). */
+static inline void kvbm_store_corrupt(struct kvbm_pool *p)
+{
+	p->seg.corrupt = 1;
+}
 
 /* ---- evict.c: the eviction order (mutex held) and the sketch (lock-free) -- */
 

@@ -55,19 +55,38 @@ void kvbm_store_unlock(struct kvbm_pool *p)
 
 /* ---- lists (links are slot + 1) ------------------------------------------- */
 
+/* The slot a free-list link (slot + 1, not 0) names; out of range, the
+ * pool is marked for repair and a sink takes the access (see evict.c). */
+static struct kvbm_shm_slot *free_link(struct kvbm_pool *p, uint32_t link)
+{
+	if (link - 1 < p->nslots)
+		return kvbm_slot(p, link - 1);
+	kvbm_store_corrupt(p);
+	return &p->sink.slot;
+}
+
 uint32_t kvbm_free_pop(struct kvbm_pool *p)
 {
 	struct kvbm_shm_control *c = p->seg.ctl;
 	uint32_t s1 = c->free_head;
 
-	if (s1 == 0 || s1 > p->nslots)
+	if (s1 == 0 || s1 > p->nslots) {
+		if (s1 || c->free_count)
+			kvbm_store_corrupt(p); /* a count with no list, or a bad head */
 		return UINT32_MAX;
+	}
 	struct kvbm_shm_slot *sl = kvbm_slot(p, s1 - 1);
+	if (sl->list != KVBM_LIST_FREE || c->free_count == 0) {
+		/* a slot on the free list that says otherwise, or a list
+		 * longer than its count (a loop): never hand it out */
+		kvbm_store_corrupt(p);
+		return UINT32_MAX;
+	}
 	c->free_head = sl->next;
 	if (c->free_head == 0)
 		c->free_tail = 0;
 	else
-		kvbm_slot(p, c->free_head - 1)->prev = 0;
+		free_link(p, c->free_head)->prev = 0;
 	sl->next = sl->prev = 0;
 	sl->list = KVBM_LIST_NONE;
 	/* relaxed: a gauge, read lock-free */
@@ -84,7 +103,7 @@ void kvbm_free_push(struct kvbm_pool *p, uint32_t s, int front)
 		sl->prev = 0;
 		sl->next = c->free_head;
 		if (c->free_head)
-			kvbm_slot(p, c->free_head - 1)->prev = s + 1;
+			free_link(p, c->free_head)->prev = s + 1;
 		else
 			c->free_tail = s + 1;
 		c->free_head = s + 1;
@@ -92,7 +111,7 @@ void kvbm_free_push(struct kvbm_pool *p, uint32_t s, int front)
 		sl->next = 0;
 		sl->prev = c->free_tail;
 		if (c->free_tail)
-			kvbm_slot(p, c->free_tail - 1)->next = s + 1;
+			free_link(p, c->free_tail)->next = s + 1;
 		else
 			c->free_head = s + 1;
 		c->free_tail = s + 1;

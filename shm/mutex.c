@@ -161,8 +161,36 @@ int kvbm_seg_lock(struct kvbm_seg *seg)
 	return 0;
 }
 
+/*
+ * A derived structure (a list, the forest, a count) held an index out of
+ * range or a cycle: a peer wrote bytes it should not have, or died in a
+ * way the op record does not cover. The recovery hook rebuilds all of it
+ * from the slot array and runs the checker, as after an owner's death; if
+ * that fails too the pool is poisoned rather than left for the next
+ * process to trip over.
+ */
+static void repair(struct kvbm_seg *seg)
+{
+	struct kvbm_shm_op op = {0};
+	int r = -EINVAL;
+
+	seg->corrupt = 0;
+	if (seg->recover)
+		r = seg->recover(seg, &op, seg->recover_arg);
+	if (r == 0 && !seg->corrupt) {
+		seg->ctl->recoveries++;
+		seg->ctl->last_recovery_ns = kvbm_now_ns();
+		return;
+	}
+	seg->corrupt = 0;
+	/* release: pairs with the acquire load in kvbm_seg_check() */
+	__atomic_store_n(&seg->hdr->state, KVBM_SEG_POISONED, __ATOMIC_RELEASE);
+}
+
 void kvbm_seg_unlock(struct kvbm_seg *seg)
 {
+	if (seg->corrupt)
+		repair(seg);
 	seg->ctl->owner_pid = 0;
 	seg->ctl->owner_proc = UINT32_MAX;
 	__atomic_store_n(&seg->lock_tid, 0, __ATOMIC_RELAXED);

@@ -58,6 +58,10 @@ struct kvbm_seg {
 	pthread_t thread; /* the one thread (FIXED), or the bias owner */
 	int st_busy;      /* BIASED: the owner is inside a one-writer operation */
 	int st_revoke;    /* BIASED: another thread wants the handle */
+	/* set by the mutex holder that met an out-of-range index or a cycle
+	 * in a derived structure; kvbm_seg_unlock() then repairs (recover)
+	 * or poisons. Process-local, mutex holder only */
+	int corrupt;
 	kvbm_recover_fn recover;
 	void *recover_arg;
 	kvbm_reap_fn reap;

@@ -28,6 +28,7 @@ Suite *make_invariants_suite(void);
 Suite *make_evict_suite(void);
 Suite *make_misuse_suite(void);
 Suite *make_edges_suite(void);
+Suite *make_hostile_suite(void);
 
 /* A pool name unique in this test run. */
 const char *t_name(char *buf, size_t len);
