@@ -164,11 +164,21 @@ int kvbm_allocate_blocks(struct kvbm_pool *p, uint32_t n, struct kvbm_block *out
 	if (r < 0)
 		return r;
 	c = p->seg.ctl;
-	if ((int64_t)c->free_count + __atomic_load_n(&c->inactive, __ATOMIC_RELAXED) < n &&
-	    kvbm_proc_reap_locked(&p->seg) > 0) {
-		/* short: what dead processes held may be what is missing. The
-		 * reap wrote its own op records; ours is the allocation again */
-		kvbm_store_op(p, KVBM_OP_ALLOCATE, n);
+	if ((int64_t)c->free_count + __atomic_load_n(&c->inactive, __ATOMIC_RELAXED) < n) {
+		/* short: what dead processes held may be what is missing. Their
+		 * liveness is probed without the mutex (syscalls), then they are
+		 * reaped under it */
+		struct kvbm_proc_dead dead;
+		kvbm_store_unlock(p);
+		kvbm_proc_probe(&p->seg, &dead);
+		if (!dead.mask)
+			return -ENOSPC;
+		r = kvbm_store_lock(p, KVBM_OP_ALLOCATE, n);
+		if (r < 0)
+			return r;
+		/* the reap writes its own op records; ours is the allocation */
+		if (kvbm_proc_reap_proven(&p->seg, &dead) > 0)
+			kvbm_store_op(p, KVBM_OP_ALLOCATE, n);
 	}
 	if ((int64_t)c->free_count + __atomic_load_n(&c->inactive, __ATOMIC_RELAXED) < n) {
 		kvbm_store_unlock(p);

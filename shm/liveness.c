@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "failpoint.h"
 #include "liveness.h"
 
 static int ofd_cmd(int fd, int cmd, off_t byte, short type, struct flock *out)
@@ -104,6 +105,7 @@ enum kvbm_liveness kvbm_proc_liveness(int fd, uint32_t idx, const struct kvbm_sh
 {
 	uint64_t st;
 	char state;
+	KVBM_FAILPOINT("shm.liveness.probe");
 	int held = kvbm_ofd_probe(fd, KVBM_LOCK_LIVENESS_BASE + idx);
 
 	if (held == 0)

@@ -115,12 +115,23 @@ static int lock_bounded(pthread_mutex_t *m)
 
 int kvbm_seg_lock(struct kvbm_seg *seg)
 {
+	struct kvbm_proc_dead dead;
 	int r = kvbm_seg_check(seg);
 
 	if (r < 0)
 		return r;
 	if (__atomic_load_n(&seg->lock_tid, __ATOMIC_RELAXED) == self_tid())
 		return KVBM_EDEADLK;
+	/* periodic reaping: without it a dead process's holds would wait for
+	 * the next attach, short allocation or kvbm_reap(). About every
+	 * KVBM_REAP_INTERVAL acquisitions (relaxed: a guess at the count we
+	 * are about to take) the locker probes every attached process's
+	 * liveness, before the mutex: no syscall is made under it */
+	int periodic = seg->self != UINT32_MAX &&
+		       (__atomic_load_n(&seg->ctl->lock_count, __ATOMIC_RELAXED) + 1) %
+				       KVBM_REAP_INTERVAL == 0;
+	if (periodic)
+		kvbm_proc_probe(seg, &dead);
 	r = lock_bounded(&seg->ctl->mutex);
 	if (r == EOWNERDEAD) {
 		seg->ctl->owner_pid = (uint32_t)seg->pid;
@@ -151,13 +162,10 @@ int kvbm_seg_lock(struct kvbm_seg *seg)
 	/* process-local and relaxed: only the thread that stored its own tid
 	 * can ever read it back equal, and that read is program-ordered */
 	__atomic_store_n(&seg->lock_tid, self_tid(), __ATOMIC_RELAXED);
-	/* periodic reaping: without it a dead process's holds would wait for
-	 * the next attach, short allocation or kvbm_reap(). Costs one
-	 * liveness probe per attached process every KVBM_REAP_INTERVAL
-	 * acquisitions. A failure here is not the caller's: the REAP op record
-	 * lets the next locker finish it. */
-	if (seg->ctl->lock_count % KVBM_REAP_INTERVAL == 0 && seg->self != UINT32_MAX)
-		(void)kvbm_proc_reap_locked(seg);
+	/* a failure here is not the caller's: the REAP op record lets the
+	 * next locker finish it */
+	if (periodic)
+		(void)kvbm_proc_reap_proven(seg, &dead);
 	return 0;
 }
 

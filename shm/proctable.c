@@ -65,6 +65,57 @@ static int reap_one(struct kvbm_seg *seg, uint32_t idx)
 	return 0;
 }
 
+void kvbm_proc_probe(const struct kvbm_seg *seg, struct kvbm_proc_dead *d)
+{
+	uint32_t n = seg->hdr->config.max_procs;
+
+	d->mask = 0;
+	for (uint32_t i = 0; i < n && i < KVBM_MAX_PROCS; i++) {
+		const struct kvbm_shm_proc *e = &seg->procs[i];
+		struct kvbm_shm_proc snap;
+		if (i == seg->self)
+			continue;
+		/* acquire: pairs with the release store of ACTIVE in attach;
+		 * the fields read after it are that attach's, unless another
+		 * attach re-claimed the entry meanwhile: the generation read
+		 * again after the probe tells */
+		if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) != KVBM_PROC_ACTIVE)
+			continue;
+		snap = *e;
+		if (kvbm_proc_liveness(seg->fd, i, &snap) == KVBM_ALIVE)
+			continue;
+		if (__atomic_load_n(&e->attach_gen, __ATOMIC_ACQUIRE) != snap.attach_gen)
+			continue;
+		d->mask |= 1ull << i;
+		d->gen[i] = snap.attach_gen;
+	}
+}
+
+int kvbm_proc_reap_proven(struct kvbm_seg *seg, const struct kvbm_proc_dead *d)
+{
+	uint32_t n = seg->hdr->config.max_procs;
+	int reaped = 0;
+
+	for (uint32_t i = 0; i < n && i < KVBM_MAX_PROCS; i++) {
+		struct kvbm_shm_proc *e = &seg->procs[i];
+		uint32_t st = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
+
+		if (st == KVBM_PROC_FREE || i == seg->self)
+			continue;
+		/* a death proven before the mutex stands while the entry is
+		 * still that attachment's: the dead do not come back. A
+		 * half-done reap (neither FREE nor ACTIVE) needs no proof */
+		if (st == KVBM_PROC_ACTIVE &&
+		    (!(d->mask & (1ull << i)) || e->attach_gen != d->gen[i]))
+			continue;
+		int r = reap_one(seg, i);
+		if (r < 0)
+			return r;
+		reaped++;
+	}
+	return reaped;
+}
+
 int kvbm_proc_reap_locked(struct kvbm_seg *seg)
 {
 	uint32_t n = seg->hdr->config.max_procs;
@@ -88,11 +139,16 @@ int kvbm_proc_reap_locked(struct kvbm_seg *seg)
 
 int kvbm_proc_reap(struct kvbm_seg *seg)
 {
-	int r = kvbm_seg_lock(seg);
+	struct kvbm_proc_dead d;
+	int r = kvbm_seg_check(seg);
 
 	if (r < 0)
 		return r;
-	r = kvbm_proc_reap_locked(seg);
+	kvbm_proc_probe(seg, &d); /* the syscalls, before the mutex */
+	r = kvbm_seg_lock(seg);
+	if (r < 0)
+		return r;
+	r = kvbm_proc_reap_proven(seg, &d);
 	kvbm_seg_unlock(seg);
 	return r;
 }
@@ -130,13 +186,16 @@ int kvbm_proc_attach(struct kvbm_seg *seg)
 	uint64_t starttime;
 	int r;
 
+	struct kvbm_proc_dead d;
+
 	r = kvbm_proc_starttime(seg->pid, &starttime);
 	if (r < 0)
 		return r;
+	kvbm_proc_probe(seg, &d);
 	r = kvbm_seg_lock(seg);
 	if (r < 0)
 		return r;
-	r = kvbm_proc_reap_locked(seg);
+	r = kvbm_proc_reap_proven(seg, &d);
 	if (r < 0)
 		goto out;
 	r = KVBM_EPROCFULL;

@@ -344,6 +344,49 @@ START_TEST(test_stopped_reader_does_not_stall_the_mutex_owner)
 }
 END_TEST
 
+/*
+ * The liveness probes (an fcntl and a read of /proc per process) run
+ * before the mutex is taken: a reaper stopped inside one, by kvbm_reap or
+ * by an allocation that came up short, holds up nobody. Run 0: kvbm_reap;
+ * run 1: a short allocation.
+ */
+START_TEST(test_liveness_probes_run_outside_the_mutex)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = t_pool(name, 8);
+	struct kvbm_block b, mine[4];
+	int up[2];
+
+	ck_assert_int_eq(kvbm_allocate_blocks(p, 4, mine, NULL, NULL), 0);
+	ck_assert_int_eq(pipe(up), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct kvbm_pool *q = attach(name);
+		struct kvbm_block all[5];
+		int r;
+		kvbm_fp_arm("shm.liveness.probe:1=stop");
+		r = _i == 0 ? kvbm_reap(q) : kvbm_allocate_blocks(q, 5, all, NULL, NULL);
+		t_send(up[1], &r, sizeof(r));
+		kvbm_pool_close(q);
+		_exit(0);
+	}
+	siginfo_t si;
+	ck_assert_int_eq(waitid(P_PID, (id_t)pid, &si, WSTOPPED), 0);
+	/* the prober is stopped: the mutex must be free */
+	alarm(20);
+	ck_assert_int_eq(kvbm_allocate_blocks(p, 1, &b, NULL, NULL), 0);
+	t_release(p, &b, 1);
+	alarm(0);
+	ck_assert_int_eq(kill(pid, SIGCONT), 0);
+	int r;
+	ck_assert_int_eq(t_recv(up[0], &r, sizeof(r)), 0);
+	ck_assert_int_eq(r, _i == 0 ? 0 : -ENOSPC);
+	ck_assert_int_eq(t_wait(pid), 0);
+	t_release(p, mine, 4);
+	t_done(p, name);
+}
+END_TEST
+
 Suite *make_edges_suite(void)
 {
 	Suite *s = suite_create("edges");
@@ -355,6 +398,7 @@ Suite *make_edges_suite(void)
 	tcase_add_test(tc, test_reaped_process_gets_ereaped);
 	tcase_add_test(tc, test_zombie_attacher_is_reaped);
 	tcase_add_test(tc, test_stopped_reader_does_not_stall_the_mutex_owner);
+	tcase_add_loop_test(tc, test_liveness_probes_run_outside_the_mutex, 0, 2);
 	suite_add_tcase(s, tc);
 	return s;
 }
