@@ -21,6 +21,9 @@
  *    no wider than the one it was created with (KVBM_EOWNER, KVBM_EMODE).
  *  - A handle may be used by several threads of its process at once.
  *  - Never truncate or overwrite a pool's file while it is attached.
+ *  - Linux on x86-64 only: the lock-free paths rely on x86's total store
+ *    order (the seqlock-style key reads, the one-writer holds) and use its
+ *    pause instruction. Another architecture is refused at build time.
  */
 #ifndef KVBM_H
 #define KVBM_H

@@ -80,9 +80,13 @@ static inline struct kvbm_plh kvbm_slot_key(const struct kvbm_shm_slot *sl)
 {
 	struct kvbm_plh k;
 
-	/* acquire: pairs with the owner's release of STAGED/REGISTERED */
-	k.hi = __atomic_load_n(&sl->key_hi, __ATOMIC_ACQUIRE);
-	k.lo = __atomic_load_n(&sl->key_lo, __ATOMIC_ACQUIRE);
+	/* relaxed: the key is published by the release store of STAGED or
+	 * REGISTERED that follows its (relaxed) stores; every caller reads it
+	 * after an acquire load of that state word or a seq_cst RMW of a pin,
+	 * which orders these loads after it. Nothing stores the key with
+	 * release, so an acquire here would pair with nothing */
+	k.hi = __atomic_load_n(&sl->key_hi, __ATOMIC_RELAXED);
+	k.lo = __atomic_load_n(&sl->key_lo, __ATOMIC_RELAXED);
 	return k;
 }
 

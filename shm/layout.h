@@ -21,6 +21,13 @@
 
 #include "kvbm.h"
 
+/* Every process that maps the segment must order its loads and stores as
+ * x86-64 does (TSO): the lock-free readers' seqlock-style key reads and
+ * the one-writer hold paths have no fences of their own (see kvbm.h). */
+#if !defined(__x86_64__)
+#error "kvbm-shm supports x86-64 only (its lock-free paths rely on TSO)"
+#endif
+
 #define KVBM_SHM_MAGIC 0x00314d48534d424bull /* "KBMSHM1\0" little-endian */
 /* 2: resurrection windows in the metric shards, index alternate bucket
  * 3: eviction region (TinyLFU sketch, lineage forest), four eviction lists

@@ -523,9 +523,11 @@ struct thr_arg {
 /*
  * An evictor walks past an inactive slot whose pin is in flight (the
  * pinner's bit set, the INACTIVE mark not yet cleared; here the pinner died
- * there). The pin may still miss and drop its bit, so the slot must stay in
- * the eviction order: once the reaper clears the bit it is evictable again.
- * Unlinking it would leave a slot counted inactive that nothing can evict.
+ * there). The walk takes it off the eviction order and evicts the next one.
+ * The pin may still miss and drop its bit (here: the pinner's reaper drops
+ * it), leaving the slot marked and on no order: whoever does so settles it,
+ * which puts it back, so it is evictable again and never counted inactive
+ * with nothing able to evict it.
  */
 START_TEST(test_inflight_pin_keeps_slot_in_eviction_order)
 {
