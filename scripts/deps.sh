@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build and tests need, when missing.
 # As root it uses apt-get; otherwise it says what to install.
+# The list is complete for a minimal Debian 12 (mmdebstrap --variant=minbase,
+# scripts/fresh-machine.sh proves it): packages are installed without their
+# recommends, so what gcc only recommends is named here: libc6-dev (the C
+# headers and crt files). binutils (nm, for test-install.sh) comes with gcc;
+# util-linux (mount namespaces of the tmpfs tests) and the shell tools the
+# scripts use are in every Debian.
 set -euo pipefail
 
-pkgs=(gcc make pkg-config check libsubunit-dev liburcu-dev libxxhash-dev libjemalloc-dev
-      util-linux python3 cppcheck)
+pkgs=(make gcc libc6-dev pkg-config check libsubunit-dev liburcu-dev libxxhash-dev
+      libjemalloc-dev util-linux python3 cppcheck)
 
 missing=()
 for p in "${pkgs[@]}"; do
