@@ -15,7 +15,7 @@
 
 int kvbm_metrics_snapshot(struct kvbm_pool *p, struct kvbm_metrics *out)
 {
-	int64_t v[KVBM_M_NSHARD] = {0};
+	uint64_t v[KVBM_M_NSHARD] = {0}; /* unsigned: a peer's bytes may wrap the sum */
 	int r = p ? kvbm_seg_check(&p->seg) : -EINVAL;
 
 	if (r < 0)
@@ -26,7 +26,7 @@ int kvbm_metrics_snapshot(struct kvbm_pool *p, struct kvbm_metrics *out)
 	 * keeps what detached and dead processes counted */
 	for (uint32_t i = 0; i < p->seg.hdr->config.max_procs; i++)
 		for (int k = 0; k < KVBM_M_NSHARD; k++)
-			v[k] += __atomic_load_n(&p->seg.metrics[i].v[k], __ATOMIC_RELAXED);
+			v[k] += (uint64_t)__atomic_load_n(&p->seg.metrics[i].v[k], __ATOMIC_RELAXED);
 	memset(out, 0, sizeof(*out));
 	out->allocations = (uint64_t)v[KVBM_M_ALLOCATIONS];
 	out->allocations_from_reset = (uint64_t)v[KVBM_M_ALLOCATIONS_FROM_RESET];

@@ -158,7 +158,9 @@ int kvbm_seg_lock(struct kvbm_seg *seg)
 	}
 	seg->ctl->owner_pid = (uint32_t)seg->pid;
 	seg->ctl->owner_proc = seg->self;
-	seg->ctl->lock_count++;
+	/* relaxed: read before the mutex by the next locker's periodic guess
+	 * (above), which needs no order, only an untorn value */
+	__atomic_store_n(&seg->ctl->lock_count, seg->ctl->lock_count + 1, __ATOMIC_RELAXED);
 	/* process-local and relaxed: only the thread that stored its own tid
 	 * can ever read it back equal, and that read is program-ordered */
 	__atomic_store_n(&seg->lock_tid, self_tid(), __ATOMIC_RELAXED);
