@@ -368,7 +368,9 @@ KVBM_API const struct kvbm_block_hashes *kvbm_tokens_block(const struct kvbm_tok
  * and the generation of the slot when the handle was made. It is a plain
  * value: copy it freely, send it to another process. Every call validates
  * it: a handle of another pool gets KVBM_EFOREIGN, one whose slot has been
- * recycled since gets KVBM_ESTALE.
+ * recycled since gets KVBM_ESTALE. The generation has 48 bits: a stale
+ * handle validates again only after 2^48 reuses of its slot, years at the
+ * fastest a slot can be reused (a 32-bit one took minutes).
  *
  * What a handle allows depends on the block's state:
  *  - MUTABLE (from kvbm_allocate_blocks) and STAGED (after kvbm_stage_block
@@ -386,7 +388,7 @@ KVBM_API const struct kvbm_block_hashes *kvbm_tokens_block(const struct kvbm_tok
 struct kvbm_block {
 	uint64_t pool; /* instance id of the pool */
 	uint32_t id;   /* block id */
-	uint32_t gen;  /* slot generation */
+	uint64_t gen;  /* slot generation (48 bits: it never wraps in practice) */
 };
 
 /*

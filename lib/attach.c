@@ -68,7 +68,8 @@ struct att_cb {
 struct att_entry {
 	struct cds_lfht_node node;
 	struct kvbm_plh key;
-	uint32_t slot, gen; /* the registration this entry belongs to */
+	uint32_t slot;      /* the registration this entry belongs to */
+	uint64_t gen;
 	uint32_t refs;      /* the table's, if linked, + users'; atomic */
 	pthread_mutex_t mu; /* guards everything below */
 	int dead;           /* unlinked: attach nothing more */
@@ -271,7 +272,8 @@ static size_t entries_unlink(struct kvbm_att *a, struct att_entry **es, size_t n
 /* Whether @e's registration is still the hash's primary (lock-free). */
 static int entry_live(struct kvbm_pool *p, const struct att_entry *e)
 {
-	uint32_t s, g;
+	uint32_t s;
+	uint64_t g;
 
 	return kvbm_index_lookup(&p->ix, e->key, &s, &g) && s == e->slot && g == e->gen;
 }
@@ -318,7 +320,8 @@ static int entry_acquire(struct kvbm_pool *p, struct kvbm_plh key, int create,
 			 struct att_entry **out)
 {
 	struct kvbm_att *a = p->att;
-	uint32_t s, g;
+	uint32_t s;
+	uint64_t g;
 
 	for (;;) {
 		struct att_entry *e = entry_get(a, key);

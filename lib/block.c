@@ -332,7 +332,7 @@ static void unlock_owned(struct kvbm_pool *p, uint32_t s, int st)
  * our holds on the primary saturated), or the guard's error.
  */
 static int register_rejected(struct kvbm_pool *p, const struct kvbm_block *blk,
-			     struct kvbm_plh key, uint32_t ps, uint32_t pg, struct kvbm_block *out)
+			     struct kvbm_plh key, uint32_t ps, uint64_t pg, struct kvbm_block *out)
 {
 	int st;
 
@@ -363,7 +363,8 @@ static int register_rejected(struct kvbm_pool *p, const struct kvbm_block *blk,
  */
 static int register_one(struct kvbm_pool *p, const struct kvbm_block *blk, struct kvbm_block *out)
 {
-	uint32_t s = blk->id, gen = blk->gen, ps, pg;
+	uint32_t s = blk->id, ps;
+	uint64_t gen = blk->gen, pg;
 	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 	int st;
 	int r = lock_owned(p, blk, OWNED_STAGED, &st);

@@ -117,7 +117,8 @@ static void check_registered(struct ck *c, uint32_t s, uint64_t w, uint64_t h, u
 	const struct kvbm_shm_slot *sl = &c->seg->slots[s];
 	struct kvbm_plh key = kvbm_slot_key(sl);
 	int locked = c->flags & KVBM_CK_LOCKED;
-	uint32_t fs, fg;
+	uint32_t fs;
+	uint64_t fg;
 
 	if (kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY) {
 		if (locked && (!kvbm_index_lookup(&c->ix, key, &fs, &fg) || fs != s ||

@@ -114,7 +114,7 @@ void kvbm_resw_close(struct kvbm_pool *p, struct kvbm_resw *w)
 }
 
 /* 0 -> 1: record intent, set the bit, re-read the state (rule 1). */
-static int pin_slow(struct kvbm_pool *p, int st, uint32_t s, uint32_t gen, struct kvbm_resw *w)
+static int pin_slow(struct kvbm_pool *p, int st, uint32_t s, uint64_t gen, struct kvbm_resw *w)
 {
 	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 	kvbm_hold_t *e = &p->ht[s];
@@ -163,7 +163,7 @@ static int pin_slow(struct kvbm_pool *p, int st, uint32_t s, uint32_t gen, struc
 
 /* 0 -> 1 (or an overflow); the inline kvbm_hold_pin's slow path, kept
  * out of line so that the fast path saves no registers. */
-int kvbm_hold_pin_first(struct kvbm_pool *p, int st, uint32_t s, uint32_t gen, int overflow,
+int kvbm_hold_pin_first(struct kvbm_pool *p, int st, uint32_t s, uint64_t gen, int overflow,
 			struct kvbm_resw *w)
 {
 	kvbm_hold_t *e = &p->ht[s];

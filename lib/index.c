@@ -17,7 +17,7 @@ void kvbm_index_view(struct kvbm_index *ix, struct kvbm_shm_bucket *buckets, uin
 }
 
 int kvbm_index_insert(const struct kvbm_index *ix, struct kvbm_plh key, uint32_t slot,
-		      uint32_t gen)
+		      uint64_t gen)
 {
 	struct kvbm_where w = kvbm_index_locate(ix, key);
 	uint32_t bs[2] = {w.b1, w.b2};
@@ -60,14 +60,14 @@ int kvbm_index_delete(const struct kvbm_index *ix, struct kvbm_plh key, uint32_t
 }
 
 int kvbm_index_lookup(const struct kvbm_index *ix, struct kvbm_plh key, uint32_t *slot,
-		      uint32_t *gen)
+		      uint64_t *gen)
 {
-	uint64_t f = kvbm_index_find(ix, key, 1);
+	struct kvbm_hit f = kvbm_index_find(ix, key, 1);
 
-	if (f == KVBM_INDEX_MISS)
+	if (!f.s1)
 		return 0;
-	*slot = (uint32_t)f;
-	*gen = (uint32_t)(f >> 32);
+	*slot = f.s1 - 1;
+	*gen = f.gen;
 	return 1;
 }
 
@@ -75,7 +75,8 @@ int kvbm_index_entry_check(const struct kvbm_index *ix, uint32_t b, int i)
 {
 	const struct kvbm_shm_bucket *bk = &ix->buckets[b];
 	uint32_t s1 = __atomic_load_n(&bk->slot[i], __ATOMIC_ACQUIRE);
-	uint32_t s, g;
+	uint32_t s;
+	uint64_t g;
 
 	if (s1 == 0)
 		return 1;
@@ -84,8 +85,8 @@ int kvbm_index_entry_check(const struct kvbm_index *ix, uint32_t b, int i)
 	const struct kvbm_shm_slot *sl = &ix->slots[s1 - 1];
 	struct kvbm_plh key = {__atomic_load_n(&sl->key_hi, __ATOMIC_ACQUIRE),
 			       __atomic_load_n(&sl->key_lo, __ATOMIC_ACQUIRE)};
-	if (kvbm_index_validate(ix, s1, __atomic_load_n(&bk->gen_lo[i], __ATOMIC_RELAXED), key, 1) ==
-	    KVBM_INDEX_MISS)
+	if (!kvbm_index_validate(ix, s1, __atomic_load_n(&bk->gen_lo[i], __ATOMIC_RELAXED), key, 1)
+		     .s1)
 		return -1;
 	struct kvbm_where w = kvbm_index_locate(ix, key);
 	if ((b != w.b1 && b != w.b2) || __atomic_load_n(&bk->tag[i], __ATOMIC_RELAXED) != w.tag)

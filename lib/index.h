@@ -36,7 +36,7 @@ void kvbm_index_view(struct kvbm_index *ix, struct kvbm_shm_bucket *buckets, uin
 /* Writer, mutex held: adds @key -> (@slot, @gen). Returns 0, or -ENOSPC
  * when both candidate buckets are full (the block is then not shareable). */
 int kvbm_index_insert(const struct kvbm_index *ix, struct kvbm_plh key, uint32_t slot,
-		      uint32_t gen);
+		      uint64_t gen);
 /* Writer, mutex held: removes the entry of @key that names @slot.
  * Returns 0 or -ENOENT. */
 int kvbm_index_delete(const struct kvbm_index *ix, struct kvbm_plh key, uint32_t slot);
@@ -94,13 +94,18 @@ kvbm_index_locate(const struct kvbm_index *ix, struct kvbm_plh key)
 	return w;
 }
 
-#define KVBM_INDEX_MISS UINT64_MAX
+/* A lookup's answer: slot + 1 (0: a miss) and its generation. Returned in
+ * two registers (the functions are inline), never through the stack. */
+struct kvbm_hit {
+	uint64_t gen;
+	uint32_t s1;
+};
+#define KVBM_INDEX_MISS ((struct kvbm_hit){0, 0})
 
-/* Validates entry (@s1, @gl) against its slot: (gen << 32 | slot) of a
- * hit, or KVBM_INDEX_MISS. Without @exact the state word is not re-read
+/* Validates entry (@s1, @gl) against its slot: the hit, or a miss. Without @exact the state word is not re-read
  * after the key: a slot changing meanwhile may yield a candidate that
  * a later check has to reject (see kvbm_index_find). */
-static inline __attribute__((always_inline)) uint64_t
+static inline __attribute__((always_inline)) struct kvbm_hit
 kvbm_index_validate(const struct kvbm_index *ix, uint32_t s1, uint16_t gl, struct kvbm_plh key,
 		    int exact)
 {
@@ -122,12 +127,12 @@ kvbm_index_validate(const struct kvbm_index *ix, uint32_t s1, uint16_t gl, struc
 	if ((exact && __atomic_load_n(&sl->state, __ATOMIC_RELAXED) != w1) || hi != key.hi ||
 	    lo != key.lo)
 		return KVBM_INDEX_MISS;
-	return (uint64_t)kvbm_slot_gen(w1) << 32 | (s1 - 1);
+	return (struct kvbm_hit){kvbm_slot_gen(w1), s1};
 }
 
 /*
- * Reader, lock-free: (gen << 32 | slot) of the REGISTERED primary holding
- * @key, or KVBM_INDEX_MISS. The result is a candidate to pin, not a
+ * Reader, lock-free: the REGISTERED primary holding @key (slot + 1 and
+ * generation), or a miss (s1 == 0). The result is a candidate to pin, not a
  * reference. Inline: it is most of a match.
  *
  * @exact re-reads the state word after the key (a seqlock read), so a hit
@@ -138,7 +143,7 @@ kvbm_index_validate(const struct kvbm_index *ix, uint32_t s1, uint16_t gl, struc
  * that spans the lookup (the slot could not change under it). A key that
  * stays registered during the whole lookup is found either way.
  */
-static inline __attribute__((always_inline)) uint64_t
+static inline __attribute__((always_inline)) struct kvbm_hit
 kvbm_index_find(const struct kvbm_index *ix, struct kvbm_plh key, int exact)
 {
 	uint64_t h = kvbm_index_hash(key);
@@ -152,8 +157,8 @@ kvbm_index_find(const struct kvbm_index *ix, struct kvbm_plh key, int exact)
 			/* acquire: pairs with the insert's release store */
 			uint32_t s1 = __atomic_load_n(&b->slot[i], __ATOMIC_ACQUIRE);
 			uint16_t gl = __atomic_load_n(&b->gen_lo[i], __ATOMIC_RELAXED);
-			uint64_t f = kvbm_index_validate(ix, s1, gl, key, exact);
-			if (f != KVBM_INDEX_MISS)
+			struct kvbm_hit f = kvbm_index_validate(ix, s1, gl, key, exact);
+			if (f.s1)
 				return f;
 		}
 	}
@@ -162,7 +167,7 @@ kvbm_index_find(const struct kvbm_index *ix, struct kvbm_plh key, int exact)
 
 /* The same, as 1 and (*slot, *gen), or 0. */
 int kvbm_index_lookup(const struct kvbm_index *ix, struct kvbm_plh key, uint32_t *slot,
-		      uint32_t *gen);
+		      uint64_t *gen);
 
 /* Checker: entry @i of bucket @b. 0 valid, 1 empty, -1 names no
  * REGISTERED primary of its generation, -2 in a bucket or with a tag its

@@ -18,7 +18,7 @@
  * re-registered elsewhere) is retried once with a fresh lookup: the hash
  * may have a new primary by now. */
 static __attribute__((noinline)) int acquire_slow(struct kvbm_pool *p, struct kvbm_plh key,
-						  uint32_t s, uint32_t g, struct kvbm_block *out,
+						  uint32_t s, uint64_t g, struct kvbm_block *out,
 						  struct kvbm_resw *w, int st, int overflow)
 {
 	int r = kvbm_hold_pin_first(p, st, s, g, overflow, w);
@@ -37,11 +37,11 @@ static __attribute__((noinline)) int acquire_slow(struct kvbm_pool *p, struct kv
 			}
 			kvbm_hold_unpin_settle(p, s, w);
 		}
-		uint64_t f = attempt ? KVBM_INDEX_MISS : kvbm_index_find(&p->ix, key, 1);
-		if (f == KVBM_INDEX_MISS)
+		struct kvbm_hit f = attempt ? KVBM_INDEX_MISS : kvbm_index_find(&p->ix, key, 1);
+		if (!f.s1)
 			return 0;
-		s = (uint32_t)f;
-		g = (uint32_t)(f >> 32);
+		s = f.s1 - 1;
+		g = f.gen;
 		r = kvbm_hold_pin(p, s, g, w);
 	}
 }
@@ -88,12 +88,13 @@ static inline __attribute__((always_inline)) int acquire(struct kvbm_pool *p, st
 {
 	/* a candidate (no seqlock re-read): the fast path's hold spans the
 	 * lookup, the slow path pins and re-reads (kvbm_index_find) */
-	uint64_t f = kvbm_index_find(&m->ix, key, 0);
+	struct kvbm_hit f = kvbm_index_find(&m->ix, key, 0);
 	int overflow = 0;
 
-	if (f == KVBM_INDEX_MISS)
+	if (!f.s1)
 		return 0;
-	uint32_t s = (uint32_t)f, g = (uint32_t)(f >> 32);
+	uint32_t s = f.s1 - 1;
+	uint64_t g = f.gen;
 	if (m->ow && kvbm_count_inc(m->ow, &m->ht[s], &overflow)) {
 		*out = (struct kvbm_block){m->id, s, g};
 		return 1;
@@ -106,11 +107,11 @@ static inline __attribute__((always_inline)) int acquire(struct kvbm_pool *p, st
 int kvbm_acquire_hash(struct kvbm_pool *p, struct kvbm_plh key, struct kvbm_block *out,
 		      struct kvbm_resw *w)
 {
-	uint64_t f = kvbm_index_find(&p->ix, key, 1);
+	struct kvbm_hit f = kvbm_index_find(&p->ix, key, 1);
 
-	if (f == KVBM_INDEX_MISS)
+	if (!f.s1)
 		return 0;
-	return acquire_slow(p, key, (uint32_t)f, (uint32_t)(f >> 32), out, w, kvbm_st_enter(p), 0);
+	return acquire_slow(p, key, f.s1 - 1, f.gen, out, w, kvbm_st_enter(p), 0);
 }
 
 long kvbm_match_blocks(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_t n,
@@ -280,7 +281,8 @@ long kvbm_check_presence(struct kvbm_pool *p, const struct kvbm_plh *hashes, siz
 			 uint8_t *present)
 {
 	long k = 0;
-	uint32_t s, g;
+	uint32_t s;
+	uint64_t g;
 	int r = p ? kvbm_seg_check(&p->seg) : -EINVAL;
 
 	if (r < 0)

@@ -219,7 +219,7 @@ static inline __attribute__((always_inline)) int kvbm_count_dec(int st, kvbm_hol
 	return 0;
 }
 
-int kvbm_hold_pin_first(struct kvbm_pool *p, int st, uint32_t s, uint32_t gen, int overflow,
+int kvbm_hold_pin_first(struct kvbm_pool *p, int st, uint32_t s, uint64_t gen, int overflow,
 			struct kvbm_resw *w);
 int kvbm_hold_unpin_last(struct kvbm_pool *p, int st, uint32_t s);
 /* Drops a hold this call took and settles the slot if that emptied it. */
@@ -230,7 +230,7 @@ void kvbm_hold_unpin_settle(struct kvbm_pool *p, uint32_t s, struct kvbm_resw *w
  * name its previous incarnation, held by a sibling thread: compare
  * generations AFTER the increment. Ends the one-writer operation. */
 static inline __attribute__((always_inline)) int
-kvbm_hold_pin_check(struct kvbm_pool *p, int st, uint32_t s, uint32_t gen, struct kvbm_resw *w)
+kvbm_hold_pin_check(struct kvbm_pool *p, int st, uint32_t s, uint64_t gen, struct kvbm_resw *w)
 {
 	uint64_t ws = __atomic_load_n(&kvbm_slot(p, s)->state, __ATOMIC_ACQUIRE);
 
@@ -252,7 +252,7 @@ kvbm_hold_pin_check(struct kvbm_pool *p, int st, uint32_t s, uint32_t gen, struc
  * a hold on top of one of ours is a few instructions.
  */
 static inline __attribute__((always_inline)) int kvbm_hold_pin(struct kvbm_pool *p, uint32_t s,
-								uint32_t gen, struct kvbm_resw *w)
+								uint64_t gen, struct kvbm_resw *w)
 {
 	int overflow = 0;
 	int st = kvbm_st_enter(p);

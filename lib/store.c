@@ -502,7 +502,8 @@ static uint32_t sort_by_tick(struct kvbm_pool *p, uint32_t list)
 static void rebuild_index(struct kvbm_pool *p)
 {
 	struct kvbm_plh key;
-	uint32_t s, g;
+	uint32_t s;
+	uint64_t g;
 
 	for (uint32_t b = 0; b <= p->ix.mask; b++) {
 		struct kvbm_shm_bucket *bk = &p->seg.buckets[b];
@@ -527,7 +528,7 @@ static void rebuild_index(struct kvbm_pool *p)
 		    !(kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY))
 			continue;
 		key = (struct kvbm_plh){sl->key_hi, sl->key_lo};
-		if (kvbm_index_lookup(&p->ix, key, &g, &g))
+		if (kvbm_index_lookup(&p->ix, key, &s, &g))
 			continue;
 		if (kvbm_index_insert(&p->ix, key, s, kvbm_slot_gen(w)) < 0) {
 			/* no room after all: no longer shareable, freed on release */

@@ -387,6 +387,40 @@ START_TEST(test_liveness_probes_run_outside_the_mutex)
 }
 END_TEST
 
+/*
+ * A handle kept across 2^32 reuses of its slot (minutes, for a small busy
+ * pool: a slot is reused up to 15 M times a second) must not validate
+ * again: the generation has 48 bits. The reuses are simulated by writing
+ * the slot's generation forward, as 2^32 allocations and releases would.
+ */
+START_TEST(test_stale_handle_after_2e32_reuses_is_refused)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = t_pool(name, 1);
+	struct kvbm_block stale, b;
+	size_t len;
+
+	ck_assert_int_eq(kvbm_allocate_blocks(p, 1, &stale, NULL, NULL), 0);
+	t_release(p, &stale, 1);
+	struct kvbm_shm_header *h = map_pool(name, &len);
+	struct kvbm_shm_slot *sl =
+		(struct kvbm_shm_slot *)((char *)h + h->regions[KVBM_REGION_SLOTS].offset);
+	uint64_t w = __atomic_load_n(&sl[stale.id].state, __ATOMIC_SEQ_CST);
+	ck_assert_uint_eq(kvbm_slot_state(w), KVBM_SLOT_RESET);
+	__atomic_store_n(&sl[stale.id].state,
+			 kvbm_slot_word(stale.gen + (1ull << 32), 0, 0, KVBM_SLOT_RESET),
+			 __ATOMIC_SEQ_CST);
+	munmap(h, len);
+	ck_assert_int_eq(kvbm_allocate_blocks(p, 1, &b, NULL, NULL), 0);
+	ck_assert_uint_eq(b.id, stale.id);
+	ck_assert_int_eq(kvbm_release_blocks(p, &stale, 1), KVBM_ESTALE);
+	ck_assert_int_eq(kvbm_stage_block(p, &stale, t_hash1(3, BS), BS), KVBM_ESTALE);
+	ck_assert_int_eq(t_metrics(p).inflight_mutable, 1);
+	t_release(p, &b, 1);
+	t_done(p, name);
+}
+END_TEST
+
 Suite *make_edges_suite(void)
 {
 	Suite *s = suite_create("edges");
@@ -399,6 +433,7 @@ Suite *make_edges_suite(void)
 	tcase_add_test(tc, test_zombie_attacher_is_reaped);
 	tcase_add_test(tc, test_stopped_reader_does_not_stall_the_mutex_owner);
 	tcase_add_loop_test(tc, test_liveness_probes_run_outside_the_mutex, 0, 2);
+	tcase_add_test(tc, test_stale_handle_after_2e32_reuses_is_refused);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -33,7 +33,7 @@ static struct kvbm_plh key(uint64_t n)
 }
 
 /* What register does to a slot before inserting it (mutex held). */
-static void publish(struct kvbm_shm_slot *s, struct kvbm_plh k, uint32_t gen, int primary)
+static void publish(struct kvbm_shm_slot *s, struct kvbm_plh k, uint64_t gen, int primary)
 {
 	__atomic_store_n(&s->key_hi, k.hi, __ATOMIC_RELAXED);
 	__atomic_store_n(&s->key_lo, k.lo, __ATOMIC_RELAXED);
@@ -63,7 +63,8 @@ START_TEST(test_insert_lookup_delete)
 {
 	struct tiny *t = calloc(1, sizeof(*t));
 	struct kvbm_index ix = view(t);
-	uint32_t s, g;
+	uint32_t s;
+	uint64_t g;
 
 	ck_assert_int_eq(kvbm_index_lookup(&ix, key(1), &s, &g), 0);
 	publish(&t->slots[3], key(1), 7, 1);
@@ -83,7 +84,8 @@ START_TEST(test_lookup_validates_against_the_slot)
 {
 	struct tiny *t = calloc(1, sizeof(*t));
 	struct kvbm_index ix = view(t);
-	uint32_t s, g;
+	uint32_t s;
+	uint64_t g;
 
 	publish(&t->slots[0], key(5), 1, 1);
 	ck_assert_int_eq(kvbm_index_insert(&ix, key(5), 0, 1), 0);
@@ -114,7 +116,8 @@ START_TEST(test_full_buckets_refuse_and_never_false_hit)
 {
 	struct tiny *t = calloc(1, sizeof(*t));
 	struct kvbm_index ix = view(t);
-	uint32_t s, g;
+	uint32_t s;
+	uint64_t g;
 
 	/* 2 buckets x 8 entries: 16 keys fit (8 slots, 2 keys each via
 	 * aliasing is not allowed: use distinct slots and stale generations) */
@@ -152,7 +155,7 @@ START_TEST(test_concurrent_churn_no_false_hits_or_misses)
 	pids[0] = fork();
 	if (pids[0] == 0) {
 		unsigned seed = 1;
-		uint32_t gens[8] = {0};
+		uint64_t gens[8] = {0};
 		t_gate_wait(&start);
 		for (int n = 0; n < WRITES; n++) {
 			uint32_t s = 1 + (uint32_t)rand_r(&seed) % 7;
@@ -174,7 +177,8 @@ START_TEST(test_concurrent_churn_no_false_hits_or_misses)
 		pids[r] = fork();
 		if (pids[r] == 0) {
 			unsigned seed = (unsigned)r;
-			uint32_t s, g;
+			uint32_t s;
+			uint64_t g;
 			long hits = 0;
 			t_gate_wait(&start);
 			for (int n = 0; n < LOOKUPS; n++) {

@@ -580,8 +580,8 @@ static void *thr_pin(void *a)
 		for (long i = 0; i < n; i++) {
 			int e = kvbm_block_info(t->p, &out[i], &info);
 			if (e != 0 || !kvbm_plh_eq(info.hash, t->h[i])) {
-				fprintf(stderr, "thr_pin: block %u gen %u: info %d state %u holds %u\n",
-					out[i].id, out[i].gen, e, info.state, info.holds);
+				fprintf(stderr, "thr_pin: block %u gen %llu: info %d state %u holds %u\n",
+					out[i].id, (unsigned long long)out[i].gen, e, info.state, info.holds);
 				t->err = 61;
 			}
 		}
