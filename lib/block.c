@@ -76,6 +76,8 @@ static int held_check(struct kvbm_pool *p, const struct kvbm_block *blk)
 
 	if (r < 0)
 		return r;
+	/* acquire: pairs with register_one's release of REGISTERED, so the
+	 * key kvbm_pin_block and kvbm_downgrade_block read next is its key */
 	uint64_t w = __atomic_load_n(&kvbm_slot(p, blk->id)->state, __ATOMIC_ACQUIRE);
 	if (kvbm_slot_gen(w) != blk->gen)
 		return KVBM_ESTALE;
@@ -96,11 +98,18 @@ static void take_owned(struct kvbm_pool *p, struct kvbm_block *out, uint32_t n, 
 		uint32_t s = out[i].id;
 		struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 		/* OWNED first: a reaper of us finds the slot either way (by
-		 * owner in the state word), the entry only tells our threads */
+		 * owner in the state word), the entry only tells our threads.
+		 * An RMW, so a sibling's stale pin keeps its TENT mark (rule
+		 * 7). release is more than needed: the readers that act on it
+		 * hold the mutex (kvbm_hold_register, reap_hook), and the
+		 * state's release store below keeps it first */
 		__atomic_fetch_or(&p->ht[s], KVBM_HOLD_OWNED, __ATOMIC_RELEASE);
 		if (i < nfree) {
+			/* relaxed: a RESET word changes only under the mutex */
 			uint64_t w = __atomic_load_n(&sl->state, __ATOMIC_RELAXED);
 			kvbm_store_fresh(p, s);
+			/* release: pairs with owned_guard()'s acquire; the
+			 * clears of kvbm_store_fresh() come with MUTABLE */
 			__atomic_store_n(&sl->state,
 					 kvbm_slot_word(kvbm_slot_gen(w), p->seg.self, 0,
 							KVBM_SLOT_MUTABLE),
@@ -109,6 +118,7 @@ static void take_owned(struct kvbm_pool *p, struct kvbm_block *out, uint32_t n, 
 			(void)kvbm_store_evict_commit(p, s, 1);
 		}
 		out[i].pool = p->id;
+		/* relaxed: our own store just above */
 		out[i].gen = kvbm_slot_gen(__atomic_load_n(&sl->state, __ATOMIC_RELAXED));
 	}
 }
@@ -133,6 +143,9 @@ static uint32_t pick_victims(struct kvbm_pool *p, struct kvbm_block *out, uint32
 			break;
 		}
 		struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+		/* seq_cst is more than needed: a filter, the handshake in
+		 * kvbm_store_try_evict() decides (and on x86-64 a load is a
+		 * plain mov whatever its order) */
 		uint64_t h = __atomic_load_n(&sl->holders, __ATOMIC_SEQ_CST);
 		int ok = !(h & KVBM_HOLD_PROCS) && (h & KVBM_HOLD_INACTIVE) && !sl->dups &&
 			 kvbm_store_try_evict(p, s);
@@ -164,6 +177,10 @@ int kvbm_allocate_blocks(struct kvbm_pool *p, uint32_t n, struct kvbm_block *out
 	if (r < 0)
 		return r;
 	c = p->seg.ctl;
+	/* relaxed, here and below: besides mutex holders only pinners change
+	 * the count, lowering it; a value from before their decrement is
+	 * higher, and an allocation that then finds too few victims rolls
+	 * back (all or nothing) */
 	if ((int64_t)c->free_count + __atomic_load_n(&c->inactive, __ATOMIC_RELAXED) < n) {
 		/* short: what dead processes held may be what is missing. Their
 		 * liveness is probed without the mutex (syscalls), then they are
@@ -245,12 +262,15 @@ int kvbm_stage_block(struct kvbm_pool *p, const struct kvbm_block *blk, struct k
 	 * the slot since, and its key is then no longer ours to write */
 	r = owned_guard(p, blk, OWNED_MUTABLE, &w);
 	if (r == 0) {
-		/* owner-only, no mutex: nobody reads a STAGED slot's key but
-		 * its owner and, after registration publishes it, the readers */
+		/* owner-only, no mutex, relaxed: published by the release of
+		 * STAGED below and later REGISTERED. A reader that meets it
+		 * through a stale index entry refuses it (kvbm_index_validate's
+		 * seqlock or its pin, rule 6) */
 		__atomic_store_n(&sl->key_hi, hash.hi, __ATOMIC_RELAXED);
 		__atomic_store_n(&sl->key_lo, hash.lo, __ATOMIC_RELAXED);
 		KVBM_FAILPOINT("block.stage.keyed");
-		/* release: the key is visible to whoever sees STAGED */
+		/* release: pairs with owned_guard()'s acquire (the registering
+		 * thread's) and kvbm_block_info's: the key comes with STAGED */
 		__atomic_store_n(&sl->state,
 				 kvbm_slot_word(blk->gen, p->seg.self, 0, KVBM_SLOT_STAGED),
 				 __ATOMIC_RELEASE);
@@ -289,8 +309,10 @@ int kvbm_unstage_block(struct kvbm_pool *p, const struct kvbm_block *blk)
 	kvbm_stripe_lock(p, st, blk->id);
 	r = owned_guard(p, blk, OWNED_STAGED, &w); /* as in stage */
 	if (r == 0) {
+		/* relaxed: comes with MUTABLE below; read under the mutex */
 		__atomic_store_n(&sl->reset_on_release, p->ror_default, __ATOMIC_RELAXED);
-		/* release: pairs with the acquire load of owned_guard() */
+		/* release: pairs with the acquire load of owned_guard(): a
+		 * sibling that stages next sees the flag reset */
 		__atomic_store_n(&sl->state,
 				 kvbm_slot_word(blk->gen, p->seg.self, 0, KVBM_SLOT_MUTABLE),
 				 __ATOMIC_RELEASE);
@@ -394,9 +416,13 @@ static int register_one(struct kvbm_pool *p, const struct kvbm_block *blk, struc
 		struct kvbm_shm_slot *psl = kvbm_slot(p, ps);
 		sl->primary = ps + 1;
 		psl->dups++;
-		/* a duplicate keeps its primary active: out of the inactive pool */
+		/* a duplicate keeps its primary active: out of the inactive
+		 * pool. The RMW's atomicity against a pinner's (hold.c
+		 * take_from_inactive) makes one of us lower the count; acq_rel
+		 * is more than needed, the mark's other readers hold the mutex */
 		uint64_t prev = __atomic_fetch_and(&psl->holders, ~KVBM_HOLD_INACTIVE,
 						   __ATOMIC_ACQ_REL);
+		/* relaxed: a gauge; the mutex orders it with recounts */
 		if (prev & KVBM_HOLD_INACTIVE)
 			__atomic_fetch_sub(&p->seg.ctl->inactive, 1, __ATOMIC_RELAXED);
 		kvbm_metric_add(p, KVBM_M_DUPLICATE_BLOCKS, 1);
@@ -407,12 +433,16 @@ static int register_one(struct kvbm_pool *p, const struct kvbm_block *blk, struc
 		 * lock-free, so its place under the mutex costs one CAS */
 		kvbm_sketch_touch(p, key);
 	}
-	/* release: the key stored at staging is visible with REGISTERED */
+	/* release: the key stored at staging is visible with REGISTERED to
+	 * the acquire loads of kvbm_index_validate, held_check and
+	 * kvbm_hold_pin_check, and pin_slow's seq_cst load (hold.c) */
 	__atomic_store_n(&sl->state, kvbm_slot_word(gen, 0, flags, KVBM_SLOT_REGISTERED),
 			 __ATOMIC_RELEASE);
 	KVBM_FAILPOINT("block.register.published");
 	if (!found && kvbm_index_insert(&p->ix, key, s, gen) < 0) {
-		/* both buckets full: the block works but is not shareable */
+		/* both buckets full: the block works but is not shareable.
+		 * release: this word replaces the one that published the key,
+		 * so it publishes it again for the same loads */
 		__atomic_store_n(&sl->state, kvbm_slot_word(gen, 0, 0, KVBM_SLOT_REGISTERED),
 				 __ATOMIC_RELEASE);
 		p->seg.ctl->index_full++;
@@ -544,6 +574,9 @@ int kvbm_release_blocks(struct kvbm_pool *p, const struct kvbm_block *blks, uint
 			err = r;
 			break;
 		}
+		/* acquire: pairs with the state word's release stores; more
+		 * than needed, it only picks the path, and each path checks
+		 * again (the unpin our count, flush() the guard, locked) */
 		w = __atomic_load_n(&kvbm_slot(p, b->id)->state, __ATOMIC_ACQUIRE);
 		uint32_t st = kvbm_slot_state(w);
 		if (kvbm_slot_gen(w) != b->gen) {
@@ -672,8 +705,11 @@ int kvbm_set_reset_on_release(struct kvbm_pool *p, const struct kvbm_block *blk,
 	r = held_check(p, blk);
 	if (r < 0)
 		return r;
-	/* relaxed: read at the last release, under the mutex, which the
-	 * releasing unpin's seq_cst RMW orders after this store */
+	/* relaxed: read by settle() under the mutex after the last unpin,
+	 * and our own drop comes after this store: a process's last unpin
+	 * passes it on through its seq_cst holders RMW (hold.c); a sibling
+	 * thread's last unpin meets our drop only in release-only CASes on
+	 * the entry, so there x86's locked RMWs order it (TSO) */
 	__atomic_store_n(&kvbm_slot(p, blk->id)->reset_on_release, on ? 1u : 0u,
 			 __ATOMIC_RELAXED);
 	return 0;
@@ -692,6 +728,9 @@ int kvbm_block_info(struct kvbm_pool *p, const struct kvbm_block *blk,
 	if (r < 0)
 		return r;
 	const struct kvbm_shm_slot *sl = kvbm_slot(p, blk->id);
+	/* acquire: pairs with the release of STAGED or REGISTERED, so the
+	 * hash read below is that word's. holders is a snapshot: acquire,
+	 * pairing with the pinners' RMWs, is more than needed */
 	uint64_t w = __atomic_load_n(&sl->state, __ATOMIC_ACQUIRE);
 	uint64_t h = __atomic_load_n(&sl->holders, __ATOMIC_ACQUIRE);
 	memset(info, 0, sizeof(*info));
@@ -709,6 +748,7 @@ int kvbm_block_info(struct kvbm_pool *p, const struct kvbm_block *blk,
 	 * a block whose last release has not settled yet is not either */
 	info->inactive = info->state == KVBM_SLOT_REGISTERED && !(h & KVBM_HOLD_PROCS) &&
 			 (h & KVBM_HOLD_INACTIVE);
+	/* relaxed: a snapshot of a flag whose last writer wins */
 	info->reset_on_release = (int)__atomic_load_n(&sl->reset_on_release, __ATOMIC_RELAXED);
 	info->holder_procs = (uint32_t)__builtin_popcountll(h & KVBM_HOLD_PROCS);
 	if (info->state == KVBM_SLOT_STAGED || info->state == KVBM_SLOT_REGISTERED)

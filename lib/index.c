@@ -25,13 +25,16 @@ int kvbm_index_insert(const struct kvbm_index *ix, struct kvbm_plh key, uint32_t
 	for (int k = 0; k < 2; k++) {
 		struct kvbm_shm_bucket *b = &ix->buckets[bs[k]];
 		for (int i = 0; i < KVBM_BUCKET_ENTRIES; i++) {
+			/* relaxed: mutex held, and only its holders write entries */
 			if (__atomic_load_n(&b->slot[i], __ATOMIC_RELAXED) != 0)
 				continue;
+			/* relaxed: published by the slot's release store below */
 			__atomic_store_n(&b->gen_lo[i], (uint16_t)gen, __ATOMIC_RELAXED);
 			__atomic_store_n(&b->tag[i], (uint16_t)w.tag, __ATOMIC_RELAXED);
-			/* release: a reader that acquire-loads the slot sees the
-			 * tag and gen_lo written above (and the slot's key and
-			 * REGISTERED state, published before the insert) */
+			/* release: pairs with kvbm_index_find's acquire load of the
+			 * slot, which then sees gen_lo (the tag, read before it, is a
+			 * filter) and the slot's key and REGISTERED word, stored
+			 * before the insert (register_one, rebuild_index) */
 			__atomic_store_n(&b->slot[i], slot + 1, __ATOMIC_RELEASE);
 			return 0;
 		}
@@ -47,11 +50,14 @@ int kvbm_index_delete(const struct kvbm_index *ix, struct kvbm_plh key, uint32_t
 	for (int k = 0; k < 2; k++) {
 		struct kvbm_shm_bucket *b = &ix->buckets[bs[k]];
 		for (int i = 0; i < KVBM_BUCKET_ENTRIES; i++) {
+			/* relaxed: mutex held, and only its holders write entries */
 			if (__atomic_load_n(&b->slot[i], __ATOMIC_RELAXED) != slot + 1 ||
 			    __atomic_load_n(&b->tag[i], __ATOMIC_RELAXED) != w.tag)
 				continue;
-			/* release: pairs with the reader's acquire; a reader
-			 * still holding the old value validates the slot */
+			/* release: keeps the evictor's new generation before the
+			 * entry goes (rule 5, kvbm_store_evict_commit). A reader's
+			 * acquire that loads 0 skips the entry; one that loads the
+			 * old value is refused by the generation check or its pin */
 			__atomic_store_n(&b->slot[i], 0, __ATOMIC_RELEASE);
 			return 0;
 		}
@@ -74,6 +80,8 @@ int kvbm_index_lookup(const struct kvbm_index *ix, struct kvbm_plh key, uint32_t
 int kvbm_index_entry_check(const struct kvbm_index *ix, uint32_t b, int i)
 {
 	const struct kvbm_shm_bucket *bk = &ix->buckets[b];
+	/* acquire: pairs with kvbm_index_insert's release, as in
+	 * kvbm_index_find: gen_lo, tag and key are the inserter's or newer */
 	uint32_t s1 = __atomic_load_n(&bk->slot[i], __ATOMIC_ACQUIRE);
 	uint32_t s;
 	uint64_t g;
@@ -83,8 +91,12 @@ int kvbm_index_entry_check(const struct kvbm_index *ix, uint32_t b, int i)
 	if (s1 > ix->nslots)
 		return -1;
 	const struct kvbm_shm_slot *sl = &ix->slots[s1 - 1];
+	/* acquire pairs with nothing here (the key is stored relaxed, see
+	 * kvbm_slot_key()): the slot's acquire above orders these loads, and
+	 * the validation re-reads the key between two state loads */
 	struct kvbm_plh key = {__atomic_load_n(&sl->key_hi, __ATOMIC_ACQUIRE),
 			       __atomic_load_n(&sl->key_lo, __ATOMIC_ACQUIRE)};
+	/* relaxed, gen_lo and the tag: read after the slot's acquire */
 	if (!kvbm_index_validate(ix, s1, __atomic_load_n(&bk->gen_lo[i], __ATOMIC_RELAXED), key, 1)
 		     .s1)
 		return -1;

@@ -112,8 +112,9 @@ kvbm_index_validate(const struct kvbm_index *ix, uint32_t s1, uint16_t gl, struc
 	if (s1 == 0 || s1 > ix->nslots)
 		return KVBM_INDEX_MISS; /* every index read from the segment is bounds-checked */
 	const struct kvbm_shm_slot *sl = &ix->slots[s1 - 1];
-	/* acquire: pairs with the release that published REGISTERED; the
-	 * key written before it is visible */
+	/* acquire: pairs with the release that published REGISTERED
+	 * (register_one in block.c, or kvbm_store_unevict and recovery
+	 * restoring it): the key written before it is visible */
 	uint64_t w1 = __atomic_load_n(&sl->state, __ATOMIC_ACQUIRE);
 	if (kvbm_slot_state(w1) != KVBM_SLOT_REGISTERED ||
 	    !(kvbm_slot_flags(w1) & KVBM_SLOT_F_PRIMARY) || (uint16_t)kvbm_slot_gen(w1) != gl)
@@ -121,9 +122,13 @@ kvbm_index_validate(const struct kvbm_index *ix, uint32_t s1, uint16_t gl, struc
 	/* acquire on the key loads keeps the second state load after them
 	 * (a seqlock reader without a fence, which TSan cannot model): an
 	 * unchanged state word (the generation is a seqcount) proves the key
-	 * was not cleared or rewritten in between */
+	 * was not cleared or rewritten in between. The writers store the key
+	 * relaxed after the new generation (kvbm_store_evict_commit, then
+	 * kvbm_store_fresh; a new owner's kvbm_stage_block): no release
+	 * pairs with these loads, TSO orders those stores (kvbm.h) */
 	uint64_t hi = __atomic_load_n(&sl->key_hi, __ATOMIC_ACQUIRE);
 	uint64_t lo = __atomic_load_n(&sl->key_lo, __ATOMIC_ACQUIRE);
+	/* relaxed: the acquires above keep it after the key loads */
 	if ((exact && __atomic_load_n(&sl->state, __ATOMIC_RELAXED) != w1) || hi != key.hi ||
 	    lo != key.lo)
 		return KVBM_INDEX_MISS;
@@ -152,9 +157,13 @@ kvbm_index_find(const struct kvbm_index *ix, struct kvbm_plh key, int exact)
 	for (int k = 0; k < 2; k++, bi = kvbm_index_alt(ix, bi, tag)) {
 		const struct kvbm_shm_bucket *b = &ix->buckets[bi];
 		for (int i = 0; i < KVBM_BUCKET_ENTRIES; i++) {
+			/* relaxed: a filter; a stale tag costs a miss on an
+			 * entry being changed, or a validation that fails */
 			if (__atomic_load_n(&b->tag[i], __ATOMIC_RELAXED) != tag)
 				continue;
-			/* acquire: pairs with the insert's release store */
+			/* acquire: pairs with kvbm_index_insert's release store
+			 * of the slot: gen_lo (relaxed, below) and the slot's
+			 * REGISTERED word and key are the inserter's or newer */
 			uint32_t s1 = __atomic_load_n(&b->slot[i], __ATOMIC_ACQUIRE);
 			uint16_t gl = __atomic_load_n(&b->gen_lo[i], __ATOMIC_RELAXED);
 			struct kvbm_hit f = kvbm_index_validate(ix, s1, gl, key, exact);

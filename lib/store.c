@@ -43,12 +43,18 @@ void kvbm_store_op(struct kvbm_pool *p, uint32_t op, uint32_t arg0)
 	o->proc = p->seg.self;
 	o->arg0 = arg0;
 	o->step = 0;
-	/* op last: see shm/proctable.c op_begin() */
+	/* op last, release: the fields above stay before it, so an owner
+	 * killed here never leaves an op without its arg; the next owner
+	 * reads the record under the mutex after EOWNERDEAD (shm/mutex.c
+	 * recover()), as for shm/proctable.c op_begin() */
 	__atomic_store_n(&o->op, op, __ATOMIC_RELEASE);
 }
 
 void kvbm_store_unlock(struct kvbm_pool *p)
 {
+	/* release: the section's stores stay before the clear, so an owner
+	 * killed between it and the unlock left nothing half-done that the
+	 * record should have named (read as above) */
 	__atomic_store_n(&p->seg.ctl->op.op, KVBM_OP_NONE, __ATOMIC_RELEASE);
 	kvbm_seg_unlock(&p->seg);
 }
@@ -89,7 +95,8 @@ uint32_t kvbm_free_pop(struct kvbm_pool *p)
 		free_link(p, c->free_head)->prev = 0;
 	sl->next = sl->prev = 0;
 	sl->list = KVBM_LIST_NONE;
-	/* relaxed: a gauge, read lock-free */
+	/* relaxed: a gauge, read lock-free only as a snapshot
+	 * (kvbm_available_blocks, metrics); the mutex orders it for its holders */
 	__atomic_store_n(&c->free_count, c->free_count - 1, __ATOMIC_RELAXED);
 	return s1 - 1;
 }
@@ -117,6 +124,7 @@ void kvbm_free_push(struct kvbm_pool *p, uint32_t s, int front)
 		c->free_tail = s + 1;
 	}
 	sl->list = KVBM_LIST_FREE;
+	/* relaxed: as in kvbm_free_pop() */
 	__atomic_store_n(&c->free_count, c->free_count + 1, __ATOMIC_RELAXED);
 }
 
@@ -133,7 +141,8 @@ void kvbm_store_fresh(struct kvbm_pool *p, uint32_t s)
 	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 
 	/* relaxed: the new generation, release-stored before, already
-	 * fails every reader's check; nobody reads these until the slot is
+	 * fails every reader's check (TSO keeps these stores after it, see
+	 * kvbm_index_validate); nobody reads these until the slot is
 	 * published again with a release store */
 	__atomic_store_n(&sl->key_hi, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&sl->key_lo, 0, __ATOMIC_RELAXED);
@@ -147,6 +156,7 @@ void kvbm_store_fresh(struct kvbm_pool *p, uint32_t s)
 int kvbm_store_try_evict(struct kvbm_pool *p, uint32_t s)
 {
 	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+	/* relaxed: mutex held; the CAS below checks the word again */
 	uint64_t w = __atomic_load_n(&sl->state, __ATOMIC_RELAXED);
 
 	if (kvbm_slot_state(w) != KVBM_SLOT_REGISTERED)
@@ -154,11 +164,15 @@ int kvbm_store_try_evict(struct kvbm_pool *p, uint32_t s)
 	uint64_t ev = kvbm_slot_word(kvbm_slot_gen(w), kvbm_slot_owner(w), kvbm_slot_flags(w),
 				     KVBM_SLOT_EVICTING);
 	/* seq_cst CAS then seq_cst holders load: the evictor's half of the
-	 * Dekker handshake with pin_slow() (rule 1) */
+	 * Dekker handshake with pin_slow()'s seq_cst fetch_or of its bit and
+	 * state load (hold.c, rule 1): one of us sees the other. Failure
+	 * relaxed: a lost CAS reads nothing after it */
 	if (!__atomic_compare_exchange_n(&sl->state, &w, ev, 0, __ATOMIC_SEQ_CST,
 					 __ATOMIC_RELAXED))
 		return 0;
 	if (__atomic_load_n(&sl->holders, __ATOMIC_SEQ_CST) & KVBM_HOLD_PROCS) {
+		/* release: restores the word that published the key, for the
+		 * same loads (kvbm_index_validate, pin_slow) */
 		__atomic_store_n(&sl->state, w, __ATOMIC_RELEASE);
 		return 0;
 	}
@@ -169,9 +183,11 @@ int kvbm_store_try_evict(struct kvbm_pool *p, uint32_t s)
 void kvbm_store_unevict(struct kvbm_pool *p, uint32_t s)
 {
 	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+	/* relaxed: mutex held; only its holders change an EVICTING word */
 	uint64_t w = __atomic_load_n(&sl->state, __ATOMIC_RELAXED);
 
-	/* release: a pinner that loads REGISTERED again sees the slot as it was */
+	/* release: a pinner that loads REGISTERED again (pin_slow's seq_cst
+	 * load, kvbm_index_validate's acquire) sees the slot as it was */
 	__atomic_store_n(&sl->state,
 			 kvbm_slot_word(kvbm_slot_gen(w), kvbm_slot_owner(w), kvbm_slot_flags(w),
 					KVBM_SLOT_REGISTERED),
@@ -181,19 +197,28 @@ void kvbm_store_unevict(struct kvbm_pool *p, uint32_t s)
 uint32_t kvbm_store_evict_commit(struct kvbm_pool *p, uint32_t s, int to_mutable)
 {
 	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+	/* relaxed: mutex held, and the slot EVICTING since our try_evict */
 	uint64_t w = __atomic_load_n(&sl->state, __ATOMIC_RELAXED);
+	/* only we clear an EVICTING slot's mark (a pinner resurrects only a
+	 * slot it found REGISTERED); an RMW, so that the bits of pins in
+	 * flight stay. acq_rel is more than needed: the commit's release
+	 * below keeps it first */
 	uint64_t prev = __atomic_fetch_and(&sl->holders, ~KVBM_HOLD_INACTIVE, __ATOMIC_ACQ_REL);
 	struct kvbm_plh key = {sl->key_hi, sl->key_lo};
 	/* a primary's own link is meaningless (and cleared); only a
 	 * duplicate names the primary whose count it holds */
 	uint32_t primary = (kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY) ? 0 : sl->primary;
 
+	/* relaxed: a gauge, ordered by the mutex for recounts and settles */
 	if (prev & KVBM_HOLD_INACTIVE)
 		__atomic_fetch_sub(&p->seg.ctl->inactive, 1, __ATOMIC_RELAXED);
 	/* rule 5: the new generation is committed BEFORE the index entry goes
 	 * and the key is cleared, so a reader still holding the entry fails
-	 * its generation check instead of reading a cleared key. release:
-	 * pairs with the readers' acquire loads of the state word */
+	 * its generation check instead of reading a cleared key (for the
+	 * entry kvbm_index_delete's release keeps that order, for the key
+	 * TSO). release: the mark's clear and the count above stay before
+	 * it, so a kill after it leaves no mark on a RESET slot (recovery's
+	 * check poisons for one); a reader whose acquire loads it misses */
 	__atomic_store_n(&sl->state,
 			 kvbm_slot_word(kvbm_slot_gen(w) + 1, to_mutable ? p->seg.self : 0, 0,
 					to_mutable ? KVBM_SLOT_MUTABLE : KVBM_SLOT_RESET),
@@ -220,16 +245,23 @@ uint32_t kvbm_store_evict_commit(struct kvbm_pool *p, uint32_t s, int to_mutable
 void kvbm_store_free_owned(struct kvbm_pool *p, uint32_t s, uint32_t owner_proc)
 {
 	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+	/* relaxed: the caller's guard read it under the mutex and the
+	 * owner's stripe lock (or the owner is dead): nobody changes it */
 	uint64_t w = __atomic_load_n(&sl->state, __ATOMIC_RELAXED);
 	kvbm_hold_t *e = (kvbm_hold_t *)(p->seg.holders + (uint64_t)owner_proc *
 					 kvbm_holder_stride(&p->seg.hdr->config)) + s;
 
-	/* generation first: the owner's handle goes stale at once */
+	/* generation first: the owner's handle goes stale at once. release
+	 * is more than needed: a guard (owned_guard) that loads it refuses
+	 * and reads nothing after it */
 	__atomic_store_n(&sl->state, kvbm_slot_word(kvbm_slot_gen(w) + 1, 0, 0, KVBM_SLOT_RESET),
 			 __ATOMIC_RELEASE);
 	/* a registrar killed between linking its duplicate and publishing
 	 * it left a primary link on this STAGED slot */
 	kvbm_store_fresh(p, s);
+	/* an RMW: a sibling's TENT or count on the entry stays (rule 7).
+	 * release keeps the RESET commit before it; more than needed, the
+	 * readers that act on OWNED hold the mutex */
 	__atomic_fetch_and(e, (kvbm_hold_t)~KVBM_HOLD_OWNED, __ATOMIC_RELEASE);
 	KVBM_FAILPOINT("store.free.owned");
 	kvbm_free_push(p, s, 0);
@@ -253,7 +285,11 @@ static void reset_unheld(struct kvbm_pool *p, uint32_t s)
 static int settle(struct kvbm_pool *p, uint32_t s, int counted)
 {
 	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+	/* relaxed: mutex held; only its holders change a REGISTERED word */
 	uint64_t w = __atomic_load_n(&sl->state, __ATOMIC_RELAXED);
+	/* seq_cst is more than needed: a filter, the CAS below (or
+	 * try_evict's handshake) decides against pinners, and a bit seen
+	 * stale was cleared by someone who settles after us */
 	uint64_t h = __atomic_load_n(&sl->holders, __ATOMIC_SEQ_CST);
 
 	if (kvbm_slot_state(w) != KVBM_SLOT_REGISTERED || (h & KVBM_HOLD_PROCS))
@@ -264,6 +300,7 @@ static int settle(struct kvbm_pool *p, uint32_t s, int counted)
 	}
 	if (sl->dups)
 		return 0; /* a live duplicate keeps its primary active */
+	/* relaxed: last writer wins; see kvbm_set_reset_on_release() */
 	if (__atomic_load_n(&sl->reset_on_release, __ATOMIC_RELAXED)) {
 		reset_unheld(p, s);
 		return 0;
@@ -276,15 +313,21 @@ static int settle(struct kvbm_pool *p, uint32_t s, int counted)
 		return 0;
 	}
 	/* count first: a crash before the CAS over-counts, which allocation
-	 * tolerates, and recovery recounts */
+	 * tolerates, and recovery recounts. relaxed: the CAS below (a
+	 * release) keeps it first, so a pinner whose fetch_and sees the mark
+	 * (take_from_inactive) lowers a count already raised */
 	if (!counted)
 		__atomic_fetch_add(&p->seg.ctl->inactive, 1, __ATOMIC_RELAXED);
 	KVBM_FAILPOINT("store.settle.counted");
 	uint64_t zero = 0;
-	/* seq_cst: a pinner's fetch_or either precedes this (CAS fails: it
-	 * holds the slot) or follows it and sees INACTIVE (it resurrects) */
+	/* a pinner's fetch_or (pin_slow) either precedes this (CAS fails: it
+	 * holds the slot) or follows it and sees INACTIVE (it resurrects):
+	 * one location, so its modification order decides. release is what
+	 * the count above needs; seq_cst is more. Failure relaxed: the count
+	 * taken back below is ours */
 	if (!__atomic_compare_exchange_n(&sl->holders, &zero, KVBM_HOLD_INACTIVE, 0,
 					 __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+		/* relaxed: our own raise; no mark, so no pinner lowered it */
 		if (!counted)
 			__atomic_fetch_sub(&p->seg.ctl->inactive, 1, __ATOMIC_RELAXED);
 		return 0;
@@ -305,11 +348,12 @@ void kvbm_store_settle_many(struct kvbm_pool *p, const uint32_t *s, uint32_t n)
 
 	/* the count first for all of them, as for one (a crash in between
 	 * over-counts, and the recovery it causes recounts); what did not
-	 * go inactive is taken back once */
+	 * go inactive is taken back once. relaxed: each mark's CAS in
+	 * settle() keeps this first, as for one */
 	__atomic_fetch_add(&p->seg.ctl->inactive, (int64_t)n, __ATOMIC_RELAXED);
 	for (uint32_t i = 0; i < n; i++)
 		used += (uint32_t)settle(p, s[i], 1);
-	if (used != n)
+	if (used != n) /* relaxed: our own raise, taken back */
 		__atomic_fetch_sub(&p->seg.ctl->inactive, (int64_t)(n - used), __ATOMIC_RELAXED);
 }
 
@@ -336,10 +380,15 @@ static int windows_quiet(struct kvbm_pool *p, uint32_t skip, int64_t *b, int64_t
 	for (uint32_t i = 0; i < n && i < KVBM_MAX_PROCS; i++) {
 		const struct kvbm_shm_proc *pe = &p->seg.procs[i];
 		const struct kvbm_shm_metrics *sh = &p->seg.metrics[i];
+		/* acquire: pairs with the release of ACTIVE at attach
+		 * (shm/proctable.c); more than needed, we hold the mutex,
+		 * under which entries are claimed and freed */
 		if (i == skip || __atomic_load_n(&pe->state, __ATOMIC_ACQUIRE) != KVBM_PROC_ACTIVE)
 			continue;
-		/* seq_cst: pairs with the pinner's seq_cst begin, clear and
-		 * end (hold.c take_from_inactive, kvbm_resw_close) */
+		/* seq_cst: pairs with the pinner's seq_cst begin and end
+		 * around its clear and decrement (hold.c take_from_inactive,
+		 * kvbm_resw_close), and follows the recount's seq_cst store
+		 * of the count (a store then loads: only seq_cst orders it) */
 		int64_t bi = __atomic_load_n(&sh->v[KVBM_M_RES_BEGIN], __ATOMIC_SEQ_CST);
 		int64_t ei = __atomic_load_n(&sh->v[KVBM_M_RES_END], __ATOMIC_SEQ_CST);
 		if (bi != ei || (check && (bi != b[i] || ei != e[i])))
@@ -394,10 +443,15 @@ int kvbm_store_recount_inactive(struct kvbm_pool *p, uint32_t skip)
 			continue;
 		}
 		int64_t n = 0;
+		/* seq_cst (acquire would do): a mark seen cleared brings the
+		 * clearer's res_begin, seq_cst before its clear, to the
+		 * second windows_quiet() */
 		for (uint32_t s = 0; s < p->nslots; s++)
 			if (__atomic_load_n(&kvbm_slot(p, s)->holders, __ATOMIC_SEQ_CST) &
 			    KVBM_HOLD_INACTIVE)
 				n++;
+		/* seq_cst: a pinner's decrement that this overwrites follows
+		 * its res_begin, which the seq_cst loads after it then see */
 		__atomic_store_n(&c->inactive, n, __ATOMIC_SEQ_CST);
 		if (windows_quiet(p, skip, b, e, 1)) {
 			c->recount_pending = 0;
@@ -421,16 +475,25 @@ static int reap_hook(struct kvbm_seg *seg, uint32_t d, void *arg)
 	uint64_t bit = 1ull << d;
 
 	for (uint32_t s = 0; s < p->nslots; s++) {
+		/* acquire: pairs with the dead process's last release on its
+		 * entry (hold.c: the TENT clear after its bit's clear), so an
+		 * entry read as 0 left no bit */
 		kvbm_hold_t v = __atomic_load_n(&ht[s], __ATOMIC_ACQUIRE);
 		if (v == 0)
 			continue;
-		/* committed, tentative or owned: the bit may be set either way */
+		/* committed, tentative or owned: the bit may be set either way.
+		 * An RMW, so live pinners' bits stay; seq_cst is more than
+		 * needed, the settles below run in this thread */
 		__atomic_fetch_and(&kvbm_slot(p, s)->holders, ~bit, __ATOMIC_SEQ_CST);
+		/* release: the bit's clear stays before it, so a reaper killed
+		 * in between leaves the entry, and the next one redoes both */
 		__atomic_store_n(&ht[s], 0, __ATOMIC_RELEASE);
 	}
 	KVBM_FAILPOINT("store.reap.bits");
 	for (uint32_t s = 0; s < p->nslots; s++) {
 		struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+		/* acquire is more than needed: a dead owner's word changes no
+		 * more, and kvbm_store_free_owned() reads nothing it published */
 		uint64_t w = __atomic_load_n(&sl->state, __ATOMIC_ACQUIRE);
 		uint32_t st = kvbm_slot_state(w);
 		if ((st == KVBM_SLOT_MUTABLE || st == KVBM_SLOT_STAGED) &&
@@ -517,6 +580,8 @@ static void rebuild_index(struct kvbm_pool *p)
 				key = (struct kvbm_plh){sl->key_hi, sl->key_lo};
 				ok = kvbm_index_lookup(&p->ix, key, &s, &g) && s == s1 - 1;
 			}
+			/* release is more than needed: a reader that loads 0
+			 * skips the entry, and nothing has to precede it */
 			if (!ok)
 				__atomic_store_n(&bk->slot[i], 0, __ATOMIC_RELEASE);
 		}
@@ -531,7 +596,9 @@ static void rebuild_index(struct kvbm_pool *p)
 		if (kvbm_index_lookup(&p->ix, key, &s, &g))
 			continue;
 		if (kvbm_index_insert(&p->ix, key, s, kvbm_slot_gen(w)) < 0) {
-			/* no room after all: no longer shareable, freed on release */
+			/* no room after all: no longer shareable, freed on
+			 * release. release: as in register_one, this word
+			 * replaces the one that published the key */
 			__atomic_store_n(&sl->state,
 					 kvbm_slot_word(kvbm_slot_gen(w), 0, 0,
 							KVBM_SLOT_REGISTERED),
@@ -564,7 +631,11 @@ static int recover_hook(struct kvbm_seg *seg, const struct kvbm_shm_op *op, void
 		struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 		uint64_t w = sl->state;
 		if (kvbm_slot_state(w) == KVBM_SLOT_EVICTING) {
-			/* rule 8: index entry and key are intact until commit */
+			/* rule 8: index entry and key are intact until commit.
+			 * seq_cst is more than needed: either way the slot goes
+			 * back to REGISTERED, and the settles below go by the
+			 * mask. release (both): restores the word that published
+			 * the key, as in kvbm_store_unevict() */
 			if (__atomic_load_n(&sl->holders, __ATOMIC_SEQ_CST) & KVBM_HOLD_PROCS)
 				kvbm_store_unevict(p, s);
 			else
@@ -609,9 +680,14 @@ static int recover_hook(struct kvbm_seg *seg, const struct kvbm_shm_op *op, void
 	}
 	for (uint32_t s = 0; s < p->nslots; s++) {
 		struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+		/* relaxed: only a settle, under the mutex we hold, sets the
+		 * mark; a pinner clearing it meanwhile leaves an order entry
+		 * that the evictor drops (lazily) */
 		if (kvbm_slot_state(sl->state) == KVBM_SLOT_REGISTERED &&
 		    (__atomic_load_n(&sl->holders, __ATOMIC_RELAXED) & KVBM_HOLD_INACTIVE)) {
 			if (sl->dups) { /* a duplicate was registered meanwhile */
+				/* an RMW: pinners' bits stay; seq_cst is more
+				 * than needed, the recount below follows */
 				__atomic_fetch_and(&sl->holders, ~KVBM_HOLD_INACTIVE,
 						   __ATOMIC_SEQ_CST);
 				continue;
