@@ -265,7 +265,9 @@ int kvbm_stage_block(struct kvbm_pool *p, const struct kvbm_block *blk, struct k
 		/* owner-only, no mutex, relaxed: published by the release of
 		 * STAGED below and later REGISTERED. A reader that meets it
 		 * through a stale index entry refuses it (kvbm_index_validate's
-		 * seqlock or its pin, rule 6) */
+		 * seqlock or its pin, rule 6). The fence keeps the stores after
+		 * the generation's store that the guard's acquire load saw */
+		kvbm_key_store_fence();
 		__atomic_store_n(&sl->key_hi, hash.hi, __ATOMIC_RELAXED);
 		__atomic_store_n(&sl->key_lo, hash.lo, __ATOMIC_RELAXED);
 		KVBM_FAILPOINT("block.stage.keyed");

@@ -225,7 +225,9 @@ int kvbm_hold_unpin_last(struct kvbm_pool *p, int st, uint32_t s)
 			nv |= KVBM_HOLD_TENT;
 		if (st)
 			kvbm_entry_put(e, nv); /* one writer: nothing to lose */
-		else if (!__atomic_compare_exchange_n(e, &v, nv, 0, __ATOMIC_RELEASE,
+		/* acq_rel: as kvbm_count_dec's, a sibling's earlier drop (and
+		 * its reset-on-release store) is ours to see when we settle */
+		else if (!__atomic_compare_exchange_n(e, &v, nv, 0, __ATOMIC_ACQ_REL,
 						      __ATOMIC_RELAXED))
 			continue;
 		if (c > 1) {

@@ -90,6 +90,24 @@ static inline struct kvbm_plh kvbm_slot_key(const struct kvbm_shm_slot *sl)
 	return k;
 }
 
+/*
+ * The seqlock writer's fence: stores to a slot's key after a store of its
+ * state word (a new generation, or STAGED over MUTABLE) must not become
+ * visible before it. x86-64's store order gives that for free, and gcc
+ * emits nothing for this fence there; it makes the pairing with the
+ * readers' acquire key loads (kvbm_index_validate) hold in C11 terms.
+ * ThreadSanitizer does not model fences (gcc refuses them under it), so
+ * its build gets the compiler barrier alone, which is what x86 needs.
+ */
+static inline void kvbm_key_store_fence(void)
+{
+#if defined(__SANITIZE_THREAD__)
+	__atomic_signal_fence(__ATOMIC_RELEASE);
+#else
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+#endif
+}
+
 /* ---- hold.c: holder bits and counts, lock-free ---------------------------- */
 
 int kvbm_hold_setup(struct kvbm_pool *p);
@@ -212,7 +230,10 @@ static inline __attribute__((always_inline)) int kvbm_count_dec(int st, kvbm_hol
 	}
 	while ((v & KVBM_HOLD_COUNT) > 1) {
 		/* release: our uses of the block happen before the drop */
-		if (__atomic_compare_exchange_n(e, &v, (kvbm_hold_t)(v - 1), 0, __ATOMIC_RELEASE,
+		/* acq_rel: release, our uses happen before the drop; acquire,
+		 * a sibling's drop before ours (and its reset-on-release flag)
+		 * happens before whatever our last unpin does next */
+		if (__atomic_compare_exchange_n(e, &v, (kvbm_hold_t)(v - 1), 0, __ATOMIC_ACQ_REL,
 						__ATOMIC_RELAXED))
 			return 1;
 	}

@@ -140,10 +140,11 @@ void kvbm_store_fresh(struct kvbm_pool *p, uint32_t s)
 {
 	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 
-	/* relaxed: the new generation, release-stored before, already
-	 * fails every reader's check (TSO keeps these stores after it, see
-	 * kvbm_index_validate); nobody reads these until the slot is
-	 * published again with a release store */
+	/* relaxed, after the fence: the new generation, stored before,
+	 * already fails every reader's check, and the fence keeps these
+	 * stores after it (kvbm_key_store_fence, kvbm_index_validate);
+	 * nobody reads them until the slot is published again */
+	kvbm_key_store_fence();
 	__atomic_store_n(&sl->key_hi, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&sl->key_lo, 0, __ATOMIC_RELAXED);
 	sl->primary = 0;
