@@ -25,7 +25,7 @@ LIB_LIBS := $(shell pkg-config --libs libxxhash liburcu-bp liburcu-cds 2>/dev/nu
 	echo -lxxhash -lurcu-bp -lurcu-common -lurcu-cds) -lpthread
 
 TOOLS := kvbm-shm-dump kvbm-pool kvbm-demo kvbm-hash kvbm-bench kvbm-replay
-TOOL_COMMON_SRCS := tools/json.c tools/inspect.c
+TOOL_COMMON_SRCS := tools/json.c tools/inspect.c tools/dump.c
 TOOL_COMMON_OBJS := $(TOOL_COMMON_SRCS:%.c=$(BUILD)/obj/%.o)
 TOOL_BINS := $(TOOLS:%=$(BUILD)/bin/%)
 TOOL_LIBS := $(shell pkg-config --libs jemalloc 2>/dev/null || echo -ljemalloc) -lpthread
