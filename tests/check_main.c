@@ -14,6 +14,10 @@
 
 #include "helpers.h"
 
+Suite *make_recovery_load_suite(void);
+Suite *make_noalloc_suite(void);
+Suite *make_hostile_suite(void);
+
 int main(void)
 {
 	char dir[] = "/dev/shm/kvbm-test-XXXXXX";
@@ -41,6 +45,9 @@ int main(void)
 	srunner_add_suite(sr, make_attach_suite());
 	srunner_add_suite(sr, make_invariants_suite());
 	srunner_add_suite(sr, make_evict_suite());
+	srunner_add_suite(sr, make_recovery_load_suite());
+	srunner_add_suite(sr, make_noalloc_suite());
+	srunner_add_suite(sr, make_hostile_suite());
 	srunner_run_all(sr, CK_ENV);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
