@@ -218,6 +218,7 @@ START_TEST(test_primary_kept_alive_by_duplicate)
 	T_NAME(name);
 	struct kvbm_plh h;
 	struct kvbm_block a, d;
+	char out[8192];
 
 	t_seq_hashes(1, 1, BS, &h);
 	struct kvbm_pool *p = t_pool(name, 16);
@@ -226,6 +227,10 @@ START_TEST(test_primary_kept_alive_by_duplicate)
 	t_release(p, &a, 1);
 	ck_assert_int_eq(t_check(p), 0);
 	ck_assert_int_eq(t_metrics(p).inactive_pool_size, 0);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", "--summary", name, (char *)NULL),
+			 0);
+	ck_assert_msg(strstr(out, "16: 14 free, 0 inactive, 2 in use"), "%s", out);
+	ck_assert_msg(strstr(out, "1 registered held, 1 duplicate"), "%s", out);
 	t_release(p, &d, 1);
 	t_done(p, name);
 }

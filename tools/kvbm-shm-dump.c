@@ -17,11 +17,33 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dump.h"
+
+static sigjmp_buf bus_env;
+
+static void on_sigbus(int sig)
+{
+	(void)sig;
+	siglongjmp(bus_env, 1);
+}
+
+/* A peer that truncates the file while we read it makes our next read past
+ * the new end a SIGBUS, whatever we checked before: reported as what it is. */
+static void catch_sigbus(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_sigbus;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, NULL);
+}
 
 static void usage(FILE *f)
 {
@@ -82,6 +104,13 @@ int main(int argc, char **argv)
 			fprintf(stderr, "kvbm-shm-dump: 'kvbm-pool list' shows the pools there are\n");
 		return 2;
 	}
+	if (sigsetjmp(bus_env, 1)) {
+		fflush(stdout);
+		fprintf(stderr, "kvbm-shm-dump: %s: the segment file shrank while being read "
+				"(truncated by another process?)\n", argv[optind]);
+		return 1;
+	}
+	catch_sigbus();
 	r = kvbm_dump_run(&in, argv[optind], &o);
 	kvbm_inspect_close(&in);
 	return r;
