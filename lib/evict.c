@@ -24,6 +24,12 @@
  *    parent becomes a leaf again; lfru: tick plus one pool's worth of
  *    ticks per doubling of the frequency estimate) or, for Fifo, by the
  *    list in control.lists[0] (a node that becomes a leaf goes to the tail).
+ *
+ * Any attached process can write any byte of the segment: every link, node
+ * and heap index read from it is bounds-checked before use and every chain
+ * walk is bounded by the node count. A bad one is corruption that the
+ * checker reports; here it must only never become a wild access or an
+ * endless walk under the mutex.
  */
 #define _GNU_SOURCE
 #include <limits.h>
@@ -125,20 +131,34 @@ void kvbm_sketch_touch(struct kvbm_pool *p, struct kvbm_plh key)
 
 /* ---- lists (LRU, FIFO, multi-level LRU, lineage Fifo leaves) ------------------ */
 
+/* A list link (slot + 1) that names a slot. */
+static int link_ok(const struct kvbm_pool *p, uint32_t s1)
+{
+	return s1 != 0 && s1 <= p->nslots;
+}
+
 static void list_unlink(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s)
 {
 	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+	uint32_t prev = sl->prev, next = sl->next;
 
-	if (sl->prev)
-		kvbm_slot(p, sl->prev - 1)->next = sl->next;
+	if (link_ok(p, prev))
+		kvbm_slot(p, prev - 1)->next = next;
 	else
-		l->head = sl->next;
-	if (sl->next)
-		kvbm_slot(p, sl->next - 1)->prev = sl->prev;
+		l->head = next;
+	if (link_ok(p, next))
+		kvbm_slot(p, next - 1)->prev = prev;
 	else
-		l->tail = sl->prev;
+		l->tail = prev;
+	/* only a damaged list (a link back to @s) still names it: cut it
+	 * there, or the next allocation would find @s first forever */
+	if (l->head == s + 1)
+		l->head = 0;
+	if (l->tail == s + 1)
+		l->tail = 0;
 	sl->next = sl->prev = 0;
-	l->len--;
+	if (l->len)
+		l->len--;
 }
 
 static void list_append(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s)
@@ -147,7 +167,7 @@ static void list_append(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s
 
 	sl->prev = l->tail;
 	sl->next = 0;
-	if (l->tail)
+	if (link_ok(p, l->tail))
 		kvbm_slot(p, l->tail - 1)->next = s + 1;
 	else
 		l->head = s + 1;
@@ -161,7 +181,7 @@ static void list_prepend(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t 
 
 	sl->next = l->head;
 	sl->prev = 0;
-	if (l->head)
+	if (link_ok(p, l->head))
 		kvbm_slot(p, l->head - 1)->prev = s + 1;
 	else
 		l->tail = s + 1;
@@ -176,10 +196,20 @@ static int hent_less(const struct kvbm_shm_hent *a, const struct kvbm_shm_hent *
 	return a->prio < b->prio || (a->prio == b->prio && a->node < b->node);
 }
 
+/* The heap holds real leaves only: a node index past the slots is damage. */
 static void heap_set(struct kvbm_pool *p, uint32_t i, struct kvbm_shm_hent e)
 {
 	p->heap[i] = e;
-	p->ln[e.node].hpos = i + 1;
+	if (e.node < p->nslots)
+		p->ln[e.node].hpos = i + 1;
+}
+
+/* The heap's length, within the array (a slot's worth of entries). */
+static uint32_t heap_len(const struct kvbm_pool *p)
+{
+	uint32_t n = p->ev->nheap;
+
+	return n < p->nslots ? n : p->nslots;
 }
 
 /* 4-ary: the parent of i is (i - 1) / 4, its children 4i+1..4i+4 share a
@@ -199,7 +229,7 @@ static void heap_up(struct kvbm_pool *p, uint32_t i)
 static void heap_down(struct kvbm_pool *p, uint32_t i)
 {
 	struct kvbm_shm_hent e = p->heap[i];
-	uint32_t len = p->ev->nheap;
+	uint32_t len = heap_len(p);
 
 	for (;;) {
 		uint32_t c = 4 * i + 1, end = c + 4 < len ? c + 4 : len;
@@ -219,13 +249,20 @@ static void heap_down(struct kvbm_pool *p, uint32_t i)
 /* Removes the entry at index @i (its node's hpos already cleared). */
 static void heap_del_at(struct kvbm_pool *p, uint32_t i)
 {
-	uint32_t last = --p->ev->nheap;
+	uint32_t len = heap_len(p);
 
+	if (i >= len)
+		return; /* a damaged hpos: nothing of ours there */
+	uint32_t last = len - 1;
+	p->ev->nheap = last;
 	if (i == last)
 		return;
 	heap_set(p, i, p->heap[last]);
 	heap_up(p, i);
-	heap_down(p, p->ln[p->heap[i].node].hpos - 1);
+	uint32_t n = p->heap[i].node;
+	uint32_t at = n < p->nslots ? p->ln[n].hpos : 0;
+	if (at && at <= last)
+		heap_down(p, at - 1);
 }
 
 static void heap_del(struct kvbm_pool *p, uint32_t n)
@@ -245,7 +282,19 @@ static uint32_t ln_pos(const struct kvbm_shm_lnode *n)
 
 static uint32_t key_bucket(const struct kvbm_pool *p, uint32_t pos, uint64_t frag)
 {
-	return kvbm_lineage_bucket(pos, frag, p->ev->lin_buckets);
+	return kvbm_lineage_bucket(pos, frag, p->lin_buckets);
+}
+
+/* A node link (node + 1) that names a node. */
+static int node_ok(const struct kvbm_pool *p, uint32_t n1)
+{
+	return n1 != 0 && n1 <= p->lin_nodes;
+}
+
+/* A ghost: a node of the ghost range (its flag alone may lie). */
+static int ghost_at(const struct kvbm_pool *p, uint32_t n)
+{
+	return n >= p->nslots && n < p->lin_nodes && (p->ln[n].pos_fl & KVBM_LN_GHOST);
 }
 
 /* The key of the parent a node is counted in: a real node's is in its
@@ -253,7 +302,7 @@ static uint32_t key_bucket(const struct kvbm_pool *p, uint32_t pos, uint64_t fra
 static uint64_t ln_pfrag(const struct kvbm_pool *p, uint32_t n)
 {
 	if (n >= p->nslots)
-		return p->gpfrag[n - p->nslots];
+		return n < p->lin_nodes ? p->gpfrag[n - p->nslots] : 0;
 	return kvbm_plh_parent_fragment(kvbm_slot_key(&p->seg.slots[n]));
 }
 
@@ -262,13 +311,14 @@ static uint64_t ln_pfrag(const struct kvbm_pool *p, uint32_t n)
  * which the registry index serves here. */
 static uint32_t lin_find(const struct kvbm_pool *p, uint32_t pos, uint64_t frag)
 {
-	uint32_t ghost = UINT32_MAX;
+	uint32_t ghost = UINT32_MAX, k = 0;
 
-	for (uint32_t n1 = p->heads[key_bucket(p, pos, frag)]; n1; n1 = p->ln[n1 - 1].hnext) {
+	for (uint32_t n1 = p->heads[key_bucket(p, pos, frag)]; node_ok(p, n1) && k < p->lin_nodes;
+	     n1 = p->ln[n1 - 1].hnext, k++) {
 		const struct kvbm_shm_lnode *n = &p->ln[n1 - 1];
 		if (ln_pos(n) != pos || n->frag != frag)
 			continue;
-		if (!(n->pos_fl & KVBM_LN_GHOST))
+		if (!ghost_at(p, n1 - 1))
 			return n1 - 1;
 		ghost = n1 - 1;
 	}
@@ -287,9 +337,9 @@ static void hash_del(struct kvbm_pool *p, uint32_t n)
 {
 	uint32_t *link = &p->heads[key_bucket(p, ln_pos(&p->ln[n]), p->ln[n].frag)];
 
-	while (*link && *link != n + 1)
+	for (uint32_t k = 0; node_ok(p, *link) && *link != n + 1 && k < p->lin_nodes; k++)
 		link = &p->ln[*link - 1].hnext;
-	if (*link)
+	if (*link == n + 1)
 		*link = p->ln[n].hnext;
 	p->ln[n].hnext = 0;
 }
@@ -338,7 +388,7 @@ static void leaf_add_at(struct kvbm_pool *p, uint32_t n, uint32_t *hole)
 	}
 	struct kvbm_shm_hent e = {.prio = lin_prio(p, n), .node = n};
 	uint32_t i;
-	if (hole && *hole) {
+	if (hole && *hole && *hole <= heap_len(p)) {
 		i = *hole - 1;
 		*hole = 0;
 		heap_set(p, i, e);
@@ -346,7 +396,10 @@ static void leaf_add_at(struct kvbm_pool *p, uint32_t n, uint32_t *hole)
 		heap_down(p, p->ln[n].hpos - 1);
 		return;
 	}
-	i = p->ev->nheap++;
+	i = heap_len(p);
+	if (i >= p->nslots)
+		return; /* more leaves than slots: a damaged count */
+	p->ev->nheap = i + 1;
 	heap_set(p, i, e);
 	heap_up(p, i);
 }
@@ -360,6 +413,10 @@ static void leaf_del(struct kvbm_pool *p, uint32_t n)
 {
 	if (!p->ln[n].hpos)
 		return;
+	if (n >= p->nslots) {
+		p->ln[n].hpos = 0; /* a ghost is never a leaf: damage */
+		return;
+	}
 	if (lin_fifo(p)) {
 		list_unlink(p, &p->seg.ctl->lists[0], n);
 		p->ln[n].hpos = 0;
@@ -372,7 +429,7 @@ static uint32_t ghost_new(struct kvbm_pool *p, uint32_t pos, uint64_t frag, uint
 {
 	uint32_t g1 = p->ev->ghost_free;
 
-	if (!g1 || g1 - 1 < p->nslots || g1 > p->ev->lin_nodes) {
+	if (!g1 || g1 - 1 < p->nslots || g1 > p->lin_nodes) {
 		/* out of ghosts: the child goes unparented (the checker then
 		 * stops asking for exact child counts, see orphans) */
 		p->ev->orphans++;
@@ -410,10 +467,14 @@ static void lin_unparent(struct kvbm_pool *p, uint32_t pos, uint64_t pfrag, uint
 		if (--pn->nchild)
 			return;
 		if (!(pn->pos_fl & KVBM_LN_GHOST)) {
-			/* Tick: back at its original priority */
-			leaf_add_at(p, par, hole);
+			/* Tick: back at its original priority (a real node
+			 * in the ghost range is damage: it stays out) */
+			if (par < p->nslots)
+				leaf_add_at(p, par, hole);
 			return;
 		}
+		if (!ghost_at(p, par))
+			return; /* flagged a ghost in the slot range: damage */
 		uint32_t linked = pn->pos_fl & KVBM_LN_LINKED;
 		pos = ln_pos(pn);
 		pfrag = p->gpfrag[par - p->nslots];
@@ -457,7 +518,7 @@ static void lin_insert(struct kvbm_pool *p, uint32_t s)
 	/* only a ghost matters here, and blocks that come parent first
 	 * (the usual order) leave none: skip the search then */
 	uint32_t g = p->ev->nghosts ? lin_find(p, pos, frag) : UINT32_MAX;
-	if (g != UINT32_MAX && (p->ln[g].pos_fl & KVBM_LN_GHOST)) {
+	if (g != UINT32_MAX && ghost_at(p, g)) {
 		/* its children came first: it takes the ghost's place, and
 		 * its link, when both name the same parent key */
 		uint64_t gp = p->gpfrag[g - p->nslots];
@@ -579,15 +640,29 @@ void kvbm_evict_restore(struct kvbm_pool *p, uint32_t s)
 	insert_at(p, s, kvbm_slot(p, s)->tick, 1);
 }
 
+/*
+ * The caller removes what this returns and asks again, until it has its
+ * victims: so a candidate must be one that kvbm_evict_remove() takes out
+ * (a slot marked in the structure it heads), or that loop would never end.
+ * A damaged head is passed over.
+ */
 uint32_t kvbm_evict_first(struct kvbm_pool *p)
 {
 	struct kvbm_shm_control *c = p->seg.ctl;
 
-	if (kvbm_backend_is_lineage(p->backend) && !lin_fifo(p))
-		return p->ev->nheap ? p->heap[0].node : UINT32_MAX;
-	for (int lv = 0; lv < 4; lv++)
-		if (c->lists[lv].head)
-			return c->lists[lv].head - 1;
+	if (kvbm_backend_is_lineage(p->backend) && !lin_fifo(p)) {
+		uint32_t n = heap_len(p) ? p->heap[0].node : UINT32_MAX;
+		if (n < p->nslots && p->ln[n].hpos == 1 && (p->ln[n].pos_fl & KVBM_LN_USED) &&
+		    kvbm_slot(p, n)->list == KVBM_LIST_LINEAGE)
+			return n;
+		return UINT32_MAX;
+	}
+	for (uint32_t lv = 0; lv < 4; lv++) {
+		uint32_t s1 = c->lists[lv].head;
+		uint32_t want = lin_fifo(p) ? KVBM_LIST_LINEAGE : KVBM_LIST_LRU + lv;
+		if (link_ok(p, s1) && kvbm_slot(p, s1 - 1)->list == want)
+			return s1 - 1;
+	}
 	return UINT32_MAX;
 }
 
@@ -618,4 +693,6 @@ void kvbm_evict_setup(struct kvbm_pool *p)
 	p->heads = g.nodes ? (uint32_t *)(base + g.heads_off) : NULL;
 	p->heap = g.nodes ? (struct kvbm_shm_hent *)(base + g.heap_off) : NULL;
 	p->gpfrag = g.nodes ? (uint64_t *)(base + g.pfrag_off) : NULL;
+	p->lin_nodes = g.nodes;
+	p->lin_buckets = g.buckets;
 }

@@ -50,6 +50,9 @@ struct kvbm_pool {
 	uint32_t *heads;
 	struct kvbm_shm_hent *heap;
 	uint64_t *gpfrag; /* ghosts' parent fragments, by node - nslots */
+	/* the forest's sizes from the config (the segment's copies are any
+	 * peer's to overwrite): what evict.c bounds its indices by */
+	uint32_t lin_nodes, lin_buckets;
 };
 
 /* Checks @cfg and converts it to the stored form. Returns 0 or -EINVAL. */

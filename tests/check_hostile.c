@@ -177,6 +177,98 @@ START_TEST(test_checker_reports_list_cycles)
 }
 END_TEST
 
+/* Damage to the eviction order, as a peer could write it. */
+static void damage_order(const char *name, int kind)
+{
+	struct kvbm_shm_header hdr = read_header(name);
+	struct kvbm_evict_geom g;
+	uint64_t ev = hdr.regions[KVBM_REGION_EVICT].offset;
+	uint64_t slots = hdr.regions[KVBM_REGION_SLOTS].offset;
+	uint64_t ctl = hdr.regions[KVBM_REGION_CONTROL].offset;
+	struct kvbm_shm_control c;
+	char path[512];
+	int fd = open(t_path(name, path, sizeof(path)), O_RDONLY);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, &c, sizeof(c), (off_t)ctl), (ssize_t)sizeof(c));
+	close(fd);
+	kvbm_evict_geometry(&hdr.config, &g);
+	if (kind == 0) {
+		/* the LRU list's first entry links back to itself */
+		uint32_t head = c.lists[0].head;
+		ck_assert_uint_ne(head, 0);
+		t_patch(name, (off_t)(slots + (head - 1) * 64 + offsetof(struct kvbm_shm_slot, next)),
+			&head, 4);
+	} else if (kind == 1) {
+		/* every lineage hash chain is a loop through nodes 0 and 1 */
+		uint32_t one = 1, two = 2;
+		for (uint32_t b = 0; b < g.buckets; b++)
+			t_patch(name, (off_t)(ev + g.heads_off + 4 * b), &one, 4);
+		t_patch(name, (off_t)(ev + g.nodes_off + offsetof(struct kvbm_shm_lnode, hnext)), &two, 4);
+		t_patch(name, (off_t)(ev + g.nodes_off + 24 + offsetof(struct kvbm_shm_lnode, hnext)),
+			&one, 4);
+	} else if (kind == 2) {
+		/* every real node flagged a ghost: ghosts index their parent
+		 * fragments by node - slots */
+		for (uint32_t n = 0; n < hdr.config.block_count; n++) {
+			uint32_t fl;
+			off_t at = (off_t)(ev + g.nodes_off + 24 * n + offsetof(struct kvbm_shm_lnode, pos_fl));
+			fd = open(path, O_RDONLY);
+			ck_assert_int_eq(pread(fd, &fl, 4, at), 4);
+			close(fd);
+			if (fl & KVBM_LN_USED) {
+				fl |= KVBM_LN_GHOST | KVBM_LN_LINKED;
+				t_patch(name, at, &fl, 4);
+			}
+		}
+	} else {
+		/* a leaf heap longer than the array, of nodes past the slots */
+		uint32_t big = 0xfffffff0u;
+		t_patch(name, (off_t)(ev + offsetof(struct kvbm_shm_evict, nheap)), &big, 4);
+		for (uint32_t i = 0; i < hdr.config.block_count; i++) {
+			uint32_t node = 0x10000u + i * 977u;
+			t_patch(name, (off_t)(ev + g.heap_off + 16 * i + offsetof(struct kvbm_shm_hent, node)),
+				&node, 4);
+		}
+		uint32_t hpos = 0x7ffffff0u;
+		for (uint32_t n = 0; n < hdr.config.block_count; n++)
+			t_patch(name, (off_t)(ev + g.nodes_off + 24 * n + offsetof(struct kvbm_shm_lnode, hpos)),
+				&hpos, 4);
+	}
+}
+
+/* A process attaches to a pool whose eviction order a peer damaged, and
+ * allocates every block (evicting through the damage) and frees them: it
+ * gets blocks or an error, never a crash, a wild write or an endless walk
+ * under the mutex. Runs 0-3: an LRU list that loops, lineage hash chains
+ * that loop, real lineage nodes flagged ghosts, a damaged leaf heap. */
+START_TEST(test_library_survives_damaged_eviction_order)
+{
+	T_NAME(name);
+
+	cached_pool(name, _i == 0 ? KVBM_BACKEND_LRU : KVBM_BACKEND_LINEAGE);
+	damage_order(name, _i);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct kvbm_pool *q = NULL;
+		struct kvbm_block b[64];
+		alarm(20);
+		if (kvbm_pool_open(name, NULL, 0, &q) != 0)
+			_exit(0);
+		for (int round = 0; round < 4; round++) {
+			uint32_t n = round == 3 ? 64 : 12;
+			if (kvbm_allocate_blocks(q, n, b, NULL, NULL) == 0)
+				(void)kvbm_release_blocks(q, b, n);
+		}
+		kvbm_pool_close(q);
+		_exit(0);
+	}
+	int st = t_wait(pid);
+	ck_assert_msg(st == 0, "attacher ended with %d (128 + signal)", st);
+	ck_assert_int_eq(kvbm_pool_destroy(name, KVBM_DESTROY_FORCE), 0);
+}
+END_TEST
+
 static char reports[8192];
 static void collect(const char *msg, void *arg)
 {
@@ -283,6 +375,7 @@ Suite *make_hostile_suite(void)
 	tcase_add_loop_test(tc, test_dump_survives_random_bytes, 0, 12);
 	tcase_add_test(tc, test_checker_bounds_lineage_links);
 	tcase_add_test(tc, test_checker_reports_list_cycles);
+	tcase_add_loop_test(tc, test_library_survives_damaged_eviction_order, 0, 4);
 	tcase_add_test(tc, test_checker_reports_truncated_file);
 	tcase_add_test(tc, test_primary_kept_alive_by_duplicate);
 	tcase_add_test(tc, test_dead_unreaped_holder_is_legal_while_others_run);
