@@ -165,8 +165,9 @@ static int proc_free(const struct ck *c, uint32_t p)
 		return 0;
 	if (c->flags & KVBM_CK_LOCKED)
 		return 1;
-	__atomic_thread_fence(__ATOMIC_ACQUIRE);
-	return __atomic_load_n(&c->seg->ctl->attach_gen, __ATOMIC_RELAXED) == c->attach_gen;
+	/* after the acquire loads of the bit or entry in question, so it
+	 * sees the attach that preceded their writer's store */
+	return __atomic_load_n(&c->seg->ctl->attach_gen, __ATOMIC_ACQUIRE) == c->attach_gen;
 }
 
 /* Whether slot @s still has state word @w: without the mutex, a relation
@@ -176,8 +177,8 @@ static int slot_stable(const struct ck *c, uint32_t s, uint64_t w)
 {
 	if (c->flags & KVBM_CK_LOCKED)
 		return 1;
-	__atomic_thread_fence(__ATOMIC_ACQUIRE);
-	return __atomic_load_n(&c->seg->slots[s].state, __ATOMIC_RELAXED) == w;
+	/* program order after the acquire loads it is compared with */
+	return __atomic_load_n(&c->seg->slots[s].state, __ATOMIC_ACQUIRE) == w;
 }
 
 /*
