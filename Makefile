@@ -25,12 +25,12 @@ LIB_LIBS := $(shell pkg-config --libs libxxhash liburcu-bp liburcu-cds 2>/dev/nu
 	echo -lxxhash -lurcu-bp -lurcu-common -lurcu-cds) -lpthread
 
 TOOLS := kvbm-shm-dump kvbm-pool kvbm-demo kvbm-hash kvbm-bench kvbm-replay
-TOOL_COMMON_SRCS := tools/json.c tools/inspect.c
+TOOL_COMMON_SRCS := tools/json.c tools/inspect.c tools/dump.c
 TOOL_COMMON_OBJS := $(TOOL_COMMON_SRCS:%.c=$(BUILD)/obj/%.o)
 TOOL_BINS := $(TOOLS:%=$(BUILD)/bin/%)
 TOOL_LIBS := $(shell pkg-config --libs jemalloc 2>/dev/null || echo -ljemalloc) -lpthread
 
-TEST_SRCS := $(filter-out tests/torture.c,$(wildcard tests/*.c))
+TEST_SRCS := $(filter-out tests/torture.c tests/fuzz_%.c,$(wildcard tests/*.c))
 TORTURE_BIN := $(BUILD)/tests/kvbm-torture
 DURATION ?= 60
 TEST_OBJS := $(TEST_SRCS:%.c=$(BUILD)/tobj/%.o)
@@ -43,7 +43,7 @@ SHARED_LIB := $(BUILD)/lib/libkvbm.so.$(VERSION)
 TEST_LIB := $(BUILD)/tests/libkvbm-test.a
 
 .PHONY: all lib tools tests check test test-run asan tsan demo install uninstall \
-	deps lint format clean help torture bench model
+	deps lint format clean help torture bench model fuzz fuzz-check fuzz-corpus
 
 all: lib tools
 
@@ -58,6 +58,7 @@ help:
 	@echo "make torture DURATION=S   kill random workers of a shared pool for S s (60)"
 	@echo "make bench      kvbm-bench, the performance suite (BENCH_ARGS=--quick)"
 	@echo "make model      the SPIN models of model/ (needs spin, ~25 min)"
+	@echo "make fuzz FUZZ_SECONDS=S   fuzz the segment bytes for S s (600; libFuzzer, clang)"
 
 lib: $(STATIC_LIB) $(SHARED_LIB)
 tools: $(TOOL_BINS)
@@ -148,6 +149,7 @@ check: deps
 		SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 		torture DURATION=15
 	$(MAKE) tsan
+	$(MAKE) fuzz-check
 	@echo "make check: all suites passed"
 
 demo: deps
@@ -178,7 +180,57 @@ format:
 	clang-format -i $(LIB_SRCS) $(wildcard shm/*.h lib/*.h tools/*.[ch] tests/*.[ch]) include/kvbm.h
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan $(FUZZ_BUILD)
+
+# ---- the segment fuzzer (tests/fuzz_segment.c) -------------------------------
+# libFuzzer with clang (whose -Wformat=2 also flags vsnprintf wrappers), else
+# a gcc-built replay of the corpus: tests/corpus, damaged images of real pools
+# (`make fuzz-corpus` remakes it).
+FUZZ_BUILD := build-fuzz
+FUZZ_SECONDS ?= 600
+FUZZ_CHECK_SECONDS ?= 45
+FUZZ_CORPUS := tests/corpus
+FUZZ_SRCS := tests/fuzz_segment.c $(LIB_SRCS) tools/inspect.c tools/json.c tools/dump.c
+FUZZ_CFLAGS := -std=c11 -O1 -g $(WARN) -Iinclude -fsanitize=address,undefined \
+	-fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_ARGS := -close_fd_mask=3 -timeout=10 -rss_limit_mb=2048
+HAVE_CLANG := $(shell command -v clang >/dev/null 2>&1 && echo 1)
+
+$(FUZZ_BUILD)/fuzz_segment: $(FUZZ_SRCS) $(wildcard lib/*.h shm/*.h tools/*.h)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -Wno-format-nonliteral -fsanitize=fuzzer -o $@ $(FUZZ_SRCS) $(LIB_LIBS)
+
+$(FUZZ_BUILD)/fuzz_replay: $(FUZZ_SRCS) tests/fuzz_replay.c $(wildcard lib/*.h shm/*.h tools/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(FUZZ_CFLAGS) -o $@ $(FUZZ_SRCS) tests/fuzz_replay.c $(LIB_LIBS)
+
+$(FUZZ_BUILD)/fuzz_corpus: tests/fuzz_corpus.c $(STATIC_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) -o $@ $< $(STATIC_LIB) $(LIB_LIBS)
+
+fuzz-corpus: $(FUZZ_BUILD)/fuzz_corpus
+	rm -rf $(FUZZ_CORPUS) && mkdir -p $(FUZZ_CORPUS)
+	$(FUZZ_BUILD)/fuzz_corpus $(FUZZ_CORPUS)
+
+# make check: every corpus file once, then FUZZ_CHECK_SECONDS of fuzzing
+fuzz-check:
+ifeq ($(HAVE_CLANG),1)
+	$(MAKE) $(FUZZ_BUILD)/fuzz_segment
+	$(FUZZ_BUILD)/fuzz_segment $(FUZZ_ARGS) $(FUZZ_CORPUS)/*
+	@mkdir -p $(FUZZ_BUILD)/corpus
+	$(FUZZ_BUILD)/fuzz_segment $(FUZZ_ARGS) -max_total_time=$(FUZZ_CHECK_SECONDS) \
+		$(FUZZ_BUILD)/corpus $(FUZZ_CORPUS)
+else
+	@echo "fuzz-check: no clang, corpus replay only (apt-get install clang for libFuzzer)"
+	$(MAKE) $(FUZZ_BUILD)/fuzz_replay
+	$(FUZZ_BUILD)/fuzz_replay $(FUZZ_CORPUS)
+endif
+
+# the long run: new inputs go to build-fuzz/corpus, crashes to build-fuzz/
+fuzz: $(FUZZ_BUILD)/fuzz_segment
+	@mkdir -p $(FUZZ_BUILD)/corpus
+	$(FUZZ_BUILD)/fuzz_segment $(FUZZ_ARGS) -max_total_time=$(FUZZ_SECONDS) \
+		-artifact_prefix=$(FUZZ_BUILD)/ $(FUZZ_BUILD)/corpus $(FUZZ_CORPUS)
 
 .SECONDARY:
 

@@ -5,32 +5,50 @@
  * and torture tests, and by recovery before it declares a repaired segment
  * consistent.
  *
- * What may be checked depends on who else is running:
+ * A check may report only a state that no legal interleaving produces. So
+ * what may be checked depends on who else is running:
  *  - always (even lock-free, on a live pool): a state word holds a valid
- *    state; a set holder bit has a non-zero holder-table entry behind it
- *    (rule 1: the entry goes tentative before the bit and is cleared after
- *    it); no bit or entry belongs to a free process-table entry;
+ *    state; no holder bit, holder entry or MUTABLE slot belongs to a free
+ *    process-table entry (lock-free, only if no attach happened meanwhile);
  *  - KVBM_CK_LOCKED (the mutex is held): everything written under it -
  *    lists, index, dups, EVICTING, list membership - is exact;
- *  - KVBM_CK_QUIESCENT (nobody else runs): the lock-free in-flight states
- *    are violations too: a tentative entry, a bit on a slot that is not
- *    REGISTERED (a pin about to undo itself), an unsettled release, the
- *    inactive count off by a resurrection in progress.
+ *  - KVBM_CK_QUIESCENT (nobody else runs): what live processes change
+ *    lock-free is exact too: a holder bit has a non-zero entry behind it,
+ *    no entry is tentative, no bit sits on a slot that is not REGISTERED
+ *    (a pin about to undo itself), no release is unsettled, the inactive
+ *    count is the marks' count, and (with KVBM_CK_LIVENESS) no dead process
+ *    still holds anything: a death is legal at any moment, and until the
+ *    next reap its holds are its own.
+ *
+ * The segment is untrusted (any attached process can write any byte): every
+ * index read from it is bounds-checked against the config, which is read
+ * once and checked against the mapping and the file first, and every walk
+ * is bounded, a cycle being a violation. Recovery runs this under the mutex,
+ * where nothing may be allocated: the checker uses no heap at all (counts
+ * are compared as sums, see check_refs).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 
 #include "pool.h"
 #include "../shm/liveness.h"
 #include "../shm/proctable.h"
 
 #define MAX_REPORTS 64 /* then one summary line: a broken pool has thousands */
+/* Naming the target whose count is wrong costs a pass over every referrer
+ * per window of targets (counters on the stack): the passes stop after
+ * this many referrer visits, so a huge broken pool costs seconds at most */
+#define LOCALISE_WINDOW 256u
+#define LOCALISE_BUDGET (1ull << 27)
 
 struct ck {
 	const struct kvbm_seg *seg;
+	struct kvbm_shm_config cfg; /* read once: every bound below comes from it */
+	struct kvbm_evict_geom g;
 	unsigned flags;
 	kvbm_report_fn fn;
 	void *arg;
@@ -38,7 +56,14 @@ struct ck {
 	uint32_t nslots, maxp;
 	uint32_t pst[KVBM_MAX_PROCS];
 	int dead[KVBM_MAX_PROCS];
+	uint64_t attach_gen; /* control.attach_gen before pst[] was read */
 	struct kvbm_index ix;
+	/* the lineage forest (lineage backends) */
+	const struct kvbm_shm_lnode *ln;
+	const uint64_t *gpfrag;
+	const uint32_t *heads;
+	const struct kvbm_shm_hent *heap;
+	int chains_ok; /* hash chains verified: parent lookups are bounded */
 };
 
 __attribute__((format(printf, 2, 3))) static void bad(struct ck *c, const char *fmt, ...)
@@ -58,7 +83,7 @@ __attribute__((format(printf, 2, 3))) static void bad(struct ck *c, const char *
 static const kvbm_hold_t *htab(const struct ck *c, uint32_t proc)
 {
 	return (const kvbm_hold_t *)(c->seg->holders +
-				     (uint64_t)proc * kvbm_holder_stride(&c->seg->hdr->config));
+				     (uint64_t)proc * kvbm_holder_stride(&c->cfg));
 }
 
 static const char *state_name(uint32_t st)
@@ -69,30 +94,130 @@ static const char *state_name(uint32_t st)
 	return st < 5 ? names[st] : "invalid";
 }
 
-/* Holder bits and holder-table entries of slot @s. */
+/*
+ * The mapping is what @cfg lays out, and the file still backs all of it. A
+ * peer may rewrite the header after attach validated it, or truncate the
+ * file (every later read past the new end would be SIGBUS): neither may
+ * turn into a read outside the mapping. One fstat, bounded, is the only
+ * syscall of a check without KVBM_CK_LIVENESS.
+ */
+int kvbm_check_mapping(const struct kvbm_seg *seg, const struct kvbm_shm_config *cfg)
+{
+	struct kvbm_shm_region want[KVBM_REGION_MAX];
+	uint64_t total;
+	struct stat st;
+
+	if (!seg->base || seg->size < sizeof(struct kvbm_shm_header))
+		return KVBM_ECORRUPT;
+	if (kvbm_seg_layout(cfg, want, &total) < 0 || total != seg->size)
+		return KVBM_ECORRUPT;
+	const uint8_t *b = seg->base;
+	if ((const uint8_t *)seg->ctl != b + want[KVBM_REGION_CONTROL].offset ||
+	    (const uint8_t *)seg->procs != b + want[KVBM_REGION_PROCS].offset ||
+	    (const uint8_t *)seg->slots != b + want[KVBM_REGION_SLOTS].offset ||
+	    (const uint8_t *)seg->buckets != b + want[KVBM_REGION_REGISTRY].offset ||
+	    seg->holders != b + want[KVBM_REGION_HOLDERS].offset ||
+	    (const uint8_t *)seg->metrics != b + want[KVBM_REGION_METRICS].offset ||
+	    (const uint8_t *)seg->evict != b + want[KVBM_REGION_EVICT].offset)
+		return KVBM_ECORRUPT;
+	if (seg->fd >= 0 && fstat(seg->fd, &st) == 0 && S_ISREG(st.st_mode) &&
+	    (uint64_t)st.st_size < seg->size)
+		return KVBM_ETRUNCATED;
+	return 0;
+}
+
+/* The config, read once, and the mapping it must describe. */
+static int check_mapping(struct ck *c)
+{
+	const struct kvbm_seg *seg = c->seg;
+	int r = KVBM_ECORRUPT;
+
+	if (seg->base && seg->size >= sizeof(struct kvbm_shm_header)) {
+		memcpy(&c->cfg, &seg->hdr->config, sizeof(c->cfg));
+		r = kvbm_check_mapping(seg, &c->cfg);
+	}
+	if (r == KVBM_ETRUNCATED) {
+		bad(c, "segment file truncated, %zu bytes mapped: another process shrank it",
+		    seg->size);
+		return -1;
+	}
+	if (r < 0) {
+		bad(c, "header: its config does not lay out the %zu bytes mapped (rewritten?)",
+		    seg->size);
+		return -1;
+	}
+	c->nslots = c->cfg.block_count;
+	c->maxp = c->cfg.max_procs;
+	kvbm_evict_geometry(&c->cfg, &c->g);
+	return 0;
+}
+
+/* Whether process entry @p was FREE the whole time. Under the mutex pst[]
+ * cannot move (attach, detach and reap hold it). Without it, an attach
+ * after pst[] was read would make a legal bit look like a free entry's:
+ * attach bumps control.attach_gen before its entry goes ACTIVE, and
+ * anything of the new process we saw (acquire) was written after that. */
+static int proc_free(const struct ck *c, uint32_t p)
+{
+	if (p >= c->maxp)
+		return 1;
+	if (c->pst[p] != KVBM_PROC_FREE)
+		return 0;
+	if (c->flags & KVBM_CK_LOCKED)
+		return 1;
+	/* after the acquire loads of the bit or entry in question, so it
+	 * sees the attach that preceded their writer's store */
+	return __atomic_load_n(&c->seg->ctl->attach_gen, __ATOMIC_ACQUIRE) == c->attach_gen;
+}
+
+/* Whether slot @s still has state word @w: without the mutex, a relation
+ * between @w and a later load holds only if @w held across it (the
+ * generation moves on every return to RESET, so RESET cannot come back). */
+static int slot_stable(const struct ck *c, uint32_t s, uint64_t w)
+{
+	if (c->flags & KVBM_CK_LOCKED)
+		return 1;
+	/* program order after the acquire loads it is compared with */
+	return __atomic_load_n(&c->seg->slots[s].state, __ATOMIC_ACQUIRE) == w;
+}
+
+/*
+ * Holder bits and holder-table entries of slot @s. A live process keeps
+ * "bit set => entry non-zero" at every instant (entry before bit on a pin,
+ * bit before entry on an unpin), but the two are separate words: a reader
+ * that loads the mask and then the entry can see the bit from before an
+ * unpin and the entry from after it, and no re-read rules that out (a pin
+ * and an unpin in between bring back the same bits). So that relation is
+ * checked only when nobody runs. A free entry's bits and entries are
+ * another matter: no interleaving makes them.
+ */
 static void check_holders(struct ck *c, uint32_t s, uint32_t st, uint64_t w, uint64_t h)
 {
 	uint64_t pb = h & KVBM_HOLD_PROCS;
+	int quiet = (c->flags & KVBM_CK_QUIESCENT) != 0;
 
-	for (uint32_t p = 0; p < KVBM_MAX_PROCS; p++) {
+	if (c->maxp < KVBM_MAX_PROCS && (pb >> c->maxp))
+		bad(c, "slot %u: holder bits 0x%llx past the %u process entries", s,
+		    (unsigned long long)pb, c->maxp);
+	for (uint32_t p = 0; p < c->maxp; p++) {
 		uint64_t bit = 1ull << p;
-		kvbm_hold_t v = p < c->maxp ? __atomic_load_n(&htab(c, p)[s], __ATOMIC_ACQUIRE) : 0;
+		kvbm_hold_t v = __atomic_load_n(&htab(c, p)[s], __ATOMIC_ACQUIRE);
 		if (pb & bit) {
-			if (p >= c->maxp || c->pst[p] == KVBM_PROC_FREE)
+			if (proc_free(c, p))
 				bad(c, "slot %u: holder bit of free process entry %u", s, p);
 			else if (c->dead[p])
 				bad(c, "slot %u: held by dead process entry %u, not reaped", s, p);
-			else if (v == 0)
+			else if (v == 0 && quiet)
 				bad(c, "slot %u: process %u's holder bit set, its holder entry 0", s, p);
 		}
 		if (v == 0)
 			continue;
-		if (c->pst[p] == KVBM_PROC_FREE) {
+		if (proc_free(c, p)) {
 			bad(c, "process entry %u is free but its holder entry for slot %u is 0x%x", p,
 			    s, v);
 			continue;
 		}
-		if (!(c->flags & KVBM_CK_QUIESCENT))
+		if (!quiet)
 			continue;
 		if (v & KVBM_HOLD_TENT)
 			bad(c, "slot %u: process %u left a tentative hold", s, p);
@@ -105,52 +230,152 @@ static void check_holders(struct ck *c, uint32_t s, uint32_t st, uint64_t w, uin
 			bad(c, "slot %u: process %u's OWNED mark disagrees with the %s slot", s, p,
 			    state_name(st));
 	}
-	if (pb && st != KVBM_SLOT_REGISTERED && st != KVBM_SLOT_EVICTING &&
-	    (c->flags & KVBM_CK_QUIESCENT))
+	if (pb && st != KVBM_SLOT_REGISTERED && st != KVBM_SLOT_EVICTING && quiet)
 		bad(c, "slot %u: %s with holder bits 0x%llx", s, state_name(st),
 		    (unsigned long long)pb);
 }
 
+/* The primary that duplicate @s (REGISTERED, not PRIMARY) names, if it is
+ * one of its hash (mutex held), or UINT32_MAX. */
+static uint32_t dup_primary(const struct ck *c, uint32_t s)
+{
+	const struct kvbm_shm_slot *sl = &c->seg->slots[s];
+	uint32_t pr = sl->primary;
+
+	if (pr == 0 || pr > c->nslots)
+		return UINT32_MAX;
+	const struct kvbm_shm_slot *ps = &c->seg->slots[pr - 1];
+	uint64_t pw = __atomic_load_n(&ps->state, __ATOMIC_ACQUIRE);
+	if (kvbm_slot_state(pw) != KVBM_SLOT_REGISTERED ||
+	    !(kvbm_slot_flags(pw) & KVBM_SLOT_F_PRIMARY) ||
+	    !kvbm_plh_eq(kvbm_slot_key(ps), kvbm_slot_key(sl)))
+		return UINT32_MAX;
+	return pr - 1;
+}
+
 /* A REGISTERED slot: primary in the index, duplicate pointing at one. */
-static void check_registered(struct ck *c, uint32_t s, uint64_t w, uint64_t h, uint32_t *dupcnt)
+static void check_registered(struct ck *c, uint32_t s, uint64_t w, uint64_t h)
 {
 	const struct kvbm_shm_slot *sl = &c->seg->slots[s];
 	struct kvbm_plh key = kvbm_slot_key(sl);
 	int locked = c->flags & KVBM_CK_LOCKED;
+	int quiet = c->flags & KVBM_CK_QUIESCENT;
+	int primary = (kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY) != 0;
 	uint32_t fs;
 	uint64_t fg;
 
-	if (kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY) {
+	if (primary) {
 		if (locked && (!kvbm_index_lookup(&c->ix, key, &fs, &fg) || fs != s ||
 			       fg != kvbm_slot_gen(w)))
 			bad(c, "slot %u: registered primary not found in the registry index", s);
 		/* a pin in flight may have had it dropped, and will settle it */
-		if ((h & KVBM_HOLD_INACTIVE) && locked && (c->flags & KVBM_CK_QUIESCENT) &&
-		    sl->list < KVBM_LIST_LRU)
+		if ((h & KVBM_HOLD_INACTIVE) && locked && quiet && sl->list < KVBM_LIST_LRU)
 			bad(c, "slot %u: inactive but not in the eviction order", s);
 		if ((h & KVBM_HOLD_INACTIVE) && locked && sl->dups)
 			bad(c, "slot %u: inactive with %u live duplicates", s, sl->dups);
-		if ((h & KVBM_HOLD_INACTIVE) && (h & KVBM_HOLD_PROCS) &&
-		    (c->flags & KVBM_CK_QUIESCENT))
+		if ((h & KVBM_HOLD_INACTIVE) && (h & KVBM_HOLD_PROCS) && quiet)
 			bad(c, "slot %u: counted inactive while held", s);
 	} else {
 		if ((h & KVBM_HOLD_INACTIVE) && locked)
 			bad(c, "slot %u: a duplicate counted inactive", s);
-		uint32_t pr = locked ? sl->primary : 0;
-		if (pr) {
-			const struct kvbm_shm_slot *ps = pr <= c->nslots ? &c->seg->slots[pr - 1] : NULL;
-			uint64_t pw = ps ? __atomic_load_n(&ps->state, __ATOMIC_ACQUIRE) : 0;
-			if (!ps || kvbm_slot_state(pw) != KVBM_SLOT_REGISTERED ||
-			    !(kvbm_slot_flags(pw) & KVBM_SLOT_F_PRIMARY) ||
-			    !kvbm_plh_eq(kvbm_slot_key(ps), key))
-				bad(c, "slot %u: duplicate of slot %u, which is no primary of its hash",
-				    s, pr - 1);
-			else
-				dupcnt[pr - 1]++;
+		if (locked && sl->primary && dup_primary(c, s) == UINT32_MAX)
+			bad(c, "slot %u: duplicate of slot %u, which is no primary of its hash", s,
+			    sl->primary - 1);
+	}
+	/* a primary nobody holds stays active while a live duplicate of it
+	 * does (settle leaves it alone): that is not an unsettled release */
+	if (!(h & KVBM_HOLD_PROCS) && !(h & KVBM_HOLD_INACTIVE) && quiet &&
+	    !(primary && sl->dups))
+		bad(c, "slot %u: released by everyone but neither inactive nor freed", s);
+}
+
+/*
+ * Reference counts without scratch memory. The counts the targets claim
+ * and the references the items make are compared as two sums, of ones and
+ * of a 64-bit mix of the target: they agree whenever every count is right,
+ * and a wrong one makes them differ but with a chance of 2^-64. Only then
+ * is the culprit looked for, a window of targets at a time, with counters
+ * on the stack and a bounded number of item visits.
+ */
+struct refs {
+	uint32_t nitems, ntargets;
+	/* the target item @i refers to, or UINT32_MAX */
+	uint32_t (*ref)(const struct ck *c, uint32_t i);
+	/* 1 and *count when target @t keeps a count of its referrers */
+	int (*claim)(const struct ck *c, uint32_t t, uint32_t *count);
+	void (*report)(struct ck *c, uint32_t t, uint32_t claimed, uint32_t found);
+	const char *what;
+};
+
+static uint64_t ref_mix(uint32_t t)
+{
+	return kvbm_index_mix((uint64_t)t + 0x9e3779b97f4a7c15ull);
+}
+
+static void check_refs(struct ck *c, const struct refs *r)
+{
+	uint64_t nref = 0, href = 0, nclaim = 0, hclaim = 0, budget = LOCALISE_BUDGET;
+	uint32_t cnt[LOCALISE_WINDOW], k;
+	long before = c->n;
+
+	for (uint32_t i = 0; i < r->nitems; i++) {
+		uint32_t t = r->ref(c, i);
+		if (t < r->ntargets) {
+			nref++;
+			href += ref_mix(t);
 		}
 	}
-	if (!(h & KVBM_HOLD_PROCS) && !(h & KVBM_HOLD_INACTIVE) && (c->flags & KVBM_CK_QUIESCENT))
-		bad(c, "slot %u: released by everyone but neither inactive nor freed", s);
+	for (uint32_t t = 0; t < r->ntargets; t++)
+		if (r->claim(c, t, &k)) {
+			nclaim += k;
+			hclaim += k * ref_mix(t);
+		}
+	if (nref == nclaim && href == hclaim)
+		return;
+	for (uint32_t t0 = 0; t0 < r->ntargets && c->n - before < MAX_REPORTS;
+	     t0 += LOCALISE_WINDOW) {
+		uint32_t end = r->ntargets - t0 < LOCALISE_WINDOW ? r->ntargets : t0 + LOCALISE_WINDOW;
+		if (budget < r->nitems)
+			break;
+		budget -= r->nitems;
+		memset(cnt, 0, sizeof(cnt));
+		for (uint32_t i = 0; i < r->nitems; i++) {
+			uint32_t t = r->ref(c, i);
+			if (t >= t0 && t < end)
+				cnt[t - t0]++;
+		}
+		for (uint32_t t = t0; t < end; t++)
+			if (r->claim(c, t, &k) && k != cnt[t - t0])
+				r->report(c, t, k, cnt[t - t0]);
+	}
+	if (c->n == before)
+		bad(c, "%s: %llu counted, %llu references (not localised)", r->what,
+		    (unsigned long long)nclaim, (unsigned long long)nref);
+}
+
+static uint32_t dup_ref(const struct ck *c, uint32_t s)
+{
+	uint64_t w = __atomic_load_n(&c->seg->slots[s].state, __ATOMIC_ACQUIRE);
+
+	if (kvbm_slot_state(w) != KVBM_SLOT_REGISTERED || (kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY))
+		return UINT32_MAX;
+	return dup_primary(c, s);
+}
+
+static int dup_claim(const struct ck *c, uint32_t s, uint32_t *count)
+{
+	const struct kvbm_shm_slot *sl = &c->seg->slots[s];
+	uint64_t w = __atomic_load_n(&sl->state, __ATOMIC_ACQUIRE);
+
+	if (kvbm_slot_state(w) != KVBM_SLOT_REGISTERED || !(kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY))
+		return 0;
+	*count = sl->dups;
+	return 1;
+}
+
+static void dup_report(struct ck *c, uint32_t s, uint32_t claimed, uint32_t found)
+{
+	bad(c, "slot %u: counts %u duplicates, %u point at it", s, claimed, found);
 }
 
 static void check_free_list(struct ck *c, uint32_t nreset)
@@ -159,8 +384,8 @@ static void check_free_list(struct ck *c, uint32_t nreset)
 	uint32_t k = 0, last = 0;
 
 	for (uint32_t s1 = ctl->free_head; s1; s1 = c->seg->slots[s1 - 1].next) {
-		if (s1 > c->nslots || k > c->nslots) {
-			bad(c, "free list: broken link %u after %u entries", s1, k);
+		if (s1 > c->nslots || k >= c->nslots) {
+			bad(c, "free list: broken link %u after %u entries (or a cycle)", s1, k);
 			return;
 		}
 		const struct kvbm_shm_slot *sl = &c->seg->slots[s1 - 1];
@@ -184,8 +409,9 @@ static void check_list(struct ck *c, uint32_t lv, uint32_t want_list, uint32_t *
 	uint32_t k = 0, prev = 0;
 
 	for (uint32_t s1 = l->head; s1; s1 = c->seg->slots[s1 - 1].next) {
-		if (s1 > c->nslots || k > c->nslots) {
-			bad(c, "eviction list %u: broken link %u after %u entries", lv, s1, k);
+		if (s1 > c->nslots || k >= c->nslots) {
+			bad(c, "eviction list %u: broken link %u after %u entries (or a cycle)", lv, s1,
+			    k);
 			return;
 		}
 		const struct kvbm_shm_slot *sl = &c->seg->slots[s1 - 1];
@@ -202,41 +428,133 @@ static void check_list(struct ck *c, uint32_t lv, uint32_t want_list, uint32_t *
 	*listed += k;
 }
 
-/* The lineage forest: the leaf order holds exactly the childless real
- * nodes, every child count is what the keys say, ghosts are accounted. */
-static void check_forest(struct ck *c, const struct kvbm_evict_geom *g, uint32_t *listed)
-{
-	const struct kvbm_shm_evict *e = c->seg->evict;
-	const uint8_t *base = (const uint8_t *)e;
-	const struct kvbm_shm_lnode *ln = (const void *)(base + g->nodes_off);
-	const struct kvbm_shm_hent *heap = (const void *)(base + g->heap_off);
-	const uint64_t *gpfrag = (const void *)(base + g->pfrag_off);
-	const uint32_t *heads = (const void *)(base + g->heads_off);
-	int fifo = c->seg->hdr->config.backend == KVBM_BACKEND_LINEAGE_FIFO;
-	uint32_t nghosts = 0, nleaves = 0, hashed = 0, listed0 = *listed;
-	uint32_t *kids = calloc(g->nodes, sizeof(*kids));
+/* ---- the lineage forest ------------------------------------------------------ */
 
-	if (!kids)
-		return;
-	for (uint32_t b = 0; b < g->buckets; b++)
-		for (uint32_t n1 = heads[b], k = 0; n1; n1 = ln[n1 - 1].hnext, k++) {
-			if (n1 > g->nodes || k > g->nodes) {
-				bad(c, "lineage: hash chain %u broken at node %u", b, n1);
-				break;
+/* Node @n's parent key fragment: a real node's (n < slots) from its slot's
+ * key, a ghost's (the rest of the nodes) from the pfrag array. By range,
+ * never by the flags, which may lie. */
+static uint64_t node_pfrag(const struct ck *c, uint32_t n)
+{
+	if (n >= c->nslots)
+		return c->gpfrag[n - c->nslots];
+	return kvbm_plh_parent_fragment(kvbm_slot_key(&c->seg->slots[n]));
+}
+
+/* The node a lookup of linked node @n's parent key finds (lin_find: a real
+ * one first, else the last ghost), or UINT32_MAX. Only once the chains are
+ * verified: each walk is then as long as its chain at most. */
+static uint32_t node_parent(const struct ck *c, uint32_t n)
+{
+	const struct kvbm_shm_lnode *nd = &c->ln[n];
+	uint32_t pos = nd->pos_fl & KVBM_LN_POS, par = UINT32_MAX;
+
+	if (!c->chains_ok || !(nd->pos_fl & KVBM_LN_USED) || !(nd->pos_fl & KVBM_LN_LINKED) ||
+	    pos == 0)
+		return UINT32_MAX;
+	uint64_t pfrag = node_pfrag(c, n);
+	uint32_t b = kvbm_lineage_bucket(pos - 1, pfrag, c->g.buckets);
+	for (uint32_t m1 = c->heads[b], k = 0; m1 && m1 <= c->g.nodes && k < c->g.nodes;
+	     m1 = c->ln[m1 - 1].hnext, k++) {
+		const struct kvbm_shm_lnode *pm = &c->ln[m1 - 1];
+		if ((pm->pos_fl & KVBM_LN_POS) != pos - 1 || pm->frag != pfrag)
+			continue;
+		if (!(pm->pos_fl & KVBM_LN_GHOST))
+			return m1 - 1;
+		par = m1 - 1;
+	}
+	return par;
+}
+
+static uint32_t kid_ref(const struct ck *c, uint32_t n)
+{
+	return node_parent(c, n);
+}
+
+static int kid_claim(const struct ck *c, uint32_t n, uint32_t *count)
+{
+	if (!(c->ln[n].pos_fl & KVBM_LN_USED))
+		return 0;
+	*count = c->ln[n].nchild;
+	return 1;
+}
+
+static void kid_report(struct ck *c, uint32_t n, uint32_t claimed, uint32_t found)
+{
+	bad(c, "lineage: node %u counts %u children, %u are linked to it", n, claimed, found);
+}
+
+/* Every used node in the chain of its own key, once: then the chains are
+ * disjoint and hold at most one entry per node, and a parent lookup is
+ * bounded. Returns the entries seen. */
+static uint32_t check_chains(struct ck *c)
+{
+	uint32_t hashed = 0;
+
+	c->chains_ok = 1;
+	for (uint32_t b = 0; b < c->g.buckets; b++)
+		for (uint32_t n1 = c->heads[b]; n1; n1 = c->ln[n1 - 1].hnext) {
+			if (n1 > c->g.nodes || hashed >= c->g.nodes) {
+				bad(c, "lineage: hash chain %u broken at node %u (or a cycle)", b, n1);
+				c->chains_ok = 0;
+				return hashed;
+			}
+			const struct kvbm_shm_lnode *nd = &c->ln[n1 - 1];
+			if (!(nd->pos_fl & KVBM_LN_USED) ||
+			    kvbm_lineage_bucket(nd->pos_fl & KVBM_LN_POS, nd->frag, c->g.buckets) != b) {
+				bad(c, "lineage: node %u in hash chain %u is no node keyed there", n1 - 1,
+				    b);
+				c->chains_ok = 0;
+				return hashed;
 			}
 			hashed++;
 		}
+	return hashed;
+}
+
+/* The free ghosts: a chain through hnext of unused ghost-range nodes. */
+static void check_ghost_free(struct ck *c, uint32_t nghosts)
+{
+	const struct kvbm_shm_evict *e = c->seg->evict;
+	uint32_t k = 0;
+
+	for (uint32_t g1 = e->ghost_free; g1; g1 = c->ln[g1 - 1].hnext, k++) {
+		if (g1 <= c->nslots || g1 > c->g.nodes || k >= c->g.ghosts) {
+			bad(c, "lineage: free ghost list broken at %u after %u (or a cycle)", g1, k);
+			return;
+		}
+		if (c->ln[g1 - 1].pos_fl & KVBM_LN_USED)
+			bad(c, "lineage: node %u is used and on the free ghost list", g1 - 1);
+	}
+	if (k + nghosts != c->g.ghosts)
+		bad(c, "lineage: %u free ghosts and %u used, of %u", k, nghosts, c->g.ghosts);
+}
+
+/* The lineage forest: the leaf order holds exactly the childless real
+ * nodes, every child count is what the keys say, ghosts are accounted. */
+static void check_forest(struct ck *c, uint32_t *listed)
+{
+	const struct kvbm_shm_evict *e = c->seg->evict;
+	const struct kvbm_evict_geom *g = &c->g;
+	const uint8_t *base = (const uint8_t *)e;
+	int fifo = c->cfg.backend == KVBM_BACKEND_LINEAGE_FIFO;
+	uint32_t nghosts = 0, nleaves = 0, used = 0, listed0 = *listed;
+
+	c->ln = (const void *)(base + g->nodes_off);
+	c->heap = (const void *)(base + g->heap_off);
+	c->gpfrag = (const void *)(base + g->pfrag_off);
+	c->heads = (const void *)(base + g->heads_off);
+	uint32_t hashed = check_chains(c);
 	for (uint32_t n = 0; n < g->nodes; n++) {
-		const struct kvbm_shm_lnode *nd = &ln[n];
+		const struct kvbm_shm_lnode *nd = &c->ln[n];
 		if (!(nd->pos_fl & KVBM_LN_USED))
 			continue;
+		used++;
 		int ghost = (nd->pos_fl & KVBM_LN_GHOST) != 0;
-		uint32_t pos = nd->pos_fl & KVBM_LN_POS;
 		if (ghost != (n >= c->nslots))
 			bad(c, "lineage: node %u is %s in the %s range", n, ghost ? "a ghost" : "real",
 			    n >= c->nslots ? "ghost" : "slot");
 		nghosts += ghost;
-		if (!ghost && c->seg->slots[n].list != KVBM_LIST_LINEAGE)
+		if (n < c->nslots && !ghost && c->seg->slots[n].list != KVBM_LIST_LINEAGE)
 			bad(c, "lineage: node of slot %u, which is not marked in the forest", n);
 		if (!ghost && !nd->nchild)
 			nleaves++;
@@ -245,44 +563,33 @@ static void check_forest(struct ck *c, const struct kvbm_evict_geom *g, uint32_t
 		if (!ghost && !fifo && (nd->nchild != 0) == (nd->hpos != 0))
 			bad(c, "lineage: node %u has %u children and %s the leaf order", n, nd->nchild,
 			    nd->hpos ? "is in" : "is not in");
-		if ((nd->pos_fl & KVBM_LN_LINKED) && pos > 0) {
-			/* the node a lookup of the parent key finds, real first */
-			uint32_t par = UINT32_MAX;
-			uint64_t pfrag = ghost ? gpfrag[n - c->nslots]
-					       : kvbm_plh_parent_fragment(kvbm_slot_key(&c->seg->slots[n]));
-			uint32_t b = kvbm_lineage_bucket(pos - 1, pfrag, g->buckets);
-			for (uint32_t m1 = heads[b], k = 0; m1 && m1 <= g->nodes && k <= g->nodes;
-			     m1 = ln[m1 - 1].hnext, k++) {
-				const struct kvbm_shm_lnode *pm = &ln[m1 - 1];
-				if ((pm->pos_fl & KVBM_LN_POS) == pos - 1 && pm->frag == pfrag &&
-				    (par == UINT32_MAX || !(pm->pos_fl & KVBM_LN_GHOST)))
-					par = par != UINT32_MAX && !(ln[par].pos_fl & KVBM_LN_GHOST)
-						      ? par : m1 - 1;
-			}
-			if (par != UINT32_MAX)
-				kids[par]++;
-			else if (!e->orphans) /* else an orphan: its parent went ghostless */
-				bad(c, "lineage: node %u counted in a parent that is gone", n);
-		}
+		/* else an orphan: its parent went ghostless */
+		if ((nd->pos_fl & KVBM_LN_LINKED) && (nd->pos_fl & KVBM_LN_POS) && c->chains_ok &&
+		    !e->orphans && node_parent(c, n) == UINT32_MAX)
+			bad(c, "lineage: node %u counted in a parent that is gone", n);
 		if (!ghost)
 			(*listed)++;
 	}
-	for (uint32_t n = 0; n < g->nodes; n++)
-		if ((ln[n].pos_fl & KVBM_LN_USED) && kids[n] != ln[n].nchild && !e->orphans)
-			bad(c, "lineage: node %u counts %u children, %u are linked to it", n,
-			    ln[n].nchild, kids[n]);
+	if (c->chains_ok && hashed != used)
+		bad(c, "lineage: %u nodes in the hash chains, %u in the forest", hashed, used);
+	if (c->chains_ok && !e->orphans) {
+		const struct refs kids = {g->nodes, g->nodes, kid_ref, kid_claim, kid_report,
+					  "lineage child counts"};
+		check_refs(c, &kids);
+	}
+	check_ghost_free(c, nghosts);
 	if (nghosts != e->nghosts)
 		bad(c, "lineage: %u ghosts, %u counted", nghosts, e->nghosts);
 	if (*listed - listed0 != e->nreal)
 		bad(c, "lineage: %u real nodes, %u counted", *listed - listed0, e->nreal);
 	if (!fifo) {
 		for (uint32_t i = 0; i < e->nheap && i < c->nslots; i++) {
-			uint32_t n = heap[i].node;
-			if (n >= c->nslots || ln[n].hpos != i + 1) {
+			uint32_t n = c->heap[i].node;
+			if (n >= c->nslots || c->ln[n].hpos != i + 1) {
 				bad(c, "lineage: heap entry %u (node %u) does not point back", i, n);
 				continue;
 			}
-			if (i && heap[i].prio < heap[(i - 1) / 4].prio)
+			if (i && c->heap[i].prio < c->heap[(i - 1) / 4].prio)
 				bad(c, "lineage: heap order broken at entry %u", i);
 		}
 		if (e->nheap != nleaves)
@@ -293,18 +600,30 @@ static void check_forest(struct ck *c, const struct kvbm_evict_geom *g, uint32_t
 		if (inlist != nleaves)
 			bad(c, "lineage: %u leaves, %u in the leaf list", nleaves, inlist);
 	}
-	free(kids);
+}
+
+/* The eviction region's header: written at init and by recovery only. */
+static void check_evict_header(struct ck *c)
+{
+	const struct kvbm_shm_evict *e = c->seg->evict;
+
+	if (e->sketch_words != c->g.sketch_words || e->lin_nodes != c->g.nodes ||
+	    e->lin_buckets != c->g.buckets)
+		bad(c, "eviction region: %u sketch words, %u nodes in %u buckets; the config says "
+		       "%u, %u in %u",
+		    e->sketch_words, e->lin_nodes, e->lin_buckets, c->g.sketch_words, c->g.nodes,
+		    c->g.buckets);
+	if (!c->g.nodes && (e->nheap || e->nghosts || e->nreal || e->ghost_free || e->orphans))
+		bad(c, "eviction region: a lineage forest in a pool without one");
 }
 
 static void check_order(struct ck *c, uint32_t marked)
 {
-	const struct kvbm_shm_config *cfg = &c->seg->hdr->config;
-	struct kvbm_evict_geom g;
 	uint32_t listed = 0;
 
-	kvbm_evict_geometry(cfg, &g);
-	if (kvbm_backend_is_lineage(cfg->backend))
-		check_forest(c, &g, &listed);
+	check_evict_header(c);
+	if (kvbm_backend_is_lineage(c->cfg.backend))
+		check_forest(c, &listed);
 	else
 		for (uint32_t lv = 0; lv < 4; lv++)
 			check_list(c, lv, KVBM_LIST_LRU + lv, &listed);
@@ -327,30 +646,51 @@ static void check_index(struct ck *c)
 		}
 }
 
+/* The process table; with LIVENESS and nobody else running, who is dead. */
+static void read_procs(struct ck *c)
+{
+	const struct kvbm_seg *seg = c->seg;
+
+	/* before the states: see proc_free() */
+	c->attach_gen = __atomic_load_n(&seg->ctl->attach_gen, __ATOMIC_ACQUIRE);
+	for (uint32_t p = 0; p < c->maxp; p++) {
+		const struct kvbm_shm_proc *e = &seg->procs[p];
+		c->pst[p] = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
+		if (c->pst[p] > KVBM_PROC_RECLAIMING)
+			bad(c, "process entry %u: invalid state %u", p, c->pst[p]);
+		c->dead[p] = (c->flags & KVBM_CK_LIVENESS) && (c->flags & KVBM_CK_QUIESCENT) &&
+			     c->pst[p] == KVBM_PROC_ACTIVE && p != seg->self &&
+			     kvbm_proc_liveness(seg->fd, p, e) != KVBM_ALIVE;
+		if ((c->flags & KVBM_CK_LOCKED) && c->pst[p] == KVBM_PROC_RECLAIMING)
+			bad(c, "process entry %u: left RECLAIMING", p);
+	}
+}
+
+/* An owned (MUTABLE or STAGED) slot's owner is attached. */
+static void check_owned(struct ck *c, uint32_t s, uint32_t st, uint64_t w)
+{
+	uint32_t o = kvbm_slot_owner(w);
+
+	if (proc_free(c, o) && slot_stable(c, s, w))
+		bad(c, "slot %u: %s, owned by free process entry %u", s, state_name(st), o);
+	else if (o < c->maxp && c->dead[o])
+		bad(c, "slot %u: %s, owned by dead process entry %u, not reaped", s, state_name(st),
+		    o);
+	if ((c->flags & KVBM_CK_LOCKED) && c->seg->slots[s].list != KVBM_LIST_NONE)
+		bad(c, "slot %u: %s but on pool list %u", s, state_name(st),
+		    c->seg->slots[s].list);
+}
+
 long kvbm_check_seg(const struct kvbm_seg *seg, unsigned flags, kvbm_report_fn fn, void *arg)
 {
 	struct ck c = {.seg = seg, .flags = flags, .fn = fn, .arg = arg};
 	uint32_t nreset = 0, on_lru = 0;
 	int64_t ninactive = 0;
 
-	c.nslots = seg->hdr->config.block_count;
-	c.maxp = seg->hdr->config.max_procs;
-	if (c.maxp > KVBM_MAX_PROCS)
-		return KVBM_ECORRUPT;
+	if (check_mapping(&c) < 0)
+		goto out;
 	kvbm_index_view(&c.ix, seg->buckets, kvbm_index_buckets(c.nslots), seg->slots, c.nslots);
-	uint32_t *dupcnt = calloc(c.nslots, sizeof(*dupcnt));
-	if (!dupcnt)
-		return -ENOMEM;
-	for (uint32_t p = 0; p < c.maxp; p++) {
-		const struct kvbm_shm_proc *e = &seg->procs[p];
-		c.pst[p] = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
-		if (c.pst[p] > KVBM_PROC_RECLAIMING)
-			bad(&c, "process entry %u: invalid state %u", p, c.pst[p]);
-		c.dead[p] = (flags & KVBM_CK_LIVENESS) && c.pst[p] == KVBM_PROC_ACTIVE &&
-			    p != seg->self && kvbm_proc_liveness(seg->fd, p, e) != KVBM_ALIVE;
-		if ((flags & KVBM_CK_LOCKED) && c.pst[p] == KVBM_PROC_RECLAIMING)
-			bad(&c, "process entry %u: left RECLAIMING", p);
-	}
+	read_procs(&c);
 	for (uint32_t s = 0; s < c.nslots; s++) {
 		const struct kvbm_shm_slot *sl = &seg->slots[s];
 		uint64_t w = __atomic_load_n(&sl->state, __ATOMIC_ACQUIRE);
@@ -368,40 +708,25 @@ long kvbm_check_seg(const struct kvbm_seg *seg, unsigned flags, kvbm_report_fn f
 		switch (st) {
 		case KVBM_SLOT_RESET:
 			nreset++;
-			if (h & KVBM_HOLD_INACTIVE)
+			if ((h & KVBM_HOLD_INACTIVE) && slot_stable(&c, s, w))
 				bad(&c, "slot %u: RESET but counted inactive", s);
 			break;
 		case KVBM_SLOT_MUTABLE:
-		case KVBM_SLOT_STAGED: {
-			uint32_t o = kvbm_slot_owner(w);
-			if (o >= c.maxp || c.pst[o] == KVBM_PROC_FREE)
-				bad(&c, "slot %u: %s, owned by free process entry %u", s,
-				    state_name(st), o);
-			else if (c.dead[o])
-				bad(&c, "slot %u: %s, owned by dead process entry %u, not reaped", s,
-				    state_name(st), o);
-			if ((flags & KVBM_CK_LOCKED) && sl->list != KVBM_LIST_NONE)
-				bad(&c, "slot %u: %s but on pool list %u", s, state_name(st),
-				    sl->list);
+		case KVBM_SLOT_STAGED:
+			check_owned(&c, s, st, w);
 			break;
-		}
 		case KVBM_SLOT_EVICTING:
 			if (flags & KVBM_CK_LOCKED)
 				bad(&c, "slot %u: left EVICTING", s);
 			break;
 		default:
-			check_registered(&c, s, w, h, dupcnt);
+			check_registered(&c, s, w, h);
 		}
 	}
 	if (flags & KVBM_CK_LOCKED) {
-		for (uint32_t s = 0; s < c.nslots; s++) {
-			const struct kvbm_shm_slot *sl = &seg->slots[s];
-			uint64_t w = __atomic_load_n(&sl->state, __ATOMIC_ACQUIRE);
-			if (kvbm_slot_state(w) == KVBM_SLOT_REGISTERED &&
-			    (kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY) && sl->dups != dupcnt[s])
-				bad(&c, "slot %u: counts %u duplicates, %u point at it", s, sl->dups,
-				    dupcnt[s]);
-		}
+		const struct refs dups = {c.nslots, c.nslots, dup_ref, dup_claim, dup_report,
+					  "duplicate counts"};
+		check_refs(&c, &dups);
 		check_free_list(&c, nreset);
 		check_order(&c, on_lru);
 		check_index(&c);
@@ -412,7 +737,7 @@ long kvbm_check_seg(const struct kvbm_seg *seg, unsigned flags, kvbm_report_fn f
 			bad(&c, "inactive count %lld, %lld slots marked inactive", (long long)counted,
 			    (long long)ninactive);
 	}
-	free(dupcnt);
+out:
 	if (c.n > MAX_REPORTS && fn) {
 		char msg[64];
 		snprintf(msg, sizeof(msg), "... %ld violations in all", c.n);

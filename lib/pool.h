@@ -321,6 +321,10 @@ void kvbm_att_teardown(struct kvbm_pool *p, int forked);
 /* Checks segment @seg (attached or a read-only mapping). Returns the number
  * of violations, each reported through @fn (may be NULL). */
 long kvbm_check_seg(const struct kvbm_seg *seg, unsigned flags, kvbm_report_fn fn, void *arg);
+/* Whether @seg's mapping is what @cfg lays out (KVBM_ECORRUPT if not) and
+ * its file still backs all of it (KVBM_ETRUNCATED if not): 0 when every
+ * bound derived from @cfg is safe to read. */
+int kvbm_check_mapping(const struct kvbm_seg *seg, const struct kvbm_shm_config *cfg);
 
 /* ---- store.c: lists, settle, evict, reap, recover (mutex held) ----------- */
 

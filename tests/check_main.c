@@ -43,6 +43,9 @@ int main(void)
 	srunner_add_suite(sr, make_evict_suite());
 	srunner_add_suite(sr, make_misuse_suite());
 	srunner_add_suite(sr, make_edges_suite());
+	srunner_add_suite(sr, make_recovery_load_suite());
+	srunner_add_suite(sr, make_noalloc_suite());
+	srunner_add_suite(sr, make_damaged_suite());
 	srunner_add_suite(sr, make_hostile_suite());
 	srunner_run_all(sr, CK_ENV);
 	failed = srunner_ntests_failed(sr);

@@ -18,6 +18,11 @@ int kvbm_inspect_open(struct kvbm_inspect *in, const char *name_or_path)
 	r = kvbm_seg_open_ro(&in->seg, name_or_path, &in->hdr, &in->valid);
 	if (r < 0)
 		return r;
+	/* everything below reads the mapping within bounds derived from the
+	 * header copy validated at open: the mapping must be what that copy
+	 * lays out (the file may have changed between the read and the map) */
+	if (in->valid == 0)
+		in->valid = kvbm_check_mapping(&in->seg, &in->hdr.config);
 	in->state_rc = kvbm_seg_check_state(in->hdr.state);
 	return 0;
 }
@@ -105,6 +110,23 @@ const char *kvbm_fmt_time(uint64_t ns, char *buf, size_t len)
 	return buf;
 }
 
+/* Holds over every holder table: the inflight_immutable gauge. From the
+ * validated header copy, never the mapping's header, which a peer may
+ * rewrite under us. */
+static int64_t census_holds(const struct kvbm_inspect *in)
+{
+	const struct kvbm_shm_config *cfg = &in->hdr.config;
+	int64_t n = 0;
+
+	for (uint32_t p = 0; p < cfg->max_procs; p++) {
+		const kvbm_hold_t *t =
+			(const kvbm_hold_t *)(in->seg.holders + (uint64_t)p * kvbm_holder_stride(cfg));
+		for (uint32_t s = 0; s < cfg->block_count; s++)
+			n += __atomic_load_n(&t[s], __ATOMIC_RELAXED) & KVBM_HOLD_COUNT;
+	}
+	return n;
+}
+
 void kvbm_inspect_census(const struct kvbm_inspect *in, struct kvbm_census *c)
 {
 	const struct kvbm_shm_config *cfg = &in->hdr.config;
@@ -128,9 +150,11 @@ void kvbm_inspect_census(const struct kvbm_inspect *in, struct kvbm_census *c)
 			c->staged++;
 			break;
 		case KVBM_SLOT_REGISTERED:
+			/* a live duplicate keeps its primary active (settle
+			 * leaves it out of the inactive pool), holders or not */
 			if (!primary)
 				c->dups++;
-			else if (h & KVBM_HOLD_PROCS)
+			else if ((h & KVBM_HOLD_PROCS) || sl->dups)
 				c->active++;
 			else
 				c->inactive++;
@@ -143,10 +167,15 @@ void kvbm_inspect_census(const struct kvbm_inspect *in, struct kvbm_census *c)
 			if (h & (1ull << p))
 				c->holds[p]++;
 	}
+	/* summed modulo 2^64: a shard holds whatever a peer wrote, and a
+	 * signed overflow would be undefined */
 	for (uint32_t i = 0; i < cfg->max_procs; i++)
 		for (int k = 0; k < KVBM_M_NSHARD; k++)
-			c->metrics[k] += __atomic_load_n(&in->seg.metrics[i].v[k], __ATOMIC_RELAXED);
-	kvbm_seg_inflight(&in->seg, &c->inflight_mutable, &c->inflight_immutable);
+			c->metrics[k] = (int64_t)((uint64_t)c->metrics[k] +
+						  (uint64_t)__atomic_load_n(&in->seg.metrics[i].v[k],
+									    __ATOMIC_RELAXED));
+	c->inflight_mutable = c->mutable_;
+	c->inflight_immutable = census_holds(in);
 	c->free_count = __atomic_load_n(&in->seg.ctl->free_count, __ATOMIC_RELAXED);
 	c->inactive_count = __atomic_load_n(&in->seg.ctl->inactive, __ATOMIC_RELAXED);
 }

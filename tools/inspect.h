@@ -38,8 +38,8 @@ const char *kvbm_fmt_time(uint64_t ns, char *buf, size_t len);
 /* Blocks by state, as the slot array says (a lock-free snapshot). */
 struct kvbm_census {
 	uint32_t total, free, mutable_, staged;
-	uint32_t active;   /* registered primaries someone holds */
-	uint32_t inactive; /* registered primaries nobody holds */
+	uint32_t active;   /* registered primaries a process or a live duplicate holds */
+	uint32_t inactive; /* registered primaries nothing holds */
 	uint32_t dups;     /* registered duplicates */
 	uint32_t evicting;
 	uint32_t holds[KVBM_MAX_PROCS]; /* blocks carrying each process's bit */

@@ -1,0 +1,384 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * check_damaged.c - damaged and hostile segment bytes (issue 14): the
+ * checker and kvbm-shm-dump report them and never crash, hang or read past
+ * the mapping; a file truncated under an attached process is reported, not
+ * a SIGBUS; and what is legal is not called a violation (a primary kept
+ * alive by a live duplicate, a dead holder nobody has reaped yet).
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "helpers.h"
+#include "../lib/pool.h"
+
+#define BS 4
+
+/* A lineage pool of 64 blocks with chains of cached blocks (a forest with
+ * ghosts and leaves), a duplicate, left with nobody attached. */
+static void cached_pool(const char *name, enum kvbm_backend backend)
+{
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_plh h[24], x[8];
+	struct kvbm_block b[24], d, y[8];
+
+	cfg.block_count = 64;
+	cfg.max_procs = 4;
+	cfg.backend = backend;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	t_seq_hashes(1, 24, BS, h);
+	t_seq_hashes(500, 8, BS, x);
+	t_register(p, h, 24, b);
+	t_register(p, h + 3, 1, &d);
+	t_register(p, x, 8, y);
+	t_release(p, &d, 1);
+	/* parents first out: their children hang under ghosts */
+	t_release(p, b, 24);
+	t_release(p, y + 4, 4);
+	ck_assert_int_eq(t_check(p), 0);
+	kvbm_pool_close(p);
+}
+
+static struct kvbm_shm_header read_header(const char *name)
+{
+	struct kvbm_shm_header hdr;
+	char path[512];
+	int fd = open(t_path(name, path, sizeof(path)), O_RDONLY);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, &hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+	close(fd);
+	return hdr;
+}
+
+/* Overwrites [off, off + len) of the pool file with bytes from @seed. */
+static void scribble(const char *name, uint64_t off, uint64_t len, unsigned seed)
+{
+	uint8_t *buf = malloc(len);
+
+	ck_assert_ptr_nonnull(buf);
+	for (uint64_t i = 0; i < len; i++)
+		buf[i] = (uint8_t)(rand_r(&seed) >> 7);
+	t_patch(name, (off_t)off, buf, len);
+	free(buf);
+}
+
+/* Every mode of the tool ends with a verdict, never a signal. */
+static void dump_survives(const char *name, int must_find)
+{
+	static const char *const modes[][2] = {
+		{"--check", NULL}, {"--json", NULL}, {"--summary", NULL}, {NULL, NULL}};
+	char out[65536];
+
+	for (int m = 0; m < 4; m++) {
+		int rc = modes[m][0] ? t_run_tool(out, sizeof(out), "kvbm-shm-dump", modes[m][0],
+						  name, (char *)NULL)
+				     : t_run_tool(out, sizeof(out), "kvbm-shm-dump", name, (char *)NULL);
+		ck_assert_msg(rc == 0 || rc == 1, "kvbm-shm-dump %s: exit %d\n%s",
+			      modes[m][0] ? modes[m][0] : "", rc, out);
+		if (m == 0 && must_find)
+			ck_assert_msg(rc == 1 && strstr(out, "violation"), "--check: exit %d\n%s", rc,
+				      out);
+	}
+}
+
+/* Runs 0-11: random bytes over the eviction region (the pool's tail),
+ * then over the slot array, then over everything after the header, with
+ * each lineage backend and LRU. */
+START_TEST(test_dump_survives_random_bytes)
+{
+	static const enum kvbm_backend backends[] = {KVBM_BACKEND_LINEAGE, KVBM_BACKEND_LINEAGE_FIFO,
+						     KVBM_BACKEND_LFRU, KVBM_BACKEND_LRU};
+	T_NAME(name);
+
+	cached_pool(name, backends[_i % 4]);
+	struct kvbm_shm_header hdr = read_header(name);
+	const struct kvbm_shm_region *r = hdr.regions;
+	for (unsigned seed = 1; seed <= 6; seed++) {
+		uint64_t off, len;
+		switch (_i / 4) {
+		case 0:
+			off = r[KVBM_REGION_EVICT].offset;
+			len = hdr.segment_size - off;
+			break;
+		case 1:
+			off = r[KVBM_REGION_SLOTS].offset;
+			len = r[KVBM_REGION_SLOTS].size;
+			break;
+		default:
+			off = sizeof(hdr);
+			len = hdr.segment_size - off;
+		}
+		scribble(name, off, len, seed * 7919u + (unsigned)_i);
+		dump_survives(name, 1);
+	}
+	ck_assert_int_eq(kvbm_pool_destroy(name, KVBM_DESTROY_FORCE), 0);
+}
+END_TEST
+
+/* A lineage hash chain that loops and a node that names a ghost outside
+ * the ghost range: reported, no hang, no read past the arrays. */
+START_TEST(test_checker_bounds_lineage_links)
+{
+	T_NAME(name);
+	char out[65536];
+
+	cached_pool(name, KVBM_BACKEND_LINEAGE);
+	struct kvbm_shm_header hdr = read_header(name);
+	struct kvbm_evict_geom g;
+	kvbm_evict_geometry(&hdr.config, &g);
+	uint64_t ev = hdr.regions[KVBM_REGION_EVICT].offset;
+	/* slot 0's node: a ghost (which reads the pfrag array by its index
+	 * minus the slot count) linked under its parent */
+	struct kvbm_shm_lnode nd = {.frag = 1, .pos_fl = 5 | KVBM_LN_USED | KVBM_LN_GHOST | KVBM_LN_LINKED};
+	t_patch(name, (off_t)(ev + g.nodes_off), &nd, sizeof(nd));
+	int rc = t_run_tool(out, sizeof(out), "kvbm-shm-dump", "--check", name, (char *)NULL);
+	ck_assert_msg(rc == 1 && strstr(out, "lineage"), "exit %d\n%s", rc, out);
+	/* every hash head names node 1, whose chain link names itself */
+	uint32_t one = 1;
+	for (uint32_t b = 0; b < g.buckets; b++)
+		t_patch(name, (off_t)(ev + g.heads_off + 4 * b), &one, 4);
+	rc = t_run_tool(out, sizeof(out), "kvbm-shm-dump", "--check", name, (char *)NULL);
+	ck_assert_msg(rc == 1 && strstr(out, "lineage"), "exit %d\n%s", rc, out);
+	dump_survives(name, 1);
+	ck_assert_int_eq(kvbm_pool_destroy(name, KVBM_DESTROY_FORCE), 0);
+}
+END_TEST
+
+/* The free list and an eviction list that loop: a cycle is corruption. */
+START_TEST(test_checker_reports_list_cycles)
+{
+	T_NAME(name);
+	char out[65536];
+
+	cached_pool(name, KVBM_BACKEND_LRU);
+	struct kvbm_shm_header hdr = read_header(name);
+	uint64_t slots = hdr.regions[KVBM_REGION_SLOTS].offset;
+	struct kvbm_pool *p = NULL;
+	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &p), 0);
+	uint32_t head = p->seg.ctl->free_head, lru = p->seg.ctl->lists[0].head;
+	ck_assert_uint_ne(head, 0);
+	ck_assert_uint_ne(lru, 0);
+	kvbm_pool_close(p);
+	/* each list's first entry links back to itself */
+	t_patch(name, (off_t)(slots + (head - 1) * 64 + offsetof(struct kvbm_shm_slot, next)),
+		&head, 4);
+	t_patch(name, (off_t)(slots + (lru - 1) * 64 + offsetof(struct kvbm_shm_slot, next)),
+		&lru, 4);
+	int rc = t_run_tool(out, sizeof(out), "kvbm-shm-dump", "--check", name, (char *)NULL);
+	ck_assert_msg(rc == 1 && strstr(out, "free list") && strstr(out, "eviction list"),
+		      "exit %d\n%s", rc, out);
+	ck_assert_int_eq(kvbm_pool_destroy(name, KVBM_DESTROY_FORCE), 0);
+}
+END_TEST
+
+/* Damage to the eviction order, as a peer could write it. */
+static void damage_order(const char *name, int kind)
+{
+	struct kvbm_shm_header hdr = read_header(name);
+	struct kvbm_evict_geom g;
+	uint64_t ev = hdr.regions[KVBM_REGION_EVICT].offset;
+	uint64_t slots = hdr.regions[KVBM_REGION_SLOTS].offset;
+	uint64_t ctl = hdr.regions[KVBM_REGION_CONTROL].offset;
+	struct kvbm_shm_control c;
+	char path[512];
+	int fd = open(t_path(name, path, sizeof(path)), O_RDONLY);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, &c, sizeof(c), (off_t)ctl), (ssize_t)sizeof(c));
+	close(fd);
+	kvbm_evict_geometry(&hdr.config, &g);
+	if (kind == 0) {
+		/* the LRU list's first entry links back to itself */
+		uint32_t head = c.lists[0].head;
+		ck_assert_uint_ne(head, 0);
+		t_patch(name, (off_t)(slots + (head - 1) * 64 + offsetof(struct kvbm_shm_slot, next)),
+			&head, 4);
+	} else if (kind == 1) {
+		/* every lineage hash chain is a loop through nodes 0 and 1 */
+		uint32_t one = 1, two = 2;
+		for (uint32_t b = 0; b < g.buckets; b++)
+			t_patch(name, (off_t)(ev + g.heads_off + 4 * b), &one, 4);
+		t_patch(name, (off_t)(ev + g.nodes_off + offsetof(struct kvbm_shm_lnode, hnext)), &two, 4);
+		t_patch(name, (off_t)(ev + g.nodes_off + 24 + offsetof(struct kvbm_shm_lnode, hnext)),
+			&one, 4);
+	} else if (kind == 2) {
+		/* every real node flagged a ghost: ghosts index their parent
+		 * fragments by node - slots */
+		for (uint32_t n = 0; n < hdr.config.block_count; n++) {
+			uint32_t fl;
+			off_t at = (off_t)(ev + g.nodes_off + 24 * n + offsetof(struct kvbm_shm_lnode, pos_fl));
+			fd = open(path, O_RDONLY);
+			ck_assert_int_eq(pread(fd, &fl, 4, at), 4);
+			close(fd);
+			if (fl & KVBM_LN_USED) {
+				fl |= KVBM_LN_GHOST | KVBM_LN_LINKED;
+				t_patch(name, at, &fl, 4);
+			}
+		}
+	} else {
+		/* a leaf heap longer than the array, of nodes past the slots */
+		uint32_t big = 0xfffffff0u;
+		t_patch(name, (off_t)(ev + offsetof(struct kvbm_shm_evict, nheap)), &big, 4);
+		for (uint32_t i = 0; i < hdr.config.block_count; i++) {
+			uint32_t node = 0x10000u + i * 977u;
+			t_patch(name, (off_t)(ev + g.heap_off + 16 * i + offsetof(struct kvbm_shm_hent, node)),
+				&node, 4);
+		}
+		uint32_t hpos = 0x7ffffff0u;
+		for (uint32_t n = 0; n < hdr.config.block_count; n++)
+			t_patch(name, (off_t)(ev + g.nodes_off + 24 * n + offsetof(struct kvbm_shm_lnode, hpos)),
+				&hpos, 4);
+	}
+}
+
+/* A process attaches to a pool whose eviction order a peer damaged, and
+ * allocates every block (evicting through the damage) and frees them: it
+ * gets blocks or an error, never a crash, a wild write or an endless walk
+ * under the mutex. Runs 0-3: an LRU list that loops, lineage hash chains
+ * that loop, real lineage nodes flagged ghosts, a damaged leaf heap. */
+START_TEST(test_library_survives_damaged_eviction_order)
+{
+	T_NAME(name);
+
+	cached_pool(name, _i == 0 ? KVBM_BACKEND_LRU : KVBM_BACKEND_LINEAGE);
+	damage_order(name, _i);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct kvbm_pool *q = NULL;
+		struct kvbm_block b[64];
+		alarm(20);
+		if (kvbm_pool_open(name, NULL, 0, &q) != 0)
+			_exit(0);
+		for (int round = 0; round < 4; round++) {
+			uint32_t n = round == 3 ? 64 : 12;
+			if (kvbm_allocate_blocks(q, n, b, NULL, NULL) == 0)
+				(void)kvbm_release_blocks(q, b, n);
+		}
+		kvbm_pool_close(q);
+		_exit(0);
+	}
+	int st = t_wait(pid);
+	ck_assert_msg(st == 0, "attacher ended with %d (128 + signal)", st);
+	ck_assert_int_eq(kvbm_pool_destroy(name, KVBM_DESTROY_FORCE), 0);
+}
+END_TEST
+
+static char reports[8192];
+static void collect(const char *msg, void *arg)
+{
+	(void)arg;
+	strncat(reports, msg, sizeof(reports) - strlen(reports) - 2);
+	strcat(reports, "\n");
+}
+
+/* A peer truncates the file under an attached process: the checker reads
+ * nothing past the end (SIGBUS) and says what happened. */
+START_TEST(test_checker_reports_truncated_file)
+{
+	T_NAME(name);
+	char path[512];
+	struct kvbm_pool *p = t_pool(name, 256);
+	size_t size = p->seg.size;
+	int fd = open(t_path(name, path, sizeof(path)), O_RDWR);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, 3 * 4096), 0);
+	reports[0] = 0;
+	long n = kvbm_pool_check(p, 0, collect, NULL);
+	ck_assert_msg(n > 0 && strstr(reports, "truncated"), "%ld: %s", n, reports);
+	/* the tool refuses the file before it maps it */
+	char out[4096];
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", "--check", name, (char *)NULL),
+			 1);
+	ck_assert_int_eq(ftruncate(fd, (off_t)size), 0);
+	close(fd);
+	kvbm_pool_close(p);
+	ck_assert_int_eq(kvbm_pool_destroy(name, KVBM_DESTROY_FORCE), 0);
+}
+END_TEST
+
+/* A primary whose holders let go while a duplicate of it lives stays
+ * active (settle leaves it alone): not a violation, and not inactive. */
+START_TEST(test_primary_kept_alive_by_duplicate)
+{
+	T_NAME(name);
+	struct kvbm_plh h;
+	struct kvbm_block a, d;
+	char out[8192];
+
+	t_seq_hashes(1, 1, BS, &h);
+	struct kvbm_pool *p = t_pool(name, 16);
+	t_register(p, &h, 1, &a);
+	t_register(p, &h, 1, &d);
+	t_release(p, &a, 1);
+	ck_assert_int_eq(t_check(p), 0);
+	ck_assert_int_eq(t_metrics(p).inactive_pool_size, 0);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", "--summary", name, (char *)NULL),
+			 0);
+	ck_assert_msg(strstr(out, "16: 14 free, 0 inactive, 2 in use"), "%s", out);
+	ck_assert_msg(strstr(out, "1 registered held, 1 duplicate"), "%s", out);
+	t_release(p, &d, 1);
+	t_done(p, name);
+}
+END_TEST
+
+/* A holder that died a moment ago is legal until the next reap: only a
+ * quiescent check (nobody else runs, the dead reaped first) may call its
+ * holds a violation. */
+START_TEST(test_dead_unreaped_holder_is_legal_while_others_run)
+{
+	T_NAME(name);
+	struct kvbm_plh h[4];
+	struct kvbm_block b[4];
+
+	t_seq_hashes(1, 4, BS, h);
+	struct kvbm_pool *p = t_pool(name, 16);
+	t_register(p, h, 4, b);
+	t_release(p, b, 4);
+	int fd[2];
+	ck_assert_int_eq(pipe(fd), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct kvbm_pool *q = NULL;
+		struct kvbm_block m[4];
+		if (kvbm_pool_open(name, NULL, 0, &q) != 0 || kvbm_match_blocks(q, h, 4, m) != 4)
+			_exit(70);
+		t_send(fd[1], "x", 1);
+		pause();
+		_exit(71);
+	}
+	char c;
+	ck_assert_int_eq(t_recv(fd[0], &c, 1), 0);
+	kill(pid, SIGKILL);
+	ck_assert_int_eq(t_wait(pid), 128 + SIGKILL);
+	reports[0] = 0;
+	long n = kvbm_pool_check(p, 0, collect, NULL);
+	ck_assert_msg(n == 0, "lock-free check while others run: %s", reports);
+	/* the quiescent check reaps first, and then all is well */
+	ck_assert_int_eq(t_check(p), 0);
+	t_done(p, name);
+}
+END_TEST
+
+Suite *make_damaged_suite(void)
+{
+	Suite *s = suite_create("damaged");
+	TCase *tc = tcase_create("damaged");
+
+	tcase_set_timeout(tc, 60);
+	tcase_add_loop_test(tc, test_dump_survives_random_bytes, 0, 12);
+	tcase_add_test(tc, test_checker_bounds_lineage_links);
+	tcase_add_test(tc, test_checker_reports_list_cycles);
+	tcase_add_loop_test(tc, test_library_survives_damaged_eviction_order, 0, 4);
+	tcase_add_test(tc, test_checker_reports_truncated_file);
+	tcase_add_test(tc, test_primary_kept_alive_by_duplicate);
+	tcase_add_test(tc, test_dead_unreaped_holder_is_legal_while_others_run);
+	suite_add_tcase(s, tc);
+	return s;
+}
