@@ -186,6 +186,11 @@ struct kvbm_pool; /* opaque per-process attach handle */
  * microseconds; docs/PROTOCOL.md, "Biased handles").
  */
 #define KVBM_OPEN_ONE_THREAD 0x4u
+/* Attach (never create: -EINVAL with KVBM_OPEN_CREATE) whatever user owns
+ * the file: for an operator's tool pointed at one pool by hand, such as
+ * kvbm-shm-dump --check --lock run as root on a service user's pool. The
+ * mode check stays. */
+#define KVBM_OPEN_ANY_OWNER 0x8u
 
 /*
  * Attaches to the pool @name, creating it from @cfg when KVBM_OPEN_CREATE is

@@ -175,7 +175,9 @@ int kvbm_pool_open(const char *name, const struct kvbm_config *cfg, unsigned fla
 	if (!out)
 		return -EINVAL;
 	*out = NULL;
-	if (flags & ~(KVBM_OPEN_CREATE | KVBM_OPEN_EXCL | KVBM_OPEN_ONE_THREAD))
+	if (flags & ~(KVBM_OPEN_CREATE | KVBM_OPEN_EXCL | KVBM_OPEN_ONE_THREAD |
+		      KVBM_OPEN_ANY_OWNER) ||
+	    ((flags & KVBM_OPEN_ANY_OWNER) && (flags & KVBM_OPEN_CREATE)))
 		return -EINVAL;
 	if (cfg) {
 		r = kvbm_config_to_shm(cfg, &scfg);

@@ -646,6 +646,16 @@ START_TEST(test_create_gives_file_to_configured_owner)
 	ck_assert_int_eq(open_as_nobody(name), 0);
 	/* an attacher that did not name the owner trusts only itself and root */
 	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &q), KVBM_EOWNER);
+	/* unless it says it takes whatever it was pointed at (an operator's
+	 * tool); never to create */
+	ck_assert_int_eq(kvbm_pool_open(name, NULL, KVBM_OPEN_ANY_OWNER, &q), 0);
+	kvbm_pool_close(q);
+	ck_assert_int_eq(kvbm_pool_open(name, &cfg, KVBM_OPEN_ANY_OWNER | KVBM_OPEN_CREATE, &q),
+			 -EINVAL);
+	char out[4096];
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", "--check", "--lock", name,
+				    (char *)NULL),
+			 0);
 	kvbm_pool_close(p);
 	ck_assert_int_eq(kvbm_pool_destroy(name, 0), 0);
 }

@@ -250,7 +250,8 @@ static int run_check(struct kvbm_inspect *in, const char *pool, int lock)
 	kvbm_mutex_view(&in->seg.ctl->mutex, &mv);
 	if (lock) {
 		struct kvbm_pool *p;
-		int r = kvbm_pool_open(pool, NULL, 0, &p);
+		/* the operator named this pool: whoever owns its file */
+		int r = kvbm_pool_open(pool, NULL, KVBM_OPEN_ANY_OWNER, &p);
 		if (r < 0) {
 			fprintf(stderr, "kvbm-shm-dump: --lock: %s: %s\n", pool, kvbm_strerror(r));
 			return 1;
