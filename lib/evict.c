@@ -230,21 +230,25 @@ static int hent_less(const struct kvbm_shm_hent *a, const struct kvbm_shm_hent *
 	return a->prio < b->prio || (a->prio == b->prio && a->node < b->node);
 }
 
+/* @i < the heap's room (the sifts below keep every index under
+ * heap_len(), itself bounded); the node an entry names is the segment's
+ * word, so that one is checked */
 static void heap_set(struct kvbm_pool *p, uint32_t i, struct kvbm_shm_hent e)
 {
-	(*HE(p, i)) = e;
+	p->heap[i] = e;
 	(*LN(p, e.node)).hpos = i + 1;
 }
 
 /* 4-ary: the parent of i is (i - 1) / 4, its children 4i+1..4i+4 share a
  * cache line (layout.h), so a sift touches half the lines of a binary
- * heap's and each step compares within one line */
+ * heap's and each step compares within one line. Both take i < heap_len():
+ * a parent's index is smaller, a child's is compared with the length */
 static void heap_up(struct kvbm_pool *p, uint32_t i)
 {
-	struct kvbm_shm_hent e = (*HE(p, i));
+	struct kvbm_shm_hent e = p->heap[i];
 
-	while (i > 0 && hent_less(&e, &(*HE(p, (i - 1) / 4)))) {
-		heap_set(p, i, (*HE(p, (i - 1) / 4)));
+	while (i > 0 && hent_less(&e, &p->heap[(i - 1) / 4])) {
+		heap_set(p, i, p->heap[(i - 1) / 4]);
 		i = (i - 1) / 4;
 	}
 	heap_set(p, i, e);
@@ -252,7 +256,7 @@ static void heap_up(struct kvbm_pool *p, uint32_t i)
 
 static void heap_down(struct kvbm_pool *p, uint32_t i)
 {
-	struct kvbm_shm_hent e = (*HE(p, i));
+	struct kvbm_shm_hent e = p->heap[i];
 	uint32_t len = heap_len(p);
 
 	for (;;) {
@@ -260,11 +264,11 @@ static void heap_down(struct kvbm_pool *p, uint32_t i)
 		if (c >= len)
 			break;
 		for (uint32_t k = c + 1; k < end; k++)
-			if (hent_less(&(*HE(p, k)), &(*HE(p, c))))
+			if (hent_less(&p->heap[k], &p->heap[c]))
 				c = k;
-		if (!hent_less(&(*HE(p, c)), &e))
+		if (!hent_less(&p->heap[c], &e))
 			break;
-		heap_set(p, i, (*HE(p, c)));
+		heap_set(p, i, p->heap[c]);
 		i = c;
 	}
 	heap_set(p, i, e);
@@ -282,9 +286,14 @@ static void heap_del_at(struct kvbm_pool *p, uint32_t i)
 	uint32_t last = --p->ev->nheap;
 	if (i == last)
 		return;
-	heap_set(p, i, (*HE(p, last)));
+	heap_set(p, i, p->heap[last]);
 	heap_up(p, i);
-	heap_down(p, (*LN(p, (*HE(p, i)).node)).hpos - 1);
+	/* where the moved entry went up to (its node's hpos, just set) */
+	uint32_t at = (*LN(p, p->heap[i].node)).hpos - 1;
+	if (at < last)
+		heap_down(p, at);
+	else
+		kvbm_store_corrupt(p); /* two entries name one node */
 }
 
 static void heap_del(struct kvbm_pool *p, uint32_t n)
@@ -409,12 +418,17 @@ static void leaf_add_at(struct kvbm_pool *p, uint32_t n, uint32_t *hole)
 	struct kvbm_shm_hent e = {.prio = lin_prio(p, n), .node = n};
 	uint32_t i;
 	if (hole && *hole) {
-		i = *hole - 1;
+		i = *hole - 1; /* a node's hpos: the segment's word */
 		*hole = 0;
-		heap_set(p, i, e);
-		heap_up(p, i);
-		heap_down(p, (*LN(p, n)).hpos - 1);
-		return;
+		if (i < heap_len(p)) {
+			heap_set(p, i, e);
+			heap_up(p, i);
+			i = (*LN(p, n)).hpos - 1;
+			if (i < heap_len(p))
+				heap_down(p, i);
+			return;
+		}
+		kvbm_store_corrupt(p);
 	}
 	i = heap_len(p);
 	if (i >= p->nslots) {
