@@ -6,10 +6,13 @@
 # recommends, so what gcc only recommends is named here: libc6-dev (the C
 # headers and crt files). binutils (nm, for test-install.sh) comes with gcc;
 # util-linux (mount namespaces of the tmpfs tests) and the shell tools the
-# scripts use are in every Debian.
+# scripts use are in every Debian. clang and libclang-rt-14-dev (libFuzzer)
+# run the segment fuzzer in make check (without them only its corpus is
+# replayed).
 set -euo pipefail
 
 pkgs=(make gcc libc6-dev pkg-config check libsubunit-dev liburcu-dev libxxhash-dev
+      clang libclang-rt-14-dev
       libjemalloc-dev util-linux python3 cppcheck)
 
 missing=()
