@@ -32,9 +32,11 @@ static void op_end(struct kvbm_seg *seg)
 
 static void entry_free(struct kvbm_shm_proc *e)
 {
-	e->pid = 0;
-	e->starttime = 0;
-	e->attach_gen = 0;
+	/* relaxed, then the generation with release: kvbm_proc_probe reads
+	 * pid and start time between two acquire loads of it */
+	__atomic_store_n(&e->pid, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&e->starttime, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&e->attach_gen, 0, __ATOMIC_RELEASE);
 	e->attach_ns = 0;
 	e->uid = 0;
 	/* release: a lock-free reader (dump, count) that sees FREE sees a
@@ -72,19 +74,31 @@ void kvbm_proc_probe(const struct kvbm_seg *seg, struct kvbm_proc_dead *d)
 	d->mask = 0;
 	for (uint32_t i = 0; i < n && i < KVBM_MAX_PROCS; i++) {
 		const struct kvbm_shm_proc *e = &seg->procs[i];
-		struct kvbm_shm_proc snap;
+		struct kvbm_shm_proc snap = {0};
 		if (i == seg->self)
 			continue;
-		/* acquire: pairs with the release store of ACTIVE in attach;
-		 * the fields read after it are that attach's, unless another
-		 * attach re-claimed the entry meanwhile: the generation read
-		 * again after the probe tells */
+		/*
+		 * Without the mutex the entry may be reaped and claimed by a
+		 * new attacher while we read it: a pid of one attachment with
+		 * the generation of another would prove the wrong process
+		 * dead. So the fields are read between two acquire loads of
+		 * the generation, which attach and entry_free store with
+		 * release after the pid and start time (a seqlock whose
+		 * counter is the generation): equal, the fields are that
+		 * attachment's. The reaper compares it again under the mutex.
+		 */
+		uint64_t g1 = __atomic_load_n(&e->attach_gen, __ATOMIC_ACQUIRE);
 		if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) != KVBM_PROC_ACTIVE)
 			continue;
-		snap = *e;
+		snap.pid = __atomic_load_n(&e->pid, __ATOMIC_ACQUIRE);
+		snap.starttime = __atomic_load_n(&e->starttime, __ATOMIC_ACQUIRE);
+		snap.attach_gen = g1;
+		KVBM_FAILPOINT("shm.probe.read"); /* the entry may change here */
+		if (g1 == 0 || __atomic_load_n(&e->attach_gen, __ATOMIC_ACQUIRE) != g1)
+			continue;
 		if (kvbm_proc_liveness(seg->fd, i, &snap) == KVBM_ALIVE)
 			continue;
-		if (__atomic_load_n(&e->attach_gen, __ATOMIC_ACQUIRE) != snap.attach_gen)
+		if (__atomic_load_n(&e->attach_gen, __ATOMIC_ACQUIRE) != g1)
 			continue;
 		d->mask |= 1ull << i;
 		d->gen[i] = snap.attach_gen;
@@ -214,9 +228,10 @@ int kvbm_proc_attach(struct kvbm_seg *seg)
 			continue;
 		}
 		KVBM_FAILPOINT("shm.attach.locked");
-		e->pid = (uint32_t)seg->pid;
-		e->starttime = starttime;
-		e->attach_gen = ++seg->ctl->attach_gen;
+		/* the generation last, with release: see entry_free() */
+		__atomic_store_n(&e->pid, (uint32_t)seg->pid, __ATOMIC_RELAXED);
+		__atomic_store_n(&e->starttime, starttime, __ATOMIC_RELAXED);
+		__atomic_store_n(&e->attach_gen, ++seg->ctl->attach_gen, __ATOMIC_RELEASE);
 		e->attach_ns = kvbm_now_ns();
 		e->uid = proc_uid();
 		/* release: whoever acquire-loads ACTIVE sees the fields */

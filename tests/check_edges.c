@@ -421,6 +421,71 @@ START_TEST(test_stale_handle_after_2e32_reuses_is_refused)
 }
 END_TEST
 
+/*
+ * A prober reads an entry without the mutex while its process dies, is
+ * reaped and the entry is claimed by a new, live attacher: the prober must
+ * not combine the dead one's pid with the new one's generation and reap
+ * the live one. The prober stops (failpoint) after reading the victim's
+ * pid, before it re-reads the generation; meanwhile the victim dies, the
+ * parent reaps it, a third process attaches into the freed entry and holds
+ * a block. A prober that took the generation from after that point (as a
+ * plain copy of the entry may, torn) proved the third dead.
+ */
+START_TEST(test_probe_never_mixes_two_attachments)
+{
+	T_NAME(name);
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_block b;
+	int up[2], down[2];
+
+	cfg.block_count = 8;
+	cfg.max_procs = 3; /* parent, prober, one entry to reuse */
+	struct kvbm_pool *p = t_create(name, &cfg);
+	ck_assert_int_eq(pipe(up), 0);
+	ck_assert_int_eq(pipe(down), 0);
+	pid_t victim = fork();
+	if (victim == 0) {
+		(void)attach(name);
+		pause();
+		_exit(0);
+	}
+	/* the victim attached when the prober finds it: wait for it */
+	for (int i = 0; i < 2000 && kvbm_pool_info(p, &(struct kvbm_pool_info){0}) == 0; i++) {
+		struct kvbm_pool_info pi;
+		kvbm_pool_info(p, &pi);
+		if (pi.procs_attached == 2)
+			break;
+		usleep(1000);
+	}
+	pid_t prober = fork();
+	if (prober == 0) {
+		struct kvbm_pool *q = attach(name);
+		kvbm_fp_arm("shm.probe.read:2=stop"); /* 1: the parent */
+		int r = kvbm_reap(q);
+		t_send(up[1], &r, sizeof(r));
+		kvbm_pool_close(q);
+		_exit(0);
+	}
+	siginfo_t si;
+	ck_assert_int_eq(waitid(P_PID, (id_t)prober, &si, WSTOPPED), 0);
+	kill(victim, SIGKILL);
+	ck_assert_int_eq(t_wait(victim), 128 + SIGKILL);
+	ck_assert_int_eq(kvbm_reap(p), 1);
+	pid_t third = holder(name, up[1], down[0], t_hash1(21, BS));
+	ck_assert_int_eq(t_recv(up[0], &b, sizeof(b)), 0);
+	ck_assert_int_eq(kill(prober, SIGCONT), 0);
+	int r;
+	ck_assert_int_eq(t_recv(up[0], &r, sizeof(r)), 0);
+	ck_assert_int_eq(r, 0); /* nobody reaped: the third lives */
+	ck_assert_int_eq(t_wait(prober), 0);
+	t_send(down[1], "g", 1);
+	ck_assert_int_eq(t_recv(up[0], &r, sizeof(r)), 0);
+	ck_assert_int_eq(r, 0);
+	ck_assert_int_eq(t_wait(third), 0);
+	t_done(p, name);
+}
+END_TEST
+
 Suite *make_edges_suite(void)
 {
 	Suite *s = suite_create("edges");
@@ -434,6 +499,7 @@ Suite *make_edges_suite(void)
 	tcase_add_test(tc, test_stopped_reader_does_not_stall_the_mutex_owner);
 	tcase_add_loop_test(tc, test_liveness_probes_run_outside_the_mutex, 0, 2);
 	tcase_add_test(tc, test_stale_handle_after_2e32_reuses_is_refused);
+	tcase_add_test(tc, test_probe_never_mixes_two_attachments);
 	suite_add_tcase(s, tc);
 	return s;
 }
