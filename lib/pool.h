@@ -317,7 +317,7 @@ void kvbm_att_teardown(struct kvbm_pool *p, int forked);
 
 #define KVBM_CK_LOCKED 0x1u    /* the mutex is held: lists, index, counts exact */
 #define KVBM_CK_QUIESCENT 0x2u /* nobody else runs: in-flight states are violations */
-#define KVBM_CK_LIVENESS 0x4u  /* probe liveness: a dead, unreaped holder is one */
+#define KVBM_CK_LIVENESS 0x4u  /* with QUIESCENT: a dead, unreaped holder is one */
 /* Checks segment @seg (attached or a read-only mapping). Returns the number
  * of violations, each reported through @fn (may be NULL). */
 long kvbm_check_seg(const struct kvbm_seg *seg, unsigned flags, kvbm_report_fn fn, void *arg);
