@@ -113,11 +113,18 @@ static void worker(const char *name, struct shared *sh, int slot, unsigned seed,
 				held[n++] = (struct held){b[i], chain[c][i]};
 			uint32_t rest = DEPTH - (uint32_t)hit;
 			if (rest && kvbm_allocate_blocks(q, rest, b, NULL, NULL) == 0) {
-				for (uint32_t i = 0; i < rest; i++)
-					if (kvbm_stage_block(q, &b[i], chain[c][hit + i], BS) < 0)
+				for (uint32_t i = 0; i < rest; i++) {
+					int r = kvbm_stage_block(q, &b[i], chain[c][hit + i], BS);
+					if (r < 0) {
+						fprintf(stderr, "worker: stage: %s\n", kvbm_strerror(r));
 						_exit(4);
-				if (kvbm_register_blocks(q, b, rest) < 0)
+					}
+				}
+				int r = kvbm_register_blocks(q, b, rest);
+				if (r < 0) {
+					fprintf(stderr, "worker: register: %s\n", kvbm_strerror(r));
 					_exit(5);
+				}
 				for (uint32_t i = 0; i < rest; i++)
 					held[n++] = (struct held){b[i], chain[c][hit + i]};
 			}
