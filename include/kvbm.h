@@ -79,7 +79,8 @@ enum kvbm_error {
 	KVBM_EOTHERS = KVBM_EBASE - 25, /* mode gives others access, KVBM_CFG_ALLOW_OTHERS unset */
 	KVBM_EPIDNS = KVBM_EBASE - 26,  /* caller in another PID namespace than the pool's */
 	KVBM_EREAPED = KVBM_EBASE - 27,  /* our process-table entry was reaped: reopen */
-	KVBM_ELAST = KVBM_EBASE - 28,
+	KVBM_EGAP = KVBM_EBASE - 28,     /* events were overwritten before this reader read them */
+	KVBM_ELAST = KVBM_EBASE - 29,
 };
 
 /* Returns a static, human-readable description of any kvbm return code. */
@@ -158,6 +159,9 @@ struct kvbm_config {
 		      * another user's id needs root (as with gid). Attaching
 		      * trusts a segment file owned by the caller, root or this
 		      * user, and refuses any other owner (KVBM_EOWNER) */
+	uint32_t event_ring; /* entries of the event ring: 0 (no events) or a
+			      * power of two 64..2^22 (4096); each holds one
+			      * event with room for a block's token ids */
 };
 
 /* Fills *cfg with the defaults noted above (block_count 1024). */
@@ -431,6 +435,11 @@ KVBM_API int kvbm_unstage_block(struct kvbm_pool *pool, const struct kvbm_block 
  * registered; every handle is checked before the first registration).
  */
 KVBM_API int kvbm_register_blocks(struct kvbm_pool *pool, struct kvbm_block *blks, uint32_t n);
+/* kvbm_register_blocks() with the blocks' token ids (@n x the pool's block
+ * size, block after block; NULL: none), which the STORED events carry (a
+ * router recomputes its content hashes from them). */
+KVBM_API int kvbm_register_blocks_tokens(struct kvbm_pool *pool, struct kvbm_block *blks,
+					 uint32_t n, const uint32_t *tokens);
 
 /*
  * Gives back @n handles of any kind: a MUTABLE or STAGED block returns to
@@ -501,6 +510,64 @@ struct kvbm_block_info {
 /* Describes block @blk (a snapshot). KVBM_ESTALE if its generation moved on. */
 KVBM_API int kvbm_block_info(struct kvbm_pool *pool, const struct kvbm_block *blk,
 			     struct kvbm_block_info *info);
+
+/* ---- events (lib/events.c) ----------------------------------------------- */
+
+/*
+ * Every change of the set of registered primaries is an event in the
+ * pool's ring (when cfg->event_ring is not 0), appended by whoever makes
+ * the change, under the pool mutex: STORED when a block becomes the
+ * primary for its hash (a registration that was deduplicated, made a
+ * duplicate or resurrected a block emits nothing), REMOVED when a primary
+ * leaves the registry (evicted, reset on release, kvbm_reset_inactive_pool),
+ * RESYNC when a recovery rebuilt the pool and the stream may have missed
+ * changes. Readers take no lock and never slow a writer: each keeps its own
+ * cursor (a sequence number) and reads with kvbm_events_read(); one that
+ * falls more than the ring's size behind gets KVBM_EGAP, never a silently
+ * lost event, and resyncs with kvbm_events_snapshot(), as after RESYNC.
+ * The parent and position of a block are in its PLH (kvbm_plh_position,
+ * kvbm_plh_parent_fragment); the tier is the pool's (kvbm_pool_info).
+ */
+enum kvbm_event_kind {
+	KVBM_EVENT_STORED = 1,
+	KVBM_EVENT_REMOVED = 2,
+	KVBM_EVENT_RESYNC = 3,  /* resync: kvbm_events_snapshot() */
+	KVBM_EVENT_CLEARED = 4, /* first event of a snapshot: forget every block */
+};
+struct kvbm_event {
+	uint64_t seq;          /* its sequence number in the ring (snapshots: the cursor) */
+	uint32_t kind;         /* enum kvbm_event_kind */
+	uint32_t ntokens;      /* token ids at tokens (STORED with tokens: block_size) */
+	struct kvbm_plh hash;  /* STORED, REMOVED */
+	const uint32_t *tokens; /* into the caller's token buffer */
+};
+
+/* The sequence number the next event will get: a reader that starts here
+ * sees every change from now on. Returns 0, or -EOPNOTSUPP (no ring). */
+KVBM_API int kvbm_events_head(struct kvbm_pool *pool, uint64_t *head);
+
+/*
+ * Reads up to @max events from *@cursor on into @out, and their token ids
+ * into @tokens (room for @ntokens; a STORED event whose tokens do not fit
+ * is left for the next call), and advances *@cursor past them. Lock-free,
+ * syscall-free. Returns how many (0: nothing new), KVBM_EGAP when the
+ * event at *@cursor was overwritten (resync with kvbm_events_snapshot()),
+ * -ERANGE for a cursor past the head, -EOPNOTSUPP (no ring).
+ */
+KVBM_API long kvbm_events_read(struct kvbm_pool *pool, uint64_t *cursor, struct kvbm_event *out,
+			       size_t max, uint32_t *tokens, size_t ntokens);
+
+/*
+ * A snapshot of the registry for a reader that resyncs: @fn gets one
+ * CLEARED event, then a STORED event (without tokens) for every registered
+ * primary, in chain order (position ascending). *@cursor is set to where
+ * the ring stood before the snapshot: reading on from there may repeat a
+ * STORED the snapshot had, or remove a block it did not (both harmless to
+ * a consumer that keeps a set), and misses nothing. Lock-free; allocates.
+ * Returns the number of STORED events, or a negative code.
+ */
+KVBM_API long kvbm_events_snapshot(struct kvbm_pool *pool, uint64_t *cursor,
+				   void (*fn)(const struct kvbm_event *ev, void *arg), void *arg);
 
 /* ---- matching (lock-free: no lock, no syscall) --------------------------- */
 

@@ -385,7 +385,8 @@ static int register_rejected(struct kvbm_pool *p, const struct kvbm_block *blk,
  * handle of the hold it gives. Returns 0 or the guard's error (a sibling
  * thread released or unstaged @blk after the caller's first check).
  */
-static int register_one(struct kvbm_pool *p, const struct kvbm_block *blk, struct kvbm_block *out)
+static int register_one(struct kvbm_pool *p, const struct kvbm_block *blk, struct kvbm_block *out,
+			const uint32_t *tokens)
 {
 	uint32_t s = blk->id, ps;
 	uint64_t gen = blk->gen, pg;
@@ -448,6 +449,11 @@ static int register_one(struct kvbm_pool *p, const struct kvbm_block *blk, struc
 		__atomic_store_n(&sl->state, kvbm_slot_word(gen, 0, 0, KVBM_SLOT_REGISTERED),
 				 __ATOMIC_RELEASE);
 		p->seg.ctl->index_full++;
+	} else if (!found) {
+		/* a new primary: the registered set changed (a duplicate, a
+		 * deduplicated or index-less block changes nothing a router
+		 * can see). Its REMOVED comes from kvbm_store_evict_commit */
+		kvbm_events_append(p, KVBM_SHM_EV_STORED, key, tokens);
 	}
 	unlock_owned(p, s, st);
 	return 0;
@@ -491,7 +497,8 @@ static int all_staged(struct kvbm_pool *p, const struct kvbm_block *blks, uint32
 	return 0;
 }
 
-int kvbm_register_blocks(struct kvbm_pool *p, struct kvbm_block *blks, uint32_t n)
+int kvbm_register_blocks_tokens(struct kvbm_pool *p, struct kvbm_block *blks, uint32_t n,
+				const uint32_t *tokens)
 {
 	int r = pool_ok(p);
 
@@ -514,7 +521,8 @@ int kvbm_register_blocks(struct kvbm_pool *p, struct kvbm_block *blks, uint32_t 
 	r = all_staged(p, blks, n);
 	for (uint32_t i = 0; i < n && r == 0; i++) {
 		p->seg.ctl->op.arg0 = blks[i].id;
-		r = register_one(p, &blks[i], &blks[i]);
+		r = register_one(p, &blks[i], &blks[i],
+				 tokens ? tokens + (size_t)i * p->block_size : NULL);
 		if (r == 0 && i + 1 < n)
 			KVBM_FAILPOINT("block.register.batch"); /* some in, some not */
 	}
@@ -522,6 +530,11 @@ int kvbm_register_blocks(struct kvbm_pool *p, struct kvbm_block *blks, uint32_t 
 	if (r == 0)
 		kvbm_metric_add(p, KVBM_M_REGISTRATIONS, n);
 	return r;
+}
+
+int kvbm_register_blocks(struct kvbm_pool *p, struct kvbm_block *blks, uint32_t n)
+{
+	return kvbm_register_blocks_tokens(p, blks, n, NULL);
 }
 
 /* ---- release ------------------------------------------------------------------- */

@@ -52,6 +52,9 @@ static const char *const own_errors[] = {
 	[-(KVBM_EREAPED - KVBM_EBASE)] =
 		"this process's attachment was reaped (declared dead by a peer); close and open "
 		"the pool again",
+	[-(KVBM_EGAP - KVBM_EBASE)] =
+		"events were overwritten before this reader read them (it fell behind the ring); "
+		"resync with kvbm_events_snapshot()",
 };
 
 const char *kvbm_strerror(int err)

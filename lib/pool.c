@@ -28,6 +28,7 @@ void kvbm_config_init(struct kvbm_config *cfg)
 	cfg->mlru_thresholds[0] = 3;
 	cfg->mlru_thresholds[1] = 8;
 	cfg->mlru_thresholds[2] = 15;
+	cfg->event_ring = 4096;
 }
 
 int kvbm_config_check(const struct kvbm_config *cfg, const char **why)
@@ -72,6 +73,9 @@ int kvbm_config_check(const struct kvbm_config *cfg, const char **why)
 		w = "frequency thresholds must be in ascending order";
 	else if (cfg->reset_on_release > 1)
 		w = "reset_on_release must be 0 or 1";
+	else if (cfg->event_ring && (cfg->event_ring < 64 || cfg->event_ring > (1u << 22) ||
+				     (cfg->event_ring & (cfg->event_ring - 1))))
+		w = "event_ring must be 0 or a power of two between 64 and 4194304";
 	else if (memchr(cfg->tier, '\0', sizeof(cfg->tier)) == NULL || cfg->tier[0] == '\0')
 		w = "tier must be a label of 1 to 15 characters";
 	if (why)
@@ -135,6 +139,7 @@ int kvbm_config_to_shm(const struct kvbm_config *cfg, struct kvbm_shm_config *ou
 	memcpy(out->tier, cfg->tier, sizeof(out->tier));
 	memcpy(out->mlru_thresholds, cfg->mlru_thresholds, 3);
 	out->sketch_log2 = sketch_log2(cfg);
+	out->event_log2 = cfg->event_ring ? (uint32_t)__builtin_ctz(cfg->event_ring) : 0;
 	/* the layout computation is the one judge of a valid config */
 	return kvbm_seg_layout(out, regions, &total);
 }
@@ -160,6 +165,7 @@ static void setup_view(struct kvbm_pool *p)
 	p->dup_policy = h->config.dup_policy;
 	p->ror_default = h->config.reset_on_release;
 	kvbm_evict_setup(p);
+	kvbm_events_setup(p);
 	kvbm_index_view(&p->ix, p->seg.buckets, kvbm_index_buckets(p->nslots), p->seg.slots,
 			p->nslots);
 }
@@ -299,14 +305,13 @@ int kvbm_pool_info(struct kvbm_pool *pool, struct kvbm_pool_info *info)
 	info->config.max_procs = h->config.max_procs;
 	info->config.mode = h->config.mode;
 	info->config.gid = h->config.gid == UINT32_MAX ? -1 : (int64_t)h->config.gid;
-	/* 0 in a minor-0 segment, whose word was reserved: unknown */
-	info->config.uid = h->config.uid == UINT32_MAX || h->abi_minor < 1 ? -1
-										 : (int64_t)h->config.uid;
+	info->config.uid = h->config.uid == UINT32_MAX ? -1 : (int64_t)h->config.uid;
 	info->config.flags = h->config.flags;
 	info->config.dup_policy = h->config.dup_policy;
 	info->config.backend = h->config.backend;
 	info->config.reset_on_release = h->config.reset_on_release;
 	memcpy(info->config.tier, h->config.tier, sizeof(info->config.tier));
+	info->config.event_ring = h->config.event_log2 ? 1u << h->config.event_log2 : 0;
 	info->proc_index = pool->seg.self;
 	info->procs_attached = kvbm_proc_count_active(&pool->seg);
 	info->attach_gen = pool->seg.attach_gen;

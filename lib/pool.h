@@ -51,6 +51,7 @@ struct kvbm_pool {
 	struct kvbm_shm_hent *heap;
 	uint64_t *gpfrag; /* ghosts' parent fragments, by node - nslots */
 	uint32_t lin_nodes, lin_buckets; /* this process's geometry, not the segment's */
+	uint32_t ev_cap, ev_entry_size;  /* the event ring's, likewise (events.c) */
 	/* where an out-of-range index read from the segment lands (evict.c,
 	 * store.c) instead of outside the mapping; written only by the mutex
 	 * holder, so by one thread at a time */
@@ -343,6 +344,16 @@ static inline void kvbm_store_corrupt(struct kvbm_pool *p)
 {
 	p->seg.corrupt = 1;
 }
+
+/* ---- events.c: the event ring --------------------------------------------- */
+
+void kvbm_events_setup(struct kvbm_pool *p);
+/* Appends an event (mutex held; a no-op without a ring). @tokens: NULL or
+ * block_size token ids. */
+void kvbm_events_append(struct kvbm_pool *p, uint32_t kind, struct kvbm_plh key,
+			const uint32_t *tokens);
+/* Appends RESYNC (mutex held): a recovery rebuilt what the stream told. */
+void kvbm_events_resync(struct kvbm_pool *p);
 
 /* ---- evict.c: the eviction order (mutex held) and the sketch (lock-free) -- */
 

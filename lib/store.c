@@ -225,8 +225,12 @@ uint32_t kvbm_store_evict_commit(struct kvbm_pool *p, uint32_t s, int to_mutable
 					to_mutable ? KVBM_SLOT_MUTABLE : KVBM_SLOT_RESET),
 			 __ATOMIC_RELEASE);
 	KVBM_FAILPOINT("store.evict.committed");
-	if (kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY)
+	if (kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY) {
 		(void)kvbm_index_delete(&p->ix, key, s);
+		/* the registered set lost this hash (a duplicate's eviction
+		 * changes nothing a router sees: its primary still stands) */
+		kvbm_events_append(p, KVBM_SHM_EV_REMOVED, key, NULL);
+	}
 	/* out of the order while the key is still there: a lineage node
 	 * reads its parent's key from it */
 	kvbm_evict_remove(p, s);
@@ -714,6 +718,9 @@ static int recover_hook(struct kvbm_seg *seg, const struct kvbm_shm_op *op, void
 	kvbm_store_recount_inactive(p, UINT32_MAX);
 	for (uint32_t s = 0; s < p->nslots; s++)
 		kvbm_store_settle(p, s);
+	/* what the dead owner changed may be missing from the event stream
+	 * (or in it, undone): readers resync from a snapshot */
+	kvbm_events_resync(p);
 	/* the repaired pool must pass the checker before the mutex is marked
 	 * consistent; otherwise the caller poisons the segment, and every
 	 * process gets KVBM_EPOISONED instead of building on a broken one */

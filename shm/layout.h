@@ -56,7 +56,8 @@ enum kvbm_region {
 	KVBM_REGION_HOLDERS = 4, /* per-process holder tables */
 	KVBM_REGION_METRICS = 5, /* per-process metric shards */
 	KVBM_REGION_EVICT = 6,   /* TinyLFU sketch and lineage forest (lib/evict.c) */
-	KVBM_REGION_NUSED = 7,   /* regions this ABI defines */
+	KVBM_REGION_EVENTS = 7,  /* the event ring (lib/events.c) */
+	KVBM_REGION_NUSED = 8,   /* regions this ABI defines */
 	KVBM_REGION_MAX = 16,  /* room in the header */
 };
 
@@ -79,6 +80,8 @@ struct kvbm_shm_config {
 	uint32_t sketch_log2;        /* TinyLFU capacity 2^n counters, 0 = none */
 	uint32_t uid; /* owner the creator gave the file, UINT32_MAX: itself. A
 		       * record only: trust comes from the attacher's own config */
+	uint32_t event_log2; /* event ring of 2^n entries, 0 = no events */
+	uint32_t reserved_cfg;
 };
 
 struct kvbm_shm_region {
@@ -104,7 +107,8 @@ struct kvbm_shm_header {
 	char name[KVBM_NAME_MAX + 8];
 	struct kvbm_shm_config config;
 	struct kvbm_shm_region regions[KVBM_REGION_MAX];
-	uint8_t pad[KVBM_PAGE - 64 - (KVBM_NAME_MAX + 8) - 64 - 16 * KVBM_REGION_MAX];
+	uint8_t pad[KVBM_PAGE - 64 - (KVBM_NAME_MAX + 8) - sizeof(struct kvbm_shm_config) -
+		    16 * KVBM_REGION_MAX];
 };
 
 /*
@@ -325,7 +329,7 @@ static inline uint32_t kvbm_index_buckets(uint32_t blocks)
 	return n;
 }
 
-_Static_assert(sizeof(struct kvbm_shm_config) == 64, "config size");
+_Static_assert(sizeof(struct kvbm_shm_config) == 72, "config size");
 _Static_assert(sizeof(struct kvbm_shm_slot) == KVBM_CACHELINE, "slot is one line");
 _Static_assert(offsetof(struct kvbm_shm_slot, holders) == 8, "slot.holders");
 _Static_assert(offsetof(struct kvbm_shm_slot, key_hi) == 16, "slot.key");
@@ -336,7 +340,7 @@ _Static_assert(offsetof(struct kvbm_shm_header, pidns) == 60, "header.pidns");
 _Static_assert(offsetof(struct kvbm_shm_header, name) == 64, "header.name");
 _Static_assert(offsetof(struct kvbm_shm_config, uid) == 60, "config.uid");
 _Static_assert(offsetof(struct kvbm_shm_header, config) == 200, "header.config");
-_Static_assert(offsetof(struct kvbm_shm_header, regions) == 264, "header.regions");
+_Static_assert(offsetof(struct kvbm_shm_header, regions) == 272, "header.regions");
 _Static_assert(sizeof(struct kvbm_shm_op) == 32, "op record");
 _Static_assert(sizeof(struct kvbm_shm_control) % KVBM_CACHELINE == 0, "control lines");
 _Static_assert(offsetof(struct kvbm_shm_control, owner_pid) % KVBM_CACHELINE == 0,
@@ -457,6 +461,53 @@ static inline void kvbm_evict_geometry(const struct kvbm_shm_config *cfg,
 		off += KVBM_CACHELINE + (uint64_t)cfg->block_count * sizeof(struct kvbm_shm_hent);
 	}
 	g->size = (off + KVBM_CACHELINE - 1) & ~(uint64_t)(KVBM_CACHELINE - 1);
+}
+
+/*
+ * The event ring (lib/events.c): every change of the set of registered
+ * primaries, appended by the mutex holder, read lock-free by any number of
+ * readers with cursors of their own. Entry i holds the event with
+ * sequence number s where s % cap == i; an entry's seq word is written last
+ * (release) and is the reader's proof that the entry is the one it wants.
+ */
+enum kvbm_shm_event_kind {
+	KVBM_SHM_EV_STORED = 1,  /* a new primary was registered */
+	KVBM_SHM_EV_REMOVED = 2, /* a primary left the registry (evicted, reset) */
+	KVBM_SHM_EV_RESYNC = 3,  /* the writer lost track (a recovery): resync */
+};
+#define KVBM_SHM_EV_SEQ_BUSY UINT64_MAX /* an entry being rewritten */
+
+struct kvbm_shm_events {
+	_Alignas(KVBM_CACHELINE) uint64_t head; /* next sequence number; mutex
+						 * writes, readers acquire */
+	uint32_t cap;        /* entries, a power of two */
+	uint32_t entry_size; /* bytes per entry */
+	uint64_t resyncs;    /* RESYNC events written (recoveries) */
+	uint64_t reserved[5];
+};
+
+struct kvbm_shm_event {
+	uint64_t seq; /* written last (release); KVBM_SHM_EV_SEQ_BUSY while rewritten */
+	uint32_t kind;
+	uint32_t ntok; /* token ids that follow (0 or block_size) */
+	uint64_t key_hi, key_lo;
+	uint32_t tokens[]; /* block_size entries of room */
+};
+
+_Static_assert(sizeof(struct kvbm_shm_events) == KVBM_CACHELINE, "event ring header");
+_Static_assert(sizeof(struct kvbm_shm_event) == 32, "event entry header");
+
+static inline uint32_t kvbm_event_entry_size(const struct kvbm_shm_config *cfg)
+{
+	return (uint32_t)((sizeof(struct kvbm_shm_event) + 4ull * cfg->block_size + 7) & ~7ull);
+}
+
+static inline uint64_t kvbm_events_region_size(const struct kvbm_shm_config *cfg)
+{
+	if (!cfg->event_log2)
+		return 0;
+	return sizeof(struct kvbm_shm_events) +
+	       ((uint64_t)1 << cfg->event_log2) * kvbm_event_entry_size(cfg);
 }
 
 /* Hash over every size/offset above plus the ABI facts they depend on. */

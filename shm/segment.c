@@ -110,6 +110,8 @@ static int config_sane(const struct kvbm_shm_config *cfg)
 		return 0;
 	if (cfg->sketch_log2 && (cfg->sketch_log2 < 8 || cfg->sketch_log2 > 24))
 		return 0;
+	if (cfg->event_log2 > 22 || cfg->reserved_cfg)
+		return 0;
 	if (cfg->dup_policy > KVBM_DUP_REJECT || cfg->backend >= KVBM_BACKEND_COUNT ||
 	    cfg->reset_on_release > 1 || memchr(cfg->tier, '\0', sizeof(cfg->tier)) == NULL)
 		return 0;
@@ -149,6 +151,9 @@ int kvbm_seg_layout(const struct kvbm_shm_config *cfg, struct kvbm_shm_region *r
 	regions[KVBM_REGION_EVICT].offset = off;
 	regions[KVBM_REGION_EVICT].size = g.size;
 	off = align_up(off + g.size, KVBM_CACHELINE);
+	regions[KVBM_REGION_EVENTS].offset = off;
+	regions[KVBM_REGION_EVENTS].size = kvbm_events_region_size(cfg);
+	off = align_up(off + regions[KVBM_REGION_EVENTS].size, KVBM_CACHELINE);
 	*total = align_up(off, (cfg->flags & KVBM_CFG_HUGEPAGES) ? KVBM_HUGEPAGE : KVBM_PAGE);
 	return 0;
 }
@@ -435,6 +440,10 @@ static void seg_set_regions(struct kvbm_seg *seg)
 	seg->metrics =
 		(struct kvbm_shm_metrics *)(seg->base + h->regions[KVBM_REGION_METRICS].offset);
 	seg->evict = (struct kvbm_shm_evict *)(seg->base + h->regions[KVBM_REGION_EVICT].offset);
+	seg->events = h->regions[KVBM_REGION_EVENTS].size
+			      ? (struct kvbm_shm_events *)(seg->base +
+							   h->regions[KVBM_REGION_EVENTS].offset)
+			      : NULL;
 }
 
 /* Every slot RESET (generation 0) on the free list, in block id order: the
@@ -452,6 +461,10 @@ static void init_slots(struct kvbm_seg *seg)
 	seg->ctl->free_tail = n;
 	seg->ctl->free_count = n;
 	kvbm_evict_init(seg);
+	if (seg->events) {
+		seg->events->cap = 1u << seg->hdr->config.event_log2;
+		seg->events->entry_size = kvbm_event_entry_size(&seg->hdr->config);
+	}
 }
 
 void kvbm_evict_init(struct kvbm_seg *seg)

@@ -46,6 +46,7 @@ struct kvbm_seg {
 	uint8_t *holders; /* holder tables, kvbm_holder_stride() bytes each */
 	struct kvbm_shm_metrics *metrics;
 	struct kvbm_shm_evict *evict;
+	struct kvbm_shm_events *events; /* NULL: the pool has no event ring */
 	uint32_t self;       /* process-table index, UINT32_MAX if not attached */
 	uint64_t attach_gen; /* of our entry */
 	pid_t pid;           /* opener */

@@ -77,6 +77,12 @@ static void work(const char *name)
 	}
 	(void)kvbm_reset_inactive_pool(q);
 	(void)kvbm_reap(q);
+	struct kvbm_event ev[16];
+	uint32_t tok[16 * BS];
+	for (uint64_t c = 0; c < 64; c += 7) {
+		uint64_t cur = c;
+		(void)kvbm_events_read(q, &cur, ev, 16, tok, 16 * BS);
+	}
 	(void)kvbm_available_blocks(q);
 	struct kvbm_metrics mt;
 	(void)kvbm_metrics_snapshot(q, &mt);
@@ -88,7 +94,7 @@ static void work(const char *name)
 
 static const enum kvbm_region regions[] = {
 	KVBM_REGION_CONTROL, KVBM_REGION_PROCS,   KVBM_REGION_SLOTS, KVBM_REGION_REGISTRY,
-	KVBM_REGION_HOLDERS, KVBM_REGION_METRICS, KVBM_REGION_EVICT,
+	KVBM_REGION_HOLDERS, KVBM_REGION_METRICS, KVBM_REGION_EVICT, KVBM_REGION_EVENTS,
 };
 #define NREGIONS (int)(sizeof(regions) / sizeof(regions[0]))
 #define SEEDS 6

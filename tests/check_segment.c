@@ -882,6 +882,7 @@ static int create_too_big(void)
 	cfg.block_count = 1;
 	cfg.max_procs = KVBM_MAX_PROCS;
 	cfg.flags = 0;
+	cfg.event_ring = 0; /* the sizes below are without a ring */
 	/* 8 KiB tmpfs: 63 process entries do not fit, 1 does */
 	if (kvbm_pool_open("big", &cfg, KVBM_OPEN_CREATE, &p) != -ENOSPC)
 		return 1;
