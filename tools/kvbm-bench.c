@@ -114,6 +114,7 @@ struct result {
 };
 
 static char pool_name[64];
+static uint32_t event_ring = 4096; /* --event-ring N (0: no events) */
 
 static struct kvbm_pool *fresh_pool(void)
 {
@@ -125,6 +126,7 @@ static struct kvbm_pool *fresh_pool(void)
 	kvbm_config_init(&cfg);
 	cfg.block_count = POOL_BLOCKS;
 	cfg.block_size = BS;
+	cfg.event_ring = event_ring;
 	int r = kvbm_pool_open(pool_name, &cfg, KVBM_OPEN_CREATE | KVBM_OPEN_EXCL, &p);
 	if (r < 0)
 		die("create pool", r);
@@ -601,13 +603,17 @@ int main(int argc, char **argv)
 		{"quick", no_argument, NULL, 'q'},
 		{"json", no_argument, NULL, 'j'},
 		{"help", no_argument, NULL, 'h'},
+		{"event-ring", required_argument, NULL, 'E'},
 		{NULL, 0, NULL, 0},
 	};
 	int json = 0, c;
 	char want[256] = {0};
 
-	while ((c = getopt_long(argc, argv, "qjh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "qjhE:", opts, NULL)) != -1) {
 		switch (c) {
+		case 'E':
+			event_ring = (uint32_t)strtoul(optarg, NULL, 10);
+			break;
 		case 'q':
 			quick = 1;
 			break;
@@ -615,7 +621,9 @@ int main(int argc, char **argv)
 			json = 1;
 			break;
 		case 'h':
-			printf("usage: kvbm-bench [--quick] [--json] [WORKLOAD...]  (a b c d e f g h)\n");
+			printf("usage: kvbm-bench [--quick] [--json] [--event-ring N] [WORKLOAD...]"
+			       "  (a b c d e f g h)\n"
+			       "  --event-ring N  the pool's event ring (4096; 0: no events)\n");
 			return 0;
 		default:
 			fprintf(stderr, "usage: kvbm-bench [--quick] [--json] [WORKLOAD...]\n");
