@@ -24,13 +24,13 @@ TLIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/tobj/%.o)
 LIB_LIBS := $(shell pkg-config --libs libxxhash liburcu-bp liburcu-cds 2>/dev/null || \
 	echo -lxxhash -lurcu-bp -lurcu-common -lurcu-cds) -lpthread
 
-TOOLS := kvbm-shm-dump kvbm-pool kvbm-demo kvbm-hash kvbm-bench kvbm-replay
-TOOL_COMMON_SRCS := tools/json.c tools/inspect.c tools/dump.c
+TOOLS := kvbm-shm-dump kvbm-pool kvbm-demo kvbm-hash kvbm-bench kvbm-replay kvbm-events
+TOOL_COMMON_SRCS := tools/json.c tools/inspect.c tools/dump.c tools/msgpack.c tools/kvevents.c
 TOOL_COMMON_OBJS := $(TOOL_COMMON_SRCS:%.c=$(BUILD)/obj/%.o)
 TOOL_BINS := $(TOOLS:%=$(BUILD)/bin/%)
 TOOL_LIBS := $(shell pkg-config --libs jemalloc 2>/dev/null || echo -ljemalloc) -lpthread
 
-TEST_SRCS := $(filter-out tests/torture.c tests/fuzz_%.c,$(wildcard tests/*.c))
+TEST_SRCS := $(filter-out tests/torture.c tests/fuzz_%.c tests/wire_%.c,$(wildcard tests/*.c))
 TORTURE_BIN := $(BUILD)/tests/kvbm-torture
 DURATION ?= 60
 TEST_OBJS := $(TEST_SRCS:%.c=$(BUILD)/tobj/%.o)
@@ -120,8 +120,17 @@ model:
 torture: $(TORTURE_BIN) $(TOOL_BINS)
 	BUILD=$(BUILD) scripts/torture.sh $(DURATION)
 
+# The KV event encoders against the spec's bytes (not a Check suite: it
+# links the tools' encoders).
+WIRE_BIN := $(BUILD)/tests/wire-vectors
+$(WIRE_BIN): $(BUILD)/tobj/tests/wire_vectors.o $(BUILD)/obj/tools/msgpack.o \
+		$(BUILD)/obj/tools/kvevents.o $(STATIC_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_COMMON) -o $@ $^ $(LIB_LIBS)
+
 # Runs the suites; the tool tests find the binaries through KVBM_BIN.
-test-run: $(TEST_BIN) $(TOOL_BINS)
+test-run: $(TEST_BIN) $(TOOL_BINS) $(WIRE_BIN)
+	$(WIRE_BIN)
 	KVBM_BIN=$(abspath $(BUILD)/bin) $(TEST_BIN)
 
 test: test-run

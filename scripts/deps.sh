@@ -13,7 +13,7 @@ set -euo pipefail
 
 pkgs=(make gcc libc6-dev pkg-config check libsubunit-dev liburcu-dev libxxhash-dev
       clang libclang-rt-14-dev
-      libjemalloc-dev util-linux python3 cppcheck)
+      libjemalloc-dev util-linux python3 python3-msgpack cppcheck)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -371,6 +372,82 @@ START_TEST(test_events_damaged_ring_never_crashes_a_reader)
 }
 END_TEST
 
+/*
+ * The wire formats, read by an independent decoder (tests/
+ * kv_events_decode.py, Debian's python3-msgpack, written from the
+ * consumers' specification): kvbm-events replays a ring that lapped it (so
+ * it starts from a snapshot) and then the stream of more registrations
+ * (with token ids) and evictions; the decoded set of blocks must be the
+ * registered set, and the router's tokens_hash that of the tokens under
+ * the canonical salt 1337. Runs: vllm, kvbm, router.
+ */
+static const char *const wire_formats[] = {"vllm", "kvbm", "router"};
+
+START_TEST(test_wire_formats_decode_to_the_registered_set)
+{
+	T_NAME(name);
+	enum { N = 96, MORE = 48 };
+	struct kvbm_pool *p = events_pool(name, 128, 64, KVBM_DUP_ALLOW);
+	static struct kvbm_plh h[N + MORE];
+	static struct kvbm_block b[N + MORE];
+	static uint32_t tokens[(N + MORE) * BS];
+	const char *fmt = wire_formats[_i];
+	char file[512], cmd[8192], want[6000];
+	size_t w = 0;
+
+	for (uint32_t i = 0; i < (N + MORE) * BS; i++)
+		tokens[i] = 7 + i;
+	t_seq_hashes(7, N + MORE, BS, h);
+	/* the first N lap the 64-entry ring before anyone reads it: the
+	 * reader starts from a snapshot */
+	t_register(p, h, N, b);
+	t_release(p, b, N);
+	snprintf(file, sizeof(file), "%s/%s.%s", getenv("KVBM_SHM_DIR"), name, fmt);
+	snprintf(cmd, sizeof(cmd), "'%s/kvbm-events' --from-start --format %s %s > '%s'",
+		 getenv("KVBM_BIN"), fmt, name, file);
+	ck_assert_int_eq(system(cmd), 0);
+	uint64_t head;
+	ck_assert_int_eq(kvbm_events_head(p, &head), 0);
+	ck_assert_int_eq(kvbm_allocate_blocks(p, MORE, b + N, NULL, NULL), 0);
+	for (int i = N; i < N + MORE; i++)
+		ck_assert_int_eq(kvbm_stage_block(p, &b[i], h[i], BS), 0);
+	/* allocating MORE evicted 16 of the first N: 32 blocks were free */
+	ck_assert_int_eq(kvbm_register_blocks_tokens(p, b + N, MORE, tokens + N * BS), 0);
+	uint8_t present[N + MORE];
+	ck_assert_int_eq(kvbm_check_presence(p, h, N + MORE, present), N + MORE - 16);
+	/* then the stream of what followed, tokens and evictions */
+	snprintf(cmd, sizeof(cmd), "'%s/kvbm-events' --from %llu --format %s %s >> '%s'",
+		 getenv("KVBM_BIN"), (unsigned long long)head, fmt, name, file);
+	ck_assert_int_eq(system(cmd), 0);
+	w += (size_t)snprintf(want + w, sizeof(want) - w, "{\"block_size\": %d, \"blocks\": [", BS);
+	for (int i = 0, k = 0; i < N + MORE; i++) {
+		if (!present[i])
+			continue;
+		if (!strcmp(fmt, "kvbm"))
+			w += (size_t)snprintf(want + w, sizeof(want) - w, "%s\"%016llx%016llx\"",
+					      k++ ? "," : "", (unsigned long long)h[i].hi,
+					      (unsigned long long)h[i].lo);
+		else
+			w += (size_t)snprintf(want + w, sizeof(want) - w, "%s%llu", k++ ? "," : "",
+					      (unsigned long long)kvbm_plh_router_hash(h[i]));
+	}
+	w += (size_t)snprintf(want + w, sizeof(want) - w, "], \"tokens_hash\": {");
+	for (int i = N; i < N + 3; i++)
+		w += (size_t)snprintf(want + w, sizeof(want) - w, "%s\"%llu\": %llu",
+				      i > N ? "," : "",
+				      (unsigned long long)kvbm_plh_router_hash(h[i]),
+				      (unsigned long long)kvbm_block_hash(tokens + i * BS, BS, 1337));
+	w += (size_t)snprintf(want + w, sizeof(want) - w, "}}");
+	ck_assert_uint_lt(w, sizeof(want));
+	snprintf(cmd, sizeof(cmd), "/usr/bin/python3 tests/kv_events_decode.py %s '%s' '%s'", fmt,
+		 file, want);
+	ck_assert_msg(system(cmd) == 0, "the %s decoder disagrees", fmt);
+	unlink(file);
+	t_release(p, b + N, MORE);
+	t_done(p, name);
+}
+END_TEST
+
 Suite *make_events_suite(void)
 {
 	Suite *s = suite_create("events");
@@ -383,6 +460,7 @@ Suite *make_events_suite(void)
 	tcase_add_loop_test(tc, test_events_reader_converges_across_processes_and_crashes, 0,
 			    (int)(sizeof(die_points) / sizeof(die_points[0])));
 	tcase_add_test(tc, test_events_damaged_ring_never_crashes_a_reader);
+	tcase_add_loop_test(tc, test_wire_formats_decode_to_the_registered_set, 0, 3);
 	suite_add_tcase(s, tc);
 	return s;
 }
