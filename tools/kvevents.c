@@ -6,28 +6,37 @@
 
 #include "kvevents.h"
 
+/* Our tiers as vLLM's medium and Dynamo's storage_tier (Dynamo maps
+ * mediums to tiers the same way, spec 5.3: GPU device, CPU host_pinned,
+ * DISK disk); any other label is someone else's storage */
+static const struct {
+	const char *tier, *medium, *storage;
+} tiers[] = {
+	{"G1", "GPU", "device"},
+	{"G2", "CPU", "host_pinned"},
+	{"G3", "DISK", "disk"},
+};
+
+static int tier_index(const char *tier)
+{
+	for (int i = 0; i < (int)(sizeof(tiers) / sizeof(tiers[0])); i++)
+		if (!strcmp(tier, tiers[i].tier))
+			return i;
+	return -1;
+}
+
 const char *kve_medium(const char *tier)
 {
-	if (!strcmp(tier, "G1"))
-		return "GPU";
-	if (!strcmp(tier, "G2"))
-		return "CPU";
-	if (!strcmp(tier, "G3"))
-		return "DISK";
-	return NULL;
+	int i = tier_index(tier);
+
+	return i < 0 ? NULL : tiers[i].medium;
 }
 
 const char *kve_storage_tier(const char *tier)
 {
-	/* Dynamo's medium-to-tier table (spec 5.3): GPU device, CPU
-	 * host_pinned, DISK disk; anything else is someone else's */
-	if (!strcmp(tier, "G1"))
-		return "device";
-	if (!strcmp(tier, "G2"))
-		return "host_pinned";
-	if (!strcmp(tier, "G3"))
-		return "disk";
-	return "external";
+	int i = tier_index(tier);
+
+	return i < 0 ? "external" : tiers[i].storage;
 }
 
 /* A u128 as 16 bytes big-endian, msgpack bin 8 (spec 4.2's serde form). */
