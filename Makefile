@@ -24,11 +24,14 @@ TLIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/tobj/%.o)
 LIB_LIBS := $(shell pkg-config --libs libxxhash liburcu-bp liburcu-cds 2>/dev/null || \
 	echo -lxxhash -lurcu-bp -lurcu-common -lurcu-cds) -lpthread
 
-TOOLS := kvbm-shm-dump kvbm-pool kvbm-demo kvbm-hash kvbm-bench kvbm-replay
+TOOLS := kvbm-shm-dump kvbm-pool kvbm-demo kvbm-hash kvbm-bench kvbm-replay kvbmd kvbm-reap-bench
 TOOL_COMMON_SRCS := tools/json.c tools/inspect.c tools/dump.c
 TOOL_COMMON_OBJS := $(TOOL_COMMON_SRCS:%.c=$(BUILD)/obj/%.o)
 TOOL_BINS := $(TOOLS:%=$(BUILD)/bin/%)
 TOOL_LIBS := $(shell pkg-config --libs jemalloc 2>/dev/null || echo -ljemalloc) -lpthread
+# kvbmd, the service (tools/kvbmd/): several files, and libmicrohttpd
+KVBMD_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tools/kvbmd/*.c))
+MHD_LIBS := $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmicrohttpd)
 
 TEST_SRCS := $(filter-out tests/torture.c tests/fuzz_%.c,$(wildcard tests/*.c))
 TORTURE_BIN := $(BUILD)/tests/kvbm-torture
@@ -96,6 +99,11 @@ $(TEST_LIB): $(TLIB_OBJS)
 $(BUILD)/bin/%: $(BUILD)/obj/tools/%.o $(TOOL_COMMON_OBJS) $(STATIC_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_COMMON) -o $@ $< $(TOOL_COMMON_OBJS) $(STATIC_LIB) $(LIB_LIBS) $(TOOL_LIBS)
+
+$(BUILD)/bin/kvbmd: $(KVBMD_OBJS) $(TOOL_COMMON_OBJS) $(STATIC_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_COMMON) -o $@ $(KVBMD_OBJS) $(TOOL_COMMON_OBJS) $(STATIC_LIB) $(LIB_LIBS) \
+		$(MHD_LIBS) -lm $(TOOL_LIBS)
 
 $(TEST_BIN): $(TEST_OBJS) $(TEST_LIB)
 	@mkdir -p $(dir $@)
