@@ -46,7 +46,8 @@ SHARED_LIB := $(BUILD)/lib/libkvbm.so.$(VERSION)
 TEST_LIB := $(BUILD)/tests/libkvbm-test.a
 
 .PHONY: all lib tools tests check test test-run asan tsan demo install uninstall \
-	deps lint format clean help torture bench model fuzz fuzz-check fuzz-corpus
+	deps lint format clean help torture bench model fuzz fuzz-check fuzz-corpus \
+	interop reap-bench
 
 all: lib tools
 
@@ -61,6 +62,8 @@ help:
 	@echo "make torture DURATION=S   kill random workers of a shared pool for S s (60)"
 	@echo "make bench      kvbm-bench, the performance suite (BENCH_ARGS=--quick)"
 	@echo "make model      the SPIN models of model/ (needs spin, ~25 min)"
+	@echo "make interop    promtool and a real Prometheus scraping kvbmd (scripts/deps.sh --interop)"
+	@echo "make reap-bench SIGKILL of a holder to its blocks free, with kvbmd running (p50/p99)"
 	@echo "make fuzz FUZZ_SECONDS=S   fuzz the segment bytes for S s (600; libFuzzer, clang)"
 
 lib: $(STATIC_LIB) $(SHARED_LIB)
@@ -117,6 +120,16 @@ $(TORTURE_BIN): $(BUILD)/tobj/tests/torture.o $(TEST_LIB)
 # The performance suite (issue 6); BENCH_ARGS=--quick for the short one.
 bench: $(BUILD)/bin/kvbm-bench
 	$(BUILD)/bin/kvbm-bench $(BENCH_ARGS)
+
+# kvbmd's exposition through promtool and a real Prometheus server (its
+# Debian package is large: `scripts/deps.sh --interop` installs it).
+interop: all
+	BUILD=$(BUILD) scripts/interop-prometheus.sh
+
+# The time from SIGKILL of a holder to its blocks being free, kvbmd running
+# (target p99 <= 10 ms); REAP_ARGS="--rounds N --hold B".
+reap-bench: $(BUILD)/bin/kvbm-reap-bench $(BUILD)/bin/kvbmd
+	KVBM_SHM_DIR=$${KVBM_SHM_DIR:-/dev/shm} $(BUILD)/bin/kvbm-reap-bench --kvbmd $(BUILD)/bin/kvbmd $(REAP_ARGS)
 
 # The SPIN models of what the code adds to the slot protocol (model/README.md;
 # about 25 minutes, needs spin).
