@@ -147,9 +147,10 @@ static int set_pool(struct kvbmd_pool_cfg *p, const char *k, const char *v, cons
 			cfg->gid = g->gr_gid;
 			return 0;
 		}
-		r = parse_u32(v, 10, 0, UINT32_MAX - 1, &b);
+		if (parse_u32(v, 10, 0, UINT32_MAX - 1, &b) < 0)
+			return -1;
 		cfg->gid = b;
-		return r;
+		return 0;
 	}
 	if (!strcmp(k, "backend")) {
 		int n = kvbm_backend_parse(v);
