@@ -422,6 +422,39 @@ START_TEST(test_kvbmd_adopts_an_existing_pool_and_refuses_a_mismatch)
 }
 END_TEST
 
+START_TEST(test_kvbmd_refuses_two_pools_of_one_tier)
+{
+	T_NAME(a);
+	T_NAME(b);
+	char pa[256], pb[256];
+	struct kd k = {0};
+	struct kvbm_pool *p;
+
+	/* one `pool` label per tier, or a family would get two equal samples */
+	pool_arg(pa, sizeof(pa), a, "G2");
+	pool_arg(pb, sizeof(pb), b, "G2");
+	ck_assert_int_eq(kd_start(&k, (const char *const[]){"--pool", pa, "--pool", pb, "--listen",
+							      "127.0.0.1:0", NULL}),
+			 2);
+	ck_assert_msg(strstr(slurp(k.log), "have the same tier G2"), "log: %s", text);
+	/* a configuration error: nothing was created */
+	ck_assert_int_eq(kvbm_pool_open(a, NULL, 0, &p), -ENOENT);
+	/* an adopted pool's tier is known once open: exit 1, kvbmd detached */
+	p = t_pool(a, 32); /* tier G1 */
+	snprintf(pa, sizeof(pa), "%s,create=no", a);
+	pool_arg(pb, sizeof(pb), b, "G1");
+	ck_assert_int_eq(kd_start(&k, (const char *const[]){"--pool", pa, "--pool", pb, "--listen",
+							      "127.0.0.1:0", NULL}),
+			 1);
+	ck_assert_msg(strstr(slurp(k.log), "have the same tier G1"), "log: %s", text);
+	struct kvbm_pool_info info;
+	ck_assert_int_eq(kvbm_pool_info(p, &info), 0);
+	ck_assert_uint_eq(info.procs_attached, 1);
+	t_done(p, a);
+	kvbm_pool_destroy(b, 0);
+}
+END_TEST
+
 START_TEST(test_kvbmd_sighup_reloads_labels)
 {
 	T_NAME(name);
@@ -439,6 +472,15 @@ START_TEST(test_kvbmd_sighup_reloads_labels)
 	write_file(conf, body);
 	kill(k.pid, SIGHUP);
 	scrape_until(&k, "kvbm_blocks{pool=\"G2\",instance_id=\"after\",worker_id=\"w9\"}", 16);
+	/* a pool's size cannot change under its users: said, not done */
+	snprintf(body, sizeof(body), "listen = 127.0.0.1:0\ninstance_id = after\nworker_id = w9\n"
+		 "[pool %s]\ntier = G2\nblocks = 32\nblock_size = 4\n", name);
+	write_file(conf, body);
+	kill(k.pid, SIGHUP);
+	for (int i = 0; i < 500 && !strstr(slurp(k.log), "pools changed"); i++)
+		nap_ms(10);
+	ck_assert_msg(strstr(text, "the pools changed: ignored until a restart"), "log: %s", text);
+	ck_assert(scrape(&k, "kvbm_blocks{pool=\"G2\",instance_id=\"after\"") == 16);
 	/* a broken file on SIGHUP keeps what runs */
 	write_file(conf, "listen = 127.0.0.1:0\nbogus = 1\n");
 	kill(k.pid, SIGHUP);
@@ -524,6 +566,7 @@ Suite *make_kvbmd_suite(void)
 	tcase_add_test(tc, test_kvbmd_sigterm_exits_clean_and_pools_stay);
 	tcase_add_test(tc, test_kvbmd_sigint_exits_clean_and_pools_stay);
 	tcase_add_test(tc, test_kvbmd_adopts_an_existing_pool_and_refuses_a_mismatch);
+	tcase_add_test(tc, test_kvbmd_refuses_two_pools_of_one_tier);
 	tcase_add_test(tc, test_kvbmd_sighup_reloads_labels);
 	tcase_add_test(tc, test_kvbmd_reaps_a_killed_holder_at_once);
 	suite_add_tcase(s, tc);

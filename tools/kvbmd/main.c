@@ -92,6 +92,18 @@ static int config_build(const struct flags *fl, struct kvbmd_config *c, char *er
 	for (size_t i = 0; i < fl->npools; i++)
 		if (kvbmd_config_pool_arg(c, fl->pools[i], err, len) < 0)
 			return -1;
+	/* one `pool` label per tier: refused here, before anything is created,
+	 * when the sections say so (an adopted pool's tier is checked once
+	 * it is open) */
+	for (size_t i = 0; i < c->npools; i++)
+		for (size_t j = 0; j < i; j++)
+			if ((c->pools[i].set & c->pools[j].set & KVBMD_SET_TIER) &&
+			    !strcmp(c->pools[i].cfg.tier, c->pools[j].cfg.tier)) {
+				snprintf(err, len, "pools %s (%s) and %s (%s) have the same tier %s: "
+					 "give each its own", c->pools[j].name, c->pools[j].where,
+					 c->pools[i].name, c->pools[i].where, c->pools[i].cfg.tier);
+				return -1;
+			}
 	if (c->npools == 0) {
 		snprintf(err, len, "no pool: give a [pool NAME] section or --pool NAME");
 		return -1;
