@@ -111,6 +111,13 @@ static int config_build(const struct flags *fl, struct kvbmd_config *c, char *er
 	return 0;
 }
 
+static void flags_free(struct flags *fl)
+{
+	for (size_t i = 0; i < fl->nsets; i++)
+		free(fl->sets[i]);
+	fl->nsets = 0;
+}
+
 static int add_set(struct flags *fl, const char *key, const char *val)
 {
 	char *s;
@@ -306,26 +313,32 @@ int main(int argc, char **argv)
 			break;
 		case 'V':
 			printf("kvbmd %s\n", kvbm_version());
+			flags_free(&fl);
 			return 0;
 		case 'h':
 			usage(stdout);
+			flags_free(&fl);
 			return 0;
 		default:
 			usage(stderr);
+			flags_free(&fl);
 			return KVBMD_EXIT_CONFIG;
 		}
 		if (bad) {
 			fprintf(stderr, "kvbmd: too many flags\n");
+			flags_free(&fl);
 			return KVBMD_EXIT_CONFIG;
 		}
 	}
 	if (optind < argc) {
 		fprintf(stderr, "kvbmd: unexpected argument '%s'\n", argv[optind]);
 		usage(stderr);
+		flags_free(&fl);
 		return KVBMD_EXIT_CONFIG;
 	}
 	if (config_build(&fl, &d.cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "kvbmd: %s\n", err);
+		flags_free(&fl);
 		return KVBMD_EXIT_CONFIG;
 	}
 	/* the signals go to the signalfd, in every thread: block them before
@@ -341,6 +354,7 @@ int main(int argc, char **argv)
 	int sfd = signalfd(-1, &set, SFD_CLOEXEC);
 	if (sfd < 0) {
 		fprintf(stderr, "kvbmd: signalfd: %s\n", strerror(errno));
+		flags_free(&fl);
 		return KVBMD_EXIT_FAIL;
 	}
 	pthread_mutex_init(&d.lock, NULL);
@@ -368,8 +382,7 @@ out_pools:
 out:
 	kvbmd_http_stop(&d);
 	close(sfd);
-	for (size_t i = 0; i < fl.nsets; i++)
-		free(fl.sets[i]);
+	flags_free(&fl);
 	if (rc == KVBMD_EXIT_OK)
 		kvbmd_log("stopped; the pools stay");
 	return rc;
