@@ -119,9 +119,12 @@ static void watch_open(struct kvbmd_pool *p, uint32_t i, const struct kvbm_shm_p
 		p->pending |= 1ull << i; /* never retried past RETRY_MAX */
 		return;
 	}
-	/* the pid names our attacher only while its start time matches; a
-	 * zombie still has its /proc entry, and its pidfd is readable */
-	if (fd >= 0 && (kvbm_proc_starttime((pid_t)e->pid, &st) < 0 || st != e->starttime)) {
+	/* the pid names our attacher only while its start time matches (a
+	 * zombie still has its /proc entry, and its pidfd is readable). A
+	 * start time we cannot read (a /proc mounted with hidepid) proves
+	 * nothing: the pidfd is kept, or we would reap a live process in a
+	 * loop; if the pid was reused, the periodic reap takes the dead one */
+	if (fd >= 0 && kvbm_proc_starttime((pid_t)e->pid, &st) == 0 && st != e->starttime) {
 		close(fd);
 		fd = -1;
 	}
