@@ -24,11 +24,15 @@ TLIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/tobj/%.o)
 LIB_LIBS := $(shell pkg-config --libs libxxhash liburcu-bp liburcu-cds 2>/dev/null || \
 	echo -lxxhash -lurcu-bp -lurcu-common -lurcu-cds) -lpthread
 
-TOOLS := kvbm-shm-dump kvbm-pool kvbm-demo kvbm-hash kvbm-bench kvbm-replay kvbm-events
+TOOLS := kvbm-shm-dump kvbm-pool kvbm-demo kvbm-hash kvbm-bench kvbm-replay kvbm-events kvbmd \
+	kvbm-reap-bench
 TOOL_COMMON_SRCS := tools/json.c tools/inspect.c tools/dump.c tools/msgpack.c tools/kvevents.c
 TOOL_COMMON_OBJS := $(TOOL_COMMON_SRCS:%.c=$(BUILD)/obj/%.o)
 TOOL_BINS := $(TOOLS:%=$(BUILD)/bin/%)
 TOOL_LIBS := $(shell pkg-config --libs jemalloc 2>/dev/null || echo -ljemalloc) -lpthread
+# kvbmd, the service (tools/kvbmd/): several files, and libmicrohttpd
+KVBMD_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tools/kvbmd/*.c))
+MHD_LIBS := $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmicrohttpd)
 
 TEST_SRCS := $(filter-out tests/torture.c tests/fuzz_%.c tests/wire_%.c,$(wildcard tests/*.c))
 TORTURE_BIN := $(BUILD)/tests/kvbm-torture
@@ -43,7 +47,8 @@ SHARED_LIB := $(BUILD)/lib/libkvbm.so.$(VERSION)
 TEST_LIB := $(BUILD)/tests/libkvbm-test.a
 
 .PHONY: all lib tools tests check test test-run asan tsan demo install uninstall \
-	deps lint format clean help torture bench model fuzz fuzz-check fuzz-corpus
+	deps lint format clean help torture bench model fuzz fuzz-check fuzz-corpus \
+	interop reap-bench
 
 all: lib tools
 
@@ -58,6 +63,8 @@ help:
 	@echo "make torture DURATION=S   kill random workers of a shared pool for S s (60)"
 	@echo "make bench      kvbm-bench, the performance suite (BENCH_ARGS=--quick)"
 	@echo "make model      the SPIN models of model/ (needs spin, ~25 min)"
+	@echo "make interop    promtool and a real Prometheus scraping kvbmd (scripts/deps.sh --interop)"
+	@echo "make reap-bench SIGKILL of a holder to its blocks free, with kvbmd running (p50/p99)"
 	@echo "make fuzz FUZZ_SECONDS=S   fuzz the segment bytes for S s (600; libFuzzer, clang)"
 
 lib: $(STATIC_LIB) $(SHARED_LIB)
@@ -97,6 +104,11 @@ $(BUILD)/bin/%: $(BUILD)/obj/tools/%.o $(TOOL_COMMON_OBJS) $(STATIC_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_COMMON) -o $@ $< $(TOOL_COMMON_OBJS) $(STATIC_LIB) $(LIB_LIBS) $(TOOL_LIBS)
 
+$(BUILD)/bin/kvbmd: $(KVBMD_OBJS) $(TOOL_COMMON_OBJS) $(STATIC_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_COMMON) -o $@ $(KVBMD_OBJS) $(TOOL_COMMON_OBJS) $(STATIC_LIB) $(LIB_LIBS) \
+		$(MHD_LIBS) -lm $(TOOL_LIBS)
+
 $(TEST_BIN): $(TEST_OBJS) $(TEST_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_COMMON) -o $@ $(TEST_OBJS) $(TEST_LIB) $(CHECK_LIBS) $(LIB_LIBS)
@@ -109,6 +121,16 @@ $(TORTURE_BIN): $(BUILD)/tobj/tests/torture.o $(TEST_LIB)
 # The performance suite (issue 6); BENCH_ARGS=--quick for the short one.
 bench: $(BUILD)/bin/kvbm-bench
 	$(BUILD)/bin/kvbm-bench $(BENCH_ARGS)
+
+# kvbmd's exposition through promtool and a real Prometheus server (its
+# Debian package is large: `scripts/deps.sh --interop` installs it).
+interop: all
+	BUILD=$(BUILD) scripts/interop-prometheus.sh
+
+# The time from SIGKILL of a holder to its blocks being free, kvbmd running
+# (target p99 <= 10 ms); REAP_ARGS="--rounds N --hold B".
+reap-bench: $(BUILD)/bin/kvbm-reap-bench $(BUILD)/bin/kvbmd
+	KVBM_SHM_DIR=$${KVBM_SHM_DIR:-/dev/shm} $(BUILD)/bin/kvbm-reap-bench --kvbmd $(BUILD)/bin/kvbmd $(REAP_ARGS)
 
 # The SPIN models of what the code adds to the slot protocol (model/README.md;
 # about 25 minutes, needs spin).

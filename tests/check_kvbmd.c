@@ -1,0 +1,574 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * check_kvbmd.c - kvbmd, the service, run as an operator runs it: the real
+ * binary from $KVBM_BIN on a loopback port it picks (--listen 127.0.0.1:0,
+ * the port read back from its log), /metrics fetched with a plain socket,
+ * pools opened by this process alongside it. Correctness only: the reaping
+ * latency is kvbm-reap-bench's (make reap-bench), not a timed test.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+static char text[262144];
+
+struct kd {
+	pid_t pid;
+	unsigned port;
+	char log[512];
+};
+
+static void nap_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+
+	nanosleep(&ts, NULL);
+}
+
+/* The whole of file @path into text[] (NUL-terminated). */
+static const char *slurp(const char *path)
+{
+	int fd = open(path, O_RDONLY);
+	ssize_t n = fd < 0 ? 0 : read(fd, text, sizeof(text) - 1);
+
+	text[n > 0 ? n : 0] = '\0';
+	if (fd >= 0)
+		close(fd);
+	return text;
+}
+
+static void write_file(const char *path, const char *content)
+{
+	FILE *f = fopen(path, "w");
+
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_ge(fputs(content, f), 0);
+	ck_assert_int_eq(fclose(f), 0);
+}
+
+/* A file in the test's private segment directory. */
+static const char *t_file(char *buf, size_t len, const char *what)
+{
+	static unsigned seq;
+
+	snprintf(buf, len, "%s/kvbmd-%d-%u.%s", getenv("KVBM_SHM_DIR"), getpid(), seq++, what);
+	return buf;
+}
+
+/* Starts kvbmd with @argv (NULL-terminated, without argv[0]), its stdout
+ * and stderr into k->log. Returns 0 once it listens, or its exit code when
+ * it stops first. */
+static int kd_start(struct kd *k, const char *const *args)
+{
+	const char *argv[32];
+	char path[512];
+	int n = 0;
+
+	snprintf(path, sizeof(path), "%s/kvbmd",
+		 getenv("KVBM_BIN") ? getenv("KVBM_BIN") : "build/bin");
+	if (!k->log[0])
+		t_file(k->log, sizeof(k->log), "log");
+	argv[n++] = "kvbmd";
+	while (args && *args && n < 31)
+		argv[n++] = *args++;
+	argv[n] = NULL;
+	/* emptied here, not in the child: a reused log's old "listening"
+	 * line must not be read before the child truncates it */
+	write_file(k->log, "");
+	k->pid = fork();
+	ck_assert_int_ge(k->pid, 0);
+	if (k->pid == 0) {
+		int fd = open(k->log, O_WRONLY | O_APPEND);
+		if (fd < 0)
+			_exit(126);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		close(fd);
+		execv(path, (char *const *)argv);
+		_exit(127);
+	}
+	for (int i = 0; i < 1000; i++) {
+		int st;
+		const char *l = strstr(slurp(k->log), "listening on port ");
+
+		if (l) {
+			k->port = (unsigned)atoi(l + strlen("listening on port "));
+			return 0;
+		}
+		if (waitpid(k->pid, &st, WNOHANG) == k->pid) {
+			k->pid = 0;
+			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+		}
+		nap_ms(10);
+	}
+	kill(k->pid, SIGKILL);
+	ck_abort_msg("kvbmd did not start within 10 s: %s", slurp(k->log));
+	return -1;
+}
+
+/* Signals kvbmd and returns its exit code. */
+static int kd_stop(struct kd *k, int sig)
+{
+	int rc;
+
+	if (k->pid <= 0)
+		return -1;
+	kill(k->pid, sig);
+	rc = t_wait(k->pid);
+	k->pid = 0;
+	return rc;
+}
+
+/* GET @path from kvbmd: the body into text[], the status returned. */
+static int http_get(const struct kd *k, const char *path)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)k->port)};
+	char req[256];
+	size_t got = 0;
+	ssize_t n;
+	int fd = socket(AF_INET, SOCK_STREAM, 0), status = -1;
+
+	ck_assert_int_ge(fd, 0);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_msg(connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect :%u: %s",
+		      k->port, strerror(errno));
+	snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
+	ck_assert_int_eq(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+	while (got < sizeof(text) - 1 && (n = read(fd, text + got, sizeof(text) - 1 - got)) > 0)
+		got += (size_t)n;
+	close(fd);
+	text[got] = '\0';
+	sscanf(text, "HTTP/1.%*d %d", &status);
+	char *body = strstr(text, "\r\n\r\n");
+	if (body)
+		memmove(text, body + 4, strlen(body + 4) + 1);
+	return status;
+}
+
+/* The value of the sample whose line starts with @series (name and
+ * labels, e.g. `kvbm_allocations_total{pool="G1"`), or -1 when absent. */
+static double sample(const char *series)
+{
+	for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+		if (!strncmp(l, series, strlen(series))) {
+			const char *sp = strchr(l, ' ');
+			return sp ? atof(sp + 1) : -1;
+		}
+	}
+	return -1;
+}
+
+static double scrape(const struct kd *k, const char *series)
+{
+	ck_assert_int_eq(http_get(k, "/metrics"), 200);
+	return sample(series);
+}
+
+/* Scrapes until @series reads @want (bounded: 5 s). */
+static void scrape_until(const struct kd *k, const char *series, double want)
+{
+	double v = -1;
+
+	for (int i = 0; i < 500 && (v = scrape(k, series)) != want; i++)
+		nap_ms(10);
+	ck_assert_msg(v == want, "%s: %g, want %g", series, v, want);
+}
+
+/* No family has two HELP or two TYPE lines (the text format's rule). */
+static void assert_families_once(void)
+{
+	char *copy = strdup(text), *save = NULL;
+	char seen[256][128];
+	size_t n = 0;
+
+	ck_assert_ptr_nonnull(copy);
+	for (char *l = strtok_r(copy, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+		char name[128];
+		if (strncmp(l, "# HELP ", 7) || sscanf(l + 7, "%127s", name) != 1)
+			continue;
+		for (size_t i = 0; i < n; i++)
+			ck_assert_msg(strcmp(seen[i], name), "family %s appears twice", name);
+		ck_assert_uint_lt(n, 256);
+		snprintf(seen[n++], sizeof(seen[0]), "%s", name);
+	}
+	free(copy);
+	ck_assert_uint_gt(n, 20);
+}
+
+/* A pool section for @name in tier @tier. */
+static void pool_arg(char *buf, size_t len, const char *name, const char *tier)
+{
+	snprintf(buf, len, "%s,tier=%s,blocks=64,block_size=4", name, tier);
+}
+
+START_TEST(test_kvbmd_version_and_help)
+{
+	char out[4096];
+
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbmd", "--version", NULL), 0);
+	ck_assert_ptr_nonnull(strstr(out, "kvbmd 0."));
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbmd", "--help", NULL), 0);
+	ck_assert_ptr_nonnull(strstr(out, "--config FILE"));
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbmd", "--bogus", NULL), 2);
+	/* no pool at all is a configuration error, not a daemon doing nothing */
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbmd", NULL), 2);
+}
+END_TEST
+
+START_TEST(test_kvbmd_metrics_follow_the_pools)
+{
+	T_NAME(g1);
+	T_NAME(g2);
+	char conf[512], body[1024];
+	struct kd k = {0};
+
+	t_file(conf, sizeof(conf), "conf");
+	snprintf(body, sizeof(body),
+		 "# two tiers, labels for the cluster\n"
+		 "listen = 127.0.0.1:0\n"
+		 "instance_id = node-7   # the node\n"
+		 "worker_id = 3\n"
+		 "stats_interval_ms = 50\n"
+		 "\n[pool %s]\ntier = G1\nblocks = 64\nblock_size = 4\n"
+		 "[pool %s]\ntier = G2\nblocks = 32\nblock_size = 4\nbackend = lru\n",
+		 g1, g2);
+	write_file(conf, body);
+	ck_assert_int_eq(kd_start(&k, (const char *const[]){"--config", conf, NULL}), 0);
+
+	const char *alloc1 = "kvbm_allocations_total{pool=\"G1\",instance_id=\"node-7\",worker_id=\"3\"}";
+	const char *alloc2 = "kvbm_allocations_total{pool=\"G2\",instance_id=\"node-7\",worker_id=\"3\"}";
+	ck_assert(scrape(&k, alloc1) == 0);
+	assert_families_once();
+	ck_assert(sample(alloc2) == 0);
+	ck_assert(sample("kvbm_blocks{pool=\"G1\"") == 64);
+	ck_assert(sample("kvbm_blocks{pool=\"G2\"") == 32);
+	ck_assert(sample("kvbm_attached_processes{pool=\"G1\"") == 1); /* kvbmd */
+	ck_assert(sample("kvbm_poisoned{pool=\"G1\"") == 0);
+	ck_assert(sample("kvbm_reset_pool_size{pool=\"G1\"") == 64);
+	ck_assert(sample("kvbm_index_full_total{pool=\"G2\"") == 0);
+	ck_assert(sample("kvbm_recounts_deferred_total{pool=\"G2\"") == 0);
+	ck_assert(sample("kvbm_reaps_total{pool=\"G1\"") == 0);
+	ck_assert(sample("kvbm_recoveries_total{pool=\"G1\"") == 0);
+	ck_assert(sample("kvbmd_build_info{instance_id=\"node-7\"") == 1);
+
+	/* this process works on G1: G1's samples move, G2's do not */
+	struct kvbm_pool *p;
+	struct kvbm_plh h[3];
+	struct kvbm_block b[3];
+	ck_assert_int_eq(kvbm_pool_open(g1, NULL, 0, &p), 0);
+	t_seq_hashes(100, 3, 4, h);
+	t_register(p, h, 3, b);
+	ck_assert(scrape(&k, alloc1) == 3);
+	ck_assert(sample(alloc2) == 0);
+	ck_assert(sample("kvbm_registrations_total{pool=\"G1\"") == 3);
+	ck_assert(sample("kvbm_inflight_immutable{pool=\"G1\"") == 3);
+	ck_assert(sample("kvbm_attached_processes{pool=\"G1\"") == 2);
+	ck_assert(sample("kvbm_attached_processes{pool=\"G2\"") == 1);
+	t_release(p, b, 3);
+	ck_assert_int_eq(kvbm_match_blocks(p, h, 3, b), 3);
+	ck_assert(scrape(&k, "kvbm_match_blocks_returned_total{pool=\"G1\"") == 3);
+	t_release(p, b, 3);
+	ck_assert(scrape(&k, "kvbm_inactive_pool_size{pool=\"G1\"") == 3);
+	/* the stats collector samples every 50 ms: a hit ratio shows up */
+	for (int i = 0; i < 100 && scrape(&k, "kvbm_match_hit_ratio{pool=\"G1\"") < 0; i++)
+		nap_ms(20);
+	ck_assert(sample("kvbm_match_hit_ratio{pool=\"G1\"") >= 0);
+	ck_assert(sample("kvbm_allocation_rate{pool=\"G2\"") >= 0);
+	assert_families_once();
+	ck_assert_int_eq(kvbm_pool_close(p), 0);
+
+	ck_assert_int_eq(http_get(&k, "/nothing"), 404);
+	ck_assert_int_eq(kd_stop(&k, SIGTERM), 0);
+	kvbm_pool_destroy(g1, 0);
+	kvbm_pool_destroy(g2, 0);
+}
+END_TEST
+
+START_TEST(test_kvbmd_unknown_config_key_names_file_and_line)
+{
+	T_NAME(name);
+	char conf[512], body[512], want[700];
+	struct kd k = {0};
+
+	t_file(conf, sizeof(conf), "conf");
+	snprintf(body, sizeof(body), "listen = 127.0.0.1:0\n\n[pool %s]\ntier = G1\nblokcs = 64\n",
+		 name);
+	write_file(conf, body);
+	ck_assert_int_eq(kd_start(&k, (const char *const[]){"--config", conf, NULL}), 2);
+	snprintf(want, sizeof(want), "%s:5: unknown key 'blokcs' in [pool %s]", conf, name);
+	ck_assert_msg(strstr(slurp(k.log), want), "log: %s", text);
+	/* nothing was created on a bad configuration */
+	struct kvbm_pool *p;
+	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &p), -ENOENT);
+
+	/* a global key, a bad value, a flag */
+	write_file(conf, "listen = 127.0.0.1:0\ninstanceid = x\n");
+	ck_assert_int_eq(kd_start(&k, (const char *const[]){"--config", conf, NULL}), 2);
+	snprintf(want, sizeof(want), "%s:2: unknown key 'instanceid'", conf);
+	ck_assert_msg(strstr(slurp(k.log), want), "log: %s", text);
+	snprintf(body, sizeof(body), "[pool %s]\nblocks = many\n", name);
+	write_file(conf, body);
+	ck_assert_int_eq(kd_start(&k, (const char *const[]){"--config", conf, NULL}), 2);
+	snprintf(want, sizeof(want), "%s:2: bad value 'many' for blocks", conf);
+	ck_assert_msg(strstr(slurp(k.log), want), "log: %s", text);
+	ck_assert_int_eq(kd_start(&k, (const char *const[]){"--pool", "x,colour=red", NULL}), 2);
+	ck_assert_ptr_nonnull(strstr(slurp(k.log), "unknown key 'colour' in [pool x]"));
+}
+END_TEST
+
+START_TEST(test_kvbmd_port_in_use_is_an_error)
+{
+	T_NAME(name);
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	socklen_t sl = sizeof(sa);
+	char listen_at[64], pool[256];
+	struct kd k = {0};
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(listen(fd, 1), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+	snprintf(listen_at, sizeof(listen_at), "127.0.0.1:%u", ntohs(sa.sin_port));
+	pool_arg(pool, sizeof(pool), name, "G1");
+	ck_assert_int_eq(kd_start(&k, (const char *const[]){"--pool", pool, "--listen", listen_at,
+							      NULL}),
+			 1);
+	ck_assert_msg(strstr(slurp(k.log), "cannot listen on") && strstr(text, "in use"),
+		      "log: %s", text);
+	/* the port is checked first: no pool was created */
+	struct kvbm_pool *p;
+	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &p), -ENOENT);
+	close(fd);
+}
+END_TEST
+
+static void stop_keeps_pool(int sig)
+{
+	T_NAME(name);
+	char pool[256];
+	struct kd k = {0};
+	struct kvbm_pool *p;
+	struct kvbm_pool_info info;
+
+	pool_arg(pool, sizeof(pool), name, "G3");
+	ck_assert_int_eq(kd_start(&k, (const char *const[]){"--pool", pool, "--listen",
+							      "127.0.0.1:0", NULL}),
+			 0);
+	ck_assert(scrape(&k, "kvbm_blocks{pool=\"G3\"}") == 64);
+	ck_assert_int_eq(kd_stop(&k, sig), 0);
+	ck_assert_ptr_nonnull(strstr(slurp(k.log), "stopped; the pools stay"));
+	/* the pool outlives kvbmd, valid, and kvbmd detached from it */
+	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &p), 0);
+	ck_assert_int_eq(kvbm_pool_info(p, &info), 0);
+	ck_assert_uint_eq(info.procs_attached, 1);
+	ck_assert_int_eq(t_check(p), 0);
+	t_done(p, name);
+}
+
+START_TEST(test_kvbmd_sigterm_exits_clean_and_pools_stay)
+{
+	stop_keeps_pool(SIGTERM);
+}
+END_TEST
+
+START_TEST(test_kvbmd_sigint_exits_clean_and_pools_stay)
+{
+	stop_keeps_pool(SIGINT);
+}
+END_TEST
+
+START_TEST(test_kvbmd_adopts_an_existing_pool_and_refuses_a_mismatch)
+{
+	T_NAME(name);
+	char pool[256];
+	struct kd k = {0};
+	struct kvbm_pool *p = t_pool(name, 128); /* block_size 4, tier G1 */
+
+	/* adopted as it is: no sizes given */
+	snprintf(pool, sizeof(pool), "%s,create=no", name);
+	ck_assert_int_eq(kd_start(&k, (const char *const[]){"--pool", pool, "--listen",
+							      "127.0.0.1:0", NULL}),
+			 0);
+	ck_assert_ptr_nonnull(strstr(slurp(k.log), "adopted"));
+	ck_assert(scrape(&k, "kvbm_blocks{pool=\"G1\"}") == 128);
+	ck_assert_int_eq(kd_stop(&k, SIGTERM), 0);
+	/* a section that disagrees is an error naming the key */
+	snprintf(pool, sizeof(pool), "%s,blocks=256", name);
+	ck_assert_int_eq(kd_start(&k, (const char *const[]){"--pool", pool, "--listen",
+							      "127.0.0.1:0", NULL}),
+			 1);
+	ck_assert_msg(strstr(slurp(k.log), "has another blocks"), "log: %s", text);
+	t_done(p, name);
+	/* create=no and no pool */
+	snprintf(pool, sizeof(pool), "%s,create=no", name);
+	ck_assert_int_eq(kd_start(&k, (const char *const[]){"--pool", pool, "--listen",
+							      "127.0.0.1:0", NULL}),
+			 1);
+	ck_assert_msg(strstr(slurp(k.log), "kvbmd only adopts it"), "log: %s", text);
+}
+END_TEST
+
+START_TEST(test_kvbmd_refuses_two_pools_of_one_tier)
+{
+	T_NAME(a);
+	T_NAME(b);
+	char pa[256], pb[256];
+	struct kd k = {0};
+	struct kvbm_pool *p;
+
+	/* one `pool` label per tier, or a family would get two equal samples */
+	pool_arg(pa, sizeof(pa), a, "G2");
+	pool_arg(pb, sizeof(pb), b, "G2");
+	ck_assert_int_eq(kd_start(&k, (const char *const[]){"--pool", pa, "--pool", pb, "--listen",
+							      "127.0.0.1:0", NULL}),
+			 2);
+	ck_assert_msg(strstr(slurp(k.log), "have the same tier G2"), "log: %s", text);
+	/* a configuration error: nothing was created */
+	ck_assert_int_eq(kvbm_pool_open(a, NULL, 0, &p), -ENOENT);
+	/* an adopted pool's tier is known once open: exit 1, kvbmd detached */
+	p = t_pool(a, 32); /* tier G1 */
+	snprintf(pa, sizeof(pa), "%s,create=no", a);
+	pool_arg(pb, sizeof(pb), b, "G1");
+	ck_assert_int_eq(kd_start(&k, (const char *const[]){"--pool", pa, "--pool", pb, "--listen",
+							      "127.0.0.1:0", NULL}),
+			 1);
+	ck_assert_msg(strstr(slurp(k.log), "have the same tier G1"), "log: %s", text);
+	struct kvbm_pool_info info;
+	ck_assert_int_eq(kvbm_pool_info(p, &info), 0);
+	ck_assert_uint_eq(info.procs_attached, 1);
+	t_done(p, a);
+	kvbm_pool_destroy(b, 0);
+}
+END_TEST
+
+START_TEST(test_kvbmd_sighup_reloads_labels)
+{
+	T_NAME(name);
+	char conf[512], body[512];
+	struct kd k = {0};
+
+	t_file(conf, sizeof(conf), "conf");
+	snprintf(body, sizeof(body), "listen = 127.0.0.1:0\ninstance_id = before\n[pool %s]\n"
+		 "tier = G2\nblocks = 16\nblock_size = 4\n", name);
+	write_file(conf, body);
+	ck_assert_int_eq(kd_start(&k, (const char *const[]){"--config", conf, NULL}), 0);
+	ck_assert(scrape(&k, "kvbm_blocks{pool=\"G2\",instance_id=\"before\"}") == 16);
+	snprintf(body, sizeof(body), "listen = 127.0.0.1:0\ninstance_id = after\nworker_id = w9\n"
+		 "[pool %s]\ntier = G2\nblocks = 16\nblock_size = 4\n", name);
+	write_file(conf, body);
+	kill(k.pid, SIGHUP);
+	scrape_until(&k, "kvbm_blocks{pool=\"G2\",instance_id=\"after\",worker_id=\"w9\"}", 16);
+	/* a pool's size cannot change under its users: said, not done */
+	snprintf(body, sizeof(body), "listen = 127.0.0.1:0\ninstance_id = after\nworker_id = w9\n"
+		 "[pool %s]\ntier = G2\nblocks = 32\nblock_size = 4\n", name);
+	write_file(conf, body);
+	kill(k.pid, SIGHUP);
+	for (int i = 0; i < 500 && !strstr(slurp(k.log), "pools changed"); i++)
+		nap_ms(10);
+	ck_assert_msg(strstr(text, "the pools changed: ignored until a restart"), "log: %s", text);
+	ck_assert(scrape(&k, "kvbm_blocks{pool=\"G2\",instance_id=\"after\"") == 16);
+	/* a broken file on SIGHUP keeps what runs */
+	write_file(conf, "listen = 127.0.0.1:0\nbogus = 1\n");
+	kill(k.pid, SIGHUP);
+	for (int i = 0; i < 500 && !strstr(slurp(k.log), "keeping the running"); i++)
+		nap_ms(10);
+	ck_assert_msg(strstr(text, "unknown key 'bogus'"), "log: %s", text);
+	ck_assert(scrape(&k, "kvbm_blocks{pool=\"G2\",instance_id=\"after\"") == 16);
+	ck_assert_int_eq(kd_stop(&k, SIGTERM), 0);
+	kvbm_pool_destroy(name, 0);
+}
+END_TEST
+
+/*
+ * The periodic reap is turned off (an hour): only kvbmd's pidfd watch can
+ * give the killed holder's blocks back, and this process never takes the
+ * mutex while it waits (kvbm_available_blocks reads a counter), so no
+ * other reaper runs. Generous bound: correctness, not speed.
+ */
+START_TEST(test_kvbmd_reaps_a_killed_holder_at_once)
+{
+	T_NAME(name);
+	char pool[256];
+	struct kd k = {0};
+	struct kvbm_pool *p;
+	int ready[2];
+	char c;
+
+	pool_arg(pool, sizeof(pool), name, "G1");
+	ck_assert_int_eq(kd_start(&k, (const char *const[]){"--pool", pool, "--listen",
+							      "127.0.0.1:0", "--set",
+							      "reap_interval_ms=3600000", "--set",
+							      "scan_interval_ms=10", NULL}),
+			 0);
+	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &p), 0);
+	ck_assert_int_eq(pipe(ready), 0);
+	pid_t holder = fork();
+	if (holder == 0) {
+		struct kvbm_pool *hp;
+		struct kvbm_block b[8];
+		struct kvbm_plh h[4];
+
+		T_CHILD_CHECK(kvbm_pool_open(name, NULL, 0, &hp) == 0, 3);
+		T_CHILD_CHECK(kvbm_allocate_blocks(hp, 8, b, NULL, NULL) == 0, 4);
+		t_seq_hashes(7, 4, 4, h);
+		for (int i = 0; i < 4; i++)
+			T_CHILD_CHECK(kvbm_stage_block(hp, &b[i], h[i], 4) == 0, 5);
+		T_CHILD_CHECK(kvbm_register_blocks(hp, b, 4) == 0, 6);
+		t_send(ready[1], "r", 1);
+		for (;;)
+			pause();
+	}
+	close(ready[1]);
+	ck_assert_int_eq(t_recv(ready[0], &c, 1), 0);
+	close(ready[0]);
+	ck_assert_int_eq(kvbm_available_blocks(p), 64 - 8);
+	scrape_until(&k, "kvbmd_watched_processes{pool=\"G1\"}", 2); /* us and the holder */
+
+	kill(holder, SIGKILL);
+	long avail = 0;
+	for (int i = 0; i < 2000 && (avail = kvbm_available_blocks(p)) != 64; i++)
+		nap_ms(1);
+	ck_assert_msg(avail == 64, "the killed holder's blocks are not back after 2 s: %ld", avail);
+	ck_assert_int_eq(t_wait(holder), 128 + SIGKILL);
+	ck_assert(scrape(&k, "kvbmd_pidfd_reaps_total{pool=\"G1\"}") == 1);
+	ck_assert(sample("kvbm_reaps_total{pool=\"G1\"}") == 1);
+	scrape_until(&k, "kvbmd_watched_processes{pool=\"G1\"}", 1);
+	ck_assert_int_eq(t_check(p), 0);
+	ck_assert_int_eq(kd_stop(&k, SIGTERM), 0);
+	t_done(p, name);
+}
+END_TEST
+
+Suite *make_kvbmd_suite(void)
+{
+	Suite *s = suite_create("kvbmd");
+	TCase *tc = tcase_create("service");
+
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_kvbmd_version_and_help);
+	tcase_add_test(tc, test_kvbmd_metrics_follow_the_pools);
+	tcase_add_test(tc, test_kvbmd_unknown_config_key_names_file_and_line);
+	tcase_add_test(tc, test_kvbmd_port_in_use_is_an_error);
+	tcase_add_test(tc, test_kvbmd_sigterm_exits_clean_and_pools_stay);
+	tcase_add_test(tc, test_kvbmd_sigint_exits_clean_and_pools_stay);
+	tcase_add_test(tc, test_kvbmd_adopts_an_existing_pool_and_refuses_a_mismatch);
+	tcase_add_test(tc, test_kvbmd_refuses_two_pools_of_one_tier);
+	tcase_add_test(tc, test_kvbmd_sighup_reloads_labels);
+	tcase_add_test(tc, test_kvbmd_reaps_a_killed_holder_at_once);
+	suite_add_tcase(s, tc);
+	return s;
+}
