@@ -83,8 +83,11 @@ blocks:;
 	       "%u registered held, %u duplicate)%s\n",
 	       k.total, k.free, k.inactive, k.total - k.free - k.inactive, k.mutable_, k.staged,
 	       k.active, k.dups, k.evicting ? ", EVICTING slots present" : "");
+	/* modulo 2^64: the inactive count is whatever a peer wrote (the
+	 * checker says when it is wrong), and a signed overflow is undefined */
 	printf("           available %" PRId64 " (free list %u + inactive %" PRId64 ")\n",
-	       (int64_t)k.free_count + k.inactive_count, k.free_count, k.inactive_count);
+	       (int64_t)((uint64_t)k.free_count + (uint64_t)k.inactive_count), k.free_count,
+	       k.inactive_count);
 	printf("metrics    allocations %" PRId64 " (evictions %" PRId64 "), registrations %" PRId64
 	       ", matched %" PRId64 "/%" PRId64 " hashes, holds %" PRId64 "\n",
 	       k.metrics[KVBM_M_ALLOCATIONS], k.metrics[KVBM_M_EVICTIONS],
