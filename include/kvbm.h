@@ -137,6 +137,11 @@ KVBM_API int kvbm_backend_parse(const char *name);
  * could then read or write the live pool. Without it such a mode is
  * refused with KVBM_EOTHERS. */
 #define KVBM_CFG_ALLOW_OTHERS 0x2u
+/* Keep each registered block's token ids in the segment (block_size x 4
+ * bytes a block, when given at registration), so that an event snapshot's
+ * STORED events carry them: a router indexes a store only with its tokens.
+ * Needs an event ring. */
+#define KVBM_CFG_KEEP_TOKENS 0x4u
 
 struct kvbm_config {
 	uint32_t block_count;     /* blocks in the pool, 1..KVBM_MAX_BLOCKS */

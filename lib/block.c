@@ -435,6 +435,7 @@ static int register_one(struct kvbm_pool *p, const struct kvbm_block *blk, struc
 		/* a new registration counts as a use (reference: a new handle);
 		 * lock-free, so its place under the mutex costs one CAS */
 		kvbm_sketch_touch(p, key);
+		kvbm_events_keep_tokens(p, s, gen, tokens);
 	}
 	/* release: the key stored at staging is visible with REGISTERED to
 	 * the acquire loads of kvbm_index_validate, held_check and

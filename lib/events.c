@@ -86,6 +86,25 @@ void kvbm_events_resync(struct kvbm_pool *p)
 	p->seg.events->resyncs++;
 }
 
+static uint32_t *kept(const struct kvbm_pool *p, uint32_t s)
+{
+	return p->seg.tokens + (uint64_t)s * kvbm_tokens_stride(&p->seg.hdr->config);
+}
+
+void kvbm_events_keep_tokens(struct kvbm_pool *p, uint32_t s, uint64_t gen,
+			     const uint32_t *tokens)
+{
+	if (!p->seg.tokens)
+		return;
+	uint32_t *t = kept(p, s);
+	/* the tag last: a snapshot reads the tag, then the ids, then the
+	 * state word again; the REGISTERED release store that follows this
+	 * call publishes all of it (pairs with the snapshot's acquire load) */
+	for (uint32_t i = 0; tokens && i < p->block_size; i++)
+		__atomic_store_n(&t[1 + i], tokens[i], __ATOMIC_RELAXED);
+	__atomic_store_n(&t[0], tokens ? (uint32_t)gen + 1 : 0, __ATOMIC_RELAXED);
+}
+
 static int events_ok(struct kvbm_pool *p)
 {
 	int r = p ? kvbm_seg_check(&p->seg) : -EINVAL;
@@ -178,9 +197,8 @@ long kvbm_events_read(struct kvbm_pool *p, uint64_t *cursor, struct kvbm_event *
 
 /* ---- snapshots ----------------------------------------------------------------- */
 
-static int by_chain(const void *a, const void *b)
+static int by_chain(const struct kvbm_plh *x, const struct kvbm_plh *y)
 {
-	const struct kvbm_plh *x = a, *y = b;
 	uint32_t px = kvbm_plh_position(*x), py = kvbm_plh_position(*y);
 
 	if (px != py)
@@ -188,6 +206,14 @@ static int by_chain(const void *a, const void *b)
 	if (x->hi != y->hi)
 		return x->hi < y->hi ? -1 : 1;
 	return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+/* qsort_r's comparison of two indices into the keys @arg */
+static int by_chain_index(const void *a, const void *b, void *arg)
+{
+	const struct kvbm_plh *keys = arg;
+
+	return by_chain(&keys[*(const size_t *)a], &keys[*(const size_t *)b]);
 }
 
 long kvbm_events_snapshot(struct kvbm_pool *p, uint64_t *cursor,
@@ -200,9 +226,16 @@ long kvbm_events_snapshot(struct kvbm_pool *p, uint64_t *cursor,
 	if (!cursor || !fn)
 		return -EINVAL;
 	struct kvbm_plh *keys = malloc((size_t)p->nslots * sizeof(*keys));
+	uint32_t bs = p->block_size;
+	/* per block: its slot's kept ids (count, then bs ids) when the pool
+	 * keeps them */
+	uint32_t *toks = p->seg.tokens ? malloc((size_t)p->nslots * (bs + 1) * sizeof(*toks)) : NULL;
 	size_t n = 0;
-	if (!keys)
+	if (!keys || (p->seg.tokens && !toks)) {
+		free(keys);
+		free(toks);
 		return -ENOMEM;
+	}
 	/* the head first: a change after it is in the stream from there */
 	uint64_t head = __atomic_load_n(&p->seg.events->head, __ATOMIC_ACQUIRE);
 	for (uint32_t s = 0; s < p->nslots; s++) {
@@ -215,16 +248,40 @@ long kvbm_events_snapshot(struct kvbm_pool *p, uint64_t *cursor,
 			continue;
 		struct kvbm_plh k = {__atomic_load_n(&sl->key_hi, __ATOMIC_ACQUIRE),
 				     __atomic_load_n(&sl->key_lo, __ATOMIC_ACQUIRE)};
+		uint32_t *out = toks ? toks + n * (bs + 1) : NULL;
+		if (out) {
+			const uint32_t *t = kept(p, s);
+			out[0] = __atomic_load_n(&t[0], __ATOMIC_ACQUIRE) ==
+						 (uint32_t)kvbm_slot_gen(w) + 1
+					 ? bs
+					 : 0;
+			for (uint32_t i = 0; i < out[0]; i++)
+				out[1 + i] = __atomic_load_n(&t[1 + i], __ATOMIC_ACQUIRE);
+		}
 		if (__atomic_load_n(&sl->state, __ATOMIC_RELAXED) == w)
 			keys[n++] = k;
 	}
-	qsort(keys, n, sizeof(*keys), by_chain);
+	/* sorted by chain through an index, so each key keeps its ids */
+	size_t *order = malloc((n ? n : 1) * sizeof(*order));
+	if (!order) {
+		free(keys);
+		free(toks);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++)
+		order[i] = i;
+	qsort_r(order, n, sizeof(*order), by_chain_index, keys);
 	struct kvbm_event ev = {.seq = head, .kind = KVBM_EVENT_CLEARED};
 	fn(&ev, arg);
 	for (size_t i = 0; i < n; i++) {
-		ev = (struct kvbm_event){.seq = head, .kind = KVBM_EVENT_STORED, .hash = keys[i]};
+		const uint32_t *t = toks ? toks + order[i] * (bs + 1) : NULL;
+		ev = (struct kvbm_event){.seq = head, .kind = KVBM_EVENT_STORED,
+					 .hash = keys[order[i]], .ntokens = t ? t[0] : 0,
+					 .tokens = t && t[0] ? t + 1 : NULL};
 		fn(&ev, arg);
 	}
+	free(order);
+	free(toks);
 	free(keys);
 	*cursor = head;
 	return (long)n;

@@ -52,8 +52,10 @@ int kvbm_config_check(const struct kvbm_config *cfg, const char **why)
 		w = "gid must be -1 or a group id";
 	else if (cfg->uid < -1 || cfg->uid >= (int64_t)UINT32_MAX)
 		w = "uid must be -1 or a user id";
-	else if (cfg->flags & ~(KVBM_CFG_HUGEPAGES | KVBM_CFG_ALLOW_OTHERS))
+	else if (cfg->flags & ~(KVBM_CFG_HUGEPAGES | KVBM_CFG_ALLOW_OTHERS | KVBM_CFG_KEEP_TOKENS))
 		w = "unknown flags";
+	else if ((cfg->flags & KVBM_CFG_KEEP_TOKENS) && !cfg->event_ring)
+		w = "KVBM_CFG_KEEP_TOKENS needs an event ring";
 	else if (cfg->dup_policy > KVBM_DUP_REJECT)
 		w = "dup_policy must be KVBM_DUP_ALLOW or KVBM_DUP_REJECT";
 	else if (cfg->backend >= KVBM_BACKEND_COUNT)

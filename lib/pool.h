@@ -352,6 +352,10 @@ void kvbm_events_setup(struct kvbm_pool *p);
  * block_size token ids. */
 void kvbm_events_append(struct kvbm_pool *p, uint32_t kind, struct kvbm_plh key,
 			const uint32_t *tokens);
+/* Keeps @tokens (or forgets any) as slot @s's for generation @gen, before
+ * the slot is published REGISTERED (mutex held; KVBM_CFG_KEEP_TOKENS). */
+void kvbm_events_keep_tokens(struct kvbm_pool *p, uint32_t s, uint64_t gen,
+			     const uint32_t *tokens);
 /* Appends RESYNC (mutex held): a recovery rebuilt what the stream told. */
 void kvbm_events_resync(struct kvbm_pool *p);
 

@@ -57,7 +57,8 @@ enum kvbm_region {
 	KVBM_REGION_METRICS = 5, /* per-process metric shards */
 	KVBM_REGION_EVICT = 6,   /* TinyLFU sketch and lineage forest (lib/evict.c) */
 	KVBM_REGION_EVENTS = 7,  /* the event ring (lib/events.c) */
-	KVBM_REGION_NUSED = 8,   /* regions this ABI defines */
+	KVBM_REGION_TOKENS = 8,  /* kept token ids per slot (KVBM_CFG_KEEP_TOKENS) */
+	KVBM_REGION_NUSED = 9,   /* regions this ABI defines */
 	KVBM_REGION_MAX = 16,  /* room in the header */
 };
 
@@ -500,6 +501,25 @@ _Static_assert(sizeof(struct kvbm_shm_event) == 32, "event entry header");
 static inline uint32_t kvbm_event_entry_size(const struct kvbm_shm_config *cfg)
 {
 	return (uint32_t)((sizeof(struct kvbm_shm_event) + 4ull * cfg->block_size + 7) & ~7ull);
+}
+
+/*
+ * Kept tokens (KVBM_CFG_KEEP_TOKENS): per slot, a tag word then block_size
+ * token ids. The tag is 1 + the low 32 bits of the generation of the
+ * registration they belong to (0: none), written with the ids under the
+ * mutex before the slot is published REGISTERED; a reader takes them only
+ * when the tag matches a state word it reads again unchanged afterwards.
+ */
+static inline uint64_t kvbm_tokens_stride(const struct kvbm_shm_config *cfg)
+{
+	return 1ull + cfg->block_size; /* in uint32 words */
+}
+
+static inline uint64_t kvbm_tokens_region_size(const struct kvbm_shm_config *cfg)
+{
+	if (!(cfg->flags & KVBM_CFG_KEEP_TOKENS))
+		return 0;
+	return 4ull * kvbm_tokens_stride(cfg) * cfg->block_count;
 }
 
 static inline uint64_t kvbm_events_region_size(const struct kvbm_shm_config *cfg)

@@ -106,7 +106,7 @@ static int config_sane(const struct kvbm_shm_config *cfg)
 		return 0;
 	if ((cfg->mode & ~0777u) || (cfg->mode & 0600) != 0600)
 		return 0;
-	if (cfg->flags & ~(KVBM_CFG_HUGEPAGES | KVBM_CFG_ALLOW_OTHERS))
+	if (cfg->flags & ~(KVBM_CFG_HUGEPAGES | KVBM_CFG_ALLOW_OTHERS | KVBM_CFG_KEEP_TOKENS))
 		return 0;
 	if (cfg->sketch_log2 && (cfg->sketch_log2 < 8 || cfg->sketch_log2 > 24))
 		return 0;
@@ -154,6 +154,9 @@ int kvbm_seg_layout(const struct kvbm_shm_config *cfg, struct kvbm_shm_region *r
 	regions[KVBM_REGION_EVENTS].offset = off;
 	regions[KVBM_REGION_EVENTS].size = kvbm_events_region_size(cfg);
 	off = align_up(off + regions[KVBM_REGION_EVENTS].size, KVBM_CACHELINE);
+	regions[KVBM_REGION_TOKENS].offset = off;
+	regions[KVBM_REGION_TOKENS].size = kvbm_tokens_region_size(cfg);
+	off = align_up(off + regions[KVBM_REGION_TOKENS].size, KVBM_CACHELINE);
 	*total = align_up(off, (cfg->flags & KVBM_CFG_HUGEPAGES) ? KVBM_HUGEPAGE : KVBM_PAGE);
 	return 0;
 }
@@ -440,6 +443,9 @@ static void seg_set_regions(struct kvbm_seg *seg)
 	seg->metrics =
 		(struct kvbm_shm_metrics *)(seg->base + h->regions[KVBM_REGION_METRICS].offset);
 	seg->evict = (struct kvbm_shm_evict *)(seg->base + h->regions[KVBM_REGION_EVICT].offset);
+	seg->tokens = h->regions[KVBM_REGION_TOKENS].size
+			      ? (uint32_t *)(seg->base + h->regions[KVBM_REGION_TOKENS].offset)
+			      : NULL;
 	seg->events = h->regions[KVBM_REGION_EVENTS].size
 			      ? (struct kvbm_shm_events *)(seg->base +
 							   h->regions[KVBM_REGION_EVENTS].offset)

@@ -47,6 +47,7 @@ struct kvbm_seg {
 	struct kvbm_shm_metrics *metrics;
 	struct kvbm_shm_evict *evict;
 	struct kvbm_shm_events *events; /* NULL: the pool has no event ring */
+	uint32_t *tokens; /* kept token ids (KVBM_CFG_KEEP_TOKENS), or NULL */
 	uint32_t self;       /* process-table index, UINT32_MAX if not attached */
 	uint64_t attach_gen; /* of our entry */
 	pid_t pid;           /* opener */

@@ -372,6 +372,77 @@ START_TEST(test_events_damaged_ring_never_crashes_a_reader)
 }
 END_TEST
 
+/* What a snapshot's STORED event carries with KVBM_CFG_KEEP_TOKENS. */
+struct kept_view {
+	struct kvbm_plh h[64];
+	uint32_t tok[64][BS];
+	uint32_t ntok[64];
+	int n;
+};
+
+static void kept_apply(const struct kvbm_event *ev, void *arg)
+{
+	struct kept_view *k = arg;
+
+	if (ev->kind != KVBM_EVENT_STORED || k->n == 64)
+		return;
+	k->h[k->n] = ev->hash;
+	k->ntok[k->n] = ev->ntokens;
+	for (uint32_t i = 0; i < ev->ntokens && i < BS; i++)
+		k->tok[k->n][i] = ev->tokens[i];
+	k->n++;
+}
+
+/*
+ * With KVBM_CFG_KEEP_TOKENS a snapshot's STORED events carry the token ids
+ * given at registration (a router indexes a store only with them), and a
+ * slot registered again without tokens carries none, never the old ones.
+ */
+START_TEST(test_snapshot_carries_kept_tokens)
+{
+	T_NAME(name);
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_plh h[8], x = t_hash1(900, BS);
+	struct kvbm_block b[8], all[8], y;
+	uint32_t tokens[8 * BS];
+	struct kept_view k = {0};
+	uint64_t c;
+
+	cfg.block_count = 8;
+	cfg.event_ring = 64;
+	cfg.flags |= KVBM_CFG_KEEP_TOKENS;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	for (uint32_t i = 0; i < 8 * BS; i++)
+		tokens[i] = 500 + i;
+	t_seq_hashes(500, 8, BS, h);
+	ck_assert_int_eq(kvbm_allocate_blocks(p, 8, b, NULL, NULL), 0);
+	for (int i = 0; i < 8; i++)
+		ck_assert_int_eq(kvbm_stage_block(p, &b[i], h[i], BS), 0);
+	ck_assert_int_eq(kvbm_register_blocks_tokens(p, b, 8, tokens), 0);
+	ck_assert_int_eq(kvbm_events_snapshot(p, &c, kept_apply, &k), 8);
+	for (int i = 0; i < 8; i++) {
+		ck_assert(kvbm_plh_eq(k.h[i], h[i])); /* chain order */
+		ck_assert_uint_eq(k.ntok[i], BS);
+		ck_assert_uint_eq(k.tok[i][0], 500 + (uint32_t)i * BS);
+		ck_assert_uint_eq(k.tok[i][BS - 1], 500 + (uint32_t)i * BS + BS - 1);
+	}
+	/* every slot evicted, one registered anew without tokens */
+	t_release(p, b, 8);
+	ck_assert_int_eq(kvbm_allocate_blocks(p, 8, all, NULL, NULL), 0);
+	t_release(p, all, 8);
+	t_register(p, &x, 1, &y);
+	k.n = 0;
+	ck_assert_int_eq(kvbm_events_snapshot(p, &c, kept_apply, &k), 1);
+	ck_assert_uint_eq(k.ntok[0], 0);
+	t_release(p, &y, 1);
+	/* the flag needs a ring */
+	const char *why;
+	cfg.event_ring = 0;
+	ck_assert_int_eq(kvbm_config_check(&cfg, &why), -EINVAL);
+	t_done(p, name);
+}
+END_TEST
+
 /*
  * The wire formats, read by an independent decoder (tests/
  * kv_events_decode.py, Debian's python3-msgpack, written from the
@@ -461,6 +532,7 @@ Suite *make_events_suite(void)
 			    (int)(sizeof(die_points) / sizeof(die_points[0])));
 	tcase_add_test(tc, test_events_damaged_ring_never_crashes_a_reader);
 	tcase_add_loop_test(tc, test_wire_formats_decode_to_the_registered_set, 0, 3);
+	tcase_add_test(tc, test_snapshot_carries_kept_tokens);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -60,7 +60,7 @@ START_TEST(test_dump_valid_pool)
 		 "d['valid'] and d['header']['state']=='READY' and d['config']['block_count']==256"
 		 " and len(d['processes'])==1 and d['processes'][0]['pid']==%d"
 		 " and d['processes'][0]['alive'] and d['mutex']['recoveries']==0"
-		 " and [r['name'] for r in d['regions']]==['control','procs','slots','registry','holders','metrics','evict','events']",
+		 " and [r['name'] for r in d['regions']]==['control','procs','slots','registry','holders','metrics','evict','events','tokens']",
 		 getpid());
 	ck_assert_int_eq(json_check(out, expr), 0);
 	kvbm_pool_close(p);

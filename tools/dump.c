@@ -15,7 +15,7 @@
 #include "json.h"
 
 static const char *const region_names[KVBM_REGION_NUSED] = {"control", "procs", "slots", "registry",
-								   "holders", "metrics", "evict", "events"};
+								   "holders", "metrics", "evict", "events", "tokens"};
 
 static void mutex_text(const struct kvbm_inspect *in, char *buf, size_t len)
 {
