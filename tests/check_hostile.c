@@ -45,6 +45,13 @@ static void scribble(uint8_t *m, uint64_t off, uint64_t len, uint64_t *seed, int
 	}
 }
 
+static void count_event(const struct kvbm_event *ev, void *arg)
+{
+	(void)arg;
+	if (ev->ntokens > BS || (ev->ntokens && !ev->tokens))
+		abort(); /* never more ids than a block has */
+}
+
 /* Everything a process does with a pool; each call may fail. */
 static void work(const char *name)
 {
@@ -83,6 +90,8 @@ static void work(const char *name)
 		uint64_t cur = c;
 		(void)kvbm_events_read(q, &cur, ev, 16, tok, 16 * BS);
 	}
+	uint64_t cur;
+	(void)kvbm_events_snapshot(q, &cur, count_event, NULL);
 	(void)kvbm_available_blocks(q);
 	struct kvbm_metrics mt;
 	(void)kvbm_metrics_snapshot(q, &mt);
@@ -95,6 +104,7 @@ static void work(const char *name)
 static const enum kvbm_region regions[] = {
 	KVBM_REGION_CONTROL, KVBM_REGION_PROCS,   KVBM_REGION_SLOTS, KVBM_REGION_REGISTRY,
 	KVBM_REGION_HOLDERS, KVBM_REGION_METRICS, KVBM_REGION_EVICT, KVBM_REGION_EVENTS,
+	KVBM_REGION_TOKENS,
 };
 #define NREGIONS (int)(sizeof(regions) / sizeof(regions[0]))
 #define SEEDS 6
@@ -120,6 +130,7 @@ START_TEST(test_hostile_region_bytes_never_crash)
 
 	cfg.block_count = TOTAL;
 	cfg.backend = (_i % 2) ? KVBM_BACKEND_LINEAGE : KVBM_BACKEND_LRU;
+	cfg.flags |= KVBM_CFG_KEEP_TOKENS;
 	struct kvbm_pool *p = t_create(name, &cfg);
 	t_seq_hashes(1, 16, BS, h);
 	t_register(p, h, 16, b);
