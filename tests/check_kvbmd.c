@@ -329,20 +329,28 @@ START_TEST(test_kvbmd_unknown_config_key_names_file_and_line)
 }
 END_TEST
 
+/* Listens on a loopback port the kernel picks: the port, the socket in *fd. */
+static unsigned hold_port(int *fd)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	socklen_t sl = sizeof(sa);
+
+	*fd = socket(AF_INET, SOCK_STREAM, 0);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(*fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(listen(*fd, 1), 0);
+	ck_assert_int_eq(getsockname(*fd, (struct sockaddr *)&sa, &sl), 0);
+	return ntohs(sa.sin_port);
+}
+
 START_TEST(test_kvbmd_port_in_use_is_an_error)
 {
 	T_NAME(name);
-	struct sockaddr_in sa = {.sin_family = AF_INET};
-	socklen_t sl = sizeof(sa);
 	char listen_at[64], pool[256];
 	struct kd k = {0};
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	int fd;
 
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	ck_assert_int_eq(listen(fd, 1), 0);
-	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
-	snprintf(listen_at, sizeof(listen_at), "127.0.0.1:%u", ntohs(sa.sin_port));
+	snprintf(listen_at, sizeof(listen_at), "127.0.0.1:%u", hold_port(&fd));
 	pool_arg(pool, sizeof(pool), name, "G1");
 	ck_assert_int_eq(kd_start(&k, (const char *const[]){"--pool", pool, "--listen", listen_at,
 							      NULL}),
@@ -552,6 +560,203 @@ START_TEST(test_kvbmd_reaps_a_killed_holder_at_once)
 	t_done(p, name);
 }
 END_TEST
+
+/* ---- KV events over ZMQ (vLLM's format, spec 5.3) ------------------------ */
+
+/* The endpoint after @key ("on " or "replay ") in kvbmd's zmq log line. */
+static void zmq_endpoint_of(const struct kd *k, const char *key, char *out, size_t len)
+{
+	const char *l = strstr(slurp(k->log), "zmq: publishing");
+
+	ck_assert_msg(l, "no zmq line: %s", text);
+	l = strstr(l, key);
+	ck_assert_ptr_nonnull(l);
+	l += strlen(key);
+	size_t n = strcspn(l, " \n");
+	ck_assert_uint_lt(n, len);
+	memcpy(out, l, n);
+	out[n] = '\0';
+}
+
+/* Runs `sh -c @cmd` in the background; its output goes to @log. */
+static pid_t spawn_sh(const char *cmd, const char *log)
+{
+	pid_t pid = fork();
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		if (fd < 0)
+			_exit(126);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		close(fd);
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	return pid;
+}
+
+/* Registers @n blocks of the chain at @h (token ids from @tok) and
+ * releases them to the inactive pool (where allocations evict them). */
+static void register_chain(struct kvbm_pool *p, const struct kvbm_plh *h, size_t n,
+			   const uint32_t *tok, uint32_t bs, struct kvbm_block *b)
+{
+	ck_assert_int_eq(kvbm_allocate_blocks(p, (uint32_t)n, b, NULL, NULL), 0);
+	for (size_t i = 0; i < n; i++)
+		ck_assert_int_eq(kvbm_stage_block(p, &b[i], h[i], bs), 0);
+	ck_assert_int_eq(kvbm_register_blocks_tokens(p, b, (uint32_t)n, tok), 0);
+	t_release(p, b, n);
+}
+
+/*
+ * kvbmd publishes a pool's ring in vLLM's ZMQ format, and independent
+ * subscribers (tests/kv_events_zmq.py, python3-zmq) rebuild the set of
+ * cached blocks from it: one that subscribed before the registrations
+ * (through a ring that laps kvbmd: a gap and a snapshot resync), one that
+ * came after them all and has only the replay ROUTER, and kvbm-events
+ * --zmq, which must see every event published.
+ */
+START_TEST(test_kvbmd_zmq_subscribers_converge_on_the_registered_set)
+{
+	T_NAME(name);
+	enum { BLOCKS = 256, N1 = 100, N2 = 200, BS4 = 4 };
+	struct kvbm_config cfg = t_cfg();
+	static struct kvbm_plh h[N1 + N2];
+	static struct kvbm_block b[N1 + N2];
+	static uint32_t tok[(N1 + N2) * BS4];
+	char pool[256], pub[300], rep[300], expect[512], log1[512], log2[512], log3[512];
+	char cmd[2048], want[16384];
+	struct kd k = {0};
+
+	cfg.block_count = BLOCKS;
+	cfg.event_ring = 64; /* N2 in one call laps it */
+	struct kvbm_pool *p = t_create(name, &cfg);
+	snprintf(pool, sizeof(pool), "%s,create=no", name);
+	ck_assert_int_eq(kd_start(&k, (const char *const[]){
+				 "--pool", pool, "--listen", "127.0.0.1:0", "--worker-id", "7",
+				 "--set", "zmq_endpoint=tcp://127.0.0.1:*",
+				 "--set", "zmq_replay_endpoint=tcp://127.0.0.1:*",
+				 "--set", "zmq_topic=kv-events", NULL}),
+			 0);
+	for (int i = 0; i < 200 && !strstr(slurp(k.log), "zmq: publishing"); i++)
+		nap_ms(10);
+	zmq_endpoint_of(&k, " on ", pub, sizeof(pub));
+	zmq_endpoint_of(&k, " replay ", rep, sizeof(rep));
+	t_file(expect, sizeof(expect), "expect");
+	unlink(expect);
+	snprintf(cmd, sizeof(cmd), "exec /usr/bin/python3 tests/kv_events_zmq.py --pub %s "
+		 "--replay %s --topic kv-events --expect %s --timeout 30", pub, rep, expect);
+	pid_t early = spawn_sh(cmd, t_file(log1, sizeof(log1), "sub1"));
+	nap_ms(300); /* it subscribed; it would replay what it missed anyway */
+
+	for (uint32_t i = 0; i < (N1 + N2) * BS4; i++)
+		tok[i] = 11 + i;
+	t_seq_hashes(11, N1 + N2, BS4, h);
+	register_chain(p, h, N1, tok, BS4, b);
+	nap_ms(50);
+	/* 200 more in a 256-block pool evict 44 of the first; one call
+	 * appends 244 events to a 64-entry ring */
+	register_chain(p, h + N1, N2, tok + N1 * BS4, BS4, b + N1);
+
+	/* the registered set at quiescence, for the subscribers */
+	uint8_t present[N1 + N2];
+	long np = kvbm_check_presence(p, h, N1 + N2, present);
+	size_t w = (size_t)snprintf(want, sizeof(want), "{\"block_size\": %d, \"blocks\": [", BS4);
+	for (int i = 0, c = 0; i < N1 + N2; i++)
+		if (present[i])
+			w += (size_t)snprintf(want + w, sizeof(want) - w, "%s%llu", c++ ? "," : "",
+					      (unsigned long long)kvbm_plh_router_hash(h[i]));
+	w += (size_t)snprintf(want + w, sizeof(want) - w, "]}");
+	ck_assert_uint_lt(w, sizeof(want));
+	ck_assert_int_eq(np, BLOCKS);
+	char tmp[520];
+	snprintf(tmp, sizeof(tmp), "%s.tmp", expect);
+	write_file(tmp, want);
+	ck_assert_int_eq(rename(tmp, expect), 0); /* whole or absent */
+
+	snprintf(cmd, sizeof(cmd), "exec /usr/bin/python3 tests/kv_events_zmq.py --pub %s "
+		 "--replay %s --topic kv-events --expect %s --timeout 30 --catch-up", pub, rep,
+		 expect);
+	pid_t late = spawn_sh(cmd, t_file(log2, sizeof(log2), "sub2"));
+	ck_assert_msg(t_wait(early) == 0, "early subscriber: %s", slurp(log1));
+	ck_assert_msg(t_wait(late) == 0, "late subscriber: %s", slurp(log2));
+
+	/* every event published reaches kvbm-events through the replay */
+	/* both registrations lapped the ring: the subscribers converged
+	 * through resyncs */
+	ck_assert_int_ge(scrape(&k, "kvbmd_event_gaps_total{pool=\"G1\""), 1);
+	double published = scrape(&k, "kvbmd_events_published_total{pool=\"G1\"");
+	ck_assert_msg(published >= N1 + N2 + 44, "published %g", published);
+	snprintf(cmd, sizeof(cmd), "exec timeout 20 '%s/kvbm-events' --zmq %s --replay %s "
+		 "--topic kv-events --from-start --count %.0f 2>/dev/null", getenv("KVBM_BIN"), pub,
+		 rep, published);
+	pid_t ke = spawn_sh(cmd, t_file(log3, sizeof(log3), "kve"));
+	ck_assert_msg(t_wait(ke) == 0, "kvbm-events --zmq: %s", slurp(log3));
+	long lines = 0, stored = 0;
+	for (const char *l = slurp(log3); (l = strchr(l, '\n')); l++)
+		lines++;
+	for (const char *l = text; (l = strstr(l, " BlockStored ")); l++)
+		stored++;
+	ck_assert_msg(lines == (long)published && stored >= N1 + N2, "%ld lines, %ld stored: %s",
+		      lines, stored, text);
+	ck_assert_int_eq(kd_stop(&k, SIGTERM), 0);
+	unlink(expect);
+	unlink(log1);
+	unlink(log2);
+	unlink(log3);
+	t_done(p, name);
+}
+END_TEST
+
+/* A dp_rank offsets the port (vLLM's rule) and a port in use is a clear
+ * error, exit 1. */
+START_TEST(test_kvbmd_zmq_dp_rank_offset_and_port_in_use)
+{
+	T_NAME(name);
+	char pool[256], ep[128], want[160];
+	struct kd k = {0};
+	int fd;
+	unsigned port = hold_port(&fd);
+	pool_arg(pool, sizeof(pool), name, "G1");
+	/* rank 2 of base port-2 lands on the port held above */
+	snprintf(ep, sizeof(ep), "zmq_endpoint=tcp://127.0.0.1:%u", port - 2);
+	ck_assert_int_eq(kd_start(&k, (const char *const[]){"--pool", pool, "--listen",
+							      "127.0.0.1:0", "--set", ep, "--set",
+							      "zmq_bind=yes", "--set", "dp_rank=2",
+							      NULL}),
+			 1);
+	snprintf(want, sizeof(want), "zmq bind tcp://127.0.0.1:%u: Address already in use", port);
+	ck_assert_msg(strstr(slurp(k.log), want), "log: %s", text);
+	close(fd);
+	/* free now: the same flags start, publishing on the offset port */
+	ck_assert_int_eq(kd_start(&k, (const char *const[]){"--pool", pool, "--listen",
+							      "127.0.0.1:0", "--set", ep, "--set",
+							      "zmq_bind=yes", "--set", "dp_rank=2",
+							      NULL}),
+			 0);
+	for (int i = 0; i < 200 && !strstr(slurp(k.log), "zmq: publishing"); i++)
+		nap_ms(10);
+	snprintf(want, sizeof(want), "on tcp://127.0.0.1:%u replay none", port);
+	ck_assert_msg(strstr(slurp(k.log), want), "log: %s", text);
+	ck_assert_int_eq(kd_stop(&k, SIGTERM), 0);
+	struct kvbm_pool *p;
+	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &p), 0);
+	t_done(p, name);
+}
+END_TEST
+
+Suite *make_kvbmd_events_suite(void)
+{
+	Suite *s = suite_create("kvbmd_events");
+	TCase *tc = tcase_create("kvbmd_events");
+
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_kvbmd_zmq_subscribers_converge_on_the_registered_set);
+	tcase_add_test(tc, test_kvbmd_zmq_dp_rank_offset_and_port_in_use);
+	suite_add_tcase(s, tc);
+	return s;
+}
 
 Suite *make_kvbmd_suite(void)
 {

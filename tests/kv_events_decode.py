@@ -48,17 +48,22 @@ def vllm_event(ev):
     return tag, [], [], None
 
 
+def vllm_envelope(raw):
+    """The events of a KVEventBatch: an array [ts, events, rank] or a map."""
+    batch = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    if isinstance(batch, dict):
+        ts, events, rank = batch["ts"], batch["events"], batch.get("data_parallel_rank")
+    else:
+        ts, events, rank = batch[0], batch[1], batch[2] if len(batch) > 2 else None
+    assert isinstance(ts, float), "ts is a float64"
+    assert rank is None or isinstance(rank, int), "data_parallel_rank"
+    return events
+
+
 def decode_vllm(msgs, want):
     blocks = set()
     for raw in msgs:
-        batch = msgpack.unpackb(raw, raw=False, strict_map_key=False)
-        if isinstance(batch, dict):
-            ts, events, rank = batch["ts"], batch["events"], batch.get("data_parallel_rank")
-        else:
-            ts, events, rank = batch[0], batch[1], batch[2] if len(batch) > 2 else None
-        assert isinstance(ts, float), "ts is a float64"
-        assert rank is None or isinstance(rank, int)
-        for ev in events:
+        for ev in vllm_envelope(raw):
             kind, hashes, tokens, bs = vllm_event(ev)
             if kind == "BlockStored":
                 # Dynamo indexes a store only with its tokens, in blocks of bs
