@@ -620,11 +620,11 @@ static void register_chain(struct kvbm_pool *p, const struct kvbm_plh *h, size_t
 START_TEST(test_kvbmd_zmq_subscribers_converge_on_the_registered_set)
 {
 	T_NAME(name);
-	enum { BLOCKS = 256, N1 = 100, N2 = 200, BS4 = 4 };
+	enum { BLOCKS = 256, N1 = 100, N2 = 200, N3 = 100, STEP = 20, BS4 = 4, NH = N1 + N2 + N3 };
 	struct kvbm_config cfg = t_cfg();
-	static struct kvbm_plh h[N1 + N2];
-	static struct kvbm_block b[N1 + N2];
-	static uint32_t tok[(N1 + N2) * BS4];
+	static struct kvbm_plh h[NH];
+	static struct kvbm_block b[NH];
+	static uint32_t tok[NH * BS4];
 	char pool[256], pub[300], rep[300], expect[512], log1[512], log2[512], log3[512];
 	char cmd[2048], want[16384];
 	struct kd k = {0};
@@ -650,20 +650,26 @@ START_TEST(test_kvbmd_zmq_subscribers_converge_on_the_registered_set)
 	pid_t early = spawn_sh(cmd, t_file(log1, sizeof(log1), "sub1"));
 	nap_ms(300); /* it subscribed; it would replay what it missed anyway */
 
-	for (uint32_t i = 0; i < (N1 + N2) * BS4; i++)
+	for (uint32_t i = 0; i < NH * BS4; i++)
 		tok[i] = 11 + i;
-	t_seq_hashes(11, N1 + N2, BS4, h);
+	t_seq_hashes(11, NH, BS4, h);
 	register_chain(p, h, N1, tok, BS4, b);
 	nap_ms(50);
 	/* 200 more in a 256-block pool evict 44 of the first; one call
 	 * appends 244 events to a 64-entry ring */
 	register_chain(p, h + N1, N2, tok + N1 * BS4, BS4, b + N1);
+	/* then steps the ring holds (20 evictions and 20 stores each), read
+	 * live: removes and stores alternate, batches must not mix them */
+	for (int i = N1 + N2; i < NH; i += STEP) {
+		nap_ms(30);
+		register_chain(p, h + i, STEP, tok + i * BS4, BS4, b + i);
+	}
 
 	/* the registered set at quiescence, for the subscribers */
-	uint8_t present[N1 + N2];
-	long np = kvbm_check_presence(p, h, N1 + N2, present);
+	uint8_t present[NH];
+	long np = kvbm_check_presence(p, h, NH, present);
 	size_t w = (size_t)snprintf(want, sizeof(want), "{\"block_size\": %d, \"blocks\": [", BS4);
-	for (int i = 0, c = 0; i < N1 + N2; i++)
+	for (int i = 0, c = 0; i < NH; i++)
 		if (present[i])
 			w += (size_t)snprintf(want + w, sizeof(want) - w, "%s%llu", c++ ? "," : "",
 					      (unsigned long long)kvbm_plh_router_hash(h[i]));
@@ -687,7 +693,7 @@ START_TEST(test_kvbmd_zmq_subscribers_converge_on_the_registered_set)
 	 * through resyncs */
 	ck_assert_int_ge(scrape(&k, "kvbmd_event_gaps_total{pool=\"G1\""), 1);
 	double published = scrape(&k, "kvbmd_events_published_total{pool=\"G1\"");
-	ck_assert_msg(published >= N1 + N2 + 44, "published %g", published);
+	ck_assert_msg(published >= NH + 144, "published %g", published);
 	snprintf(cmd, sizeof(cmd), "exec timeout 20 '%s/kvbm-events' --zmq %s --replay %s "
 		 "--topic kv-events --from-start --count %.0f 2>/dev/null", getenv("KVBM_BIN"), pub,
 		 rep, published);
@@ -698,7 +704,7 @@ START_TEST(test_kvbmd_zmq_subscribers_converge_on_the_registered_set)
 		lines++;
 	for (const char *l = text; (l = strstr(l, " BlockStored ")); l++)
 		stored++;
-	ck_assert_msg(lines == (long)published && stored >= N1 + N2, "%ld lines, %ld stored: %s",
+	ck_assert_msg(lines == (long)published && stored >= NH, "%ld lines, %ld stored: %s",
 		      lines, stored, text);
 	ck_assert_int_eq(kd_stop(&k, SIGTERM), 0);
 	unlink(expect);
