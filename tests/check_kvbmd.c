@@ -31,6 +31,14 @@ struct kd {
 	char log[512];
 };
 
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 static void nap_ms(long ms)
 {
 	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
@@ -609,6 +617,33 @@ static void register_chain(struct kvbm_pool *p, const struct kvbm_plh *h, size_t
 	t_release(p, b, n);
 }
 
+/* The registered set of @h[0..n) as the subscribers' expected JSON, into
+ * file @path (atomically: whole or absent). */
+static long write_expected(struct kvbm_pool *p, const struct kvbm_plh *h, size_t n, uint32_t bs,
+			   const char *path)
+{
+	long np;
+
+	static uint8_t present[4096];
+	static char want[4096 * 22 + 64];
+	char tmp[520];
+
+	ck_assert_uint_le(n, sizeof(present));
+	np = kvbm_check_presence(p, h, (uint32_t)n, present);
+	ck_assert_int_ge(np, 0);
+	size_t w = (size_t)snprintf(want, sizeof(want), "{\"block_size\": %u, \"blocks\": [", bs);
+	for (size_t i = 0, c = 0; i < n; i++)
+		if (present[i])
+			w += (size_t)snprintf(want + w, sizeof(want) - w, "%s%llu", c++ ? "," : "",
+					      (unsigned long long)kvbm_plh_router_hash(h[i]));
+	w += (size_t)snprintf(want + w, sizeof(want) - w, "]}");
+	ck_assert_uint_lt(w, sizeof(want));
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	write_file(tmp, want);
+	ck_assert_int_eq(rename(tmp, path), 0);
+	return np;
+}
+
 /*
  * kvbmd publishes a pool's ring in vLLM's ZMQ format, and independent
  * subscribers (tests/kv_events_zmq.py, python3-zmq) rebuild the set of
@@ -626,7 +661,7 @@ START_TEST(test_kvbmd_zmq_subscribers_converge_on_the_registered_set)
 	static struct kvbm_block b[NH];
 	static uint32_t tok[NH * BS4];
 	char pool[256], pub[300], rep[300], expect[512], log1[512], log2[512], log3[512];
-	char cmd[2048], want[16384];
+	char cmd[2048];
 	struct kd k = {0};
 
 	cfg.block_count = BLOCKS;
@@ -666,20 +701,7 @@ START_TEST(test_kvbmd_zmq_subscribers_converge_on_the_registered_set)
 	}
 
 	/* the registered set at quiescence, for the subscribers */
-	uint8_t present[NH];
-	long np = kvbm_check_presence(p, h, NH, present);
-	size_t w = (size_t)snprintf(want, sizeof(want), "{\"block_size\": %d, \"blocks\": [", BS4);
-	for (int i = 0, c = 0; i < NH; i++)
-		if (present[i])
-			w += (size_t)snprintf(want + w, sizeof(want) - w, "%s%llu", c++ ? "," : "",
-					      (unsigned long long)kvbm_plh_router_hash(h[i]));
-	w += (size_t)snprintf(want + w, sizeof(want) - w, "]}");
-	ck_assert_uint_lt(w, sizeof(want));
-	ck_assert_int_eq(np, BLOCKS);
-	char tmp[520];
-	snprintf(tmp, sizeof(tmp), "%s.tmp", expect);
-	write_file(tmp, want);
-	ck_assert_int_eq(rename(tmp, expect), 0); /* whole or absent */
+	ck_assert_int_eq(write_expected(p, h, NH, BS4, expect), BLOCKS);
 
 	snprintf(cmd, sizeof(cmd), "exec /usr/bin/python3 tests/kv_events_zmq.py --pub %s "
 		 "--replay %s --topic kv-events --expect %s --timeout 30 --catch-up", pub, rep,
@@ -711,6 +733,86 @@ START_TEST(test_kvbmd_zmq_subscribers_converge_on_the_registered_set)
 	unlink(log1);
 	unlink(log2);
 	unlink(log3);
+	t_done(p, name);
+}
+END_TEST
+
+/*
+ * A subscriber that stops reading never blocks kvbmd or the pool: once its
+ * queue (zmq_hwm = 1) and the socket buffers are full, kvbmd refuses
+ * batches and counts them, the registrations go on at full speed, and a
+ * subscriber that reads converges through the replay of what was refused.
+ */
+START_TEST(test_kvbmd_zmq_slow_subscriber_is_dropped_and_counted)
+{
+	T_NAME(name);
+	enum { BLOCKS = 2048, STEP = 1000, ROUNDS = 40, BSZ = 256, NH = 4 * STEP };
+	struct kvbm_config cfg = t_cfg();
+	static struct kvbm_plh h[NH];
+	static struct kvbm_block b[STEP];
+	static uint32_t tok[STEP * BSZ];
+	char pool[256], pub[300], rep[300], expect[512], log1[512], log2[512], cmd[2048];
+	struct kd k = {0};
+
+	cfg.block_count = BLOCKS;
+	cfg.block_size = BSZ;
+	cfg.event_ring = 4096;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	snprintf(pool, sizeof(pool), "%s,create=no", name);
+	ck_assert_int_eq(kd_start(&k, (const char *const[]){
+				 "--pool", pool, "--listen", "127.0.0.1:0",
+				 "--set", "zmq_endpoint=tcp://127.0.0.1:*",
+				 "--set", "zmq_replay_endpoint=tcp://127.0.0.1:*",
+				 "--set", "zmq_hwm=1", NULL}),
+			 0);
+	for (int i = 0; i < 200 && !strstr(slurp(k.log), "zmq: publishing"); i++)
+		nap_ms(10);
+	zmq_endpoint_of(&k, " on ", pub, sizeof(pub));
+	zmq_endpoint_of(&k, " replay ", rep, sizeof(rep));
+	/* subscribes, takes one message, then reads nothing */
+	snprintf(cmd, sizeof(cmd), "exec /usr/bin/python3 -c 'import time, zmq; "
+		 "s = zmq.Context().socket(zmq.SUB); s.setsockopt(zmq.RCVHWM, 1); "
+		 "s.setsockopt(zmq.SUBSCRIBE, b\"\"); s.connect(\"%s\"); time.sleep(60)'", pub);
+	pid_t slow = spawn_sh(cmd, t_file(log1, sizeof(log1), "slow"));
+	nap_ms(500);
+
+	/* large token lists: megabytes per round, more than the kernel
+	 * buffers between kvbmd and the stalled subscriber can hold */
+	uint64_t t0 = now_ns();
+	for (int r = 0; r < ROUNDS; r++) {
+		for (uint32_t i = 0; i < STEP * BSZ; i++)
+			tok[i] = 70000 + (uint32_t)r * STEP * BSZ + i;
+		/* the hashes of the last 4 rounds: more than the pool holds */
+		struct kvbm_plh *hr = h + (r % 4) * STEP;
+		for (uint32_t i = 0; i < STEP; i++)
+			ck_assert_int_eq(kvbm_plh_make(kvbm_block_hash(tok + i * BSZ, BSZ, 1337), NULL, 0,
+						       &hr[i]), 0);
+		register_chain(p, hr, STEP, tok, BSZ, b);
+		nap_ms(5);
+	}
+	uint64_t took = now_ns() - t0;
+	double dropped = -1;
+	for (int i = 0; i < 500 && (dropped = scrape(&k, "kvbmd_events_dropped_total{pool=\"G1\"")) <= 0;
+	     i++)
+		nap_ms(10);
+	ck_assert_msg(dropped > 0, "kvbmd_events_dropped_total: %g", dropped);
+	/* the pool never waited: 40000 registrations with tokens in well
+	 * under the time a blocked publisher would have stalled them */
+	ck_assert_msg(took < 20000000000ull, "registrations took %llu ms",
+		      (unsigned long long)(took / 1000000));
+
+	t_file(expect, sizeof(expect), "expect");
+	ck_assert_int_eq(write_expected(p, h, NH, BSZ, expect), BLOCKS);
+	snprintf(cmd, sizeof(cmd), "exec /usr/bin/python3 tests/kv_events_zmq.py --pub %s "
+		 "--replay %s --expect %s --timeout 30 --catch-up", pub, rep, expect);
+	pid_t late = spawn_sh(cmd, t_file(log2, sizeof(log2), "sub"));
+	ck_assert_msg(t_wait(late) == 0, "subscriber: %s", slurp(log2));
+	kill(slow, SIGKILL);
+	t_wait(slow);
+	ck_assert_int_eq(kd_stop(&k, SIGTERM), 0);
+	unlink(expect);
+	unlink(log1);
+	unlink(log2);
 	t_done(p, name);
 }
 END_TEST
@@ -760,6 +862,7 @@ Suite *make_kvbmd_events_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_kvbmd_zmq_subscribers_converge_on_the_registered_set);
 	tcase_add_test(tc, test_kvbmd_zmq_dp_rank_offset_and_port_in_use);
+	tcase_add_test(tc, test_kvbmd_zmq_slow_subscriber_is_dropped_and_counted);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -363,7 +363,11 @@ static void *open_socket(struct pub *P, int type, const char *base, char *where,
 	const struct kvbmd_config *c = &P->d->cfg;
 	char ep[KVBMD_ENDPOINT_MAX + 16];
 	void *s;
-	int hwm = (int)c->zmq_hwm, zero = 0, one = 1;
+	int zero = 0, one = 1;
+	/* a ROUTER drops what does not fit without a word, so a replay must
+	 * fit whole: the buffer's batches and the end marker (the memory is
+	 * the buffer's, already bounded) */
+	int hwm = type == ZMQ_ROUTER ? (int)c->zmq_buffer_steps + 1 : (int)c->zmq_hwm;
 
 	if (offset_endpoint(base, c->dp_rank, ep, sizeof(ep)) < 0) {
 		fprintf(stderr, "kvbmd: zmq endpoint %s: dp_rank %u needs a tcp://HOST:PORT or "
