@@ -35,6 +35,8 @@ KVBMD_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tools/kvbmd/*.c))
 MHD_LIBS := $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmicrohttpd)
 # kvbmd publishes and kvbm-events subscribes to vLLM's ZMQ KV events
 ZMQ_LIBS := $(shell pkg-config --libs libzmq 2>/dev/null || echo -lzmq)
+# and Dynamo's event plane over NATS (cnats)
+NATS_LIBS := $(shell pkg-config --libs libnats 2>/dev/null || echo -lnats)
 
 TEST_SRCS := $(filter-out tests/torture.c tests/fuzz_%.c tests/wire_%.c,$(wildcard tests/*.c))
 TORTURE_BIN := $(BUILD)/tests/kvbm-torture
@@ -110,7 +112,7 @@ $(BUILD)/bin/%: $(BUILD)/obj/tools/%.o $(TOOL_COMMON_OBJS) $(STATIC_LIB)
 $(BUILD)/bin/kvbmd: $(KVBMD_OBJS) $(TOOL_COMMON_OBJS) $(STATIC_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_COMMON) -o $@ $(KVBMD_OBJS) $(TOOL_COMMON_OBJS) $(STATIC_LIB) $(LIB_LIBS) \
-		$(MHD_LIBS) $(ZMQ_LIBS) -lm $(TOOL_LIBS)
+		$(MHD_LIBS) $(ZMQ_LIBS) $(NATS_LIBS) -lm $(TOOL_LIBS)
 
 $(BUILD)/bin/kvbm-events $(BUILD)/bin/kvbm-events-bench: $(BUILD)/bin/%: $(BUILD)/obj/tools/%.o \
 		$(TOOL_COMMON_OBJS) $(STATIC_LIB)

@@ -617,15 +617,16 @@ static void register_chain(struct kvbm_pool *p, const struct kvbm_plh *h, size_t
 	t_release(p, b, n);
 }
 
-/* The registered set of @h[0..n) as the subscribers' expected JSON, into
- * file @path (atomically: whole or absent). */
+/* The registered set of @h[0..n) as the subscribers' expected JSON (router
+ * hashes and PLHs), into file @path (atomically: whole or absent). Returns
+ * how many are registered. */
 static long write_expected(struct kvbm_pool *p, const struct kvbm_plh *h, size_t n, uint32_t bs,
 			   const char *path)
 {
 	long np;
 
 	static uint8_t present[4096];
-	static char want[4096 * 22 + 64];
+	static char want[4096 * 60 + 64];
 	char tmp[520];
 
 	ck_assert_uint_le(n, sizeof(present));
@@ -636,6 +637,13 @@ static long write_expected(struct kvbm_pool *p, const struct kvbm_plh *h, size_t
 		if (present[i])
 			w += (size_t)snprintf(want + w, sizeof(want) - w, "%s%llu", c++ ? "," : "",
 					      (unsigned long long)kvbm_plh_router_hash(h[i]));
+	/* and the PLHs, for kvbm-logical's own stream */
+	w += (size_t)snprintf(want + w, sizeof(want) - w, "], \"plhs\": [");
+	for (size_t i = 0, c = 0; i < n; i++)
+		if (present[i])
+			w += (size_t)snprintf(want + w, sizeof(want) - w, "%s\"%016llx%016llx\"",
+					      c++ ? "," : "", (unsigned long long)h[i].hi,
+					      (unsigned long long)h[i].lo);
 	w += (size_t)snprintf(want + w, sizeof(want) - w, "]}");
 	ck_assert_uint_lt(w, sizeof(want));
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
@@ -817,6 +825,112 @@ START_TEST(test_kvbmd_zmq_slow_subscriber_is_dropped_and_counted)
 }
 END_TEST
 
+/* Starts nats-server on 127.0.0.1:@port; returns once it accepts. */
+static pid_t nats_start(unsigned port, const char *log)
+{
+	char cmd[512];
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+
+	snprintf(cmd, sizeof(cmd), "exec nats-server -a 127.0.0.1 -p %u", port);
+	pid_t pid = spawn_sh(cmd, log);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	for (int i = 0; i < 500; i++) {
+		int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
+		ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+		close(fd);
+		if (ok)
+			return pid;
+		nap_ms(10);
+	}
+	ck_abort_msg("nats-server did not start: %s", slurp(log));
+	return -1;
+}
+
+/* Waits (bounded: 10 s) until file @path contains @what. */
+static void wait_for_text(const char *path, const char *what)
+{
+	for (int i = 0; i < 1000 && !strstr(slurp(path), what); i++)
+		nap_ms(10);
+	ck_assert_msg(strstr(slurp(path), what), "no '%s' in %s: %s", what, path, text);
+}
+
+/*
+ * Dynamo's event plane over a real nats-server: kvbmd starts while the
+ * server is down (and waits for it), publishes RouterEvents in the
+ * envelope on kv-events and kvbm-logical's stream on kvbm.events; the
+ * server is SIGKILLed mid-run and restarted, and an independent
+ * subscriber (tests/kv_events_nats.py, NATS's text protocol on a plain
+ * socket) still converges on the registered set: kvbmd buffers what fits
+ * (1 KiB here) while the server is away, drops and counts the rest, and
+ * sends a snapshot once it is back.
+ */
+START_TEST(test_kvbmd_nats_survives_a_server_restart)
+{
+	T_NAME(name);
+	enum { BLOCKS = 128, STEP = 50, NH = 200, BS4 = 4 };
+	struct kvbm_config cfg = t_cfg();
+	static struct kvbm_plh h[NH];
+	static struct kvbm_block b[NH];
+	static uint32_t tok[NH * BS4];
+	char pool[256], url[128], nlog[512], slog[512], expect[512], cmd[1024];
+	struct kd k = {0};
+	int fd;
+	unsigned port = hold_port(&fd);
+
+	close(fd); /* nats-server takes it later: kvbmd must start without it */
+	cfg.block_count = BLOCKS;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	snprintf(pool, sizeof(pool), "%s,create=no", name);
+	snprintf(url, sizeof(url), "nats_url=nats://127.0.0.1:%u", port);
+	ck_assert_int_eq(kd_start(&k, (const char *const[]){"--pool", pool, "--listen",
+							      "127.0.0.1:0", "--worker-id", "5",
+							      "--set", url, "--set",
+							      "nats_reconnect_wait_ms=100", "--set",
+							      "nats_reconnect_buffer=1024", NULL}),
+			 0);
+	wait_for_text(k.log, "is not reachable yet");
+	pid_t ns = nats_start(port, t_file(nlog, sizeof(nlog), "nats"));
+	t_file(expect, sizeof(expect), "expect");
+	snprintf(cmd, sizeof(cmd), "exec /usr/bin/python3 tests/kv_events_nats.py --url "
+		 "nats://127.0.0.1:%u --expect %s --timeout 40", port, expect);
+	pid_t sub = spawn_sh(cmd, t_file(slog, sizeof(slog), "sub"));
+	wait_for_text(slog, "subscribed 1");
+	wait_for_text(k.log, "nats: connected");
+
+	for (uint32_t i = 0; i < NH * BS4; i++)
+		tok[i] = 5 + i;
+	t_seq_hashes(5, NH, BS4, h);
+	register_chain(p, h, STEP, tok, BS4, b);
+	nap_ms(100);
+	/* the server dies; the pool goes on (evictions too); kvbmd buffers
+	 * 1 KiB of it and drops the rest, counted */
+	kill(ns, SIGKILL);
+	t_wait(ns);
+	register_chain(p, h + STEP, 2 * STEP, tok + STEP * BS4, BS4, b + STEP);
+	nap_ms(100);
+	/* the subscriber must be back before kvbmd, or NATS (which keeps
+	 * nothing) has no one to hand the snapshot to: hold kvbmd still */
+	kill(k.pid, SIGSTOP);
+	ns = nats_start(port, nlog);
+	wait_for_text(slog, "subscribed 2");
+	kill(k.pid, SIGCONT);
+	register_chain(p, h + 3 * STEP, STEP, tok + 3 * STEP * BS4, BS4, b + 3 * STEP);
+	ck_assert_int_eq(write_expected(p, h, NH, BS4, expect), BLOCKS);
+	ck_assert_msg(t_wait(sub) == 0, "subscriber: %s", slurp(slog));
+	ck_assert_int_ge(scrape(&k, "kvbmd_events_published_total{pool=\"G1\",worker_id=\"5\","
+				    "transport=\"nats\""), BLOCKS); /* the snapshot at least */
+	ck_assert_int_gt(scrape(&k, "kvbmd_events_dropped_total{pool=\"G1\",worker_id=\"5\","
+				    "transport=\"nats\""), 0);
+	ck_assert_int_eq(kd_stop(&k, SIGTERM), 0);
+	kill(ns, SIGKILL);
+	t_wait(ns);
+	unlink(expect);
+	unlink(slog);
+	unlink(nlog);
+	t_done(p, name);
+}
+END_TEST
+
 /* A dp_rank offsets the port (vLLM's rule) and a port in use is a clear
  * error, exit 1. */
 START_TEST(test_kvbmd_zmq_dp_rank_offset_and_port_in_use)
@@ -863,6 +977,7 @@ Suite *make_kvbmd_events_suite(void)
 	tcase_add_test(tc, test_kvbmd_zmq_subscribers_converge_on_the_registered_set);
 	tcase_add_test(tc, test_kvbmd_zmq_dp_rank_offset_and_port_in_use);
 	tcase_add_test(tc, test_kvbmd_zmq_slow_subscriber_is_dropped_and_counted);
+	tcase_add_test(tc, test_kvbmd_nats_survives_a_server_restart);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -100,27 +100,33 @@ def decode_kvbm(msgs, want):
     return sorted(blocks)
 
 
+def router_apply(blocks, th, ev):
+    """Applies one RouterEvent (a named map, spec 5.2) to the set @blocks;
+    records tokens_hash by block hash in @th. Returns the event id."""
+    assert set(ev) >= {"worker_id", "storage_tier", "event"}
+    assert ev["storage_tier"] in ("device", "host_pinned", "disk", "external")
+    inner = ev["event"]
+    data = inner["data"]
+    if data == "cleared":
+        blocks.clear()
+    elif "stored" in data:
+        for b in data["stored"]["blocks"]:
+            blocks.add(b["block_hash"])
+            th[str(b["block_hash"])] = b["tokens_hash"]
+    elif "removed" in data:
+        blocks.difference_update(data["removed"]["block_hashes"])
+    else:
+        raise AssertionError("unknown data %r" % data)
+    return inner["event_id"]
+
+
 def decode_router(msgs, want):
     blocks, last_id, th = set(), None, {}
     for raw in msgs:
-        ev = msgpack.unpackb(raw, raw=False)
-        assert set(ev) >= {"worker_id", "storage_tier", "event"}
-        assert ev["storage_tier"] in ("device", "host_pinned", "disk", "external")
-        inner = ev["event"]
-        if last_id is not None and inner["event_id"] != 0:  # 0: a new publisher
-            assert inner["event_id"] == last_id + 1, "event ids count up"
-        last_id = inner["event_id"]
-        data = inner["data"]
-        if data == "cleared":
-            blocks.clear()
-        elif "stored" in data:
-            for b in data["stored"]["blocks"]:
-                blocks.add(b["block_hash"])
-                th[str(b["block_hash"])] = b["tokens_hash"]
-        elif "removed" in data:
-            blocks.difference_update(data["removed"]["block_hashes"])
-        else:
-            raise AssertionError("unknown data %r" % data)
+        event_id = router_apply(blocks, th, msgpack.unpackb(raw, raw=False))
+        if last_id is not None and event_id != 0:  # 0: a new publisher
+            assert event_id == last_id + 1, "event ids count up"
+        last_id = event_id
     for h, t in want.get("tokens_hash", {}).items():
         assert th.get(h) == t, "tokens_hash of %s: %r, want %r" % (h, th.get(h), t)
     return sorted(blocks)

@@ -214,6 +214,18 @@ static void pool_text(struct kvbmd_pool *p, const struct labels *l, struct kvbmd
 	family(b, "kvbmd_events_dropped_total", "counter",
 	       "KV events not sent because a subscriber's queue was full (left for replay)", t,
 	       &lz, (double)__atomic_load_n(&p->ev_dropped, __ATOMIC_RELAXED));
+	struct labels ln = *l;
+	ln.kv[ln.n][0] = "transport";
+	ln.kv[ln.n++][1] = "nats";
+	family(b, "kvbmd_events_published_total", "counter", "", t, &ln,
+	       (double)__atomic_load_n(&p->ev_published_nats, __ATOMIC_RELAXED));
+	family(b, "kvbmd_event_batches_published_total", "counter", "", t, &ln,
+	       (double)__atomic_load_n(&p->batches_nats, __ATOMIC_RELAXED));
+	family(b, "kvbmd_events_dropped_total", "counter", "", t, &ln,
+	       (double)__atomic_load_n(&p->ev_dropped_nats, __ATOMIC_RELAXED));
+	family(b, "kvbmd_event_batches_dropped_total", "counter",
+	       "kvbm-logical stream messages the NATS client refused (its buffer was full)", t,
+	       &ln, (double)__atomic_load_n(&p->kvbm_dropped_nats, __ATOMIC_RELAXED));
 	if (p->stats && kvbm_stats_latest(p->stats, &s) == 1) {
 		family(b, "kvbm_allocation_rate", "gauge",
 		       "Blocks allocated per second over the last stats interval", t, l,

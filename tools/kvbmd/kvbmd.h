@@ -7,7 +7,8 @@
  *   reaper.c  a pidfd per attached process: reap the moment one exits
  *   expo.c    merging Prometheus expositions (one family, many pools)
  *   http.c    the listening socket and /metrics (libmicrohttpd)
- *   publish.c the drain thread: event rings to vLLM's ZMQ format
+ *   publish.c the drain threads: event rings to vLLM's ZMQ format and to
+ *             Dynamo's event plane over NATS
  *   main.c    flags, signals, the main loop
  *
  * Threads: the main thread owns the pools' lifetimes, the reaper and the
@@ -74,6 +75,12 @@ struct kvbmd_config {
 	uint32_t zmq_buffer_steps; /* batches kept for replay */
 	uint32_t event_window_ms;  /* a batch waits at most this long */
 	uint32_t event_batch_max;  /* events per batch */
+	/* Dynamo's event plane over NATS (publish.c); nats_url "" = off */
+	char nats_url[KVBMD_ENDPOINT_MAX];
+	char nats_router_subject[KVBMD_LABEL_MAX]; /* kv-events */
+	char nats_kvbm_subject[KVBMD_LABEL_MAX];   /* kvbm.events */
+	uint32_t nats_reconnect_buffer;            /* bytes kept while the server is away */
+	uint32_t nats_reconnect_wait_ms;
 	struct kvbmd_pool_cfg pools[KVBMD_MAX_POOLS];
 	size_t npools;
 };
@@ -118,6 +125,10 @@ struct kvbmd_pool {
 	uint64_t ev_dropped;       /* events of batches a full subscriber refused */
 	uint64_t ev_gaps;          /* times the ring lapped the publisher */
 	uint64_t ev_resyncs;       /* RESYNC events (the pool recovered) */
+	uint64_t ev_published_nats; /* router events accepted by cnats */
+	uint64_t ev_dropped_nats;  /* router events cnats refused (buffer full) */
+	uint64_t batches_nats;     /* kvbm-logical messages accepted */
+	uint64_t kvbm_dropped_nats; /* kvbm-logical messages refused */
 };
 
 struct kvbmd {
@@ -131,6 +142,7 @@ struct kvbmd {
 	int listen_fd;
 	int verbose;
 	uint64_t replays; /* atomic: replay requests answered */
+	uint64_t nats_reconnects; /* atomic: connections to NATS made */
 };
 
 /* pools.c */

@@ -20,6 +20,15 @@
  * Creates go out ascending by position, Removes descending, so a
  * consumer never sees a child before its parent nor a parent go first.
  * A snapshot's AllBlocksCleared is a batch of its own.
+ *
+ * NATS (Dynamo's event plane) is a second publisher of the same kind, with
+ * its own thread and cursors, so a slow or absent server never delays the
+ * ZMQ stream: each ring event becomes a RouterEvent in the event-plane
+ * envelope on `kv-events`, and each batch kvbm-logical's own message on
+ * `kvbm.events`. cnats buffers (boundedly) while the server is away and
+ * refuses what does not fit: counted as dropped. After a reconnect every
+ * pool is sent again as a snapshot, since NATS kept nothing for the
+ * subscribers that reconnected too.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -27,6 +36,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <nats/nats.h>
+#include <sys/random.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "kvbmd.h"
@@ -56,9 +68,17 @@ struct drain {
 	uint64_t t0;           /* CLOCK_MONOTONIC of the batch's first event */
 };
 
+enum { T_ZMQ, T_NATS, T_COUNT };
+
 struct pub {
 	struct kvbmd *d;
-	void *ctx, *xpub, *router;
+	int transport;                /* T_* */
+	void *ctx, *xpub, *router;    /* T_ZMQ */
+	natsOptions *opts;            /* T_NATS */
+	natsConnection *nc;
+	int reconnected;              /* atomic: set by cnats's thread */
+	uint64_t publisher_id, env_seq, event_id;
+	struct mp inner;
 	pthread_t th;
 	int stop; /* atomic: set by the main thread */
 	uint64_t seq;
@@ -68,7 +88,7 @@ struct pub {
 	size_t ndr;
 };
 
-static struct pub *the_pub;
+static struct pub *pubs[T_COUNT];
 
 static void be64(uint8_t *b, uint64_t v)
 {
@@ -102,22 +122,18 @@ static void count(uint64_t *c, uint64_t n)
 	__atomic_fetch_add(c, n, __ATOMIC_RELAXED);
 }
 
-/* Sends the batch of @dr: seq assigned, kept for replay, published. */
-static void flush(struct pub *P, struct drain *dr)
+/* ZMQ: the batch gets a seq, is kept for replay and published. */
+static void send_zmq(struct pub *P, struct drain *dr)
 {
 	uint8_t seq[8];
 	const char *topic = P->d->cfg.zmq_topic;
 
-	if (dr->n == 0)
-		return;
-	if (dr->ev[0].kind != KVBM_EVENT_CLEARED)
-		qsort(dr->ev, dr->n, sizeof(dr->ev[0]), by_position);
 	mp_reset(&P->m);
 	kve_vllm_batch(&P->m, &dr->src, now_real(), dr->ev, dr->n);
 	if (!mp_ok(&P->m)) {
 		kvbmd_log("zmq: out of memory encoding a batch of %zu events: dropped", dr->n);
 		count(&dr->pool->ev_dropped, dr->n);
-		goto out;
+		return;
 	}
 	be64(seq, P->seq);
 	struct replay_slot *s = &P->ring[P->seq % P->d->cfg.zmq_buffer_steps];
@@ -137,7 +153,77 @@ static void flush(struct pub *P, struct drain *dr)
 		count(&dr->pool->batches_zmq, 1);
 	}
 	P->seq++;
-out:
+}
+
+static uint64_t now_ms_real(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* One message to NATS: 1 published, 0 refused (counted by the caller). */
+static int nats_pub(struct pub *P, const char *subject, const struct mp *m)
+{
+	if (!mp_ok(m))
+		return 0;
+	/* never waits: cnats queues it (while away, up to the reconnect
+	 * buffer) or refuses it */
+	return natsConnection_Publish(P->nc, subject, m->buf, (int)m->len) == NATS_OK;
+}
+
+/* NATS: kvbm-logical's message for the batch, then a RouterEvent in the
+ * event-plane envelope per event (Dynamo's router reads one per message). */
+static void send_nats(struct pub *P, struct drain *dr)
+{
+	const struct kvbmd_config *c = &P->d->cfg;
+	uint64_t ok = 0, refused = 0;
+
+	/* kvbm-logical's stream has no "cleared": a snapshot is its Creates */
+	if (dr->ev[0].kind != KVBM_EVENT_CLEARED) {
+		mp_reset(&P->m);
+		kve_kvbm_batch(&P->m, &dr->src, dr->ev, dr->n);
+		if (nats_pub(P, c->nats_kvbm_subject, &P->m))
+			count(&dr->pool->batches_nats, 1);
+		else
+			count(&dr->pool->kvbm_dropped_nats, 1);
+	}
+	for (size_t i = 0; i < dr->n; i++) {
+		mp_reset(&P->inner);
+		kve_router_event(&P->inner, &dr->src, P->event_id++, &dr->ev[i]);
+		mp_reset(&P->m);
+		mp_map(&P->m, 5);
+		mp_str(&P->m, "publisher_id");
+		mp_uint(&P->m, P->publisher_id);
+		mp_str(&P->m, "sequence");
+		mp_uint(&P->m, P->env_seq++);
+		mp_str(&P->m, "published_at");
+		mp_uint(&P->m, now_ms_real());
+		mp_str(&P->m, "topic");
+		mp_str(&P->m, c->nats_router_subject);
+		mp_str(&P->m, "payload");
+		mp_bin(&P->m, P->inner.buf, (uint32_t)P->inner.len);
+		if (mp_ok(&P->inner) && nats_pub(P, c->nats_router_subject, &P->m))
+			ok++;
+		else
+			refused++;
+	}
+	count(&dr->pool->ev_published_nats, ok);
+	count(&dr->pool->ev_dropped_nats, refused);
+}
+
+/* Sends the batch of @dr on the publisher's transport. */
+static void flush(struct pub *P, struct drain *dr)
+{
+	if (dr->n == 0)
+		return;
+	if (dr->ev[0].kind != KVBM_EVENT_CLEARED)
+		qsort(dr->ev, dr->n, sizeof(dr->ev[0]), by_position);
+	if (P->transport == T_ZMQ)
+		send_zmq(P, dr);
+	else
+		send_nats(P, dr);
 	dr->n = dr->ntok = 0;
 }
 
@@ -307,6 +393,20 @@ static void *run(void *arg)
 		for (size_t i = 0; i < P->ndr; i++)
 			if (P->dr[i].n && now - P->dr[i].t0 >= window)
 				flush(P, &P->dr[i]);
+		if (P->transport == T_NATS) {
+			if (__atomic_exchange_n(&P->reconnected, 0, __ATOMIC_ACQUIRE))
+				for (size_t i = 0; i < P->ndr; i++) {
+					flush(P, &P->dr[i]);
+					P->dr[i].need_snapshot = 1;
+				}
+			if (!got) {
+				/* the ring has no wakeup: poll it every
+				 * millisecond while idle */
+				struct timespec ts = {0, 1000000};
+				nanosleep(&ts, NULL);
+			}
+			continue;
+		}
 		zmq_pollitem_t items[2] = {
 			{.socket = P->xpub, .events = ZMQ_POLLIN},
 			{.socket = P->router, .events = ZMQ_POLLIN},
@@ -438,6 +538,14 @@ static void pub_free(struct pub *P)
 			free(P->ring[i].p);
 	free(P->ring);
 	mp_free(&P->m);
+	mp_free(&P->inner);
+	if (P->nc) {
+		/* what is still queued goes out if the server is there */
+		natsConnection_FlushTimeout(P->nc, 1000);
+		natsConnection_Destroy(P->nc);
+	}
+	if (P->opts)
+		natsOptions_Destroy(P->opts);
 	if (P->xpub)
 		zmq_close(P->xpub);
 	if (P->router)
@@ -447,33 +555,46 @@ static void pub_free(struct pub *P)
 	free(P);
 }
 
-int kvbmd_publish_start(struct kvbmd *d)
+/* A publisher with its drains: NULL (message on stderr) on failure. */
+static struct pub *pub_new(struct kvbmd *d, int transport)
 {
-	const struct kvbmd_config *c = &d->cfg;
-	char where[KVBMD_ENDPOINT_MAX + 64], rwhere[KVBMD_ENDPOINT_MAX + 64] = "none";
-	struct pub *P;
+	struct pub *P = calloc(1, sizeof(*P));
 
-	if (!c->zmq_endpoint[0])
-		return 0;
-	P = calloc(1, sizeof(*P));
-	if (!P || !(P->ring = calloc(c->zmq_buffer_steps, sizeof(*P->ring)))) {
-		fprintf(stderr, "kvbmd: out of memory for the zmq replay buffer\n");
-		free(P);
-		return -1;
+	if (!P) {
+		fprintf(stderr, "kvbmd: out of memory for a publisher\n");
+		return NULL;
 	}
 	P->d = d;
+	P->transport = transport;
 	mp_init(&P->m);
+	mp_init(&P->inner);
 	for (size_t i = 0; i < d->npools; i++) {
 		int r = drain_init(P, &P->dr[P->ndr], &d->pools[i]);
 		if (r < 0) {
 			fprintf(stderr, "kvbmd: out of memory for the event batches\n");
 			pub_free(P);
-			return -1;
+			return NULL;
 		}
-		if (r == 0)
+		if (r == 0 && transport == T_ZMQ)
 			kvbmd_log("pool %s has no event ring (event_ring = 0): nothing to publish",
 				  d->pools[i].name);
 		P->ndr += (size_t)r;
+	}
+	return P;
+}
+
+static int zmq_start(struct kvbmd *d)
+{
+	const struct kvbmd_config *c = &d->cfg;
+	char where[KVBMD_ENDPOINT_MAX + 64], rwhere[KVBMD_ENDPOINT_MAX + 64] = "none";
+	struct pub *P = pub_new(d, T_ZMQ);
+
+	if (!P)
+		return -1;
+	if (!(P->ring = calloc(c->zmq_buffer_steps, sizeof(*P->ring)))) {
+		fprintf(stderr, "kvbmd: out of memory for the zmq replay buffer\n");
+		pub_free(P);
+		return -1;
 	}
 	if (!(P->ctx = zmq_ctx_new()) ||
 	    !(P->xpub = open_socket(P, ZMQ_XPUB, c->zmq_endpoint, where, sizeof(where))) ||
@@ -492,19 +613,95 @@ int kvbmd_publish_start(struct kvbmd *d)
 	/* tests and scripts read the endpoints from this line */
 	kvbmd_log("zmq: publishing %zu pool%s on %s replay %s topic '%s' dp_rank %u", P->ndr,
 		  P->ndr == 1 ? "" : "s", where, rwhere, c->zmq_topic, c->dp_rank);
-	the_pub = P;
+	pubs[T_ZMQ] = P;
+	return 0;
+}
+
+static void on_nats_disconnected(natsConnection *nc, void *arg)
+{
+	(void)nc;
+	(void)arg;
+	kvbmd_log("nats: disconnected: buffering up to the reconnect buffer, then dropping");
+}
+
+static void on_nats_connected(natsConnection *nc, void *arg)
+{
+	struct pub *P = arg;
+
+	(void)nc;
+	count(&P->d->nats_reconnects, 1);
+	/* the drain thread resyncs every pool (pairs with its exchange) */
+	__atomic_store_n(&P->reconnected, 1, __ATOMIC_RELEASE);
+	kvbmd_log("nats: connected to %s: every pool follows as a snapshot", P->d->cfg.nats_url);
+}
+
+static int nats_start(struct kvbmd *d)
+{
+	const struct kvbmd_config *c = &d->cfg;
+	struct pub *P = pub_new(d, T_NATS);
+	natsStatus st;
+
+	if (!P)
+		return -1;
+	if (getrandom(&P->publisher_id, sizeof(P->publisher_id), 0) != sizeof(P->publisher_id))
+		P->publisher_id = kvbmd_now_ns() ^ (uint64_t)getpid() << 32;
+	if ((st = natsOptions_Create(&P->opts)) != NATS_OK ||
+	    (st = natsOptions_SetURL(P->opts, c->nats_url)) != NATS_OK ||
+	    (st = natsOptions_SetMaxReconnect(P->opts, -1)) != NATS_OK ||
+	    (st = natsOptions_SetReconnectWait(P->opts, c->nats_reconnect_wait_ms)) != NATS_OK ||
+	    (st = natsOptions_SetReconnectBufSize(P->opts, (int)c->nats_reconnect_buffer)) != NATS_OK ||
+	    (st = natsOptions_SetDisconnectedCB(P->opts, on_nats_disconnected, P)) != NATS_OK ||
+	    (st = natsOptions_SetReconnectedCB(P->opts, on_nats_connected, P)) != NATS_OK ||
+	    /* a server that is down at start is waited for, as after a
+	     * disconnection: kvbmd serves its pools meanwhile */
+	    (st = natsOptions_SetRetryOnFailedConnect(P->opts, true, on_nats_connected, P)) != NATS_OK) {
+		fprintf(stderr, "kvbmd: nats options: %s\n", natsStatus_GetText(st));
+		pub_free(P);
+		return -1;
+	}
+	st = natsConnection_Connect(&P->nc, P->opts);
+	if (st != NATS_OK && st != NATS_NOT_YET_CONNECTED) {
+		fprintf(stderr, "kvbmd: nats %s: %s\n", c->nats_url, natsStatus_GetText(st));
+		pub_free(P);
+		return -1;
+	}
+	if (st == NATS_NOT_YET_CONNECTED)
+		kvbmd_log("nats: %s is not reachable yet: retrying every %u ms", c->nats_url,
+			  c->nats_reconnect_wait_ms);
+	int r = pthread_create(&P->th, NULL, run, P);
+	if (r) {
+		fprintf(stderr, "kvbmd: publisher thread: %s\n", strerror(r));
+		pub_free(P);
+		return -1;
+	}
+	kvbmd_log("nats: publishing %zu pool%s to %s: router events on '%s', kvbm stream on '%s'",
+		  P->ndr, P->ndr == 1 ? "" : "s", c->nats_url, c->nats_router_subject,
+		  c->nats_kvbm_subject);
+	pubs[T_NATS] = P;
+	return 0;
+}
+
+int kvbmd_publish_start(struct kvbmd *d)
+{
+	if (d->cfg.zmq_endpoint[0] && zmq_start(d) < 0)
+		return -1;
+	if (d->cfg.nats_url[0] && nats_start(d) < 0) {
+		kvbmd_publish_stop(d);
+		return -1;
+	}
 	return 0;
 }
 
 void kvbmd_publish_stop(struct kvbmd *d)
 {
-	struct pub *P = the_pub;
-
 	(void)d;
-	if (!P)
-		return;
-	__atomic_store_n(&P->stop, 1, __ATOMIC_RELEASE);
-	pthread_join(P->th, NULL);
-	pub_free(P);
-	the_pub = NULL;
+	for (int t = 0; t < T_COUNT; t++) {
+		struct pub *P = pubs[t];
+		if (!P)
+			continue;
+		__atomic_store_n(&P->stop, 1, __ATOMIC_RELEASE);
+		pthread_join(P->th, NULL);
+		pub_free(P);
+		pubs[t] = NULL;
+	}
 }
