@@ -2,9 +2,10 @@
 /*
  * kvbmd - the kvbm service: creates or adopts a node's pools (one per tier),
  * reaps a dead attacher the moment it exits (a pidfd each), runs the stats
- * collector and serves Prometheus /metrics. Foreground; SIGTERM or SIGINT
- * stop it cleanly (pools closed, never destroyed), SIGHUP re-reads the
- * configuration file. docs/KVBMD.md is the operator's guide.
+ * collector, serves Prometheus /metrics and publishes the pools' KV events
+ * (vLLM's ZMQ format, Dynamo's event plane over NATS). Foreground; SIGTERM
+ * or SIGINT stop it cleanly (pools closed, never destroyed), SIGHUP
+ * re-reads the configuration file. docs/KVBMD.md is the operator's guide.
  *
  * Exit: 0 stopped by a signal; 1 a pool, the port or the system failed;
  * 2 bad flags or configuration.
@@ -66,7 +67,9 @@ static void usage(FILE *f)
 		"  --set key=value    any global key (scan_interval_ms, reap_interval_ms,\n"
 		"                     stats_interval_ms, stats_window, zmq_endpoint,\n"
 		"                     zmq_replay_endpoint, zmq_topic, zmq_bind, dp_rank, zmq_hwm,\n"
-		"                     zmq_buffer_steps, event_window_ms, event_batch_max);\n"
+		"                     zmq_buffer_steps, event_window_ms, event_batch_max, nats_url,\n"
+		"                     nats_router_subject, nats_kvbm_subject, nats_reconnect_buffer,\n"
+		"                     nats_reconnect_wait_ms);\n"
 		"                     flags win over FILE\n"
 		"  --verbose          log every exit seen\n"
 		"\n"
