@@ -825,6 +825,21 @@ START_TEST(test_kvbmd_zmq_slow_subscriber_is_dropped_and_counted)
 }
 END_TEST
 
+/* A chain of CHAIN_N blocks of 4 tokens: start, start+1, ... */
+enum { CHAIN_N = 200 };
+struct chain {
+	struct kvbm_plh h[CHAIN_N];
+	struct kvbm_block b[CHAIN_N];
+	uint32_t tok[CHAIN_N * 4];
+};
+
+static void chain_init(struct chain *c, uint32_t start)
+{
+	for (uint32_t i = 0; i < CHAIN_N * 4; i++)
+		c->tok[i] = start + i;
+	t_seq_hashes(start, CHAIN_N, 4, c->h);
+}
+
 /* Starts nats-server on 127.0.0.1:@port; returns once it accepts. */
 static pid_t nats_start(unsigned port, const char *log)
 {
@@ -867,11 +882,9 @@ static void wait_for_text(const char *path, const char *what)
 START_TEST(test_kvbmd_nats_survives_a_server_restart)
 {
 	T_NAME(name);
-	enum { BLOCKS = 128, STEP = 50, NH = 200, BS4 = 4 };
+	enum { BLOCKS = 128, STEP = 50, NH = CHAIN_N, BS4 = 4 };
+	static struct chain c;
 	struct kvbm_config cfg = t_cfg();
-	static struct kvbm_plh h[NH];
-	static struct kvbm_block b[NH];
-	static uint32_t tok[NH * BS4];
 	char pool[256], url[128], nlog[512], slog[512], expect[512], cmd[1024];
 	struct kd k = {0};
 	int fd;
@@ -897,16 +910,14 @@ START_TEST(test_kvbmd_nats_survives_a_server_restart)
 	wait_for_text(slog, "subscribed 1");
 	wait_for_text(k.log, "nats: connected");
 
-	for (uint32_t i = 0; i < NH * BS4; i++)
-		tok[i] = 5 + i;
-	t_seq_hashes(5, NH, BS4, h);
-	register_chain(p, h, STEP, tok, BS4, b);
+	chain_init(&c, 5);
+	register_chain(p, c.h, STEP, c.tok, BS4, c.b);
 	nap_ms(100);
 	/* the server dies; the pool goes on (evictions too); kvbmd buffers
 	 * 1 KiB of it and drops the rest, counted */
 	kill(ns, SIGKILL);
 	t_wait(ns);
-	register_chain(p, h + STEP, 2 * STEP, tok + STEP * BS4, BS4, b + STEP);
+	register_chain(p, c.h + STEP, 2 * STEP, c.tok + STEP * BS4, BS4, c.b + STEP);
 	nap_ms(100);
 	/* the subscriber must be back before kvbmd, or NATS (which keeps
 	 * nothing) has no one to hand the snapshot to: hold kvbmd still */
@@ -914,8 +925,8 @@ START_TEST(test_kvbmd_nats_survives_a_server_restart)
 	ns = nats_start(port, nlog);
 	wait_for_text(slog, "subscribed 2");
 	kill(k.pid, SIGCONT);
-	register_chain(p, h + 3 * STEP, STEP, tok + 3 * STEP * BS4, BS4, b + 3 * STEP);
-	ck_assert_int_eq(write_expected(p, h, NH, BS4, expect), BLOCKS);
+	register_chain(p, c.h + 3 * STEP, STEP, c.tok + 3 * STEP * BS4, BS4, c.b + 3 * STEP);
+	ck_assert_int_eq(write_expected(p, c.h, NH, BS4, expect), BLOCKS);
 	ck_assert_msg(t_wait(sub) == 0, "subscriber: %s", slurp(slog));
 	ck_assert_int_ge(scrape(&k, "kvbmd_events_published_total{pool=\"G1\",worker_id=\"5\","
 				    "transport=\"nats\""), BLOCKS); /* the snapshot at least */
@@ -927,6 +938,66 @@ START_TEST(test_kvbmd_nats_survives_a_server_restart)
 	unlink(expect);
 	unlink(slog);
 	unlink(nlog);
+	t_done(p, name);
+}
+END_TEST
+
+/*
+ * kvbmd SIGKILLed and restarted on the same endpoints: the new one starts
+ * at seq 0 with a snapshot, and a subscriber that stayed connected sees
+ * the seq go back, starts over (replaying what it missed of the new
+ * stream) and converges on the registered set, changes made while no
+ * kvbmd ran included.
+ */
+START_TEST(test_kvbmd_zmq_restarted_kvbmd_subscriber_converges)
+{
+	T_NAME(name);
+	enum { BLOCKS = 128, STEP = 50, NH = CHAIN_N, BS4 = 4 };
+	struct kvbm_config cfg = t_cfg();
+	static struct chain c;
+	char pool[256], ep[96], rep[96], pubset[128], repset[128], expect[512], slog[512];
+	char cmd[1024];
+	struct kd k = {0};
+	int fd1, fd2;
+	unsigned p1 = hold_port(&fd1), p2 = hold_port(&fd2);
+
+	close(fd1);
+	close(fd2);
+	cfg.block_count = BLOCKS;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	snprintf(pool, sizeof(pool), "%s,create=no", name);
+	snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%u", p1);
+	snprintf(rep, sizeof(rep), "tcp://127.0.0.1:%u", p2);
+	snprintf(pubset, sizeof(pubset), "zmq_endpoint=%s", ep);
+	snprintf(repset, sizeof(repset), "zmq_replay_endpoint=%s", rep);
+	const char *const args[] = {"--pool", pool, "--listen", "127.0.0.1:0", "--set", pubset,
+				    "--set", repset, "--set", "zmq_bind=yes", NULL};
+	ck_assert_int_eq(kd_start(&k, args), 0);
+	t_file(expect, sizeof(expect), "expect");
+	snprintf(cmd, sizeof(cmd), "exec /usr/bin/python3 tests/kv_events_zmq.py --pub %s "
+		 "--replay %s --expect %s --timeout 30", ep, rep, expect);
+	pid_t sub = spawn_sh(cmd, t_file(slog, sizeof(slog), "sub"));
+	nap_ms(300);
+
+	chain_init(&c, 3);
+	/* many small batches: the old seq runs well past the new one's */
+	for (int i = 0; i < STEP; i += 5) {
+		register_chain(p, c.h + i, 5, c.tok + i * BS4, BS4, c.b + i);
+		nap_ms(15);
+	}
+	nap_ms(100);
+	ck_assert_int_eq(kd_stop(&k, SIGKILL), 128 + SIGKILL);
+	/* changes no kvbmd saw: the ring keeps them, the snapshot has them */
+	register_chain(p, c.h + STEP, 2 * STEP, c.tok + STEP * BS4, BS4, c.b + STEP);
+	ck_assert_int_eq(kd_start(&k, args), 0);
+	nap_ms(300);
+	register_chain(p, c.h + 3 * STEP, STEP, c.tok + 3 * STEP * BS4, BS4, c.b + 3 * STEP);
+	ck_assert_int_eq(write_expected(p, c.h, NH, BS4, expect), BLOCKS);
+	ck_assert_msg(t_wait(sub) == 0, "subscriber: %s", slurp(slog));
+	ck_assert_msg(strstr(slurp(slog), " 1 restarts"), "%s", text);
+	ck_assert_int_eq(kd_stop(&k, SIGTERM), 0);
+	unlink(expect);
+	unlink(slog);
 	t_done(p, name);
 }
 END_TEST
@@ -978,6 +1049,7 @@ Suite *make_kvbmd_events_suite(void)
 	tcase_add_test(tc, test_kvbmd_zmq_dp_rank_offset_and_port_in_use);
 	tcase_add_test(tc, test_kvbmd_zmq_slow_subscriber_is_dropped_and_counted);
 	tcase_add_test(tc, test_kvbmd_nats_survives_a_server_restart);
+	tcase_add_test(tc, test_kvbmd_zmq_restarted_kvbmd_subscriber_converges);
 	suite_add_tcase(s, tc);
 	return s;
 }

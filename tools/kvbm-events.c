@@ -359,7 +359,8 @@ struct zsub {
 	long printed, limit;
 	int have_last;
 	uint64_t last;
-	uint64_t gaps, replays;
+	int64_t replayed; /* the highest seq a replay gave, until live passes it */
+	uint64_t gaps, replays, restarts;
 };
 
 static void zprint(struct zsub *z, uint64_t seq, const struct zev *e, uint64_t rank)
@@ -517,6 +518,8 @@ static int zreplay(struct zsub *z, uint64_t start)
 			z->have_last = 1;
 			z->last = seq;
 		}
+		if ((int64_t)seq > z->replayed)
+			z->replayed = (int64_t)seq;
 		zclose(m, 3);
 	}
 }
@@ -524,7 +527,7 @@ static int zreplay(struct zsub *z, uint64_t start)
 static int zmq_main(const char *pub, const char *rep, const char *topic, int from_start,
 		    int json, long limit)
 {
-	struct zsub z = {.topic = topic, .json = json, .limit = limit};
+	struct zsub z = {.topic = topic, .json = json, .limit = limit, .replayed = -1};
 	void *ctx = zmq_ctx_new();
 	int code = 0, zero = 0;
 
@@ -565,6 +568,16 @@ static int zmq_main(const char *pub, const char *rep, const char *topic, int fro
 			continue;
 		}
 		uint64_t seq = get_be64(zmq_msg_data(&m[1])), next = z.have_last ? z.last + 1 : 0;
+		if (seq < next && (int64_t)seq > z.replayed) {
+			/* a publisher's seq never goes back: it restarted (kvbmd
+			 * starts at 0 with a snapshot); start over */
+			z.restarts++;
+			fprintf(stderr, "kvbm-events: seq %" PRIu64 " after %" PRIu64
+				": the publisher restarted\n", seq, z.last);
+			z.have_last = 0;
+			z.replayed = -1;
+			next = 0;
+		}
 		if (seq > next) {
 			z.gaps++;
 			fprintf(stderr, "kvbm-events: seq %" PRIu64 " after %s%" PRIu64 ": %s\n", seq,
@@ -578,6 +591,8 @@ static int zmq_main(const char *pub, const char *rep, const char *topic, int fro
 				fprintf(stderr, "kvbm-events: seq %" PRIu64 ": not a KVEventBatch\n", seq);
 			z.have_last = 1;
 			z.last = seq;
+			if ((int64_t)seq > z.replayed)
+				z.replayed = -1; /* live again: the replay's overlap is over */
 		}
 		zclose(m, 3);
 	}
