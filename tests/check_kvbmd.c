@@ -930,6 +930,8 @@ START_TEST(test_kvbmd_nats_survives_a_server_restart)
 	ck_assert_msg(t_wait(sub) == 0, "subscriber: %s", slurp(slog));
 	ck_assert_int_ge(scrape(&k, "kvbmd_events_published_total{pool=\"G1\",worker_id=\"5\","
 				    "transport=\"nats\""), BLOCKS); /* the snapshot at least */
+	/* started without the server, then two connections */
+	ck_assert_int_eq(scrape(&k, "kvbmd_nats_connections_total{worker_id=\"5\"}"), 2);
 	ck_assert_int_gt(scrape(&k, "kvbmd_events_dropped_total{pool=\"G1\",worker_id=\"5\","
 				    "transport=\"nats\""), 0);
 	ck_assert_int_eq(kd_stop(&k, SIGTERM), 0);

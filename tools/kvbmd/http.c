@@ -262,6 +262,10 @@ int kvbmd_metrics_text(struct kvbmd *d, struct kvbmd_buf *out)
 	lv.kv[lv.n++][1] = kvbm_version();
 	put_labels(&parts[0], NULL, &lv);
 	kvbmd_buf_printf(&parts[0], " 1\n");
+	if (d->cfg.nats_url[0])
+		family(&parts[0], "kvbmd_nats_connections_total", "counter",
+		       "Connections to the NATS server made (each followed by a snapshot)", NULL, &l,
+		       (double)__atomic_load_n(&d->nats_reconnects, __ATOMIC_RELAXED));
 	for (size_t i = 0; i < d->npools; i++)
 		pool_text(&d->pools[i], &l, &parts[i + 1]);
 	for (size_t i = 0; i <= d->npools; i++) {

@@ -703,5 +703,7 @@ void kvbmd_publish_stop(struct kvbmd *d)
 		pthread_join(P->th, NULL);
 		pub_free(P);
 		pubs[t] = NULL;
+		if (t == T_NATS)
+			nats_Close(); /* cnats's own threads and caches */
 	}
 }
