@@ -118,7 +118,7 @@ $(BUILD)/bin/kvbm-events $(BUILD)/bin/kvbm-events-bench: $(BUILD)/bin/%: $(BUILD
 		$(TOOL_COMMON_OBJS) $(STATIC_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_COMMON) -o $@ $< $(TOOL_COMMON_OBJS) $(STATIC_LIB) $(LIB_LIBS) $(ZMQ_LIBS) \
-		$(TOOL_LIBS)
+		$(NATS_LIBS) $(TOOL_LIBS)
 
 $(TEST_BIN): $(TEST_OBJS) $(TEST_LIB)
 	@mkdir -p $(dir $@)

@@ -826,7 +826,7 @@ START_TEST(test_kvbmd_zmq_slow_subscriber_is_dropped_and_counted)
 END_TEST
 
 /* A chain of CHAIN_N blocks of 4 tokens: start, start+1, ... */
-enum { CHAIN_N = 200 };
+enum { CHAIN_N = 225 };
 struct chain {
 	struct kvbm_plh h[CHAIN_N];
 	struct kvbm_block b[CHAIN_N];
@@ -932,6 +932,27 @@ START_TEST(test_kvbmd_nats_survives_a_server_restart)
 				    "transport=\"nats\""), BLOCKS); /* the snapshot at least */
 	/* started without the server, then two connections */
 	ck_assert_int_eq(scrape(&k, "kvbmd_nats_connections_total{worker_id=\"5\"}"), 2);
+
+	/* kvbm-events --nats prints what follows: 25 stores, 25 evictions */
+	char klog[512], kerr[520];
+	t_file(klog, sizeof(klog), "kve");
+	snprintf(kerr, sizeof(kerr), "%s.err", klog);
+	snprintf(cmd, sizeof(cmd), "exec timeout 20 '%s/kvbm-events' --nats nats://127.0.0.1:%u "
+		 "--count 50 2>'%s'", getenv("KVBM_BIN"), port, kerr);
+	pid_t ke = spawn_sh(cmd, klog);
+	wait_for_text(kerr, "subscribed to kv-events");
+	register_chain(p, c.h + 4 * STEP, 25, c.tok + 4 * STEP * BS4, BS4, c.b + 4 * STEP);
+	ck_assert_msg(t_wait(ke) == 0, "kvbm-events --nats: %s", slurp(kerr));
+	long lines = 0, stored = 0, removed = 0;
+	for (const char *l = slurp(klog); (l = strchr(l, '\n')); l++)
+		lines++;
+	for (const char *l = text; (l = strstr(l, " stored ")); l++)
+		stored++;
+	for (const char *l = text; (l = strstr(l, " removed ")); l++)
+		removed++;
+	ck_assert_msg(lines == 50 && stored == 25 && removed == 25, "%ld lines: %s", lines, text);
+	unlink(klog);
+	unlink(kerr);
 	ck_assert_int_gt(scrape(&k, "kvbmd_events_dropped_total{pool=\"G1\",worker_id=\"5\","
 				    "transport=\"nats\""), 0);
 	ck_assert_int_eq(kd_stop(&k, SIGTERM), 0);

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <nats/nats.h>
 #include <zmq.h>
 
 #include "kvbm.h"
@@ -603,6 +604,230 @@ static int zmq_main(const char *pub, const char *rep, const char *topic, int fro
 	return code;
 }
 
+/* ---- --nats: a subscriber of Dynamo's event plane ------------------------- */
+
+/* Reads the map at @r: for each key, @fn(key, r, arg) reads its value (or
+ * leaves it, then it is skipped). */
+static void rd_map(struct rd *r, void (*fn)(const struct val *key, struct rd *r, void *arg),
+		   void *arg)
+{
+	struct val m = rd_val(r);
+
+	if (m.t != V_MAP) {
+		r->bad = 1;
+		return;
+	}
+	for (uint64_t i = 0; i < m.u && !r->bad; i++) {
+		struct val k = rd_val(r);
+		const uint8_t *before = r->p;
+		fn(&k, r, arg);
+		if (r->p == before)
+			rd_skip(r);
+	}
+}
+
+/* What is printed of one RouterEvent (spec 5.2). */
+struct rev {
+	uint64_t worker_id, event_id, dp_rank;
+	char tier[16], type[16];
+	struct zev blocks; /* hashes, and the parent of a store */
+};
+
+static void rev_hashes(struct rd *r, struct rev *e, int stored)
+{
+	struct val a = rd_val(r);
+
+	for (uint64_t i = 0; a.t == V_ARRAY && i < a.u && !r->bad; i++) {
+		if (stored) { /* {block_hash, tokens_hash, mm_extra_info} */
+			struct val m = rd_val(r);
+			for (uint64_t j = 0; m.t == V_MAP && j < m.u && !r->bad; j++) {
+				struct val k = rd_val(r);
+				if (str_is(&k, "block_hash")) {
+					struct val h = rd_val(r);
+					if (e->blocks.nhashes < 8)
+						e->blocks.hashes[e->blocks.nhashes] = h.u;
+					e->blocks.nhashes++;
+				} else {
+					rd_skip(r);
+				}
+			}
+		} else {
+			struct val h = rd_val(r);
+			if (e->blocks.nhashes < 8)
+				e->blocks.hashes[e->blocks.nhashes] = h.u;
+			e->blocks.nhashes++;
+		}
+	}
+}
+
+static void on_store_key(const struct val *k, struct rd *r, void *arg)
+{
+	struct rev *e = arg;
+
+	if (str_is(k, "parent_hash")) {
+		struct val v = rd_val(r);
+		e->blocks.has_parent = v.t == V_UINT;
+		e->blocks.parent = v.u;
+	} else if (str_is(k, "blocks") || str_is(k, "block_hashes")) {
+		rev_hashes(r, e, str_is(k, "blocks"));
+	}
+}
+
+static void on_data_key(const struct val *k, struct rd *r, void *arg)
+{
+	struct rev *e = arg;
+
+	snprintf(e->type, sizeof(e->type), "%.*s", (int)(k->t == V_STR ? k->u : 0), k->s);
+	rd_map(r, on_store_key, e);
+}
+
+static void on_event_key(const struct val *k, struct rd *r, void *arg)
+{
+	struct rev *e = arg;
+
+	if (str_is(k, "event_id")) {
+		e->event_id = rd_val(r).u;
+	} else if (str_is(k, "dp_rank")) {
+		e->dp_rank = rd_val(r).u;
+	} else if (str_is(k, "data")) {
+		/* "cleared", or {"stored": {...}} / {"removed": {...}} */
+		const uint8_t *at = r->p;
+		struct val v = rd_val(r);
+		if (v.t == V_STR) {
+			snprintf(e->type, sizeof(e->type), "%.*s", (int)v.u, v.s);
+		} else {
+			r->p = at;
+			rd_map(r, on_data_key, e);
+		}
+	}
+}
+
+static void on_router_key(const struct val *k, struct rd *r, void *arg)
+{
+	struct rev *e = arg;
+
+	if (str_is(k, "worker_id")) {
+		e->worker_id = rd_val(r).u;
+	} else if (str_is(k, "storage_tier")) {
+		struct val v = rd_val(r);
+		if (v.t == V_STR)
+			snprintf(e->tier, sizeof(e->tier), "%.*s", (int)v.u, v.s);
+	} else if (str_is(k, "event")) {
+		rd_map(r, on_event_key, e);
+	}
+}
+
+struct envelope {
+	uint64_t publisher_id, sequence;
+	const void *payload;
+	size_t len;
+};
+
+static void on_envelope_key(const struct val *k, struct rd *r, void *arg)
+{
+	struct envelope *env = arg;
+
+	if (str_is(k, "publisher_id")) {
+		env->publisher_id = rd_val(r).u;
+	} else if (str_is(k, "sequence")) {
+		env->sequence = rd_val(r).u;
+	} else if (str_is(k, "payload")) {
+		struct val v = rd_val(r);
+		if (v.t == V_BIN) {
+			env->payload = v.s;
+			env->len = v.u;
+		}
+	}
+}
+
+static void print_router(const struct rev *e, int json)
+{
+	size_t shown = e->blocks.nhashes < 8 ? e->blocks.nhashes : 8;
+
+	if (json) {
+		printf("{\"event_id\":%" PRIu64 ",\"type\":\"%s\",\"block_hashes\":[", e->event_id,
+		       e->type);
+		for (size_t i = 0; i < shown; i++)
+			printf("%s%" PRIu64, i ? "," : "", e->blocks.hashes[i]);
+		printf("],\"worker_id\":%" PRIu64 ",\"storage_tier\":\"%s\",\"dp_rank\":%" PRIu64 "}\n",
+		       e->worker_id, e->tier, e->dp_rank);
+		return;
+	}
+	printf("%" PRIu64 " %s", e->event_id, e->type);
+	for (size_t i = 0; i < shown; i++)
+		printf(" %" PRIu64, e->blocks.hashes[i]);
+	if (e->blocks.nhashes > shown)
+		printf(" (+%zu)", e->blocks.nhashes - shown);
+	if (e->blocks.has_parent)
+		printf(" parent %" PRIu64, e->blocks.parent);
+	printf(" worker %" PRIu64 " %s\n", e->worker_id, e->tier);
+}
+
+static int nats_main(const char *url, const char *subject, int json, long limit)
+{
+	natsConnection *nc = NULL;
+	natsSubscription *sub = NULL;
+	natsStatus st;
+	uint64_t publisher = 0, next = 0, gaps = 0;
+	int have = 0, code = 0;
+	long printed = 0;
+
+	if ((st = natsConnection_ConnectTo(&nc, url)) != NATS_OK ||
+	    (st = natsConnection_SubscribeSync(&sub, nc, subject)) != NATS_OK ||
+	    (st = natsConnection_Flush(nc)) != NATS_OK) {
+		fprintf(stderr, "kvbm-events: --nats %s: %s\n", url, natsStatus_GetText(st));
+		natsConnection_Destroy(nc);
+		return 2;
+	}
+	/* tests wait for this line: from here on nothing is missed */
+	fprintf(stderr, "kvbm-events: subscribed to %s on %s\n", subject, url);
+	while (!stop && (limit < 0 || printed < limit)) {
+		natsMsg *msg = NULL;
+		st = natsSubscription_NextMsg(&msg, sub, 100);
+		if (st == NATS_TIMEOUT)
+			continue;
+		if (st != NATS_OK) {
+			fprintf(stderr, "kvbm-events: nats: %s\n", natsStatus_GetText(st));
+			code = 1;
+			break;
+		}
+		struct envelope env = {0};
+		struct rd r = {(const uint8_t *)natsMsg_GetData(msg),
+			       (const uint8_t *)natsMsg_GetData(msg) + natsMsg_GetDataLength(msg), 0};
+		rd_map(&r, on_envelope_key, &env);
+		struct rev e = {0};
+		struct rd pr = {env.payload, (const uint8_t *)env.payload + env.len, 0};
+		if (!r.bad && env.payload)
+			rd_map(&pr, on_router_key, &e);
+		if (r.bad || !env.payload || pr.bad || !e.type[0]) {
+			fprintf(stderr, "kvbm-events: not an event-plane RouterEvent: skipped\n");
+		} else {
+			/* NATS keeps nothing to replay: say what was lost; the
+			 * publisher's next snapshot restores the view */
+			if (have && env.publisher_id == publisher && env.sequence != next) {
+				gaps++;
+				fprintf(stderr, "kvbm-events: sequence %" PRIu64 " after %" PRIu64
+					": %" PRIu64 " lost\n", env.sequence, next - 1,
+					env.sequence - next);
+			} else if (have && env.publisher_id != publisher) {
+				fprintf(stderr, "kvbm-events: a new publisher %" PRIu64 "\n",
+					env.publisher_id);
+			}
+			have = 1;
+			publisher = env.publisher_id;
+			next = env.sequence + 1;
+			print_router(&e, json);
+			fflush(stdout);
+			printed++;
+		}
+		natsMsg_Destroy(msg);
+	}
+	natsSubscription_Destroy(sub);
+	natsConnection_Destroy(nc);
+	nats_Close();
+	return code;
+}
+
 static int usage(FILE *f, int code)
 {
 	fprintf(f, "usage: kvbm-events [--from SEQ | --from-start] [--follow] [--count N]\n"
@@ -610,13 +835,16 @@ static int usage(FILE *f, int code)
 		   "                   [--worker-id N] [--dp-rank N] POOL\n"
 		   "       kvbm-events --zmq ENDPOINT [--replay ENDPOINT] [--topic T]\n"
 		   "                   [--from-start] [--count N] [--json]\n"
+		   "       kvbm-events --nats URL [--topic SUBJECT] [--count N] [--json]\n"
 		   "Reads POOL's event ring from now on (or SEQ, or the oldest kept) and prints\n"
 		   "each event; with --format kvbm|vllm|router, each message is a 4-byte\n"
 		   "big-endian length and msgpack bytes. A reader that fell behind resyncs\n"
 		   "from a snapshot (CLEARED, then every registered block).\n"
 		   "With --zmq it subscribes to vLLM's ZMQ KV events (kvbmd's or an engine's) and\n"
 		   "prints each event; on a seq gap it asks --replay for what it missed\n"
-		   "(--from-start: everything the publisher still buffers).\n");
+		   "(--from-start: everything the publisher still buffers). With --nats it\n"
+		   "subscribes to Dynamo's event plane (subject kv-events) and prints each\n"
+		   "RouterEvent, reporting sequence gaps.\n");
 	return code;
 }
 
@@ -629,16 +857,16 @@ int main(int argc, char **argv)
 		{"worker-id", required_argument, NULL, 'w'}, {"dp-rank", required_argument, NULL, 'r'},
 		{"help", no_argument, NULL, 'h'},        {"version", no_argument, NULL, 'V'},
 		{"zmq", required_argument, NULL, 'Z'},   {"replay", required_argument, NULL, 'R'},
-		{"topic", required_argument, NULL, 'T'},
+		{"topic", required_argument, NULL, 'T'}, {"nats", required_argument, NULL, 'N'},
 		{NULL, 0, NULL, 0},
 	};
 	struct out o = {.fmt = F_TEXT, .limit = -1};
 	int follow = 0, from_start = 0, have_from = 0, c;
 	uint64_t cursor = 0;
-	const char *zpub = NULL, *zrep = NULL, *ztopic = "";
+	const char *zpub = NULL, *zrep = NULL, *ztopic = NULL, *nurl = NULL;
 
 	mp_init(&o.m);
-	while ((c = getopt_long(argc, argv, "f:sFn:jo:w:r:hVZ:R:T:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "f:sFn:jo:w:r:hVZ:R:T:N:", opts, NULL)) != -1) {
 		switch (c) {
 		case 'f':
 			cursor = strtoull(optarg, NULL, 10);
@@ -688,6 +916,9 @@ int main(int argc, char **argv)
 		case 'T':
 			ztopic = optarg;
 			break;
+		case 'N':
+			nurl = optarg;
+			break;
 		case 'h':
 			return usage(stdout, 0);
 		case 'V':
@@ -703,7 +934,16 @@ int main(int argc, char **argv)
 		signal(SIGINT, on_signal);
 		signal(SIGTERM, on_signal);
 		mp_free(&o.m);
-		return zmq_main(zpub, zrep, ztopic, from_start, o.fmt == F_JSON, o.limit);
+		return zmq_main(zpub, zrep, ztopic ? ztopic : "", from_start, o.fmt == F_JSON,
+				o.limit);
+	}
+	if (nurl) {
+		if (optind != argc)
+			return usage(stderr, 2);
+		signal(SIGINT, on_signal);
+		signal(SIGTERM, on_signal);
+		mp_free(&o.m);
+		return nats_main(nurl, ztopic ? ztopic : "kv-events", o.fmt == F_JSON, o.limit);
 	}
 	if (optind + 1 != argc)
 		return usage(stderr, 2);
