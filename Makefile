@@ -25,7 +25,7 @@ LIB_LIBS := $(shell pkg-config --libs libxxhash liburcu-bp liburcu-cds 2>/dev/nu
 	echo -lxxhash -lurcu-bp -lurcu-common -lurcu-cds) -lpthread
 
 TOOLS := kvbm-shm-dump kvbm-pool kvbm-demo kvbm-hash kvbm-bench kvbm-replay kvbm-events kvbmd \
-	kvbm-reap-bench
+	kvbm-reap-bench kvbm-events-bench
 TOOL_COMMON_SRCS := tools/json.c tools/inspect.c tools/dump.c tools/msgpack.c tools/kvevents.c
 TOOL_COMMON_OBJS := $(TOOL_COMMON_SRCS:%.c=$(BUILD)/obj/%.o)
 TOOL_BINS := $(TOOLS:%=$(BUILD)/bin/%)
@@ -33,6 +33,10 @@ TOOL_LIBS := $(shell pkg-config --libs jemalloc 2>/dev/null || echo -ljemalloc) 
 # kvbmd, the service (tools/kvbmd/): several files, and libmicrohttpd
 KVBMD_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tools/kvbmd/*.c))
 MHD_LIBS := $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmicrohttpd)
+# kvbmd publishes and kvbm-events subscribes to vLLM's ZMQ KV events
+ZMQ_LIBS := $(shell pkg-config --libs libzmq 2>/dev/null || echo -lzmq)
+# and Dynamo's event plane over NATS (cnats)
+NATS_LIBS := $(shell pkg-config --libs libnats 2>/dev/null || echo -lnats)
 
 TEST_SRCS := $(filter-out tests/torture.c tests/fuzz_%.c tests/wire_%.c,$(wildcard tests/*.c))
 TORTURE_BIN := $(BUILD)/tests/kvbm-torture
@@ -48,7 +52,7 @@ TEST_LIB := $(BUILD)/tests/libkvbm-test.a
 
 .PHONY: all lib tools tests check test test-run asan tsan demo install uninstall \
 	deps lint format clean help torture bench model fuzz fuzz-check fuzz-corpus \
-	interop reap-bench
+	interop reap-bench events-bench
 
 all: lib tools
 
@@ -65,6 +69,7 @@ help:
 	@echo "make model      the SPIN models of model/ (needs spin, ~25 min)"
 	@echo "make interop    promtool and a real Prometheus scraping kvbmd (scripts/deps.sh --interop)"
 	@echo "make reap-bench SIGKILL of a holder to its blocks free, with kvbmd running (p50/p99)"
+	@echo "make events-bench  kvbmd's ZMQ KV events: events/s, register-to-subscriber p99"
 	@echo "make fuzz FUZZ_SECONDS=S   fuzz the segment bytes for S s (600; libFuzzer, clang)"
 
 lib: $(STATIC_LIB) $(SHARED_LIB)
@@ -107,7 +112,13 @@ $(BUILD)/bin/%: $(BUILD)/obj/tools/%.o $(TOOL_COMMON_OBJS) $(STATIC_LIB)
 $(BUILD)/bin/kvbmd: $(KVBMD_OBJS) $(TOOL_COMMON_OBJS) $(STATIC_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_COMMON) -o $@ $(KVBMD_OBJS) $(TOOL_COMMON_OBJS) $(STATIC_LIB) $(LIB_LIBS) \
-		$(MHD_LIBS) -lm $(TOOL_LIBS)
+		$(MHD_LIBS) $(ZMQ_LIBS) $(NATS_LIBS) -lm $(TOOL_LIBS)
+
+$(BUILD)/bin/kvbm-events $(BUILD)/bin/kvbm-events-bench: $(BUILD)/bin/%: $(BUILD)/obj/tools/%.o \
+		$(TOOL_COMMON_OBJS) $(STATIC_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_COMMON) -o $@ $< $(TOOL_COMMON_OBJS) $(STATIC_LIB) $(LIB_LIBS) $(ZMQ_LIBS) \
+		$(NATS_LIBS) $(TOOL_LIBS)
 
 $(TEST_BIN): $(TEST_OBJS) $(TEST_LIB)
 	@mkdir -p $(dir $@)
@@ -126,6 +137,12 @@ bench: $(BUILD)/bin/kvbm-bench
 # Debian package is large: `scripts/deps.sh --interop` installs it).
 interop: all
 	BUILD=$(BUILD) scripts/interop-prometheus.sh
+
+# kvbmd's ZMQ KV events: events/s from one pool, register-to-subscriber
+# latency (EVENTS_BENCH_ARGS: --seconds S --rate N --window-ms W)
+events-bench: $(BUILD)/bin/kvbm-events-bench $(BUILD)/bin/kvbmd
+	KVBM_SHM_DIR=$${KVBM_SHM_DIR:-/dev/shm} $(BUILD)/bin/kvbm-events-bench \
+		--kvbmd $(BUILD)/bin/kvbmd $(EVENTS_BENCH_ARGS)
 
 # The time from SIGKILL of a holder to its blocks being free, kvbmd running
 # (target p99 <= 10 ms); REAP_ARGS="--rounds N --hold B".
@@ -162,8 +179,10 @@ asan:
 		SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 		test-run
 
+# tests/tsan.supp: what TSan reports inside libzmq, which is not instrumented
 tsan:
-	$(MAKE) BUILD=build-tsan OPT="-O1 -g" SAN="-fsanitize=thread" test-run
+	TSAN_OPTIONS="$${TSAN_OPTIONS:+$$TSAN_OPTIONS:}suppressions=$(abspath tests/tsan.supp)" \
+		$(MAKE) BUILD=build-tsan OPT="-O1 -g" SAN="-fsanitize=thread" test-run
 
 deps:
 	@scripts/deps.sh

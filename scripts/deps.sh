@@ -8,14 +8,18 @@
 # util-linux (mount namespaces of the tmpfs tests) and the shell tools the
 # scripts use are in every Debian. clang and libclang-rt-14-dev (libFuzzer)
 # run the segment fuzzer in make check (without them only its corpus is
-# replayed). libmicrohttpd-dev serves kvbmd's /metrics. With --interop it
+# replayed). libmicrohttpd-dev serves kvbmd's /metrics; libzmq3-dev carries
+# its vLLM-format KV events, and python3-zmq is the tests' independent
+# subscriber; libnats-dev (cnats) carries Dynamo's event plane, and the
+# tests start a real nats-server. With --interop it
 # also installs prometheus (promtool and the server, for make interop),
 # which is large and not needed by make check.
 set -euo pipefail
 
 pkgs=(make gcc libc6-dev pkg-config check libsubunit-dev liburcu-dev libxxhash-dev
       clang libclang-rt-14-dev
-      libjemalloc-dev libmicrohttpd-dev util-linux python3 python3-msgpack cppcheck)
+      libjemalloc-dev libmicrohttpd-dev libzmq3-dev libnats-dev nats-server util-linux
+      python3 python3-msgpack python3-zmq cppcheck)
 if [ "${1:-}" = --interop ]; then
 	pkgs+=(prometheus)
 fi

@@ -31,6 +31,14 @@ struct kd {
 	char log[512];
 };
 
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 static void nap_ms(long ms)
 {
 	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
@@ -329,20 +337,28 @@ START_TEST(test_kvbmd_unknown_config_key_names_file_and_line)
 }
 END_TEST
 
+/* Listens on a loopback port the kernel picks: the port, the socket in *fd. */
+static unsigned hold_port(int *fd)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	socklen_t sl = sizeof(sa);
+
+	*fd = socket(AF_INET, SOCK_STREAM, 0);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(*fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(listen(*fd, 1), 0);
+	ck_assert_int_eq(getsockname(*fd, (struct sockaddr *)&sa, &sl), 0);
+	return ntohs(sa.sin_port);
+}
+
 START_TEST(test_kvbmd_port_in_use_is_an_error)
 {
 	T_NAME(name);
-	struct sockaddr_in sa = {.sin_family = AF_INET};
-	socklen_t sl = sizeof(sa);
 	char listen_at[64], pool[256];
 	struct kd k = {0};
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	int fd;
 
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	ck_assert_int_eq(listen(fd, 1), 0);
-	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
-	snprintf(listen_at, sizeof(listen_at), "127.0.0.1:%u", ntohs(sa.sin_port));
+	snprintf(listen_at, sizeof(listen_at), "127.0.0.1:%u", hold_port(&fd));
 	pool_arg(pool, sizeof(pool), name, "G1");
 	ck_assert_int_eq(kd_start(&k, (const char *const[]){"--pool", pool, "--listen", listen_at,
 							      NULL}),
@@ -552,6 +568,514 @@ START_TEST(test_kvbmd_reaps_a_killed_holder_at_once)
 	t_done(p, name);
 }
 END_TEST
+
+/* ---- KV events over ZMQ (vLLM's format, spec 5.3) ------------------------ */
+
+/* The endpoint after @key ("on " or "replay ") in kvbmd's zmq log line. */
+static void zmq_endpoint_of(const struct kd *k, const char *key, char *out, size_t len)
+{
+	const char *l = strstr(slurp(k->log), "zmq: publishing");
+
+	ck_assert_msg(l, "no zmq line: %s", text);
+	l = strstr(l, key);
+	ck_assert_ptr_nonnull(l);
+	l += strlen(key);
+	size_t n = strcspn(l, " \n");
+	ck_assert_uint_lt(n, len);
+	memcpy(out, l, n);
+	out[n] = '\0';
+}
+
+/* Runs `sh -c @cmd` in the background; its output goes to @log. */
+static pid_t spawn_sh(const char *cmd, const char *log)
+{
+	pid_t pid = fork();
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		if (fd < 0)
+			_exit(126);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		close(fd);
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	return pid;
+}
+
+/* Registers @n blocks of the chain at @h (token ids from @tok) and
+ * releases them to the inactive pool (where allocations evict them). */
+static void register_chain(struct kvbm_pool *p, const struct kvbm_plh *h, size_t n,
+			   const uint32_t *tok, uint32_t bs, struct kvbm_block *b)
+{
+	ck_assert_int_eq(kvbm_allocate_blocks(p, (uint32_t)n, b, NULL, NULL), 0);
+	for (size_t i = 0; i < n; i++)
+		ck_assert_int_eq(kvbm_stage_block(p, &b[i], h[i], bs), 0);
+	ck_assert_int_eq(kvbm_register_blocks_tokens(p, b, (uint32_t)n, tok), 0);
+	t_release(p, b, n);
+}
+
+/* The registered set of @h[0..n) as the subscribers' expected JSON (router
+ * hashes and PLHs), into file @path (atomically: whole or absent). Returns
+ * how many are registered. */
+static long write_expected(struct kvbm_pool *p, const struct kvbm_plh *h, size_t n, uint32_t bs,
+			   const char *path)
+{
+	long np;
+
+	static uint8_t present[4096];
+	static char want[4096 * 60 + 64];
+	char tmp[520];
+
+	ck_assert_uint_le(n, sizeof(present));
+	np = kvbm_check_presence(p, h, (uint32_t)n, present);
+	ck_assert_int_ge(np, 0);
+	size_t w = (size_t)snprintf(want, sizeof(want), "{\"block_size\": %u, \"blocks\": [", bs);
+	for (size_t i = 0, c = 0; i < n; i++)
+		if (present[i])
+			w += (size_t)snprintf(want + w, sizeof(want) - w, "%s%llu", c++ ? "," : "",
+					      (unsigned long long)kvbm_plh_router_hash(h[i]));
+	/* and the PLHs, for kvbm-logical's own stream */
+	w += (size_t)snprintf(want + w, sizeof(want) - w, "], \"plhs\": [");
+	for (size_t i = 0, c = 0; i < n; i++)
+		if (present[i])
+			w += (size_t)snprintf(want + w, sizeof(want) - w, "%s\"%016llx%016llx\"",
+					      c++ ? "," : "", (unsigned long long)h[i].hi,
+					      (unsigned long long)h[i].lo);
+	w += (size_t)snprintf(want + w, sizeof(want) - w, "]}");
+	ck_assert_uint_lt(w, sizeof(want));
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	write_file(tmp, want);
+	ck_assert_int_eq(rename(tmp, path), 0);
+	return np;
+}
+
+/*
+ * kvbmd publishes a pool's ring in vLLM's ZMQ format, and independent
+ * subscribers (tests/kv_events_zmq.py, python3-zmq) rebuild the set of
+ * cached blocks from it: one that subscribed before the registrations
+ * (through a ring that laps kvbmd: a gap and a snapshot resync), one that
+ * came after them all and has only the replay ROUTER, and kvbm-events
+ * --zmq, which must see every event published.
+ */
+START_TEST(test_kvbmd_zmq_subscribers_converge_on_the_registered_set)
+{
+	T_NAME(name);
+	enum { BLOCKS = 256, N1 = 100, N2 = 200, N3 = 100, STEP = 20, BS4 = 4, NH = N1 + N2 + N3 };
+	struct kvbm_config cfg = t_cfg();
+	static struct kvbm_plh h[NH];
+	static struct kvbm_block b[NH];
+	static uint32_t tok[NH * BS4];
+	char pool[256], pub[300], rep[300], expect[512], log1[512], log2[512], log3[512];
+	char cmd[2048];
+	struct kd k = {0};
+
+	cfg.block_count = BLOCKS;
+	cfg.event_ring = 64; /* N2 in one call laps it */
+	struct kvbm_pool *p = t_create(name, &cfg);
+	snprintf(pool, sizeof(pool), "%s,create=no", name);
+	ck_assert_int_eq(kd_start(&k, (const char *const[]){
+				 "--pool", pool, "--listen", "127.0.0.1:0", "--worker-id", "7",
+				 "--set", "zmq_endpoint=tcp://127.0.0.1:*",
+				 "--set", "zmq_replay_endpoint=tcp://127.0.0.1:*",
+				 "--set", "zmq_topic=kv-events", NULL}),
+			 0);
+	for (int i = 0; i < 200 && !strstr(slurp(k.log), "zmq: publishing"); i++)
+		nap_ms(10);
+	zmq_endpoint_of(&k, " on ", pub, sizeof(pub));
+	zmq_endpoint_of(&k, " replay ", rep, sizeof(rep));
+	t_file(expect, sizeof(expect), "expect");
+	unlink(expect);
+	snprintf(cmd, sizeof(cmd), "exec /usr/bin/python3 tests/kv_events_zmq.py --pub %s "
+		 "--replay %s --topic kv-events --expect %s --timeout 30", pub, rep, expect);
+	pid_t early = spawn_sh(cmd, t_file(log1, sizeof(log1), "sub1"));
+	nap_ms(300); /* it subscribed; it would replay what it missed anyway */
+
+	for (uint32_t i = 0; i < NH * BS4; i++)
+		tok[i] = 11 + i;
+	t_seq_hashes(11, NH, BS4, h);
+	register_chain(p, h, N1, tok, BS4, b);
+	nap_ms(50);
+	/* 200 more in a 256-block pool evict 44 of the first; one call
+	 * appends 244 events to a 64-entry ring */
+	register_chain(p, h + N1, N2, tok + N1 * BS4, BS4, b + N1);
+	/* then steps the ring holds (20 evictions and 20 stores each), read
+	 * live: removes and stores alternate, batches must not mix them */
+	for (int i = N1 + N2; i < NH; i += STEP) {
+		nap_ms(30);
+		register_chain(p, h + i, STEP, tok + i * BS4, BS4, b + i);
+	}
+
+	/* the registered set at quiescence, for the subscribers */
+	ck_assert_int_eq(write_expected(p, h, NH, BS4, expect), BLOCKS);
+
+	snprintf(cmd, sizeof(cmd), "exec /usr/bin/python3 tests/kv_events_zmq.py --pub %s "
+		 "--replay %s --topic kv-events --expect %s --timeout 30 --catch-up", pub, rep,
+		 expect);
+	pid_t late = spawn_sh(cmd, t_file(log2, sizeof(log2), "sub2"));
+	ck_assert_msg(t_wait(early) == 0, "early subscriber: %s", slurp(log1));
+	ck_assert_msg(t_wait(late) == 0, "late subscriber: %s", slurp(log2));
+
+	/* every event published reaches kvbm-events through the replay */
+	/* both registrations lapped the ring: the subscribers converged
+	 * through resyncs */
+	ck_assert_int_ge(scrape(&k, "kvbmd_event_gaps_total{pool=\"G1\""), 1);
+	double published = scrape(&k, "kvbmd_events_published_total{pool=\"G1\"");
+	ck_assert_msg(published >= NH + 144, "published %g", published);
+	snprintf(cmd, sizeof(cmd), "exec timeout 20 '%s/kvbm-events' --zmq %s --replay %s "
+		 "--topic kv-events --from-start --count %.0f 2>/dev/null", getenv("KVBM_BIN"), pub,
+		 rep, published);
+	pid_t ke = spawn_sh(cmd, t_file(log3, sizeof(log3), "kve"));
+	ck_assert_msg(t_wait(ke) == 0, "kvbm-events --zmq: %s", slurp(log3));
+	long lines = 0, stored = 0;
+	for (const char *l = slurp(log3); (l = strchr(l, '\n')); l++)
+		lines++;
+	for (const char *l = text; (l = strstr(l, " BlockStored ")); l++)
+		stored++;
+	ck_assert_msg(lines == (long)published && stored >= NH, "%ld lines, %ld stored: %s",
+		      lines, stored, text);
+	ck_assert_int_eq(kd_stop(&k, SIGTERM), 0);
+	unlink(expect);
+	unlink(log1);
+	unlink(log2);
+	unlink(log3);
+	t_done(p, name);
+}
+END_TEST
+
+/*
+ * A subscriber that stops reading never blocks kvbmd or the pool: once its
+ * queue (zmq_hwm = 1) and the socket buffers are full, kvbmd refuses
+ * batches and counts them, the registrations go on at full speed, and a
+ * subscriber that reads converges through the replay of what was refused.
+ */
+START_TEST(test_kvbmd_zmq_slow_subscriber_is_dropped_and_counted)
+{
+	T_NAME(name);
+	enum { BLOCKS = 2048, STEP = 1000, ROUNDS = 40, BSZ = 256, NH = 4 * STEP };
+	struct kvbm_config cfg = t_cfg();
+	static struct kvbm_plh h[NH];
+	static struct kvbm_block b[STEP];
+	static uint32_t tok[STEP * BSZ];
+	char pool[256], pub[300], rep[300], expect[512], log1[512], log2[512], cmd[2048];
+	struct kd k = {0};
+
+	cfg.block_count = BLOCKS;
+	cfg.block_size = BSZ;
+	cfg.event_ring = 4096;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	snprintf(pool, sizeof(pool), "%s,create=no", name);
+	ck_assert_int_eq(kd_start(&k, (const char *const[]){
+				 "--pool", pool, "--listen", "127.0.0.1:0",
+				 "--set", "zmq_endpoint=tcp://127.0.0.1:*",
+				 "--set", "zmq_replay_endpoint=tcp://127.0.0.1:*",
+				 "--set", "zmq_hwm=1", NULL}),
+			 0);
+	for (int i = 0; i < 200 && !strstr(slurp(k.log), "zmq: publishing"); i++)
+		nap_ms(10);
+	zmq_endpoint_of(&k, " on ", pub, sizeof(pub));
+	zmq_endpoint_of(&k, " replay ", rep, sizeof(rep));
+	/* subscribes, takes one message, then reads nothing */
+	snprintf(cmd, sizeof(cmd), "exec /usr/bin/python3 -c 'import time, zmq; "
+		 "s = zmq.Context().socket(zmq.SUB); s.setsockopt(zmq.RCVHWM, 1); "
+		 "s.setsockopt(zmq.SUBSCRIBE, b\"\"); s.connect(\"%s\"); time.sleep(60)'", pub);
+	pid_t slow = spawn_sh(cmd, t_file(log1, sizeof(log1), "slow"));
+	nap_ms(500);
+
+	/* large token lists: megabytes per round, more than the kernel
+	 * buffers between kvbmd and the stalled subscriber can hold */
+	uint64_t t0 = now_ns();
+	for (int r = 0; r < ROUNDS; r++) {
+		for (uint32_t i = 0; i < STEP * BSZ; i++)
+			tok[i] = 70000 + (uint32_t)r * STEP * BSZ + i;
+		/* the hashes of the last 4 rounds: more than the pool holds */
+		struct kvbm_plh *hr = h + (r % 4) * STEP;
+		for (uint32_t i = 0; i < STEP; i++)
+			ck_assert_int_eq(kvbm_plh_make(kvbm_block_hash(tok + i * BSZ, BSZ, 1337), NULL, 0,
+						       &hr[i]), 0);
+		register_chain(p, hr, STEP, tok, BSZ, b);
+		nap_ms(5);
+	}
+	uint64_t took = now_ns() - t0;
+	double dropped = -1;
+	for (int i = 0; i < 500 && (dropped = scrape(&k, "kvbmd_events_dropped_total{pool=\"G1\"")) <= 0;
+	     i++)
+		nap_ms(10);
+	ck_assert_msg(dropped > 0, "kvbmd_events_dropped_total: %g", dropped);
+	/* the pool never waited: 40000 registrations with tokens in well
+	 * under the time a blocked publisher would have stalled them */
+	ck_assert_msg(took < 20000000000ull, "registrations took %llu ms",
+		      (unsigned long long)(took / 1000000));
+
+	t_file(expect, sizeof(expect), "expect");
+	ck_assert_int_eq(write_expected(p, h, NH, BSZ, expect), BLOCKS);
+	snprintf(cmd, sizeof(cmd), "exec /usr/bin/python3 tests/kv_events_zmq.py --pub %s "
+		 "--replay %s --expect %s --timeout 30 --catch-up", pub, rep, expect);
+	pid_t late = spawn_sh(cmd, t_file(log2, sizeof(log2), "sub"));
+	ck_assert_msg(t_wait(late) == 0, "subscriber: %s", slurp(log2));
+	kill(slow, SIGKILL);
+	t_wait(slow);
+	ck_assert_int_eq(kd_stop(&k, SIGTERM), 0);
+	unlink(expect);
+	unlink(log1);
+	unlink(log2);
+	t_done(p, name);
+}
+END_TEST
+
+/* A chain of CHAIN_N blocks of 4 tokens: start, start+1, ... */
+enum { CHAIN_N = 225 };
+struct chain {
+	struct kvbm_plh h[CHAIN_N];
+	struct kvbm_block b[CHAIN_N];
+	uint32_t tok[CHAIN_N * 4];
+};
+
+static void chain_init(struct chain *c, uint32_t start)
+{
+	for (uint32_t i = 0; i < CHAIN_N * 4; i++)
+		c->tok[i] = start + i;
+	t_seq_hashes(start, CHAIN_N, 4, c->h);
+}
+
+/* Starts nats-server on 127.0.0.1:@port; returns once it accepts. */
+static pid_t nats_start(unsigned port, const char *log)
+{
+	char cmd[512];
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+
+	snprintf(cmd, sizeof(cmd), "exec nats-server -a 127.0.0.1 -p %u", port);
+	pid_t pid = spawn_sh(cmd, log);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	for (int i = 0; i < 500; i++) {
+		int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
+		ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+		close(fd);
+		if (ok)
+			return pid;
+		nap_ms(10);
+	}
+	ck_abort_msg("nats-server did not start: %s", slurp(log));
+	return -1;
+}
+
+/* Waits (bounded: 10 s) until file @path contains @what. */
+static void wait_for_text(const char *path, const char *what)
+{
+	for (int i = 0; i < 1000 && !strstr(slurp(path), what); i++)
+		nap_ms(10);
+	ck_assert_msg(strstr(slurp(path), what), "no '%s' in %s: %s", what, path, text);
+}
+
+/*
+ * Dynamo's event plane over a real nats-server: kvbmd starts while the
+ * server is down (and waits for it), publishes RouterEvents in the
+ * envelope on kv-events and kvbm-logical's stream on kvbm.events; the
+ * server is SIGKILLed mid-run and restarted, and an independent
+ * subscriber (tests/kv_events_nats.py, NATS's text protocol on a plain
+ * socket) still converges on the registered set: kvbmd buffers what fits
+ * (1 KiB here) while the server is away, drops and counts the rest, and
+ * sends a snapshot once it is back.
+ */
+START_TEST(test_kvbmd_nats_survives_a_server_restart)
+{
+	T_NAME(name);
+	enum { BLOCKS = 128, STEP = 50, NH = CHAIN_N, BS4 = 4 };
+	static struct chain c;
+	struct kvbm_config cfg = t_cfg();
+	char pool[256], url[128], nlog[512], slog[512], expect[512], cmd[1024];
+	struct kd k = {0};
+	int fd;
+	unsigned port = hold_port(&fd);
+
+	close(fd); /* nats-server takes it later: kvbmd must start without it */
+	cfg.block_count = BLOCKS;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	snprintf(pool, sizeof(pool), "%s,create=no", name);
+	snprintf(url, sizeof(url), "nats_url=nats://127.0.0.1:%u", port);
+	ck_assert_int_eq(kd_start(&k, (const char *const[]){"--pool", pool, "--listen",
+							      "127.0.0.1:0", "--worker-id", "5",
+							      "--set", url, "--set",
+							      "nats_reconnect_wait_ms=100", "--set",
+							      "nats_reconnect_buffer=1024", NULL}),
+			 0);
+	wait_for_text(k.log, "is not reachable yet");
+	pid_t ns = nats_start(port, t_file(nlog, sizeof(nlog), "nats"));
+	t_file(expect, sizeof(expect), "expect");
+	snprintf(cmd, sizeof(cmd), "exec /usr/bin/python3 tests/kv_events_nats.py --url "
+		 "nats://127.0.0.1:%u --expect %s --timeout 40", port, expect);
+	pid_t sub = spawn_sh(cmd, t_file(slog, sizeof(slog), "sub"));
+	wait_for_text(slog, "subscribed 1");
+	wait_for_text(k.log, "nats: connected");
+
+	chain_init(&c, 5);
+	register_chain(p, c.h, STEP, c.tok, BS4, c.b);
+	nap_ms(100);
+	/* the server dies; the pool goes on (evictions too); kvbmd buffers
+	 * 1 KiB of it and drops the rest, counted */
+	kill(ns, SIGKILL);
+	t_wait(ns);
+	register_chain(p, c.h + STEP, 2 * STEP, c.tok + STEP * BS4, BS4, c.b + STEP);
+	nap_ms(100);
+	/* the subscriber must be back before kvbmd, or NATS (which keeps
+	 * nothing) has no one to hand the snapshot to: hold kvbmd still */
+	kill(k.pid, SIGSTOP);
+	ns = nats_start(port, nlog);
+	wait_for_text(slog, "subscribed 2");
+	kill(k.pid, SIGCONT);
+	register_chain(p, c.h + 3 * STEP, STEP, c.tok + 3 * STEP * BS4, BS4, c.b + 3 * STEP);
+	ck_assert_int_eq(write_expected(p, c.h, NH, BS4, expect), BLOCKS);
+	ck_assert_msg(t_wait(sub) == 0, "subscriber: %s", slurp(slog));
+	ck_assert_int_ge(scrape(&k, "kvbmd_events_published_total{pool=\"G1\",worker_id=\"5\","
+				    "transport=\"nats\""), BLOCKS); /* the snapshot at least */
+	/* started without the server, then two connections */
+	ck_assert_int_eq(scrape(&k, "kvbmd_nats_connections_total{worker_id=\"5\"}"), 2);
+
+	/* kvbm-events --nats prints what follows: 25 stores, 25 evictions */
+	char klog[512], kerr[520];
+	t_file(klog, sizeof(klog), "kve");
+	snprintf(kerr, sizeof(kerr), "%s.err", klog);
+	snprintf(cmd, sizeof(cmd), "exec timeout 20 '%s/kvbm-events' --nats nats://127.0.0.1:%u "
+		 "--count 50 2>'%s'", getenv("KVBM_BIN"), port, kerr);
+	pid_t ke = spawn_sh(cmd, klog);
+	wait_for_text(kerr, "subscribed to kv-events");
+	register_chain(p, c.h + 4 * STEP, 25, c.tok + 4 * STEP * BS4, BS4, c.b + 4 * STEP);
+	ck_assert_msg(t_wait(ke) == 0, "kvbm-events --nats: %s", slurp(kerr));
+	long lines = 0, stored = 0, removed = 0;
+	for (const char *l = slurp(klog); (l = strchr(l, '\n')); l++)
+		lines++;
+	for (const char *l = text; (l = strstr(l, " stored ")); l++)
+		stored++;
+	for (const char *l = text; (l = strstr(l, " removed ")); l++)
+		removed++;
+	ck_assert_msg(lines == 50 && stored == 25 && removed == 25, "%ld lines: %s", lines, text);
+	unlink(klog);
+	unlink(kerr);
+	ck_assert_int_gt(scrape(&k, "kvbmd_events_dropped_total{pool=\"G1\",worker_id=\"5\","
+				    "transport=\"nats\""), 0);
+	ck_assert_int_eq(kd_stop(&k, SIGTERM), 0);
+	kill(ns, SIGKILL);
+	t_wait(ns);
+	unlink(expect);
+	unlink(slog);
+	unlink(nlog);
+	t_done(p, name);
+}
+END_TEST
+
+/*
+ * kvbmd SIGKILLed and restarted on the same endpoints: the new one starts
+ * at seq 0 with a snapshot, and a subscriber that stayed connected sees
+ * the seq go back, starts over (replaying what it missed of the new
+ * stream) and converges on the registered set, changes made while no
+ * kvbmd ran included.
+ */
+START_TEST(test_kvbmd_zmq_restarted_kvbmd_subscriber_converges)
+{
+	T_NAME(name);
+	enum { BLOCKS = 128, STEP = 50, NH = CHAIN_N, BS4 = 4 };
+	struct kvbm_config cfg = t_cfg();
+	static struct chain c;
+	char pool[256], ep[96], rep[96], pubset[128], repset[128], expect[512], slog[512];
+	char cmd[1024];
+	struct kd k = {0};
+	int fd1, fd2;
+	unsigned p1 = hold_port(&fd1), p2 = hold_port(&fd2);
+
+	close(fd1);
+	close(fd2);
+	cfg.block_count = BLOCKS;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	snprintf(pool, sizeof(pool), "%s,create=no", name);
+	snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%u", p1);
+	snprintf(rep, sizeof(rep), "tcp://127.0.0.1:%u", p2);
+	snprintf(pubset, sizeof(pubset), "zmq_endpoint=%s", ep);
+	snprintf(repset, sizeof(repset), "zmq_replay_endpoint=%s", rep);
+	const char *const args[] = {"--pool", pool, "--listen", "127.0.0.1:0", "--set", pubset,
+				    "--set", repset, "--set", "zmq_bind=yes", NULL};
+	ck_assert_int_eq(kd_start(&k, args), 0);
+	t_file(expect, sizeof(expect), "expect");
+	snprintf(cmd, sizeof(cmd), "exec /usr/bin/python3 tests/kv_events_zmq.py --pub %s "
+		 "--replay %s --expect %s --timeout 30", ep, rep, expect);
+	pid_t sub = spawn_sh(cmd, t_file(slog, sizeof(slog), "sub"));
+	nap_ms(300);
+
+	chain_init(&c, 3);
+	/* many small batches: the old seq runs well past the new one's */
+	for (int i = 0; i < STEP; i += 5) {
+		register_chain(p, c.h + i, 5, c.tok + i * BS4, BS4, c.b + i);
+		nap_ms(15);
+	}
+	nap_ms(100);
+	ck_assert_int_eq(kd_stop(&k, SIGKILL), 128 + SIGKILL);
+	/* changes no kvbmd saw: the ring keeps them, the snapshot has them */
+	register_chain(p, c.h + STEP, 2 * STEP, c.tok + STEP * BS4, BS4, c.b + STEP);
+	ck_assert_int_eq(kd_start(&k, args), 0);
+	nap_ms(300);
+	register_chain(p, c.h + 3 * STEP, STEP, c.tok + 3 * STEP * BS4, BS4, c.b + 3 * STEP);
+	ck_assert_int_eq(write_expected(p, c.h, NH, BS4, expect), BLOCKS);
+	ck_assert_msg(t_wait(sub) == 0, "subscriber: %s", slurp(slog));
+	ck_assert_msg(strstr(slurp(slog), " 1 restarts"), "%s", text);
+	ck_assert_int_eq(kd_stop(&k, SIGTERM), 0);
+	unlink(expect);
+	unlink(slog);
+	t_done(p, name);
+}
+END_TEST
+
+/* A dp_rank offsets the port (vLLM's rule) and a port in use is a clear
+ * error, exit 1. */
+START_TEST(test_kvbmd_zmq_dp_rank_offset_and_port_in_use)
+{
+	T_NAME(name);
+	char pool[256], ep[128], want[160];
+	struct kd k = {0};
+	int fd;
+	unsigned port = hold_port(&fd);
+	pool_arg(pool, sizeof(pool), name, "G1");
+	/* rank 2 of base port-2 lands on the port held above */
+	snprintf(ep, sizeof(ep), "zmq_endpoint=tcp://127.0.0.1:%u", port - 2);
+	ck_assert_int_eq(kd_start(&k, (const char *const[]){"--pool", pool, "--listen",
+							      "127.0.0.1:0", "--set", ep, "--set",
+							      "zmq_bind=yes", "--set", "dp_rank=2",
+							      NULL}),
+			 1);
+	snprintf(want, sizeof(want), "zmq bind tcp://127.0.0.1:%u: Address already in use", port);
+	ck_assert_msg(strstr(slurp(k.log), want), "log: %s", text);
+	close(fd);
+	/* free now: the same flags start, publishing on the offset port */
+	ck_assert_int_eq(kd_start(&k, (const char *const[]){"--pool", pool, "--listen",
+							      "127.0.0.1:0", "--set", ep, "--set",
+							      "zmq_bind=yes", "--set", "dp_rank=2",
+							      NULL}),
+			 0);
+	for (int i = 0; i < 200 && !strstr(slurp(k.log), "zmq: publishing"); i++)
+		nap_ms(10);
+	snprintf(want, sizeof(want), "on tcp://127.0.0.1:%u replay none", port);
+	ck_assert_msg(strstr(slurp(k.log), want), "log: %s", text);
+	ck_assert_int_eq(kd_stop(&k, SIGTERM), 0);
+	struct kvbm_pool *p;
+	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &p), 0);
+	t_done(p, name);
+}
+END_TEST
+
+Suite *make_kvbmd_events_suite(void)
+{
+	Suite *s = suite_create("kvbmd_events");
+	TCase *tc = tcase_create("kvbmd_events");
+
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_kvbmd_zmq_subscribers_converge_on_the_registered_set);
+	tcase_add_test(tc, test_kvbmd_zmq_dp_rank_offset_and_port_in_use);
+	tcase_add_test(tc, test_kvbmd_zmq_slow_subscriber_is_dropped_and_counted);
+	tcase_add_test(tc, test_kvbmd_nats_survives_a_server_restart);
+	tcase_add_test(tc, test_kvbmd_zmq_restarted_kvbmd_subscriber_converges);
+	suite_add_tcase(s, tc);
+	return s;
+}
 
 Suite *make_kvbmd_suite(void)
 {

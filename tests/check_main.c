@@ -49,6 +49,7 @@ int main(void)
 	srunner_add_suite(sr, make_hostile_suite());
 	srunner_add_suite(sr, make_events_suite());
 	srunner_add_suite(sr, make_kvbmd_suite());
+	srunner_add_suite(sr, make_kvbmd_events_suite());
 	srunner_run_all(sr, CK_ENV);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);

@@ -48,17 +48,22 @@ def vllm_event(ev):
     return tag, [], [], None
 
 
+def vllm_envelope(raw):
+    """The events of a KVEventBatch: an array [ts, events, rank] or a map."""
+    batch = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    if isinstance(batch, dict):
+        ts, events, rank = batch["ts"], batch["events"], batch.get("data_parallel_rank")
+    else:
+        ts, events, rank = batch[0], batch[1], batch[2] if len(batch) > 2 else None
+    assert isinstance(ts, float), "ts is a float64"
+    assert rank is None or isinstance(rank, int), "data_parallel_rank"
+    return events
+
+
 def decode_vllm(msgs, want):
     blocks = set()
     for raw in msgs:
-        batch = msgpack.unpackb(raw, raw=False, strict_map_key=False)
-        if isinstance(batch, dict):
-            ts, events, rank = batch["ts"], batch["events"], batch.get("data_parallel_rank")
-        else:
-            ts, events, rank = batch[0], batch[1], batch[2] if len(batch) > 2 else None
-        assert isinstance(ts, float), "ts is a float64"
-        assert rank is None or isinstance(rank, int)
-        for ev in events:
+        for ev in vllm_envelope(raw):
             kind, hashes, tokens, bs = vllm_event(ev)
             if kind == "BlockStored":
                 # Dynamo indexes a store only with its tokens, in blocks of bs
@@ -95,27 +100,33 @@ def decode_kvbm(msgs, want):
     return sorted(blocks)
 
 
+def router_apply(blocks, th, ev):
+    """Applies one RouterEvent (a named map, spec 5.2) to the set @blocks;
+    records tokens_hash by block hash in @th. Returns the event id."""
+    assert set(ev) >= {"worker_id", "storage_tier", "event"}
+    assert ev["storage_tier"] in ("device", "host_pinned", "disk", "external")
+    inner = ev["event"]
+    data = inner["data"]
+    if data == "cleared":
+        blocks.clear()
+    elif "stored" in data:
+        for b in data["stored"]["blocks"]:
+            blocks.add(b["block_hash"])
+            th[str(b["block_hash"])] = b["tokens_hash"]
+    elif "removed" in data:
+        blocks.difference_update(data["removed"]["block_hashes"])
+    else:
+        raise AssertionError("unknown data %r" % data)
+    return inner["event_id"]
+
+
 def decode_router(msgs, want):
     blocks, last_id, th = set(), None, {}
     for raw in msgs:
-        ev = msgpack.unpackb(raw, raw=False)
-        assert set(ev) >= {"worker_id", "storage_tier", "event"}
-        assert ev["storage_tier"] in ("device", "host_pinned", "disk", "external")
-        inner = ev["event"]
-        if last_id is not None and inner["event_id"] != 0:  # 0: a new publisher
-            assert inner["event_id"] == last_id + 1, "event ids count up"
-        last_id = inner["event_id"]
-        data = inner["data"]
-        if data == "cleared":
-            blocks.clear()
-        elif "stored" in data:
-            for b in data["stored"]["blocks"]:
-                blocks.add(b["block_hash"])
-                th[str(b["block_hash"])] = b["tokens_hash"]
-        elif "removed" in data:
-            blocks.difference_update(data["removed"]["block_hashes"])
-        else:
-            raise AssertionError("unknown data %r" % data)
+        event_id = router_apply(blocks, th, msgpack.unpackb(raw, raw=False))
+        if last_id is not None and event_id != 0:  # 0: a new publisher
+            assert event_id == last_id + 1, "event ids count up"
+        last_id = event_id
     for h, t in want.get("tokens_hash", {}).items():
         assert th.get(h) == t, "tokens_hash of %s: %r, want %r" % (h, th.get(h), t)
     return sorted(blocks)

@@ -38,6 +38,17 @@ void kvbmd_config_init(struct kvbmd_config *c)
 	c->reap_ms = 1000;
 	c->stats_ms = 1000;
 	c->stats_window = 60;
+	/* vLLM's defaults (spec 5.3), and Dynamo's 10 ms coalescing window */
+	snprintf(c->zmq_bind, sizeof(c->zmq_bind), "auto");
+	c->zmq_hwm = 100000;
+	c->zmq_buffer_steps = 10000;
+	c->event_window_ms = 10;
+	c->event_batch_max = 512;
+	/* Dynamo's subjects (spec 5.1, 5.2); cnats's reconnect buffer */
+	snprintf(c->nats_router_subject, sizeof(c->nats_router_subject), "kv-events");
+	snprintf(c->nats_kvbm_subject, sizeof(c->nats_kvbm_subject), "kvbm.events");
+	c->nats_reconnect_buffer = 8u << 20;
+	c->nats_reconnect_wait_ms = 1000;
 }
 
 /* A whole-string unsigned number in [lo, hi] (base 0: 0660 is octal). */
@@ -69,7 +80,10 @@ static int parse_bool(const char *v, uint32_t *out)
 
 static const char *const global_keys =
 	"listen, instance_id, worker_id, scan_interval_ms, reap_interval_ms, "
-	"stats_interval_ms, stats_window";
+	"stats_interval_ms, stats_window, zmq_endpoint, zmq_replay_endpoint, zmq_topic, "
+	"zmq_bind, dp_rank, zmq_hwm, zmq_buffer_steps, event_window_ms, event_batch_max, "
+	"nats_url, nats_router_subject, nats_kvbm_subject, nats_reconnect_buffer, "
+	"nats_reconnect_wait_ms";
 static const char *const pool_keys =
 	"tier, blocks, block_size, max_procs, mode, group, backend, dup_policy, "
 	"reset_on_release, hugepages, allow_others, create";
@@ -91,6 +105,71 @@ static int set_global(struct kvbmd_config *c, const char *k, const char *v, cons
 			return -1;
 		snprintf(dst, KVBMD_LABEL_MAX, "%s", v);
 		return 0;
+	}
+	if (!strcmp(k, "zmq_endpoint") || !strcmp(k, "zmq_replay_endpoint")) {
+		char *dst = k[4] == 'e' ? c->zmq_endpoint : c->zmq_replay_endpoint;
+		*why = "a ZMQ endpoint such as tcp://*:5557 or tcp://127.0.0.1:5557 (empty: off)";
+		if (strlen(v) >= KVBMD_ENDPOINT_MAX || (*v && !strstr(v, "://")))
+			return -1;
+		snprintf(dst, KVBMD_ENDPOINT_MAX, "%s", v);
+		return 0;
+	}
+	if (!strcmp(k, "nats_url")) {
+		*why = "a NATS URL such as nats://127.0.0.1:4222 (empty: off)";
+		if (strlen(v) >= KVBMD_ENDPOINT_MAX || (*v && !strstr(v, "://")))
+			return -1;
+		snprintf(c->nats_url, sizeof(c->nats_url), "%s", v);
+		return 0;
+	}
+	if (!strcmp(k, "nats_router_subject") || !strcmp(k, "nats_kvbm_subject")) {
+		char *dst = k[5] == 'r' ? c->nats_router_subject : c->nats_kvbm_subject;
+		*why = "a NATS subject of 1 to 127 characters, no spaces";
+		if (!*v || strlen(v) >= KVBMD_LABEL_MAX || strpbrk(v, " \t*>"))
+			return -1;
+		snprintf(dst, KVBMD_LABEL_MAX, "%s", v);
+		return 0;
+	}
+	if (!strcmp(k, "nats_reconnect_buffer")) {
+		*why = "bytes, 1024..1073741824";
+		return parse_u32(v, 10, 1024, 1u << 30, &c->nats_reconnect_buffer);
+	}
+	if (!strcmp(k, "nats_reconnect_wait_ms")) {
+		*why = "milliseconds, 10..600000";
+		return parse_u32(v, 10, 10, 600000, &c->nats_reconnect_wait_ms);
+	}
+	if (!strcmp(k, "zmq_topic")) {
+		*why = "at most 127 bytes";
+		if (strlen(v) >= KVBMD_LABEL_MAX)
+			return -1;
+		snprintf(c->zmq_topic, sizeof(c->zmq_topic), "%s", v);
+		return 0;
+	}
+	if (!strcmp(k, "zmq_bind")) {
+		*why = "auto (bind on *, ::, ipc://, inproc://), yes or no";
+		if (strcmp(v, "auto") && strcmp(v, "yes") && strcmp(v, "no"))
+			return -1;
+		snprintf(c->zmq_bind, sizeof(c->zmq_bind), "%s", v);
+		return 0;
+	}
+	if (!strcmp(k, "dp_rank")) {
+		*why = "a data-parallel rank, 0..65535";
+		return parse_u32(v, 10, 0, 65535, &c->dp_rank);
+	}
+	if (!strcmp(k, "zmq_hwm")) {
+		*why = "messages, 1..10000000";
+		return parse_u32(v, 10, 1, 10000000, &c->zmq_hwm);
+	}
+	if (!strcmp(k, "zmq_buffer_steps")) {
+		*why = "batches, 1..1000000";
+		return parse_u32(v, 10, 1, 1000000, &c->zmq_buffer_steps);
+	}
+	if (!strcmp(k, "event_window_ms")) {
+		*why = "milliseconds, 0..10000";
+		return parse_u32(v, 10, 0, 10000, &c->event_window_ms);
+	}
+	if (!strcmp(k, "event_batch_max")) {
+		*why = "events, 1..65536";
+		return parse_u32(v, 10, 1, 65536, &c->event_batch_max);
 	}
 	*why = "milliseconds, 1..3600000";
 	if (!strcmp(k, "scan_interval_ms"))

@@ -89,7 +89,7 @@ fail:
 
 /* The label set of one pool's samples: pool="TIER",instance_id=..,worker_id=.. */
 struct labels {
-	const char *kv[3][2];
+	const char *kv[4][2];
 	size_t n;                /* after pool */
 	char inst[KVBMD_LABEL_MAX], worker[KVBMD_LABEL_MAX];
 };
@@ -196,6 +196,36 @@ static void pool_text(struct kvbmd_pool *p, const struct labels *l, struct kvbmd
 	       (double)__atomic_load_n(&p->pidfd_reaps, __ATOMIC_RELAXED));
 	family(b, "kvbmd_watched_processes", "gauge", "Attached processes kvbmd holds a pidfd on",
 	       t, l, __atomic_load_n(&p->nwatch, __ATOMIC_RELAXED));
+	family(b, "kvbmd_event_gaps_total", "counter",
+	       "Times the event ring lapped kvbmd's publisher (each followed by a resync)", t, l,
+	       (double)__atomic_load_n(&p->ev_gaps, __ATOMIC_RELAXED));
+	family(b, "kvbmd_event_resyncs_total", "counter",
+	       "RESYNC events read (the pool recovered; a snapshot followed)", t, l,
+	       (double)__atomic_load_n(&p->ev_resyncs, __ATOMIC_RELAXED));
+	struct labels lz = *l;
+	lz.kv[lz.n][0] = "transport";
+	lz.kv[lz.n++][1] = "zmq";
+	family(b, "kvbmd_events_published_total", "counter",
+	       "KV events published, by transport", t, &lz,
+	       (double)__atomic_load_n(&p->ev_published_zmq, __ATOMIC_RELAXED));
+	family(b, "kvbmd_event_batches_published_total", "counter",
+	       "KV event batches (messages) published, by transport", t, &lz,
+	       (double)__atomic_load_n(&p->batches_zmq, __ATOMIC_RELAXED));
+	family(b, "kvbmd_events_dropped_total", "counter",
+	       "KV events not sent because a subscriber's queue was full (left for replay)", t,
+	       &lz, (double)__atomic_load_n(&p->ev_dropped, __ATOMIC_RELAXED));
+	struct labels ln = *l;
+	ln.kv[ln.n][0] = "transport";
+	ln.kv[ln.n++][1] = "nats";
+	family(b, "kvbmd_events_published_total", "counter", "", t, &ln,
+	       (double)__atomic_load_n(&p->ev_published_nats, __ATOMIC_RELAXED));
+	family(b, "kvbmd_event_batches_published_total", "counter", "", t, &ln,
+	       (double)__atomic_load_n(&p->batches_nats, __ATOMIC_RELAXED));
+	family(b, "kvbmd_events_dropped_total", "counter", "", t, &ln,
+	       (double)__atomic_load_n(&p->ev_dropped_nats, __ATOMIC_RELAXED));
+	family(b, "kvbmd_event_batches_dropped_total", "counter",
+	       "kvbm-logical stream messages the NATS client refused (its buffer was full)", t,
+	       &ln, (double)__atomic_load_n(&p->kvbm_dropped_nats, __ATOMIC_RELAXED));
 	if (p->stats && kvbm_stats_latest(p->stats, &s) == 1) {
 		family(b, "kvbm_allocation_rate", "gauge",
 		       "Blocks allocated per second over the last stats interval", t, l,
@@ -232,6 +262,10 @@ int kvbmd_metrics_text(struct kvbmd *d, struct kvbmd_buf *out)
 	lv.kv[lv.n++][1] = kvbm_version();
 	put_labels(&parts[0], NULL, &lv);
 	kvbmd_buf_printf(&parts[0], " 1\n");
+	if (d->cfg.nats_url[0])
+		family(&parts[0], "kvbmd_nats_connections_total", "counter",
+		       "Connections to the NATS server made (each followed by a snapshot)", NULL, &l,
+		       (double)__atomic_load_n(&d->nats_reconnects, __ATOMIC_RELAXED));
 	for (size_t i = 0; i < d->npools; i++)
 		pool_text(&d->pools[i], &l, &parts[i + 1]);
 	for (size_t i = 0; i <= d->npools; i++) {

@@ -7,6 +7,8 @@
  *   reaper.c  a pidfd per attached process: reap the moment one exits
  *   expo.c    merging Prometheus expositions (one family, many pools)
  *   http.c    the listening socket and /metrics (libmicrohttpd)
+ *   publish.c the drain threads: event rings to vLLM's ZMQ format and to
+ *             Dynamo's event plane over NATS
  *   main.c    flags, signals, the main loop
  *
  * Threads: the main thread owns the pools' lifetimes, the reaper and the
@@ -29,6 +31,7 @@
 #define KVBMD_MAX_POOLS 8
 #define KVBMD_LABEL_MAX 128
 #define KVBMD_ERR_MAX 512
+#define KVBMD_ENDPOINT_MAX 256
 
 /* Exit codes: 0 clean stop; 1 a runtime failure (a pool, the port); 2 bad
  * usage or configuration. */
@@ -62,6 +65,22 @@ struct kvbmd_config {
 	uint32_t reap_ms;  /* backstop kvbm_reap() of every pool */
 	uint32_t stats_ms; /* stats collector sampling */
 	uint32_t stats_window;
+	/* vLLM's ZMQ KV events (publish.c); zmq_endpoint "" = off */
+	char zmq_endpoint[KVBMD_ENDPOINT_MAX];
+	char zmq_replay_endpoint[KVBMD_ENDPOINT_MAX];
+	char zmq_topic[KVBMD_LABEL_MAX];
+	char zmq_bind[8];          /* auto (vLLM's rule), yes, no */
+	uint32_t dp_rank;          /* data-parallel rank: endpoint port offset */
+	uint32_t zmq_hwm;          /* messages queued per subscriber */
+	uint32_t zmq_buffer_steps; /* batches kept for replay */
+	uint32_t event_window_ms;  /* a batch waits at most this long */
+	uint32_t event_batch_max;  /* events per batch */
+	/* Dynamo's event plane over NATS (publish.c); nats_url "" = off */
+	char nats_url[KVBMD_ENDPOINT_MAX];
+	char nats_router_subject[KVBMD_LABEL_MAX]; /* kv-events */
+	char nats_kvbm_subject[KVBMD_LABEL_MAX];   /* kvbm.events */
+	uint32_t nats_reconnect_buffer;            /* bytes kept while the server is away */
+	uint32_t nats_reconnect_wait_ms;
 	struct kvbmd_pool_cfg pools[KVBMD_MAX_POOLS];
 	size_t npools;
 };
@@ -100,6 +119,16 @@ struct kvbmd_pool {
 	uint64_t retry_ns;        /* CLOCK_MONOTONIC of the next reap of them */
 	uint32_t retries;
 	int poison_logged;
+	/* the publisher thread's counters; atomic: read by the HTTP thread */
+	uint64_t ev_published_zmq; /* events sent on the PUB socket */
+	uint64_t batches_zmq;
+	uint64_t ev_dropped;       /* events of batches a full subscriber refused */
+	uint64_t ev_gaps;          /* times the ring lapped the publisher */
+	uint64_t ev_resyncs;       /* RESYNC events (the pool recovered) */
+	uint64_t ev_published_nats; /* router events accepted by cnats */
+	uint64_t ev_dropped_nats;  /* router events cnats refused (buffer full) */
+	uint64_t batches_nats;     /* kvbm-logical messages accepted */
+	uint64_t kvbm_dropped_nats; /* kvbm-logical messages refused */
 };
 
 struct kvbmd {
@@ -112,6 +141,8 @@ struct kvbmd {
 	void *http; /* struct MHD_Daemon */
 	int listen_fd;
 	int verbose;
+	uint64_t replays; /* atomic: replay requests answered */
+	uint64_t nats_reconnects; /* atomic: connections to NATS made */
 };
 
 /* pools.c */
@@ -123,6 +154,13 @@ void kvbmd_pools_close(struct kvbmd *d);
 int kvbmd_pool_poisoned(const struct kvbmd_pool *p);
 /* Dead processes reaped in the pool so far (control.reaps). */
 uint64_t kvbmd_pool_reaps(const struct kvbmd_pool *p);
+
+/* publish.c */
+/* Opens the ZMQ sockets and starts draining the pools' rings: 0 (also
+ * when zmq_endpoint is unset), or -1 with a message on stderr. */
+int kvbmd_publish_start(struct kvbmd *d);
+/* Stops the drain thread (the last batches are sent) and closes. */
+void kvbmd_publish_stop(struct kvbmd *d);
 
 /* reaper.c */
 /* Brings the pidfd watches in line with the process tables. */

@@ -2,9 +2,10 @@
 /*
  * kvbmd - the kvbm service: creates or adopts a node's pools (one per tier),
  * reaps a dead attacher the moment it exits (a pidfd each), runs the stats
- * collector and serves Prometheus /metrics. Foreground; SIGTERM or SIGINT
- * stop it cleanly (pools closed, never destroyed), SIGHUP re-reads the
- * configuration file. docs/KVBMD.md is the operator's guide.
+ * collector, serves Prometheus /metrics and publishes the pools' KV events
+ * (vLLM's ZMQ format, Dynamo's event plane over NATS). Foreground; SIGTERM
+ * or SIGINT stop it cleanly (pools closed, never destroyed), SIGHUP
+ * re-reads the configuration file. docs/KVBMD.md is the operator's guide.
  *
  * Exit: 0 stopped by a signal; 1 a pool, the port or the system failed;
  * 2 bad flags or configuration.
@@ -64,7 +65,12 @@ static void usage(FILE *f)
 		"  --listen HOST:PORT where /metrics is served (127.0.0.1:9470; port 0: any)\n"
 		"  --instance-id ID, --worker-id ID   labels added to every sample\n"
 		"  --set key=value    any global key (scan_interval_ms, reap_interval_ms,\n"
-		"                     stats_interval_ms, stats_window); flags win over FILE\n"
+		"                     stats_interval_ms, stats_window, zmq_endpoint,\n"
+		"                     zmq_replay_endpoint, zmq_topic, zmq_bind, dp_rank, zmq_hwm,\n"
+		"                     zmq_buffer_steps, event_window_ms, event_batch_max, nats_url,\n"
+		"                     nats_router_subject, nats_kvbm_subject, nats_reconnect_buffer,\n"
+		"                     nats_reconnect_wait_ms);\n"
+		"                     flags win over FILE\n"
 		"  --verbose          log every exit seen\n"
 		"\n"
 		"Exit: 0 stopped by a signal, 1 failure (a pool, the port), 2 usage or config.\n"
@@ -366,8 +372,10 @@ int main(int argc, char **argv)
 		goto out;
 	if (kvbmd_pools_open(&d) < 0)
 		goto out;
-	if (kvbmd_http_start(&d) < 0)
+	if (kvbmd_publish_start(&d) < 0)
 		goto out_pools;
+	if (kvbmd_http_start(&d) < 0)
+		goto out_pub;
 	/* tests and scripts read the port from this line (--listen HOST:0) */
 	kvbmd_log("listening on port %u: http://%.*s:%u/metrics, %zu pool%s", port,
 		  (int)(strrchr(d.cfg.listen, ':') - d.cfg.listen), d.cfg.listen, port, d.npools,
@@ -376,6 +384,8 @@ int main(int argc, char **argv)
 	rc = run(&d, &fl, sfd);
 	sd_notify_msg("STOPPING=1");
 	kvbmd_http_stop(&d);
+out_pub:
+	kvbmd_publish_stop(&d);
 out_pools:
 	kvbmd_reaper_close(&d);
 	kvbmd_pools_close(&d);
