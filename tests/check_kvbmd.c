@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -617,38 +618,58 @@ static void register_chain(struct kvbm_pool *p, const struct kvbm_plh *h, size_t
 	t_release(p, b, n);
 }
 
-/* The registered set of @h[0..n) as the subscribers' expected JSON (router
- * hashes and PLHs), into file @path (atomically: whole or absent). Returns
- * how many are registered. */
+/* Appends to @want (at @w, of @cap) the registered set of @h[0..n) in @p
+ * as the subscribers' expected JSON members: `"blocks": [router hashes],
+ * "plhs": [hex PLHs]`. Returns the new length; *@np: how many are
+ * registered. */
+static size_t expected_members(struct kvbm_pool *p, const struct kvbm_plh *h, size_t n,
+			       char *want, size_t w, size_t cap, long *np)
+{
+	static uint8_t present[4096];
+
+	ck_assert_uint_le(n, sizeof(present));
+	*np = kvbm_check_presence(p, h, (uint32_t)n, present);
+	ck_assert_int_ge(*np, 0);
+	w += (size_t)snprintf(want + w, cap - w, "\"blocks\": [");
+	for (size_t i = 0, c = 0; i < n; i++)
+		if (present[i])
+			w += (size_t)snprintf(want + w, cap - w, "%s%llu", c++ ? "," : "",
+					      (unsigned long long)kvbm_plh_router_hash(h[i]));
+	/* and the PLHs, for kvbm-logical's own stream */
+	w += (size_t)snprintf(want + w, cap - w, "], \"plhs\": [");
+	for (size_t i = 0, c = 0; i < n; i++)
+		if (present[i])
+			w += (size_t)snprintf(want + w, cap - w, "%s\"%016llx%016llx\"",
+					      c++ ? "," : "", (unsigned long long)h[i].hi,
+					      (unsigned long long)h[i].lo);
+	w += (size_t)snprintf(want + w, cap - w, "]");
+	ck_assert_uint_lt(w, cap);
+	return w;
+}
+
+/* @json into file @path atomically (whole or absent: the subscribers poll
+ * for it). */
+static void write_atomically(const char *path, const char *json)
+{
+	char tmp[520];
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	write_file(tmp, json);
+	ck_assert_int_eq(rename(tmp, path), 0);
+}
+
+/* The registered set of @h[0..n) as the subscribers' expected JSON, into
+ * file @path. Returns how many are registered. */
 static long write_expected(struct kvbm_pool *p, const struct kvbm_plh *h, size_t n, uint32_t bs,
 			   const char *path)
 {
-	long np;
-
-	static uint8_t present[4096];
 	static char want[4096 * 60 + 64];
-	char tmp[520];
+	long np;
+	size_t w = (size_t)snprintf(want, sizeof(want), "{\"block_size\": %u, ", bs);
 
-	ck_assert_uint_le(n, sizeof(present));
-	np = kvbm_check_presence(p, h, (uint32_t)n, present);
-	ck_assert_int_ge(np, 0);
-	size_t w = (size_t)snprintf(want, sizeof(want), "{\"block_size\": %u, \"blocks\": [", bs);
-	for (size_t i = 0, c = 0; i < n; i++)
-		if (present[i])
-			w += (size_t)snprintf(want + w, sizeof(want) - w, "%s%llu", c++ ? "," : "",
-					      (unsigned long long)kvbm_plh_router_hash(h[i]));
-	/* and the PLHs, for kvbm-logical's own stream */
-	w += (size_t)snprintf(want + w, sizeof(want) - w, "], \"plhs\": [");
-	for (size_t i = 0, c = 0; i < n; i++)
-		if (present[i])
-			w += (size_t)snprintf(want + w, sizeof(want) - w, "%s\"%016llx%016llx\"",
-					      c++ ? "," : "", (unsigned long long)h[i].hi,
-					      (unsigned long long)h[i].lo);
-	w += (size_t)snprintf(want + w, sizeof(want) - w, "]}");
-	ck_assert_uint_lt(w, sizeof(want));
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	write_file(tmp, want);
-	ck_assert_int_eq(rename(tmp, path), 0);
+	w = expected_members(p, h, n, want, w, sizeof(want) - 1, &np);
+	strcpy(want + w, "}");
+	write_atomically(path, want);
 	return np;
 }
 
@@ -966,6 +987,128 @@ START_TEST(test_kvbmd_nats_survives_a_server_restart)
 END_TEST
 
 /*
+ * Two nodes, one event plane (Dynamo's deployment across nodes): two pools
+ * of the same name in two segment directories (two "nodes"), each with its
+ * kvbmd (worker_id 1 and 2) publishing into one nats-server, and one
+ * subscriber that keeps a view per worker, as a router does. Both nodes
+ * cache the same prefix first, then each registers its own chain and
+ * evicts; node 1 evicts the whole shared prefix while node 2 keeps part
+ * of it, so a Removed of one worker must not touch the other's copy of
+ * the same block hash. At quiescence each worker's view equals the
+ * registered set of its pool, and kvbm.events carries both pools'
+ * instances, each with exactly its pool's PLHs (nothing was dropped).
+ */
+START_TEST(test_kvbmd_nats_two_nodes_one_subscriber)
+{
+	T_NAME(name);
+	enum { BLOCKS = 64, BS4 = 4, SHARED = 20, STEP = 20 };
+	static const size_t own_n[2] = {100, 60}; /* evict 56 and 16 */
+	static struct chain shared, own[2];
+	static struct kvbm_plh h[2][SHARED + CHAIN_N];
+	static char want[2 * (SHARED + CHAIN_N) * 60 + 512];
+	static uint8_t present[SHARED];
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_pool_info info;
+	struct kvbm_pool *p[2];
+	struct kd k[2] = {{0}};
+	uint64_t instance[2];
+	char root[512], dir[2][600], pool[256], url[128], wid[2][8], iid[2][16], series[160];
+	char nlog[512], slog[512], expect[512], cmd[1024];
+	int fd;
+	unsigned port = hold_port(&fd);
+
+	close(fd);
+	snprintf(root, sizeof(root), "%s", getenv("KVBM_SHM_DIR"));
+	pid_t ns = nats_start(port, t_file(nlog, sizeof(nlog), "nats"));
+	t_file(expect, sizeof(expect), "expect");
+	t_file(k[0].log, sizeof(k[0].log), "log");
+	t_file(k[1].log, sizeof(k[1].log), "log");
+	/* subscribed before either kvbmd connects: NATS keeps nothing */
+	snprintf(cmd, sizeof(cmd), "exec /usr/bin/python3 tests/kv_events_nats.py --url "
+		 "nats://127.0.0.1:%u --expect %s --timeout 15", port, expect);
+	pid_t sub = spawn_sh(cmd, t_file(slog, sizeof(slog), "sub"));
+	wait_for_text(slog, "subscribed 1");
+
+	cfg.block_count = BLOCKS;
+	snprintf(pool, sizeof(pool), "%s,create=no", name);
+	snprintf(url, sizeof(url), "nats_url=nats://127.0.0.1:%u", port);
+	for (int i = 0; i < 2; i++) {
+		snprintf(dir[i], sizeof(dir[i]), "%s/node%d-%d", root, i + 1, getpid());
+		ck_assert_int_eq(mkdir(dir[i], 0700), 0);
+		/* the node's pool and its kvbmd (which inherits the directory) */
+		setenv("KVBM_SHM_DIR", dir[i], 1);
+		p[i] = t_create(name, &cfg);
+		ck_assert_int_eq(kvbm_pool_info(p[i], &info), 0);
+		instance[i] = info.instance_id;
+		snprintf(wid[i], sizeof(wid[i]), "%d", i + 1);
+		snprintf(iid[i], sizeof(iid[i]), "node%d", i + 1);
+		ck_assert_int_eq(kd_start(&k[i], (const char *const[]){
+					 "--pool", pool, "--listen", "127.0.0.1:0", "--worker-id",
+					 wid[i], "--instance-id", iid[i], "--set", url, NULL}),
+				 0);
+		/* the server is up: connected before this line */
+		wait_for_text(k[i].log, "nats: publishing 1 pool");
+	}
+	setenv("KVBM_SHM_DIR", root, 1);
+	ck_assert_uint_ne(instance[0], instance[1]);
+
+	chain_init(&shared, 100);
+	chain_init(&own[0], 2000);
+	chain_init(&own[1], 3000);
+	for (int i = 0; i < 2; i++) {
+		register_chain(p[i], shared.h, SHARED, shared.tok, BS4, shared.b);
+		memcpy(h[i], shared.h, sizeof(shared.h[0]) * SHARED);
+		memcpy(h[i] + SHARED, own[i].h, sizeof(own[i].h[0]) * own_n[i]);
+	}
+	/* node 2's stores of the prefix reach the subscriber before node 1's
+	 * removes of it (two publishers are ordered by nothing else) */
+	nap_ms(50);
+	/* the two nodes interleaved, as a cluster runs */
+	for (size_t j = 0; j < own_n[0]; j += STEP)
+		for (int i = 0; i < 2; i++)
+			if (j < own_n[i])
+				register_chain(p[i], own[i].h + j, STEP, own[i].tok + j * BS4, BS4,
+					       own[i].b + j);
+	/* the case a router keyed by block hash alone gets wrong */
+	ck_assert_int_eq(kvbm_check_presence(p[0], shared.h, SHARED, present), 0);
+	ck_assert_int_gt(kvbm_check_presence(p[1], shared.h, SHARED, present), 0);
+
+	/* the registered set of each node at quiescence, by worker_id */
+	size_t w = (size_t)snprintf(want, sizeof(want), "{\"block_size\": %d, \"workers\": {", BS4);
+	for (int i = 0; i < 2; i++) {
+		long np;
+		w += (size_t)snprintf(want + w, sizeof(want) - w,
+				      "%s\"%d\": {\"instance\": \"%016llx%016llx\", ", i ? ", " : "",
+				      i + 1, 0ull, (unsigned long long)instance[i]);
+		w = expected_members(p[i], h[i], SHARED + own_n[i], want, w, sizeof(want) - 4, &np);
+		ck_assert_int_eq(np, BLOCKS);
+		w += (size_t)snprintf(want + w, sizeof(want) - w, "}");
+	}
+	strcpy(want + w, "}}");
+	write_atomically(expect, want);
+	ck_assert_msg(t_wait(sub) == 0, "subscriber: %s", slurp(slog));
+	ck_assert_msg(strstr(slurp(slog), " 2 workers, 2 instances, 2 publishers,"), "%s", text);
+
+	for (int i = 0; i < 2; i++) {
+		snprintf(series, sizeof(series), "kvbmd_events_dropped_total{pool=\"G1\","
+			 "instance_id=\"node%d\",worker_id=\"%d\",transport=\"nats\"", i + 1, i + 1);
+		ck_assert_int_eq(scrape(&k[i], series), 0);
+		ck_assert_int_eq(kd_stop(&k[i], SIGTERM), 0);
+		setenv("KVBM_SHM_DIR", dir[i], 1);
+		t_done(p[i], name);
+		ck_assert_int_eq(rmdir(dir[i]), 0);
+		unlink(k[i].log);
+	}
+	setenv("KVBM_SHM_DIR", root, 1);
+	kill(ns, SIGKILL);
+	t_wait(ns);
+	unlink(expect);
+	unlink(slog);
+	unlink(nlog);
+}
+END_TEST
+
+/*
  * kvbmd SIGKILLed and restarted on the same endpoints: the new one starts
  * at seq 0 with a snapshot, and a subscriber that stayed connected sees
  * the seq go back, starts over (replaying what it missed of the new
@@ -1072,6 +1215,7 @@ Suite *make_kvbmd_events_suite(void)
 	tcase_add_test(tc, test_kvbmd_zmq_dp_rank_offset_and_port_in_use);
 	tcase_add_test(tc, test_kvbmd_zmq_slow_subscriber_is_dropped_and_counted);
 	tcase_add_test(tc, test_kvbmd_nats_survives_a_server_restart);
+	tcase_add_test(tc, test_kvbmd_nats_two_nodes_one_subscriber);
 	tcase_add_test(tc, test_kvbmd_zmq_restarted_kvbmd_subscriber_converges);
 	suite_add_tcase(s, tc);
 	return s;

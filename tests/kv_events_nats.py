@@ -12,6 +12,16 @@ test writes at quiescence: {"blocks": [router hashes], "plhs": [hex]}) and
 the kvbm view holds every expected PLH; 1 with the difference at the
 deadline.
 
+The views are kept per worker (RouterEvent.worker_id; a "cleared" clears
+only its worker's blocks, as Dynamo's router does) and per instance (the
+second element of a kvbm-logical message). An expectation of the form
+{"workers": {"ID": {"instance": hex, "blocks": [...], "plhs": [...]}}}
+(several nodes publishing into one server) must match per worker: each
+worker's router set equal to its blocks, no other worker with a block, and
+each instance's kvbm set equal to its plhs (the kvbm stream has no
+"cleared", so this holds only without a lost message); the plain form
+compares the union of the workers' sets.
+
 usage: kv_events_nats.py --url nats://HOST:PORT --expect FILE [--timeout S]
 """
 import argparse
@@ -83,7 +93,7 @@ def main():
     a = ap.parse_args()
     host, port = a.url.split("://", 1)[1].rsplit(":", 1)
     deadline = time.time() + a.timeout
-    router, th, kvbm = set(), {}, set()
+    routers, th, kvbms = {}, {}, {}
     seqs, gaps, subscribed, msgs = {}, 0, 0, 0
     conn, want = None, None
     while time.time() < deadline:
@@ -113,10 +123,13 @@ def main():
                 if last is not None and env["sequence"] != last + 1:
                     gaps += 1  # lost while the server was away
                 seqs[env["publisher_id"]] = env["sequence"]
-                router_apply(router, th, msgpack.unpackb(env["payload"], raw=False))
+                ev = msgpack.unpackb(env["payload"], raw=False)
+                router_apply(routers.setdefault(str(ev["worker_id"]), set()), th, ev)
             else:
                 msg = msgpack.unpackb(payload, raw=False)
                 assert isinstance(msg, list) and len(msg) == 2
+                assert isinstance(msg[1], bytes) and len(msg[1]) == 16, "instance: bin 16"
+                kvbm = kvbms.setdefault(msg[1].hex(), set())
                 if msg[0] != "Shutdown":
                     (kind, plhs), = msg[0].items()
                     for plh in plhs:
@@ -126,19 +139,45 @@ def main():
         if want is None and os.path.exists(a.expect):
             with open(a.expect) as f:
                 want = json.load(f)
-        if want is not None and router == set(want["blocks"]) and \
-                set(want["plhs"]) <= kvbm:
-            print("converged: %d blocks, %d messages, %d subscriptions, %d sequence gaps"
-                  % (len(router), msgs, subscribed, gaps), flush=True)
+        if want is not None and not diff(want, routers, kvbms):
+            print("converged: %d blocks, %d workers, %d instances, %d publishers, "
+                  "%d messages, %d subscriptions, %d sequence gaps"
+                  % (sum(len(r) for r in routers.values()), len(routers), len(kvbms),
+                     len(seqs), msgs, subscribed, gaps), flush=True)
             return 0
-    exp = set(want["blocks"]) if want else set()
-    print("did not converge: %d blocks, expected %d; %d messages, %d subscriptions, %d gaps"
-          % (len(router), len(exp), msgs, subscribed, gaps))
-    print("missing:", sorted(exp - router)[:8])
-    print("extra:", sorted(router - exp)[:8])
-    if want:
-        print("kvbm stream missing:", sorted(set(want["plhs"]) - kvbm)[:8])
+    print("did not converge: %d messages, %d subscriptions, %d gaps; workers %s, instances %s"
+          % (msgs, subscribed, gaps, sorted(routers), sorted(kvbms)))
+    for line in diff(want, routers, kvbms) if want else ["no expectation file"]:
+        print(line)
     return 1
+
+
+def differ(what, got, exp):
+    """Lines saying how set @got differs from set @exp (none when equal)."""
+    if got == exp:
+        return []
+    return ["%s: %d, expected %d; missing %s; extra %s"
+            % (what, len(got), len(exp), sorted(exp - got)[:8], sorted(got - exp)[:8])]
+
+
+def diff(want, routers, kvbms):
+    """How the views differ from the expectation (an empty list: converged)."""
+    if "workers" not in want:
+        union = set().union(*routers.values())
+        kvbm = set().union(*kvbms.values())
+        return differ("blocks", union, set(want["blocks"])) + \
+            differ("kvbm stream (its missing ones)", kvbm & set(want["plhs"]), set(want["plhs"]))
+    out = []
+    for w in sorted(set(routers) | set(want["workers"])):
+        exp = want["workers"].get(w, {"blocks": [], "plhs": []})
+        out += differ("worker %s blocks" % w, routers.get(w, set()), set(exp["blocks"]))
+        if "instance" in exp:
+            out += differ("worker %s instance %s kvbm stream" % (w, exp["instance"]),
+                          kvbms.get(exp["instance"], set()), set(exp["plhs"]))
+    instances = {e["instance"] for e in want["workers"].values() if "instance" in e}
+    if instances:
+        out += differ("instances on kvbm.events", set(kvbms), instances)
+    return out
 
 
 if __name__ == "__main__":
