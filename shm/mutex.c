@@ -5,7 +5,10 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
+#include <linux/futex.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -40,6 +43,43 @@ int kvbm_mutex_init(pthread_mutex_t *m)
 		r = pthread_mutex_init(m, &a);
 	pthread_mutexattr_destroy(&a);
 	return -r;
+}
+
+int kvbm_mutex_kind(void)
+{
+	pthread_mutex_t m;
+
+	/* what kvbm_mutex_init writes into glibc's kind word on this build */
+	if (kvbm_mutex_init(&m) < 0)
+		return -1;
+	int kind = m.__data.__kind;
+	pthread_mutex_destroy(&m);
+	return kind;
+}
+
+/*
+ * A mutex word whose owner TID names no thread (a peer's bytes: a real
+ * owner's death is reported by the kernel, which sets OWNER_DIED) would
+ * keep every locker waiting forever. Do what the kernel does for a dead
+ * owner: mark the word OWNER_DIED (keeping the waiters bit) and wake a
+ * waiter, whose lock then returns EOWNERDEAD and recovers. Proof, not a
+ * timeout: only ESRCH from kill(tid, 0) in our PID namespace (attach
+ * checked it is the pool's) counts.
+ */
+static void unstick(pthread_mutex_t *m)
+{
+	unsigned w = (unsigned)__atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED);
+	pid_t tid = (pid_t)(w & FUTEX_TID_BITS);
+
+	if (!tid || (w & FUTEX_OWNER_DIED_BIT) || kill(tid, 0) == 0 || errno != ESRCH)
+		return;
+	int want = (int)((w & FUTEX_WAITERS_BIT) | FUTEX_OWNER_DIED_BIT);
+	int old = (int)w;
+	/* seq_cst CAS: against the owner's own unlock (which would have
+	 * changed the word) and the kernel's robust-list handling */
+	if (__atomic_compare_exchange_n(&m->__data.__lock, &old, want, 0, __ATOMIC_SEQ_CST,
+					__ATOMIC_RELAXED))
+		syscall(SYS_futex, &m->__data.__lock, FUTEX_WAKE, 1, NULL, NULL, 0);
 }
 
 static pid_t self_tid(void)
@@ -100,7 +140,9 @@ static int lock_bounded(pthread_mutex_t *m)
 {
 	int r = pthread_mutex_trylock(m);
 
-	while (r == EBUSY || r == ETIMEDOUT) {
+	for (unsigned slices = 0; r == EBUSY || r == ETIMEDOUT; slices++) {
+		if (slices % 50 == 49)
+			unstick(m); /* a second without the owner letting go */
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_nsec += 20 * 1000 * 1000;
@@ -122,6 +164,11 @@ int kvbm_seg_lock(struct kvbm_seg *seg)
 		return r;
 	if (__atomic_load_n(&seg->lock_tid, __ATOMIC_RELAXED) == self_tid())
 		return KVBM_EDEADLK;
+	/* glibc's kind word steers how it locks: a peer's bytes there (an
+	 * elision bit, a PI type) make pthread_mutex_lock fault or misbehave
+	 * in every process. Relaxed: only the creator's init writes it */
+	if (__atomic_load_n(&seg->ctl->mutex.__data.__kind, __ATOMIC_RELAXED) != seg->mutex_kind)
+		return KVBM_ECORRUPT;
 	/* periodic reaping: without it a dead process's holds would wait for
 	 * the next attach, short allocation or kvbm_reap(). About every
 	 * KVBM_REAP_INTERVAL acquisitions (relaxed: a guess at the count we

@@ -24,6 +24,9 @@
 struct kvbm_seg;
 
 int kvbm_mutex_init(pthread_mutex_t *m);
+/* The kind word kvbm_mutex_init() leaves in glibc's mutex on this build:
+ * the lock refuses a pool whose mutex says otherwise (KVBM_ECORRUPT). */
+int kvbm_mutex_kind(void);
 
 /* Returns 0 (after a recovery too), KVBM_EFORKED, KVBM_EPOISONED,
  * KVBM_EDEADLK (this thread holds it already) or a negative errno. */

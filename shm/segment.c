@@ -814,6 +814,7 @@ int kvbm_seg_open(struct kvbm_seg *seg, const char *name, const struct kvbm_shm_
 	memset(seg, 0, sizeof(*seg));
 	seg->fd = -1;
 	seg->self = UINT32_MAX;
+	seg->mutex_kind = kvbm_mutex_kind();
 	pthread_once(&atfork_once, register_atfork);
 	r = kvbm_seg_path(name, seg->path, sizeof(seg->path), seg->name, 0);
 	if (r < 0)

@@ -56,6 +56,7 @@ struct kvbm_seg {
 	pid_t lock_tid;      /* thread holding the pool mutex through us, 0 = none */
 	/* KVBM_SEG_ST_*: whether hold operations may treat our holder entries
 	 * as having one writer (lib/hold.c, lib/pool.h) */
+	int mutex_kind;   /* kvbm_mutex_kind(), set at open */
 	int one_thread;
 	pthread_t thread; /* the one thread (FIXED), or the bias owner */
 	int st_busy;      /* BIASED: the owner is inside a one-writer operation */

@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -486,6 +487,67 @@ START_TEST(test_probe_never_mixes_two_attachments)
 }
 END_TEST
 
+static pthread_mutex_t *pool_mutex(struct kvbm_shm_header *h)
+{
+	return &((struct kvbm_shm_control *)((char *)h + h->regions[KVBM_REGION_CONTROL].offset))
+			->mutex;
+}
+
+/*
+ * A peer's bytes in glibc's kind word of the pool mutex (here the elision
+ * bit, which makes glibc use TSX: SIGILL where the CPU lacks it) would make
+ * every locker fault: the lock refuses with KVBM_ECORRUPT instead, in this
+ * process and in a new attacher.
+ */
+START_TEST(test_damaged_mutex_kind_is_refused)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = t_pool(name, 8), *q;
+	struct kvbm_block b;
+	size_t len;
+
+	struct kvbm_shm_header *h = map_pool(name, &len);
+	int kind = pool_mutex(h)->__data.__kind;
+	__atomic_store_n(&pool_mutex(h)->__data.__kind, kind | 0x100, __ATOMIC_SEQ_CST);
+	ck_assert_int_eq(kvbm_allocate_blocks(p, 1, &b, NULL, NULL), KVBM_ECORRUPT);
+	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &q), KVBM_ECORRUPT);
+	__atomic_store_n(&pool_mutex(h)->__data.__kind, kind, __ATOMIC_SEQ_CST);
+	munmap(h, len);
+	ck_assert_int_eq(kvbm_allocate_blocks(p, 1, &b, NULL, NULL), 0);
+	t_release(p, &b, 1);
+	t_done(p, name);
+}
+END_TEST
+
+/*
+ * A mutex word naming an owner thread that does not exist (a peer's bytes:
+ * a real owner's death is the kernel's to report) kept every locker
+ * waiting forever. The waiter proves the owner gone (ESRCH), marks the
+ * word owner-died as the kernel would, and the lock recovers.
+ */
+START_TEST(test_forged_mutex_owner_is_recovered)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = t_pool(name, 8);
+	struct kvbm_pool_info pi;
+	struct kvbm_block b;
+	size_t len;
+	pid_t ghost = 0x3ffffff0; /* no such thread: above any pid_max */
+
+	ck_assert_int_ne(kill(ghost, 0), 0);
+	struct kvbm_shm_header *h = map_pool(name, &len);
+	__atomic_store_n(&pool_mutex(h)->__data.__lock, (int)ghost, __ATOMIC_SEQ_CST);
+	munmap(h, len);
+	alarm(20);
+	ck_assert_int_eq(kvbm_allocate_blocks(p, 1, &b, NULL, NULL), 0);
+	alarm(0);
+	ck_assert_int_eq(kvbm_pool_info(p, &pi), 0);
+	ck_assert_uint_eq(pi.recoveries, 1);
+	t_release(p, &b, 1);
+	t_done(p, name);
+}
+END_TEST
+
 Suite *make_edges_suite(void)
 {
 	Suite *s = suite_create("edges");
@@ -500,6 +562,8 @@ Suite *make_edges_suite(void)
 	tcase_add_loop_test(tc, test_liveness_probes_run_outside_the_mutex, 0, 2);
 	tcase_add_test(tc, test_stale_handle_after_2e32_reuses_is_refused);
 	tcase_add_test(tc, test_probe_never_mixes_two_attachments);
+	tcase_add_test(tc, test_damaged_mutex_kind_is_refused);
+	tcase_add_test(tc, test_forged_mutex_owner_is_recovered);
 	suite_add_tcase(s, tc);
 	return s;
 }
