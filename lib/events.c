@@ -41,7 +41,7 @@ static struct kvbm_shm_event *entry(const struct kvbm_pool *p, uint64_t seq)
 
 void kvbm_events_setup(struct kvbm_pool *p)
 {
-	const struct kvbm_shm_config *cfg = &p->seg.hdr->config;
+	const struct kvbm_shm_config *cfg = &p->seg.cfg;
 
 	p->ev_cap = cfg->event_log2 ? 1u << cfg->event_log2 : 0;
 	p->ev_entry_size = kvbm_event_entry_size(cfg);
@@ -88,7 +88,7 @@ void kvbm_events_resync(struct kvbm_pool *p)
 
 static uint32_t *kept(const struct kvbm_pool *p, uint32_t s)
 {
-	return p->seg.tokens + (uint64_t)s * kvbm_tokens_stride(&p->seg.hdr->config);
+	return p->seg.tokens + (uint64_t)s * kvbm_tokens_stride(&p->seg.cfg);
 }
 
 void kvbm_events_keep_tokens(struct kvbm_pool *p, uint32_t s, uint64_t gen,

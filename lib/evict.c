@@ -707,7 +707,7 @@ void kvbm_evict_clear(struct kvbm_pool *p)
 
 void kvbm_evict_setup(struct kvbm_pool *p)
 {
-	const struct kvbm_shm_config *cfg = &p->seg.hdr->config;
+	const struct kvbm_shm_config *cfg = &p->seg.cfg;
 	uint8_t *base = (uint8_t *)p->seg.evict;
 	struct kvbm_evict_geom g;
 

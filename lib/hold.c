@@ -31,7 +31,7 @@ int kvbm_hold_setup(struct kvbm_pool *p)
 		return -ENOMEM;
 	p->stripe_mask = n - 1;
 	p->ht = (kvbm_hold_t *)(p->seg.holders + (uint64_t)p->seg.self *
-				kvbm_holder_stride(&p->seg.hdr->config));
+				kvbm_holder_stride(&p->seg.cfg));
 	p->bit = 1ull << p->seg.self;
 	p->shard = &p->seg.metrics[p->seg.self];
 	/* the entry's previous owner may have died inside a resurrection

@@ -24,7 +24,7 @@ int kvbm_metrics_snapshot(struct kvbm_pool *p, struct kvbm_metrics *out)
 		return -EINVAL;
 	/* every shard, FREE entries too: shards are never zeroed, so the sum
 	 * keeps what detached and dead processes counted */
-	for (uint32_t i = 0; i < p->seg.hdr->config.max_procs; i++)
+	for (uint32_t i = 0; i < p->seg.cfg.max_procs; i++)
 		for (int k = 0; k < KVBM_M_NSHARD; k++)
 			v[k] += (uint64_t)__atomic_load_n(&p->seg.metrics[i].v[k], __ATOMIC_RELAXED);
 	memset(out, 0, sizeof(*out));

@@ -162,10 +162,10 @@ static void setup_view(struct kvbm_pool *p)
 	const struct kvbm_shm_header *h = p->seg.hdr;
 
 	p->id = h->instance_id;
-	p->nslots = h->config.block_count;
-	p->block_size = h->config.block_size;
-	p->dup_policy = h->config.dup_policy;
-	p->ror_default = h->config.reset_on_release;
+	p->nslots = p->seg.cfg.block_count;
+	p->block_size = p->seg.cfg.block_size;
+	p->dup_policy = p->seg.cfg.dup_policy;
+	p->ror_default = p->seg.cfg.reset_on_release;
 	kvbm_evict_setup(p);
 	kvbm_events_setup(p);
 	kvbm_index_view(&p->ix, p->seg.buckets, kvbm_index_buckets(p->nslots), p->seg.slots,
@@ -201,7 +201,7 @@ int kvbm_pool_open(const char *name, const struct kvbm_config *cfg, unsigned fla
 	r = kvbm_seg_open(&p->seg, name, cfg ? &scfg : NULL, flags, timeout);
 	if (r < 0)
 		goto fail;
-	if (cfg && !config_matches(&p->seg.hdr->config, &scfg)) {
+	if (cfg && !config_matches(&p->seg.cfg, &scfg)) {
 		r = KVBM_EMISMATCH;
 		goto fail_close;
 	}
@@ -302,18 +302,18 @@ int kvbm_pool_info(struct kvbm_pool *pool, struct kvbm_pool_info *info)
 	snprintf(info->name, sizeof(info->name), "%s", pool->seg.name);
 	info->instance_id = h->instance_id;
 	info->segment_size = h->segment_size;
-	info->config.block_count = h->config.block_count;
-	info->config.block_size = h->config.block_size;
-	info->config.max_procs = h->config.max_procs;
-	info->config.mode = h->config.mode;
-	info->config.gid = h->config.gid == UINT32_MAX ? -1 : (int64_t)h->config.gid;
-	info->config.uid = h->config.uid == UINT32_MAX ? -1 : (int64_t)h->config.uid;
-	info->config.flags = h->config.flags;
-	info->config.dup_policy = h->config.dup_policy;
-	info->config.backend = h->config.backend;
-	info->config.reset_on_release = h->config.reset_on_release;
-	memcpy(info->config.tier, h->config.tier, sizeof(info->config.tier));
-	info->config.event_ring = h->config.event_log2 ? 1u << h->config.event_log2 : 0;
+	info->config.block_count = pool->seg.cfg.block_count;
+	info->config.block_size = pool->seg.cfg.block_size;
+	info->config.max_procs = pool->seg.cfg.max_procs;
+	info->config.mode = pool->seg.cfg.mode;
+	info->config.gid = pool->seg.cfg.gid == UINT32_MAX ? -1 : (int64_t)pool->seg.cfg.gid;
+	info->config.uid = pool->seg.cfg.uid == UINT32_MAX ? -1 : (int64_t)pool->seg.cfg.uid;
+	info->config.flags = pool->seg.cfg.flags;
+	info->config.dup_policy = pool->seg.cfg.dup_policy;
+	info->config.backend = pool->seg.cfg.backend;
+	info->config.reset_on_release = pool->seg.cfg.reset_on_release;
+	memcpy(info->config.tier, pool->seg.cfg.tier, sizeof(info->config.tier));
+	info->config.event_ring = pool->seg.cfg.event_log2 ? 1u << pool->seg.cfg.event_log2 : 0;
 	info->proc_index = pool->seg.self;
 	info->procs_attached = kvbm_proc_count_active(&pool->seg);
 	info->attach_gen = pool->seg.attach_gen;

@@ -254,7 +254,7 @@ void kvbm_store_free_owned(struct kvbm_pool *p, uint32_t s, uint32_t owner_proc)
 	 * owner's stripe lock (or the owner is dead): nobody changes it */
 	uint64_t w = __atomic_load_n(&sl->state, __ATOMIC_RELAXED);
 	kvbm_hold_t *e = (kvbm_hold_t *)(p->seg.holders + (uint64_t)owner_proc *
-					 kvbm_holder_stride(&p->seg.hdr->config)) + s;
+					 kvbm_holder_stride(&p->seg.cfg)) + s;
 
 	/* generation first: the owner's handle goes stale at once. release
 	 * is more than needed: a guard (owned_guard) that loads it refuses
@@ -380,7 +380,7 @@ void kvbm_store_settle_one(struct kvbm_pool *p, uint32_t s)
  * runs into the bound below like a wait for a stopped one. */
 static int windows_quiet(struct kvbm_pool *p, uint32_t skip, int64_t *b, int64_t *e, int check)
 {
-	uint32_t n = p->seg.hdr->config.max_procs;
+	uint32_t n = p->seg.cfg.max_procs;
 
 	for (uint32_t i = 0; i < n && i < KVBM_MAX_PROCS; i++) {
 		const struct kvbm_shm_proc *pe = &p->seg.procs[i];
@@ -476,7 +476,7 @@ static int reap_hook(struct kvbm_seg *seg, uint32_t d, void *arg)
 {
 	struct kvbm_pool *p = arg;
 	kvbm_hold_t *ht = (kvbm_hold_t *)(seg->holders +
-					  (uint64_t)d * kvbm_holder_stride(&seg->hdr->config));
+					  (uint64_t)d * kvbm_holder_stride(&seg->cfg));
 	uint64_t bit = 1ull << d;
 
 	for (uint32_t s = 0; s < p->nslots; s++) {

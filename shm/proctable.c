@@ -69,7 +69,7 @@ static int reap_one(struct kvbm_seg *seg, uint32_t idx)
 
 void kvbm_proc_probe(const struct kvbm_seg *seg, struct kvbm_proc_dead *d)
 {
-	uint32_t n = seg->hdr->config.max_procs;
+	uint32_t n = seg->cfg.max_procs;
 
 	d->mask = 0;
 	for (uint32_t i = 0; i < n && i < KVBM_MAX_PROCS; i++) {
@@ -107,7 +107,7 @@ void kvbm_proc_probe(const struct kvbm_seg *seg, struct kvbm_proc_dead *d)
 
 int kvbm_proc_reap_proven(struct kvbm_seg *seg, const struct kvbm_proc_dead *d)
 {
-	uint32_t n = seg->hdr->config.max_procs;
+	uint32_t n = seg->cfg.max_procs;
 	int reaped = 0;
 
 	for (uint32_t i = 0; i < n && i < KVBM_MAX_PROCS; i++) {
@@ -132,7 +132,7 @@ int kvbm_proc_reap_proven(struct kvbm_seg *seg, const struct kvbm_proc_dead *d)
 
 int kvbm_proc_reap_locked(struct kvbm_seg *seg)
 {
-	uint32_t n = seg->hdr->config.max_procs;
+	uint32_t n = seg->cfg.max_procs;
 	int reaped = 0;
 
 	for (uint32_t i = 0; i < n; i++) {
@@ -174,14 +174,14 @@ int kvbm_proc_recover_op(struct kvbm_seg *seg, const struct kvbm_shm_op *op)
 	switch (op->op) {
 	case KVBM_OP_ATTACH:
 		/* the claimer died before holding anything: drop the entry */
-		if (idx >= seg->hdr->config.max_procs || idx == seg->self)
+		if (idx >= seg->cfg.max_procs || idx == seg->self)
 			return KVBM_ECORRUPT;
 		entry_free(&seg->procs[idx]);
 		return 0;
 	case KVBM_OP_DETACH:
 		/* the leaver died releasing what it held: finish it as a reap */
 	case KVBM_OP_REAP:
-		if (idx >= seg->hdr->config.max_procs || idx == seg->self)
+		if (idx >= seg->cfg.max_procs || idx == seg->self)
 			return KVBM_ECORRUPT;
 		return reap_one(seg, idx);
 	default:
@@ -196,7 +196,7 @@ static uint32_t proc_uid(void)
 
 int kvbm_proc_attach(struct kvbm_seg *seg)
 {
-	uint32_t n = seg->hdr->config.max_procs;
+	uint32_t n = seg->cfg.max_procs;
 	uint64_t starttime;
 	int r;
 
@@ -282,7 +282,7 @@ uint32_t kvbm_proc_count_active(const struct kvbm_seg *seg)
 {
 	uint32_t n = 0;
 
-	for (uint32_t i = 0; i < seg->hdr->config.max_procs; i++)
+	for (uint32_t i = 0; i < seg->cfg.max_procs; i++)
 		n += __atomic_load_n(&seg->procs[i].state, __ATOMIC_ACQUIRE) == KVBM_PROC_ACTIVE;
 	return n;
 }

@@ -430,10 +430,13 @@ static int thp_available(const char *dir)
 		strstr(best_opts, "huge=advise"));
 }
 
-static void seg_set_regions(struct kvbm_seg *seg)
+/* Points into the mapping by the region table of @h, a header already
+ * validated (a copy the caller holds, or one it just wrote), and keeps its
+ * config: a peer may rewrite the mapping's header afterwards, and every
+ * bound this process walks by must stay the one validated. */
+static void seg_set_regions(struct kvbm_seg *seg, const struct kvbm_shm_header *h)
 {
-	struct kvbm_shm_header *h = seg->hdr;
-
+	seg->cfg = h->config;
 	seg->ctl = (struct kvbm_shm_control *)(seg->base + h->regions[KVBM_REGION_CONTROL].offset);
 	seg->procs = (struct kvbm_shm_proc *)(seg->base + h->regions[KVBM_REGION_PROCS].offset);
 	seg->slots = (struct kvbm_shm_slot *)(seg->base + h->regions[KVBM_REGION_SLOTS].offset);
@@ -456,7 +459,7 @@ static void seg_set_regions(struct kvbm_seg *seg)
  * reference's free list starts as 0..N-1. */
 static void init_slots(struct kvbm_seg *seg)
 {
-	uint32_t n = seg->hdr->config.block_count;
+	uint32_t n = seg->cfg.block_count;
 
 	for (uint32_t i = 0; i < n; i++) {
 		seg->slots[i].next = i + 1 < n ? i + 2 : 0;
@@ -468,14 +471,14 @@ static void init_slots(struct kvbm_seg *seg)
 	seg->ctl->free_count = n;
 	kvbm_evict_init(seg);
 	if (seg->events) {
-		seg->events->cap = 1u << seg->hdr->config.event_log2;
-		seg->events->entry_size = kvbm_event_entry_size(&seg->hdr->config);
+		seg->events->cap = 1u << seg->cfg.event_log2;
+		seg->events->entry_size = kvbm_event_entry_size(&seg->cfg);
 	}
 }
 
 void kvbm_evict_init(struct kvbm_seg *seg)
 {
-	const struct kvbm_shm_config *cfg = &seg->hdr->config;
+	const struct kvbm_shm_config *cfg = &seg->cfg;
 	struct kvbm_shm_evict *e = seg->evict;
 	struct kvbm_evict_geom g;
 
@@ -593,7 +596,7 @@ static int seg_initialize(struct kvbm_seg *seg, const struct kvbm_shm_config *cf
 	snprintf(h->name, sizeof(h->name), "%s", seg->name);
 	h->config = *cfg;
 	memcpy(h->regions, regions, sizeof(regions));
-	seg_set_regions(seg);
+	seg_set_regions(seg, h);
 	KVBM_FAILPOINT("shm.init.header");
 
 	r = kvbm_mutex_init(&seg->ctl->mutex);
@@ -660,15 +663,18 @@ static int seg_attach_map(struct kvbm_seg *seg)
 		(void)madvise(seg->base, seg->size, MADV_HUGEPAGE);
 		(void)madvise(seg->base, seg->size, MADV_POPULATE_WRITE);
 	}
-	/* re-check on the mapping: the header we validated is the one we use */
-	r = kvbm_seg_check_header(seg->hdr, fsize);
+	/* re-check on the mapping, through a copy: the header we validated is
+	 * the one we use, whatever a peer writes into the mapping's meanwhile */
+	struct kvbm_shm_header copy;
+	memcpy(&copy, seg->hdr, sizeof(copy));
+	r = kvbm_seg_check_header(&copy, fsize);
 	if (r == 0)
 		r = kvbm_seg_check_state(__atomic_load_n(&seg->hdr->state, __ATOMIC_ACQUIRE));
 	if (r < 0) {
 		unmap_segment(seg);
 		return r;
 	}
-	seg_set_regions(seg);
+	seg_set_regions(seg, &copy);
 	return 0;
 }
 
@@ -874,7 +880,7 @@ int kvbm_seg_open_ro(struct kvbm_seg *seg, const char *name, struct kvbm_shm_hea
 			kvbm_seg_close(seg);
 			return r;
 		}
-		seg_set_regions(seg);
+		seg_set_regions(seg, hdr_copy);
 	}
 	return 0;
 }
@@ -947,7 +953,7 @@ int kvbm_seg_check_size(const struct kvbm_seg *seg)
 
 void kvbm_seg_inflight(const struct kvbm_seg *seg, int64_t *mut, int64_t *imm)
 {
-	const struct kvbm_shm_config *cfg = &seg->hdr->config;
+	const struct kvbm_shm_config *cfg = &seg->cfg;
 	int64_t m = 0, h = 0;
 
 	for (uint32_t s = 0; s < cfg->block_count; s++)

@@ -39,6 +39,8 @@ struct kvbm_seg {
 	uint8_t *base;
 	size_t size;
 	struct kvbm_shm_header *hdr;
+	struct kvbm_shm_config cfg; /* the header's, as validated at open: the
+				     * bounds every walk uses */
 	struct kvbm_shm_control *ctl;
 	struct kvbm_shm_proc *procs;
 	struct kvbm_shm_slot *slots;

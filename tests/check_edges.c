@@ -548,6 +548,40 @@ START_TEST(test_forged_mutex_owner_is_recovered)
 }
 END_TEST
 
+/*
+ * A peer rewrites the header's config after we attached (block count,
+ * process count, tier without its NUL): every walk keeps the bounds that
+ * were validated at open (struct kvbm_seg.cfg), so nothing reads past a
+ * region (ASan's build checks the reads), and the info is what was
+ * validated.
+ */
+START_TEST(test_rewritten_header_config_changes_no_bound)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = t_pool(name, 8);
+	struct kvbm_metrics m;
+	struct kvbm_pool_info pi;
+	struct kvbm_block b[8];
+	size_t len;
+
+	struct kvbm_shm_header *h = map_pool(name, &len);
+	h->config.block_count = 1u << 27;
+	h->config.max_procs = KVBM_MAX_PROCS;
+	memset(h->config.tier, 'X', sizeof(h->config.tier));
+	ck_assert_int_eq(kvbm_metrics_snapshot(p, &m), 0);
+	ck_assert_int_ge(kvbm_reap(p), 0);
+	ck_assert_int_eq(kvbm_allocate_blocks(p, 8, b, NULL, NULL), 0);
+	ck_assert_int_eq(kvbm_allocate_blocks(p, 1, b, NULL, NULL), -ENOSPC);
+	t_release(p, b, 8);
+	ck_assert_int_eq(kvbm_pool_info(p, &pi), 0);
+	ck_assert_uint_eq(pi.config.block_count, 8);
+	ck_assert_str_eq(pi.config.tier, "G1");
+	munmap(h, len);
+	kvbm_pool_close(p);
+	kvbm_pool_destroy(name, KVBM_DESTROY_FORCE);
+}
+END_TEST
+
 Suite *make_edges_suite(void)
 {
 	Suite *s = suite_create("edges");
@@ -564,6 +598,7 @@ Suite *make_edges_suite(void)
 	tcase_add_test(tc, test_probe_never_mixes_two_attachments);
 	tcase_add_test(tc, test_damaged_mutex_kind_is_refused);
 	tcase_add_test(tc, test_forged_mutex_owner_is_recovered);
+	tcase_add_test(tc, test_rewritten_header_config_changes_no_bound);
 	suite_add_tcase(s, tc);
 	return s;
 }
