@@ -1012,7 +1012,7 @@ START_TEST(test_kvbmd_nats_two_nodes_one_subscriber)
 	struct kvbm_pool *p[2];
 	struct kd k[2] = {{0}};
 	uint64_t instance[2];
-	char root[512], dir[2][600], pool[256], url[128], wid[2][8], iid[2][16], series[160];
+	char root[512], dir[2][600], pool[256], url[128], wid[2][16], iid[2][16], series[160];
 	char nlog[512], slog[512], expect[512], cmd[1024];
 	int fd;
 	unsigned port = hold_port(&fd);
