@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -534,6 +535,13 @@ START_TEST(test_forged_mutex_owner_is_recovered)
 	size_t len;
 	pid_t ghost = 0x3ffffff0; /* no such thread: above any pid_max */
 
+#if defined(__SANITIZE_THREAD__)
+	/* TSan keeps its own model of who holds a mutex: bytes forged behind
+	 * its back make it report the recovered lock's unlock. The plain and
+	 * ASan runs test this */
+	fprintf(stderr, "test_forged_mutex_owner_is_recovered: TSan build, not run\n");
+	return;
+#endif
 	ck_assert_int_ne(kill(ghost, 0), 0);
 	struct kvbm_shm_header *h = map_pool(name, &len);
 	__atomic_store_n(&pool_mutex(h)->__data.__lock, (int)ghost, __ATOMIC_SEQ_CST);
