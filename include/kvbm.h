@@ -437,7 +437,10 @@ KVBM_API int kvbm_unstage_block(struct kvbm_pool *pool, const struct kvbm_block 
  * freed on its last release). Under KVBM_DUP_REJECT the existing primary
  * (resurrected if inactive) is returned instead and the candidate goes back
  * to the free pool. Returns 0 or a negative code (then nothing is
- * registered; every handle is checked before the first registration).
+ * registered: every handle is checked before the first registration;
+ * only another thread of this process releasing or registering one of
+ * them during the call can make it stop part-way, with those before it
+ * registered).
  */
 KVBM_API int kvbm_register_blocks(struct kvbm_pool *pool, struct kvbm_block *blks, uint32_t n);
 /* kvbm_register_blocks() with the blocks' token ids (@n x the pool's block

@@ -42,8 +42,8 @@ static int pool_ok(struct kvbm_pool *p)
  * registered or unstaged the block in between, and acting on the word
  * read before would free it twice or register a freed slot.
  */
-static int owned_guard(struct kvbm_pool *p, const struct kvbm_block *blk, unsigned states,
-		       uint64_t *w)
+static inline __attribute__((always_inline)) int
+owned_guard(struct kvbm_pool *p, const struct kvbm_block *blk, unsigned states, uint64_t *w)
 {
 	int r = kvbm_handle_check(p, blk);
 
@@ -516,10 +516,10 @@ int kvbm_register_blocks_tokens(struct kvbm_pool *p, struct kvbm_block *blks, ui
 	r = kvbm_store_lock(p, KVBM_OP_REGISTER, blks[0].id);
 	if (r < 0)
 		return r;
-	/* again under the mutex: another thread of ours may have released
-	 * or registered one of them since (each is guarded once more under
-	 * its stripe lock, against a sibling that needs no mutex) */
-	r = all_staged(p, blks, n);
+	/* each is guarded again under its stripe lock and the mutex right
+	 * before it is registered (register_one): a sibling thread that
+	 * released or registered one since gets it refused there, after the
+	 * ones before it were registered; the pool stays consistent */
 	for (uint32_t i = 0; i < n && r == 0; i++) {
 		p->seg.ctl->op.arg0 = blks[i].id;
 		r = register_one(p, &blks[i], &blks[i],
