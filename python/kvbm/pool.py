@@ -428,7 +428,20 @@ class Pool:
             raise InvalidArgument("stage: %d blocks but %d hashes" % (n, hashes._n),
                                   InvalidArgument.code, None)
         bs = self.block_size if block_size is None else _uint("block_size", block_size)
-        q = memoryview(hashes._plh or hashes._plh_buf()).cast("Q")
+        plh = hashes._plh or hashes._plh_buf()
+        if _stage_blocks is not None:
+            failed = ctypes.c_uint32()
+            try:
+                r = _stage_blocks(p, blocks._addr, plh, n, bs, failed)
+            except BaseException:
+                self._unstage_quietly(p, blocks, None)
+                raise
+            if r < 0:
+                i = failed.value
+                raise_rc(r, "kvbm_stage_blocks", "block %d (id %d)" % (i, blocks[i].id))
+            return
+        # one call a block: this libkvbm has no kvbm_stage_blocks
+        q = memoryview(plh).cast("Q")
         a = blocks._addr
         try:
             rcs = list(map(_stage, repeat(p, n), range(a, a + n * BLOCK_SIZE, BLOCK_SIZE),
@@ -742,6 +755,7 @@ def _event(e):
 # the hot calls, looked up once
 _allocate = fn.allocate_blocks
 _stage = fn.stage_block
+_stage_blocks = fn.stage_blocks  # None without it
 _register = fn.register_blocks
 _release = fn.release_blocks
 _match = fn.match_blocks
