@@ -7,6 +7,7 @@ from array import array
 from collections import namedtuple
 
 from ._lib import BLOCK_SIZE
+from .errors import ForeignHandle
 
 try:  # optional
     import numpy as _np
@@ -93,18 +94,15 @@ class Blocks:
         """One Blocks of @parts in order; they must come from one Pool."""
         if len(parts) == 1 and not isinstance(parts[0], Blocks):
             parts = tuple(parts[0])
-        pool = None
-        total = 0
         for p in parts:
             if not isinstance(p, Blocks):
                 raise TypeError("Blocks.concat takes Blocks, not %s" % type(p).__name__)
-            if p._n and pool is not None and p._pool is not pool:
-                from .errors import ForeignHandle
-                raise ForeignHandle("Blocks.concat: blocks of different Pool objects",
-                                    ForeignHandle.code, None)
-            if p._n:
-                pool = p._pool
-            total += p._n
+        pools = {id(p._pool): p._pool for p in parts if p._n}
+        if len(pools) > 1:
+            raise ForeignHandle("Blocks.concat: blocks of different Pool objects",
+                                ForeignHandle.code, None)
+        pool = next(iter(pools.values())) if pools else (parts[0]._pool if parts else None)
+        total = sum(p._n for p in parts)
         out = buf_type(total)()
         at = ctypes.addressof(out)
         for p in parts:
