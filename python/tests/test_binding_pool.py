@@ -162,6 +162,9 @@ def test_blocks_container(pool):
         b[6]
     with pytest.raises(TypeError):
         b["x"]
+    empty = b[:0] + b[6:]
+    assert len(empty) == 0 and empty.pool is pool
+    pool.release(empty)
     again = kvbm.Blocks.from_handles(list(b), pool)
     assert again == b
     pool.release(b[:3])
