@@ -427,6 +427,16 @@ KVBM_API int kvbm_complete_block(struct kvbm_pool *pool, const struct kvbm_block
 				 const struct kvbm_tokens *seq, size_t index);
 /* STAGED -> MUTABLE (the reference's CompleteBlock::reset). */
 KVBM_API int kvbm_unstage_block(struct kvbm_pool *pool, const struct kvbm_block *blk);
+/*
+ * kvbm_stage_block() for @n blocks: @blks[i] under @hashes[i], all or
+ * nothing. On the first error the blocks already staged are unstaged,
+ * *@failed (may be NULL) gets the index of the block that failed, and its
+ * error is returned. One call for a batch: a caller that pays for every
+ * call (a Python binding, about 300 ns a call) stages 64 blocks in one.
+ */
+KVBM_API int kvbm_stage_blocks(struct kvbm_pool *pool, const struct kvbm_block *blks,
+			       const struct kvbm_plh *hashes, uint32_t n, uint32_t block_size,
+			       uint32_t *failed);
 
 /*
  * Registers @n STAGED blocks, in order, in one critical section. Each

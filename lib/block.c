@@ -324,6 +324,26 @@ int kvbm_unstage_block(struct kvbm_pool *p, const struct kvbm_block *blk)
 	return r;
 }
 
+int kvbm_stage_blocks(struct kvbm_pool *p, const struct kvbm_block *blks,
+		      const struct kvbm_plh *hashes, uint32_t n, uint32_t block_size,
+		      uint32_t *failed)
+{
+	if (n && (!blks || !hashes))
+		return -EINVAL;
+	for (uint32_t i = 0; i < n; i++) {
+		int r = kvbm_stage_block(p, &blks[i], hashes[i], block_size);
+		if (r < 0) {
+			/* ours alone since we staged them: cannot fail */
+			for (uint32_t j = 0; j < i; j++)
+				(void)kvbm_unstage_block(p, &blks[j]);
+			if (failed)
+				*failed = i;
+			return r;
+		}
+	}
+	return 0;
+}
+
 /* ---- register ------------------------------------------------------------------ */
 
 /* Takes @blk's stripe lock inside a one-writer operation (*st) and

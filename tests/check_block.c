@@ -234,6 +234,42 @@ START_TEST(test_complete_block_reset)
 }
 END_TEST
 
+/* a batch stages all or nothing: the failing block's index comes back and
+ * the blocks before it are MUTABLE again */
+START_TEST(test_stage_blocks_all_or_nothing)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = t_pool(name, 10);
+	struct kvbm_block b[4];
+	struct kvbm_plh h[4];
+	struct kvbm_block_info info;
+	uint32_t failed = 99;
+
+	ck_assert_int_eq(kvbm_allocate_blocks(p, 4, b, NULL, NULL), 0);
+	for (int i = 0; i < 4; i++)
+		h[i] = t_hash1((uint32_t)i + 1, BS);
+	ck_assert_int_eq(kvbm_stage_blocks(p, b, h, 0, BS, &failed), 0);
+	ck_assert_int_eq(kvbm_stage_block(p, &b[2], h[2], BS), 0);
+	ck_assert_int_eq(kvbm_stage_blocks(p, b, h, 4, BS, &failed), KVBM_ESTATE);
+	ck_assert_uint_eq(failed, 2);
+	for (int i = 0; i < 4; i++) {
+		ck_assert_int_eq(kvbm_block_info(p, &b[i], &info), 0);
+		ck_assert_uint_eq(info.state, i == 2 ? KVBM_BLOCK_STAGED : KVBM_BLOCK_MUTABLE);
+	}
+	ck_assert_int_eq(kvbm_stage_blocks(p, b, h, 2, BS * 2, NULL), KVBM_ESIZE);
+	ck_assert_int_eq(kvbm_unstage_block(p, &b[2]), 0);
+	ck_assert_int_eq(kvbm_stage_blocks(p, b, h, 4, BS, NULL), 0);
+	for (int i = 0; i < 4; i++) {
+		ck_assert_int_eq(kvbm_block_info(p, &b[i], &info), 0);
+		ck_assert_uint_eq(info.state, KVBM_BLOCK_STAGED);
+		ck_assert(kvbm_plh_eq(info.hash, h[i]));
+	}
+	ck_assert_int_eq(kvbm_register_blocks(p, b, 4), 0);
+	t_release(p, b, 4);
+	t_done(p, name);
+}
+END_TEST
+
 /* ---- lifecycle --------------------------------------------------------------- */
 
 START_TEST(test_registered_block_lifecycle)
@@ -1033,6 +1069,7 @@ Suite *make_block_suite(void)
 	tcase_add_test(tc, test_sequential_allocations);
 	tcase_add_test(tc, test_mutable_block_complete_error_returns_block);
 	tcase_add_test(tc, test_complete_block_reset);
+	tcase_add_test(tc, test_stage_blocks_all_or_nothing);
 	tcase_add_test(tc, test_registered_block_lifecycle);
 	tcase_add_test(tc, test_mixed_return_paths);
 	tcase_add_test(tc, test_full_capacity_and_eviction_cycle);
