@@ -1,0 +1,155 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Blocks: a batch of block handles (struct kvbm_block) in one C buffer."""
+
+import ctypes
+import struct
+from array import array
+from collections import namedtuple
+
+from ._lib import BLOCK_SIZE
+
+try:  # optional
+    import numpy as _np
+except ImportError:  # pragma: no cover
+    _np = None
+
+#: one block handle as a plain value: block id, slot generation, and the
+#: instance id of the pool it belongs to
+Block = namedtuple("Block", "id gen pool")
+
+_HANDLE = struct.Struct("=QI4xQ")  # struct kvbm_block: pool, id, (pad), gen
+_BUF_T = {}
+
+
+def buf_type(n):
+    """The ctypes type of a zeroed buffer of @n handles (cached per n)."""
+    t = _BUF_T.get(n)
+    if t is None:
+        t = _BUF_T[n] = ctypes.c_ubyte * (BLOCK_SIZE * n if n else 1)
+    return t
+
+
+class Blocks:
+    """@n block handles of one Pool in one contiguous C buffer.
+
+    Made by Pool calls; a Blocks remembers the Pool object that made it and
+    is refused (ForeignHandle) by any other. Indexing gives a Block value,
+    slicing a Blocks sharing the buffer."""
+
+    __slots__ = ("_buf", "_off", "_n", "_pool", "_addr")
+
+    def __len__(self):
+        return self._n
+
+    @property
+    def pool(self):
+        """The Pool object these handles belong to (None: not known)."""
+        return self._pool
+
+    def __getitem__(self, key):
+        n = self._n
+        if isinstance(key, slice):
+            idx = range(*key.indices(n))
+            if idx.step == 1:
+                return make(self._buf, self._off + idx.start, max(0, len(idx)), self._pool)
+            out = buf_type(len(idx))()
+            for j, i in enumerate(idx):
+                ctypes.memmove(ctypes.addressof(out) + j * BLOCK_SIZE,
+                               self._addr + i * BLOCK_SIZE, BLOCK_SIZE)
+            return make(out, 0, len(idx), self._pool)
+        if isinstance(key, bool) or not isinstance(key, int):
+            raise TypeError("Blocks indices must be int or slice, not %s" % type(key).__name__)
+        if not -n <= key < n:
+            raise IndexError("Blocks index %d out of range (%d)" % (key, n))
+        pool, bid, gen = _HANDLE.unpack_from(self._buf, (self._off + key % n) * BLOCK_SIZE)
+        return Block(bid, gen, pool)
+
+    def __iter__(self):
+        mv = memoryview(self._buf)[self._off * BLOCK_SIZE:(self._off + self._n) * BLOCK_SIZE]
+        for pool, bid, gen in _HANDLE.iter_unpack(mv):
+            yield Block(bid, gen, pool)
+
+    @property
+    def ids(self):
+        """The block ids, as array('I')."""
+        q = memoryview(self._buf).cast("B").cast("I")
+        s = self._off * 6 + 2
+        return array("I", q[s:s + 6 * self._n:6])
+
+    def ids_numpy(self):
+        """The block ids as a numpy uint32 array (a copy)."""
+        if _np is None:
+            raise ImportError("ids_numpy() needs numpy")
+        a = _np.frombuffer(self._buf, dtype=_np.uint32, count=6 * self._n,
+                           offset=self._off * BLOCK_SIZE)
+        return a[2::6].copy()
+
+    def tobytes(self):
+        """The raw struct kvbm_block array (24 bytes a handle)."""
+        return ctypes.string_at(self._addr, self._n * BLOCK_SIZE)
+
+    @staticmethod
+    def concat(*parts):
+        """One Blocks of @parts in order; they must come from one Pool."""
+        if len(parts) == 1 and not isinstance(parts[0], Blocks):
+            parts = tuple(parts[0])
+        pool = None
+        total = 0
+        for p in parts:
+            if not isinstance(p, Blocks):
+                raise TypeError("Blocks.concat takes Blocks, not %s" % type(p).__name__)
+            if p._n and pool is not None and p._pool is not pool:
+                from .errors import ForeignHandle
+                raise ForeignHandle("Blocks.concat: blocks of different Pool objects",
+                                    ForeignHandle.code, None)
+            if p._n:
+                pool = p._pool
+            total += p._n
+        out = buf_type(total)()
+        at = ctypes.addressof(out)
+        for p in parts:
+            ctypes.memmove(at, p._addr, p._n * BLOCK_SIZE)
+            at += p._n * BLOCK_SIZE
+        return make(out, 0, total, pool)
+
+    def __add__(self, other):
+        if not isinstance(other, Blocks):
+            return NotImplemented
+        return Blocks.concat(self, other)
+
+    @classmethod
+    def from_handles(cls, handles, pool=None):
+        """From Block values (id, gen, pool instance id); @pool the Pool
+        object they belong to."""
+        handles = list(handles)
+        out = buf_type(len(handles))()
+        for i, h in enumerate(handles):
+            if not isinstance(h, Block):
+                raise TypeError("handle %d: need a kvbm.Block, not %s" % (i, type(h).__name__))
+            _HANDLE.pack_into(out, i * BLOCK_SIZE, h.pool, h.id, h.gen)
+        return make(out, 0, len(handles), pool)
+
+    def __eq__(self, other):
+        if not isinstance(other, Blocks):
+            return NotImplemented
+        return self._n == other._n and self.tobytes() == other.tobytes()
+
+    __hash__ = None
+
+    def __repr__(self):
+        ids = self.ids.tolist()
+        shown = ids if len(ids) <= 8 else ids[:8] + ["..."]
+        return "<kvbm.Blocks %d: ids %s>" % (self._n, ", ".join(map(str, shown)))
+
+
+_new = object.__new__
+
+
+def make(buf, off, n, pool):
+    b = _new(Blocks)
+    b._buf = buf
+    b._off = off
+    b._n = n
+    b._pool = pool
+    b._addr = ctypes.addressof(buf) + off * BLOCK_SIZE
+    return b
