@@ -337,8 +337,7 @@ class BlockPool:
         if p.block_size != self.hash_block_size:
             raise ValueError(f"pool block size {p.block_size} differs from vLLM's "
                              f"hash_block_size {self.hash_block_size}")
-        dup = getattr(p, "dup_policy", "allow")
-        if dup != "allow":
+        if p.info()["config"]["dup_policy"] != "allow":
             raise ValueError("the pool's dup_policy must be 'allow': under 'reject' a "
                              "registration can change a block's id under vLLM's block table")
 
@@ -469,15 +468,15 @@ class BlockPool:
         need = [b for b in flat if b.ref_cnt == 0 and b.block_id not in self._pending]
         for b in need:  # lookup hold gone (release_lookups): take one again
             self._retake(b)
-        touched = set()
         for b in flat:
             if b.ref_cnt == 0:
                 b._handle = self._pending.pop(b.block_id)
             b.ref_cnt += 1
-            touched.add(b.block_id)
             if self.metrics_collector is not None:
                 self.metrics_collector.on_block_accessed(b)
-        self._drop_pending([i for i in self._pending if i not in touched])
+        # what is left: lookup holds of blocks already in use here (their
+        # use holds them) and abandoned lookups
+        self._drop_pending(list(self._pending))
 
     def _retake(self, b: KVCacheBlock) -> None:
         if b._plh is None:
@@ -631,10 +630,9 @@ class BlockPool:
             return False
         if self.enable_kv_cache_events:
             self._drain_ring()
-        try:
-            self.pool.reset_inactive()
-        except kvbm.KvbmError:
-            pass  # busy: the null block is held, by design
+        self.pool.reset_inactive()  # False: the null block is held, by design
+        if self.metrics_collector is not None:
+            self.metrics_collector.reset()
         for b in self.blocks:
             if not b.is_null:
                 b._block_hash = None
@@ -673,23 +671,31 @@ class BlockPool:
             try:
                 evs, self._cursor = self.pool.read_events(self._cursor, max=1024)
             except kvbm.EventGap:
-                # overwritten before we read them: forget all, start over
-                self._cursor = self.pool.events_head()
-                self.kv_event_queue.append(AllBlocksCleared())
-                logger.warning("kvbm.vllm: event ring lapped this reader; sent AllBlocksCleared")
+                # overwritten before we read them: AllBlocksCleared, then
+                # every cached block (without tokens), and read on
+                logger.warning("kvbm.vllm: the event ring lapped this reader: resync")
+                self._resync()
                 continue
             if not evs:
                 return
             for e in evs:
+                if e.kind == "resync":  # a recovery rebuilt the pool
+                    self._resync()
+                    break
                 self._translate(e, skip_removed)
 
+    def _resync(self) -> None:
+        evs, self._cursor = self.pool.events_snapshot()
+        for e in evs:
+            self._translate(e, False)
+
     def _translate(self, e, skip_removed: bool) -> None:
-        kind = e["kind"]
+        kind = e.kind
         q = self.kv_event_queue
-        if kind in ("resync", "cleared"):
+        if kind == "cleared":
             q.append(AllBlocksCleared())
             return
-        plh = e["hash"]
+        plh = e.plh
         if plh == _NULL_PLH:
             return
         ext = self._external(plh)
@@ -699,7 +705,7 @@ class BlockPool:
                 parent = pfrag if pos > 0 else None
             else:
                 parent = self._parents.get(plh)
-            toks = list(e.get("tokens") or [])
+            toks = list(e.tokens or [])
             last = q[-1] if q else None
             # one BlockStored per chain, as vLLM emits one per cache_full_blocks
             if (isinstance(last, BlockStored) and last.block_hashes

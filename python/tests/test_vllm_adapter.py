@@ -41,6 +41,11 @@ def pool_name():
     name = f"kvbm-vllm-test-{os.getpid()}-{next(_names)}"
     _destroy(name)
     yield name
+    try:  # every test leaves a sound pool behind
+        with kvbm.Pool(name) as p:
+            assert p.check(lock=True) == []
+    except kvbm.NoSuchPool:
+        pass
     _destroy(name)
 
 
@@ -313,7 +318,7 @@ def test_kv_cache_events(pool_name):
     """test_kv_cache_events: one BlockStored per cached run, with the
     parent, tokens and block size; BlockRemoved on eviction; hashes are the
     PLH router projection (what kvbmd publishes)."""
-    with make_bp(pool_name, n=6) as bp:
+    with make_bp(pool_name) as bp:
         toks = list(range(3 * BS + 4))
         r = req("0", toks)
         blocks = admit(bp, r, [])
@@ -336,9 +341,27 @@ def test_kv_cache_events(pool_name):
         assert bp.take_events() == []
         finish(bp, b2)
         finish(bp, blocks)
-        bp.get_new_blocks(5)  # evicts all 4 cached blocks
+        bp.get_new_blocks(10)  # evicts all 4 cached blocks
         removed = [h for e in bp.take_events() for h in e.block_hashes]
         assert sorted(removed) == sorted(rh + [kv._router_hash(r.block_hashes[3])])
+
+
+def test_reader_lapped_by_the_ring_resyncs(pool_name):
+    """A reader that falls a ring behind gets AllBlocksCleared and a
+    BlockStored per cached block (a snapshot), never a silent loss."""
+    with make_bp(pool_name, event_ring=64) as bp:
+        keep = admit(bp, req("keep", list(range(2 * BS))), [])
+        for i in range(40):  # 80 events: store + evict, one block at a time
+            r = req(str(i), [i + 7000] * BS)
+            finish(bp, admit(bp, r, []))
+            bp.free_blocks(bp.get_new_blocks(8))
+        ev = bp.take_events()
+        assert ev[0] == AllBlocksCleared()
+        stored = [h for e in ev[1:] if isinstance(e, BlockStored) for h in e.block_hashes]
+        keep_rh = [kv._router_hash(bytes(h[:16])) for h in (b.block_hash for b in keep)]
+        assert stored == keep_rh
+        assert bp.take_events() == []
+        finish(bp, keep)
 
 
 def test_events_disabled_returns_nothing(pool_name):
@@ -435,10 +458,22 @@ def test_bad_input_leaves_state_intact(pool_name):
             bp.get_new_blocks(-1)
         with pytest.raises(ValueError, match="touch blocks returned by get_cached_block"):
             bp.touch([bp.blocks[9]])
+        assert bp.pool.check(lock=True) == []
         finish(bp, blocks)
         assert bp.get_num_free_blocks() == 10
-    with pytest.raises(ValueError, match="pool has 11 blocks"):
-        BlockPool(12, True, BS, pool_name=pool_name)
+        with pytest.raises(kvbm.Mismatch):
+            BlockPool(12, True, BS, pool_name=pool_name)
+        with kvbm.Pool(pool_name) as p:
+            with pytest.raises(ValueError, match="pool has 11 blocks"):
+                BlockPool(12, True, BS, pool=p)
+            with pytest.raises(ValueError, match="block size 16 differs"):
+                BlockPool(11, True, 2 * BS, pool=p)
+        assert bp.get_num_free_blocks() == 10
+    with kvbm.Pool(pool_name + "-rej", create=True, block_count=11, block_size=BS,
+                   dup_policy="reject") as p:
+        with pytest.raises(ValueError, match="dup_policy must be 'allow'"):
+            BlockPool(11, True, BS, pool=p)
+    _destroy(pool_name + "-rej")
 
 
 # ---- several processes on one pool ------------------------------------------
@@ -551,7 +586,8 @@ def test_killed_process_blocks_become_evictable(pool_name):
             child.p.wait(timeout=30)
         finally:
             child.close()
-        bp.pool.reap()
+        assert bp.pool.reap() == 1
+        assert bp.pool.check(lock=True) == []
         assert bp.get_num_free_blocks() == 10
         assert ids(lookup(bp, r)) == ids(blocks)  # still cached
         bp.release_lookups()
