@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NewType, Optional, Union
@@ -200,15 +201,27 @@ def request_block_hasher(block_size: int):
     if block_size <= 0 or block_size & (block_size - 1):
         raise ValueError(f"block_size must be a power of two, got {block_size}")
 
+    # one growing kvbm.Tokens per live request: a decode step that
+    # completes a block hashes that block, not the whole prefix again
+    seqs: "weakref.WeakKeyDictionary[Any, kvbm.Tokens]" = weakref.WeakKeyDictionary()
+
     def hasher(request: Any) -> list:
         start = len(request.block_hashes)
         tokens = request.all_token_ids
         n_full = len(tokens) // block_size
         if n_full <= start:
             return []
-        hs = kvbm.hash_tokens(list(tokens[:n_full * block_size]), block_size,
-                              _request_salt(request))
-        return [BlockHash(hs.plh_bytes(i)) for i in range(start, n_full)]
+        try:
+            seq = seqs.get(request)
+        except TypeError:  # not weak-referenceable: hash the prefix afresh
+            hs = kvbm.hash_tokens(list(tokens[:n_full * block_size]), block_size,
+                                  _request_salt(request))
+            return [BlockHash(hs.plh_bytes(i)) for i in range(start, n_full)]
+        if seq is None or seq.total > len(tokens):
+            seq = kvbm.Tokens(block_size, _request_salt(request))
+            seqs[request] = seq
+        seq.extend(list(tokens[seq.total:]))
+        return [BlockHash(b) for b in seq.hashes(start, n_full).plh_bytes_list()]
 
     return hasher
 
@@ -255,6 +268,14 @@ class KVCacheBlock:
     def __repr__(self) -> str:
         return (f"KVCacheBlock(block_id={self.block_id}, ref_cnt={self.ref_cnt}, "
                 f"block_hash={self._block_hash!r}, is_null={self.is_null})")
+
+
+def _key(block_hash, group_id: int):
+    """vLLM's cache key of a block: BlockHashWithGroupId for bytes hashes,
+    (hash, group) for the int hashes of older vLLMs."""
+    if isinstance(block_hash, (bytes, bytearray)):
+        return make_block_hash_with_group_id(block_hash, group_id)
+    return (block_hash, group_id)
 
 
 def _flatten(blocks) -> list:
@@ -372,6 +393,9 @@ class BlockPool:
         block) and detach when the adapter opened the pool."""
         if getattr(self, "pool", None) is None:
             return
+        if self.pool.closed:  # a pool the caller gave us and closed: holds gone
+            self.pool = None
+            return
         try:
             held = [b._handle for b in self.blocks if b._handle is not None]
             held += list(self._pending.values())
@@ -440,8 +464,7 @@ class BlockPool:
                 taken.append(blk.block_id)
             if blk._plh != plh:
                 blk._plh = plh
-                blk._block_hash = make_block_hash_with_group_id(block_hash, gid) \
-                    if isinstance(block_hash, (bytes, bytearray)) else None
+                blk._block_hash = _key(block_hash, gid)
             out.append(blk)
         return out
 
@@ -585,8 +608,7 @@ class BlockPool:
         for k, (i, b, plh) in enumerate(todo):
             b._handle = reg[k:k + 1]
             b._plh = plh
-            b._block_hash = make_block_hash_with_group_id(hashes[i], kv_cache_group_id) \
-                if isinstance(hashes[i], (bytes, bytearray)) else hashes[i]
+            b._block_hash = _key(hashes[i], kv_cache_group_id)
         if self.enable_kv_cache_events and self.hash_mode == "vllm":
             prev = self._external(self._plh(hashes[todo[0][0] - 1], kv_cache_group_id)) \
                 if todo[0][0] > 0 else None
@@ -645,8 +667,12 @@ class BlockPool:
 
     def get_num_free_blocks(self) -> int:
         """Blocks an allocation can get now: free plus cached blocks no
-        process uses (over the whole pool)."""
-        return self.pool.available()
+        process uses (over the whole pool), plus this process's looked-up
+        blocks that no request uses yet: vLLM counts those as free (its
+        allocate_slots adds them to what it needs), and touch() turns their
+        lookup hold into a use without taking a block."""
+        return self.pool.available() + sum(
+            1 for i in self._pending if self.blocks[i].ref_cnt == 0)
 
     def get_usage(self) -> float:
         """Fraction of the pool in use by any process (the null block aside)."""

@@ -220,10 +220,14 @@ def test_hit_is_not_evicted_between_lookup_and_touch(pool_name):
 
         hit = lookup(bp, req("2", list(range(BS)) + [5]))
         assert ids(hit) == ids(b0)
-        assert hit[0].ref_cnt == 0  # not a use yet: vLLM counts it as evictable
-        assert bp.get_num_free_blocks() == 9
+        assert hit[0].ref_cnt == 0  # not a use yet: vLLM counts it as free
+        assert bp.get_num_free_blocks() == 10
+        assert bp.pool.available() == 9
         taken = bp.get_new_blocks(9)
         assert b0[0].block_id not in ids(taken)
+        assert bp.get_num_free_blocks() == 1
+        with pytest.raises(ValueError):  # vLLM touches before it allocates
+            bp.get_new_blocks(1)
         bp.touch((hit,))
         assert hit[0].ref_cnt == 1
         bp.free_blocks(taken + hit)
@@ -239,10 +243,10 @@ def test_abandoned_lookups_are_given_back(pool_name):
         finish(bp, admit(bp, ra, []))
         finish(bp, admit(bp, rb, []))
         assert len(lookup(bp, ra)) == 2   # a is looked up, never scheduled
-        assert bp.get_num_free_blocks() == 8
+        assert bp.pool.available() == 8
         hb = lookup(bp, rb)
         blocks = admit(bp, rb, hb)        # b is scheduled: a's holds go back
-        assert bp.get_num_free_blocks() == 8
+        assert bp.pool.available() == bp.get_num_free_blocks() == 8
         finish(bp, blocks)
         assert bp.get_num_free_blocks() == 10
         lookup(bp, ra)
@@ -265,7 +269,7 @@ def test_partial_touch_gives_back_the_rest(pool_name):
         assert len(hit) == 3
         bp.touch(hit[:2])
         assert [b.ref_cnt for b in hit] == [1, 1, 0]
-        assert bp.get_num_free_blocks() == 8
+        assert bp.pool.available() == bp.get_num_free_blocks() == 8
         bp.free_blocks(hit[:2])
 
 
@@ -412,6 +416,18 @@ def test_hash_mode_vllm_with_vllms_own_hashes(pool_name):
         with pytest.raises(ValueError, match="16-byte PLH"):
             other.get_cached_block(r.block_hashes[0], [0])
     _destroy(pool_name + "-plh")
+
+
+def test_request_hasher_is_the_librarys_hash():
+    """The hasher's PLHs, computed as tokens arrive, equal kvbm.hash_tokens
+    over the whole sequence with the request's salt: every process agrees."""
+    toks = list(range(5 * BS + 3))
+    r = req("0", toks[:BS + 1], cache_salt="s")
+    for t in toks[BS + 1:]:
+        r.append([t])
+    want = kvbm.hash_tokens(toks, BS, kvbm.salt_hash("s", None))
+    assert r.block_hashes == want.plh_bytes_list()
+    assert req("1", toks, cache_salt="s").block_hashes == want.plh_bytes_list()
 
 
 def test_plh_packing_matches_the_library():
