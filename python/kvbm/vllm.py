@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -293,7 +294,9 @@ class BlockPool:
     """vLLM v1 BlockPool over a shared kvbm pool.
 
     The first five arguments are vLLM's (``KVCacheCoordinator`` passes them
-    positionally). The rest say which pool:
+    by position or by name; ``prefer_low_id_allocations``, which some vLLM
+    versions pass, is accepted and ignored: the pool picks blocks). The
+    rest say which pool:
 
     - ``pool``: an open ``kvbm.Pool`` (the adapter does not close it), or
     - ``pool_name`` (default: $KVBM_VLLM_POOL, else "vllm-kv"): opened, and
@@ -301,6 +304,8 @@ class BlockPool:
       ``hash_block_size`` tokens, ``backend`` ('lru' evicts in vLLM's
       order), dup policy 'allow' (a block's id never changes once vLLM has
       it), an event ring keeping tokens when events are enabled.
+    - ``reap_interval_s``: how often ``get_num_free_blocks`` reaps dead
+      processes (their holds come back to the pool).
     - ``hash_mode``: 'plh' (the default) when vLLM's requests are hashed by
       ``request_block_hasher`` (their BlockHash is the 16-byte PLH); 'vllm'
       to keep vLLM's own hashes (sha256/xxhash bytes or ints), which must
@@ -309,9 +314,10 @@ class BlockPool:
 
     def __init__(self, num_gpu_blocks: int, enable_caching: bool, hash_block_size: int,
                  enable_kv_cache_events: bool = False, metrics_collector: Any = None, *,
+                 prefer_low_id_allocations: bool = False,
                  pool: Optional["kvbm.Pool"] = None, pool_name: Optional[str] = None,
                  hash_mode: str = "plh", backend: str = "lru", event_ring: int = 4096,
-                 medium: Optional[str] = None):
+                 medium: Optional[str] = None, reap_interval_s: float = 1.0):
         if not isinstance(num_gpu_blocks, int) or num_gpu_blocks <= 1:
             raise ValueError(f"num_gpu_blocks must be an int > 1 (one is the null block), "
                              f"got {num_gpu_blocks!r}")
@@ -323,6 +329,8 @@ class BlockPool:
         self.enable_kv_cache_events = enable_kv_cache_events
         self.metrics_collector = metrics_collector
         self.hash_mode = hash_mode
+        self._reap_interval = reap_interval_s
+        self._next_reap = 0.0
         self._own_pool = pool is None
         if pool is None:
             name = pool_name or os.environ.get("KVBM_VLLM_POOL") or "vllm-kv"
@@ -670,7 +678,17 @@ class BlockPool:
         process uses (over the whole pool), plus this process's looked-up
         blocks that no request uses yet: vLLM counts those as free (its
         allocate_slots adds them to what it needs), and touch() turns their
-        lookup hold into a use without taking a block."""
+        lookup hold into a use without taking a block.
+
+        At most every ``reap_interval_s`` it first reaps dead processes:
+        vLLM allocates only what this count allows, so the pool's own
+        reap when an allocation comes up short would never run, and the
+        blocks of a killed process would stay lost to a node without
+        kvbmd."""
+        now = time.monotonic()
+        if now >= self._next_reap:
+            self._next_reap = now + self._reap_interval
+            self.pool.reap()
         return self.pool.available() + sum(
             1 for i in self._pending if self.blocks[i].ref_cnt == 0)
 
