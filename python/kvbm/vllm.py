@@ -344,6 +344,7 @@ class BlockPool:
             self._check_pool()
             self.blocks: list[KVCacheBlock] = [KVCacheBlock(i) for i in range(num_gpu_blocks)]
             self._pending: dict[int, Any] = {}  # block id -> lookup hold
+            self._reserve = kvbm.Blocks.concat()  # MUTABLE blocks set aside
             self._parents: dict[bytes, Optional[int]] = {}  # hash_mode 'vllm' events
             self.kv_event_queue: list = []
             self._cursor = None
@@ -406,8 +407,10 @@ class BlockPool:
             return
         try:
             held = [b._handle for b in self.blocks if b._handle is not None]
-            held += list(self._pending.values())
+            held += list(self._pending.values()) + [self._reserve]
+            held = [h for h in held if len(h)]
             self._pending.clear()
+            self._reserve = kvbm.Blocks.concat()
             if held:
                 self.pool.release(kvbm.Blocks.concat(held))
             for b in self.blocks:
@@ -545,30 +548,73 @@ class BlockPool:
             self.pool.release(kvbm.Blocks.concat(release))
 
     def get_new_blocks(self, num_blocks: int) -> list[KVCacheBlock]:
-        """``num_blocks`` blocks for this process (ref_cnt 1, no hash), from
-        the free blocks first, then by evicting cached blocks no process
-        uses. ValueError when the pool cannot serve them."""
-        if num_blocks < 0:
-            raise ValueError(f"num_blocks must be >= 0, got {num_blocks}")
+        """``num_blocks`` blocks for this process (ref_cnt 1, no hash): the
+        ones ``reserve()`` set aside first, then from the pool's free
+        blocks, then by evicting cached blocks no process uses. ValueError
+        when the pool cannot serve them (another process may have taken
+        what ``get_num_free_blocks`` counted: see ``reserve``)."""
+        if not isinstance(num_blocks, int) or num_blocks < 0:
+            raise ValueError(f"num_blocks must be an int >= 0, got {num_blocks!r}")
         if num_blocks == 0:
             return []
-        try:
-            got = self.pool.allocate(num_blocks)
-        except kvbm.NoSpace:
-            raise ValueError(f"Cannot get {num_blocks} free blocks from the pool") from None
+        k = min(num_blocks, len(self._reserve))
+        got = self._reserve[:k]
+        if k < num_blocks:
+            try:
+                got = kvbm.Blocks.concat(got, self._allocate(num_blocks - k))
+            except kvbm.NoSpace:
+                raise ValueError(f"Cannot get {num_blocks} free blocks from the pool") from None
+        self._reserve = self._reserve[k:]
         out = []
         for i in range(num_blocks):
             b = self.blocks[got[i].id]
-            if b._plh is not None and self.metrics_collector is not None:
-                self.metrics_collector.on_block_evicted(b)
-            b._block_hash = None
-            b._plh = None
             b._handle = got[i:i + 1]
             b.ref_cnt = 1
             if self.metrics_collector is not None:
                 self.metrics_collector.on_block_allocated(b)
             out.append(b)
         return out
+
+    def reserve(self, num_blocks: int) -> bool:
+        """Set ``num_blocks`` blocks aside for this process's next
+        ``get_new_blocks`` calls, or return False when the pool cannot.
+
+        vLLM checks ``get_num_free_blocks()`` and then allocates; on a
+        shared pool another process may take the blocks in between, and
+        ``get_new_blocks`` would raise. A fork that replaces that check in
+        ``KVCacheManager.allocate_slots`` with ``reserve()`` admits a
+        request only with its blocks in hand (docs/VLLM.md). A surplus from
+        an earlier call goes back to the pool."""
+        if not isinstance(num_blocks, int) or num_blocks < 0:
+            raise ValueError(f"num_blocks must be an int >= 0, got {num_blocks!r}")
+        have = len(self._reserve)
+        if have > num_blocks:
+            self.pool.release(self._reserve[num_blocks:])
+            self._reserve = self._reserve[:num_blocks]
+        elif have < num_blocks:
+            try:
+                self._reserve = kvbm.Blocks.concat(self._reserve,
+                                                   self._allocate(num_blocks - have))
+            except kvbm.NoSpace:
+                return False
+        return True
+
+    def _allocate(self, n: int):
+        """pool.allocate(n), once more after a reap when it comes up short;
+        the blocks' old cache metadata is dropped here (they were evicted)."""
+        try:
+            got = self.pool.allocate(n)
+        except kvbm.NoSpace:
+            if not self.pool.reap():
+                raise
+            got = self.pool.allocate(n)
+        for bid in got.ids:
+            b = self.blocks[bid]
+            if b._plh is not None and self.metrics_collector is not None:
+                self.metrics_collector.on_block_evicted(b)
+            b._block_hash = None
+            b._plh = None
+        return got
 
     def cache_full_blocks(self, request: Any, blocks: list[KVCacheBlock], num_cached_blocks: int,
                           num_full_blocks: int, block_size: int, kv_cache_group_id: int) -> None:
@@ -653,6 +699,7 @@ class BlockPool:
         """Forget every cached block, if no block of the pool is in use by
         any process (the null block aside). Returns whether it did."""
         self.release_lookups()
+        self.reserve(0)
         used = self.pool.total() - self.pool.available() - 1
         if used != 0:
             logger.warning("Failed to reset prefix cache because some blocks (%d) are not "
@@ -689,7 +736,7 @@ class BlockPool:
         if now >= self._next_reap:
             self._next_reap = now + self._reap_interval
             self.pool.reap()
-        return self.pool.available() + sum(
+        return self.pool.available() + len(self._reserve) + sum(
             1 for i in self._pending if self.blocks[i].ref_cnt == 0)
 
     def get_usage(self) -> float:

@@ -612,3 +612,120 @@ def test_killed_process_blocks_become_evictable(pool_name):
         got = bp.get_new_blocks(10)  # evicts them
         assert set(ids(blocks)) <= set(ids(got))
         bp.free_blocks(got)
+
+
+# A scheduler in miniature, several of them on one pool and one "KV
+# storage" (a shared-memory array indexed by block id): each request
+# looks its prompt up, checks that every hit block holds that prefix's
+# "KV" (here: the block's tokens and the chain position), writes the KV of
+# its new blocks before caching them, keeps running for a few steps, checks
+# its blocks again and frees them. A block evicted and rewritten by another
+# process while this one holds it, or between its lookup and touch, shows
+# up as wrong KV.
+WORKER = textwrap.dedent("""
+    import json, random, sys
+    sys.path[:0] = json.loads(sys.argv[1])
+    import numpy as np
+    from kvbm.vllm import BlockPool, request_block_hasher
+    name, kv_path, bs, nblocks, seed, steps = sys.argv[2:8]
+    bs, nblocks, seed, steps = int(bs), int(nblocks), int(seed), int(steps)
+    kv = np.memmap(kv_path, dtype=np.int64, mode="r+", shape=(nblocks, bs + 1))
+    hasher = request_block_hasher(bs)
+    rng = random.Random(seed)
+    systems = [[1000 * s + i for i in range(4 * bs)] for s in range(3)]
+
+    class R:
+        pass
+
+    def make(i):
+        r = R()
+        r.request_id, r.cache_salt, r.lora_request = f"{seed}-{i}", None, None
+        sp = systems[rng.randrange(3)]
+        turn = [rng.randrange(50) for _ in range(rng.randrange(0, 3 * bs))]
+        r.all_token_ids = sp[:rng.randrange(bs, len(sp) + 1)] + turn
+        r.block_hashes = []
+        r.block_hashes.extend(hasher(r))
+        return r
+
+    def kv_ok(r, blocks, n):
+        for i in range(n):
+            want = r.all_token_ids[i * bs:(i + 1) * bs] + [i]
+            if kv[blocks[i].block_id].tolist() != want:
+                return False
+        return True
+
+    bp = BlockPool(nblocks, True, bs, False, pool_name=name)
+    running, stats = [], dict(hits=0, bad=0, done=0, skipped=0)
+    for step in range(steps):
+        r = make(step)
+        hit = []
+        for h in r.block_hashes:
+            got = bp.get_cached_block(h, [0])
+            if got is None:
+                break
+            hit.append(got[0])
+        if len(hit) * bs == len(r.all_token_ids):
+            hit.pop()  # vLLM recomputes the last token
+        stats["bad"] += not kv_ok(r, hit, len(hit))
+        need = -(-len(r.all_token_ids) // bs) - len(hit)
+        # allocate_slots' check, made race-free: what vLLM counts (new
+        # blocks plus hits no request uses), set aside
+        if not bp.reserve(need + sum(b.ref_cnt == 0 for b in hit)):
+            stats["skipped"] += 1  # not scheduled: the lookup is abandoned
+        else:
+            bp.touch((hit,))
+            new = bp.get_new_blocks(need)
+            blocks = hit + new
+            nfull = len(r.all_token_ids) // bs
+            for i in range(len(hit), nfull):
+                kv[blocks[i].block_id] = r.all_token_ids[i * bs:(i + 1) * bs] + [i]
+            bp.cache_full_blocks(r, blocks, len(hit), nfull, bs, 0)
+            stats["hits"] += len(hit)
+            running.append((r, blocks, nfull))
+        while len(running) > 2 or (running and rng.random() < 0.3):
+            r0, b0, n0 = running.pop(rng.randrange(len(running)))
+            stats["bad"] += not kv_ok(r0, b0, n0)
+            bp.free_blocks(reversed(b0))
+            stats["done"] += 1
+    for r0, b0, n0 in running:
+        stats["bad"] += not kv_ok(r0, b0, n0)
+        bp.free_blocks(reversed(b0))
+    bp.close()
+    print(json.dumps(stats), flush=True)
+""")
+
+
+def test_engines_sharing_one_pool_never_see_foreign_kv(pool_name):
+    """Three scheduler processes with shared system prompts on a pool too
+    small for their working set (so blocks are evicted and reused all the
+    time), one of them SIGKILLed mid-run: every hit holds the right KV,
+    and the prefixes are shared across processes."""
+    np = pytest.importorskip("numpy")
+    nblocks = 24
+    kv_path = f"/dev/shm/{pool_name}.kv"
+    np.memmap(kv_path, dtype=np.int64, mode="w+", shape=(nblocks, BS + 1)).flush()
+    try:
+        with make_bp(pool_name, n=nblocks, events=False) as bp:
+            procs = [subprocess.Popen(
+                [sys.executable, "-c", WORKER, json.dumps(sys.path), pool_name, kv_path,
+                 str(BS), str(nblocks), str(seed), str(steps)],
+                stdout=subprocess.PIPE, text=True) for seed, steps in
+                ((1, 400), (2, 400), (3, 100000))]
+            time.sleep(0.5)
+            procs[2].send_signal(signal.SIGKILL)  # dies holding blocks, mid-step
+            results = []
+            for p in procs[:2]:
+                out, _ = p.communicate(timeout=120)
+                assert p.returncode == 0, out
+                results.append(json.loads(out))
+            procs[2].wait(timeout=30)
+            assert all(r["bad"] == 0 for r in results), results
+            assert all(r["done"] > 0 for r in results), results
+            assert sum(r["hits"] for r in results) > 0, results
+            # the dead one's blocks are back; the pool is sound
+            assert bp.get_num_free_blocks() == nblocks - 1
+            m = bp.metrics()
+            assert m["evictions"] > 0, m
+            assert bp.pool.check(lock=True) == []
+    finally:
+        os.unlink(kv_path)
