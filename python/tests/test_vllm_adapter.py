@@ -617,7 +617,8 @@ def test_killed_process_blocks_become_evictable(pool_name):
 # A scheduler in miniature, several of them on one pool and one "KV
 # storage" (a shared-memory array indexed by block id): each request
 # looks its prompt up, checks that every hit block holds that prefix's
-# "KV" (here: the block's tokens and the chain position), writes the KV of
+# "KV" (here: the block's tokens and the chain position, plus who wrote
+# it), writes the KV of
 # its new blocks before caching them, keeps running for a few steps, checks
 # its blocks again and frees them. A block evicted and rewritten by another
 # process while this one holds it, or between its lookup and touch, shows
@@ -627,9 +628,10 @@ WORKER = textwrap.dedent("""
     sys.path[:0] = json.loads(sys.argv[1])
     import numpy as np
     from kvbm.vllm import BlockPool, request_block_hasher
-    name, kv_path, bs, nblocks, seed, steps = sys.argv[2:8]
+    import os
+    name, kv_path, bs, nblocks, seed, steps, stop_path = sys.argv[2:9]
     bs, nblocks, seed, steps = int(bs), int(nblocks), int(seed), int(steps)
-    kv = np.memmap(kv_path, dtype=np.int64, mode="r+", shape=(nblocks, bs + 1))
+    kv = np.memmap(kv_path, dtype=np.int64, mode="r+", shape=(nblocks, bs + 2))
     hasher = request_block_hasher(bs)
     rng = random.Random(seed)
     systems = [[1000 * s + i for i in range(4 * bs)] for s in range(3)]
@@ -650,13 +652,17 @@ WORKER = textwrap.dedent("""
     def kv_ok(r, blocks, n):
         for i in range(n):
             want = r.all_token_ids[i * bs:(i + 1) * bs] + [i]
-            if kv[blocks[i].block_id].tolist() != want:
+            if kv[blocks[i].block_id, :bs + 1].tolist() != want:
                 return False
         return True
 
     bp = BlockPool(nblocks, True, bs, False, pool_name=name)
-    running, stats = [], dict(hits=0, bad=0, done=0, skipped=0)
-    for step in range(steps):
+    running, stats = [], dict(hits=0, foreign_hits=0, bad=0, done=0, skipped=0)
+    step = 0
+    while step < steps or not os.path.exists(stop_path):
+        step += 1
+        if step == steps:
+            print("running", flush=True)
         r = make(step)
         hit = []
         for h in r.block_hashes:
@@ -678,9 +684,10 @@ WORKER = textwrap.dedent("""
             blocks = hit + new
             nfull = len(r.all_token_ids) // bs
             for i in range(len(hit), nfull):
-                kv[blocks[i].block_id] = r.all_token_ids[i * bs:(i + 1) * bs] + [i]
+                kv[blocks[i].block_id] = r.all_token_ids[i * bs:(i + 1) * bs] + [i, seed]
             bp.cache_full_blocks(r, blocks, len(hit), nfull, bs, 0)
             stats["hits"] += len(hit)
+            stats["foreign_hits"] += sum(int(kv[b.block_id, bs + 1]) != seed for b in hit)
             running.append((r, blocks, nfull))
         while len(running) > 2 or (running and rng.random() < 0.3):
             r0, b0, n0 = running.pop(rng.randrange(len(running)))
@@ -703,16 +710,22 @@ def test_engines_sharing_one_pool_never_see_foreign_kv(pool_name):
     np = pytest.importorskip("numpy")
     nblocks = 24
     kv_path = f"/dev/shm/{pool_name}.kv"
-    np.memmap(kv_path, dtype=np.int64, mode="w+", shape=(nblocks, BS + 1)).flush()
+    np.memmap(kv_path, dtype=np.int64, mode="w+", shape=(nblocks, BS + 2)).flush()
+    stop_path = kv_path + ".stop"
+    procs = []
     try:
         with make_bp(pool_name, n=nblocks, events=False) as bp:
+            # each runs until the stop file exists; the third forever
             procs = [subprocess.Popen(
                 [sys.executable, "-c", WORKER, json.dumps(sys.path), pool_name, kv_path,
-                 str(BS), str(nblocks), str(seed), str(steps)],
-                stdout=subprocess.PIPE, text=True) for seed, steps in
-                ((1, 400), (2, 400), (3, 100000))]
-            time.sleep(0.5)
+                 str(BS), str(nblocks), str(seed), "200", stop],
+                stdout=subprocess.PIPE, text=True) for seed, stop in
+                ((1, stop_path), (2, stop_path), (3, "/nonexistent"))]
+            for p in procs:
+                assert p.stdout.readline() == "running\n"
             procs[2].send_signal(signal.SIGKILL)  # dies holding blocks, mid-step
+            time.sleep(0.3)  # the others go on meanwhile, evicting its blocks' neighbours
+            open(stop_path, "w").close()
             results = []
             for p in procs[:2]:
                 out, _ = p.communicate(timeout=120)
@@ -721,11 +734,17 @@ def test_engines_sharing_one_pool_never_see_foreign_kv(pool_name):
             procs[2].wait(timeout=30)
             assert all(r["bad"] == 0 for r in results), results
             assert all(r["done"] > 0 for r in results), results
-            assert sum(r["hits"] for r in results) > 0, results
+            assert all(r["foreign_hits"] > 0 for r in results), results
             # the dead one's blocks are back; the pool is sound
             assert bp.get_num_free_blocks() == nblocks - 1
             m = bp.metrics()
             assert m["evictions"] > 0, m
             assert bp.pool.check(lock=True) == []
     finally:
-        os.unlink(kv_path)
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for f in (kv_path, stop_path):
+            if os.path.exists(f):
+                os.unlink(f)
