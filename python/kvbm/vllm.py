@@ -288,6 +288,17 @@ def _flatten(blocks) -> list:
     return [b for group in blocks for b in group]
 
 
+def _ours(pool: "BlockPool", blocks: Iterable, what: str) -> list:
+    """@blocks as a list, each checked to be one of @pool's blocks."""
+    out = list(blocks)
+    for b in out:
+        if not isinstance(b, KVCacheBlock):
+            raise TypeError(f"{what}: expected KVCacheBlock, got {type(b).__name__}")
+        if not (0 <= b.block_id < len(pool.blocks)) or pool.blocks[b.block_id] is not b:
+            raise ValueError(f"{what}: block {b.block_id} belongs to another BlockPool")
+    return out
+
+
 # ---- the pool ---------------------------------------------------------------
 
 class BlockPool:
@@ -498,7 +509,7 @@ class BlockPool:
         A block found by ``get_cached_block`` keeps its lookup hold; a block
         this process already uses needs none. Lookup holds of blocks not
         touched here belong to abandoned lookups and are given back."""
-        flat = [b for b in _flatten(blocks) if not b.is_null]
+        flat = [b for b in _ours(self, _flatten(blocks), "touch()") if not b.is_null]
         need = [b for b in flat if b.ref_cnt == 0 and b.block_id not in self._pending]
         for b in need:  # lookup hold gone (release_lookups): take one again
             self._retake(b)
@@ -530,7 +541,7 @@ class BlockPool:
         request's blocks tail first). Blocks whose last use in this process
         ends are released to the pool in that order: under the 'lru' and
         'fifo' backends the first released is the first evicted."""
-        blocks = [b for b in ordered_blocks if not b.is_null]
+        blocks = [b for b in _ours(self, ordered_blocks, "free_blocks()") if not b.is_null]
         count: dict[int, int] = {}
         for b in blocks:
             count[b.block_id] = count.get(b.block_id, 0) + 1
@@ -634,6 +645,7 @@ class BlockPool:
             raise ValueError(f"request {getattr(request, 'request_id', '?')} has "
                              f"{len(hashes)} block hashes, {num_full_blocks} blocks to cache")
         todo = []
+        _ours(self, blocks[num_cached_blocks:num_full_blocks], "cache_full_blocks()")
         for i in range(num_cached_blocks, num_full_blocks):
             b = blocks[i]
             if b.is_null:

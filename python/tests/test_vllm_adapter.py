@@ -273,6 +273,57 @@ def test_partial_touch_gives_back_the_rest(pool_name):
         bp.free_blocks(hit[:2])
 
 
+def test_reserve_sets_blocks_aside_for_this_process(pool_name):
+    """reserve(n): the blocks are this process's at once, still counted
+    free by it (vLLM's check), gone for every other process."""
+    with make_bp(pool_name) as a, make_bp(pool_name) as b:
+        assert a.reserve(6)
+        assert a.get_num_free_blocks() == 10 and b.get_num_free_blocks() == 4
+        assert not b.reserve(5) and b.get_num_free_blocks() == 4  # all or nothing
+        with pytest.raises(ValueError, match="Cannot get 5 free blocks"):
+            b.get_new_blocks(5)
+        got = a.get_new_blocks(8)  # 6 from the reserve, 2 from the pool
+        assert a.get_num_free_blocks() == b.get_num_free_blocks() == 2
+        assert a.reserve(2) and b.get_num_free_blocks() == 0
+        assert a.reserve(0) and b.get_num_free_blocks() == 2  # surplus back
+        a.free_blocks(got)
+        assert a.reserve(4)
+        assert a.reset_prefix_cache()  # gives the reserve back first
+        assert b.get_num_free_blocks() == 10
+        with pytest.raises(ValueError):
+            a.reserve(-1)
+
+
+def test_metrics_collector_hooks(pool_name):
+    """vLLM's KVCacheMetricsCollector gets its calls."""
+    calls = []
+
+    class Collector:
+        def on_block_allocated(self, b):
+            calls.append(("alloc", b.block_id))
+
+        def on_block_accessed(self, b):
+            calls.append(("access", b.block_id))
+
+        def on_block_evicted(self, b):
+            calls.append(("evict", b.block_id))
+
+        def reset(self):
+            calls.append(("reset",))
+
+    with make_bp(pool_name, metrics_collector=Collector()) as bp:
+        r = req("0", list(range(BS)))
+        blocks = admit(bp, r, [])
+        finish(bp, admit(bp, req("1", r.all_token_ids + [1]), lookup(bp, r)))
+        finish(bp, blocks)
+        bp.free_blocks(bp.get_new_blocks(10))
+        assert bp.reset_prefix_cache()
+        bid = blocks[0].block_id
+        assert calls[:2] == [("alloc", bid), ("access", bid)]
+        assert ("evict", bid) in calls and calls[-1] == ("reset",)
+        assert bp.metrics()["evictions"] == 1
+
+
 def test_reset_prefix_cache(pool_name):
     """test_reset_prefix_cache: fails while blocks are in use, then forgets
     every hash; AllBlocksCleared is the event."""
@@ -474,6 +525,11 @@ def test_bad_input_leaves_state_intact(pool_name):
             bp.get_new_blocks(-1)
         with pytest.raises(ValueError, match="touch blocks returned by get_cached_block"):
             bp.touch([bp.blocks[9]])
+        with pytest.raises(TypeError, match="expected KVCacheBlock, got int"):
+            bp.free_blocks([3])
+        with pytest.raises(ValueError, match="block 1 belongs to another BlockPool"):
+            bp.free_blocks([kv.KVCacheBlock(1)])
+        assert [b.ref_cnt for b in blocks] == [1, 1]
         assert bp.pool.check(lock=True) == []
         finish(bp, blocks)
         assert bp.get_num_free_blocks() == 10
