@@ -354,7 +354,10 @@ class BlockPool:
         try:
             self._check_pool()
             self.blocks: list[KVCacheBlock] = [KVCacheBlock(i) for i in range(num_gpu_blocks)]
-            self._pending: dict[int, Any] = {}  # block id -> lookup hold
+            # block id -> lookup hold (None: the block's use here holds it)
+            self._pending: dict[int, Any] = {}
+            self._index: dict[bytes, int] = {}  # PLH -> block id, of blocks held here
+            self._memo: dict[Any, Any] = {}     # (vLLM hash, group) -> (PLH, Hashes)
             self._reserve = kvbm.Blocks.concat()  # MUTABLE blocks set aside
             self._parents: dict[bytes, Optional[int]] = {}  # hash_mode 'vllm' events
             self.kv_event_queue: list = []
@@ -419,7 +422,7 @@ class BlockPool:
         try:
             held = [b._handle for b in self.blocks if b._handle is not None]
             held += list(self._pending.values()) + [self._reserve]
-            held = [h for h in held if len(h)]
+            held = [h for h in held if h is not None and len(h)]
             self._pending.clear()
             self._reserve = kvbm.Blocks.concat()
             if held:
@@ -448,7 +451,8 @@ class BlockPool:
                     f"kvbm.vllm.request_block_hasher, got {block_hash!r:.60}; hash with it, "
                     f"or use hash_mode='vllm'")
             plh = bytes(block_hash)
-            _plh_unpack(plh)  # validates the mode bits
+            if plh[0] >= 0xC0:  # mode 3 does not exist
+                raise ValueError(f"not a kvbm PLH (mode 3): {plh.hex()}")
         else:
             plh = plh_of_vllm_hash(block_hash)
         if group_id < 0:
@@ -469,29 +473,74 @@ class BlockPool:
                          kv_cache_group_ids: list[int]) -> Optional[list[KVCacheBlock]]:
         """The cached block for each group, or None if any group misses.
         Each hit is held for this process until ``touch`` takes it (or the
-        lookup is abandoned), so no other process can evict it meanwhile."""
+        lookup is abandoned), so no other process can evict it meanwhile.
+        A hit on a block this process already holds costs no pool call."""
         out: list[KVCacheBlock] = []
         taken: list[int] = []
+        pending = self._pending
         for gid in kv_cache_group_ids:
-            plh = self._plh(block_hash, gid)
-            got = self.pool.match(kvbm.Hashes.from_plh_bytes([plh]))
+            plh, hs = self._lookup_key(block_hash, gid)
+            bid = self._index.get(plh)
+            if bid is not None:
+                blk = self.blocks[bid]
+                if blk._plh == plh and (blk.ref_cnt > 0 or pending.get(bid) is not None):
+                    if bid not in pending:
+                        pending[bid] = None  # its use holds it (free_blocks keeps it)
+                        taken.append(bid)
+                    out.append(blk)
+                    continue
+                del self._index[plh]  # stale
+            got = self.pool.match(hs)
             if not len(got):
                 self._drop_pending(taken)
                 return None
-            blk = self.blocks[got[0].id]
-            if blk.block_id in self._pending:
-                self.pool.release(got)  # one lookup hold a block is enough
+            bid = got[0].id
+            blk = self.blocks[bid]
+            if bid in pending or blk.ref_cnt > 0:
+                self.pool.release(got)  # held here already
+                if bid not in pending:
+                    pending[bid] = None
+                    taken.append(bid)
             else:
-                self._pending[blk.block_id] = got
-                taken.append(blk.block_id)
+                pending[bid] = got
+                taken.append(bid)
             if blk._plh != plh:
                 blk._plh = plh
                 blk._block_hash = _key(block_hash, gid)
+            self._index[plh] = bid
             out.append(blk)
         return out
 
+    def _lookup_key(self, block_hash, gid: int):
+        """(PLH, kvbm.Hashes of it) for vLLM's hash in group @gid, memoized:
+        a prefix is looked up again and again."""
+        try:
+            return self._memo[(block_hash, gid)]
+        except KeyError:
+            pass
+        except TypeError:
+            raise TypeError(f"block hash must be bytes or int, not "
+                            f"{type(block_hash).__name__}") from None
+        plh = self._plh(block_hash, gid)
+        if len(self._memo) >= 1 << 16:
+            self._memo.clear()
+        m = self._memo[(bytes(block_hash) if isinstance(block_hash, bytearray) else block_hash,
+                        gid)] = (plh, kvbm.Hashes.from_plh_bytes([plh]))
+        return m
+
+    def _forget(self, b: KVCacheBlock) -> None:
+        """This process no longer holds @b: its hash leaves the index."""
+        if b._plh is not None and self._index.get(b._plh) == b.block_id:
+            del self._index[b._plh]
+
     def _drop_pending(self, ids: Iterable[int]) -> None:
-        hs = [self._pending.pop(i) for i in ids if i in self._pending]
+        hs = []
+        for i in ids:
+            h = self._pending.pop(i, None)
+            if h is not None:
+                hs.append(h)
+                if self.blocks[i].ref_cnt == 0:
+                    self._forget(self.blocks[i])
         if hs:
             self.pool.release(kvbm.Blocks.concat(hs))
 
@@ -510,17 +559,17 @@ class BlockPool:
         this process already uses needs none. Lookup holds of blocks not
         touched here belong to abandoned lookups and are given back."""
         flat = [b for b in _ours(self, _flatten(blocks), "touch()") if not b.is_null]
-        need = [b for b in flat if b.ref_cnt == 0 and b.block_id not in self._pending]
-        for b in need:  # lookup hold gone (release_lookups): take one again
-            self._retake(b)
+        for b in flat:
+            if b.ref_cnt == 0 and self._pending.get(b.block_id) is None:
+                self._retake(b)  # lookup hold gone (release_lookups): take one again
         for b in flat:
             if b.ref_cnt == 0:
                 b._handle = self._pending.pop(b.block_id)
             b.ref_cnt += 1
             if self.metrics_collector is not None:
                 self.metrics_collector.on_block_accessed(b)
-        # what is left: lookup holds of blocks already in use here (their
-        # use holds them) and abandoned lookups
+        # what is left: lookups of blocks in use here (their use holds
+        # them) and abandoned lookups
         self._drop_pending(list(self._pending))
 
     def _retake(self, b: KVCacheBlock) -> None:
@@ -535,12 +584,14 @@ class BlockPool:
                 f"touch(): block {b.block_id} was evicted by another process after its "
                 f"lookup hold was given back; look the prefix up again")
         self._pending[b.block_id] = got
+        self._index[b._plh] = b.block_id
 
     def free_blocks(self, ordered_blocks: Iterable[KVCacheBlock]) -> None:
         """One use less of each block, in eviction order (vLLM passes a
         request's blocks tail first). Blocks whose last use in this process
         ends are released to the pool in that order: under the 'lru' and
-        'fifo' backends the first released is the first evicted."""
+        'fifo' backends the first released is the first evicted. A block
+        looked up meanwhile keeps its hold as the lookup's, for touch()."""
         blocks = [b for b in _ours(self, ordered_blocks, "free_blocks()") if not b.is_null]
         count: dict[int, int] = {}
         for b in blocks:
@@ -553,7 +604,11 @@ class BlockPool:
         for b in blocks:
             b.ref_cnt -= 1
             if b.ref_cnt == 0:
-                release.append(b._handle)
+                if b.block_id in self._pending:  # looked up, not yet touched
+                    self._pending[b.block_id] = b._handle
+                else:
+                    release.append(b._handle)
+                    self._forget(b)
                 b._handle = None
         if release:
             self.pool.release(kvbm.Blocks.concat(release))
@@ -577,12 +632,13 @@ class BlockPool:
                 raise ValueError(f"Cannot get {num_blocks} free blocks from the pool") from None
         self._reserve = self._reserve[k:]
         out = []
-        for i in range(num_blocks):
-            b = self.blocks[got[i].id]
+        mc = self.metrics_collector
+        for i, bid in enumerate(got.ids):
+            b = self.blocks[bid]
             b._handle = got[i:i + 1]
             b.ref_cnt = 1
-            if self.metrics_collector is not None:
-                self.metrics_collector.on_block_allocated(b)
+            if mc is not None:
+                mc.on_block_allocated(b)
             out.append(b)
         return out
 
@@ -621,10 +677,12 @@ class BlockPool:
             got = self.pool.allocate(n)
         for bid in got.ids:
             b = self.blocks[bid]
-            if b._plh is not None and self.metrics_collector is not None:
-                self.metrics_collector.on_block_evicted(b)
-            b._block_hash = None
-            b._plh = None
+            if b._plh is not None:  # it was cached: evicted now
+                if self.metrics_collector is not None:
+                    self.metrics_collector.on_block_evicted(b)
+                self._forget(b)
+                b._block_hash = None
+                b._plh = None
         return got
 
     def cache_full_blocks(self, request: Any, blocks: list[KVCacheBlock], num_cached_blocks: int,
@@ -657,13 +715,16 @@ class BlockPool:
         if not todo:
             return
         tokens = request.all_token_ids
-        toks = []
-        for i, _, _ in todo:
-            t = tokens[i * block_size:(i + 1) * block_size]
-            if len(t) != block_size:
-                raise ValueError(f"block {i} of request {getattr(request, 'request_id', '?')} "
-                                 f"has {len(t)} tokens, not {block_size}")
-            toks.extend(t)
+        if len(tokens) < num_full_blocks * block_size:
+            raise ValueError(f"request {getattr(request, 'request_id', '?')} has {len(tokens)} "
+                             f"tokens, not the {num_full_blocks * block_size} of "
+                             f"{num_full_blocks} full blocks")
+        if len(todo) == num_full_blocks - num_cached_blocks:  # no null block among them
+            toks = tokens[num_cached_blocks * block_size:num_full_blocks * block_size]
+        else:
+            toks = []
+            for i, _, _ in todo:
+                toks.extend(tokens[i * block_size:(i + 1) * block_size])
         handles = kvbm.Blocks.concat([b._handle for _, b, _ in todo])
         self.pool.stage(handles, kvbm.Hashes.from_plh_bytes([p for _, _, p in todo]))
         try:
@@ -674,6 +735,7 @@ class BlockPool:
         for k, (i, b, plh) in enumerate(todo):
             b._handle = reg[k:k + 1]
             b._plh = plh
+            self._index.setdefault(plh, b.block_id)
             b._block_hash = _key(hashes[i], kv_cache_group_id)
         if self.enable_kv_cache_events and self.hash_mode == "vllm":
             prev = self._external(self._plh(hashes[todo[0][0] - 1], kv_cache_group_id)) \
@@ -695,9 +757,10 @@ class BlockPool:
             b = self.blocks[bid]
             if b.is_null or b._plh is None:
                 continue
-            if b._handle is not None or bid in self._pending:
+            if b._handle is not None or self._pending.get(bid) is not None:
                 h = b._handle if b._handle is not None else self._pending[bid]
                 self.pool.set_reset_on_release(h, True)
+                self._forget(b)
             else:
                 got = self.pool.match(kvbm.Hashes.from_plh_bytes([b._plh]))
                 if len(got):
@@ -722,6 +785,7 @@ class BlockPool:
         self.pool.reset_inactive()  # False: the null block is held, by design
         if self.metrics_collector is not None:
             self.metrics_collector.reset()
+        self._index.clear()
         for b in self.blocks:
             if not b.is_null:
                 b._block_hash = None
@@ -749,7 +813,7 @@ class BlockPool:
             self._next_reap = now + self._reap_interval
             self.pool.reap()
         return self.pool.available() + len(self._reserve) + sum(
-            1 for i in self._pending if self.blocks[i].ref_cnt == 0)
+            1 for i, h in self._pending.items() if h is not None and self.blocks[i].ref_cnt == 0)
 
     def get_usage(self) -> float:
         """Fraction of the pool in use by any process (the null block aside)."""
@@ -835,3 +899,68 @@ class BlockPool:
     def metrics(self):
         """The pool's counters (all processes): kvbm.Pool.metrics()."""
         return self.pool.metrics()
+
+
+# ---- python3 -m kvbm.vllm: the adapter's speed (docs/VLLM.md, "Speed") ------
+
+def _bench(pool_name: str = "kvbm-vllm-bench", rounds: int = 5) -> dict:
+    """Blocks per second of vLLM's call sequences on a 1024-block pool
+    (best of @rounds): a 64-block prefix hit (64 get_cached_block, touch,
+    free_blocks) when no request uses it and when one in this process
+    does, and a 64-block request cached and freed while evicting."""
+    bs, n = 16, 64
+
+    class _Req:
+        def __init__(self, salt):
+            self.request_id, self.cache_salt, self.lora_request = "bench", salt, None
+            self.all_token_ids, self.block_hashes = list(range(n * bs)), []
+            self.block_hashes.extend(request_block_hasher(bs)(self))
+
+    def hit(bp, r):
+        out = []
+        for h in r.block_hashes:
+            got = bp.get_cached_block(h, [0])
+            if got is None:
+                break
+            out.append(got[0])
+        bp.touch((out,))
+        bp.free_blocks(reversed(out))
+
+    def cache(bp, r):
+        blocks = bp.get_new_blocks(n)
+        bp.cache_full_blocks(r, blocks, 0, n, bs, 0)
+        bp.free_blocks(reversed(blocks))
+
+    best = {"hit_unused": 0.0, "hit_in_use": 0.0, "new_cache_free": 0.0}
+    r = _Req(None)
+    try:
+        with BlockPool(1024, True, bs, False, pool_name=pool_name) as bp:
+            for k in range(rounds):
+                cache(bp, r)
+                t = time.perf_counter()
+                for _ in range(200):
+                    hit(bp, r)
+                best["hit_unused"] = max(best["hit_unused"], 200 * n / (time.perf_counter() - t))
+                held = [b[0] for b in (bp.get_cached_block(h, [0]) for h in r.block_hashes)]
+                bp.touch(held)
+                t = time.perf_counter()
+                for _ in range(200):
+                    hit(bp, r)
+                best["hit_in_use"] = max(best["hit_in_use"], 200 * n / (time.perf_counter() - t))
+                bp.free_blocks(held)
+                others = [_Req(f"{k}-{i}") for i in range(100)]
+                t = time.perf_counter()
+                for o in others:
+                    cache(bp, o)
+                best["new_cache_free"] = max(best["new_cache_free"],
+                                             100 * n / (time.perf_counter() - t))
+    finally:
+        kvbm.destroy(pool_name, force=True)
+    return best
+
+
+if __name__ == "__main__":
+    load = os.getloadavg()[0]
+    for k, v in _bench().items():
+        print(f"{k:16s} {v / 1e6:6.2f} M blocks/s")
+    print(f"(load average {load:.2f})")

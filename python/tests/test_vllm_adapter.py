@@ -234,6 +234,27 @@ def test_hit_is_not_evicted_between_lookup_and_touch(pool_name):
         assert bp.get_num_free_blocks() == 10
 
 
+def test_hit_on_a_block_in_use_here_survives_its_free_before_touch(pool_name):
+    """A lookup that hits a block this process uses takes no pool hold; if
+    that use ends before touch(), the hold stays, as the lookup's."""
+    with make_bp(pool_name) as bp, make_bp(pool_name) as other:
+        r = req("a", list(range(2 * BS)))
+        running = admit(bp, r, [])
+        hit = lookup(bp, r)
+        assert ids(hit) == ids(running)
+        finish(bp, running)           # the request ends before the hit is touched
+        assert bp.pool.available() == 8
+        # another process allocates all it can
+        other.free_blocks(other.get_new_blocks(other.get_num_free_blocks()))
+        bp.touch(hit)
+        assert ids(hit) == ids(running) and [b.ref_cnt for b in hit] == [1, 1]
+        assert bp.pool.block_info(hit[0]._handle)["holds"] == 1
+        bp.free_blocks(hit)
+        assert ids(lookup(bp, r)) == ids(running)  # still cached
+        bp.release_lookups()
+        assert bp.get_num_free_blocks() == 10
+
+
 def test_abandoned_lookups_are_given_back(pool_name):
     """vLLM may look a request up and not schedule it (no room): its lookup
     holds go back at the next touch(), or by release_lookups()."""
@@ -521,6 +542,12 @@ def test_bad_input_leaves_state_intact(pool_name):
             bp.cache_full_blocks(r, blocks, 0, 2, BS, 0)
         with pytest.raises(NotImplementedError):
             bp.cache_full_blocks(r, blocks, 1, 2, 2 * BS, 0)
+        short = req("short", list(range(BS)))
+        short.block_hashes.append(r.block_hashes[1])
+        with pytest.raises(ValueError, match="has 16 tokens, not the 32"):
+            bp.cache_full_blocks(short, bp.get_new_blocks(2), 0, 2, BS, 0)
+        with pytest.raises(TypeError, match="block hash must be bytes or int"):
+            bp.get_cached_block([1, 2], [0])
         with pytest.raises(ValueError):
             bp.get_new_blocks(-1)
         with pytest.raises(ValueError, match="touch blocks returned by get_cached_block"):
@@ -532,6 +559,7 @@ def test_bad_input_leaves_state_intact(pool_name):
         assert [b.ref_cnt for b in blocks] == [1, 1]
         assert bp.pool.check(lock=True) == []
         finish(bp, blocks)
+        bp.free_blocks([b for b in bp.blocks if b.ref_cnt])  # the "short" ones
         assert bp.get_num_free_blocks() == 10
         with pytest.raises(kvbm.Mismatch):
             BlockPool(12, True, BS, pool_name=pool_name)
