@@ -511,6 +511,20 @@ class BlockPool:
             out.append(blk)
         return out
 
+    def longest_cache_hit(self, block_hashes: Sequence, max_blocks: Optional[int] = None,
+                          kv_cache_group_id: int = 0) -> list[KVCacheBlock]:
+        """vLLM's find_longest_cache_hit for one group: get_cached_block on
+        each hash in order, up to the first miss (or @max_blocks). The
+        hits carry lookup holds until ``touch``."""
+        out: list[KVCacheBlock] = []
+        gids = [kv_cache_group_id]
+        for h in block_hashes[:max_blocks]:
+            got = self.get_cached_block(h, gids)
+            if got is None:
+                break
+            out.append(got[0])
+        return out
+
     def _lookup_key(self, block_hash, gid: int):
         """(PLH, kvbm.Hashes of it) for vLLM's hash in group @gid, memoized:
         a prefix is looked up again and again."""
@@ -917,12 +931,7 @@ def _bench(pool_name: str = "kvbm-vllm-bench", rounds: int = 5) -> dict:
             self.block_hashes.extend(request_block_hasher(bs)(self))
 
     def hit(bp, r):
-        out = []
-        for h in r.block_hashes:
-            got = bp.get_cached_block(h, [0])
-            if got is None:
-                break
-            out.append(got[0])
+        out = bp.longest_cache_hit(r.block_hashes)
         bp.touch((out,))
         bp.free_blocks(reversed(out))
 

@@ -74,16 +74,9 @@ def req(rid, tokens, **kw):
     return Request(rid, tokens, request_block_hasher(BS), **kw)
 
 
-def lookup(bp, r, max_tokens=None):
+def lookup(bp, r):
     """find_longest_cache_hit for one full-attention group."""
-    n = len(r.all_token_ids) if max_tokens is None else max_tokens
-    hit = []
-    for h in r.block_hashes[:n // BS]:
-        got = bp.get_cached_block(h, [0])
-        if got is None:
-            break
-        hit.append(got[0])
-    return hit
+    return bp.longest_cache_hit(r.block_hashes)
 
 
 def admit(bp, r, hit, num_tokens=None):
@@ -526,7 +519,9 @@ def test_groups_do_not_share_blocks(pool_name):
         bp.touch((got[:1], got[1:]))
         bp.free_blocks(g0 + g1 + got)
         assert bp.get_cached_block(r.block_hashes[0], [2]) is None
-        assert bp.get_num_free_blocks() == 10
+        # group 0 hits, group 2 misses: the group-0 hold taken goes back
+        assert bp.get_cached_block(r.block_hashes[0], [0, 2]) is None
+        assert bp.pool.available() == bp.get_num_free_blocks() == 10
 
 
 def test_bad_input_leaves_state_intact(pool_name):
@@ -599,12 +594,7 @@ CHILD = textwrap.dedent("""
             bp.cache_full_blocks(r, blocks, 0, len(blocks), bs, 0)
             out = [b.block_id for b in blocks]
         elif cmd == "hit":
-            blocks = []
-            for h in r.block_hashes:
-                got = bp.get_cached_block(h, [0])
-                if got is None:
-                    break
-                blocks.append(got[0])
+            blocks = bp.longest_cache_hit(r.block_hashes)
             bp.touch((blocks,))
             out = [b.block_id for b in blocks]
         elif cmd == "free":
@@ -748,12 +738,7 @@ WORKER = textwrap.dedent("""
         if step == steps:
             print("running", flush=True)
         r = make(step)
-        hit = []
-        for h in r.block_hashes:
-            got = bp.get_cached_block(h, [0])
-            if got is None:
-                break
-            hit.append(got[0])
+        hit = bp.longest_cache_hit(r.block_hashes)
         if len(hit) * bs == len(r.all_token_ids):
             hit.pop()  # vLLM recomputes the last token
         stats["bad"] += not kv_ok(r, hit, len(hit))
