@@ -75,8 +75,15 @@ def req(rid, tokens, **kw):
 
 
 def lookup(bp, r):
-    """find_longest_cache_hit for one full-attention group."""
-    return bp.longest_cache_hit(r.block_hashes)
+    """vLLM's find_longest_cache_hit for one full-attention group: one
+    get_cached_block per hash, up to the first miss."""
+    hit = []
+    for h in r.block_hashes:
+        got = bp.get_cached_block(h, [0])
+        if got is None:
+            break
+        hit.append(got[0])
+    return hit
 
 
 def admit(bp, r, hit, num_tokens=None):
@@ -224,6 +231,30 @@ def test_hit_is_not_evicted_between_lookup_and_touch(pool_name):
         bp.touch((hit,))
         assert hit[0].ref_cnt == 1
         bp.free_blocks(taken + hit)
+        assert bp.get_num_free_blocks() == 10
+
+
+def test_longest_cache_hit_is_get_cached_block_in_one_call(pool_name):
+    """longest_cache_hit gives what the per-hash lookups give, with the same
+    holds, whether the head of the prefix is in use here or not."""
+    with make_bp(pool_name) as bp:
+        r = req("a", list(range(5 * BS)))
+        blocks = admit(bp, r, [])
+        finish(bp, blocks[3:])           # the head stays in use, the tail does not
+        r2 = req("b", list(range(4 * BS)) + [7] * BS)
+        hit = bp.longest_cache_hit(r2.block_hashes)
+        assert ids(hit) == ids(blocks[:4])
+        assert bp.pool.available() == 10 - 4 and bp.get_num_free_blocks() == 10 - 3
+        assert ids(bp.longest_cache_hit(r2.block_hashes, max_blocks=2)) == ids(blocks[:2])
+        bp.touch((hit,))
+        assert [b.ref_cnt for b in hit] == [2, 2, 2, 1]
+        assert bp.pool.available() == 10 - 4
+        bp.release_lookups()
+        assert ids(lookup(bp, r2)) == ids(hit)
+        bp.release_lookups()
+        finish(bp, hit)
+        finish(bp, blocks[:3])
+        assert bp.longest_cache_hit([]) == []
         assert bp.get_num_free_blocks() == 10
 
 
