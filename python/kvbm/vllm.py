@@ -364,7 +364,11 @@ class BlockPool:
             self.kv_event_queue: list = []
             self._cursor = None
             if enable_kv_cache_events:
-                self._cursor = self.pool.events_head()
+                try:
+                    self._cursor = self.pool.events_head()
+                except kvbm.NotSupported:
+                    raise ValueError("enable_kv_cache_events needs a pool with an event ring "
+                                     f"(pool {self.pool.name!r} was created without one)") from None
             self.medium = medium or _TIER_MEDIUM.get(getattr(self.pool, "tier", "G1"), MEDIUM_GPU)
             self.null_block = self._take_null_block()
         except BaseException:

@@ -596,10 +596,19 @@ def test_bad_input_leaves_state_intact(pool_name):
                 BlockPool(11, True, 2 * BS, pool=p)
         assert bp.get_num_free_blocks() == 10
     with kvbm.Pool(pool_name + "-rej", create=True, block_count=11, block_size=BS,
-                   dup_policy="reject") as p:
+                   dup_policy="reject", event_ring=0) as p:
         with pytest.raises(ValueError, match="dup_policy must be 'allow'"):
             BlockPool(11, True, BS, pool=p)
     _destroy(pool_name + "-rej")
+    with kvbm.Pool(pool_name + "-noring", create=True, block_count=11, block_size=BS,
+                   event_ring=0) as p:
+        with pytest.raises(ValueError, match="needs a pool with an event ring"):
+            BlockPool(11, True, BS, True, pool=p)
+        assert p.available() == 11  # nothing held, nothing registered
+        with BlockPool(11, True, BS, False, pool=p) as bp:
+            assert bp.get_num_free_blocks() == 10
+        assert not p.closed  # the caller's pool stays open
+    _destroy(pool_name + "-noring")
 
 
 # ---- several processes on one pool ------------------------------------------
