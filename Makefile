@@ -52,7 +52,7 @@ TEST_LIB := $(BUILD)/tests/libkvbm-test.a
 
 .PHONY: all lib tools tests check test test-run asan tsan demo install uninstall \
 	deps lint format clean help torture bench model fuzz fuzz-check fuzz-corpus \
-	interop reap-bench events-bench python-check python-bench
+	interop reap-bench events-bench python-check python-asan python-bench
 
 all: lib tools
 
@@ -64,6 +64,7 @@ help:
 	@echo "make asan|tsan  the test suites under AddressSanitizer+UBSan / ThreadSanitizer"
 	@echo "make install PREFIX=DIR   headers, libraries, kvbm.pc, tools, the Python package"
 	@echo "make python-check  the Python package's tests (pytest, python/tests)"
+	@echo "make python-asan   the same against the ASan+UBSan build of libkvbm"
 	@echo "make python-bench  the Python binding's speed (python -m kvbm.bench)"
 	@echo "make lint       cppcheck over the sources"
 	@echo "make torture DURATION=S   kill random workers of a shared pool for S s (60)"
@@ -203,6 +204,16 @@ PYDIR ?= $(if $(filter /usr,$(PREFIX)),$(PREFIX)/lib/python3/dist-packages,$(PRE
 python-check: $(SHARED_LIB) $(BUILD)/bin/kvbm-hash
 	KVBM_LIB=$(abspath $(BUILD)/lib/libkvbm.so.0) $(PYTHON) -m pytest -q python/tests
 
+# the same tests against the ASan+UBSan build of libkvbm (preloaded into
+# Debian's python3, which is not instrumented): a buffer the binding sizes
+# wrongly is a heap-buffer-overflow report, not silent corruption
+PY_ASAN_SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+python-asan:
+	$(MAKE) BUILD=build-asan OPT="-O1 -g" SAN="$(PY_ASAN_SAN)" build-asan/lib/libkvbm.so.$(VERSION)
+	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+		ASAN_OPTIONS=detect_leaks=0 KVBM_LIB=$(abspath build-asan/lib/libkvbm.so.0) \
+		$(PYTHON) -m pytest -q -p no:cacheprovider python/tests/test_binding*.py
+
 python-bench: $(SHARED_LIB)
 	cd python && KVBM_LIB=$(abspath $(BUILD)/lib/libkvbm.so.0) $(PYTHON) -m kvbm.bench $(BENCH_ARGS)
 
@@ -215,6 +226,7 @@ check: deps
 	scripts/test-install.sh
 	$(MAKE) torture DURATION=40
 	$(MAKE) asan
+	$(MAKE) python-asan
 	$(MAKE) BUILD=build-asan OPT="-O1 -g" \
 		SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 		torture DURATION=15

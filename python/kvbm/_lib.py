@@ -194,6 +194,13 @@ _SIGS = {
 }
 
 
+# not in every libkvbm: None when the loaded one lacks it
+_OPTIONAL = {
+    # the batched stage: one call for a batch instead of one a block
+    "kvbm_stage_blocks": (c_int, [P, P, P, u32, u32, POINTER(u32)], True),
+}
+
+
 class _Funcs:
     pass
 
@@ -201,6 +208,15 @@ class _Funcs:
 fn = _Funcs()
 for _name, (_res, _args, _gil) in _SIGS.items():
     _f = getattr(plib if _gil else lib, _name)
+    _f.restype = _res
+    _f.argtypes = _args
+    setattr(fn, _name[5:], _f)
+for _name, (_res, _args, _gil) in _OPTIONAL.items():
+    try:
+        _f = getattr(plib if _gil else lib, _name)
+    except AttributeError:
+        setattr(fn, _name[5:], None)
+        continue
     _f.restype = _res
     _f.argtypes = _args
     setattr(fn, _name[5:], _f)

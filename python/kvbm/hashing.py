@@ -7,7 +7,6 @@ import struct
 import sys
 from array import array
 
-from . import _lib
 from ._lib import HASHES_SIZE, PLH_SIZE, fn
 from .errors import InvalidArgument, raise_rc
 
@@ -376,4 +375,3 @@ class Tokens:
 
 
 __all__ = ["Hashes", "Tokens", "hash_tokens", "salt_hash", "tokens_u32"]
-_ = _lib

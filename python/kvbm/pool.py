@@ -6,15 +6,14 @@ import errno as _errno
 import struct
 import time
 import weakref
-from array import array
 from collections import namedtuple
 from itertools import repeat
 
 from . import _lib
 from ._lib import BLOCK_SIZE, PLH_SIZE, fn
 from .blocks import Block, Blocks, buf_type, make
-from .errors import (ForeignHandle, InvalidArgument, KvbmError, Mismatch, PoolClosed,
-                     WrongSize, raise_rc)
+from .errors import (ForeignHandle, Forked, Initializing, InvalidArgument, Mismatch, NoSpace,
+                     PoolClosed, WrongSize, raise_rc)
 from .hashing import Hashes, check_u64, tokens_u32
 
 BACKENDS = ("lru", "fifo", "multi-lru", "lineage", "lineage-fifo", "lfru")
@@ -27,7 +26,7 @@ EVENT_KINDS = {1: "stored", 2: "removed", 3: "resync", 4: "cleared"}
 #: tokens a list of token ids (STORED with tokens) or None
 Event = namedtuple("Event", "seq kind plh seq_hash position tokens")
 
-_EINTERRUPT_SLICE_MS = 50  # how long one open attempt may wait for a creator
+_OPEN_SLICE_MS = 50  # how long one open attempt may wait for a creator
 _EBUSY = -_errno.EBUSY
 _HANDLE = struct.Struct("=QI4xQ")
 
@@ -190,7 +189,7 @@ class Pool:
             if not isinstance(tier, str) or not 0 < len(tier.encode()) <= 15 or "\0" in tier:
                 raise InvalidArgument("tier %r: a name of 1..15 bytes" % (tier,),
                                       InvalidArgument.code, None)
-            cfg.tier = given["tier"] = tier.encode()
+            cfg.tier = tier.encode()
             given["tier"] = tier
         if event_ring is not None:
             cfg.event_ring = given["event_ring"] = _uint("event_ring", event_ring)
@@ -237,7 +236,7 @@ class Pool:
         while True:
             if cfg is not None:
                 left = max(0, int((deadline - time.monotonic()) * 1000))
-                cfg.open_timeout_ms = min(left, _EINTERRUPT_SLICE_MS)
+                cfg.open_timeout_ms = min(left, _OPEN_SLICE_MS)
             try:
                 r = fn.pool_open(bname, pcfg, flags, ctypes.byref(out))
             except BaseException:
@@ -246,7 +245,7 @@ class Pool:
                 if out.value:
                     fn.pool_close(out.value)
                 raise
-            if r == errors_EINITIALIZING and cfg is not None and time.monotonic() < deadline:
+            if r == Initializing.code and cfg is not None and time.monotonic() < deadline:
                 continue
             if r < 0:
                 raise_rc(r, "kvbm_pool_open", "pool %r" % bname.decode())
@@ -291,7 +290,7 @@ class Pool:
             st.close()
         self._p = None
         r = fn.pool_close(p)
-        if r < 0 and r != _lib_EFORKED:
+        if r < 0 and r != Forked.code:
             raise_rc(r, "kvbm_pool_close")
 
     def __enter__(self):
@@ -398,8 +397,11 @@ class Pool:
         blocks are fewer). evicted=True: (Blocks, Hashes of the blocks
         evicted to make room)."""
         p = self._p or _closed()
-        if type(n) is not int or n < 0 or n > 0xFFFFFFFF:
+        if type(n) is not int or n < 0 or n > self.block_count:
             _uint("n", n)
+            # more than the pool has: refused before a buffer that size is made
+            raise NoSpace("kvbm_allocate_blocks: %d blocks, the pool has %d"
+                          % (n, self.block_count), NoSpace.code, "kvbm_allocate_blocks")
         buf = buf_type(n)()
         ev = nev = None
         if evicted:
@@ -428,7 +430,20 @@ class Pool:
             raise InvalidArgument("stage: %d blocks but %d hashes" % (n, hashes._n),
                                   InvalidArgument.code, None)
         bs = self.block_size if block_size is None else _uint("block_size", block_size)
-        q = memoryview(hashes._plh or hashes._plh_buf()).cast("Q")
+        plh = hashes._plh or hashes._plh_buf()
+        if _stage_blocks is not None:
+            failed = ctypes.c_uint32()
+            try:
+                r = _stage_blocks(p, blocks._addr, plh, n, bs, failed)
+            except BaseException:
+                self._unstage_quietly(p, blocks, None)
+                raise
+            if r < 0:
+                i = failed.value
+                raise_rc(r, "kvbm_stage_blocks", "block %d (id %d)" % (i, blocks[i].id))
+            return
+        # one call a block: this libkvbm has no kvbm_stage_blocks
+        q = memoryview(plh).cast("Q")
         a = blocks._addr
         try:
             rcs = list(map(_stage, repeat(p, n), range(a, a + n * BLOCK_SIZE, BLOCK_SIZE),
@@ -742,10 +757,8 @@ def _event(e):
 # the hot calls, looked up once
 _allocate = fn.allocate_blocks
 _stage = fn.stage_block
+_stage_blocks = fn.stage_blocks  # None without it
 _register = fn.register_blocks
 _release = fn.release_blocks
 _match = fn.match_blocks
 _available = fn.available_blocks
-errors_EINITIALIZING = _lib.EBASE - 5
-_lib_EFORKED = _lib.EBASE - 8
-_ = (array, KvbmError)

@@ -4,17 +4,25 @@
 
 import itertools
 import os
+import shutil
 import sys
 import tempfile
 
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+_PID = os.getpid()
 sys.path.insert(0, os.path.dirname(HERE))
 # every pool of the run lives here, not in /dev/shm (libkvbm reads the
 # variable at each open, so subprocesses inherit it)
+_SHM_DIR = None
 if not os.environ.get("KVBM_TEST_KEEP_SHM_DIR"):
-    os.environ["KVBM_SHM_DIR"] = tempfile.mkdtemp(prefix="kvbm-pytest-")
+    _SHM_DIR = os.environ["KVBM_SHM_DIR"] = tempfile.mkdtemp(prefix="kvbm-pytest-")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _SHM_DIR and os.getpid() == _PID:  # not in a forked child
+        shutil.rmtree(_SHM_DIR, ignore_errors=True)
 
 import kvbm  # noqa: E402
 

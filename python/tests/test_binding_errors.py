@@ -79,3 +79,24 @@ def test_error_carries_code_call_and_library_message(pool_name):
 
 def test_unknown_code_is_a_plain_kvbm_error():
     assert kvbm.error_class(-99999) is kvbm.KvbmError
+
+
+def test_missing_library_is_a_clear_import_error(tmp_path):
+    import subprocess
+    import sys
+    pkg = os.path.dirname(os.path.dirname(os.path.abspath(kvbm.__file__)))
+    env = dict(os.environ, KVBM_LIB=str(tmp_path / "nowhere.so"), PYTHONPATH=pkg)
+    r = subprocess.run([sys.executable, "-c", "import kvbm"], env=env, capture_output=True,
+                       text=True)
+    assert r.returncode != 0
+    assert "ImportError" in r.stderr and "KVBM_LIB" in r.stderr and "nowhere.so" in r.stderr
+
+
+def test_kvbm_lib_picks_the_library():
+    import subprocess
+    import sys
+    pkg = os.path.dirname(os.path.dirname(os.path.abspath(kvbm.__file__)))
+    env = dict(os.environ, KVBM_LIB=os.path.realpath(kvbm.lib_path), PYTHONPATH=pkg)
+    r = subprocess.run([sys.executable, "-c", "import kvbm; print(kvbm.lib_path)"], env=env,
+                       capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == os.path.realpath(kvbm.lib_path)

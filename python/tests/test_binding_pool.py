@@ -125,6 +125,8 @@ def test_allocate_evicts_and_reports_hashes(pool):
     with pytest.raises(kvbm.NoSpace) as ei:
         pool.allocate(60)
     assert ei.value.code == -errno.ENOSPC
+    with pytest.raises(kvbm.NoSpace, match="the pool has 64"):
+        pool.allocate(2**31)  # refused before a 48 GiB buffer is made
     pool.release(got)
     assert pool.reset_inactive() is True
     assert pool.metrics()["inactive_pool_size"] == 0
