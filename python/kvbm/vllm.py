@@ -20,7 +20,9 @@ vLLM-shaped KV events. Underneath:
   ``touch`` turns the lookup hold into a use. Lookups that vLLM abandons
   (the request was not scheduled, or only part of the hit was used) are
   given back at the next ``touch`` or by ``release_lookups()``;
-- block hashes become kvbm PLHs (see ``hash_mode``).
+- block hashes become kvbm PLHs (see ``hash_mode``);
+- ``reserve(n)`` makes vLLM's check-then-allocate race-free against the
+  other processes (docs/VLLM.md, "Swapping it into a vLLM fork").
 
 Not thread-safe, like vLLM's own BlockPool (one scheduler thread).
 """
