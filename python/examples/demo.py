@@ -48,12 +48,14 @@ def start_engine(wfile, pool, out, i, n, share, extra_env=None):
     return subprocess.Popen(cmd, env=dict(engine_env(), **(extra_env or {})))
 
 
-def run_engines(workload, pool, n, share, workdir, kill_after=(), die=None, timeout=300):
+def run_engines(workload, pool, n, share, workdir, kill_after=(), kill_progress=(), die=None,
+                timeout=300):
     """Runs n engines on the workload to the end; returns (wall s, results, kills).
 
     Every engine that dies of SIGKILL is restarted (it resumes with the
     turns whose results do not exist yet). kill_after: times (s) at which
-    a random live engine is SIGKILLed. die: {engine: ["point:n", ...]},
+    a random live engine is SIGKILLed; kill_progress: the same when these
+    fractions of the requests are done. die: {engine: ["point:n", ...]},
     the KVBM_ENGINE_DIE of that engine's first, second... incarnation
     (engine.py); random kills spare an incarnation that has one."""
     out = tempfile.mkdtemp(prefix="out-", dir=workdir)
@@ -74,17 +76,23 @@ def run_engines(workload, pool, n, share, workdir, kill_after=(), die=None, time
         return incarnation[i] < len(die.get(i, []))
 
     procs = [start(i) for i in range(n)]
-    kills, pending = [], sorted(kill_after)
+    kills, pending, progress = [], sorted(kill_after), sorted(kill_progress)
+    requests = sum(len(c) for c in workload["chats"])
     try:
         while any(p.poll() is None or p.returncode == -signal.SIGKILL for p in procs):
-            if pending and time.perf_counter() - t0 > pending[0]:
-                pending.pop(0)
-                # not a first incarnation that is to die at its own point
-                live = [i for i, p in enumerate(procs) if p.poll() is None and not doomed(i)]
-                if live:
-                    victim = random.choice(live)
-                    procs[victim].send_signal(signal.SIGKILL)
-                    kills.append((victim, procs[victim].pid, time.perf_counter() - t0))
+            now = time.perf_counter() - t0
+            due = pending and now > pending[0]
+            if not due and progress:
+                done = sum(f.endswith(".npz") for f in os.listdir(out))
+                due = done >= progress[0] * requests
+            # (never an incarnation that is to die at its own point; a kill
+            # with no victim now waits for one)
+            live = [i for i, p in enumerate(procs) if p.poll() is None and not doomed(i)]
+            if due and live:
+                (pending if pending and now > pending[0] else progress).pop(0)
+                victim = random.choice(live)
+                procs[victim].send_signal(signal.SIGKILL)
+                kills.append((victim, procs[victim].pid, now))
             for i, p in enumerate(procs):
                 if p.poll() == -signal.SIGKILL:
                     if p.pid not in {k[1] for k in kills}:
@@ -118,6 +126,7 @@ def per_engine(results, n):
             prompt=sum(len(r["prompt"]) for r in rs),
             computed=sum(int(r["computed"]) for r in rs),
             cached=sum(int(r["cached"]) for r in rs),
+            others=sum(int(r["from_others"]) for r in rs),
             hits=sum(int(r["cached"]) > 0 for r in rs),
             prefill=sum(float(r["prefill_s"]) for r in rs)))
     return rows
@@ -125,19 +134,21 @@ def per_engine(results, n):
 
 def fmt_table(rows, base_rows):
     out = [f"{'engine':>6} {'pid':>8} {'requests':>8} {'prompt tokens':>13} {'computed':>9} "
-           f"{'reused':>8} {'saved':>6} {'hits':>5} {'prefill s':>10} {'(cache off)':>11}"]
-    tot = {k: 0 for k in ("requests", "prompt", "computed", "cached", "hits", "prefill")}
+           f"{'reused':>8} {'by others':>9} {'saved':>6} {'hits':>5} {'prefill s':>10} "
+           f"{'(cache off)':>11}"]
+    tot = {k: 0 for k in ("requests", "prompt", "computed", "cached", "others", "hits",
+                          "prefill")}
     base_total = 0.0
     for r, b in zip(rows, base_rows):
         for k in tot:
             tot[k] += r[k]
         base_total += b["prefill"]
         out.append(f"{r['engine']:>6} {','.join(map(str, r['pids'])):>8} {r['requests']:>8} "
-                   f"{r['prompt']:>13,} {r['computed']:>9,} {r['cached']:>8,} "
+                   f"{r['prompt']:>13,} {r['computed']:>9,} {r['cached']:>8,} {r['others']:>9,} "
                    f"{r['cached'] / max(r['prompt'], 1):>6.0%} {r['hits']:>5} "
                    f"{r['prefill']:>10.2f} {b['prefill']:>11.2f}")
     out.append(f"{'total':>6} {'':>8} {tot['requests']:>8} {tot['prompt']:>13,} "
-               f"{tot['computed']:>9,} {tot['cached']:>8,} "
+               f"{tot['computed']:>9,} {tot['cached']:>8,} {tot['others']:>9,} "
                f"{tot['cached'] / max(tot['prompt'], 1):>6.0%} {tot['hits']:>5} "
                f"{tot['prefill']:>10.2f} {base_total:>11.2f}")
     return "\n".join(out), tot, base_total
@@ -190,7 +201,7 @@ def main(argv=None):
         print("run 2: sharing KV through the kvbm pool ...", flush=True)
         with kvbm.Pool(name, create=True, block_count=a.blocks, block_size=a.block_size) as pool:
             wall, res, kills = run_engines(wl, name, a.engines, True, workdir,
-                                           kill_after=([base_wall / 4] if a.kill else []))
+                                           kill_progress=([0.4] if a.kill else []))
             for v, pid, at in kills:
                 print(f"       engine {v} (pid {pid}) SIGKILLed at {at:.1f} s mid-run, restarted: "
                       f"it resumed with the turns it had not finished")
@@ -198,11 +209,17 @@ def main(argv=None):
             table, tot, base_prefill = fmt_table(per_engine(res, a.engines),
                                                  per_engine(base, a.engines))
             print(table)
+            print("  computed: prompt tokens the engine ran through the model; reused: prompt "
+                  "tokens whose KV\n  it read from blocks in the pool instead, 'by others' "
+                  "from blocks another engine process\n  computed; hits: requests that reused "
+                  "at least one block. Each engine still computes\n  the block holding the "
+                  "prompt's last token (it needs that token's logits).")
             same = all(np.array_equal(res[k]["tokens"], base[k]["tokens"]) and
                        np.array_equal(res[k]["logits"], base[k]["logits"]) for k in res)
             print(f"\nprefill tokens: {tot['computed']:,} computed, {tot['cached']:,} reused "
-                  f"from the pool ({tot['cached'] / tot['prompt']:.0%} of {tot['prompt']:,}); "
-                  f"{tot['hits']} of {tot['requests']} requests hit")
+                  f"from the pool ({tot['cached'] / tot['prompt']:.0%} of {tot['prompt']:,}; "
+                  f"{tot['others']:,} computed by another process); {tot['hits']} of "
+                  f"{tot['requests']} requests hit")
             print(f"prefill time (sum over engines, measured): {base_prefill:.2f} s with the "
                   f"cache off, {tot['prefill']:.2f} s shared: {base_prefill - tot['prefill']:.2f} "
                   f"s saved")

@@ -136,6 +136,7 @@ class Result:
     prefill_s: float
     decode_s: float
     registered: int = 0       # blocks this request registered
+    from_others: int = 0      # cached tokens of blocks this process never registered
     extra: dict = field(default_factory=dict)
 
 
@@ -150,6 +151,7 @@ class Engine:
         self.share = share
         self.alloc_timeout = alloc_timeout
         self.die = _die_hook()
+        self.mine = set()     # hashes this process registered (for the demo's count)
 
     def _allocate(self, n):
         """n MUTABLE blocks, waiting while other requests hold the pool full."""
@@ -177,6 +179,7 @@ class Engine:
             matched = pool.match(hashes[:cap if self.share else 0])
             self.die("matched")
             m = len(matched)
+            others = sum(hashes.plh_bytes(i) not in self.mine for i in range(m)) * bs
             need = (len(prompt) + n_new - 1 + bs - 1) // bs - m
             new = self._allocate(need)
             slots = [new[j:j + 1] for j in range(need)]   # one handle per new block
@@ -195,6 +198,7 @@ class Engine:
                 self.die("staged")
                 slots[j] = pool.register(slots[j], tokens=prompt[i * bs:(i + 1) * bs])
                 registered[0] += 1
+                self.mine.add(hashes.plh_bytes(i))
 
             first = model.prefill(prompt, m * bs, self.kv.blocks, table, bs, on_block)
             t1 = time.perf_counter()
@@ -202,7 +206,7 @@ class Engine:
             toks, logits = model.decode(first, n_new, len(prompt), self.kv.blocks, table, bs)
             t2 = time.perf_counter()
             return Result(toks, logits, len(prompt), m * bs, len(prompt) - m * bs,
-                          t1 - t0, t2 - t1, registered[0])
+                          t1 - t0, t2 - t1, registered[0], others)
         finally:
             # (only non-empty parts: the binding's first commit refuses to
             # release an empty concat as a ForeignHandle)
@@ -266,7 +270,8 @@ def _save(path, prompt, res, worker):
         np.savez(f, prompt=np.asarray(prompt, np.int64), tokens=np.asarray(res.tokens, np.int64),
                  logits=res.logits, cached=res.cached, computed=res.computed,
                  prefill_s=res.prefill_s, decode_s=res.decode_s,
-                 registered=res.registered, worker=worker, pid=os.getpid())
+                 registered=res.registered, from_others=res.from_others, worker=worker,
+                 pid=os.getpid())
     os.replace(tmp, path)   # a result exists whole or not at all
 
 

@@ -13,6 +13,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES = os.path.join(os.path.dirname(HERE), "examples")
 sys.path.insert(0, EXAMPLES)
+sys.path.insert(0, os.path.dirname(HERE))     # python/, the kvbm package
 
 import kvbm  # noqa: E402
 import demo  # noqa: E402
@@ -40,6 +41,10 @@ def pool_name(tmp_path, monkeypatch):
     name = f"test-engine-{os.getpid()}"
     yield name
     eng.SharedKV.remove(name)
+    try:
+        kvbm.destroy(name)
+    except kvbm.KvbmError:      # a test that made no pool
+        pass
 
 
 def private_kv(model, nblocks):
@@ -268,11 +273,16 @@ def test_engines_killed_anywhere_and_restarted_still_match(pool_name):
     # at random times on top.
     die = {0: ["matched:3", "prefilled:2"], 1: ["staged:2", "written:9"],
            2: ["allocated:2", "matched:2"], 3: ["written:5"]}
-    times = sorted(np.random.default_rng().uniform(0.1, 1.0, 4))
-    wall, results, kills = run(pool_name, wl, 4, die=die, kill_after=times)
+    rng = np.random.default_rng()
+    wall, results, kills = run(pool_name, wl, 4, die=die,
+                               kill_after=rng.uniform(0.1, 1.0, 2),
+                               kill_progress=rng.uniform(0.1, 0.8, 2))
     killed = {(w, at) for w, _, at in kills}
     for w, specs in die.items():
         for spec in specs:
             assert (w, spec) in killed, f"engine {w} never reached {spec}: {kills}"
+    # the kills at a progress always find a victim (the timed ones may
+    # come after the end)
+    assert len(kills) >= sum(map(len, die.values())) + 2, kills
     check_against_reference(wl, results)
     check_pool_drained(pool_name, 256)
