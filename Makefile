@@ -52,7 +52,7 @@ TEST_LIB := $(BUILD)/tests/libkvbm-test.a
 
 .PHONY: all lib tools tests check test test-run asan tsan demo install uninstall \
 	deps lint format clean help torture bench model fuzz fuzz-check fuzz-corpus \
-	interop reap-bench events-bench
+	interop reap-bench events-bench python-check python-bench
 
 all: lib tools
 
@@ -62,7 +62,9 @@ help:
 	@echo "make check      install deps, build, run every test (plain, ASan+UBSan, TSan)"
 	@echo "make test       build and run the Check suites once (no sanitizers)"
 	@echo "make asan|tsan  the test suites under AddressSanitizer+UBSan / ThreadSanitizer"
-	@echo "make install PREFIX=DIR   headers, libraries, kvbm.pc and tools"
+	@echo "make install PREFIX=DIR   headers, libraries, kvbm.pc, tools, the Python package"
+	@echo "make python-check  the Python package's tests (pytest, python/tests)"
+	@echo "make python-bench  the Python binding's speed (python -m kvbm.bench)"
 	@echo "make lint       cppcheck over the sources"
 	@echo "make torture DURATION=S   kill random workers of a shared pool for S s (60)"
 	@echo "make bench      kvbm-bench, the performance suite (BENCH_ARGS=--quick)"
@@ -187,11 +189,29 @@ tsan:
 deps:
 	@scripts/deps.sh
 
+# ---- the Python package (python/kvbm, docs/PYTHON.md) -------------------------
+# Debian's python3: pyenv's or a venv's may lack numpy and pytest.
+PYTHON ?= /usr/bin/python3
+PYVER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+# Debian's python3 reads /usr/lib/python3/dist-packages, and
+# PREFIX/lib/python3.X/dist-packages for any other prefix (/usr/local);
+# the package finds PREFIX/lib/libkvbm.so.0 three levels up from itself
+PYDIR ?= $(if $(filter /usr,$(PREFIX)),$(PREFIX)/lib/python3/dist-packages,$(PREFIX)/lib/python$(PYVER)/dist-packages)
+
+# the package against this build's library (KVBM_LIB); kvbm-hash is the
+# hash tests' second opinion
+python-check: $(SHARED_LIB) $(BUILD)/bin/kvbm-hash
+	KVBM_LIB=$(abspath $(BUILD)/lib/libkvbm.so.0) $(PYTHON) -m pytest -q python/tests
+
+python-bench: $(SHARED_LIB)
+	cd python && KVBM_LIB=$(abspath $(BUILD)/lib/libkvbm.so.0) $(PYTHON) -m kvbm.bench $(BENCH_ARGS)
+
 # The README's test command: everything CI runs.
 check: deps
 	$(MAKE) all
 	$(MAKE) lint
 	$(MAKE) test-run
+	$(MAKE) python-check
 	scripts/test-install.sh
 	$(MAKE) torture DURATION=40
 	$(MAKE) asan
@@ -227,10 +247,13 @@ install: lib tools
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' scripts/kvbm.pc.in \
 		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/kvbm.pc
 	install -m 0755 $(TOOL_BINS) $(DESTDIR)$(PREFIX)/bin/
+	install -d $(DESTDIR)$(PYDIR)/kvbm
+	install -m 0644 python/kvbm/*.py $(DESTDIR)$(PYDIR)/kvbm/
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/include/kvbm.h $(DESTDIR)$(PREFIX)/lib/libkvbm.* \
 		$(DESTDIR)$(PREFIX)/lib/pkgconfig/kvbm.pc $(TOOLS:%=$(DESTDIR)$(PREFIX)/bin/%)
+	rm -rf $(DESTDIR)$(PYDIR)/kvbm
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,performance,portability \

@@ -11,7 +11,9 @@
 # replayed). libmicrohttpd-dev serves kvbmd's /metrics; libzmq3-dev carries
 # its vLLM-format KV events, and python3-zmq is the tests' independent
 # subscriber; libnats-dev (cnats) carries Dynamo's event plane, and the
-# tests start a real nats-server. With --interop it
+# tests start a real nats-server. python3-pytest runs the Python package's
+# tests (make python-check; the package itself needs only python3's
+# ctypes), python3-numpy the token arrays they pass. With --interop it
 # also installs prometheus (promtool and the server, for make interop),
 # which is large and not needed by make check.
 set -euo pipefail
@@ -19,7 +21,7 @@ set -euo pipefail
 pkgs=(make gcc libc6-dev pkg-config check libsubunit-dev liburcu-dev libxxhash-dev
       clang libclang-rt-14-dev
       libjemalloc-dev libmicrohttpd-dev libzmq3-dev libnats-dev nats-server util-linux
-      python3 python3-msgpack python3-zmq cppcheck)
+      python3 python3-msgpack python3-zmq python3-numpy python3-pytest cppcheck)
 if [ "${1:-}" = --interop ]; then
 	pkgs+=(prometheus)
 fi

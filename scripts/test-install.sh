@@ -55,4 +55,34 @@ fi
 for t in kvbm-shm-dump kvbm-pool kvbm-demo; do
 	[ -x "$tmp/prefix/bin/$t" ] || { echo "test-install: $t not installed" >&2; exit 1; }
 done
-echo "test-install: install, pkg-config build (shared and static) and exported symbols OK"
+
+# the Python package, imported from where make install put it (run from
+# $tmp: the build tree's python/ must not be the one found), finds the
+# installed libkvbm.so.0 by itself and works
+pydir=$(dirname "$(find "$tmp/prefix/lib" -path '*-packages/kvbm/__init__.py' | head -1)")
+[ -f "$pydir/pool.py" ] || { echo "test-install: the kvbm Python package is not installed" >&2; exit 1; }
+(cd "$tmp" && KVBM_LIB= PYTHONPATH="$(dirname "$pydir")" KVBM_SHM_DIR="$tmp/shm" PREFIX="$tmp/prefix" \
+	/usr/bin/python3 - <<'PY'
+import os
+import kvbm
+
+lib = os.path.realpath(kvbm.lib_path)
+assert lib.startswith(os.path.realpath(os.environ["PREFIX"])), lib
+assert os.path.realpath(kvbm.__file__).startswith(os.path.realpath(os.environ["PREFIX"]))
+h = kvbm.hash_tokens(list(range(1, 13)), 4, 1337)
+assert h.seq_hashes[2] == 12583592247330656132
+with kvbm.Pool("install-test-py", create=True, exclusive=True, block_count=16,
+               block_size=4) as p:
+    b = p.allocate(3)
+    p.stage(b, h)
+    p.register(b)
+    p.release(b)
+    m = p.match(h)
+    assert m.ids == b.ids
+    p.release(m)
+    assert p.check(lock=True) == []
+kvbm.destroy("install-test-py")
+print("python: kvbm %s from %s, libkvbm %s" % (kvbm.__version__, os.path.dirname(kvbm.__file__), lib))
+PY
+)
+echo "test-install: install, pkg-config build (shared and static), exported symbols and the Python package OK"
