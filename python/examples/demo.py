@@ -26,7 +26,7 @@ sys.path.insert(0, HERE)
 
 import kvbm  # noqa: E402
 from engine import (SharedKV, kv_path, load_result, make_workload,  # noqa: E402
-                    owner, result_path)
+                    result_path)
 from tinylm import Config  # noqa: E402
 
 
