@@ -231,9 +231,10 @@ demo: deps
 # through one pool. Debian's python3 has the numpy; pyenv's may not.
 .PHONY: demo-engine
 demo-engine: deps
-	$(MAKE) all
+	$(MAKE) lib
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 PYTHONPATH=python \
-		/usr/bin/python3 python/examples/demo.py $(DEMO_ARGS)
+		KVBM_LIB=$(abspath $(BUILD)/lib/libkvbm.so.0) \
+		$(PYTHON) python/examples/demo.py $(DEMO_ARGS)
 # ---- end of engine demo -----------------------------------------------------
 
 install: lib tools
