@@ -184,6 +184,41 @@ def test_a_block_is_registered_only_once_its_kv_is_written(pool_name):
         kv.close()
 
 
+class GreedyNeighbourPool(RecordingPool):
+    """The pool, where before each stage a neighbour takes every block
+    allocation can get (evicting every inactive one), overwrites its KV
+    with NaN and gives it back."""
+
+    def stage(self, blocks, hashes):
+        grab = self._pool.allocate(self._pool.available())
+        for b in grab:
+            self._kv.blocks[b.id] = np.nan
+        self.grabbed = getattr(self, "grabbed", 0) + len(grab)
+        self._pool.release(grab)
+        return self._pool.stage(blocks, hashes)
+
+
+def test_held_blocks_survive_a_neighbour_that_evicts_everything_else(pool_name):
+    # The KV an engine reads is safe because it holds the blocks until the
+    # request ends: a neighbour evicting and overwriting every block it can
+    # get in the middle of a prefill does not touch them.
+    model = TinyLM(SMALL)
+    with kvbm.Pool(pool_name, create=True, block_count=24, block_size=BS) as pool:
+        kv = eng.SharedKV(pool_name, 24, BS, SMALL)
+        e = eng.Engine(pool, kv, model)
+        a = prompt(100, 11)
+        e.serve(a, 3)                       # 6 blocks registered, then inactive
+        greedy = GreedyNeighbourPool(pool, kv)
+        e2 = eng.Engine(greedy, kv, model)
+        b = a + prompt(60, 12)
+        r = e2.serve(b, 3)
+        assert r.cached == 96 and greedy.grabbed > 0
+        toks, logits = full_recompute(model, b, 3, BS)
+        assert r.tokens == toks and np.array_equal(r.logits, logits)
+        assert pool.check(lock=True) == []
+        kv.close()
+
+
 def test_bad_requests_leave_the_pool_intact(pool_name):
     model = TinyLM(SMALL)
     with kvbm.Pool(pool_name, create=True, block_count=8, block_size=BS) as pool:
@@ -213,10 +248,10 @@ def test_a_kv_file_of_another_geometry_is_refused(pool_name):
 
 # ---- (b) several engine processes -----------------------------------------
 
-def workload(chats, turns):
+def workload(chats, turns, blocks=256):
     return eng.make_workload(seed=3, chats=chats, turns=turns, system_len=64,
                              user_len=(5, 40), n_new=6, block_size=BS,
-                             block_count=256, model=SMALL)
+                             block_count=blocks, model=SMALL)
 
 
 def check_against_reference(wl, results):
@@ -262,6 +297,19 @@ def test_engines_share_kv_and_match_a_full_recompute(pool_name):
     assert computed < total / 2
     m = check_pool_drained(pool_name, 256)
     assert m["match_blocks_returned"] * BS == total - computed
+
+
+def test_engines_under_eviction_pressure_still_match(pool_name):
+    # A pool too small to keep every prefix: allocations evict inactive
+    # blocks (whose KV the new owner overwrites) while other engines hold
+    # and read theirs. A held block is never evicted, so every reply
+    # still equals the reference.
+    wl = workload(chats=10, turns=4, blocks=40)
+    wall, results, kills = run(pool_name, wl, 3)
+    check_against_reference(wl, results)
+    m = check_pool_drained(pool_name, 40)
+    assert m["evictions"] > 20, m
+    assert sum(int(r["cached"]) for r in results.values()) > 0
 
 
 def test_engines_killed_anywhere_and_restarted_still_match(pool_name):
