@@ -169,6 +169,13 @@ class Engine:
         pool, bs, model = self.pool, self.pool.block_size, self.model
         if not prompt or n_new < 1:
             raise ValueError("a request needs a prompt and n_new >= 1")
+        vocab = model.cfg.vocab
+        if not all(isinstance(t, (int, np.integer)) and not isinstance(t, bool)
+                   and 0 <= t < vocab for t in prompt):
+            raise ValueError(f"prompt token ids must be ints in 0..{vocab - 1}")
+        if len(prompt) + n_new > model.cfg.max_positions:
+            raise ValueError(f"{len(prompt)} prompt + {n_new} new tokens exceed the "
+                             f"model's {model.cfg.max_positions} positions")
         hashes = kvbm.hash_tokens(prompt, bs)
         # Never match the block holding the last prompt token: its logits
         # choose the first new token, so it is computed even on a full hit.
@@ -246,7 +253,7 @@ def prompt_of(workload, chat, turn, answers):
     """System prompt + the chat's history + this turn's user message."""
     p = list(workload["system"])
     for t in range(turn):
-        p += workload["chats"][chat][t] + list(answers[t])
+        p += workload["chats"][chat][t] + [int(a) for a in answers[t]]
     return p + workload["chats"][chat][turn]
 
 

@@ -228,6 +228,10 @@ def test_bad_requests_leave_the_pool_intact(pool_name):
             e.serve([], 3)
         with pytest.raises(ValueError, match="token ids"):
             e.serve([1, 2, SMALL.vocab + 7], 3)
+        with pytest.raises(ValueError, match="token ids"):
+            e.serve([1, 2.0, 3], 3)
+        with pytest.raises(ValueError, match="positions"):
+            e.serve([1] * SMALL.max_positions, 3)
         with pytest.raises(kvbm.NoSpace):
             e.serve(prompt(200, 3), 3)          # 13 blocks > 8
         m = pool.metrics()
