@@ -13,6 +13,7 @@ Run as a worker of the chat workload (python/examples/demo.py starts them):
     python3 engine.py --workload FILE --out DIR --worker I --workers N
 """
 import argparse
+import glob
 import json
 import mmap
 import os
@@ -99,10 +100,14 @@ class SharedKV:
 
     @staticmethod
     def remove(pool_name):
-        try:
-            os.unlink(kv_path(pool_name))
-        except FileNotFoundError:
-            pass
+        """Removes the KV file, and the temporary files of creators killed
+        before they could link theirs."""
+        path = kv_path(pool_name)
+        for p in [path] + glob.glob(glob.escape(path) + ".tmp*"):
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
 
 
 def _die_hook():

@@ -248,6 +248,11 @@ def test_a_kv_file_of_another_geometry_is_refused(pool_name):
         eng.SharedKV(pool_name, 8, BS, Config(vocab=256, d_model=32, n_layers=2,
                                                 n_heads=4, d_ff=64))
     eng.SharedKV(pool_name, 8, BS, SMALL).close()   # the same geometry attaches
+    # a creator killed between its temporary file and the link left one
+    open(eng.kv_path(pool_name) + ".tmp12345", "wb").close()
+    eng.SharedKV.remove(pool_name)
+    assert not os.path.exists(eng.kv_path(pool_name))
+    assert not os.path.exists(eng.kv_path(pool_name) + ".tmp12345")
 
 
 # ---- (b) several engine processes -----------------------------------------
