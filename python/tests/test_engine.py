@@ -343,3 +343,15 @@ def test_engines_killed_anywhere_and_restarted_still_match(pool_name):
     assert len(kills) >= sum(map(len, die.values())) + 2, kills
     check_against_reference(wl, results)
     check_pool_drained(pool_name, 256)
+
+
+def test_the_demo_runs_and_reports(pool_name, capsys):
+    # pool_name: a private KVBM_SHM_DIR, which the demo's engines inherit
+    rc = demo.main(["--engines", "2", "--chats", "3", "--turns", "2", "--system", "48",
+                    "--new", "4", "--blocks", "64", "--kill"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "SIGKILLed" in out and "restarted" in out
+    assert "replies: all 6 identical bit for bit" in out
+    assert "pool.check(lock=True): clean" in out
+    assert os.listdir(os.environ["KVBM_SHM_DIR"]) == []     # pools and KV files removed
