@@ -173,9 +173,26 @@ def main(argv=None):
     ap.add_argument("--kill", action="store_true",
                     help="SIGKILL one engine mid-run in the shared run, and restart it")
     a = ap.parse_args(argv)
+    for opt in ("engines", "chats", "turns", "new", "block_size", "blocks"):
+        if getattr(a, opt) < 1:
+            ap.error(f"--{opt.replace('_', '-')} must be at least 1")
+    if a.system < 0:
+        ap.error("--system must be at least 0")
+    if a.block_size & (a.block_size - 1) or a.block_size > 1024:
+        ap.error(f"--block-size {a.block_size}: a power of two, 1..1024")
     cfg = Config()
     wl = make_workload(chats=a.chats, turns=a.turns, system_len=a.system, n_new=a.new,
                        block_size=a.block_size, block_count=a.blocks, model=cfg)
+    # the longest request: the last turn of the longest chat, with its reply
+    longest = max(a.system + sum(map(len, c)) + a.turns * a.new for c in wl["chats"])
+    if longest > cfg.max_positions:
+        ap.error(f"the longest chat reaches {longest} tokens, more than the model's "
+                 f"{cfg.max_positions} positions: fewer --turns or a shorter --system")
+    per_request = -(-longest // a.block_size)
+    if a.blocks < a.engines * per_request:
+        ap.error(f"--blocks {a.blocks} is too few: {a.engines} engines may each hold "
+                 f"{per_request} blocks of {a.block_size} tokens at once (the longest request "
+                 f"has {longest} tokens); give at least {a.engines * per_request}")
     name = f"engine-demo-{os.getpid()}"
     workdir = tempfile.mkdtemp(prefix="kvbm-engine-demo-")
     kv_mib = a.blocks * np.prod(cfg.kv_block_shape(a.block_size)) * 4 / 2**20
