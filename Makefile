@@ -238,6 +238,17 @@ demo: deps
 	$(MAKE) all
 	$(BUILD)/bin/kvbm-demo
 
+# ---- engine demo (python/examples, docs/ENGINE.md) --------------------------
+# Inference processes (a tiny numpy transformer) reusing each other's KV
+# through one pool. Debian's python3 has the numpy; pyenv's may not.
+.PHONY: demo-engine
+demo-engine: deps
+	$(MAKE) lib
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 PYTHONPATH=python \
+		KVBM_LIB=$(abspath $(BUILD)/lib/libkvbm.so.0) \
+		$(PYTHON) python/examples/demo.py $(DEMO_ARGS)
+# ---- end of engine demo -----------------------------------------------------
+
 install: lib tools
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig \
 		$(DESTDIR)$(PREFIX)/bin
