@@ -252,7 +252,7 @@ demo-engine: deps
 install: lib tools
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig \
 		$(DESTDIR)$(PREFIX)/bin
-	install -m 0644 include/kvbm.h $(DESTDIR)$(PREFIX)/include/
+	install -m 0644 include/kvbm.h include/kvbm_sequence.h $(DESTDIR)$(PREFIX)/include/
 	install -m 0644 $(STATIC_LIB) $(DESTDIR)$(PREFIX)/lib/
 	install -m 0755 $(SHARED_LIB) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf libkvbm.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libkvbm.so.$(SOVERSION)
@@ -264,7 +264,8 @@ install: lib tools
 	install -m 0644 python/kvbm/*.py $(DESTDIR)$(PYDIR)/kvbm/
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/include/kvbm.h $(DESTDIR)$(PREFIX)/lib/libkvbm.* \
+	rm -f $(DESTDIR)$(PREFIX)/include/kvbm.h $(DESTDIR)$(PREFIX)/include/kvbm_sequence.h \
+		$(DESTDIR)$(PREFIX)/lib/libkvbm.* \
 		$(DESTDIR)$(PREFIX)/lib/pkgconfig/kvbm.pc $(TOOLS:%=$(DESTDIR)$(PREFIX)/bin/%)
 	rm -rf $(DESTDIR)$(PYDIR)/kvbm
 

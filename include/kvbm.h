@@ -80,7 +80,23 @@ enum kvbm_error {
 	KVBM_EPIDNS = KVBM_EBASE - 26,  /* caller in another PID namespace than the pool's */
 	KVBM_EREAPED = KVBM_EBASE - 27,  /* our process-table entry was reaped: reopen */
 	KVBM_EGAP = KVBM_EBASE - 28,     /* events were overwritten before this reader read them */
-	KVBM_ELAST = KVBM_EBASE - 29,
+	/* sequences and schedules (kvbm_sequence.h) */
+	KVBM_EORDER = KVBM_EBASE - 29,     /* a known block id after a new one */
+	KVBM_EPOSITION = KVBM_EBASE - 30,  /* a block's PLH position is not its index */
+	KVBM_EDUPID = KVBM_EBASE - 31,     /* block id already present, or given twice */
+	KVBM_EHASHMISMATCH = KVBM_EBASE - 32, /* a matched block is not the one expected there */
+	KVBM_ENOTIDLE = KVBM_EBASE - 33,   /* schedule while a schedule is pending */
+	KVBM_EOVERRUN = KVBM_EBASE - 34,   /* prefill chunk past the prompt */
+	KVBM_EPREFILLDONE = KVBM_EBASE - 35,    /* prefill already complete */
+	KVBM_EPREFILLPENDING = KVBM_EBASE - 36, /* decode before the prefill completed */
+	KVBM_EGENDONE = KVBM_EBASE - 37,   /* max_output_tokens already generated */
+	KVBM_EDANGLING = KVBM_EBASE - 38,  /* not exactly one token without KV */
+	KVBM_ESEQSTATE = KVBM_EBASE - 39,  /* apply/revert/release in the wrong state */
+	KVBM_ETOKENCHUNK = KVBM_EBASE - 40, /* a token on a non-final prefill chunk */
+	KVBM_ENOTOKEN = KVBM_EBASE - 41,   /* final prefill chunk without its token */
+	KVBM_EACCEPTED = KVBM_EBASE - 42,  /* more tokens accepted than drafted */
+	KVBM_EAPPEND = KVBM_EBASE - 43,    /* more tokens appended than the budget left */
+	KVBM_ELAST = KVBM_EBASE - 44,
 };
 
 /* Returns a static, human-readable description of any kvbm return code. */

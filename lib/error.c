@@ -55,6 +55,25 @@ static const char *const own_errors[] = {
 	[-(KVBM_EGAP - KVBM_EBASE)] =
 		"events were overwritten before this reader read them (it fell behind the ring); "
 		"resync with kvbm_events_snapshot()",
+	[-(KVBM_EORDER - KVBM_EBASE)] =
+		"block id ordering violation: an id already known came after a new one (pass "
+		"the request's full ordered id list)",
+	[-(KVBM_EPOSITION - KVBM_EBASE)] = "a block's hash position is not its sequence position",
+	[-(KVBM_EDUPID - KVBM_EBASE)] = "block id already present in the assignments, or given twice",
+	[-(KVBM_EHASHMISMATCH - KVBM_EBASE)] =
+		"a matched block's sequence hash is not the one expected at its position",
+	[-(KVBM_ENOTIDLE - KVBM_EBASE)] = "sequence is not Idle: apply or revert its schedule first",
+	[-(KVBM_EOVERRUN - KVBM_EBASE)] = "prefill chunk goes past the end of the prompt",
+	[-(KVBM_EPREFILLDONE - KVBM_EBASE)] = "prefill already complete",
+	[-(KVBM_EPREFILLPENDING - KVBM_EBASE)] = "prefill not yet complete",
+	[-(KVBM_EGENDONE - KVBM_EBASE)] = "generation complete: max_output_tokens reached",
+	[-(KVBM_EDANGLING - KVBM_EBASE)] =
+		"decode needs exactly one token whose KV is not yet computed",
+	[-(KVBM_ESEQSTATE - KVBM_EBASE)] = "sequence is in the wrong schedule state for this call",
+	[-(KVBM_ETOKENCHUNK - KVBM_EBASE)] = "token provided but prefill not completing this chunk",
+	[-(KVBM_ENOTOKEN - KVBM_EBASE)] = "final prefill chunk requires a generated token",
+	[-(KVBM_EACCEPTED - KVBM_EBASE)] = "more tokens accepted than were scheduled as drafts",
+	[-(KVBM_EAPPEND - KVBM_EBASE)] = "append exceeds the tokens left to generate",
 };
 
 const char *kvbm_strerror(int err)

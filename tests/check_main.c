@@ -14,6 +14,10 @@
 
 #include "helpers.h"
 
+/* kvbm_sequence.h's suites */
+Suite *make_sequence_suite(void);
+Suite *make_request_suite(void);
+
 int main(void)
 {
 	char dir[] = "/dev/shm/kvbm-test-XXXXXX";
@@ -50,6 +54,8 @@ int main(void)
 	srunner_add_suite(sr, make_events_suite());
 	srunner_add_suite(sr, make_kvbmd_suite());
 	srunner_add_suite(sr, make_kvbmd_events_suite());
+	srunner_add_suite(sr, make_sequence_suite());
+	srunner_add_suite(sr, make_request_suite());
 	srunner_run_all(sr, CK_ENV);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
