@@ -47,8 +47,14 @@ int kvbm_request_new(struct kvbm_pool *pool, const uint32_t *tokens, size_t n,
 	q->bs = block_size;
 	q->max_output = max_output_tokens;
 	q->num_input = n;
+	/* sized for the whole request up front (prompt, output and the
+	 * generation block; a hint, it grows past it if need be) */
+	size_t blocks = (n + max_output_tokens) / block_size + 2;
 	if ((r = kvbm_bseq_new(tokens, n, block_size, salt, &q->seq)) < 0 ||
-	    (r = kvbm_lassign_new(pool, &q->la)) < 0) {
+	    (r = kvbm_lassign_new(pool, &q->la)) < 0 ||
+	    (r = seq_lassign_reserve(q->la, blocks < 4096 ? blocks : 4096)) < 0 ||
+	    (r = seq_grow((void **)&q->tmp, &q->cap_tmp, blocks < 4096 ? blocks : 4096,
+			  sizeof(*q->tmp))) < 0) {
 		kvbm_request_free(q);
 		return r;
 	}
@@ -150,10 +156,9 @@ int kvbm_request_allocate_blocks(struct kvbm_request *r, size_t n)
 	if ((rc = seq_grow((void **)&r->tmp, &r->cap_tmp, n, sizeof(*r->tmp))) < 0 ||
 	    (rc = kvbm_allocate_blocks(r->pool, (uint32_t)n, r->tmp, NULL, NULL)) < 0)
 		return rc;
-	long k = kvbm_lassign_extend_blocks(r->la, r->tmp, n, NULL);
-	if (k < 0) {
+	if ((rc = seq_lassign_add_allocated(r->la, r->tmp, n)) < 0) {
 		kvbm_release_blocks(r->pool, r->tmp, (uint32_t)n);
-		return (int)k;
+		return rc;
 	}
 	return 0;
 }

@@ -15,4 +15,10 @@ int seq_grow(void **p, size_t *cap, size_t need, size_t elem);
  * register): back to the front of the unassigned queue, MUTABLE. */
 int seq_lassign_unstage_last(struct kvbm_lassign *l, size_t k);
 
+/* Adds blocks fresh from kvbm_allocate_blocks() as unassigned, without
+ * the duplicate check they cannot fail. */
+int seq_lassign_add_allocated(struct kvbm_lassign *l, const struct kvbm_block *blks, size_t n);
+/* Makes room for @n blocks in every collection of @l. */
+int seq_lassign_reserve(struct kvbm_lassign *l, size_t n);
+
 #endif /* KVBM_SEQINT_H */

@@ -914,6 +914,35 @@ long kvbm_lassign_extend_blocks(struct kvbm_lassign *l, const struct kvbm_block 
 	return (long)n;
 }
 
+/* extend_blocks for blocks kvbm_allocate_blocks() just returned: they
+ * cannot be in @l (every block of @l is held by this process, and an
+ * allocation only hands out blocks nobody holds) nor repeat, so the
+ * duplicate check is skipped (a request allocates on every schedule). */
+int seq_lassign_add_allocated(struct kvbm_lassign *l, const struct kvbm_block *blks, size_t n)
+{
+	int r;
+
+	if ((r = dq_reserve(&l->unassigned, n)) < 0 || (r = idset_reserve(&l->ids, n)) < 0)
+		return r;
+	for (size_t i = 0; i < n; i++)
+		lassign_put(l, &l->unassigned, &blks[i], NULL);
+	return 0;
+}
+
+/* Room for @n blocks in every collection, so that a request that knows its
+ * size grows nothing while it runs. */
+int seq_lassign_reserve(struct kvbm_lassign *l, size_t n)
+{
+	int r;
+
+	if ((r = dq_reserve(&l->assigned, n)) < 0 || (r = dq_reserve(&l->staged, n)) < 0 ||
+	    (r = dq_reserve(&l->unassigned, n)) < 0 || (r = idset_reserve(&l->ids, n)) < 0 ||
+	    (r = seq_grow((void **)&l->tmp, &l->cap_tmp, n, sizeof(*l->tmp))) < 0 ||
+	    (r = seq_grow((void **)&l->tmph, &l->cap_tmph, n, sizeof(*l->tmph))) < 0)
+		return r;
+	return 0;
+}
+
 long kvbm_lassign_extend_assigned(struct kvbm_lassign *l, const struct kvbm_block *blks,
 				  const struct kvbm_plh *hashes, size_t n, struct kvbm_seq_error *err)
 {
@@ -1035,15 +1064,30 @@ int kvbm_lassign_pop_last_unassigned(struct kvbm_lassign *l, struct kvbm_block *
 	return 1;
 }
 
-/* Releases every block of @d; the first error. */
+/*
+ * Releases every block of @d in one pool call (a request's 272 blocks cost
+ * one call, not 272). kvbm_release_blocks() stops at a bad handle, having
+ * released the ones before it, and does not say which: retrying could
+ * drop holds this process took elsewhere, so the rest are left to die with
+ * the process (a bad handle of our own means the attachment is gone:
+ * forked, reaped). Block by block only when the batch cannot be built.
+ */
 static int release_all(struct kvbm_lassign *l, struct deque *d)
 {
 	int first = 0;
+	size_t n = d->len;
 
-	for (size_t i = 0; i < d->len; i++) {
-		int r = kvbm_release_blocks(l->pool, &dq_at(d, i)->blk, 1);
-		if (r < 0 && !first)
-			first = r;
+	if (n && n <= UINT32_MAX &&
+	    seq_grow((void **)&l->tmp, &l->cap_tmp, n, sizeof(*l->tmp)) == 0) {
+		for (size_t i = 0; i < n; i++)
+			l->tmp[i] = dq_at(d, i)->blk;
+		first = kvbm_release_blocks(l->pool, l->tmp, (uint32_t)n);
+	} else {
+		for (size_t i = 0; i < n; i++) {
+			int r = kvbm_release_blocks(l->pool, &dq_at(d, i)->blk, 1);
+			if (r < 0 && !first)
+				first = r;
+		}
 	}
 	dq_clear(d);
 	return first;

@@ -5,9 +5,10 @@
  * (b) prefix match of active blocks, (c) of inactive ones (resurrection),
  * (d) eviction pressure, (e) hashing against the raw XXH3 floor, (f) two
  * worker processes, (g) match latency while another process evicts, (h)
- * segment bytes per block.
+ * segment bytes per block, (i) a request driven through SchedulableSequence
+ * (kvbm_sequence.h) against the raw block calls it makes.
  *
- *   kvbm-bench [--quick] [--json] [WORKLOAD...]    WORKLOAD: a b c d e f g h
+ *   kvbm-bench [--quick] [--json] [WORKLOAD...]    WORKLOAD: a b c d e f g h i
  *
  * Every pool workload runs in worker processes attached to one pool in
  * $KVBM_SHM_DIR (default /dev/shm), so one worker and two are measured the
@@ -27,6 +28,7 @@
 #include <xxhash.h>
 
 #include "kvbm.h"
+#include "kvbm_sequence.h"
 #include "json.h"
 
 #define POOL_BLOCKS 16384
@@ -395,12 +397,20 @@ enum figure {
 	F_C_LOOKUP, F_C_RELEASE, F_C1, F_C1_LOOKUP, F_C1_RELEASE, F_D,
 	F_E, F_E_FLOOR, F_E_RATIO, F_F_A, F_F_A_SCALING, F_F_B, F_F_B_SCALING, F_F_B_SAME,
 	F_F_B_SAME_SCALING, F_F_C, F_F_C_SCALING, F_F_D, F_F_D_SCALING, F_F_E_SCALING, F_G_P50,
-	F_G_P99, F_G_P999, F_H, F_N
+	F_G_P99, F_G_P999, F_H, F_I_SCHED, F_I_RAW, F_I_RATIO, F_I_POOL, F_I_POOL_RATIO, F_N
 };
 
 static struct fig figs[F_N] = {
 	[F_A_FRESH] = {"a_fresh_cycles_per_s", "(a) cycle, fresh pool", "cycles/s"},
 	[F_A_STEADY] = {"a_steady_cycles_per_s", "(a) cycle, every allocation evicts", "cycles/s"},
+	[F_I_SCHED] = {"i_sched_us_per_request", "(i) request via kvbm_sched (4096 + 256 tokens)",
+		       "us/request"},
+	[F_I_RAW] = {"i_raw_us_per_request", "    the same block calls by hand + kvbm_tokens",
+		     "us/request"},
+	[F_I_RATIO] = {"i_sched_over_raw", "    ratio sched / raw", "x"},
+	[F_I_POOL] = {"i_pool_us_per_request", "    the block calls alone (hashes precomputed)",
+		      "us/request"},
+	[F_I_POOL_RATIO] = {"i_sched_over_pool", "    ratio sched / block calls alone", "x"},
 	[F_B] = {"b_ns_per_block", "(b) match 64 active + release", "ns/block"},
 	[F_B_LOOKUP] = {"b_lookup_ns_per_block", "    lookup alone", "ns/block"},
 	[F_B_RELEASE] = {"b_release_ns_per_block", "    release alone", "ns/block"},
@@ -571,6 +581,129 @@ static void bench_h(void)
 	drop_pool(p);
 }
 
+/*
+ * (i) One request as an engine runs it: a 4,096-token prompt prefilled in
+ * 512-token chunks, then 256 decode steps, then freed; driven through
+ * kvbm_sched_*, against the same pool calls made by hand (allocate, stage
+ * the batch, register with tokens, release all), hashing with kvbm_tokens
+ * ("raw"), and against the pool calls alone with every hash computed
+ * beforehand ("pool"). Every request has its own tokens (no prefix hits);
+ * run in this process.
+ */
+#define I_PROMPT 4096
+#define I_CHUNK 512
+#define I_DECODE 256
+#define I_BLOCKS (I_PROMPT / BS + I_DECODE / BS + 1)
+
+static void i_tokens(uint32_t req, uint32_t *t)
+{
+	for (uint32_t k = 0; k < I_PROMPT + I_DECODE + 1; k++)
+		t[k] = req * 8192u + k;
+}
+
+static void i_sched(struct kvbm_pool *p, const uint32_t *t)
+{
+	struct kvbm_sched *s;
+	int r = kvbm_sched_new(p, t, I_PROMPT, I_DECODE + 1, BS, SALT, NULL, NULL, &s);
+
+	if (r < 0)
+		die("kvbm_sched_new", r);
+	for (uint32_t c = 0; c < I_PROMPT / I_CHUNK; c++) {
+		int last = c + 1 == I_PROMPT / I_CHUNK;
+		if ((r = kvbm_sched_schedule_prefill(s, I_CHUNK, NULL)) < 0 ||
+		    (r = kvbm_sched_apply_prefill(s, last, t[I_PROMPT], NULL)) < 0)
+			die("prefill", r);
+	}
+	for (uint32_t k = 1; k <= I_DECODE; k++)
+		if ((r = kvbm_sched_schedule_decode(s, NULL)) < 0 ||
+		    (r = kvbm_sched_apply_decode(s, t[I_PROMPT + k], NULL)) < 0)
+			die("decode", r);
+	kvbm_sched_free(s);
+}
+
+/* The same pool calls by hand; @pre: every block's PLH computed already
+ * (NULL: hash with kvbm_tokens as the request goes). */
+static void i_raw(struct kvbm_pool *p, const uint32_t *t, const struct kvbm_plh *pre)
+{
+	static struct kvbm_block b[I_BLOCKS];
+	static struct kvbm_plh h[I_BLOCKS];
+	struct kvbm_tokens *seq = NULL;
+	uint32_t nb = 0, held = 0;
+	size_t first, nnew;
+	int r;
+
+	if (!pre) {
+		if ((r = kvbm_tokens_new(BS, SALT, &seq)) < 0 ||
+		    (r = kvbm_tokens_extend(seq, t, I_PROMPT, NULL, NULL)) < 0)
+			die("kvbm_tokens", r);
+	}
+	for (uint32_t c = 0; c < I_PROMPT / I_CHUNK; c++, nb += I_CHUNK / BS) {
+		uint32_t n = I_CHUNK / BS;
+		for (uint32_t i = 0; i < n; i++)
+			h[nb + i] = pre ? pre[nb + i] : kvbm_tokens_block(seq, nb + i)->plh;
+		if ((r = kvbm_allocate_blocks(p, n, b + nb, NULL, NULL)) < 0 ||
+		    (r = kvbm_stage_blocks(p, b + nb, h + nb, n, BS, NULL)) < 0 ||
+		    (r = kvbm_register_blocks_tokens(p, b + nb, n, t + (size_t)nb * BS)) < 0)
+			die("raw prefill", r);
+	}
+	held = nb;
+	for (uint32_t k = 1; k <= I_DECODE; k++) {
+		if (held == nb && (r = kvbm_allocate_blocks(p, 1, b + held++, NULL, NULL)) < 0)
+			die("raw allocate", r);
+		nnew = 0;
+		if (!pre && (r = kvbm_tokens_extend(seq, t + I_PROMPT + k - 1, 1, &first, &nnew)) < 0)
+			die("kvbm_tokens", r);
+		if (pre ? (I_PROMPT + k) % BS == 0 : nnew) {
+			h[nb] = pre ? pre[nb] : kvbm_tokens_block(seq, first)->plh;
+			if ((r = kvbm_stage_blocks(p, b + nb, h + nb, 1, BS, NULL)) < 0 ||
+			    (r = kvbm_register_blocks_tokens(p, b + nb, 1, t + (size_t)nb * BS)) < 0)
+				die("raw decode", r);
+			nb++;
+		}
+	}
+	if ((r = kvbm_release_blocks(p, b, held)) < 0)
+		die("raw release", r);
+	kvbm_tokens_free(seq);
+}
+
+static void bench_i(void)
+{
+	struct kvbm_pool *p = fresh_pool();
+	static uint32_t t[I_PROMPT + I_DECODE + 1];
+	static struct kvbm_block_hashes pre[I_BLOCKS];
+	static struct kvbm_plh preh[I_BLOCKS];
+	double v[3][16];
+	uint32_t req = 0;
+
+	for (int s = 0; s < nsamples; s++)
+		for (int mode = 0; mode < 3; mode++) { /* interleaved: same pool state */
+			uint64_t t0 = now_ns(), dl = t0 + (uint64_t)(sample_secs * 1e9 / 3);
+			uint64_t n = 0, spent = 0;
+			while (now_ns() < dl) {
+				i_tokens(req++, t);
+				if (mode == 2) { /* hashing outside the clock */
+					kvbm_hash_tokens(t, I_PROMPT + I_DECODE + 1, BS, SALT, pre, I_BLOCKS);
+					for (int k = 0; k < I_BLOCKS; k++)
+						preh[k] = pre[k].plh;
+				}
+				uint64_t a = now_ns();
+				if (mode == 0)
+					i_sched(p, t);
+				else
+					i_raw(p, t, mode == 2 ? preh : NULL);
+				spent += now_ns() - a;
+				n++;
+			}
+			v[mode][s] = (double)spent / (double)n / 1e3;
+		}
+	summarize(&figs[F_I_SCHED], v[0], nsamples);
+	summarize(&figs[F_I_RAW], v[1], nsamples);
+	summarize(&figs[F_I_POOL], v[2], nsamples);
+	set_ratio(F_I_RATIO, figs[F_I_SCHED].med, figs[F_I_RAW].med);
+	set_ratio(F_I_POOL_RATIO, figs[F_I_SCHED].med, figs[F_I_POOL].med);
+	drop_pool(p);
+}
+
 static void print_table(void)
 {
 	printf("%-44s %14s %14s %14s  %s\n", "workload", "median", "min", "max", "unit");
@@ -622,7 +755,7 @@ int main(int argc, char **argv)
 			break;
 		case 'h':
 			printf("usage: kvbm-bench [--quick] [--json] [--event-ring N] [WORKLOAD...]"
-			       "  (a b c d e f g h)\n"
+			       "  (a b c d e f g h i)\n"
 			       "  --event-ring N  the pool's event ring (4096; 0: no events)\n");
 			return 0;
 		default:
@@ -631,14 +764,14 @@ int main(int argc, char **argv)
 		}
 	}
 	for (int i = optind; i < argc; i++) {
-		if (strlen(argv[i]) != 1 || argv[i][0] < 'a' || argv[i][0] > 'h') {
-			fprintf(stderr, "kvbm-bench: unknown workload '%s' (a..h)\n", argv[i]);
+		if (strlen(argv[i]) != 1 || argv[i][0] < 'a' || argv[i][0] > 'i') {
+			fprintf(stderr, "kvbm-bench: unknown workload '%s' (a..i)\n", argv[i]);
 			return 64;
 		}
 		want[(unsigned char)argv[i][0]] = 1;
 	}
 	if (optind == argc)
-		for (int k = 'a'; k <= 'h'; k++)
+		for (int k = 'a'; k <= 'i'; k++)
 			want[k] = 1;
 	nsamples = quick ? 5 : 9;
 	sample_secs = quick ? 0.12 : 0.4;
@@ -686,6 +819,8 @@ int main(int argc, char **argv)
 		bench_g();
 	if (want['h'])
 		bench_h();
+	if (want['i'])
+		bench_i();
 	if (json)
 		print_json();
 	else
