@@ -2009,6 +2009,27 @@ START_TEST(test_register_reject_keys_entry_by_primary)
 }
 END_TEST
 
+/* Ours: a register the pool refuses (a staged block unstaged behind the
+ * assignments' back) registers nothing and leaves every block staged. */
+START_TEST(test_register_refused_changes_nothing)
+{
+	struct kvbm_lassign *l = mkl();
+	struct kvbm_bseq *s = mkseq(3, 0);
+	struct kvbm_block b[3], g;
+	alloc(3, b);
+	kvbm_lassign_extend_blocks(l, b, 3, NULL);
+	lstage(l, s, 0, 3);
+	ck_assert_int_eq(kvbm_unstage_block(pool, &b[2]), 0);
+	ck_assert_int_eq(kvbm_lassign_register(l, NULL), KVBM_ESTATE);
+	LCOUNTS(l, 0, 3, 0);
+	ck_assert_int_eq(t_metrics(pool).registrations, 0);
+	ck_assert_int_eq(kvbm_stage_block(pool, &b[2], h(s, 2), BS), 0);
+	ck_assert_int_eq(kvbm_lassign_register(l, NULL), 3);
+	ck_assert_int_eq(kvbm_lassign_get_assigned(l, 2, &g, NULL), 1);
+	ck_assert_uint_eq(g.id, b[2].id);
+}
+END_TEST
+
 /* Ours: the details of every error render as the reference's messages. */
 START_TEST(test_seq_error_messages)
 {
@@ -2167,6 +2188,7 @@ Suite *make_sequence_suite(void)
 	tcase_add_test(tl, test_get_out_of_bounds_with_populated_collections);
 	tcase_add_test(tl, test_pop_last_unassigned_and_block_ids);
 	tcase_add_test(tl, test_register_reject_keys_entry_by_primary);
+	tcase_add_test(tl, test_register_refused_changes_nothing);
 	tcase_add_test(tl, test_seq_error_messages);
 	suite_add_tcase(s, tx);
 	suite_add_tcase(s, tl);
