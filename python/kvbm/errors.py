@@ -54,6 +54,22 @@ _OWN = [
     ("EPIDNS", 26, "OtherPidNamespace"),
     ("EREAPED", 27, "Reaped"),
     ("EGAP", 28, "EventGap"),
+    # sequences and schedules (kvbm_sequence.h)
+    ("EORDER", 29, "OrderingViolation"),
+    ("EPOSITION", 30, "PositionMismatch"),
+    ("EDUPID", 31, "DuplicateBlockId"),
+    ("EHASHMISMATCH", 32, "SequenceHashMismatch"),
+    ("ENOTIDLE", 33, "NotIdle"),
+    ("EOVERRUN", 34, "PrefillOverrun"),
+    ("EPREFILLDONE", 35, "PrefillComplete"),
+    ("EPREFILLPENDING", 36, "PrefillNotComplete"),
+    ("EGENDONE", 37, "GenerationComplete"),
+    ("EDANGLING", 38, "WrongDanglingCount"),
+    ("ESEQSTATE", 39, "WrongScheduleState"),
+    ("ETOKENCHUNK", 40, "TokenOnNonFinalChunk"),
+    ("ENOTOKEN", 41, "MissingTokenOnFinalChunk"),
+    ("EACCEPTED", 42, "AcceptedExceedsScheduled"),
+    ("EAPPEND", 43, "AppendExceedsRemaining"),
 ]
 
 _ERRNO = [
