@@ -52,9 +52,7 @@ int kvbm_request_new(struct kvbm_pool *pool, const uint32_t *tokens, size_t n,
 	size_t blocks = (n + max_output_tokens) / block_size + 2;
 	if ((r = kvbm_bseq_new(tokens, n, block_size, salt, &q->seq)) < 0 ||
 	    (r = kvbm_lassign_new(pool, &q->la)) < 0 ||
-	    (r = seq_lassign_reserve(q->la, blocks < 4096 ? blocks : 4096)) < 0 ||
-	    (r = seq_grow((void **)&q->tmp, &q->cap_tmp, blocks < 4096 ? blocks : 4096,
-			  sizeof(*q->tmp))) < 0) {
+	    (r = seq_lassign_reserve(q->la, blocks < 4096 ? blocks : 4096)) < 0) {
 		kvbm_request_free(q);
 		return r;
 	}
@@ -614,8 +612,13 @@ int kvbm_sched_apply_decode(struct kvbm_sched *s, uint32_t token, struct kvbm_se
 	if (crossed < 0)
 		return crossed;
 	/* every pending completion: the block the token just completed, and
-	 * one the prefill's token completed (deferred until its KV existed) */
-	long reg = kvbm_request_complete_and_register_pending(s->req);
+	 * one the prefill's token completed (deferred until its KV existed);
+	 * most steps have none */
+	struct kvbm_request *q = s->req;
+	long reg = 0;
+	if (kvbm_bseq_num_blocks(q->seq) >
+	    kvbm_lassign_assigned_count(q->la) + kvbm_lassign_staged_count(q->la))
+		reg = kvbm_request_complete_and_register_pending(q);
 	if (reg < 0) {
 		unappend(s->req, 1);
 		return (int)reg;

@@ -234,6 +234,12 @@ int kvbm_bseq_extend(struct kvbm_bseq *s, const uint32_t *tokens, size_t n,
 int kvbm_bseq_append(struct kvbm_bseq *s, uint32_t token, size_t *index)
 {
 	struct kvbm_range c;
+
+	/* a decode step appends one token: most complete no block */
+	if (s && s->ntokens < s->cap_tokens && (s->ntokens + 1) % s->block_size) {
+		s->tokens[s->ntokens++] = token;
+		return 0;
+	}
 	int r = kvbm_bseq_extend(s, &token, 1, &c);
 
 	if (r < 0)
@@ -929,16 +935,14 @@ int seq_lassign_add_allocated(struct kvbm_lassign *l, const struct kvbm_block *b
 	return 0;
 }
 
-/* Room for @n blocks in every collection, so that a request that knows its
- * size grows nothing while it runs. */
+/* Room for @n assigned blocks, so that a request that knows its size does
+ * not grow (and rehash) while it runs. The staged and unassigned queues
+ * hold one schedule's blocks at a time: they grow to that on their own. */
 int seq_lassign_reserve(struct kvbm_lassign *l, size_t n)
 {
 	int r;
 
-	if ((r = dq_reserve(&l->assigned, n)) < 0 || (r = dq_reserve(&l->staged, n)) < 0 ||
-	    (r = dq_reserve(&l->unassigned, n)) < 0 || (r = idset_reserve(&l->ids, n)) < 0 ||
-	    (r = seq_grow((void **)&l->tmp, &l->cap_tmp, n, sizeof(*l->tmp))) < 0 ||
-	    (r = seq_grow((void **)&l->tmph, &l->cap_tmph, n, sizeof(*l->tmph))) < 0)
+	if ((r = dq_reserve(&l->assigned, n)) < 0 || (r = idset_reserve(&l->ids, n)) < 0)
 		return r;
 	return 0;
 }
