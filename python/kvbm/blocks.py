@@ -73,6 +73,8 @@ class Blocks:
     @property
     def ids(self):
         """The block ids, as array('I')."""
+        if not self._n:  # an empty Blocks may have a 1-byte buffer: no cast
+            return array("I")
         q = memoryview(self._buf).cast("B").cast("I")
         s = self._off * 6 + 2
         return array("I", q[s:s + 6 * self._n:6])
@@ -81,6 +83,8 @@ class Blocks:
         """The block ids as a numpy uint32 array (a copy)."""
         if _np is None:
             raise ImportError("ids_numpy() needs numpy")
+        if not self._n:
+            return _np.zeros(0, dtype=_np.uint32)
         a = _np.frombuffer(self._buf, dtype=_np.uint32, count=6 * self._n,
                            offset=self._off * BLOCK_SIZE)
         return a[2::6].copy()
@@ -91,7 +95,10 @@ class Blocks:
 
     @staticmethod
     def concat(*parts):
-        """One Blocks of @parts in order; they must come from one Pool."""
+        """One Blocks of @parts in order; they must come from one Pool.
+        Empty parts belong to no Pool in particular; with no parts (or only
+        empty ones without a Pool) the result is an empty Blocks that every
+        Pool accepts as a no-op."""
         if len(parts) == 1 and not isinstance(parts[0], Blocks):
             parts = tuple(parts[0])
         for p in parts:

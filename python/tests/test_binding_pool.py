@@ -287,3 +287,45 @@ def test_threads_share_a_handle(pool):
     assert bad == []
     pool.release(b)
     assert pool.check(lock=True, quiescent=True) == []
+
+
+def test_empty_blocks_are_a_no_op_everywhere(pool):
+    """An empty Blocks, however it was made (no parts, an empty slice,
+    from no handles, without a pool), is a valid no-op for every call."""
+    three = pool.allocate(3)
+    empties = [kvbm.Blocks.concat(), kvbm.Blocks.concat([]), kvbm.Blocks.from_handles([]),
+               kvbm.Blocks.from_handles([], pool), pool.allocate(0), three[3:]]
+    for e in empties:
+        assert len(e) == 0 and list(e) == []
+        assert e.ids.tolist() == [] and e.ids_numpy().tolist() == []
+        assert e.tobytes() == b"" and repr(e) == "<kvbm.Blocks 0: ids >"
+        assert e == kvbm.Blocks.concat()
+        pool.release(e)
+        pool.stage(e, kvbm.Hashes.from_plh_bytes([]))
+        pool.register(e)
+        pool.unstage(e)
+        pool.set_reset_on_release(e)
+        assert len(pool.clone(e)) == 0
+    b = pool.allocate(2)
+    both = kvbm.Blocks.concat(kvbm.Blocks.concat(), b, kvbm.Blocks.concat())
+    assert both.pool is pool and both == b == kvbm.Blocks.concat() + b
+    pool.release(both + three)
+    assert pool.available() == 64 and pool.check(lock=True) == []
+
+
+def test_config_properties(pool_name):
+    with kvbm.Pool(pool_name, create=True, block_count=32, block_size=8, tier="G2",
+                   backend="fifo", dup_policy="reject", max_procs=4, event_ring=128,
+                   keep_tokens=True, reset_on_release=True) as p:
+        with kvbm.Pool(pool_name) as q:  # read from the pool, not from the keywords
+            for x in (p, q):
+                assert (x.backend, x.dup_policy, x.max_procs, x.event_ring) == \
+                    ("fifo", "reject", 4, 128)
+                assert x.keep_tokens is True and x.reset_on_release is True
+                assert x.config == p.info()["config"]
+                with pytest.raises(AttributeError):
+                    x.backend = "lru"
+    with kvbm.Pool(pool_name + "b", create=True, block_count=16, block_size=4) as d:
+        assert (d.backend, d.dup_policy, d.event_ring, d.keep_tokens,
+                d.reset_on_release) == ("lineage", "allow", 4096, False, False)
+    kvbm.destroy(pool_name + "b")
