@@ -167,6 +167,17 @@ def test_blocks_container(pool):
     pool.release(empty)
     again = kvbm.Blocks.from_handles(list(b), pool)
     assert again == b
+    # from ids and generations: the same handles, usable in every way
+    c = kvbm.Blocks.from_ids(b.ids, b.gens, pool)
+    assert c == b and list(c) == list(b) and c.pool is pool and c[1] == b[1]
+    assert c[2:5] == b[2:5] and c[::2] == b[::2] and (c[:1] + c[1:]) == b
+    assert np.array_equal(c[1:].ids_numpy(), b[1:].ids_numpy())
+    assert b.gens.tolist() == [x.gen for x in b] and c[3:].gens.tolist() == b.gens.tolist()[3:]
+    assert len(kvbm.Blocks.from_ids([], [], pool)) == 0
+    for bad_ids, bad_gens in (([1 << 32], [0]), ([-1], [0]), ([1], [-1]), ([1, 2], [0]),
+                              (["x"], [0])):
+        with pytest.raises(ValueError, match="from_ids"):
+            kvbm.Blocks.from_ids(bad_ids, bad_gens, pool)
     pool.release(b[:3])
     pool.release([b[3], b[4]])  # Block values are accepted too
     pool.release(b[5])

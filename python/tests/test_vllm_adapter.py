@@ -258,6 +258,73 @@ def test_longest_cache_hit_is_get_cached_block_in_one_call(pool_name):
         assert bp.get_num_free_blocks() == 10
 
 
+def count_pool_calls(pool, names=("match", "release", "allocate", "stage", "register")):
+    """Wraps @pool's methods to count calls: {name: calls}."""
+    calls = dict.fromkeys(names, 0)
+    for name in names:
+        def counted(*a, _f=getattr(pool, name), _n=name, **k):
+            calls[_n] += 1
+            return _f(*a, **k)
+        setattr(pool, name, counted)
+    return calls
+
+
+def test_a_prefix_is_matched_in_one_pool_call(pool_name):
+    """vLLM asks for a prefix one hash at a time; the first miss here
+    matches the rest of the request's chain in one pool call, and the
+    request's blocks go back in one release call."""
+    with make_bp(pool_name, n=16) as bp:
+        r = req("a", list(range(8 * BS)))
+        blocks = admit(bp, r, [])
+        finish(bp, blocks)
+        calls = count_pool_calls(bp.pool)
+        hit = lookup(bp, req("b", list(range(8 * BS)) + [1]))
+        assert ids(hit) == ids(blocks) and calls["match"] == 1
+        bp.touch(hit)
+        bp.free_blocks(reversed(hit))
+        assert calls == {"match": 1, "release": 1, "allocate": 0, "stage": 0, "register": 0}
+        # allocation, caching and freeing: one call each
+        r2 = req("c", list(range(100, 100 + 4 * BS)))
+        finish(bp, admit(bp, r2, []))
+        assert calls == {"match": 1, "release": 2, "allocate": 1, "stage": 1, "register": 1}
+        assert bp.get_num_free_blocks() == bp.pool.available() == 15
+
+
+def test_blocks_matched_ahead_are_held_against_other_processes(pool_name):
+    """The blocks matched ahead of vLLM's asking are lookups like any
+    other: another process cannot evict them before vLLM asks; those
+    vLLM does not touch go back at touch(); an allocation that needs them
+    gets them."""
+    with make_bp(pool_name) as bp, make_bp(pool_name) as other:
+        r = req("a", list(range(6 * BS)))
+        blocks = admit(bp, r, [])
+        finish(bp, blocks)
+        first = bp.get_cached_block(r.block_hashes[0], [0])
+        assert ids(first) == ids(blocks[:1])
+        assert bp.pool.available() == 4 and bp.get_num_free_blocks() == 10
+        # another process allocates everything it can: it cannot take them
+        taken = other.get_new_blocks(other.get_num_free_blocks())
+        assert len(taken) == 4 and not set(ids(taken)) & set(ids(blocks))
+        calls = count_pool_calls(bp.pool)
+        hit = first + [bp.get_cached_block(h, [0])[0] for h in r.block_hashes[1:4]]
+        assert ids(hit) == ids(blocks[:4]) and calls["match"] == 0
+        bp.touch(hit)                 # the two never asked for go back
+        assert [b.ref_cnt for b in blocks] == [1, 1, 1, 1, 0, 0]
+        assert bp.pool.available() == 2
+        other.free_blocks(taken)
+        bp.free_blocks(hit)
+        assert bp.get_num_free_blocks() == 10
+        # looked up, not touched yet, and an allocation needs the blocks
+        # matched ahead: they go back first, the one vLLM asked for stays
+        first = bp.get_cached_block(r.block_hashes[0], [0])
+        got = bp.get_new_blocks(9)
+        assert first[0].block_id not in ids(got)
+        bp.touch(first)
+        assert first[0].ref_cnt == 1
+        bp.free_blocks(got + first)
+        assert bp.get_num_free_blocks() == 10
+
+
 def test_hit_on_a_block_in_use_here_survives_its_free_before_touch(pool_name):
     """A lookup that hits a block this process uses takes no pool hold; if
     that use ends before touch(), the hold stays, as the lookup's."""
@@ -272,7 +339,7 @@ def test_hit_on_a_block_in_use_here_survives_its_free_before_touch(pool_name):
         other.free_blocks(other.get_new_blocks(other.get_num_free_blocks()))
         bp.touch(hit)
         assert ids(hit) == ids(running) and [b.ref_cnt for b in hit] == [1, 1]
-        assert bp.pool.block_info(hit[0]._handle)["holds"] == 1
+        assert bp.pool.block_info(bp._hold(hit[0]))["holds"] == 1
         bp.free_blocks(hit)
         assert ids(lookup(bp, r)) == ids(running)  # still cached
         bp.release_lookups()
