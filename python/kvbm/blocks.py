@@ -20,6 +20,7 @@ Block = namedtuple("Block", "id gen pool")
 
 _HANDLE = struct.Struct("=QI4xQ")  # struct kvbm_block: pool, id, (pad), gen
 _BUF_T = {}
+_IDS_GENS = {}  # n -> struct.Struct of n handles' ids and gens
 
 
 def buf_type(n):
@@ -89,6 +90,18 @@ class Blocks:
         q = memoryview(self._buf).cast("B").cast("Q")
         s = self._off * 3 + 2
         return array("Q", q[s:s + 3 * self._n:3])
+
+    def ids_gens(self):
+        """(ids, gens): the block ids and generations as two tuples, from
+        one unpack of the buffer (what from_ids() takes back)."""
+        n = self._n
+        st = _IDS_GENS.get(n)
+        if st is None:
+            st = struct.Struct("=" + "8xI4xQ" * n)
+            if len(_IDS_GENS) < 4096:
+                _IDS_GENS[n] = st
+        t = st.unpack_from(self._buf, self._off * BLOCK_SIZE) if n else ()
+        return t[0::2], t[1::2]
 
     def ids_numpy(self):
         """The block ids as a numpy uint32 array (a copy)."""

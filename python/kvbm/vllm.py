@@ -334,6 +334,8 @@ class KVCacheBlock:
 
 
 _G0 = [0]
+_BYTES_ONLY = {bytes}
+_EMPTY_L: list = []
 _HANDLE = struct.Struct("=QI4xQ")  # struct kvbm_block: pool, id, (pad), gen
 _ZERO4 = bytes(4)
 
@@ -431,6 +433,16 @@ class BlockPool:
             self._check_pool()
             self.blocks: list[KVCacheBlock] = [KVCacheBlock(i) for i in range(num_gpu_blocks)]
             self._looked: list[KVCacheBlock] = []  # blocks with a pending lookup (_look)
+            self._nlooked = 0  # how many of them still have it
+            # (blocks, Blocks) of the last get_new_blocks until a free_blocks
+            self._new: Optional[tuple] = None
+            # the batch matched ahead (see get_cached_block): the chain's
+            # PLHs, blocks and hold generations; vLLM asked for the first
+            # _a_pos; this process holds the first _a_n (0: no batch)
+            self._a_plhs: Sequence = _EMPTY_L
+            self._a_blocks: list = _EMPTY_L
+            self._a_gens: Sequence = _EMPTY_L
+            self._a_pos = self._a_n = 0
             # PLH -> a block held here under it; stale entries are skipped
             # and dropped when it outgrows _index_cap
             self._index: dict[bytes, KVCacheBlock] = {}
@@ -506,10 +518,13 @@ class BlockPool:
         try:
             held = [b for b in self.blocks if b._gen is not None]
             reserve, self._reserve = self._reserve, kvbm.Blocks.concat()
+            ahead = self._take_ahead()
+            self._new = None
             for b in self._looked:
                 b._look = 0
             self._looked = []
-            self.pool.release(self._handles(held) + reserve)
+            self._nlooked = 0
+            self.pool.release(self._handles(held) + reserve + ahead)
             for b in self.blocks:
                 b._gen = None
                 b.ref_cnt = 0
@@ -525,6 +540,13 @@ class BlockPool:
         self.close()
 
     # -- holds ---------------------------------------------------------------
+    #
+    # This process holds a block in the pool at most once (b._gen set): for
+    # its uses (ref_cnt > 0), for a lookup vLLM has not touched yet (_look),
+    # or as a new block of its own. The one exception is the batch matched
+    # ahead (_a_*): holds on the rest of a request's chain, kept apart,
+    # each taken over by its block when touch() makes it a use; the others
+    # are given back with the abandoned lookups.
 
     def _handles(self, blks: list) -> "kvbm.Blocks":
         """The pool handles of this process's holds on @blks, in order."""
@@ -534,13 +556,6 @@ class BlockPool:
         """This process's hold on @b as a kvbm.Blocks of one (None: none),
         for kvbm.Pool calls such as block_info()."""
         return None if b._gen is None else self._handles([b])
-
-    def _release(self, blks: list) -> None:
-        """Give back this process's holds on @blks (one pool call), in order."""
-        h = self._handles(blks)
-        for b in blks:
-            b._gen = None
-        self.pool.release(h)
 
     def _index_put(self, plh: bytes, b: KVCacheBlock) -> None:
         """@b is held here under @plh. The index is cleaned lazily: an entry
@@ -554,12 +569,33 @@ class BlockPool:
                                    if x._gen is not None and x._plh == p}
         index[plh] = b
 
-    def _look_up(self, b: KVCacheBlock, look: int = 1) -> None:
-        if not b._look:
-            self._looked.append(b)
-            b._look = look
-        elif look == 1:
-            b._look = 1
+    def _look_up(self, b: KVCacheBlock) -> bool:
+        """@b is looked up (vLLM will touch it, or abandon the lookup);
+        whether it was not already."""
+        if b._look:
+            return False
+        b._look = 1
+        self._looked.append(b)
+        self._nlooked += 1
+        return True
+
+    def _take_ahead(self) -> "kvbm.Blocks":
+        """The holds of the batch matched ahead: the batch ends, the caller
+        gives them back."""
+        n = self._a_n
+        ids = [b.block_id for b in self._a_blocks[:n]]
+        gens = self._a_gens[:n]
+        self._a_plhs = self._a_blocks = self._a_gens = _EMPTY_L
+        self._a_pos = self._a_n = 0
+        return _from_ids(ids, gens, self.pool)
+
+    def _release_unasked(self) -> None:
+        """Gives back the holds of the batch matched ahead that vLLM has not
+        asked for (an allocation needs them); the batch ends there."""
+        pos, n = self._a_pos, self._a_n
+        self._a_n = pos
+        self.pool.release(_from_ids([b.block_id for b in self._a_blocks[pos:n]],
+                                    self._a_gens[pos:n], self.pool))
 
     # -- hashes --------------------------------------------------------------
 
@@ -578,6 +614,23 @@ class BlockPool:
         if group_id < 0:
             raise ValueError(f"kv_cache_group_id must be >= 0, got {group_id}")
         return plh if group_id == 0 else _group_plh(plh, group_id)
+
+    @staticmethod
+    def _wire_plhs(hashes: list) -> Optional["kvbm.Hashes"]:
+        """'plh' mode: vLLM's hashes are the PLHs. Checked (bytes, 16 each,
+        mode < 3) and converted in one go; None when any is in doubt (the
+        caller goes one by one, and _plh() says what is wrong)."""
+        if not hashes:
+            return kvbm.Hashes(None, b"", 0)
+        if set(map(type, hashes)) != _BYTES_ONLY:
+            return None
+        try:
+            hs = kvbm.Hashes.from_plh_bytes(hashes)
+        except ValueError:
+            return None
+        if max(hs._plh[7::16]) >= 0xC0:  # the top byte of each hi, native order
+            return None
+        return hs
 
     def _external(self, plh: bytes) -> ExternalBlockHash:
         """How an event names the block: the router projection of the PLH
@@ -598,64 +651,92 @@ class BlockPool:
         A hit on a block this process holds costs no pool call. In 'plh'
         mode, a hash of a request hashed by ``request_block_hasher`` that
         is not held here matches the rest of the request's chain in one
-        pool call; the blocks after it are held as lookups too (vLLM asks
-        for them next), and those vLLM does not ask for are given back at
-        the next ``touch``, as abandoned lookups are."""
+        pool call; the blocks after it are held too (vLLM asks for them
+        next), and those vLLM does not ask for are given back at the next
+        ``touch``, as abandoned lookups are."""
+        pos = self._a_pos
+        if pos < self._a_n and self._a_plhs[pos] == block_hash and kv_cache_group_ids == _G0:
+            # the next block of the batch matched ahead: its hold is there
+            self._a_pos = pos + 1
+            return [self._a_blocks[pos]]
         if self._fast and kv_cache_group_ids == _G0:
             try:
                 b = self._index.get(block_hash)
             except TypeError:  # unhashable: the general path says why
                 b = None
             if b is not None and b._gen is not None and b._plh == block_hash:
-                if b._look != 1:
-                    if not b._look:
-                        self._looked.append(b)
+                if not b._look:
                     b._look = 1
+                    self._looked.append(b)
+                    self._nlooked += 1
                 return [b]
         out: list[KVCacheBlock] = []
         taken: list[KVCacheBlock] = []
+        batch = self._a_blocks
         for gid in kv_cache_group_ids:
             plh = self._lookup_key(block_hash, gid)[0]
             b = self._index.get(plh)
             if b is None or b._gen is None or b._plh != plh:
-                n0 = len(self._looked)
-                b = self._match_from(block_hash, plh, gid)
+                b, new = self._match_from(block_hash, plh, gid)
                 if b is None:
                     self._unlook(taken)
+                    if self._a_blocks is not batch:  # a batch this call matched
+                        self.pool.release(self._take_ahead())
                     return None
-                if len(self._looked) > n0 and self._looked[n0] is b:
-                    taken.append(b)  # a new lookup of this call
-            elif not b._look:
-                self._look_up(b)
-                taken.append(b)
             else:
-                b._look = 1
+                new = self._look_up(b)
+            if new:
+                taken.append(b)  # a lookup of this call: undone on a miss
             out.append(b)
         return out
 
-    def _match_from(self, block_hash, plh: bytes, gid: int) -> Optional[KVCacheBlock]:
-        """Pool match of @plh (and of the rest of its request's chain, when
-        known); the hits are held as lookups. The block of @plh, or None."""
+    def _match_from(self, block_hash, plh: bytes, gid: int):
+        """Pool match of @plh, and of the rest of its request's chain when
+        known (the batch matched ahead; an earlier batch is given back).
+        (the block of @plh held as a lookup, whether it is a new lookup),
+        or (None, False)."""
         rest = _chain_rest(plh) if self._fast and gid == 0 else None
         if rest is None:
-            plhs = [plh]
             got = self.pool.match(self._lookup_key(block_hash, gid)[1])
-        else:
-            plhs, buf = rest
-            got = self.pool.match(kvbm.Hashes(None, buf, len(plhs)))
-        if not len(got):
-            return None
-        return self._adopt(got, plhs, None if rest is not None else [block_hash], gid, 2)[0]
+            if not len(got):
+                return None, False
+            out, new = self._adopt(got, [plh], [block_hash], gid)
+            return out[0], new
+        plhs, buf = rest
+        ahead = self._match_batch(plhs, kvbm.Hashes(None, buf, len(plhs)), 1)
+        return (ahead[0], False) if ahead else (None, False)
 
-    def _adopt(self, got, plhs: list, keys: Optional[list], gid: int, look_rest: int) -> list:
-        """Take the holds of pool match @got (blocks of plhs[0..]) as lookups:
-        a block this process holds already keeps its one hold and the new
-        one goes back. @keys: vLLM's hashes of the PLHs (None: the PLHs,
-        'plh' mode). The first is a lookup vLLM asked for, the rest are
-        marked @look_rest. Returns the blocks."""
+    def _match_batch(self, plhs: list, hs: "kvbm.Hashes", asked: int) -> list:
+        """Prefix match of @hs (the PLHs @plhs, 'plh' mode, group 0) in one
+        pool call, as the batch matched ahead (an earlier one is given
+        back), the first @asked counted as asked for. Its blocks."""
+        if self._a_n:
+            self.pool.release(self._take_ahead())
+        got = self.pool.match(hs)
+        n = len(got)
+        if not n:
+            return _EMPTY_L
+        ids, gens = got.ids_gens()
+        blocks = self.blocks
+        ahead = [blocks[i] for i in ids]
+        plhs = plhs[:n]
+        if [b._plh for b in ahead] != plhs:  # what the blocks hold, as far as we know
+            for b, p in zip(ahead, plhs):
+                if b._plh != p:
+                    b._plh = p
+                    b._block_hash = p + _ZERO4
+        self._a_plhs, self._a_blocks, self._a_gens = plhs, ahead, gens
+        self._a_pos, self._a_n = min(asked, n), n
+        return ahead
+
+    def _adopt(self, got, plhs: list, keys: Optional[list], gid: int):
+        """Take the holds of pool match @got (the blocks of @plhs) as
+        lookups: a block this process holds already keeps its one hold and
+        the new one goes back. @keys: vLLM's hashes of the PLHs (None: the
+        PLHs, 'plh' mode). (the blocks, whether the first is a new lookup)."""
         blocks = self.blocks
         index = self._index
-        if len(got) == 1:  # one hash, not from a known chain: no arrays
+        if len(got) == 1:  # no arrays for one
             _, bid, g = _HANDLE.unpack_from(got._buf, got._off * 24)
             out = [blocks[bid]]
             gens = (g,)
@@ -663,8 +744,7 @@ class BlockPool:
             out = [blocks[i] for i in got.ids]
             gens = got.gens
         extra = []
-        looked = self._looked
-        look = 1
+        first_new = not out[0]._look
         for j, (b, g, p) in enumerate(zip(out, gens, plhs)):
             if b._gen is not None:
                 extra.append(b.block_id)
@@ -676,15 +756,10 @@ class BlockPool:
                 b._block_hash = p + _ZERO4 if keys is None else _key(keys[j], gid)
             if index.get(p) is not b:
                 self._index_put(p, b)
-            if not b._look:
-                looked.append(b)
-                b._look = look
-            elif look == 1:
-                b._look = 1
-            look = look_rest
+            self._look_up(b)
         if extra:
             self.pool.release(_from_ids(extra[0::2], extra[1::2], self.pool))
-        return out
+        return out, first_new
 
     def longest_cache_hit(self, block_hashes: Sequence, max_blocks: Optional[int] = None,
                           kv_cache_group_id: int = 0) -> list[KVCacheBlock]:
@@ -694,10 +769,8 @@ class BlockPool:
         ``get_cached_block`` on each would give."""
         hashes = list(block_hashes[:max_blocks])
         gid = kv_cache_group_id
-        if self._fast and gid == 0:
-            plhs = [self._lookup_key(h, 0)[0] for h in hashes]
-        else:
-            plhs = [self._lookup_key(h, gid)[0] for h in hashes]
+        plh_hs = self._wire_plhs(hashes) if self._fast and gid == 0 else None
+        plhs = hashes if plh_hs is not None else [self._lookup_key(h, gid)[0] for h in hashes]
         out: list[KVCacheBlock] = []
         # the head this process holds already: no pool call
         index = self._index
@@ -710,9 +783,11 @@ class BlockPool:
         k = len(out)
         if k == len(plhs):
             return out
+        if plh_hs is not None:  # the rest as a batch, all asked for
+            return out + self._match_batch(plhs[k:], plh_hs[k:], len(plhs))
         got = self.pool.match(kvbm.Hashes.from_plh_bytes(plhs[k:]))
         if len(got):
-            out += self._adopt(got, plhs[k:], hashes[k:], gid, 1)
+            out += self._adopt(got, plhs[k:], hashes[k:], gid)[0]
         return out
 
     def _lookup_key(self, block_hash, gid: int):
@@ -741,38 +816,48 @@ class BlockPool:
             return
         for b in blks:
             b._look = 0
+        self._nlooked -= len(blks)
         gone = set(map(id, blks))
         self._looked = [b for b in self._looked if id(b) not in gone]
         rel = [b for b in blks if b.ref_cnt == 0 and b._gen is not None]
         if rel:
-            self._release(rel)
+            h = self._handles(rel)
+            for b in rel:
+                b._gen = None
+            self.pool.release(h)
 
-    def _drop_looked(self, only_ahead: bool = False) -> int:
-        """Every pending lookup is abandoned (with @only_ahead, those of
-        blocks matched ahead that vLLM never asked for): holds of blocks
-        not in use here go back. Returns how many lookups there were."""
-        looked = self._looked
-        if not looked:
-            return 0
-        rel = []
-        keep = []
-        for b in looked:
-            if only_ahead and b._look != 2:
-                keep.append(b)
-                continue
-            b._look = 0
-            if b.ref_cnt == 0 and b._gen is not None:
-                rel.append(b)
-        self._looked = keep
-        if rel:
-            self._release(rel)
-        return len(looked) - len(keep)
+    def _drop_lookups(self) -> int:
+        """Every pending lookup is abandoned, and the batch matched ahead
+        ends: the holds of blocks not in use here go back, in one call.
+        Returns how many lookups there were."""
+        ids, gens = [], []
+        n = self._nlooked
+        if n:
+            for b in self._looked:
+                if b._look:
+                    b._look = 0
+                    if b.ref_cnt == 0 and b._gen is not None:
+                        ids.append(b.block_id)
+                        gens.append(b._gen)
+                        b._gen = None
+            self._nlooked = 0
+        self._looked = []
+        if self._a_n:
+            n += self._a_pos  # asked for, not touched
+            a = self._a_n
+            ids += [b.block_id for b in self._a_blocks[:a]]
+            gens += self._a_gens[:a]
+            self._a_plhs = self._a_blocks = self._a_gens = _EMPTY_L
+            self._a_pos = self._a_n = 0
+        if ids:
+            self.pool.release(_from_ids(ids, gens, self.pool))
+        return n
 
     def release_lookups(self) -> int:
         """Give back every lookup hold that ``touch`` has not taken (vLLM
         looked a request's prefix up and did not schedule it). Returns how
         many."""
-        return self._drop_looked()
+        return self._drop_lookups()
 
     def touch(self, blocks: Union[Sequence[KVCacheBlock], Sequence[Sequence[KVCacheBlock]]]) -> None:
         """One more use of each block (a prefix hit joins a request).
@@ -780,20 +865,121 @@ class BlockPool:
         A block found by ``get_cached_block`` keeps its lookup hold; a block
         this process already uses needs none. Lookup holds of blocks not
         touched here belong to abandoned lookups and are given back."""
-        flat = _ours(self, _flatten(blocks), "touch()")
-        for b in flat:
-            if b._gen is None and not b.is_null:
-                self._retake(b)  # lookup hold gone (release_lookups): take one again
+        if not blocks:
+            flat = []
+        elif type(blocks[0]) is KVCacheBlock:
+            flat = blocks
+        else:
+            flat = [b for group in blocks for b in group]
+        if type(flat) is not list:
+            flat = list(flat)
+        n = self._a_n
+        if not n:
+            self._touch(flat, flat, None)
+        else:
+            A, G, pos = self._a_blocks, self._a_gens, self._a_pos
+            k = len(flat) - pos
+            if pos and k >= 0 and flat[k:] == A[:pos]:
+                # vLLM touches what it asked of the batch, after any hits on
+                # blocks held here: those take the batch's holds in one go
+                self._touch(flat, flat[:k], None)
+                extra = []
+                nl = self._nlooked
+                for b, g in zip(A[:pos], G[:pos]):
+                    if b._gen is None:
+                        b._gen = g
+                    else:  # held here already: one hold is enough
+                        extra.append((b, g))
+                    b.ref_cnt += 1
+                    if b._look:
+                        b._look = 0
+                        nl -= 1
+                self._nlooked = nl
+                # the batch's holds left (not asked for, and extras) go back
+                rest = A[pos:n]
+                gens = list(G[pos:n])
+                for b, g in extra:
+                    rest.append(b)
+                    gens.append(g)
+                # (PLHs None: the lookup fast path never hands them out)
+                self._a_blocks, self._a_gens, self._a_plhs = rest, gens, [None] * len(rest)
+                self._a_pos, self._a_n = 0, len(rest)
+            else:
+                holds = dict(zip([b.block_id for b in A[:n]], G[:n]))
+                self._touch(flat, flat, holds)
         mc = self.metrics_collector
-        for b in flat:
-            if b.is_null:
-                continue
-            b.ref_cnt += 1
-            if mc is not None:
+        if mc is not None:
+            for b in flat:
                 mc.on_block_accessed(b)
         # what is left: lookups of blocks in use here (their use holds
-        # them) and abandoned lookups
-        self._drop_looked()
+        # them), abandoned lookups, what was matched ahead and not touched
+        if self._nlooked or self._a_n:
+            self._drop_lookups()
+        else:
+            self._looked = []
+
+    def _touch(self, flat: list, todo: list, holds: Optional[dict]) -> None:
+        """touch() of @todo (part of @flat): ours, one use more each, their
+        lookups taken. @holds: the batch's holds by block id, for the blocks
+        to take over (the batch is then what is left of them)."""
+        mine = self.blocks
+        nl = self._nlooked
+        extra = []
+        i = 0
+        try:
+            for b in todo:
+                if mine[b.block_id] is not b:
+                    break
+                if holds:
+                    g = holds.pop(b.block_id, None)
+                    if g is not None:  # matched ahead: that hold becomes the use's
+                        if b._gen is None:
+                            b._gen = g
+                        else:  # held here already: one hold is enough
+                            extra.append((b.block_id, g))
+                if b._gen is None:
+                    if b.is_null:
+                        break
+                    self._retake(b)  # its lookup hold went back: take one again
+                b.ref_cnt += 1
+                if b._look:
+                    b._look = 0
+                    nl -= 1
+                i += 1
+        except (AttributeError, IndexError, TypeError):
+            pass
+        except BaseException:  # the retake failed: the touches so far are undone
+            self._untouch(todo[:i], nl, holds, extra)
+            raise
+        if i < len(todo):
+            self._untouch(todo[:i], nl, holds, extra)
+            _ours(self, flat, "touch()")
+            raise ValueError(f"touch(): {todo[i]!r} cannot be touched")  # pragma: no cover
+        self._nlooked = nl
+        if holds is not None:
+            self._set_batch(holds, extra)
+
+    def _set_batch(self, holds: dict, extra: list) -> None:
+        """The batch matched ahead is now @holds (block id -> generation)
+        and @extra ((block id, generation) pairs), none asked for."""
+        blocks = self.blocks
+        ids = list(holds) + [i for i, _ in extra]
+        self._a_blocks = [blocks[i] for i in ids]
+        self._a_gens = list(holds.values()) + [g for _, g in extra]
+        self._a_plhs = [None] * len(ids)  # never handed out by the fast path
+        self._a_pos, self._a_n = 0, len(ids)
+
+    def _untouch(self, done: list, nl: int, holds: Optional[dict], extra: list) -> None:
+        """touch() failed after @done: their uses go back; those left
+        unused keep their holds as lookups (a use's hold or the batch's
+        that it took over), the batch keeps the rest."""
+        self._nlooked = nl
+        if holds is not None:
+            self._set_batch(holds, extra)
+        for b in done:
+            b.ref_cnt -= 1
+            if b.ref_cnt == 0 and not b._look:
+                self._look_up(b)
 
     def _retake(self, b: KVCacheBlock) -> None:
         if b._plh is None:
@@ -817,29 +1003,35 @@ class BlockPool:
         evicted. A block looked up meanwhile keeps its hold as the
         lookup's, for touch()."""
         blocks = ordered_blocks if type(ordered_blocks) is list else list(ordered_blocks)
+        self._new = None  # their handles may go stale
         mine = self.blocks
         ids = []
         gens = []
-        done = 0
+        add_id = ids.append
+        add_gen = gens.append
+        done = len(blocks)
         try:
-            for b in blocks:
-                r = b.ref_cnt
-                if mine[b.block_id] is not b or r <= 0:
-                    if b.is_null and mine[b.block_id] is b:
-                        done += 1
-                        continue
+            for i, b in enumerate(blocks):
+                if mine[b.block_id] is not b:
+                    done = i
                     break
-                b.ref_cnt = r - 1
-                if r == 1 and not b._look:  # its last use here: the hold goes back
-                    ids.append(b.block_id)
-                    gens.append(b._gen)
-                    b._gen = None
-                done += 1
+                r = b.ref_cnt
+                if r == 1:
+                    b.ref_cnt = 0
+                    if not b._look and not b.is_null:  # its last use here: the hold goes back
+                        add_id(b.block_id)
+                        add_gen(b._gen)
+                        b._gen = None
+                elif r > 1:
+                    b.ref_cnt = r - 1
+                elif not b.is_null:
+                    done = i
+                    break
         except (AttributeError, IndexError, TypeError):
-            pass
+            done = i
         if done < len(blocks):  # a bad one: undo, then say what is wrong
             for b in blocks[:done]:
-                if not b.is_null:
+                if b.ref_cnt or not b.is_null:
                     b.ref_cnt += 1
             for i, g in zip(ids, gens):
                 mine[i]._gen = g
@@ -862,26 +1054,40 @@ class BlockPool:
         if num_blocks == 0:
             return []
         k = min(num_blocks, len(self._reserve))
-        got = self._reserve[:k]
-        if k < num_blocks:
-            try:
-                got = kvbm.Blocks.concat(got, self._allocate(num_blocks - k))
-            except kvbm.NoSpace:
-                raise ValueError(f"Cannot get {num_blocks} free blocks from the pool") from None
-        self._reserve = self._reserve[k:]
+        try:
+            if not k:
+                got = self._allocate(num_blocks)
+            elif k < num_blocks:
+                got = kvbm.Blocks.concat(self._reserve[:k], self._allocate(num_blocks - k))
+            else:
+                got = self._reserve[:k]
+        except kvbm.NoSpace:
+            raise ValueError(f"Cannot get {num_blocks} free blocks from the pool") from None
+        if k:
+            self._reserve = self._reserve[k:]
+        self._new = None
         blocks = self.blocks
-        out = [blocks[i] for i in got.ids]
+        ids, gens = got.ids_gens()
+        out = [blocks[i] for i in ids]
         mc = self.metrics_collector
-        for b, g in zip(out, got.gens):
+        if mc is None:
+            for b, g in zip(out, gens):
+                b._gen = g
+                b.ref_cnt = 1
+                if b._plh is not None:  # it was cached: evicted by this allocation
+                    b._block_hash = None
+                    b._plh = None
+            self._new = (out, got)  # for cache_full_blocks, next
+            return out
+        for b, g in zip(out, gens):
             b._gen = g
             b.ref_cnt = 1
-            if b._plh is not None:  # it was cached: evicted by this allocation
-                if mc is not None:
-                    mc.on_block_evicted(b)
+            if b._plh is not None:
+                mc.on_block_evicted(b)
                 b._block_hash = None
                 b._plh = None
-            if mc is not None:
-                mc.on_block_allocated(b)
+            mc.on_block_allocated(b)
+        self._new = (out, got)
         return out
 
     def reserve(self, num_blocks: int) -> bool:
@@ -910,12 +1116,14 @@ class BlockPool:
 
     def _allocate(self, n: int):
         """pool.allocate(n); when it comes up short, once more after giving
-        back the blocks matched ahead that vLLM never asked for, and after
-        a reap."""
+        back the batch matched ahead (holds vLLM does not know of), and
+        after a reap."""
         try:
             return self.pool.allocate(n)
         except kvbm.NoSpace:
-            if not self._drop_looked(only_ahead=True) and not self.pool.reap():
+            if self._a_pos < self._a_n:
+                self._release_unasked()
+            elif not self.pool.reap():
                 raise
         try:
             return self.pool.allocate(n)
@@ -943,23 +1151,50 @@ class BlockPool:
             raise ValueError(f"request {getattr(request, 'request_id', '?')} has "
                              f"{len(hashes)} block hashes, {num_full_blocks} blocks to cache")
         gid = kv_cache_group_id
-        span = _ours(self, blocks[num_cached_blocks:num_full_blocks], "cache_full_blocks()")
-        todo = []
-        at = []
-        for i, b in enumerate(span, num_cached_blocks):
-            if b.is_null:
-                continue
-            if b._block_hash is not None or b.ref_cnt < 1 or b._gen is None:
-                raise ValueError(f"cache_full_blocks(): block {b.block_id} is not a new block "
-                                 f"of this process (ref_cnt {b.ref_cnt}, hash {b._block_hash!r})")
-            todo.append(b)
-            at.append(i)
-        if not todo:
-            return
-        if self._fast and gid == 0:
-            plhs = [self._plh(hashes[i], 0) for i in at]
+        span = blocks[num_cached_blocks:num_full_blocks]
+        mine = self.blocks
+        todo = span
+        handles = None
+        new, self._new = self._new, None
+        if new is not None and span == new[0][:len(span)]:
+            # the blocks of the last get_new_blocks, untouched since (no free
+            # came between): theirs by construction, their handles at hand
+            handles = new[1][:len(span)]
+            span = _EMPTY_L
+        try:
+            for b in span:
+                if mine[b.block_id] is not b or b._block_hash is not None or b.ref_cnt < 1 \
+                        or b._gen is None:
+                    todo = None
+                    break
+        except (AttributeError, IndexError, TypeError):
+            todo = None
+        if todo is None:  # a null block to skip, or a bad one to name
+            todo, at = [], []
+            for i, b in enumerate(_ours(self, span, "cache_full_blocks()"), num_cached_blocks):
+                if b.is_null:
+                    continue
+                if b._block_hash is not None or b.ref_cnt < 1 or b._gen is None:
+                    raise ValueError(
+                        f"cache_full_blocks(): block {b.block_id} is not a new block of this "
+                        f"process (ref_cnt {b.ref_cnt}, hash {b._block_hash!r})")
+                todo.append(b)
+                at.append(i)
+            if not todo:
+                return
+            mine_hashes = [hashes[i] for i in at]
         else:
-            plhs = [self._lookup_key(hashes[i], gid)[0] for i in at]
+            at = None
+            mine_hashes = hashes[num_cached_blocks:num_full_blocks]
+        plh_hs = None
+        if self._fast and gid == 0:
+            plh_hs = self._wire_plhs(mine_hashes)
+            plhs = mine_hashes if plh_hs is not None else \
+                [self._plh(h, 0) for h in mine_hashes]
+        else:
+            plhs = [self._lookup_key(h, gid)[0] for h in mine_hashes]
+        if plh_hs is None:
+            plh_hs = kvbm.Hashes.from_plh_bytes(plhs)
         toks = None
         if self.pool.keep_tokens:
             tokens = request.all_token_ids
@@ -967,27 +1202,32 @@ class BlockPool:
                 raise ValueError(f"request {getattr(request, 'request_id', '?')} has "
                                  f"{len(tokens)} tokens, not the {num_full_blocks * block_size} "
                                  f"of {num_full_blocks} full blocks")
-            if len(todo) == num_full_blocks - num_cached_blocks:  # no null block among them
+            if at is None:  # no null block among them
                 toks = tokens[num_cached_blocks * block_size:num_full_blocks * block_size]
             else:
                 toks = []
                 for i in at:
                     toks.extend(tokens[i * block_size:(i + 1) * block_size])
-        handles = self._handles(todo)
-        self.pool.stage(handles, kvbm.Hashes.from_plh_bytes(plhs))
+        if handles is None:
+            handles = self._handles(todo)
+        self.pool.stage(handles, plh_hs)
         try:
             self.pool.register(handles, tokens=toks)
         except BaseException:
             self.pool.unstage(handles)
             raise
-        # dup_policy 'allow': the ids stay; the holds' generations are read back
-        for b, g, plh, i in zip(todo, handles.gens, plhs, at):
+        # dup_policy 'allow': the ids stay; the holds' generations are read
+        # back. The blocks join the index when first looked up (a pool
+        # match finds them held here): most are never looked up while in use
+        keys = [p + _ZERO4 for p in plhs] if self._fast and gid == 0 else \
+            [_key(h, gid) for h in mine_hashes]
+        for b, g, p, k in zip(todo, handles.ids_gens()[1], plhs, keys):
             b._gen = g
-            b._plh = plh
-            b._block_hash = plh + _ZERO4 if self._fast and gid == 0 else _key(hashes[i], gid)
-            self._index_put(plh, b)
+            b._plh = p
+            b._block_hash = k
         if self.enable_kv_cache_events and self.hash_mode == "vllm":
-            prev = self._external(self._plh(hashes[at[0] - 1], gid)) if at[0] > 0 else None
+            first = num_cached_blocks if at is None else at[0]
+            prev = self._external(self._plh(hashes[first - 1], gid)) if first > 0 else None
             for plh in plhs:
                 self._parents[plh] = prev
                 prev = self._external(plh)
@@ -1060,7 +1300,8 @@ class BlockPool:
             self._next_reap = now + self._reap_interval
             self.pool.reap()
         return self.pool.available() + len(self._reserve) + sum(
-            1 for b in self._looked if b.ref_cnt == 0 and b._gen is not None)
+            1 for b in self._looked if b._look and b.ref_cnt == 0 and b._gen is not None) + sum(
+            1 for b in self._a_blocks[:self._a_n] if b._gen is None and b.ref_cnt == 0)
 
     def get_usage(self) -> float:
         """Fraction of the pool in use by any process (the null block aside)."""
