@@ -888,8 +888,9 @@ class BlockPool:
                 for b, g in zip(A[:pos], G[:pos]):
                     if b._gen is None:
                         b._gen = g
-                    else:  # held here already: one hold is enough
-                        extra.append((b, g))
+                    else:  # held here already: one hold is enough, and the
+                        extra.append((b, g))  # next lookup finds it held here
+                        self._index_put(b._plh, b)
                     b.ref_cnt += 1
                     if b._look:
                         b._look = 0
@@ -935,8 +936,9 @@ class BlockPool:
                     if g is not None:  # matched ahead: that hold becomes the use's
                         if b._gen is None:
                             b._gen = g
-                        else:  # held here already: one hold is enough
-                            extra.append((b.block_id, g))
+                        else:  # held here already: one hold is enough, and
+                            extra.append((b.block_id, g))  # the next lookup
+                            self._index_put(b._plh, b)     # finds it held here
                 if b._gen is None:
                     if b.is_null:
                         break

@@ -9,6 +9,7 @@ The KVCacheManager calls are replayed by hand (lookup = vLLM's
 find_longest_cache_hit, admit = allocate_slots: touch, then new blocks,
 then cache_full_blocks), with real kvbm pools in /dev/shm."""
 
+import gc
 import itertools
 import json
 import os
@@ -924,3 +925,113 @@ def test_engines_sharing_one_pool_never_see_foreign_kv(pool_name):
         for f in (kv_path, stop_path):
             if os.path.exists(f):
                 os.unlink(f)
+
+
+def _check_holds(bp):
+    """Each block's holds by this process in the pool are exactly what the
+    adapter thinks it holds: its one hold (_gen), plus the batch matched
+    ahead's; a new block is owned (MUTABLE), not held; ref_cnt > 0 only on
+    blocks it holds."""
+    batch = {}
+    for b, g in zip(bp._a_blocks[:bp._a_n], bp._a_gens[:bp._a_n]):
+        batch.setdefault(b.block_id, []).append(g)
+    for b in bp.blocks:
+        if b.ref_cnt:
+            assert b._gen is not None, b
+        gens = ([b._gen] if b._gen is not None else []) + batch.get(b.block_id, [])
+        if not gens:
+            continue
+        info = bp.pool.block_info(kvbm.Blocks.from_ids([b.block_id], gens[:1], bp.pool))
+        if info["state"] == "mutable":  # a new block: owned, not held
+            assert len(gens) == 1 and b._block_hash is None, (b, info)
+        else:
+            assert info["state"] == "registered" and info["holds"] == len(gens), (b, info, gens)
+
+
+def test_random_vllm_call_sequences_keep_holds_exact(pool_name):
+    """Random interleavings of what vLLM's scheduler does (lookups, partial
+    touches, abandoned lookups, frees in any order, allocations that evict,
+    caching, decode blocks, another process's allocations): after every
+    step the pool's count of this process's holds matches the adapter's
+    bookkeeping, and at the end every block comes back."""
+    import random
+    rng = random.Random(1234)
+    with make_bp(pool_name, n=40) as bp, make_bp(pool_name, n=40) as other:
+        prompts = [list(range(p * 1000, p * 1000 + rng.randint(1, 6) * BS + rng.randint(0, 3)))
+                   for p in range(6)]
+        running = []   # (request, blocks)
+        theirs = []
+        for step in range(400):
+            op = rng.random()
+            if op < 0.45 and len(running) < 6:
+                r = req(str(step), rng.choice(prompts) + [7] * rng.randint(0, BS))
+                how = rng.random()
+                if how < 0.2:  # hashes of no live hasher: one pool match a hash
+                    r._hasher = request_block_hasher(BS)  # knows no chain yet
+                    gc.collect()
+                    hit = lookup(bp, r)
+                elif how < 0.35:
+                    hit = bp.longest_cache_hit(r.block_hashes)
+                elif how < 0.45 and r.block_hashes:
+                    # the first block only, then an allocation that needs
+                    # every free block before any touch
+                    first = bp.get_cached_block(r.block_hashes[0], [0])
+                    try:
+                        grab = bp.get_new_blocks(bp.pool.available() + 1)
+                    except ValueError:
+                        grab = []
+                    bp.free_blocks(grab)
+                    if first is None:
+                        continue
+                    hit = first
+                else:
+                    hit = lookup(bp, r)
+                if rng.random() < 0.2:
+                    continue          # not scheduled: an abandoned lookup
+                if hit and rng.random() < 0.2:
+                    hit = hit[:-1]    # EAGLE drops the last hit block
+                need = -(-len(r.all_token_ids) // BS) - len(hit)
+                if bp.get_num_free_blocks() < need + sum(1 for b in hit if b.ref_cnt == 0):
+                    bp.release_lookups()
+                    continue
+                try:
+                    running.append((r, admit(bp, r, hit)))
+                except ValueError:    # the other process took them meanwhile
+                    bp.release_lookups()
+                    for b in hit:
+                        if b.ref_cnt:
+                            bp.free_blocks([b])
+            elif op < 0.75 and running:
+                r, blocks = running.pop(rng.randrange(len(running)))
+                finish(bp, blocks) if rng.random() < 0.7 else bp.free_blocks(blocks)
+            elif op < 0.85 and running:     # decode: a block completes
+                r, blocks = running[rng.randrange(len(running))]
+                full = len(r.all_token_ids) // BS
+                r.append([3] * (BS - len(r.all_token_ids) % BS))
+                if len(blocks) * BS < len(r.all_token_ids) and bp.get_num_free_blocks():
+                    try:
+                        blocks += bp.get_new_blocks(1)
+                    except ValueError:
+                        continue
+                if len(blocks) * BS >= len(r.all_token_ids):
+                    bp.cache_full_blocks(r, blocks, full, len(r.all_token_ids) // BS, BS, 0)
+            elif op < 0.92:
+                if theirs:
+                    other.free_blocks(theirs)
+                    theirs = []
+                else:
+                    k = min(other.get_num_free_blocks(), rng.randint(1, 6))
+                    try:
+                        theirs = other.get_new_blocks(k)
+                    except ValueError:
+                        pass
+            else:
+                bp.release_lookups()
+            _check_holds(bp)
+        for r, blocks in running:
+            finish(bp, blocks)
+        other.free_blocks(theirs)
+        bp.release_lookups()
+        _check_holds(bp)
+        assert all(b.ref_cnt == 0 and b._gen is None for b in bp.blocks if not b.is_null)
+        assert bp.get_num_free_blocks() == bp.pool.available() == 39
