@@ -202,7 +202,7 @@ class _Chain:
     adapter match the rest of a request's prefix in one pool call when
     vLLM asks for its first block (see BlockPool.get_cached_block)."""
 
-    __slots__ = ("plhs", "buf", "__weakref__")
+    __slots__ = ("plhs", "buf")
 
     def __init__(self):
         self.plhs: list = []        # wire form, as vLLM holds them
@@ -216,18 +216,31 @@ class _Chain:
                 return
         self.plhs += wire
         self.buf += hs._plh_buf()
-        for p in wire:
-            _CHAINS[p] = self
+        _register_chain(self, wire)
 
 
-# PLH -> the chain of a live request that has it (the latest one hashed)
-_CHAINS: "weakref.WeakValueDictionary[bytes, _Chain]" = weakref.WeakValueDictionary()
+# PLH -> the chain of the latest request hashed that has it. Two
+# generations of at most _CHAINS_MAX entries each (the older dropped when
+# the newer fills): bounded memory without a weak reference per hash, which
+# cost as much as hashing the block. A finished request's chain may still be
+# found: its hashes still name those blocks, and what a lookup matches past
+# what vLLM asks for goes back at the next touch.
+_CHAINS_MAX = 1 << 16
+_chains_new: dict = {}
+_chains_old: dict = {}
+
+
+def _register_chain(chain: _Chain, wire: list) -> None:
+    global _chains_new, _chains_old
+    if len(_chains_new) + len(wire) > _CHAINS_MAX:
+        _chains_old, _chains_new = _chains_new, {}
+    _chains_new.update(dict.fromkeys(wire, chain))
 
 
 def _chain_rest(plh: bytes):
-    """(wire PLHs, native buffer) of @plh and the blocks after it in a live
+    """(wire PLHs, native buffer) of @plh and the blocks after it in a
     request's chain, or None when no chain is known."""
-    c = _CHAINS.get(plh)
+    c = _chains_new.get(plh) or _chains_old.get(plh)
     if c is None:
         return None
     pos = _plh_unpack(plh)[0]
@@ -589,6 +602,27 @@ class BlockPool:
         self._a_pos = self._a_n = 0
         return _from_ids(ids, gens, self.pool)
 
+    def _settle_batch(self) -> None:
+        """The batch matched ahead ends before a touch (another chain is
+        matched): the blocks vLLM asked for become ordinary lookups, each
+        taking its hold from the batch; the other holds go back."""
+        pos, n = self._a_pos, self._a_n
+        A, G = self._a_blocks, self._a_gens
+        ids = [b.block_id for b in A[pos:n]]
+        gens = list(G[pos:n])
+        for b, g in zip(A[:pos], G[:pos]):
+            if b._gen is None:
+                b._gen = g
+            else:  # held here already: one hold is enough
+                ids.append(b.block_id)
+                gens.append(g)
+            self._index_put(b._plh, b)
+            self._look_up(b)
+        self._a_plhs = self._a_blocks = self._a_gens = _EMPTY_L
+        self._a_pos = self._a_n = 0
+        if ids:
+            self.pool.release(_from_ids(ids, gens, self.pool))
+
     def _release_unasked(self) -> None:
         """Gives back the holds of the batch matched ahead that vLLM has not
         asked for (an allocation needs them); the batch ends there."""
@@ -711,7 +745,7 @@ class BlockPool:
         pool call, as the batch matched ahead (an earlier one is given
         back), the first @asked counted as asked for. Its blocks."""
         if self._a_n:
-            self.pool.release(self._take_ahead())
+            self._settle_batch()
         got = self.pool.match(hs)
         n = len(got)
         if not n:

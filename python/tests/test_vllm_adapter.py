@@ -9,7 +9,6 @@ The KVCacheManager calls are replayed by hand (lookup = vLLM's
 find_longest_cache_hit, admit = allocate_slots: touch, then new blocks,
 then cache_full_blocks), with real kvbm pools in /dev/shm."""
 
-import gc
 import itertools
 import json
 import os
@@ -324,6 +323,31 @@ def test_blocks_matched_ahead_are_held_against_other_processes(pool_name):
         assert first[0].ref_cnt == 1
         bp.free_blocks(got + first)
         assert bp.get_num_free_blocks() == 10
+
+
+def test_a_lookup_that_leaves_the_batch_keeps_what_it_found(pool_name):
+    """The batch matched ahead follows the latest request hashed with that
+    prefix; when vLLM's request leaves it, the blocks vLLM got from it stay
+    held (another process cannot evict them before touch) and the rest of
+    its request is matched as a batch of its own."""
+    with make_bp(pool_name, n=16) as bp, make_bp(pool_name, n=16) as other:
+        head = list(range(3 * BS))
+        rb = req("b", head + [5] * (3 * BS))
+        ra = req("a", head + [9] * (3 * BS))   # hashed last: the prefix's batch
+        finish(bp, admit(bp, rb, []))
+        finish(bp, admit(bp, ra, []))
+        calls = count_pool_calls(bp.pool)
+        hit = lookup(bp, rb)
+        assert len(hit) == 6 and calls["match"] == 2
+        assert [b.block_hash for b in hit] == [
+            kv.make_block_hash_with_group_id(h, 0) for h in rb.block_hashes]
+        taken = other.get_new_blocks(other.get_num_free_blocks() - 6)
+        assert not set(ids(taken)) & set(ids(hit))
+        bp.touch(hit)                    # no retake: every hit was held
+        assert calls["match"] == 2 and [b.ref_cnt for b in hit] == [1] * 6
+        other.free_blocks(taken)
+        bp.free_blocks(hit)
+        assert bp.get_num_free_blocks() == bp.pool.available() == 15
 
 
 def test_hit_on_a_block_in_use_here_survives_its_free_before_touch(pool_name):
@@ -966,9 +990,9 @@ def test_random_vllm_call_sequences_keep_holds_exact(pool_name):
             if op < 0.45 and len(running) < 6:
                 r = req(str(step), rng.choice(prompts) + [7] * rng.randint(0, BS))
                 how = rng.random()
-                if how < 0.2:  # hashes of no live hasher: one pool match a hash
-                    r._hasher = request_block_hasher(BS)  # knows no chain yet
-                    gc.collect()
+                if how < 0.2:  # hashes whose chain is not known: a match a hash
+                    kv._chains_new.clear()
+                    kv._chains_old.clear()
                     hit = lookup(bp, r)
                 elif how < 0.35:
                     hit = bp.longest_cache_hit(r.block_hashes)
