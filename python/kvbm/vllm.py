@@ -20,6 +20,10 @@ vLLM-shaped KV events. Underneath:
   ``touch`` turns the lookup hold into a use. Lookups that vLLM abandons
   (the request was not scheduled, or only part of the hit was used) are
   given back at the next ``touch`` or by ``release_lookups()``;
+- a lookup not answered by a block held here matches the rest of the
+  request's hash chain (known to ``request_block_hasher``) in one pool
+  call; vLLM's next lookups are answered from that batch, and what it does
+  not touch goes back with the abandoned lookups;
 - block hashes become kvbm PLHs (see ``hash_mode``);
 - ``reserve(n)`` makes vLLM's check-then-allocate race-free against the
   other processes (docs/VLLM.md, "Swapping it into a vLLM fork").
