@@ -276,6 +276,15 @@ class Pool:
                            doc="Whether the pool keeps each block's token ids for events.")
     reset_on_release = property(lambda self: bool(self._config["reset_on_release"]),
                                 doc="Whether every block is reset on its last release.")
+    mode = property(lambda self: self._config["mode"], doc="The segment's file mode.")
+    uid = property(lambda self: self._config["uid"], doc="The owner the creator asked for (-1: "
+                   "its own).")
+    gid = property(lambda self: self._config["gid"], doc="The group the creator asked for (-1: "
+                   "its own).")
+    tinylfu = property(lambda self: self._config["tinylfu"],
+                       doc="The frequency sketch's capacity (enum kvbm_tinylfu).")
+    mlru_thresholds = property(lambda self: list(self._config["mlru_thresholds"]),
+                               doc="The TinyLFU estimates that move a block up a multi-lru level.")
     config = property(lambda self: dict(self._config, mlru_thresholds=list(
         self._config["mlru_thresholds"])), doc="The whole configuration as a dict "
                       "(info()['config'] without a call).")

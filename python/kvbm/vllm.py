@@ -494,7 +494,7 @@ class BlockPool:
         if p.block_size != self.hash_block_size:
             raise ValueError(f"pool block size {p.block_size} differs from vLLM's "
                              f"hash_block_size {self.hash_block_size}")
-        if p.info()["config"]["dup_policy"] != "allow":
+        if p.dup_policy != "allow":
             raise ValueError("the pool's dup_policy must be 'allow': under 'reject' a "
                              "registration can change a block's id under vLLM's block table")
 

@@ -335,6 +335,8 @@ def test_config_properties(pool_name):
                     ("fifo", "reject", 4, 128)
                 assert x.keep_tokens is True and x.reset_on_release is True
                 assert x.config == p.info()["config"]
+                for k in ("mode", "uid", "gid", "tinylfu", "mlru_thresholds", "max_procs"):
+                    assert getattr(x, k) == x.config[k]
                 with pytest.raises(AttributeError):
                     x.backend = "lru"
     with kvbm.Pool(pool_name + "b", create=True, block_count=16, block_size=4) as d:
