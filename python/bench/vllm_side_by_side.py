@@ -30,7 +30,6 @@ import logging
 import os
 import platform
 import sys
-import time
 import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -40,7 +40,7 @@ import os
 import time
 import weakref
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NewType, Optional, Union
 
 import kvbm
@@ -897,7 +897,8 @@ class BlockPool:
         many."""
         return self._drop_lookups()
 
-    def touch(self, blocks: Union[Sequence[KVCacheBlock], Sequence[Sequence[KVCacheBlock]]]) -> None:
+    def touch(self,
+              blocks: Union[Sequence[KVCacheBlock], Sequence[Sequence[KVCacheBlock]]]) -> None:
         """One more use of each block (a prefix hit joins a request).
 
         A block found by ``get_cached_block`` keeps its lookup hold; a block

@@ -173,7 +173,8 @@ def test_blocks_container(pool):
     assert c[2:5] == b[2:5] and c[::2] == b[::2] and (c[:1] + c[1:]) == b
     assert np.array_equal(c[1:].ids_numpy(), b[1:].ids_numpy())
     assert b.gens.tolist() == [x.gen for x in b] and c[3:].gens.tolist() == b.gens.tolist()[3:]
-    assert c[2:].ids_gens() == (tuple(b.ids[2:]), tuple(b.gens[2:])) and b[:0].ids_gens() == ((), ())
+    assert c[2:].ids_gens() == (tuple(b.ids[2:]), tuple(b.gens[2:]))
+    assert b[:0].ids_gens() == ((), ())
     assert len(kvbm.Blocks.from_ids([], [], pool)) == 0
     for bad_ids, bad_gens in (([1 << 32], [0]), ([-1], [0]), ([1], [-1]), ([1, 2], [0]),
                               (["x"], [0])):
