@@ -260,6 +260,34 @@ class Pool:
         self.tier = i.config.tier.decode()
         self.instance_id = i.instance_id
         self._keep_tokens = bool(i.config.flags & _lib.CFG_KEEP_TOKENS)
+        self._config = _config_dict(i.config)
+
+    # the pool's configuration, read from its header at open (an attach
+    # without keywords gets the creator's): fixed for the pool's life
+    backend = property(lambda self: self._config["backend"],
+                       doc="The eviction backend: one of BACKENDS.")
+    dup_policy = property(lambda self: self._config["dup_policy"],
+                          doc="'allow' or 'reject'.")
+    max_procs = property(lambda self: self._config["max_procs"],
+                         doc="How many processes may attach at once.")
+    event_ring = property(lambda self: self._config["event_ring"],
+                          doc="Slots of the event ring (0: no events).")
+    keep_tokens = property(lambda self: self._keep_tokens,
+                           doc="Whether the pool keeps each block's token ids for events.")
+    reset_on_release = property(lambda self: bool(self._config["reset_on_release"]),
+                                doc="Whether every block is reset on its last release.")
+    mode = property(lambda self: self._config["mode"], doc="The segment's file mode.")
+    uid = property(lambda self: self._config["uid"], doc="The owner the creator asked for (-1: "
+                   "its own).")
+    gid = property(lambda self: self._config["gid"], doc="The group the creator asked for (-1: "
+                   "its own).")
+    tinylfu = property(lambda self: self._config["tinylfu"],
+                       doc="The frequency sketch's capacity (enum kvbm_tinylfu).")
+    mlru_thresholds = property(lambda self: list(self._config["mlru_thresholds"]),
+                               doc="The TinyLFU estimates that move a block up a multi-lru level.")
+    config = property(lambda self: dict(self._config, mlru_thresholds=list(
+        self._config["mlru_thresholds"])), doc="The whole configuration as a dict "
+                      "(info()['config'] without a call).")
 
     def _ptr(self):
         p = self._p
@@ -349,9 +377,10 @@ class Pool:
 
     def _own(self, blocks, what="blocks"):
         """@blocks as a Blocks of this Pool (a Block or a list of Blocks
-        values is converted)."""
+        values is converted). An empty Blocks is accepted whatever made
+        it: it names no block, so it cannot be foreign."""
         if type(blocks) is Blocks:
-            if blocks._pool is not self:
+            if blocks._pool is not self and blocks._n:
                 raise ForeignHandle(
                     "%s belong to another Pool object%s" % (
                         what, "" if blocks._pool is not None else " (or none)"),

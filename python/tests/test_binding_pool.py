@@ -167,6 +167,19 @@ def test_blocks_container(pool):
     pool.release(empty)
     again = kvbm.Blocks.from_handles(list(b), pool)
     assert again == b
+    # from ids and generations: the same handles, usable in every way
+    c = kvbm.Blocks.from_ids(b.ids, b.gens, pool)
+    assert c == b and list(c) == list(b) and c.pool is pool and c[1] == b[1]
+    assert c[2:5] == b[2:5] and c[::2] == b[::2] and (c[:1] + c[1:]) == b
+    assert np.array_equal(c[1:].ids_numpy(), b[1:].ids_numpy())
+    assert b.gens.tolist() == [x.gen for x in b] and c[3:].gens.tolist() == b.gens.tolist()[3:]
+    assert c[2:].ids_gens() == (tuple(b.ids[2:]), tuple(b.gens[2:]))
+    assert b[:0].ids_gens() == ((), ())
+    assert len(kvbm.Blocks.from_ids([], [], pool)) == 0
+    for bad_ids, bad_gens in (([1 << 32], [0]), ([-1], [0]), ([1], [-1]), ([1, 2], [0]),
+                              (["x"], [0])):
+        with pytest.raises(ValueError, match="from_ids"):
+            kvbm.Blocks.from_ids(bad_ids, bad_gens, pool)
     pool.release(b[:3])
     pool.release([b[3], b[4]])  # Block values are accepted too
     pool.release(b[5])
@@ -287,3 +300,47 @@ def test_threads_share_a_handle(pool):
     assert bad == []
     pool.release(b)
     assert pool.check(lock=True, quiescent=True) == []
+
+
+def test_empty_blocks_are_a_no_op_everywhere(pool):
+    """An empty Blocks, however it was made (no parts, an empty slice,
+    from no handles, without a pool), is a valid no-op for every call."""
+    three = pool.allocate(3)
+    empties = [kvbm.Blocks.concat(), kvbm.Blocks.concat([]), kvbm.Blocks.from_handles([]),
+               kvbm.Blocks.from_handles([], pool), pool.allocate(0), three[3:]]
+    for e in empties:
+        assert len(e) == 0 and list(e) == []
+        assert e.ids.tolist() == [] and e.ids_numpy().tolist() == []
+        assert e.tobytes() == b"" and repr(e) == "<kvbm.Blocks 0: ids >"
+        assert e == kvbm.Blocks.concat()
+        pool.release(e)
+        pool.stage(e, kvbm.Hashes.from_plh_bytes([]))
+        pool.register(e)
+        pool.unstage(e)
+        pool.set_reset_on_release(e)
+        assert len(pool.clone(e)) == 0
+    b = pool.allocate(2)
+    both = kvbm.Blocks.concat(kvbm.Blocks.concat(), b, kvbm.Blocks.concat())
+    assert both.pool is pool and both == b == kvbm.Blocks.concat() + b
+    pool.release(both + three)
+    assert pool.available() == 64 and pool.check(lock=True) == []
+
+
+def test_config_properties(pool_name):
+    with kvbm.Pool(pool_name, create=True, block_count=32, block_size=8, tier="G2",
+                   backend="fifo", dup_policy="reject", max_procs=4, event_ring=128,
+                   keep_tokens=True, reset_on_release=True) as p:
+        with kvbm.Pool(pool_name) as q:  # read from the pool, not from the keywords
+            for x in (p, q):
+                assert (x.backend, x.dup_policy, x.max_procs, x.event_ring) == \
+                    ("fifo", "reject", 4, 128)
+                assert x.keep_tokens is True and x.reset_on_release is True
+                assert x.config == p.info()["config"]
+                for k in ("mode", "uid", "gid", "tinylfu", "mlru_thresholds", "max_procs"):
+                    assert getattr(x, k) == x.config[k]
+                with pytest.raises(AttributeError):
+                    x.backend = "lru"
+    with kvbm.Pool(pool_name + "b", create=True, block_count=16, block_size=4) as d:
+        assert (d.backend, d.dup_policy, d.event_ring, d.keep_tokens,
+                d.reset_on_release) == ("lineage", "allow", 4096, False, False)
+    kvbm.destroy(pool_name + "b")

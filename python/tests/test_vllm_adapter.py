@@ -258,6 +258,98 @@ def test_longest_cache_hit_is_get_cached_block_in_one_call(pool_name):
         assert bp.get_num_free_blocks() == 10
 
 
+def count_pool_calls(pool, names=("match", "release", "allocate", "stage", "register")):
+    """Wraps @pool's methods to count calls: {name: calls}."""
+    calls = dict.fromkeys(names, 0)
+    for name in names:
+        def counted(*a, _f=getattr(pool, name), _n=name, **k):
+            calls[_n] += 1
+            return _f(*a, **k)
+        setattr(pool, name, counted)
+    return calls
+
+
+def test_a_prefix_is_matched_in_one_pool_call(pool_name):
+    """vLLM asks for a prefix one hash at a time; the first miss here
+    matches the rest of the request's chain in one pool call, and the
+    request's blocks go back in one release call."""
+    with make_bp(pool_name, n=16) as bp:
+        r = req("a", list(range(8 * BS)))
+        blocks = admit(bp, r, [])
+        finish(bp, blocks)
+        calls = count_pool_calls(bp.pool)
+        hit = lookup(bp, req("b", list(range(8 * BS)) + [1]))
+        assert ids(hit) == ids(blocks) and calls["match"] == 1
+        bp.touch(hit)
+        bp.free_blocks(reversed(hit))
+        assert calls == {"match": 1, "release": 1, "allocate": 0, "stage": 0, "register": 0}
+        # allocation, caching and freeing: one call each
+        r2 = req("c", list(range(100, 100 + 4 * BS)))
+        finish(bp, admit(bp, r2, []))
+        assert calls == {"match": 1, "release": 2, "allocate": 1, "stage": 1, "register": 1}
+        assert bp.get_num_free_blocks() == bp.pool.available() == 15
+
+
+def test_blocks_matched_ahead_are_held_against_other_processes(pool_name):
+    """The blocks matched ahead of vLLM's asking are lookups like any
+    other: another process cannot evict them before vLLM asks; those
+    vLLM does not touch go back at touch(); an allocation that needs them
+    gets them."""
+    with make_bp(pool_name) as bp, make_bp(pool_name) as other:
+        r = req("a", list(range(6 * BS)))
+        blocks = admit(bp, r, [])
+        finish(bp, blocks)
+        first = bp.get_cached_block(r.block_hashes[0], [0])
+        assert ids(first) == ids(blocks[:1])
+        assert bp.pool.available() == 4 and bp.get_num_free_blocks() == 10
+        # another process allocates everything it can: it cannot take them
+        taken = other.get_new_blocks(other.get_num_free_blocks())
+        assert len(taken) == 4 and not set(ids(taken)) & set(ids(blocks))
+        calls = count_pool_calls(bp.pool)
+        hit = first + [bp.get_cached_block(h, [0])[0] for h in r.block_hashes[1:4]]
+        assert ids(hit) == ids(blocks[:4]) and calls["match"] == 0
+        bp.touch(hit)                 # the two never asked for go back
+        assert [b.ref_cnt for b in blocks] == [1, 1, 1, 1, 0, 0]
+        assert bp.pool.available() == 2
+        other.free_blocks(taken)
+        bp.free_blocks(hit)
+        assert bp.get_num_free_blocks() == 10
+        # looked up, not touched yet, and an allocation needs the blocks
+        # matched ahead: they go back first, the one vLLM asked for stays
+        first = bp.get_cached_block(r.block_hashes[0], [0])
+        got = bp.get_new_blocks(9)
+        assert first[0].block_id not in ids(got)
+        bp.touch(first)
+        assert first[0].ref_cnt == 1
+        bp.free_blocks(got + first)
+        assert bp.get_num_free_blocks() == 10
+
+
+def test_a_lookup_that_leaves_the_batch_keeps_what_it_found(pool_name):
+    """The batch matched ahead follows the latest request hashed with that
+    prefix; when vLLM's request leaves it, the blocks vLLM got from it stay
+    held (another process cannot evict them before touch) and the rest of
+    its request is matched as a batch of its own."""
+    with make_bp(pool_name, n=16) as bp, make_bp(pool_name, n=16) as other:
+        head = list(range(3 * BS))
+        rb = req("b", head + [5] * (3 * BS))
+        ra = req("a", head + [9] * (3 * BS))   # hashed last: the prefix's batch
+        finish(bp, admit(bp, rb, []))
+        finish(bp, admit(bp, ra, []))
+        calls = count_pool_calls(bp.pool)
+        hit = lookup(bp, rb)
+        assert len(hit) == 6 and calls["match"] == 2
+        assert [b.block_hash for b in hit] == [
+            kv.make_block_hash_with_group_id(h, 0) for h in rb.block_hashes]
+        taken = other.get_new_blocks(other.get_num_free_blocks() - 6)
+        assert not set(ids(taken)) & set(ids(hit))
+        bp.touch(hit)                    # no retake: every hit was held
+        assert calls["match"] == 2 and [b.ref_cnt for b in hit] == [1] * 6
+        other.free_blocks(taken)
+        bp.free_blocks(hit)
+        assert bp.get_num_free_blocks() == bp.pool.available() == 15
+
+
 def test_hit_on_a_block_in_use_here_survives_its_free_before_touch(pool_name):
     """A lookup that hits a block this process uses takes no pool hold; if
     that use ends before touch(), the hold stays, as the lookup's."""
@@ -272,7 +364,7 @@ def test_hit_on_a_block_in_use_here_survives_its_free_before_touch(pool_name):
         other.free_blocks(other.get_new_blocks(other.get_num_free_blocks()))
         bp.touch(hit)
         assert ids(hit) == ids(running) and [b.ref_cnt for b in hit] == [1, 1]
-        assert bp.pool.block_info(hit[0]._handle)["holds"] == 1
+        assert bp.pool.block_info(bp._hold(hit[0]))["holds"] == 1
         bp.free_blocks(hit)
         assert ids(lookup(bp, r)) == ids(running)  # still cached
         bp.release_lookups()
@@ -857,3 +949,113 @@ def test_engines_sharing_one_pool_never_see_foreign_kv(pool_name):
         for f in (kv_path, stop_path):
             if os.path.exists(f):
                 os.unlink(f)
+
+
+def _check_holds(bp):
+    """Each block's holds by this process in the pool are exactly what the
+    adapter thinks it holds: its one hold (_gen), plus the batch matched
+    ahead's; a new block is owned (MUTABLE), not held; ref_cnt > 0 only on
+    blocks it holds."""
+    batch = {}
+    for b, g in zip(bp._a_blocks[:bp._a_n], bp._a_gens[:bp._a_n]):
+        batch.setdefault(b.block_id, []).append(g)
+    for b in bp.blocks:
+        if b.ref_cnt:
+            assert b._gen is not None, b
+        gens = ([b._gen] if b._gen is not None else []) + batch.get(b.block_id, [])
+        if not gens:
+            continue
+        info = bp.pool.block_info(kvbm.Blocks.from_ids([b.block_id], gens[:1], bp.pool))
+        if info["state"] == "mutable":  # a new block: owned, not held
+            assert len(gens) == 1 and b._block_hash is None, (b, info)
+        else:
+            assert info["state"] == "registered" and info["holds"] == len(gens), (b, info, gens)
+
+
+def test_random_vllm_call_sequences_keep_holds_exact(pool_name):
+    """Random interleavings of what vLLM's scheduler does (lookups, partial
+    touches, abandoned lookups, frees in any order, allocations that evict,
+    caching, decode blocks, another process's allocations): after every
+    step the pool's count of this process's holds matches the adapter's
+    bookkeeping, and at the end every block comes back."""
+    import random
+    rng = random.Random(1234)
+    with make_bp(pool_name, n=40) as bp, make_bp(pool_name, n=40) as other:
+        prompts = [list(range(p * 1000, p * 1000 + rng.randint(1, 6) * BS + rng.randint(0, 3)))
+                   for p in range(6)]
+        running = []   # (request, blocks)
+        theirs = []
+        for step in range(400):
+            op = rng.random()
+            if op < 0.45 and len(running) < 6:
+                r = req(str(step), rng.choice(prompts) + [7] * rng.randint(0, BS))
+                how = rng.random()
+                if how < 0.2:  # hashes whose chain is not known: a match a hash
+                    kv._chains_new.clear()
+                    kv._chains_old.clear()
+                    hit = lookup(bp, r)
+                elif how < 0.35:
+                    hit = bp.longest_cache_hit(r.block_hashes)
+                elif how < 0.45 and r.block_hashes:
+                    # the first block only, then an allocation that needs
+                    # every free block before any touch
+                    first = bp.get_cached_block(r.block_hashes[0], [0])
+                    try:
+                        grab = bp.get_new_blocks(bp.pool.available() + 1)
+                    except ValueError:
+                        grab = []
+                    bp.free_blocks(grab)
+                    if first is None:
+                        continue
+                    hit = first
+                else:
+                    hit = lookup(bp, r)
+                if rng.random() < 0.2:
+                    continue          # not scheduled: an abandoned lookup
+                if hit and rng.random() < 0.2:
+                    hit = hit[:-1]    # EAGLE drops the last hit block
+                need = -(-len(r.all_token_ids) // BS) - len(hit)
+                if bp.get_num_free_blocks() < need + sum(1 for b in hit if b.ref_cnt == 0):
+                    bp.release_lookups()
+                    continue
+                try:
+                    running.append((r, admit(bp, r, hit)))
+                except ValueError:    # the other process took them meanwhile
+                    bp.release_lookups()
+                    for b in hit:
+                        if b.ref_cnt:
+                            bp.free_blocks([b])
+            elif op < 0.75 and running:
+                r, blocks = running.pop(rng.randrange(len(running)))
+                finish(bp, blocks) if rng.random() < 0.7 else bp.free_blocks(blocks)
+            elif op < 0.85 and running:     # decode: a block completes
+                r, blocks = running[rng.randrange(len(running))]
+                full = len(r.all_token_ids) // BS
+                r.append([3] * (BS - len(r.all_token_ids) % BS))
+                if len(blocks) * BS < len(r.all_token_ids) and bp.get_num_free_blocks():
+                    try:
+                        blocks += bp.get_new_blocks(1)
+                    except ValueError:
+                        continue
+                if len(blocks) * BS >= len(r.all_token_ids):
+                    bp.cache_full_blocks(r, blocks, full, len(r.all_token_ids) // BS, BS, 0)
+            elif op < 0.92:
+                if theirs:
+                    other.free_blocks(theirs)
+                    theirs = []
+                else:
+                    k = min(other.get_num_free_blocks(), rng.randint(1, 6))
+                    try:
+                        theirs = other.get_new_blocks(k)
+                    except ValueError:
+                        pass
+            else:
+                bp.release_lookups()
+            _check_holds(bp)
+        for r, blocks in running:
+            finish(bp, blocks)
+        other.free_blocks(theirs)
+        bp.release_lookups()
+        _check_holds(bp)
+        assert all(b.ref_cnt == 0 and b._gen is None for b in bp.blocks if not b.is_null)
+        assert bp.get_num_free_blocks() == bp.pool.available() == 39
