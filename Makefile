@@ -46,21 +46,28 @@ TEST_BIN := $(BUILD)/tests/check_kvbm
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm)
 
+# examples/: complete programs built the way a user builds against the
+# installed library (the header, -lkvbm), linked to build/lib's shared
+# library with an rpath so they run from the tree
+EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))
+EXAMPLE_CFLAGS := -std=c11 $(OPT) $(WARN) $(SAN) -Iinclude
+
 STATIC_LIB := $(BUILD)/lib/libkvbm.a
 SHARED_LIB := $(BUILD)/lib/libkvbm.so.$(VERSION)
 TEST_LIB := $(BUILD)/tests/libkvbm-test.a
 
 .PHONY: all lib tools tests check test test-run asan tsan demo install uninstall \
 	deps lint format clean help torture bench model fuzz fuzz-check fuzz-corpus \
-	interop reap-bench events-bench
+	interop reap-bench events-bench examples examples-check
 
-all: lib tools
+all: lib tools examples
 
 help:
 	@echo "make            build libkvbm (build/lib) and the tools (build/bin)"
 	@echo "make demo       run the multi-process demo (installs build deps first)"
 	@echo "make check      install deps, build, run every test (plain, ASan+UBSan, TSan)"
 	@echo "make test       build and run the Check suites once (no sanitizers)"
+	@echo "make examples-check   run examples/ and check their output"
 	@echo "make asan|tsan  the test suites under AddressSanitizer+UBSan / ThreadSanitizer"
 	@echo "make install PREFIX=DIR   headers, libraries, kvbm.pc and tools"
 	@echo "make lint       cppcheck over the sources"
@@ -75,6 +82,16 @@ help:
 lib: $(STATIC_LIB) $(SHARED_LIB)
 tools: $(TOOL_BINS)
 tests: $(TEST_BIN)
+examples: $(EXAMPLES)
+
+$(BUILD)/examples/%: examples/%.c include/kvbm.h $(SHARED_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(EXAMPLE_CFLAGS) -o $@ $< -L$(BUILD)/lib -lkvbm -Wl,-rpath,$(abspath $(BUILD)/lib)
+
+# runs every example and checks its output, and that the README quotes
+# examples/basic.c
+examples-check: $(EXAMPLES) $(BUILD)/bin/kvbm-pool
+	BUILD=$(BUILD) scripts/test-examples.sh
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -192,6 +209,7 @@ check: deps
 	$(MAKE) all
 	$(MAKE) lint
 	$(MAKE) test-run
+	$(MAKE) examples-check
 	scripts/test-install.sh
 	$(MAKE) torture DURATION=40
 	$(MAKE) asan
