@@ -210,6 +210,7 @@ check: deps
 	$(MAKE) lint
 	$(MAKE) test-run
 	$(MAKE) examples-check
+	BUILD=$(BUILD) scripts/test-tools.sh
 	scripts/test-install.sh
 	$(MAKE) torture DURATION=40
 	$(MAKE) asan
