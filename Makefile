@@ -233,11 +233,19 @@ install: lib tools
 	install -m 0755 $(SHARED_LIB) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf libkvbm.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libkvbm.so.$(SOVERSION)
 	ln -sf libkvbm.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libkvbm.so
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' scripts/kvbm.pc.in \
-		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/kvbm.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@RPATH@|$(PC_RPATH)|' \
+		scripts/kvbm.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/kvbm.pc
 	install -m 0755 $(TOOL_BINS) $(DESTDIR)$(PREFIX)/bin/
+	install -d $(DESTDIR)$(PREFIX)/share/doc/kvbm/examples
+	install -m 0644 $(wildcard examples/*.c) $(DESTDIR)$(PREFIX)/share/doc/kvbm/examples/
+
+# A program linked with `pkg-config --libs kvbm` finds libkvbm.so at run
+# time through the rpath this puts in kvbm.pc, except for PREFIX=/usr,
+# whose lib directory the loader searches anyway.
+PC_RPATH := $(if $(filter /usr,$(PREFIX)),,-Wl,-rpath,$${libdir})
 
 uninstall:
+	rm -rf $(DESTDIR)$(PREFIX)/share/doc/kvbm
 	rm -f $(DESTDIR)$(PREFIX)/include/kvbm.h $(DESTDIR)$(PREFIX)/lib/libkvbm.* \
 		$(DESTDIR)$(PREFIX)/lib/pkgconfig/kvbm.pc $(TOOLS:%=$(DESTDIR)$(PREFIX)/bin/%)
 

@@ -55,4 +55,22 @@ fi
 for t in kvbm-shm-dump kvbm-pool kvbm-demo; do
 	[ -x "$tmp/prefix/bin/$t" ] || { echo "test-install: $t not installed" >&2; exit 1; }
 done
-echo "test-install: install, pkg-config build (shared and static) and exported symbols OK"
+# An installed example, built and run as the README tells a user: with
+# pkg-config alone, no LD_LIBRARY_PATH (kvbm.pc's rpath finds the library).
+check_installed_example() {
+	local src="$tmp/prefix/share/doc/kvbm/examples/basic.c" out
+	[ -r "$src" ] || { echo "test-install: $src not installed" >&2; exit 1; }
+	# shellcheck disable=SC2046
+	cc -Wall -Werror "$src" -o "$tmp/basic" $(pkg-config --cflags --libs kvbm)
+	out=$(env -u LD_LIBRARY_PATH KVBM_SHM_DIR="$tmp/shm" "$tmp/basic" example-install) || {
+		echo "test-install: the installed examples/basic.c failed to run: $out" >&2
+		exit 1
+	}
+	grep -q '^matched 4 of 4 blocks' <<<"$out" || {
+		echo "test-install: examples/basic.c printed: $out" >&2
+		exit 1
+	}
+}
+check_installed_example
+
+echo "test-install: install, pkg-config build (shared and static), exported symbols and an installed example OK"
