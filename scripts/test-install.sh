@@ -73,4 +73,17 @@ check_installed_example() {
 }
 check_installed_example
 
-echo "test-install: install, pkg-config build (shared and static), exported symbols and an installed example OK"
+# Every installed tool answers --version with "NAME kvbm-shm VERSION".
+check_tool_versions() {
+	local t name out want version
+	version=$(pkg-config --modversion kvbm)
+	for t in "$tmp/prefix/bin"/*; do
+		name=${t##*/}
+		want="$name kvbm-shm $version"
+		out=$("$t" --version 2>&1) || { echo "test-install: $name --version failed: $out" >&2; exit 1; }
+		[ "$out" = "$want" ] || { echo "test-install: $name --version printed '$out', not '$want'" >&2; exit 1; }
+	done
+}
+check_tool_versions
+
+echo "test-install: install, pkg-config build (shared and static), exported symbols, an installed example and every tool's --version OK"

@@ -28,6 +28,7 @@
 
 #include "kvbm.h"
 #include "json.h"
+#include "version.h"
 
 #define POOL_BLOCKS 16384
 #define BS 16
@@ -603,13 +604,14 @@ int main(int argc, char **argv)
 		{"quick", no_argument, NULL, 'q'},
 		{"json", no_argument, NULL, 'j'},
 		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
 		{"event-ring", required_argument, NULL, 'E'},
 		{NULL, 0, NULL, 0},
 	};
 	int json = 0, c;
 	char want[256] = {0};
 
-	while ((c = getopt_long(argc, argv, "qjhE:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "qjhVE:", opts, NULL)) != -1) {
 		switch (c) {
 		case 'E':
 			event_ring = (uint32_t)strtoul(optarg, NULL, 10);
@@ -620,6 +622,8 @@ int main(int argc, char **argv)
 		case 'j':
 			json = 1;
 			break;
+		case 'V':
+			return tool_version("kvbm-bench");
 		case 'h':
 			printf("usage: kvbm-bench [--quick] [--json] [--event-ring N] [WORKLOAD...]"
 			       "  (a b c d e f g h)\n"

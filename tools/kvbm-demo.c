@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "kvbm.h"
+#include "version.h"
 
 #define WORKERS 3
 #define PROMPT_BLOCKS 8
@@ -131,8 +132,23 @@ int main(int argc, char **argv)
 	char c;
 	int r;
 
-	(void)argc;
-	(void)argv;
+	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+		printf("usage: kvbm-demo [--help | --version]\n"
+		       "Runs the multi-process demo: three worker processes share one pool in\n"
+		       "$KVBM_SHM_DIR (default /dev/shm), one is killed holding blocks, and the\n"
+		       "pool gets them back. It explains each step as it goes.\n");
+		return 0;
+	}
+	if (argc == 2 && !strcmp(argv[1], "--version"))
+		return tool_version("kvbm-demo");
+	if (argc > 1) {
+		fprintf(stderr, "kvbm-demo: unexpected argument '%s'\nusage: kvbm-demo [--help | "
+				"--version]\n", argv[1]);
+		return 2;
+	}
+	/* one line at a time, so that the workers' lines and kvbm-shm-dump's
+	 * come out in the order they happen when stdout is a file or a pipe */
+	setvbuf(stdout, NULL, _IOLBF, 0);
 	/* kvbm-shm-dump sits next to this binary */
 	ssize_t n = readlink("/proc/self/exe", dump_path, sizeof(dump_path) - 32);
 	if (n <= 0)

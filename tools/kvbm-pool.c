@@ -26,6 +26,7 @@
 
 #include "inspect.h"
 #include "json.h"
+#include "version.h"
 
 static void usage(FILE *f)
 {
@@ -425,6 +426,8 @@ int main(int argc, char **argv)
 		return cmd_list(argc, argv);
 	if (!strcmp(cmd, "info"))
 		return cmd_info(argc, argv);
+	if (!strcmp(cmd, "--version"))
+		return tool_version("kvbm-pool");
 	if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
 		usage(stdout);
 		return 0;

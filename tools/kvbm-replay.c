@@ -29,6 +29,7 @@
 
 #include "kvbm.h"
 #include "json.h"
+#include "version.h"
 
 struct trace {
 	uint32_t nreq;
@@ -532,6 +533,7 @@ int main(int argc, char **argv)
 		{"list-backends", no_argument, NULL, 'l'},
 		{"tinylfu", required_argument, NULL, 'f'},
 		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
 	const char *path = NULL;
@@ -580,6 +582,8 @@ int main(int argc, char **argv)
 			for (uint32_t b = 0; kvbm_backend_name(b); b++)
 				puts(kvbm_backend_name(b));
 			return 0;
+		case 'V':
+			return tool_version("kvbm-replay");
 		case 'h':
 			usage(stdout);
 			return 0;

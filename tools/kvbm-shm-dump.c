@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "dump.h"
+#include "version.h"
 
 static sigjmp_buf bus_env;
 
@@ -65,13 +66,14 @@ int main(int argc, char **argv)
 		{"check", no_argument, NULL, 'c'},
 		{"lock", no_argument, NULL, 'l'},
 		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
 	struct kvbm_inspect in;
 	struct kvbm_dump_opts o = {0, 0, 0, 0};
 	int c, r;
 
-	while ((c = getopt_long(argc, argv, "jshcl", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "jshclV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			o.check = 1;
@@ -85,6 +87,8 @@ int main(int argc, char **argv)
 		case 's':
 			o.summary = 1;
 			break;
+		case 'V':
+			return tool_version("kvbm-shm-dump");
 		case 'h':
 			usage(stdout);
 			return 0;
