@@ -625,19 +625,34 @@ int main(int argc, char **argv)
 		case 'V':
 			return tool_version("kvbm-bench");
 		case 'h':
-			printf("usage: kvbm-bench [--quick] [--json] [--event-ring N] [WORKLOAD...]"
-			       "  (a b c d e f g h)\n"
-			       "  --event-ring N  the pool's event ring (4096; 0: no events)\n");
+			printf("usage: kvbm-bench [--quick] [--json] [--event-ring N] [WORKLOAD...]\n"
+			       "Measures the pool on these workloads (all of them by default), each in\n"
+			       "worker processes on one pool in $KVBM_SHM_DIR (default /dev/shm):\n"
+			       "  a  allocate, stage, register and release cycles (one process)\n"
+			       "  b  prefix match of active (held) blocks\n"
+			       "  c  prefix match of inactive blocks (resurrection)\n"
+			       "  d  allocation under eviction pressure\n"
+			       "  e  hashing, against the raw XXH3 floor (no pool)\n"
+			       "  f  a and d in two processes at once\n"
+			       "  g  match latency while another process evicts\n"
+			       "  h  segment bytes per block\n"
+			       "  --quick         5 samples of each figure instead of 9\n"
+			       "  --json          one JSON document of the medians\n"
+			       "  --event-ring N  the pool's event ring (4096; 0: no events)\n"
+			       "  --help, --version\n"
+			       "Exit: 0 measured, 1 a failure, 2 usage.\n");
 			return 0;
 		default:
-			fprintf(stderr, "usage: kvbm-bench [--quick] [--json] [WORKLOAD...]\n");
-			return 64;
+			fprintf(stderr, "usage: kvbm-bench [--quick] [--json] [--event-ring N] "
+					"[WORKLOAD...] (kvbm-bench --help)\n");
+			return 2;
 		}
 	}
 	for (int i = optind; i < argc; i++) {
 		if (strlen(argv[i]) != 1 || argv[i][0] < 'a' || argv[i][0] > 'h') {
-			fprintf(stderr, "kvbm-bench: unknown workload '%s' (a..h)\n", argv[i]);
-			return 64;
+			fprintf(stderr, "kvbm-bench: unknown workload '%s' (a..h: kvbm-bench --help)\n",
+				argv[i]);
+			return 2;
 		}
 		want[(unsigned char)argv[i][0]] = 1;
 	}

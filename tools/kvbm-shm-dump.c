@@ -11,7 +11,7 @@
  *
  * Exit: 0 valid and READY (and, with --check, every invariant holds); 1
  * invalid, poisoned, not initialised or a violation (the reason on
- * stderr); 2 missing or unreadable; 64 usage.
+ * stderr); 2 usage; 3 missing or unreadable.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -55,7 +55,10 @@ static void usage(FILE *f)
 		   "  --summary only blocks, metrics and processes\n"
 		   "  --check   verify the pool's invariants; exit 0 only when all hold\n"
 		   "  --lock    with --check: attach and hold the pool mutex for an exact\n"
-		   "            snapshot of a live pool\n");
+		   "            snapshot of a live pool\n"
+		   "  --help, --version\n"
+		   "Exit: 0 valid and READY (and every invariant holds); 1 invalid, or a\n"
+		   "violation; 2 usage; 3 missing or unreadable.\n");
 }
 
 int main(int argc, char **argv)
@@ -94,19 +97,19 @@ int main(int argc, char **argv)
 			return 0;
 		default:
 			usage(stderr);
-			return 64;
+			return 2;
 		}
 	}
 	if (optind != argc - 1 || (o.lock && !o.check) || (o.check && (o.json || o.summary))) {
 		usage(stderr);
-		return 64;
+		return 2;
 	}
 	r = kvbm_inspect_open(&in, argv[optind]);
 	if (r < 0) {
 		fprintf(stderr, "kvbm-shm-dump: %s: %s\n", argv[optind], kvbm_strerror(r));
 		if (r == -ENOENT)
 			fprintf(stderr, "kvbm-shm-dump: 'kvbm-pool list' shows the pools there are\n");
-		return 2;
+		return 3;
 	}
 	if (sigsetjmp(bus_env, 1)) {
 		fflush(stdout);
