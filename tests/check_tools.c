@@ -85,6 +85,14 @@ START_TEST(test_dump_works_when_every_process_is_dead)
 	ck_assert_ptr_nonnull(strstr(out, "dead (liveness lock free)"));
 	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", "--json", name, NULL), 0);
 	ck_assert_int_eq(json_check(out, "d['valid'] and not d['processes'][0]['alive']"), 0);
+	/* --check --lock attaches, which reaps the dead creator: said, not silent */
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", "--check", "--lock", name,
+				    NULL), 0);
+	ck_assert_msg(strstr(out, "check: attaching reaped 1 dead process (holds dropped"), "%s",
+		      out);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", "--check", "--lock", name,
+				    NULL), 0);
+	ck_assert_ptr_null(strstr(out, "reaped"));
 	kvbm_pool_destroy(name, 0);
 }
 END_TEST

@@ -253,12 +253,19 @@ static int run_check(struct kvbm_inspect *in, const char *pool, int lock)
 	kvbm_mutex_view(&in->seg.ctl->mutex, &mv);
 	if (lock) {
 		struct kvbm_pool *p;
+		uint32_t dead = kvbm_inspect_unreaped_procs(in);
 		/* the operator named this pool: whoever owns its file */
 		int r = kvbm_pool_open(pool, NULL, KVBM_OPEN_ANY_OWNER, &p);
 		if (r < 0) {
 			fprintf(stderr, "kvbm-shm-dump: --lock: %s: %s\n", pool, kvbm_strerror(r));
 			return 1;
 		}
+		/* attaching reaps: a changed pool is said, not silent */
+		uint32_t left = kvbm_inspect_unreaped_procs(in);
+		if (dead > left)
+			printf("check: attaching reaped %u dead process%s (holds dropped, "
+			       "unregistered blocks freed)\n",
+			       dead - left, dead - left == 1 ? "" : "es");
 		/* attaching reaped the dead; with nobody else attached we are
 		 * the only writer and in-flight states are violations too */
 		struct kvbm_pool_info pi;

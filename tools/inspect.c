@@ -64,6 +64,23 @@ uint32_t kvbm_inspect_live_procs(const struct kvbm_inspect *in)
 	return n;
 }
 
+uint32_t kvbm_inspect_unreaped_procs(const struct kvbm_inspect *in)
+{
+	uint32_t n = 0;
+
+	if (in->valid)
+		return 0;
+	for (uint32_t i = 0; i < in->hdr.config.max_procs; i++) {
+		struct kvbm_shm_proc e;
+		enum kvbm_liveness l;
+		uint32_t st = kvbm_inspect_proc(in, i, &e, &l);
+
+		if (st != KVBM_PROC_FREE && !(st == KVBM_PROC_ACTIVE && l == KVBM_ALIVE))
+			n++;
+	}
+	return n;
+}
+
 const char *kvbm_proc_state_name(uint32_t state)
 {
 	switch (state) {
