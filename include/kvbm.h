@@ -177,6 +177,31 @@ KVBM_API void kvbm_config_init(struct kvbm_config *cfg);
  * greater than 0". */
 KVBM_API int kvbm_config_check(const struct kvbm_config *cfg, const char **why);
 
+/*
+ * What kvbm_config_diff() reports: the first field on which a config
+ * disagrees with an existing pool, named as in struct kvbm_config
+ * ("block_count", "block_size", "max_procs", "dup_policy", "backend",
+ * "reset_on_release", "tinylfu", "mlru_thresholds", "tier"), with both
+ * values as text ("lru", "reject", "2^18 counters", "3,8,15", ...).
+ */
+#define KVBM_CONFIG_VALUE_MAX 32
+struct kvbm_config_diff {
+	const char *field;                  /* static; NULL when they agree */
+	char pool[KVBM_CONFIG_VALUE_MAX];   /* the existing pool's value */
+	char config[KVBM_CONFIG_VALUE_MAX]; /* @cfg's value */
+};
+
+/*
+ * After kvbm_pool_open(@name, @cfg, ...) failed with KVBM_EMISMATCH: which
+ * field of @cfg differs from the pool's, by the same comparison the open
+ * made. Reads the pool's header read-only, without attaching or locking.
+ * Returns 1 and *out, 0 when they agree (the pool was re-created since),
+ * or: -EINVAL (bad @cfg or NULL argument), KVBM_ENAME, -ENOENT, -EACCES,
+ * KVBM_EBADMAGIC, KVBM_EABI, KVBM_ELAYOUT, KVBM_ETRUNCATED, KVBM_ECORRUPT.
+ */
+KVBM_API int kvbm_config_diff(const char *name, const struct kvbm_config *cfg,
+			      struct kvbm_config_diff *out);
+
 /* ---- attach and detach -------------------------------------------------- */
 
 struct kvbm_pool; /* opaque per-process attach handle */

@@ -166,12 +166,143 @@ START_TEST(test_pool_cli_lifecycle)
 	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "destroy", name, NULL), 1);
 	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "create", name,
 				    "--block-size", "15", NULL),
-			 1);
+			 2);
 	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "create", name, "--blocks",
 				    "many", NULL),
 			 2);
 	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "frobnicate", NULL), 2);
 	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", NULL), 2);
+}
+END_TEST
+
+/* Every config field has a flag, and info shows each one back. */
+START_TEST(test_pool_create_every_field)
+{
+	T_NAME(name);
+
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "create", name, "--blocks", "512",
+				    "--block-size", "8", "--max-procs", "5", "--mode", "0640",
+				    "--backend", "multi-lru", "--dup-policy", "reject", "--tier", "G3",
+				    "--reset-on-release", "--tinylfu", "small", "--mlru-thresholds",
+				    "2,5,9", "--event-ring", "128", "--keep-tokens", NULL),
+			 0);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "info", "--json", name, NULL), 0);
+	ck_assert_int_eq(json_check(out, "d['block_count']==512 and d['block_size']==8 and "
+					 "d['max_procs']==5 and d['mode']==0o640 and "
+					 "d['backend']=='multi-lru' and d['dup_policy']=='reject' and "
+					 "d['tier']=='G3' and d['reset_on_release'] and "
+					 "d['tinylfu_counters']==2**18 and d['mlru_thresholds']==[2,5,9] "
+					 "and d['event_ring']==128 and d['keep_tokens'] and "
+					 "not d['hugepages'] and not d['allow_others'] and 'uid' in d"),
+			 0);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "info", name, NULL), 0);
+	const char *lines[] = {"tier      G3\n", "backend   multi-lru\n", "dup policy reject\n",
+			       "reset on release yes\n", "tinylfu   2^18 counters\n",
+			       "mlru thresholds 2,5,9\n", "event ring 128 entries, token ids kept\n",
+			       "hugepages no\n", "allow others no\n"};
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
+		ck_assert_msg(strstr(out, lines[i]), "no '%s' in:\n%s", lines[i], out);
+
+	/* --exist-ok: the same configuration is success, another names the field */
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "create", name, "--blocks", "512",
+				    "--block-size", "8", "--max-procs", "5", "--mode", "0640",
+				    "--backend", "multi-lru", "--dup-policy", "reject", "--tier", "G3",
+				    "--reset-on-release", "--tinylfu", "small", "--mlru-thresholds",
+				    "2,5,9", "--event-ring", "128", "--keep-tokens", "--exist-ok",
+				    NULL),
+			 0);
+	ck_assert_int_eq(t_run_tool_all(out, sizeof(out), "kvbm-pool", "create", name, "--blocks", "512",
+				    "--block-size", "8", "--max-procs", "5", "--backend", "lru",
+				    "--exist-ok", NULL),
+			 1);
+	ck_assert_msg(strstr(out, "the pool exists with dup_policy reject, not allow"), "%s", out);
+	ck_assert_int_eq(kvbm_pool_destroy(name, 0), 0);
+}
+END_TEST
+
+/* A bad value: one line naming the option, the value and the one rule. */
+START_TEST(test_pool_create_messages)
+{
+	static const char *const cases[][4] = {
+		{"--blocks", "0", "kvbm-pool: --blocks 0: block_count must be greater than 0\n"},
+		{"--mode", "0200", "kvbm-pool: --mode 0200: mode must be a permission mode including 0600\n"},
+		{"--max-procs", "64", "kvbm-pool: --max-procs 64: max_procs must be between 1 and 63\n"},
+		{"--block-size", "3", "kvbm-pool: --block-size 3: block_size must be a power of two "
+				      "between 1 and 1024\n"},
+		{"--group", "nosuchgroup", "kvbm-pool: --group 'nosuchgroup': no such group\n"},
+		{"--blocks", "-5", "kvbm-pool: --blocks '-5': not a number of blocks (1..268435456)\n"},
+		{"--backend", "belady", "kvbm-pool: --backend 'belady': not one of lru fifo multi-lru "
+					"lineage lineage-fifo lfru\n"},
+		{"--event-ring", "100", "kvbm-pool: --event-ring 100: event_ring must be 0 or a power "
+					"of two between 64 and 4194304\n"},
+		{"--bogus", NULL, "kvbm-pool create: unrecognized option '--bogus'\n"
+				  "kvbm-pool create --help lists the options\n"},
+	};
+	T_NAME(name);
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		ck_assert_int_eq(t_run_tool_all(out, sizeof(out), "kvbm-pool", "create", name,
+					      cases[i][0], cases[i][1], NULL),
+				 2);
+		ck_assert_str_eq(out, cases[i][2]);
+	}
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "create", "--help", NULL), 0);
+	ck_assert_ptr_nonnull(strstr(out, "--reset-on-release"));
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "info", "--help", NULL), 0);
+	ck_assert_int_eq(kvbm_pool_destroy(name, 0), -ENOENT);
+}
+END_TEST
+
+/* The library names the field a KVBM_EMISMATCH open disagreed on. */
+START_TEST(test_config_diff_names_the_field)
+{
+	T_NAME(name);
+	struct kvbm_config cfg = t_cfg(), other;
+	struct kvbm_config_diff d;
+	struct kvbm_pool *p;
+
+	ck_assert_int_eq(kvbm_pool_open(name, &cfg, KVBM_OPEN_CREATE, &p), 0);
+	ck_assert_int_eq(kvbm_config_diff(name, &cfg, &d), 0);
+	ck_assert_ptr_null(d.field);
+
+	other = cfg;
+	other.backend = cfg.backend == KVBM_BACKEND_LRU ? KVBM_BACKEND_FIFO : KVBM_BACKEND_LRU;
+	struct kvbm_pool *q;
+	ck_assert_int_eq(kvbm_pool_open(name, &other, 0, &q), KVBM_EMISMATCH);
+	ck_assert_int_eq(kvbm_config_diff(name, &other, &d), 1);
+	ck_assert_str_eq(d.field, "backend");
+	ck_assert_str_eq(d.pool, kvbm_backend_name(cfg.backend));
+	ck_assert_str_eq(d.config, kvbm_backend_name(other.backend));
+
+	other = cfg;
+	snprintf(other.tier, sizeof(other.tier), "G9");
+	ck_assert_int_eq(kvbm_pool_open(name, &other, 0, &q), KVBM_EMISMATCH);
+	ck_assert_int_eq(kvbm_config_diff(name, &other, &d), 1);
+	ck_assert_str_eq(d.field, "tier");
+	ck_assert_str_eq(d.config, "G9");
+
+	other = cfg;
+	other.block_count = cfg.block_count * 2;
+	other.max_procs = 3;
+	ck_assert_int_eq(kvbm_config_diff(name, &other, &d), 1);
+	ck_assert_str_eq(d.field, "block_count"); /* the first that differs */
+
+	other = cfg;
+	other.tinylfu = KVBM_TINYLFU_LARGE;
+	ck_assert_int_eq(kvbm_pool_open(name, &other, 0, &q), KVBM_EMISMATCH);
+	ck_assert_int_eq(kvbm_config_diff(name, &other, &d), 1);
+	ck_assert_str_eq(d.field, "tinylfu");
+	ck_assert_str_eq(d.config, "2^24 counters");
+
+	/* mode and open_timeout_ms are not part of the agreement */
+	other = cfg;
+	other.open_timeout_ms = 5;
+	ck_assert_int_eq(kvbm_config_diff(name, &other, &d), 0);
+	other.block_count = 0;
+	ck_assert_int_eq(kvbm_config_diff(name, &other, &d), -EINVAL);
+	ck_assert_int_eq(kvbm_config_diff("no-such-pool-here", &cfg, &d), -ENOENT);
+	kvbm_pool_close(p);
+	kvbm_pool_destroy(name, 0);
 }
 END_TEST
 
@@ -299,6 +430,9 @@ Suite *make_tools_suite(void)
 	tcase_add_test(tc, test_dump_works_when_every_process_is_dead);
 	tcase_add_test(tc, test_dump_missing_and_invalid);
 	tcase_add_test(tc, test_pool_cli_lifecycle);
+	tcase_add_test(tc, test_pool_create_every_field);
+	tcase_add_test(tc, test_pool_create_messages);
+	tcase_add_test(tc, test_config_diff_names_the_field);
 	tcase_add_test(tc, test_demo_runs);
 	tcase_add_test(tc, test_dump_counts_blocks);
 	tcase_add_test(tc, test_hash_cli);
