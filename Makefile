@@ -69,7 +69,7 @@ help:
 	@echo "make test       build and run the Check suites once (no sanitizers)"
 	@echo "make examples-check   run examples/ and check their output"
 	@echo "make asan|tsan  the test suites under AddressSanitizer+UBSan / ThreadSanitizer"
-	@echo "make install PREFIX=DIR   headers, libraries, kvbm.pc and tools"
+	@echo "make install PREFIX=DIR   headers, libraries, kvbm.pc, tools, man pages, docs, examples"
 	@echo "make lint       cppcheck over the sources"
 	@echo "make torture DURATION=S   kill random workers of a shared pool for S s (60)"
 	@echo "make bench      kvbm-bench, the performance suite (BENCH_ARGS=--quick)"
@@ -238,6 +238,13 @@ install: lib tools
 	install -m 0755 $(TOOL_BINS) $(DESTDIR)$(PREFIX)/bin/
 	install -d $(DESTDIR)$(PREFIX)/share/doc/kvbm/examples
 	install -m 0644 $(wildcard examples/*.c) $(DESTDIR)$(PREFIX)/share/doc/kvbm/examples/
+	install -m 0644 README.md CHANGELOG.md LICENSE BENCHMARKS.md $(wildcard docs/*.md) \
+		$(DESTDIR)$(PREFIX)/share/doc/kvbm/
+	install -d $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man3 \
+		$(DESTDIR)$(PREFIX)/share/man/man8
+	install -m 0644 $(wildcard docs/man/*.1) $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -m 0644 $(wildcard docs/man/*.3) $(DESTDIR)$(PREFIX)/share/man/man3/
+	install -m 0644 $(wildcard docs/man/*.8) $(DESTDIR)$(PREFIX)/share/man/man8/
 
 # A program linked with `pkg-config --libs kvbm` finds libkvbm.so at run
 # time through the rpath this puts in kvbm.pc, except for PREFIX=/usr,
@@ -246,6 +253,9 @@ PC_RPATH := $(if $(filter /usr,$(PREFIX)),,-Wl,-rpath,$${libdir})
 
 uninstall:
 	rm -rf $(DESTDIR)$(PREFIX)/share/doc/kvbm
+	rm -f $(patsubst docs/man/%,$(DESTDIR)$(PREFIX)/share/man/man1/%,$(wildcard docs/man/*.1)) \
+		$(patsubst docs/man/%,$(DESTDIR)$(PREFIX)/share/man/man3/%,$(wildcard docs/man/*.3)) \
+		$(patsubst docs/man/%,$(DESTDIR)$(PREFIX)/share/man/man8/%,$(wildcard docs/man/*.8))
 	rm -f $(DESTDIR)$(PREFIX)/include/kvbm.h $(DESTDIR)$(PREFIX)/lib/libkvbm.* \
 		$(DESTDIR)$(PREFIX)/lib/pkgconfig/kvbm.pc $(TOOLS:%=$(DESTDIR)$(PREFIX)/bin/%)
 

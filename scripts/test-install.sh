@@ -86,4 +86,15 @@ check_tool_versions() {
 }
 check_tool_versions
 
-echo "test-install: install, pkg-config build (shared and static), exported symbols, an installed example and every tool's --version OK"
+# Every installed tool has its man page where man finds it, and so has the library.
+check_installed_man_pages() {
+	local t name
+	for t in "$tmp/prefix/bin"/* libkvbm; do
+		name=${t##*/}
+		MANPATH="$tmp/prefix/share/man" man -w "$name" >/dev/null 2>&1 ||
+			{ echo "test-install: no installed man page for $name" >&2; exit 1; }
+	done
+}
+check_installed_man_pages
+
+echo "test-install: install, pkg-config build (shared and static), exported symbols, an installed example, every tool's --version and man page OK"
