@@ -366,6 +366,10 @@ START_TEST(test_hash_cli)
 		0);
 	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-hash", "-b", "3", "1", NULL), 2);
 	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-hash", "12x", NULL), 1);
+	/* less than a block: said, not an empty success */
+	ck_assert_int_eq(t_run_tool_all(out, sizeof(out), "kvbm-hash", "1", "2", "3", NULL), 1);
+	ck_assert_str_eq(out, "kvbm-hash: 3 tokens make no complete block of 16 (a partial block "
+			      "is not hashed)\n");
 }
 END_TEST
 
@@ -416,6 +420,25 @@ START_TEST(test_replay_small_trace)
 	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-replay", "--trace", path,
 				    "--capacity-frac", "1", "--backend", "belady", NULL),
 			 2);
+	/* what is missing or wrong is named: the option, the file's reason, the line */
+	ck_assert_int_eq(t_run_tool_all(out, sizeof(out), "kvbm-replay", "--capacity-frac", "1",
+					NULL),
+			 2);
+	ck_assert_str_eq(out, "kvbm-replay: --trace FILE is required (kvbm-replay --help)\n");
+	ck_assert_int_eq(t_run_tool_all(out, sizeof(out), "kvbm-replay", "--trace",
+					"/nonexistent/t.jsonl", "--capacity-frac", "1", NULL),
+			 1);
+	ck_assert_str_eq(out, "kvbm-replay: cannot open the trace /nonexistent/t.jsonl: No such "
+			      "file or directory\n");
+	fd = open(path, O_WRONLY | O_APPEND);
+	ck_assert_int_ge(fd, 0);
+	static const char bad[] = "{\"timestamp\": 3, \"hash_ids\": [1, -3]}\n";
+	ck_assert_int_eq(write(fd, bad, sizeof(bad) - 1), (ssize_t)sizeof(bad) - 1);
+	close(fd);
+	ck_assert_int_eq(t_run_tool_all(out, sizeof(out), "kvbm-replay", "--trace", path,
+					"--capacity-frac", "1", NULL),
+			 1);
+	ck_assert_msg(strstr(out, ":4: a hash id that is not a non-negative integer"), "%s", out);
 	unlink(path);
 }
 END_TEST

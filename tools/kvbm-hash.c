@@ -153,6 +153,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "kvbm-hash: %s\n", kvbm_strerror((int)n));
 		return 1;
 	}
+	if (n == 0) { /* silence would read as "hashed, nothing to show" */
+		fprintf(stderr, "kvbm-hash: %zu token%s make no complete block of %u (a partial "
+				"block is not hashed)\n", t.n, t.n == 1 ? "" : "s", (unsigned)bs);
+		free(t.v);
+		return 1;
+	}
 	struct kvbm_block_hashes *b = calloc((size_t)n + 1, sizeof(*b));
 	if (!b)
 		return 1;
