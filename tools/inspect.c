@@ -18,6 +18,10 @@ int kvbm_inspect_open(struct kvbm_inspect *in, const char *name_or_path)
 	r = kvbm_seg_open_ro(&in->seg, name_or_path, &in->hdr, &in->valid);
 	if (r < 0)
 		return r;
+	/* a file shorter than a header is judged "truncated" before its magic
+	 * is read: without our magic it is no pool at all (/etc/passwd) */
+	if (in->valid == KVBM_ETRUNCATED && in->hdr.magic != KVBM_SHM_MAGIC)
+		in->valid = KVBM_EBADMAGIC;
 	/* everything below reads the mapping within bounds derived from the
 	 * header copy validated at open: the mapping must be what that copy
 	 * lays out (the file may have changed between the read and the map) */
