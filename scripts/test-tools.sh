@@ -2,7 +2,9 @@
 # What a user meets around the tools, outside the Check suites: every tool
 # has a man page that groff renders without a warning and whose OPTIONS
 # list the options the tool's --help lists; the scripts' errors on a
-# missing input. Prints only failures and one summary.
+# missing input; kvbm-bench and kvbm-demo as a user runs them (without a
+# pool directory, interrupted, into a file). Prints only failures and one
+# summary.
 # Usage: scripts/test-tools.sh (BUILD=build by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,8 +55,51 @@ check_man_pages() {
 	[ -e docs/man/libkvbm.3 ] || failed "no libkvbm(3) page"
 }
 
+# kvbm-bench: (e) needs no pool, so no pool directory either; Ctrl-C
+# (SIGINT) or SIGTERM in the middle of a run leaves no pool behind.
+check_bench_without_dir_and_on_signal() {
+	local out rc=0 dir pid i
+	out=$(KVBM_SHM_DIR=/nonexistent "$bin/kvbm-bench" --quick --json e 2>&1) || rc=$?
+	[ "$rc" = 0 ] || failed "kvbm-bench e with KVBM_SHM_DIR=/nonexistent exits $rc: $out"
+	for sig in INT TERM; do
+		dir=$(mktemp -d)
+		# a background job starts with SIGINT ignored: restore it, as on a terminal
+		env --default-signal=INT KVBM_SHM_DIR="$dir" "$bin/kvbm-bench" --quick a >/dev/null 2>&1 &
+		pid=$!
+		for i in $(seq 400); do
+			compgen -G "$dir/kvbm.bench-*" >/dev/null && break
+			sleep 0.05
+		done
+		compgen -G "$dir/kvbm.bench-*" >/dev/null || failed "kvbm-bench made no pool in $dir"
+		kill -"$sig" "$pid"
+		wait "$pid" 2>/dev/null || true
+		sleep 0.3 # orphaned workers finish their sample
+		if compgen -G "$dir/kvbm.*" >/dev/null; then
+			failed "kvbm-bench left a pool behind after SIG$sig: $(ls "$dir")"
+		fi
+		rm -rf "$dir"
+	done
+}
+
+# kvbm-demo: --help explains instead of running; its lines keep their order
+# in a file (the workers' and kvbm-shm-dump's lines among its own).
+check_demo() {
+	local out dir got want
+	out=$("$bin/kvbm-demo" --help) || failed "kvbm-demo --help failed"
+	grep -q '^usage: kvbm-demo' <<<"$out" || failed "kvbm-demo --help printed: $out"
+	grep -q '^==' <<<"$out" && failed "kvbm-demo --help ran the demo"
+	dir=$(mktemp -d)
+	KVBM_SHM_DIR=$dir "$bin/kvbm-demo" >"$dir/out" 2>&1 || failed "kvbm-demo failed: $(cat "$dir/out")"
+	got=$(grep -oE '^== [A-Za-z0-9_()]+|^  worker [0-9]|^pool ' "$dir/out" | tr '\n' '|')
+	want='== creating|== 3|  worker 0|  worker 1|  worker 2|== the|pool |== SIGKILL|== kvbm_reap()|pool |== workers|  worker 0|  worker 2|== nobody|pool |== pool|'
+	[ "$got" = "$want" ] || failed "kvbm-demo's lines out of order in a file: $got"
+	rm -rf "$dir"
+}
+
 check_eviction_table_missing_trace
 check_man_pages
+check_bench_without_dir_and_on_signal
+check_demo
 
 if [ "$fails" -ne 0 ]; then
 	echo "test-tools: $fails failed" >&2

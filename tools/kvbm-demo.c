@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "kvbm.h"
+#include "stop.h"
 #include "version.h"
 
 #define WORKERS 3
@@ -27,6 +28,7 @@
 #define GEN_BLOCKS 4
 
 static char dump_path[PATH_MAX];
+
 
 static void dump(const char *pool, int summary)
 {
@@ -156,6 +158,7 @@ int main(int argc, char **argv)
 	dump_path[n] = '\0';
 	strcpy(strrchr(dump_path, '/') + 1, "kvbm-shm-dump");
 	snprintf(name, sizeof(name), "demo-%d", getpid());
+	stop_removes_pool(name);
 
 	kvbm_config_init(&cfg);
 	cfg.block_count = 4096;
@@ -220,6 +223,7 @@ int main(int argc, char **argv)
 	dump(name, 1);
 	kvbm_pool_close(pool);
 	r = kvbm_pool_destroy(name, 0);
+	stop_forget_pool();
 	printf("== pool destroyed: %s\n", kvbm_strerror(r));
 	return r < 0 || hit != nb ? 1 : 0;
 }
