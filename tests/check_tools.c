@@ -153,6 +153,27 @@ START_TEST(test_dump_damaged_counters)
 }
 END_TEST
 
+/* A missing pool directory is named, not reported as a missing pool. */
+START_TEST(test_missing_pool_dir_is_named)
+{
+	const char *want = "the pool directory /nonexistent-kvbm does not exist (set by "
+			   "KVBM_SHM_DIR)\n";
+	char *old = strdup(getenv("KVBM_SHM_DIR") ? getenv("KVBM_SHM_DIR") : "/dev/shm");
+
+	setenv("KVBM_SHM_DIR", "/nonexistent-kvbm", 1);
+	ck_assert_int_eq(t_run_tool_all(out, sizeof(out), "kvbm-shm-dump", "g1", NULL), 3);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	ck_assert_int_eq(t_run_tool_all(out, sizeof(out), "kvbm-pool", "create", "g1", NULL), 1);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	ck_assert_int_eq(t_run_tool_all(out, sizeof(out), "kvbm-pool", "info", "g1", NULL), 1);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	ck_assert_int_eq(t_run_tool_all(out, sizeof(out), "kvbm-pool", "list", NULL), 1);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	setenv("KVBM_SHM_DIR", old, 1);
+	free(old);
+}
+END_TEST
+
 START_TEST(test_pool_cli_lifecycle)
 {
 	T_NAME(name);
@@ -477,6 +498,7 @@ Suite *make_tools_suite(void)
 	tcase_add_test(tc, test_dump_works_when_every_process_is_dead);
 	tcase_add_test(tc, test_dump_missing_and_invalid);
 	tcase_add_test(tc, test_dump_damaged_counters);
+	tcase_add_test(tc, test_missing_pool_dir_is_named);
 	tcase_add_test(tc, test_pool_cli_lifecycle);
 	tcase_add_test(tc, test_pool_create_every_field);
 	tcase_add_test(tc, test_pool_create_messages);

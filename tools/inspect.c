@@ -4,7 +4,9 @@
  */
 #define _GNU_SOURCE
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "inspect.h"
@@ -83,6 +85,18 @@ uint32_t kvbm_inspect_unreaped_procs(const struct kvbm_inspect *in)
 			n++;
 	}
 	return n;
+}
+
+const char *kvbm_shm_dir_missing(char *buf, size_t len)
+{
+	const char *dir = kvbm_shm_dir();
+	struct stat st;
+
+	if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode))
+		return NULL;
+	snprintf(buf, len, "the pool directory %s does not exist%s", dir,
+		 getenv("KVBM_SHM_DIR") ? " (set by KVBM_SHM_DIR)" : "");
+	return buf;
 }
 
 const char *kvbm_proc_state_name(uint32_t state)

@@ -65,13 +65,12 @@ static void usage(FILE *f)
 static int dir_problem(const char *what, const char *name, int r)
 {
 	const char *dir = kvbm_shm_dir();
-	struct stat st;
+	char why[PATH_MAX + 64];
 
 	if (r != -ENOENT && r != -EACCES)
 		return 0;
-	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
-		fprintf(stderr, "kvbm-pool: %s %s: the pool directory %s does not exist%s\n", what,
-			name, dir, getenv("KVBM_SHM_DIR") ? " (set by KVBM_SHM_DIR)" : "");
+	if (kvbm_shm_dir_missing(why, sizeof(why))) {
+		fprintf(stderr, "kvbm-pool: %s %s: %s\n", what, name, why);
 		return 1;
 	}
 	if (r == -EACCES && !strcmp(what, "create") && access(dir, W_OK | X_OK) < 0) {
@@ -635,7 +634,11 @@ static int cmd_list(int argc, char **argv)
 	}
 	d = opendir(dir);
 	if (!d) {
-		fprintf(stderr, "kvbm-pool: list %s: %s\n", dir, strerror(errno));
+		char why[PATH_MAX + 64];
+		fprintf(stderr, "kvbm-pool: list: %s\n",
+			errno == ENOENT && kvbm_shm_dir_missing(why, sizeof(why))
+				? why
+				: strerror(errno));
 		return 1;
 	}
 	while ((de = readdir(d))) {

@@ -105,6 +105,11 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	r = kvbm_inspect_open(&in, argv[optind]);
+	char why[PATH_MAX + 64];
+	if (r == -ENOENT && !strchr(argv[optind], '/') && kvbm_shm_dir_missing(why, sizeof(why))) {
+		fprintf(stderr, "kvbm-shm-dump: %s: %s\n", argv[optind], why);
+		return 3;
+	}
 	if (r < 0) {
 		fprintf(stderr, "kvbm-shm-dump: %s: %s\n", argv[optind], kvbm_strerror(r));
 		if (r == -ENOENT)
