@@ -6,6 +6,7 @@ BUILD ?= build
 OPT ?= -O2 -g
 SAN ?=
 
+comma := ,
 VERSION := 0.1.0
 SOVERSION := 0
 
@@ -185,10 +186,13 @@ $(WIRE_BIN): $(BUILD)/tobj/tests/wire_vectors.o $(BUILD)/obj/tools/msgpack.o \
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_COMMON) -o $@ $^ $(LIB_LIBS)
 
-# Runs the suites; the tool tests find the binaries through KVBM_BIN.
+# Runs the suites; the tool tests find the binaries through KVBM_BIN, and
+# the tools' stderr (expected errors, mostly) goes to KVBM_TOOL_STDERR.
 test-run: $(TEST_BIN) $(TOOL_BINS) $(WIRE_BIN)
 	$(WIRE_BIN)
-	KVBM_BIN=$(abspath $(BUILD)/bin) $(TEST_BIN)
+	@: > $(BUILD)/tests/tool-stderr.log
+	KVBM_BIN=$(abspath $(BUILD)/bin) KVBM_TOOL_STDERR=$(abspath $(BUILD)/tests/tool-stderr.log) \
+		$(TEST_BIN)
 
 test: test-run
 
@@ -205,21 +209,29 @@ tsan:
 deps:
 	@scripts/deps.sh
 
-# The README's test command: everything CI runs.
+# make check's phases: a heading before each, its time after, so a long
+# quiet phase (the torture runs) is visibly running and a failure is placed.
+define phase
+	@echo "== make check: $(1)"; t0=$$(date +%s); $(2) || exit 1; \
+		echo "== make check: $(1): passed in $$(( $$(date +%s) - t0 )) s"
+endef
+
+# The README's test command: everything CI runs. The tools' expected error
+# messages go to $(BUILD)/tests/tool-stderr.log, not to the terminal.
 check: deps
-	$(MAKE) all
-	$(MAKE) lint
-	$(MAKE) test-run
-	$(MAKE) examples-check
-	BUILD=$(BUILD) scripts/test-tools.sh
-	scripts/test-install.sh
-	$(MAKE) torture DURATION=40
-	$(MAKE) asan
-	$(MAKE) BUILD=build-asan OPT="-O1 -g" \
-		SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
-		torture DURATION=15
-	$(MAKE) tsan
-	$(MAKE) fuzz-check
+	$(call phase,build,$(MAKE) -s all)
+	$(call phase,lint (cppcheck),$(MAKE) -s lint)
+	$(call phase,the Check suites,$(MAKE) -s test-run)
+	$(call phase,the examples,$(MAKE) -s examples-check)
+	$(call phase,the tools' man pages and scripts,BUILD=$(BUILD) scripts/test-tools.sh)
+	$(call phase,install and a program built against it,scripts/test-install.sh)
+	$(call phase,torture: 40 s of SIGKILLed workers on one pool,$(MAKE) -s torture DURATION=40)
+	$(call phase,the Check suites under ASan+UBSan,$(MAKE) -s asan)
+	$(call phase,torture under ASan+UBSan: 15 s,$(MAKE) -s BUILD=build-asan OPT="-O1 -g" \
+		SAN="-fsanitize=address$(comma)undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+		torture DURATION=15)
+	$(call phase,the Check suites under TSan,$(MAKE) -s tsan)
+	$(call phase,the segment fuzzer,$(MAKE) -s fuzz-check)
 	@echo "make check: all suites passed"
 
 demo: deps
