@@ -26,7 +26,7 @@ LIB_LIBS := $(shell pkg-config --libs libxxhash liburcu-bp liburcu-cds 2>/dev/nu
 	echo -lxxhash -lurcu-bp -lurcu-common -lurcu-cds) -lpthread
 
 TOOLS := kvbm-shm-dump kvbm-pool kvbm-demo kvbm-hash kvbm-bench kvbm-replay kvbm-events kvbmd \
-	kvbm-reap-bench kvbm-events-bench
+	kvbm-reap-bench kvbm-events-bench kvbm-top
 TOOL_COMMON_SRCS := tools/json.c tools/inspect.c tools/dump.c tools/msgpack.c tools/kvevents.c \
 	tools/stop.c
 TOOL_COMMON_OBJS := $(TOOL_COMMON_SRCS:%.c=$(BUILD)/obj/%.o)

@@ -96,8 +96,57 @@ check_demo() {
 	rm -rf "$dir"
 }
 
+# kvbm-top, as a user sees it: in a terminal (tmux), a pool, then a live
+# process and activity, then that process killed, then q.
+check_top() {
+	local dir sess out wpid i seen_rate=0 seen_dead=0
+	dir=$(mktemp -d)
+	KVBM_SHM_DIR=$dir "$bin/kvbm-pool" create top1 --blocks 256 >/dev/null
+	out=$(KVBM_SHM_DIR=$dir "$bin/kvbm-top" --once --interval 100) ||
+		failed "kvbm-top --once failed: $out"
+	grep -q '^top1  tier G1  256 blocks x 16 tokens  READY' <<<"$out" ||
+		failed "kvbm-top --once does not show the pool: $out"
+	if ! command -v tmux >/dev/null; then
+		echo "test-tools: no tmux: kvbm-top's live view not checked" >&2
+		rm -rf "$dir"
+		return
+	fi
+	sess=kvbm-top-test-$$
+	tmux new-session -d -s "$sess" -x 150 -y 40 \
+		"env KVBM_SHM_DIR=$dir $bin/kvbm-top --interval 100"
+	KVBM_SHM_DIR=$dir "$build/examples/watch_metrics" top1 0 100 >/dev/null &
+	wpid=$!
+	for i in $(seq 30); do # activity: allocations, registrations, matches
+		KVBM_SHM_DIR=$dir "$build/examples/basic" top1 >/dev/null
+		out=$(tmux capture-pane -p -t "$sess")
+		grep -qE 'alloc/s [1-9]' <<<"$out" && seen_rate=1 && break
+		sleep 0.05
+	done
+	[ "$seen_rate" = 1 ] || failed "kvbm-top shows no allocation rate: $out"
+	grep -qE "^  [0-9]+ +$wpid +alive" <<<"$out" || failed "kvbm-top does not show pid $wpid alive: $out"
+	kill -9 "$wpid"
+	wait "$wpid" 2>/dev/null || true
+	for i in $(seq 40); do
+		out=$(tmux capture-pane -p -t "$sess")
+		grep -qE "^  [0-9]+ +$wpid +dead" <<<"$out" && seen_dead=1 && break
+		sleep 0.05
+	done
+	[ "$seen_dead" = 1 ] || failed "kvbm-top does not show pid $wpid dead: $out"
+	tmux send-keys -t "$sess" q
+	for i in $(seq 40); do
+		tmux has-session -t "$sess" 2>/dev/null || break
+		sleep 0.05
+	done
+	if tmux has-session -t "$sess" 2>/dev/null; then
+		failed "kvbm-top did not quit on q"
+		tmux kill-session -t "$sess"
+	fi
+	rm -rf "$dir"
+}
+
 check_eviction_table_missing_trace
 check_man_pages
+check_top
 check_bench_without_dir_and_on_signal
 check_demo
 
