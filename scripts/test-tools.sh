@@ -144,8 +144,38 @@ check_top() {
 	rm -rf "$dir"
 }
 
+# The plots: an SVG that parses, with the curves (bars) it announces.
+check_plots() {
+	local dir out
+	dir=$(mktemp -d)
+	python3 - "$dir/trace.jsonl" <<'PY'
+import random, sys
+random.seed(7)
+with open(sys.argv[1], "w") as f:
+    for t in range(300):
+        p = random.randrange(12)  # 12 shared prefixes of 4 blocks, then 2 blocks of its own
+        ids = [p * 10 + i for i in range(4)] + [1000 + 2 * t, 1001 + 2 * t]
+        f.write('{"timestamp": %d, "hash_ids": %s}\n' % (t, ids))
+PY
+	out=$(KVBM_SHM_DIR=$dir BUILD=$build scripts/plot-eviction.sh --backends lru,lfru \
+		--fracs "0.1 0.5" "$dir/trace.jsonl" "$dir/ev.svg" 2>&1) || failed "plot-eviction.sh: $out"
+	python3 -c 'import sys, xml.etree.ElementTree as E; E.parse(sys.argv[1])' "$dir/ev.svg" ||
+		failed "plot-eviction.sh wrote no SVG"
+	for t in '>lru<' '>lfru<' '>exact LRU (oracle)<' '>Belady (optimum)<'; do
+		grep -qF "$t" "$dir/ev.svg" || failed "plot-eviction.sh's SVG has no curve $t"
+	done
+	out=$(scripts/plot-eviction.sh /nonexistent.jsonl "$dir/x.svg" 2>&1) && failed "plot-eviction.sh without a trace succeeded"
+	KVBM_SHM_DIR=$dir "$bin/kvbm-bench" --quick --json h >"$dir/run.json"
+	out=$(scripts/plot-bench.sh "$dir/run.json" "$dir/bench.svg" 2>&1) || failed "plot-bench.sh: $out"
+	python3 -c 'import sys, xml.etree.ElementTree as E; E.parse(sys.argv[1])' "$dir/bench.svg" ||
+		failed "plot-bench.sh wrote no SVG"
+	grep -q 'h_bytes_per_block' "$dir/bench.svg" || failed "plot-bench.sh's SVG has no bar for (h)"
+	rm -rf "$dir"
+}
+
 check_eviction_table_missing_trace
 check_man_pages
+check_plots
 check_top
 check_bench_without_dir_and_on_signal
 check_demo

@@ -642,6 +642,17 @@ static void print_json(void)
 			json_bool(&j, figs[i].key, !strcmp(verdict(&figs[i], t, sizeof(t)), "met"));
 		}
 	json_obj_end(&j);
+	/* and the targets themselves, for a plot against them */
+	json_obj_begin(&j, "targets");
+	for (int i = 0; i < F_N; i++)
+		if (figs[i].have && figs[i].dir) {
+			json_obj_begin(&j, figs[i].key);
+			json_dbl(&j, "target", figs[i].target);
+			json_str(&j, "at", figs[i].dir > 0 ? "least" : "most");
+			json_str(&j, "unit", figs[i].unit);
+			json_obj_end(&j);
+		}
+	json_obj_end(&j);
 	json_obj_end(&j);
 	json_finish(&j);
 }
