@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "helpers.h"
@@ -150,6 +151,68 @@ START_TEST(test_dump_damaged_counters)
 	ck_assert_msg(strstr(out, "allocations damaged (0x8000000000000005)"), "%s", out);
 	kvbm_pool_close(p);
 	kvbm_pool_destroy(name, 0);
+}
+END_TEST
+
+/* Runs kvbm-pool with @args as user nobody (root only), stdout and stderr in
+ * out[]; returns its exit code. */
+static int pool_as_nobody(const char *a1, const char *a2)
+{
+	char path[512];
+	int p[2];
+
+	snprintf(path, sizeof(path), "%s/kvbm-pool", getenv("KVBM_BIN") ? getenv("KVBM_BIN")
+									  : "build/bin");
+	ck_assert_int_eq(pipe(p), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		dup2(p[1], 1);
+		dup2(p[1], 2);
+		close(p[0]);
+		if (setgid(65534) < 0 || setuid(65534) < 0)
+			_exit(126);
+		execl(path, "kvbm-pool", a1, a2, (char *)NULL);
+		_exit(127);
+	}
+	close(p[1]);
+	size_t got = 0;
+	ssize_t k;
+	while (got < sizeof(out) - 1 && (k = read(p[0], out + got, sizeof(out) - 1 - got)) > 0)
+		got += (size_t)k;
+	out[got] = '\0';
+	close(p[0]);
+	return t_wait(pid);
+}
+
+/* What another user meets: a pool it cannot read is listed as such, and a
+ * directory it cannot write is named, not blamed on a pool's owner. */
+START_TEST(test_pool_cli_permissions)
+{
+	if (!t_is_root())
+		return; /* needs another user */
+	char dir[] = "/dev/shm/kvbm-perm-XXXXXX";
+	char *old = strdup(getenv("KVBM_SHM_DIR") ? getenv("KVBM_SHM_DIR") : "/dev/shm");
+	struct kvbm_config cfg;
+	struct kvbm_pool *p;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	ck_assert_int_eq(chmod(dir, 0755), 0);
+	setenv("KVBM_SHM_DIR", dir, 1);
+	kvbm_config_init(&cfg);
+	ck_assert_int_eq(kvbm_pool_open("secret", &cfg, KVBM_OPEN_CREATE, &p), 0);
+	kvbm_pool_close(p);
+	ck_assert_int_eq(pool_as_nobody("list", NULL), 0);
+	ck_assert_msg(strstr(out, "secret") && strstr(out, "UNREADABLE") &&
+			      strstr(out, "permission denied"),
+		      "%s", out);
+	ck_assert_int_eq(pool_as_nobody("create", "mine"), 1);
+	ck_assert_msg(strstr(out, "kvbm-pool: create mine: no permission to create files in "),
+		      "%s", out);
+	ck_assert_ptr_null(strstr(out, "owner"));
+	ck_assert_int_eq(kvbm_pool_destroy("secret", 0), 0);
+	rmdir(dir);
+	setenv("KVBM_SHM_DIR", old, 1);
+	free(old);
 }
 END_TEST
 
@@ -499,6 +562,7 @@ Suite *make_tools_suite(void)
 	tcase_add_test(tc, test_dump_missing_and_invalid);
 	tcase_add_test(tc, test_dump_damaged_counters);
 	tcase_add_test(tc, test_missing_pool_dir_is_named);
+	tcase_add_test(tc, test_pool_cli_permissions);
 	tcase_add_test(tc, test_pool_cli_lifecycle);
 	tcase_add_test(tc, test_pool_create_every_field);
 	tcase_add_test(tc, test_pool_create_messages);
