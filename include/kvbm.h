@@ -101,6 +101,21 @@ KVBM_API const char *kvbm_strerror(int err);
 /* Returns the library version as "MAJOR.MINOR.PATCH". Never fails. */
 KVBM_API const char *kvbm_version(void);
 
+/*
+ * The library never writes to the host's stderr. What it has to say that
+ * no return code carries (a repair that failed after a process died
+ * holding the pool mutex: one line per violation found, before the pool
+ * is poisoned and calls fail with KVBM_EPOISONED) goes to the log function
+ * installed here, from the thread that met it, or nowhere. Process-wide;
+ * NULL uninstalls. @fn must not call the library. Never fails.
+ */
+enum kvbm_log_level {
+	KVBM_LOG_ERROR = 0,
+	KVBM_LOG_WARNING = 1,
+};
+typedef void (*kvbm_log_fn)(int level, const char *msg, void *arg);
+KVBM_API void kvbm_set_log(kvbm_log_fn fn, void *arg);
+
 /* ---- pool configuration ------------------------------------------------- */
 
 #define KVBM_MAX_PROCS 63     /* process bits of the per-slot holder mask */

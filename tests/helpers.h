@@ -19,6 +19,7 @@ Suite *make_index_suite(void);
 Suite *make_segment_suite(void);
 Suite *make_proctable_suite(void);
 Suite *make_mutex_suite(void);
+Suite *make_log_suite(void);
 Suite *make_tools_suite(void);
 Suite *make_block_suite(void);
 Suite *make_match_suite(void);
