@@ -46,6 +46,15 @@ static void catch_sigbus(void)
 	sigaction(SIGBUS, &sa, NULL);
 }
 
+/* A tool owns its stderr: what the library logs (a failed repair when
+ * --lock's attach recovers the pool) is said there. */
+static void log_stderr(int level, const char *msg, void *arg)
+{
+	(void)level;
+	(void)arg;
+	fprintf(stderr, "kvbm-shm-dump: %s\n", msg);
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: kvbm-shm-dump [--json | --summary] POOL\n"
@@ -104,6 +113,7 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	kvbm_set_log(log_stderr, NULL);
 	r = kvbm_inspect_open(&in, argv[optind]);
 	char why[PATH_MAX + 64];
 	if (r == -ENOENT && !strchr(argv[optind], '/') && kvbm_shm_dir_missing(why, sizeof(why))) {
