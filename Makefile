@@ -6,6 +6,7 @@ BUILD ?= build
 OPT ?= -O2 -g
 SAN ?=
 
+comma := ,
 VERSION := 0.1.0
 SOVERSION := 0
 
@@ -25,8 +26,9 @@ LIB_LIBS := $(shell pkg-config --libs libxxhash liburcu-bp liburcu-cds 2>/dev/nu
 	echo -lxxhash -lurcu-bp -lurcu-common -lurcu-cds) -lpthread
 
 TOOLS := kvbm-shm-dump kvbm-pool kvbm-demo kvbm-hash kvbm-bench kvbm-replay kvbm-events kvbmd \
-	kvbm-reap-bench kvbm-events-bench
-TOOL_COMMON_SRCS := tools/json.c tools/inspect.c tools/dump.c tools/msgpack.c tools/kvevents.c
+	kvbm-reap-bench kvbm-events-bench kvbm-top
+TOOL_COMMON_SRCS := tools/json.c tools/inspect.c tools/dump.c tools/msgpack.c tools/kvevents.c \
+	tools/stop.c
 TOOL_COMMON_OBJS := $(TOOL_COMMON_SRCS:%.c=$(BUILD)/obj/%.o)
 TOOL_BINS := $(TOOLS:%=$(BUILD)/bin/%)
 TOOL_LIBS := $(shell pkg-config --libs jemalloc 2>/dev/null || echo -ljemalloc) -lpthread
@@ -46,23 +48,32 @@ TEST_BIN := $(BUILD)/tests/check_kvbm
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm)
 
+# examples/: complete programs built the way a user builds against the
+# installed library (the header, -lkvbm), linked to build/lib's shared
+# library with an rpath so they run from the tree
+EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))
+EXAMPLE_CFLAGS := -std=c11 $(OPT) $(WARN) $(SAN) -Iinclude
+
 STATIC_LIB := $(BUILD)/lib/libkvbm.a
 SHARED_LIB := $(BUILD)/lib/libkvbm.so.$(VERSION)
 TEST_LIB := $(BUILD)/tests/libkvbm-test.a
 
 .PHONY: all lib tools tests check test test-run asan tsan demo install uninstall \
 	deps lint format clean help torture bench model fuzz fuzz-check fuzz-corpus \
-	interop reap-bench events-bench python-check python-asan python-bench
+	interop reap-bench events-bench examples examples-check python-check python-asan \
+	python-bench
 
-all: lib tools
+all: lib tools examples
 
 help:
 	@echo "make            build libkvbm (build/lib) and the tools (build/bin)"
 	@echo "make demo       run the multi-process demo (installs build deps first)"
 	@echo "make check      install deps, build, run every test (plain, ASan+UBSan, TSan)"
 	@echo "make test       build and run the Check suites once (no sanitizers)"
+	@echo "make examples-check   run examples/ and check their output"
 	@echo "make asan|tsan  the test suites under AddressSanitizer+UBSan / ThreadSanitizer"
-	@echo "make install PREFIX=DIR   headers, libraries, kvbm.pc, tools, the Python package"
+	@echo "make install PREFIX=DIR   headers, libraries, kvbm.pc, tools, man pages, docs, examples,"
+	@echo "                 the Python package"
 	@echo "make python-check  the Python package's tests (pytest, python/tests)"
 	@echo "make python-asan   the same against the ASan+UBSan build of libkvbm"
 	@echo "make python-bench  the Python binding's speed (python -m kvbm.bench)"
@@ -78,6 +89,16 @@ help:
 lib: $(STATIC_LIB) $(SHARED_LIB)
 tools: $(TOOL_BINS)
 tests: $(TEST_BIN)
+examples: $(EXAMPLES)
+
+$(BUILD)/examples/%: examples/%.c include/kvbm.h $(SHARED_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(EXAMPLE_CFLAGS) -o $@ $< -L$(BUILD)/lib -lkvbm -Wl,-rpath,$(abspath $(BUILD)/lib)
+
+# runs every example and checks its output, and that the README quotes
+# examples/basic.c
+examples-check: $(EXAMPLES) $(BUILD)/bin/kvbm-pool
+	BUILD=$(BUILD) scripts/test-examples.sh
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -170,10 +191,13 @@ $(WIRE_BIN): $(BUILD)/tobj/tests/wire_vectors.o $(BUILD)/obj/tools/msgpack.o \
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_COMMON) -o $@ $^ $(LIB_LIBS)
 
-# Runs the suites; the tool tests find the binaries through KVBM_BIN.
+# Runs the suites; the tool tests find the binaries through KVBM_BIN, and
+# the tools' stderr (expected errors, mostly) goes to KVBM_TOOL_STDERR.
 test-run: $(TEST_BIN) $(TOOL_BINS) $(WIRE_BIN)
 	$(WIRE_BIN)
-	KVBM_BIN=$(abspath $(BUILD)/bin) $(TEST_BIN)
+	@: > $(BUILD)/tests/tool-stderr.log
+	KVBM_BIN=$(abspath $(BUILD)/bin) KVBM_TOOL_STDERR=$(abspath $(BUILD)/tests/tool-stderr.log) \
+		$(TEST_BIN)
 
 test: test-run
 
@@ -217,21 +241,31 @@ python-asan:
 python-bench: $(SHARED_LIB)
 	cd python && KVBM_LIB=$(abspath $(BUILD)/lib/libkvbm.so.0) $(PYTHON) -m kvbm.bench $(BENCH_ARGS)
 
-# The README's test command: everything CI runs.
+# make check's phases: a heading before each, its time after, so a long
+# quiet phase (the torture runs) is visibly running and a failure is placed.
+define phase
+	@echo "== make check: $(1)"; t0=$$(date +%s); $(2) || exit 1; \
+		echo "== make check: $(1): passed in $$(( $$(date +%s) - t0 )) s"
+endef
+
+# The README's test command: everything CI runs. The tools' expected error
+# messages go to $(BUILD)/tests/tool-stderr.log, not to the terminal.
 check: deps
-	$(MAKE) all
-	$(MAKE) lint
-	$(MAKE) test-run
-	$(MAKE) python-check
-	scripts/test-install.sh
-	$(MAKE) torture DURATION=40
-	$(MAKE) asan
-	$(MAKE) python-asan
-	$(MAKE) BUILD=build-asan OPT="-O1 -g" \
-		SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
-		torture DURATION=15
-	$(MAKE) tsan
-	$(MAKE) fuzz-check
+	$(call phase,build,$(MAKE) -s all)
+	$(call phase,lint (cppcheck),$(MAKE) -s lint)
+	$(call phase,the Check suites,$(MAKE) -s test-run)
+	$(call phase,the examples,$(MAKE) -s examples-check)
+	$(call phase,the tools' man pages and scripts,BUILD=$(BUILD) scripts/test-tools.sh)
+	$(call phase,the Python package (pytest),$(MAKE) -s python-check)
+	$(call phase,install and a program built against it,scripts/test-install.sh)
+	$(call phase,torture: 40 s of SIGKILLed workers on one pool,$(MAKE) -s torture DURATION=40)
+	$(call phase,the Check suites under ASan+UBSan,$(MAKE) -s asan)
+	$(call phase,the Python binding against the ASan+UBSan library,$(MAKE) -s python-asan)
+	$(call phase,torture under ASan+UBSan: 15 s,$(MAKE) -s BUILD=build-asan OPT="-O1 -g" \
+		SAN="-fsanitize=address$(comma)undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+		torture DURATION=15)
+	$(call phase,the Check suites under TSan,$(MAKE) -s tsan)
+	$(call phase,the segment fuzzer,$(MAKE) -s fuzz-check)
 	@echo "make check: all suites passed"
 
 demo: deps
@@ -257,17 +291,35 @@ install: lib tools
 	install -m 0755 $(SHARED_LIB) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf libkvbm.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libkvbm.so.$(SOVERSION)
 	ln -sf libkvbm.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libkvbm.so
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' scripts/kvbm.pc.in \
-		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/kvbm.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@RPATH@|$(PC_RPATH)|' \
+		scripts/kvbm.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/kvbm.pc
 	install -m 0755 $(TOOL_BINS) $(DESTDIR)$(PREFIX)/bin/
+	install -d $(DESTDIR)$(PREFIX)/share/doc/kvbm/examples
+	install -m 0644 $(wildcard examples/*.c) $(DESTDIR)$(PREFIX)/share/doc/kvbm/examples/
+	install -m 0644 README.md CHANGELOG.md LICENSE BENCHMARKS.md $(wildcard docs/*.md) \
+		$(DESTDIR)$(PREFIX)/share/doc/kvbm/
+	install -d $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man3 \
+		$(DESTDIR)$(PREFIX)/share/man/man8
+	install -m 0644 $(wildcard docs/man/*.1) $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -m 0644 $(wildcard docs/man/*.3) $(DESTDIR)$(PREFIX)/share/man/man3/
+	install -m 0644 $(wildcard docs/man/*.8) $(DESTDIR)$(PREFIX)/share/man/man8/
 	install -d $(DESTDIR)$(PYDIR)/kvbm
 	install -m 0644 python/kvbm/*.py $(DESTDIR)$(PYDIR)/kvbm/
 
+# A program linked with `pkg-config --libs kvbm` finds libkvbm.so at run
+# time through the rpath this puts in kvbm.pc, except for PREFIX=/usr,
+# whose lib directory the loader searches anyway.
+PC_RPATH := $(if $(filter /usr,$(PREFIX)),,-Wl,-rpath,$${libdir})
+
 uninstall:
+	rm -rf $(DESTDIR)$(PREFIX)/share/doc/kvbm
+	rm -f $(patsubst docs/man/%,$(DESTDIR)$(PREFIX)/share/man/man1/%,$(wildcard docs/man/*.1)) \
+		$(patsubst docs/man/%,$(DESTDIR)$(PREFIX)/share/man/man3/%,$(wildcard docs/man/*.3)) \
+		$(patsubst docs/man/%,$(DESTDIR)$(PREFIX)/share/man/man8/%,$(wildcard docs/man/*.8))
+	rm -rf $(DESTDIR)$(PYDIR)/kvbm
 	rm -f $(DESTDIR)$(PREFIX)/include/kvbm.h $(DESTDIR)$(PREFIX)/include/kvbm_sequence.h \
 		$(DESTDIR)$(PREFIX)/lib/libkvbm.* \
 		$(DESTDIR)$(PREFIX)/lib/pkgconfig/kvbm.pc $(TOOLS:%=$(DESTDIR)$(PREFIX)/bin/%)
-	rm -rf $(DESTDIR)$(PYDIR)/kvbm
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,performance,portability \

@@ -8,7 +8,18 @@
  * Rules a caller must keep:
  *  - Every call returns 0 (or a count) on success and a negative KVBM_E* code
  *    on failure; kvbm_strerror() names it. Codes above KVBM_EBASE are plain
- *    negated errno values (-ENOENT, -EACCES, -ENOSPC, ...).
+ *    negated errno values (-ENOENT, -EACCES, -ENOSPC, ...). Each function
+ *    below lists its errors. "The handle errors" are those every call on a
+ *    struct kvbm_pool may return: -EINVAL (a NULL handle or required
+ *    pointer), KVBM_EFORKED, KVBM_ETHREAD (a KVBM_OPEN_ONE_THREAD handle in
+ *    another thread), KVBM_EPOISONED and KVBM_EREAPED. "The mutex errors"
+ *    are those of a call that takes the pool mutex: KVBM_EDEADLK (called
+ *    with the mutex held, from a callback) and KVBM_ECORRUPT (the mutex's
+ *    bytes were damaged); a recovery that fails poisons the pool
+ *    (KVBM_EPOISONED).
+ *  - Pools live in the directory $KVBM_SHM_DIR (default /dev/shm; a tmpfs)
+ *    as files named kvbm.NAME. Every process of a pool must see the same
+ *    directory: set the variable alike for all of them, or for none.
  *  - A handle belongs to the process that opened it. After fork() the child
  *    must not use it: every call fails with KVBM_EFORKED, and
  *    kvbm_pool_close() in the child only frees the child's copy (the
@@ -99,11 +110,27 @@ enum kvbm_error {
 	KVBM_ELAST = KVBM_EBASE - 44,
 };
 
-/* Returns a static, human-readable description of any kvbm return code. */
+/* Returns a static, human-readable description of any kvbm return code
+ * (an unknown one included). Never fails. */
 KVBM_API const char *kvbm_strerror(int err);
 
-/* Returns the library version as "MAJOR.MINOR.PATCH". */
+/* Returns the library version as "MAJOR.MINOR.PATCH". Never fails. */
 KVBM_API const char *kvbm_version(void);
+
+/*
+ * The library never writes to the host's stderr. What it has to say that
+ * no return code carries (a repair that failed after a process died
+ * holding the pool mutex: one line per violation found, before the pool
+ * is poisoned and calls fail with KVBM_EPOISONED) goes to the log function
+ * installed here, from the thread that met it, or nowhere. Process-wide;
+ * NULL uninstalls. @fn must not call the library. Never fails.
+ */
+enum kvbm_log_level {
+	KVBM_LOG_ERROR = 0,
+	KVBM_LOG_WARNING = 1,
+};
+typedef void (*kvbm_log_fn)(int level, const char *msg, void *arg);
+KVBM_API void kvbm_set_log(kvbm_log_fn fn, void *arg);
 
 /* ---- pool configuration ------------------------------------------------- */
 
@@ -144,7 +171,7 @@ enum kvbm_tinylfu {
 /* Name of backend @b ("lru", "fifo", "multi-lru", "lineage",
  * "lineage-fifo", "lfru"), or NULL. */
 KVBM_API const char *kvbm_backend_name(uint32_t b);
-/* The backend named @name, or -EINVAL. */
+/* The backend named @name, or -EINVAL (NULL or an unknown name). */
 KVBM_API int kvbm_backend_parse(const char *name);
 
 /* kvbm_config.flags */
@@ -162,7 +189,7 @@ KVBM_API int kvbm_backend_parse(const char *name);
 struct kvbm_config {
 	uint32_t block_count;     /* blocks in the pool, 1..KVBM_MAX_BLOCKS */
 	uint32_t block_size;      /* tokens per block: power of two 1..1024 (16) */
-	uint32_t max_procs;       /* concurrent attachers, 1..64 (16) */
+	uint32_t max_procs;       /* concurrent attachers, 1..KVBM_MAX_PROCS = 63 (16) */
 	uint32_t mode;            /* file mode of the segment (0600); bits for
 				   * others need KVBM_CFG_ALLOW_OTHERS */
 	int64_t gid;              /* group owning the segment, -1 = creator's */
@@ -185,13 +212,38 @@ struct kvbm_config {
 			      * event with room for a block's token ids */
 };
 
-/* Fills *cfg with the defaults noted above (block_count 1024). */
+/* Fills *cfg with the defaults noted above (block_count 1024). Never fails. */
 KVBM_API void kvbm_config_init(struct kvbm_config *cfg);
 
 /* Validates @cfg with the reference's rules. Returns 0, or -EINVAL with
  * *why (may be NULL) set to a static reason such as "block_count must be
  * greater than 0". */
 KVBM_API int kvbm_config_check(const struct kvbm_config *cfg, const char **why);
+
+/*
+ * What kvbm_config_diff() reports: the first field on which a config
+ * disagrees with an existing pool, named as in struct kvbm_config
+ * ("block_count", "block_size", "max_procs", "dup_policy", "backend",
+ * "reset_on_release", "tinylfu", "mlru_thresholds", "tier"), with both
+ * values as text ("lru", "reject", "2^18 counters", "3,8,15", ...).
+ */
+#define KVBM_CONFIG_VALUE_MAX 32
+struct kvbm_config_diff {
+	const char *field;                  /* static; NULL when they agree */
+	char pool[KVBM_CONFIG_VALUE_MAX];   /* the existing pool's value */
+	char config[KVBM_CONFIG_VALUE_MAX]; /* @cfg's value */
+};
+
+/*
+ * After kvbm_pool_open(@name, @cfg, ...) failed with KVBM_EMISMATCH: which
+ * field of @cfg differs from the pool's, by the same comparison the open
+ * made. Reads the pool's header read-only, without attaching or locking.
+ * Returns 1 and *out, 0 when they agree (the pool was re-created since),
+ * or: -EINVAL (bad @cfg or NULL argument), KVBM_ENAME, -ENOENT, -EACCES,
+ * KVBM_EBADMAGIC, KVBM_EABI, KVBM_ELAYOUT, KVBM_ETRUNCATED, KVBM_ECORRUPT.
+ */
+KVBM_API int kvbm_config_diff(const char *name, const struct kvbm_config *cfg,
+			      struct kvbm_config_diff *out);
 
 /* ---- attach and detach -------------------------------------------------- */
 
@@ -223,8 +275,11 @@ struct kvbm_pool; /* opaque per-process attach handle */
  * many processes creating one name at once exactly one initialises it; the
  * others wait (up to cfg->open_timeout_ms) and attach. When the pool exists,
  * a non-NULL @cfg must agree with it on block_count, block_size,
- * max_procs, dup_policy, backend, reset_on_release and tier (else
- * KVBM_EMISMATCH). @cfg may be NULL without CREATE.
+ * max_procs, dup_policy, backend, reset_on_release, the TinyLFU capacity
+ * it implies, mlru_thresholds and tier (else KVBM_EMISMATCH, and
+ * kvbm_config_diff() names the field). mode, gid, uid, flags and
+ * open_timeout_ms are the creator's business. @cfg may be NULL without
+ * CREATE: attach to whatever the pool is.
  *
  * Creating uses O_EXCL and O_NOFOLLOW; a file that already exists under the
  * name (a pool, or a dead creator's leftover to re-initialise) is used only
@@ -235,9 +290,10 @@ struct kvbm_pool; /* opaque per-process attach handle */
  * cfg->flags has KVBM_CFG_ALLOW_OTHERS. A caller in another PID namespace
  * than the pool's creator gets KVBM_EPIDNS.
  *
- * Returns 0 and *out, or: KVBM_ENAME, -EINVAL (bad config), -ENOENT,
- * -EEXIST, -EACCES, -EPERM (cfg->uid or gid not ours to give), -ENOSPC
- * (/dev/shm full), KVBM_ENOHUGE, KVBM_EBADMAGIC, KVBM_EABI, KVBM_ELAYOUT,
+ * Returns 0 and *out, or: KVBM_ENAME, -EINVAL (bad config or flags, NULL
+ * @out, NULL @cfg with CREATE), -ENOENT (no such pool, or no
+ * $KVBM_SHM_DIR), -EEXIST (with EXCL), -EACCES, -EPERM (cfg->uid or gid
+ * not ours to give), -ENOSPC (the directory's tmpfs full), KVBM_ENOHUGE, KVBM_EBADMAGIC, KVBM_EABI, KVBM_ELAYOUT,
  * KVBM_ETRUNCATED, KVBM_ECORRUPT, KVBM_EINITIALIZING, KVBM_EPOISONED,
  * KVBM_EPROCFULL, KVBM_EMISMATCH, KVBM_EOWNER, KVBM_EMODE, KVBM_EOTHERS,
  * KVBM_EPIDNS, -ENOMEM.
@@ -248,8 +304,10 @@ KVBM_API int kvbm_pool_open(const char *name, const struct kvbm_config *cfg, uns
 /*
  * Detaches: frees this process's table entry and unmaps the segment. The
  * pool lives on for other attachers. In a forked child it only frees the
- * child's copy of the handle. Returns 0 or a negative code (the handle is
- * freed either way).
+ * child's copy of the handle. Returns 0, -EINVAL (NULL), or an error of
+ * the detach (KVBM_EREAPED: our entry was already reaped; the mutex
+ * errors); the handle is freed either way. A poisoned pool detaches
+ * without error.
  */
 KVBM_API int kvbm_pool_close(struct kvbm_pool *pool);
 
@@ -273,7 +331,8 @@ KVBM_API int kvbm_pool_destroy(const char *name, unsigned flags);
 /*
  * Frees the table entries of attached processes that are provably dead
  * (their liveness lock is free, or their pid + start time are gone). Live
- * processes are never touched. Returns the number reaped, or a negative code.
+ * processes are never touched. Returns the number reaped, or the handle
+ * errors and the mutex errors.
  */
 KVBM_API int kvbm_reap(struct kvbm_pool *pool);
 
@@ -290,7 +349,8 @@ KVBM_API int kvbm_reap(struct kvbm_pool *pool);
  * not checked, and a dead process not yet reaped is a violation. KVBM_CHECK_QUIESCENT:
  * the caller vouches that no other thread or process is using the pool, so
  * states that are only legal in flight (a tentative hold, an unsettled
- * release) count too. Returns the number of violations, or a negative code.
+ * release) count too. Returns the number of violations, or the handle
+ * errors, the mutex errors (with KVBM_CHECK_LOCK) and -ENOMEM.
  */
 #define KVBM_CHECK_LOCK 0x1u
 #define KVBM_CHECK_QUIESCENT 0x2u
@@ -310,7 +370,7 @@ struct kvbm_pool_info {
 	uint64_t recoveries;   /* mutex-owner-death recoveries so far */
 };
 
-/* Fills *info for @pool. Returns 0 or a negative code. */
+/* Fills *info for @pool. Returns 0 or the handle errors. */
 KVBM_API int kvbm_pool_info(struct kvbm_pool *pool, struct kvbm_pool_info *info);
 
 /* ---- hashing (bit-identical to dynamo-tokens / kvbm-logical 1.3) -------- */
@@ -331,6 +391,8 @@ struct kvbm_plh {
 #define KVBM_CHAIN_SEED 1337ull
 #define KVBM_PLH_MAX_POSITION ((1u << 24) - 1)
 
+/* The functions from here to kvbm_plh_from_bytes() compute values and
+ * cannot fail, but for the two that say so. */
 KVBM_API uint64_t kvbm_block_hash(const uint32_t *tokens, size_t n, uint64_t salt);
 KVBM_API uint64_t kvbm_chain_hash(uint64_t parent_seq_hash, uint64_t block_hash);
 /* The canonical salt of a request (dynamo-kv-hashing compute_salt_hash):
@@ -341,7 +403,8 @@ KVBM_API uint64_t kvbm_salt_hash(const char *cache_namespace, const char *lora_n
  * Returns 0 or -ERANGE when position > KVBM_PLH_MAX_POSITION. */
 KVBM_API int kvbm_plh_make(uint64_t current, const uint64_t *parent, uint32_t position,
 			   struct kvbm_plh *out);
-/* The PLH of the child block with block hash @child_block_hash. */
+/* The PLH of the child block with block hash @child_block_hash. Returns 0
+ * or -ERANGE when the child's position would pass KVBM_PLH_MAX_POSITION. */
 KVBM_API int kvbm_plh_extend(struct kvbm_plh parent, uint64_t child_block_hash,
 			     struct kvbm_plh *out);
 KVBM_API uint32_t kvbm_plh_position(struct kvbm_plh h);
@@ -379,12 +442,17 @@ KVBM_API long kvbm_hash_tokens(const uint32_t *tokens, size_t n, uint32_t block_
  * appended, and every block they complete is hashed once. Not thread-safe.
  */
 struct kvbm_tokens;
+/* Returns 0 and *out, -EINVAL (@block_size not a power of two 1..1024,
+ * NULL @out) or -ENOMEM. */
 KVBM_API int kvbm_tokens_new(uint32_t block_size, uint64_t salt, struct kvbm_tokens **out);
 KVBM_API void kvbm_tokens_free(struct kvbm_tokens *t);
 /* Appends @n tokens. *first_new / *n_new (may be NULL) receive the range of
- * blocks they completed. Returns 0 or -ENOMEM / -ERANGE. */
+ * blocks they completed. Returns 0, -EINVAL (NULL @t, or NULL @tokens with
+ * @n > 0), -ENOMEM, or -ERANGE (past KVBM_PLH_MAX_POSITION blocks). */
 KVBM_API int kvbm_tokens_extend(struct kvbm_tokens *t, const uint32_t *tokens, size_t n,
 				size_t *first_new, size_t *n_new);
+/* These four cannot fail; kvbm_tokens_block() is NULL past the last
+ * complete block. */
 KVBM_API size_t kvbm_tokens_total(const struct kvbm_tokens *t);  /* incl. the partial block */
 KVBM_API size_t kvbm_tokens_blocks(const struct kvbm_tokens *t); /* complete blocks */
 KVBM_API uint32_t kvbm_tokens_block_size(const struct kvbm_tokens *t);
@@ -427,21 +495,28 @@ struct kvbm_block {
  * blocks come back MUTABLE in @out. When @evicted is not NULL it receives
  * the sequence hashes of the evicted blocks (room for @n) and *n_evicted
  * their number. Returns 0 (n == 0 included), -ENOSPC when free + inactive
- * blocks are fewer than @n (nothing is taken), or another negative code.
+ * blocks are fewer than @n (nothing is taken, after reaping the dead), or
+ * the handle errors and the mutex errors.
  */
 KVBM_API int kvbm_allocate_blocks(struct kvbm_pool *pool, uint32_t n, struct kvbm_block *out,
 				  struct kvbm_plh *evicted, uint32_t *n_evicted);
 
 /* MUTABLE -> STAGED under @hash. @block_size must equal the pool's, else
- * KVBM_ESIZE and the block stays MUTABLE. */
+ * KVBM_ESIZE and the block stays MUTABLE. Errors (here and in every call
+ * on an owned block): the handle errors, KVBM_EFOREIGN (another pool's
+ * handle), -EINVAL (a block id out of range), KVBM_ESTALE (the slot was
+ * recycled), KVBM_ESTATE (not MUTABLE), KVBM_ENOTOWNER (another process's
+ * block). */
 KVBM_API int kvbm_stage_block(struct kvbm_pool *pool, const struct kvbm_block *blk,
 			      struct kvbm_plh hash, uint32_t block_size);
 /* MUTABLE -> STAGED under the hash of block @index of @seq (its token count
  * is @seq's block size: KVBM_ESIZE and the block untouched if it differs
- * from the pool's; -ERANGE if @index is not a complete block). */
+ * from the pool's; -ERANGE if @index is not a complete block; -EINVAL for
+ * a NULL @seq; else kvbm_stage_block()'s errors). */
 KVBM_API int kvbm_complete_block(struct kvbm_pool *pool, const struct kvbm_block *blk,
 				 const struct kvbm_tokens *seq, size_t index);
-/* STAGED -> MUTABLE (the reference's CompleteBlock::reset). */
+/* STAGED -> MUTABLE (the reference's CompleteBlock::reset). Errors as
+ * kvbm_stage_block()'s (KVBM_ESTATE: not STAGED). */
 KVBM_API int kvbm_unstage_block(struct kvbm_pool *pool, const struct kvbm_block *blk);
 /*
  * kvbm_stage_block() for @n blocks: @blks[i] under @hashes[i], all or
@@ -462,7 +537,9 @@ KVBM_API int kvbm_stage_blocks(struct kvbm_pool *pool, const struct kvbm_block *
  * out of the registry; it keeps the primary active while it lives and is
  * freed on its last release). Under KVBM_DUP_REJECT the existing primary
  * (resurrected if inactive) is returned instead and the candidate goes back
- * to the free pool. Returns 0 or a negative code (then nothing is
+ * to the free pool. Returns 0 or a negative code: the errors of
+ * kvbm_stage_block() (KVBM_ESTATE: not STAGED), -EINVAL (NULL @blks with
+ * @n > 0) and the mutex errors (then nothing is
  * registered: every handle is checked before the first registration;
  * only another thread of this process releasing or registering one of
  * them during the call can make it stop part-way, with those before it
@@ -471,7 +548,8 @@ KVBM_API int kvbm_stage_blocks(struct kvbm_pool *pool, const struct kvbm_block *
 KVBM_API int kvbm_register_blocks(struct kvbm_pool *pool, struct kvbm_block *blks, uint32_t n);
 /* kvbm_register_blocks() with the blocks' token ids (@n x the pool's block
  * size, block after block; NULL: none), which the STORED events carry (a
- * router recomputes its content hashes from them). */
+ * router recomputes its content hashes from them). Errors as
+ * kvbm_register_blocks()'s. */
 KVBM_API int kvbm_register_blocks_tokens(struct kvbm_pool *pool, struct kvbm_block *blks,
 					 uint32_t n, const uint32_t *tokens);
 
@@ -481,25 +559,35 @@ KVBM_API int kvbm_register_blocks_tokens(struct kvbm_pool *pool, struct kvbm_blo
  * last hold (over every process) moves a primary to the inactive pool, or
  * straight to the free pool with reset-on-release, and frees a duplicate.
  * Handles are processed in order; on the first bad one the call stops and
- * returns its error (the ones before it are released).
+ * returns its error (the ones before it are released): the handle errors,
+ * KVBM_EFOREIGN, -EINVAL (a block id out of range), KVBM_ESTALE,
+ * KVBM_ENOTOWNER (another process's MUTABLE/STAGED block), KVBM_ENOTHELD
+ * (a REGISTERED block this process holds no more), the mutex errors.
  */
 KVBM_API int kvbm_release_blocks(struct kvbm_pool *pool, const struct kvbm_block *blks,
 				 uint32_t n);
 
-/* One more hold on the REGISTERED block @blk (held by this process). */
+/* One more hold on the REGISTERED block @blk (held by this process).
+ * Errors (here and in kvbm_pin_block, kvbm_downgrade_block and
+ * kvbm_set_reset_on_release): the handle errors, KVBM_EFOREIGN, -EINVAL
+ * (a block id out of range, NULL @out), KVBM_ESTALE, KVBM_ESTATE (not
+ * REGISTERED), KVBM_ENOTHELD (this process holds none), -EOVERFLOW (this
+ * process's holds on the block are at their maximum). */
 KVBM_API int kvbm_clone_block(struct kvbm_pool *pool, const struct kvbm_block *blk,
 			      struct kvbm_block *out);
 
 /* Per-block reset-on-release (REGISTERED, held): 1 = the last release
  * bypasses the inactive pool. Last writer wins; survives resurrection;
  * forgotten when the slot is evicted or reallocated; ignored for
- * duplicates, which always go back to the free pool. */
+ * duplicates, which always go back to the free pool. Errors as
+ * kvbm_clone_block()'s. */
 KVBM_API int kvbm_set_reset_on_release(struct kvbm_pool *pool, const struct kvbm_block *blk,
 				       int on);
 
 /*
  * A pin: one hold plus the block's global logical address, (pool instance
  * id, block id, sequence hash). Give it back with kvbm_release_blocks(&pin->block, 1).
+ * Errors as kvbm_clone_block()'s.
  */
 struct kvbm_pin {
 	struct kvbm_block block;
@@ -513,13 +601,15 @@ struct kvbm_weak {
 	struct kvbm_block block;
 	struct kvbm_plh hash;
 };
-/* Makes a weak handle from a held REGISTERED block. */
+/* Makes a weak handle from a held REGISTERED block. Errors as
+ * kvbm_clone_block()'s (no hold is taken). */
 KVBM_API int kvbm_downgrade_block(struct kvbm_pool *pool, const struct kvbm_block *blk,
 				  struct kvbm_weak *out);
 /* Takes a hold through @weak: on the same block if it still holds the hash
  * (resurrecting it if inactive), else on whichever block is now registered
- * under the hash. Returns 1 and *out, 0 once the hash is gone, or a
- * negative code. */
+ * under the hash. Returns 1 and *out, 0 once the hash is gone, or: the
+ * handle errors, -EINVAL (NULL @weak or @out, a block id out of range),
+ * KVBM_EFOREIGN, -EOVERFLOW. */
 KVBM_API int kvbm_upgrade_block(struct kvbm_pool *pool, const struct kvbm_weak *weak,
 				struct kvbm_block *out);
 
@@ -541,7 +631,9 @@ struct kvbm_block_info {
 	uint32_t holder_procs; /* processes holding it */
 	struct kvbm_plh hash; /* STAGED, REGISTERED */
 };
-/* Describes block @blk (a snapshot). KVBM_ESTALE if its generation moved on. */
+/* Describes block @blk (a snapshot). Returns 0, or: the handle errors,
+ * -EINVAL (NULL @info, a block id out of range), KVBM_EFOREIGN,
+ * KVBM_ESTALE (its generation moved on). */
 KVBM_API int kvbm_block_info(struct kvbm_pool *pool, const struct kvbm_block *blk,
 			     struct kvbm_block_info *info);
 
@@ -577,7 +669,8 @@ struct kvbm_event {
 };
 
 /* The sequence number the next event will get: a reader that starts here
- * sees every change from now on. Returns 0, or -EOPNOTSUPP (no ring). */
+ * sees every change from now on. Returns 0, -EOPNOTSUPP (no ring), or the
+ * handle errors. */
 KVBM_API int kvbm_events_head(struct kvbm_pool *pool, uint64_t *head);
 
 /*
@@ -586,7 +679,8 @@ KVBM_API int kvbm_events_head(struct kvbm_pool *pool, uint64_t *head);
  * is left for the next call), and advances *@cursor past them. Lock-free,
  * syscall-free. Returns how many (0: nothing new), KVBM_EGAP when the
  * event at *@cursor was overwritten (resync with kvbm_events_snapshot()),
- * -ERANGE for a cursor past the head, -EOPNOTSUPP (no ring).
+ * -ERANGE for a cursor past the head, -EOPNOTSUPP (no ring), or the
+ * handle errors.
  */
 KVBM_API long kvbm_events_read(struct kvbm_pool *pool, uint64_t *cursor, struct kvbm_event *out,
 			       size_t max, uint32_t *tokens, size_t ntokens);
@@ -598,7 +692,8 @@ KVBM_API long kvbm_events_read(struct kvbm_pool *pool, uint64_t *cursor, struct 
  * the ring stood before the snapshot: reading on from there may repeat a
  * STORED the snapshot had, or remove a block it did not (both harmless to
  * a consumer that keeps a set), and misses nothing. Lock-free; allocates.
- * Returns the number of STORED events, or a negative code.
+ * Returns the number of STORED events, or: the handle errors,
+ * -EOPNOTSUPP (no ring), -ENOMEM.
  */
 KVBM_API long kvbm_events_snapshot(struct kvbm_pool *pool, uint64_t *cursor,
 				   void (*fn)(const struct kvbm_event *ev, void *arg), void *arg);
@@ -609,38 +704,45 @@ KVBM_API long kvbm_events_snapshot(struct kvbm_pool *pool, uint64_t *cursor,
  * Prefix match: walks @hashes in order and stops at the first one that is
  * registered neither as an active nor as an inactive block. Each hit is one
  * hold (an inactive hit is resurrected by the hold itself) written to
- * @out. Returns the number of hits, or a negative code.
+ * @out. Returns the number of hits, or the handle errors (-EINVAL: NULL
+ * @hashes or @out with @n > 0). A block whose holds by this process are
+ * at their maximum ends the prefix there.
  */
 KVBM_API long kvbm_match_blocks(struct kvbm_pool *pool, const struct kvbm_plh *hashes, size_t n,
 				struct kvbm_block *out);
 /* Like kvbm_match_blocks(), but never stops: @out[i] is a hold for
  * @hashes[i] and @found[i] says whether it hit. Repeated hashes each take a
- * hold on the same block. Returns the number of hits. */
+ * hold on the same block. Returns the number of hits, or the handle
+ * errors and -ENOMEM. */
 KVBM_API long kvbm_match_blocks_scattered(struct kvbm_pool *pool, const struct kvbm_plh *hashes,
 					  size_t n, struct kvbm_block *out, uint8_t *found);
 /* kvbm_scan_matches() flags. */
 #define KVBM_SCAN_TOUCH 1u /* count each hit in the TinyLFU sketch, as a match does */
 /* Holds on the blocks of every DISTINCT hash of @hashes that is registered,
  * in order of first occurrence, into @out (room for @n). @flags is 0 or
- * KVBM_SCAN_TOUCH (the reference's `touch`). Returns how many. */
+ * KVBM_SCAN_TOUCH (the reference's `touch`). Returns how many, or the
+ * handle errors, -EINVAL (unknown @flags), -E2BIG (@n past 2^30) and
+ * -ENOMEM. */
 KVBM_API long kvbm_scan_matches(struct kvbm_pool *pool, const struct kvbm_plh *hashes, size_t n,
 				unsigned flags, struct kvbm_block *out);
 /* The TinyLFU estimate (0..15) of @hash: how often it was registered new or
  * matched recently. 0 when the pool keeps no sketch (KVBM_TINYLFU_NONE, or
- * AUTO with a backend that needs none). Returns it, or a negative code. */
+ * AUTO with a backend that needs none). Returns it, or the handle errors. */
 KVBM_API long kvbm_frequency_estimate(struct kvbm_pool *pool, struct kvbm_plh hash);
 /* @present[i] = whether @hashes[i] is registered (active or inactive).
- * Takes no hold. Returns the number present. */
+ * Takes no hold. Returns the number present, or the handle errors. */
 KVBM_API long kvbm_check_presence(struct kvbm_pool *pool, const struct kvbm_plh *hashes,
 				  size_t n, uint8_t *present);
 
-/* Free + inactive blocks: what an allocation can get now. */
+/* Free + inactive blocks: what an allocation can get now. These two return
+ * the count, or the handle errors. */
 KVBM_API long kvbm_available_blocks(struct kvbm_pool *pool);
 KVBM_API long kvbm_total_blocks(struct kvbm_pool *pool);
 /*
  * Evicts every inactive block to the free pool (no eviction is counted).
  * Then returns 0 if every block is free, or -EBUSY when some are still in
- * use (the drain has happened regardless).
+ * use (the drain has happened regardless), or the handle errors and the
+ * mutex errors.
  */
 KVBM_API int kvbm_reset_inactive_pool(struct kvbm_pool *pool);
 
@@ -665,6 +767,11 @@ KVBM_API int kvbm_reset_inactive_pool(struct kvbm_pool *pool);
  * Lookups are lock-free (a liburcu hash table read under RCU); each hash's
  * values are guarded by their own mutex. Callbacks and free functions must
  * not call the attachment functions for the same hash.
+ *
+ * Errors of every function of this section: the handle errors, -ENOENT
+ * (the hash is not registered), -ENOMEM, KVBM_EDEADLK (called on @hash
+ * from one of its own callbacks), and for the attach calls KVBM_EUNIQUE /
+ * KVBM_EMULTIPLE.
  */
 typedef void (*kvbm_value_free_fn)(void *value);
 KVBM_API int kvbm_attach_unique(struct kvbm_pool *pool, struct kvbm_plh hash, uint32_t type,
@@ -731,13 +838,15 @@ struct kvbm_metrics {
 	 * the bound (stopped, or preempted); retried later */
 	uint64_t recounts_deferred;
 };
+/* Sums the pool's metrics into *out. Returns 0 or the handle errors. */
 KVBM_API int kvbm_metrics_snapshot(struct kvbm_pool *pool, struct kvbm_metrics *out);
 
 /*
  * Writes the Prometheus text exposition of @m (every family with the
  * reference's name, e.g. kvbm_allocations_total, labelled pool="@tier"
  * followed by the @nlabels (name, value) pairs of @labels) into @buf.
- * Returns the length it needs (like snprintf) or -EINVAL.
+ * Returns the length it needs (like snprintf) or -EINVAL (NULL @m or
+ * @tier, NULL @labels with @nlabels > 0, NULL @buf with @len > 0).
  */
 KVBM_API long kvbm_metrics_prometheus(const struct kvbm_metrics *m, const char *tier,
 				      const char *const (*labels)[2], size_t nlabels, char *buf,
@@ -765,21 +874,24 @@ struct kvbm_stats_snapshot {
 	int64_t reset_pool_size;
 	int64_t inactive_pool_size;
 };
-/* @window_size 0 means the reference's 60. */
+/* @window_size 0 means the reference's 60. Returns 0 and *out, -EINVAL
+ * (NULL @out) or -ENOMEM. kvbm_stats_free, _set_enabled and _is_enabled
+ * cannot fail. */
 KVBM_API int kvbm_stats_new(struct kvbm_pool *pool, uint32_t window_size, struct kvbm_stats **out);
 KVBM_API void kvbm_stats_free(struct kvbm_stats *st);
 KVBM_API void kvbm_stats_set_enabled(struct kvbm_stats *st, int on);
 KVBM_API int kvbm_stats_is_enabled(struct kvbm_stats *st);
 /* Takes a sample of the pool's metrics now. Returns 1 sampled, 0 disabled,
- * or a negative code. */
+ * or -EINVAL (NULL @st) and the handle errors. */
 KVBM_API int kvbm_stats_sample(struct kvbm_stats *st);
 /* The same from given metrics at a given time (deterministic, for tests
- * and replays). */
+ * and replays). Returns 1, 0 or -EINVAL (NULL @st or @m). */
 KVBM_API int kvbm_stats_sample_at(struct kvbm_stats *st, const struct kvbm_metrics *m,
 				  uint64_t t_ns);
-/* The newest sample: 1 and *out, or 0 when there is none. */
+/* The newest sample: 1 and *out, 0 when there is none, -EINVAL (NULL). */
 KVBM_API int kvbm_stats_latest(struct kvbm_stats *st, struct kvbm_stats_snapshot *out);
-/* Up to @n newest samples, oldest first. Returns how many were written. */
+/* Up to @n newest samples, oldest first. Returns how many were written
+ * (0 for NULL arguments). */
 KVBM_API size_t kvbm_stats_window(struct kvbm_stats *st, size_t n,
 				  struct kvbm_stats_snapshot *out);
 

@@ -146,15 +146,6 @@ int kvbm_config_to_shm(const struct kvbm_config *cfg, struct kvbm_shm_config *ou
 	return kvbm_seg_layout(out, regions, &total);
 }
 
-static int config_matches(const struct kvbm_shm_config *have, const struct kvbm_shm_config *want)
-{
-	return have->block_count == want->block_count && have->block_size == want->block_size &&
-	       have->max_procs == want->max_procs && have->dup_policy == want->dup_policy &&
-	       have->backend == want->backend && have->reset_on_release == want->reset_on_release &&
-	       have->sketch_log2 == want->sketch_log2 &&
-	       memcmp(have->mlru_thresholds, want->mlru_thresholds, 4) == 0 &&
-	       strcmp(have->tier, want->tier) == 0;
-}
 
 /* Process-local copies of what every call needs from the header. */
 static void setup_view(struct kvbm_pool *p)
@@ -201,7 +192,7 @@ int kvbm_pool_open(const char *name, const struct kvbm_config *cfg, unsigned fla
 	r = kvbm_seg_open(&p->seg, name, cfg ? &scfg : NULL, flags, timeout);
 	if (r < 0)
 		goto fail;
-	if (cfg && !config_matches(&p->seg.cfg, &scfg)) {
+	if (cfg && kvbm_shm_config_diff(&p->seg.cfg, &scfg, NULL)) {
 		r = KVBM_EMISMATCH;
 		goto fail_close;
 	}

@@ -65,6 +65,10 @@ struct kvbm_pool {
 
 /* Checks @cfg and converts it to the stored form. Returns 0 or -EINVAL. */
 int kvbm_config_to_shm(const struct kvbm_config *cfg, struct kvbm_shm_config *out);
+/* The first field an opener's @want disagrees with the pool's @have on
+ * (lib/confdiff.c): 1 and *out (may be NULL), or 0 when they agree. */
+int kvbm_shm_config_diff(const struct kvbm_shm_config *have, const struct kvbm_shm_config *want,
+			 struct kvbm_config_diff *out);
 
 static inline void kvbm_metric_add(struct kvbm_pool *p, int idx, int64_t v)
 {

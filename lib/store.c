@@ -16,11 +16,11 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <sched.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "log.h"
 #include "pool.h"
 #include "../shm/failpoint.h"
 #include "../shm/mutex.h"
@@ -612,10 +612,11 @@ static void rebuild_index(struct kvbm_pool *p)
 	}
 }
 
-static void report_stderr(const char *msg, void *arg)
+/* to the host's log function, if any: never to its stderr */
+static void report_log(const char *msg, void *arg)
 {
 	(void)arg;
-	fprintf(stderr, "kvbm: repair failed: %s\n", msg);
+	kvbm_log(KVBM_LOG_ERROR, "repair failed: %s", msg);
 }
 
 /*
@@ -724,7 +725,7 @@ static int recover_hook(struct kvbm_seg *seg, const struct kvbm_shm_op *op, void
 	/* the repaired pool must pass the checker before the mutex is marked
 	 * consistent; otherwise the caller poisons the segment, and every
 	 * process gets KVBM_EPOISONED instead of building on a broken one */
-	if (kvbm_check_seg(seg, KVBM_CK_LOCKED, report_stderr, NULL) != 0)
+	if (kvbm_check_seg(seg, KVBM_CK_LOCKED, report_log, NULL) != 0)
 		return KVBM_ECORRUPT;
 	return 0;
 }

@@ -15,13 +15,16 @@
 # tests (make python-check; the package itself needs only python3's
 # ctypes), python3-numpy the token arrays they pass. With --interop it
 # also installs prometheus (promtool and the server, for make interop),
-# which is large and not needed by make check.
+# which is large and not needed by make check. groff-base renders the man
+# pages, which make check lints; gnuplot-nox draws the plots of
+# scripts/plot-*.sh, which make check draws.
 set -euo pipefail
 
 pkgs=(make gcc libc6-dev pkg-config check libsubunit-dev liburcu-dev libxxhash-dev
       clang libclang-rt-14-dev
       libjemalloc-dev libmicrohttpd-dev libzmq3-dev libnats-dev nats-server util-linux
-      python3 python3-msgpack python3-zmq python3-numpy python3-pytest cppcheck)
+      python3 python3-msgpack python3-zmq python3-numpy python3-pytest cppcheck groff-base
+      gnuplot-nox)
 if [ "${1:-}" = --interop ]; then
 	pkgs+=(prometheus)
 fi

@@ -85,4 +85,47 @@ kvbm.destroy("install-test-py")
 print("python: kvbm %s from %s, libkvbm %s" % (kvbm.__version__, os.path.dirname(kvbm.__file__), lib))
 PY
 )
-echo "test-install: install, pkg-config build (shared and static), exported symbols and the Python package OK"
+
+# An installed example, built and run as the README tells a user: with
+# pkg-config alone, no LD_LIBRARY_PATH (kvbm.pc's rpath finds the library).
+check_installed_example() {
+	local src="$tmp/prefix/share/doc/kvbm/examples/basic.c" out
+	[ -r "$src" ] || { echo "test-install: $src not installed" >&2; exit 1; }
+	# shellcheck disable=SC2046
+	cc -Wall -Werror "$src" -o "$tmp/basic" $(pkg-config --cflags --libs kvbm)
+	out=$(env -u LD_LIBRARY_PATH KVBM_SHM_DIR="$tmp/shm" "$tmp/basic" example-install) || {
+		echo "test-install: the installed examples/basic.c failed to run: $out" >&2
+		exit 1
+	}
+	grep -q '^matched 4 of 4 blocks' <<<"$out" || {
+		echo "test-install: examples/basic.c printed: $out" >&2
+		exit 1
+	}
+}
+check_installed_example
+
+# Every installed tool answers --version with "NAME kvbm-shm VERSION".
+check_tool_versions() {
+	local t name out want version
+	version=$(pkg-config --modversion kvbm)
+	for t in "$tmp/prefix/bin"/*; do
+		name=${t##*/}
+		want="$name kvbm-shm $version"
+		out=$("$t" --version 2>&1) || { echo "test-install: $name --version failed: $out" >&2; exit 1; }
+		[ "$out" = "$want" ] || { echo "test-install: $name --version printed '$out', not '$want'" >&2; exit 1; }
+	done
+}
+check_tool_versions
+
+# Every installed tool has its man page where man finds it, and so has the library.
+check_installed_man_pages() {
+	local t name
+	for t in "$tmp/prefix/bin"/* libkvbm; do
+		name=${t##*/}
+		MANPATH="$tmp/prefix/share/man" man -w "$name" >/dev/null 2>&1 ||
+			{ echo "test-install: no installed man page for $name" >&2; exit 1; }
+	done
+}
+check_installed_man_pages
+
+echo "test-install: install, pkg-config build (shared and static), exported symbols, an installed example, every tool's --version and man page, and the Python package OK"

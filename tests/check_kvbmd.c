@@ -228,7 +228,7 @@ START_TEST(test_kvbmd_version_and_help)
 	char out[4096];
 
 	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbmd", "--version", NULL), 0);
-	ck_assert_ptr_nonnull(strstr(out, "kvbmd 0."));
+	ck_assert_ptr_nonnull(strstr(out, "kvbmd kvbm-shm 0."));
 	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbmd", "--help", NULL), 0);
 	ck_assert_ptr_nonnull(strstr(out, "--config FILE"));
 	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbmd", "--bogus", NULL), 2);

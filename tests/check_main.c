@@ -38,6 +38,7 @@ int main(void)
 	srunner_add_suite(sr, make_segment_suite());
 	srunner_add_suite(sr, make_proctable_suite());
 	srunner_add_suite(sr, make_mutex_suite());
+	srunner_add_suite(sr, make_log_suite());
 	srunner_add_suite(sr, make_tools_suite());
 	srunner_add_suite(sr, make_block_suite());
 	srunner_add_suite(sr, make_match_suite());

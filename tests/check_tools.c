@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "helpers.h"
@@ -85,6 +86,14 @@ START_TEST(test_dump_works_when_every_process_is_dead)
 	ck_assert_ptr_nonnull(strstr(out, "dead (liveness lock free)"));
 	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", "--json", name, NULL), 0);
 	ck_assert_int_eq(json_check(out, "d['valid'] and not d['processes'][0]['alive']"), 0);
+	/* --check --lock attaches, which reaps the dead creator: said, not silent */
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", "--check", "--lock", name,
+				    NULL), 0);
+	ck_assert_msg(strstr(out, "check: attaching reaped 1 dead process (holds dropped"), "%s",
+		      out);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", "--check", "--lock", name,
+				    NULL), 0);
+	ck_assert_ptr_null(strstr(out, "reaped"));
 	kvbm_pool_destroy(name, 0);
 }
 END_TEST
@@ -94,10 +103,10 @@ START_TEST(test_dump_missing_and_invalid)
 	T_NAME(name);
 	char path[256];
 
-	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", name, NULL), 2);
-	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", NULL), 64);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", name, NULL), 3);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", NULL), 2);
 	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", "--bogus", name, NULL),
-			 64);
+			 2);
 
 	/* a file that is not a pool, by path */
 	int fd = open(t_path(name, path, sizeof(path)), O_RDWR | O_CREAT, 0600);
@@ -105,7 +114,8 @@ START_TEST(test_dump_missing_and_invalid)
 	close(fd);
 	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", path, NULL), 1);
 	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", "--json", path, NULL), 1);
-	ck_assert_int_eq(json_check(out, "not d['valid'] and 'truncated' in d['error']"), 0);
+	/* shorter than a header, but no magic either: not "truncated" */
+	ck_assert_int_eq(json_check(out, "not d['valid'] and 'not a kvbm' in d['error']"), 0);
 	unlink(path);
 
 	/* a pool with the wrong ABI: the header is shown, the verdict says why */
@@ -118,6 +128,112 @@ START_TEST(test_dump_missing_and_invalid)
 		json_check(out, "not d['valid'] and 'ABI' in d['error'] and d['header']['abi_major']==77"),
 		0);
 	kvbm_pool_destroy(name, 0);
+}
+END_TEST
+
+/* Damaged counters are called damaged, not printed negative. */
+START_TEST(test_dump_damaged_counters)
+{
+	T_NAME(name);
+
+	struct kvbm_pool *p = t_create(name, NULL);
+	struct kvbm_shm_header h;
+	char seg[512];
+	int fd = open(t_path(name, seg, sizeof(seg)), O_RDONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, &h, sizeof(h), 0), (ssize_t)sizeof(h));
+	close(fd);
+	int64_t bad = INT64_MIN + 5;
+	t_patch(name,
+		(off_t)(h.regions[KVBM_REGION_METRICS].offset + KVBM_M_ALLOCATIONS * sizeof(int64_t)),
+		&bad, sizeof(bad));
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", name, NULL), 0);
+	ck_assert_msg(strstr(out, "allocations damaged (0x8000000000000005)"), "%s", out);
+	kvbm_pool_close(p);
+	kvbm_pool_destroy(name, 0);
+}
+END_TEST
+
+/* Runs kvbm-pool with @args as user nobody (root only), stdout and stderr in
+ * out[]; returns its exit code. */
+static int pool_as_nobody(const char *a1, const char *a2)
+{
+	char path[512];
+	int p[2];
+
+	snprintf(path, sizeof(path), "%s/kvbm-pool", getenv("KVBM_BIN") ? getenv("KVBM_BIN")
+									  : "build/bin");
+	ck_assert_int_eq(pipe(p), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		dup2(p[1], 1);
+		dup2(p[1], 2);
+		close(p[0]);
+		if (setgid(65534) < 0 || setuid(65534) < 0)
+			_exit(126);
+		execl(path, "kvbm-pool", a1, a2, (char *)NULL);
+		_exit(127);
+	}
+	close(p[1]);
+	size_t got = 0;
+	ssize_t k;
+	while (got < sizeof(out) - 1 && (k = read(p[0], out + got, sizeof(out) - 1 - got)) > 0)
+		got += (size_t)k;
+	out[got] = '\0';
+	close(p[0]);
+	return t_wait(pid);
+}
+
+/* What another user meets: a pool it cannot read is listed as such, and a
+ * directory it cannot write is named, not blamed on a pool's owner. */
+START_TEST(test_pool_cli_permissions)
+{
+	if (!t_is_root())
+		return; /* needs another user */
+	char dir[] = "/dev/shm/kvbm-perm-XXXXXX";
+	char *old = strdup(getenv("KVBM_SHM_DIR") ? getenv("KVBM_SHM_DIR") : "/dev/shm");
+	struct kvbm_config cfg;
+	struct kvbm_pool *p;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	ck_assert_int_eq(chmod(dir, 0755), 0);
+	setenv("KVBM_SHM_DIR", dir, 1);
+	kvbm_config_init(&cfg);
+	ck_assert_int_eq(kvbm_pool_open("secret", &cfg, KVBM_OPEN_CREATE, &p), 0);
+	kvbm_pool_close(p);
+	ck_assert_int_eq(pool_as_nobody("list", NULL), 0);
+	ck_assert_msg(strstr(out, "secret") && strstr(out, "UNREADABLE") &&
+			      strstr(out, "permission denied"),
+		      "%s", out);
+	ck_assert_int_eq(pool_as_nobody("create", "mine"), 1);
+	ck_assert_msg(strstr(out, "kvbm-pool: create mine: no permission to create files in "),
+		      "%s", out);
+	ck_assert_ptr_null(strstr(out, "owner"));
+	ck_assert_int_eq(kvbm_pool_destroy("secret", 0), 0);
+	rmdir(dir);
+	setenv("KVBM_SHM_DIR", old, 1);
+	free(old);
+}
+END_TEST
+
+/* A missing pool directory is named, not reported as a missing pool. */
+START_TEST(test_missing_pool_dir_is_named)
+{
+	const char *want = "the pool directory /nonexistent-kvbm does not exist (set by "
+			   "KVBM_SHM_DIR)\n";
+	char *old = strdup(getenv("KVBM_SHM_DIR") ? getenv("KVBM_SHM_DIR") : "/dev/shm");
+
+	setenv("KVBM_SHM_DIR", "/nonexistent-kvbm", 1);
+	ck_assert_int_eq(t_run_tool_all(out, sizeof(out), "kvbm-shm-dump", "g1", NULL), 3);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	ck_assert_int_eq(t_run_tool_all(out, sizeof(out), "kvbm-pool", "create", "g1", NULL), 1);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	ck_assert_int_eq(t_run_tool_all(out, sizeof(out), "kvbm-pool", "info", "g1", NULL), 1);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	ck_assert_int_eq(t_run_tool_all(out, sizeof(out), "kvbm-pool", "list", NULL), 1);
+	ck_assert_msg(strstr(out, want), "%s", out);
+	setenv("KVBM_SHM_DIR", old, 1);
+	free(old);
 }
 END_TEST
 
@@ -158,12 +274,143 @@ START_TEST(test_pool_cli_lifecycle)
 	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "destroy", name, NULL), 1);
 	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "create", name,
 				    "--block-size", "15", NULL),
-			 1);
+			 2);
 	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "create", name, "--blocks",
 				    "many", NULL),
 			 2);
 	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "frobnicate", NULL), 2);
 	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", NULL), 2);
+}
+END_TEST
+
+/* Every config field has a flag, and info shows each one back. */
+START_TEST(test_pool_create_every_field)
+{
+	T_NAME(name);
+
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "create", name, "--blocks", "512",
+				    "--block-size", "8", "--max-procs", "5", "--mode", "0640",
+				    "--backend", "multi-lru", "--dup-policy", "reject", "--tier", "G3",
+				    "--reset-on-release", "--tinylfu", "small", "--mlru-thresholds",
+				    "2,5,9", "--event-ring", "128", "--keep-tokens", NULL),
+			 0);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "info", "--json", name, NULL), 0);
+	ck_assert_int_eq(json_check(out, "d['block_count']==512 and d['block_size']==8 and "
+					 "d['max_procs']==5 and d['mode']==0o640 and "
+					 "d['backend']=='multi-lru' and d['dup_policy']=='reject' and "
+					 "d['tier']=='G3' and d['reset_on_release'] and "
+					 "d['tinylfu_counters']==2**18 and d['mlru_thresholds']==[2,5,9] "
+					 "and d['event_ring']==128 and d['keep_tokens'] and "
+					 "not d['hugepages'] and not d['allow_others'] and 'uid' in d"),
+			 0);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "info", name, NULL), 0);
+	const char *lines[] = {"tier      G3\n", "backend   multi-lru\n", "dup policy reject\n",
+			       "reset on release yes\n", "tinylfu   2^18 counters\n",
+			       "mlru thresholds 2,5,9\n", "event ring 128 entries, token ids kept\n",
+			       "hugepages no\n", "allow others no\n"};
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
+		ck_assert_msg(strstr(out, lines[i]), "no '%s' in:\n%s", lines[i], out);
+
+	/* --exist-ok: the same configuration is success, another names the field */
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "create", name, "--blocks", "512",
+				    "--block-size", "8", "--max-procs", "5", "--mode", "0640",
+				    "--backend", "multi-lru", "--dup-policy", "reject", "--tier", "G3",
+				    "--reset-on-release", "--tinylfu", "small", "--mlru-thresholds",
+				    "2,5,9", "--event-ring", "128", "--keep-tokens", "--exist-ok",
+				    NULL),
+			 0);
+	ck_assert_int_eq(t_run_tool_all(out, sizeof(out), "kvbm-pool", "create", name, "--blocks", "512",
+				    "--block-size", "8", "--max-procs", "5", "--backend", "lru",
+				    "--exist-ok", NULL),
+			 1);
+	ck_assert_msg(strstr(out, "the pool exists with dup_policy reject, not allow"), "%s", out);
+	ck_assert_int_eq(kvbm_pool_destroy(name, 0), 0);
+}
+END_TEST
+
+/* A bad value: one line naming the option, the value and the one rule. */
+START_TEST(test_pool_create_messages)
+{
+	static const char *const cases[][4] = {
+		{"--blocks", "0", "kvbm-pool: --blocks 0: block_count must be greater than 0\n"},
+		{"--mode", "0200", "kvbm-pool: --mode 0200: mode must be a permission mode including 0600\n"},
+		{"--max-procs", "64", "kvbm-pool: --max-procs 64: max_procs must be between 1 and 63\n"},
+		{"--block-size", "3", "kvbm-pool: --block-size 3: block_size must be a power of two "
+				      "between 1 and 1024\n"},
+		{"--group", "nosuchgroup", "kvbm-pool: --group 'nosuchgroup': no such group\n"},
+		{"--blocks", "-5", "kvbm-pool: --blocks '-5': not a number of blocks (1..268435456)\n"},
+		{"--backend", "belady", "kvbm-pool: --backend 'belady': not one of lru fifo multi-lru "
+					"lineage lineage-fifo lfru\n"},
+		{"--event-ring", "100", "kvbm-pool: --event-ring 100: event_ring must be 0 or a power "
+					"of two between 64 and 4194304\n"},
+		{"--bogus", NULL, "kvbm-pool create: unrecognized option '--bogus'\n"
+				  "kvbm-pool create --help lists the options\n"},
+	};
+	T_NAME(name);
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		ck_assert_int_eq(t_run_tool_all(out, sizeof(out), "kvbm-pool", "create", name,
+					      cases[i][0], cases[i][1], NULL),
+				 2);
+		ck_assert_str_eq(out, cases[i][2]);
+	}
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "create", "--help", NULL), 0);
+	ck_assert_ptr_nonnull(strstr(out, "--reset-on-release"));
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "info", "--help", NULL), 0);
+	ck_assert_int_eq(kvbm_pool_destroy(name, 0), -ENOENT);
+}
+END_TEST
+
+/* The library names the field a KVBM_EMISMATCH open disagreed on. */
+START_TEST(test_config_diff_names_the_field)
+{
+	T_NAME(name);
+	struct kvbm_config cfg = t_cfg(), other;
+	struct kvbm_config_diff d;
+	struct kvbm_pool *p;
+
+	ck_assert_int_eq(kvbm_pool_open(name, &cfg, KVBM_OPEN_CREATE, &p), 0);
+	ck_assert_int_eq(kvbm_config_diff(name, &cfg, &d), 0);
+	ck_assert_ptr_null(d.field);
+
+	other = cfg;
+	other.backend = cfg.backend == KVBM_BACKEND_LRU ? KVBM_BACKEND_FIFO : KVBM_BACKEND_LRU;
+	struct kvbm_pool *q;
+	ck_assert_int_eq(kvbm_pool_open(name, &other, 0, &q), KVBM_EMISMATCH);
+	ck_assert_int_eq(kvbm_config_diff(name, &other, &d), 1);
+	ck_assert_str_eq(d.field, "backend");
+	ck_assert_str_eq(d.pool, kvbm_backend_name(cfg.backend));
+	ck_assert_str_eq(d.config, kvbm_backend_name(other.backend));
+
+	other = cfg;
+	snprintf(other.tier, sizeof(other.tier), "G9");
+	ck_assert_int_eq(kvbm_pool_open(name, &other, 0, &q), KVBM_EMISMATCH);
+	ck_assert_int_eq(kvbm_config_diff(name, &other, &d), 1);
+	ck_assert_str_eq(d.field, "tier");
+	ck_assert_str_eq(d.config, "G9");
+
+	other = cfg;
+	other.block_count = cfg.block_count * 2;
+	other.max_procs = 3;
+	ck_assert_int_eq(kvbm_config_diff(name, &other, &d), 1);
+	ck_assert_str_eq(d.field, "block_count"); /* the first that differs */
+
+	other = cfg;
+	other.tinylfu = KVBM_TINYLFU_LARGE;
+	ck_assert_int_eq(kvbm_pool_open(name, &other, 0, &q), KVBM_EMISMATCH);
+	ck_assert_int_eq(kvbm_config_diff(name, &other, &d), 1);
+	ck_assert_str_eq(d.field, "tinylfu");
+	ck_assert_str_eq(d.config, "2^24 counters");
+
+	/* mode and open_timeout_ms are not part of the agreement */
+	other = cfg;
+	other.open_timeout_ms = 5;
+	ck_assert_int_eq(kvbm_config_diff(name, &other, &d), 0);
+	other.block_count = 0;
+	ck_assert_int_eq(kvbm_config_diff(name, &other, &d), -EINVAL);
+	ck_assert_int_eq(kvbm_config_diff("no-such-pool-here", &cfg, &d), -ENOENT);
+	kvbm_pool_close(p);
+	kvbm_pool_destroy(name, 0);
 }
 END_TEST
 
@@ -227,6 +474,10 @@ START_TEST(test_hash_cli)
 		0);
 	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-hash", "-b", "3", "1", NULL), 2);
 	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-hash", "12x", NULL), 1);
+	/* less than a block: said, not an empty success */
+	ck_assert_int_eq(t_run_tool_all(out, sizeof(out), "kvbm-hash", "1", "2", "3", NULL), 1);
+	ck_assert_str_eq(out, "kvbm-hash: 3 tokens make no complete block of 16 (a partial block "
+			      "is not hashed)\n");
 }
 END_TEST
 
@@ -240,7 +491,7 @@ START_TEST(test_bench_smoke)
 	ck_assert_msg(strstr(out, "\"e_ns_per_block\":") && strstr(out, "\"h_bytes_per_block\":") &&
 			      strstr(out, "\"e_xxh3_floor_ns_per_block\":"),
 		      "%s", out);
-	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-bench", "z", NULL), 64);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-bench", "z", NULL), 2);
 }
 END_TEST
 
@@ -277,6 +528,25 @@ START_TEST(test_replay_small_trace)
 	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-replay", "--trace", path,
 				    "--capacity-frac", "1", "--backend", "belady", NULL),
 			 2);
+	/* what is missing or wrong is named: the option, the file's reason, the line */
+	ck_assert_int_eq(t_run_tool_all(out, sizeof(out), "kvbm-replay", "--capacity-frac", "1",
+					NULL),
+			 2);
+	ck_assert_str_eq(out, "kvbm-replay: --trace FILE is required (kvbm-replay --help)\n");
+	ck_assert_int_eq(t_run_tool_all(out, sizeof(out), "kvbm-replay", "--trace",
+					"/nonexistent/t.jsonl", "--capacity-frac", "1", NULL),
+			 1);
+	ck_assert_str_eq(out, "kvbm-replay: cannot open the trace /nonexistent/t.jsonl: No such "
+			      "file or directory\n");
+	fd = open(path, O_WRONLY | O_APPEND);
+	ck_assert_int_ge(fd, 0);
+	static const char bad[] = "{\"timestamp\": 3, \"hash_ids\": [1, -3]}\n";
+	ck_assert_int_eq(write(fd, bad, sizeof(bad) - 1), (ssize_t)sizeof(bad) - 1);
+	close(fd);
+	ck_assert_int_eq(t_run_tool_all(out, sizeof(out), "kvbm-replay", "--trace", path,
+					"--capacity-frac", "1", NULL),
+			 1);
+	ck_assert_msg(strstr(out, ":4: a hash id that is not a non-negative integer"), "%s", out);
 	unlink(path);
 }
 END_TEST
@@ -290,7 +560,13 @@ Suite *make_tools_suite(void)
 	tcase_add_test(tc, test_dump_valid_pool);
 	tcase_add_test(tc, test_dump_works_when_every_process_is_dead);
 	tcase_add_test(tc, test_dump_missing_and_invalid);
+	tcase_add_test(tc, test_dump_damaged_counters);
+	tcase_add_test(tc, test_missing_pool_dir_is_named);
+	tcase_add_test(tc, test_pool_cli_permissions);
 	tcase_add_test(tc, test_pool_cli_lifecycle);
+	tcase_add_test(tc, test_pool_create_every_field);
+	tcase_add_test(tc, test_pool_create_messages);
+	tcase_add_test(tc, test_config_diff_names_the_field);
 	tcase_add_test(tc, test_demo_runs);
 	tcase_add_test(tc, test_dump_counts_blocks);
 	tcase_add_test(tc, test_hash_cli);

@@ -123,26 +123,31 @@ void t_patch(const char *name, off_t off, const void *buf, size_t len)
 	close(fd);
 }
 
-int t_run_tool(char *out, size_t outlen, const char *tool, ...)
+static int run_tool(char *out, size_t outlen, int with_stderr, const char *tool, va_list ap)
 {
 	const char *argv[32];
 	char path[512];
 	int p[2], n = 0;
-	va_list ap;
 
 	snprintf(path, sizeof(path), "%s/%s", getenv("KVBM_BIN") ? getenv("KVBM_BIN") : "build/bin",
 		 tool);
 	argv[n++] = tool;
-	va_start(ap, tool);
 	while (n < 31 && (argv[n] = va_arg(ap, const char *)) != NULL)
 		n++;
-	va_end(ap);
 	argv[n] = NULL;
 	ck_assert_int_eq(pipe(p), 0);
 	pid_t pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
 		dup2(p[1], 1);
+		if (with_stderr) {
+			dup2(p[1], 2);
+		} else if (getenv("KVBM_TOOL_STDERR")) {
+			/* expected errors out of make check's output, kept for a look */
+			int e = open(getenv("KVBM_TOOL_STDERR"), O_WRONLY | O_CREAT | O_APPEND, 0644);
+			if (e >= 0)
+				dup2(e, 2);
+		}
 		close(p[0]);
 		close(p[1]);
 		execv(path, (char *const *)argv);
@@ -156,6 +161,26 @@ int t_run_tool(char *out, size_t outlen, const char *tool, ...)
 	out[got] = '\0';
 	close(p[0]);
 	return t_wait(pid);
+}
+
+int t_run_tool(char *out, size_t outlen, const char *tool, ...)
+{
+	va_list ap;
+
+	va_start(ap, tool);
+	int r = run_tool(out, outlen, 0, tool, ap);
+	va_end(ap);
+	return r;
+}
+
+int t_run_tool_all(char *out, size_t outlen, const char *tool, ...)
+{
+	va_list ap;
+
+	va_start(ap, tool);
+	int r = run_tool(out, outlen, 1, tool, ap);
+	va_end(ap);
+	return r;
 }
 
 int t_is_root(void)

@@ -19,6 +19,7 @@ Suite *make_index_suite(void);
 Suite *make_segment_suite(void);
 Suite *make_proctable_suite(void);
 Suite *make_mutex_suite(void);
+Suite *make_log_suite(void);
 Suite *make_tools_suite(void);
 Suite *make_block_suite(void);
 Suite *make_match_suite(void);
@@ -67,6 +68,8 @@ void t_patch(const char *name, off_t off, const void *buf, size_t len);
 /* Runs a tool from $KVBM_BIN with args; captures stdout into @out (NUL-terminated,
  * truncated to @outlen) and returns its exit code. */
 int t_run_tool(char *out, size_t outlen, const char *tool, ...);
+/* The same with the tool's stderr in @out too, for its messages. */
+int t_run_tool_all(char *out, size_t outlen, const char *tool, ...);
 /* Whether we may switch users and mount (root in the initial namespace). */
 int t_is_root(void);
 

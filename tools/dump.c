@@ -35,6 +35,18 @@ static void mutex_text(const struct kvbm_inspect *in, char *buf, size_t len)
 		snprintf(buf, len, "unlocked");
 }
 
+/* A count the pool's processes only ever raise, summed over their shards
+ * (or a gauge that cannot be negative): a negative sum is damage, which a
+ * peer's bytes can cause, and is said rather than printed as a number. */
+static const char *fmt_count(int64_t v, char buf[40])
+{
+	if (v < 0)
+		snprintf(buf, 40, "damaged (0x%016" PRIx64 ")", (uint64_t)v);
+	else
+		snprintf(buf, 40, "%" PRId64, v);
+	return buf;
+}
+
 static void print_text(const struct kvbm_inspect *in, int summary)
 {
 	const struct kvbm_shm_header *h = &in->hdr;
@@ -88,11 +100,15 @@ blocks:;
 	printf("           available %" PRId64 " (free list %u + inactive %" PRId64 ")\n",
 	       (int64_t)((uint64_t)k.free_count + (uint64_t)k.inactive_count), k.free_count,
 	       k.inactive_count);
-	printf("metrics    allocations %" PRId64 " (evictions %" PRId64 "), registrations %" PRId64
-	       ", matched %" PRId64 "/%" PRId64 " hashes, holds %" PRId64 "\n",
-	       k.metrics[KVBM_M_ALLOCATIONS], k.metrics[KVBM_M_EVICTIONS],
-	       k.metrics[KVBM_M_REGISTRATIONS], k.metrics[KVBM_M_MATCH_BLOCKS_RETURNED],
-	       k.metrics[KVBM_M_MATCH_HASHES_REQUESTED], k.inflight_immutable);
+	char cnt[6][40];
+	printf("metrics    allocations %s (evictions %s), registrations %s, matched %s/%s hashes, "
+	       "holds %s\n",
+	       fmt_count(k.metrics[KVBM_M_ALLOCATIONS], cnt[0]),
+	       fmt_count(k.metrics[KVBM_M_EVICTIONS], cnt[1]),
+	       fmt_count(k.metrics[KVBM_M_REGISTRATIONS], cnt[2]),
+	       fmt_count(k.metrics[KVBM_M_MATCH_BLOCKS_RETURNED], cnt[3]),
+	       fmt_count(k.metrics[KVBM_M_MATCH_HASHES_REQUESTED], cnt[4]),
+	       fmt_count(k.inflight_immutable, cnt[5]));
 
 	uint32_t used = 0;
 	for (uint32_t i = 0; i < cfg->max_procs; i++)
@@ -253,12 +269,19 @@ static int run_check(struct kvbm_inspect *in, const char *pool, int lock)
 	kvbm_mutex_view(&in->seg.ctl->mutex, &mv);
 	if (lock) {
 		struct kvbm_pool *p;
+		uint32_t dead = kvbm_inspect_unreaped_procs(in);
 		/* the operator named this pool: whoever owns its file */
 		int r = kvbm_pool_open(pool, NULL, KVBM_OPEN_ANY_OWNER, &p);
 		if (r < 0) {
 			fprintf(stderr, "kvbm-shm-dump: --lock: %s: %s\n", pool, kvbm_strerror(r));
 			return 1;
 		}
+		/* attaching reaps: a changed pool is said, not silent */
+		uint32_t left = kvbm_inspect_unreaped_procs(in);
+		if (dead > left)
+			printf("check: attaching reaped %u dead process%s (holds dropped, "
+			       "unregistered blocks freed)\n",
+			       dead - left, dead - left == 1 ? "" : "es");
 		/* attaching reaped the dead; with nobody else attached we are
 		 * the only writer and in-flight states are violations too */
 		struct kvbm_pool_info pi;

@@ -4,7 +4,9 @@
  */
 #define _GNU_SOURCE
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "inspect.h"
@@ -18,6 +20,10 @@ int kvbm_inspect_open(struct kvbm_inspect *in, const char *name_or_path)
 	r = kvbm_seg_open_ro(&in->seg, name_or_path, &in->hdr, &in->valid);
 	if (r < 0)
 		return r;
+	/* a file shorter than a header is judged "truncated" before its magic
+	 * is read: without our magic it is no pool at all (/etc/passwd) */
+	if (in->valid == KVBM_ETRUNCATED && in->hdr.magic != KVBM_SHM_MAGIC)
+		in->valid = KVBM_EBADMAGIC;
 	/* everything below reads the mapping within bounds derived from the
 	 * header copy validated at open: the mapping must be what that copy
 	 * lays out (the file may have changed between the read and the map) */
@@ -62,6 +68,35 @@ uint32_t kvbm_inspect_live_procs(const struct kvbm_inspect *in)
 			n++;
 	}
 	return n;
+}
+
+uint32_t kvbm_inspect_unreaped_procs(const struct kvbm_inspect *in)
+{
+	uint32_t n = 0;
+
+	if (in->valid)
+		return 0;
+	for (uint32_t i = 0; i < in->hdr.config.max_procs; i++) {
+		struct kvbm_shm_proc e;
+		enum kvbm_liveness l;
+		uint32_t st = kvbm_inspect_proc(in, i, &e, &l);
+
+		if (st != KVBM_PROC_FREE && !(st == KVBM_PROC_ACTIVE && l == KVBM_ALIVE))
+			n++;
+	}
+	return n;
+}
+
+const char *kvbm_shm_dir_missing(char *buf, size_t len)
+{
+	const char *dir = kvbm_shm_dir();
+	struct stat st;
+
+	if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode))
+		return NULL;
+	snprintf(buf, len, "the pool directory %s does not exist%s", dir,
+		 getenv("KVBM_SHM_DIR") ? " (set by KVBM_SHM_DIR)" : "");
+	return buf;
 }
 
 const char *kvbm_proc_state_name(uint32_t state)

@@ -30,8 +30,14 @@ uint32_t kvbm_inspect_proc(const struct kvbm_inspect *in, uint32_t i, struct kvb
 			   enum kvbm_liveness *live);
 /* ACTIVE entries whose process is alive. */
 uint32_t kvbm_inspect_live_procs(const struct kvbm_inspect *in);
+/* Entries in use whose process is not known alive: what a reap may free. */
+uint32_t kvbm_inspect_unreaped_procs(const struct kvbm_inspect *in);
 const char *kvbm_proc_state_name(uint32_t state);
 const char *kvbm_op_name(uint32_t op);
+/* When the pools' directory ($KVBM_SHM_DIR, default /dev/shm) does not
+ * exist, a sentence that says so, naming it, in @buf; else NULL. A missing
+ * pool there is then not the point. */
+const char *kvbm_shm_dir_missing(char *buf, size_t len);
 /* Formats a CLOCK_REALTIME ns value as UTC ISO 8601 into buf. */
 const char *kvbm_fmt_time(uint64_t ns, char *buf, size_t len);
 

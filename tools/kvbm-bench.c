@@ -30,6 +30,8 @@
 #include "kvbm.h"
 #include "kvbm_sequence.h"
 #include "json.h"
+#include "stop.h"
+#include "version.h"
 
 #define POOL_BLOCKS 16384
 #define BS 16
@@ -117,7 +119,6 @@ struct result {
 
 static char pool_name[64];
 static uint32_t event_ring = 4096; /* --event-ring N (0: no events) */
-
 static struct kvbm_pool *fresh_pool(void)
 {
 	struct kvbm_config cfg;
@@ -125,6 +126,7 @@ static struct kvbm_pool *fresh_pool(void)
 
 	snprintf(pool_name, sizeof(pool_name), "bench-%d", (int)getpid());
 	kvbm_pool_destroy(pool_name, KVBM_DESTROY_FORCE);
+	stop_removes_pool(pool_name);
 	kvbm_config_init(&cfg);
 	cfg.block_count = POOL_BLOCKS;
 	cfg.block_size = BS;
@@ -139,6 +141,7 @@ static void drop_pool(struct kvbm_pool *p)
 {
 	kvbm_pool_close(p);
 	kvbm_pool_destroy(pool_name, KVBM_DESTROY_FORCE);
+	stop_forget_pool();
 }
 
 /* The shared prefix of (b) and (c): 255 background sequences, inactive. */
@@ -305,9 +308,10 @@ static void run_workers(enum wl w, int n, struct result *sum)
 	for (int i = 0; i < n; i++) {
 		pids[i] = fork();
 		if (pids[i] == 0) {
-			struct kvbm_pool *q;
+			struct kvbm_pool *q = NULL;
 			struct result res;
-			int r = kvbm_pool_open(pool_name, NULL, worker_open_flags, &q);
+			/* (e) hashes only: no pool, so it runs whatever the directory */
+			int r = w == WL_E ? 0 : kvbm_pool_open(pool_name, NULL, worker_open_flags, &q);
 			if (r < 0)
 				die("attach", r);
 			close(go[1]);
@@ -316,7 +320,8 @@ static void run_workers(enum wl w, int n, struct result *sum)
 			run_loop(q, w, (uint32_t)i, &res);
 			if (write(out[1], &res, sizeof(res)) != sizeof(res))
 				_exit(3);
-			kvbm_pool_close(q);
+			if (q)
+				kvbm_pool_close(q);
 			_exit(0);
 		}
 	}
@@ -372,8 +377,10 @@ struct fig {
 	const char *key;  /* --json key */
 	const char *what; /* table label */
 	const char *unit;
+	int dir;          /* the target: 1 at least, -1 at most, 0 none */
+	double target;
 	double med, min, max;
-	int have;
+	int have, shown;
 };
 
 static int cmp_dbl(const void *a, const void *b)
@@ -402,33 +409,34 @@ enum figure {
 
 static struct fig figs[F_N] = {
 	[F_A_FRESH] = {"a_fresh_cycles_per_s", "(a) cycle, fresh pool", "cycles/s"},
-	[F_A_STEADY] = {"a_steady_cycles_per_s", "(a) cycle, every allocation evicts", "cycles/s"},
+	[F_A_STEADY] = {"a_steady_cycles_per_s", "(a) cycle, every allocation evicts", "cycles/s", 1,
+			2.5e6},
 	[F_I_SCHED] = {"i_sched_us_per_request", "(i) request via kvbm_sched (4096 + 256 tokens)",
 		       "us/request"},
 	[F_I_RAW] = {"i_raw_us_per_request", "    the same block calls by hand + kvbm_tokens",
 		     "us/request"},
-	[F_I_RATIO] = {"i_sched_over_raw", "    ratio sched / raw", "x"},
+	[F_I_RATIO] = {"i_sched_over_raw", "    ratio sched / raw", "x", -1, 1.5},
 	[F_I_POOL] = {"i_pool_us_per_request", "    the block calls alone (hashes precomputed)",
 		      "us/request"},
 	[F_I_POOL_RATIO] = {"i_sched_over_pool", "    ratio sched / block calls alone", "x"},
-	[F_B] = {"b_ns_per_block", "(b) match 64 active + release", "ns/block"},
+	[F_B] = {"b_ns_per_block", "(b) match 64 active + release", "ns/block", -1, 8},
 	[F_B_LOOKUP] = {"b_lookup_ns_per_block", "    lookup alone", "ns/block"},
 	[F_B_RELEASE] = {"b_release_ns_per_block", "    release alone", "ns/block"},
 	[F_B1] = {"b_one_thread_ns_per_block", "(b) the same, KVBM_OPEN_ONE_THREAD", "ns/block"},
 	[F_B1_LOOKUP] = {"b_one_thread_lookup_ns_per_block", "    lookup alone", "ns/block"},
 	[F_B1_RELEASE] = {"b_one_thread_release_ns_per_block", "    release alone", "ns/block"},
-	[F_C] = {"c_ns_per_block", "(c) match 64 inactive + release", "ns/block"},
+	[F_C] = {"c_ns_per_block", "(c) match 64 inactive + release", "ns/block", -1, 40},
 	[F_C_LOOKUP] = {"c_lookup_ns_per_block", "    resurrect alone", "ns/block"},
 	[F_C_RELEASE] = {"c_release_ns_per_block", "    release alone", "ns/block"},
 	[F_C1] = {"c_one_thread_ns_per_block", "(c) the same, KVBM_OPEN_ONE_THREAD", "ns/block"},
 	[F_C1_LOOKUP] = {"c_one_thread_lookup_ns_per_block", "    resurrect alone", "ns/block"},
 	[F_C1_RELEASE] = {"c_one_thread_release_ns_per_block", "    release alone", "ns/block"},
-	[F_D] = {"d_blocks_per_s", "(d) eviction pressure, 64-block batches", "blocks/s"},
+	[F_D] = {"d_blocks_per_s", "(d) eviction pressure, 64-block batches", "blocks/s", 1, 4e6},
 	[F_E] = {"e_ns_per_block", "(e) hashing: block, sequence, PLH", "ns/block"},
 	[F_E_FLOOR] = {"e_xxh3_floor_ns_per_block", "    raw XXH3 of the block bytes", "ns/block"},
-	[F_E_RATIO] = {"e_ratio_to_floor", "    ratio to the floor", "x"},
+	[F_E_RATIO] = {"e_ratio_to_floor", "    ratio to the floor", "x", -1, 1.3},
 	[F_F_A] = {"f_a_steady_cycles_per_s", "(f) a-steady, 2 processes", "cycles/s"},
-	[F_F_A_SCALING] = {"f_a_scaling", "    ratio to 1 process", "x"},
+	[F_F_A_SCALING] = {"f_a_scaling", "    ratio to 1 process", "x", 1, 1},
 	[F_F_B] = {"f_b_blocks_per_s", "(f) b, 2 processes, own prefixes", "blocks/s"},
 	[F_F_B_SCALING] = {"f_b_scaling", "    ratio to 1 process", "x"},
 	[F_F_B_SAME] = {"f_b_same_blocks_per_s", "(f) b, 2 processes, same prefix", "blocks/s"},
@@ -436,12 +444,12 @@ static struct fig figs[F_N] = {
 	[F_F_C] = {"f_c_blocks_per_s", "(f) c, 2 processes", "blocks/s"},
 	[F_F_C_SCALING] = {"f_c_scaling", "    ratio to 1 process", "x"},
 	[F_F_D] = {"f_d_blocks_per_s", "(f) d, 2 processes", "blocks/s"},
-	[F_F_D_SCALING] = {"f_d_scaling", "    ratio to 1 process", "x"},
+	[F_F_D_SCALING] = {"f_d_scaling", "    ratio to 1 process", "x", 1, 1},
 	[F_F_E_SCALING] = {"f_e_scaling", "(f) e, 2 processes: ratio (calibration)", "x"},
 	[F_G_P50] = {"g_p50_ns", "(g) match 64 while another evicts: p50", "ns"},
-	[F_G_P99] = {"g_p99_ns", "    p99", "ns"},
+	[F_G_P99] = {"g_p99_ns", "    p99", "ns", -1, 5000},
 	[F_G_P999] = {"g_p999_ns", "    p99.9", "ns"},
-	[F_H] = {"h_bytes_per_block", "(h) segment bytes per block", "B/block"},
+	[F_H] = {"h_bytes_per_block", "(h) segment bytes per block", "B/block", -1, 128},
 };
 
 /* Medians of a pool workload with 1 (and, for (f), 2) workers. */
@@ -479,9 +487,7 @@ static void bench_e(int workers, double *out_rate)
 		die("hash check values", -EINVAL);
 	for (int i = 0; i < nsamples; i++) {
 		struct result r;
-		struct kvbm_pool *p = fresh_pool();
 		run_workers(WL_E, workers, &r);
-		drop_pool(p);
 		v[i] = workers == 1 ? 1e9 / r.blocks : r.blocks;
 		if (workers > 1)
 			continue;
@@ -704,14 +710,49 @@ static void bench_i(void)
 	drop_pool(p);
 }
 
+/* "met", "MISSED", or "" without a target; the target as text in @t. */
+static const char *verdict(const struct fig *f, char *t, size_t len)
+{
+	if (!f->dir) {
+		snprintf(t, len, "-");
+		return "";
+	}
+	snprintf(t, len, "%s %.4g", f->dir > 0 ? ">=" : "<=", f->target);
+	return (f->dir > 0 ? f->med >= f->target : f->med <= f->target) ? "met" : "MISSED";
+}
+
 static void print_table(void)
 {
-	printf("%-44s %14s %14s %14s  %s\n", "workload", "median", "min", "max", "unit");
+	char t[32];
+
+	printf("%-44s %14s %14s %14s  %-9s %-12s %s\n", "workload", "median", "min", "max", "unit",
+	       "target", "verdict");
 	for (int i = 0; i < F_N; i++) {
 		const struct fig *f = &figs[i];
 		if (!f->have)
 			continue;
-		printf("%-44s %14.4g %14.4g %14.4g  %s\n", f->what, f->med, f->min, f->max, f->unit);
+		const char *v = verdict(f, t, sizeof(t));
+		printf("%-44s %14.4g %14.4g %14.4g  %-9s %-12s %s\n", f->what, f->med, f->min, f->max,
+		       f->unit, t, v);
+	}
+}
+
+/* On a terminal, a line per figure as soon as it is measured, so a run
+ * of a minute or more shows where it is. */
+static int progress;
+
+static void report_progress(void)
+{
+	char t[32];
+
+	for (int i = 0; progress && i < F_N; i++) {
+		struct fig *f = &figs[i];
+		if (!f->have || f->shown)
+			continue;
+		f->shown = 1;
+		const char *v = verdict(f, t, sizeof(t));
+		fprintf(stderr, "kvbm-bench: %-44s %12.4g %-9s %s%s%s\n", f->what, f->med, f->unit,
+			f->dir ? t : "", f->dir ? " " : "", v);
 	}
 }
 
@@ -726,6 +767,25 @@ static void print_json(void)
 	for (int i = 0; i < F_N; i++)
 		if (figs[i].have)
 			json_dbl(&j, figs[i].key, figs[i].med);
+	/* each figure with a target: whether it met it */
+	json_obj_begin(&j, "met");
+	for (int i = 0; i < F_N; i++)
+		if (figs[i].have && figs[i].dir) {
+			char t[32];
+			json_bool(&j, figs[i].key, !strcmp(verdict(&figs[i], t, sizeof(t)), "met"));
+		}
+	json_obj_end(&j);
+	/* and the targets themselves, for a plot against them */
+	json_obj_begin(&j, "targets");
+	for (int i = 0; i < F_N; i++)
+		if (figs[i].have && figs[i].dir) {
+			json_obj_begin(&j, figs[i].key);
+			json_dbl(&j, "target", figs[i].target);
+			json_str(&j, "at", figs[i].dir > 0 ? "least" : "most");
+			json_str(&j, "unit", figs[i].unit);
+			json_obj_end(&j);
+		}
+	json_obj_end(&j);
 	json_obj_end(&j);
 	json_finish(&j);
 }
@@ -736,13 +796,14 @@ int main(int argc, char **argv)
 		{"quick", no_argument, NULL, 'q'},
 		{"json", no_argument, NULL, 'j'},
 		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
 		{"event-ring", required_argument, NULL, 'E'},
 		{NULL, 0, NULL, 0},
 	};
 	int json = 0, c;
 	char want[256] = {0};
 
-	while ((c = getopt_long(argc, argv, "qjhE:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "qjhVE:", opts, NULL)) != -1) {
 		switch (c) {
 		case 'E':
 			event_ring = (uint32_t)strtoul(optarg, NULL, 10);
@@ -753,20 +814,38 @@ int main(int argc, char **argv)
 		case 'j':
 			json = 1;
 			break;
+		case 'V':
+			return tool_version("kvbm-bench");
 		case 'h':
-			printf("usage: kvbm-bench [--quick] [--json] [--event-ring N] [WORKLOAD...]"
-			       "  (a b c d e f g h i)\n"
-			       "  --event-ring N  the pool's event ring (4096; 0: no events)\n");
+			printf("usage: kvbm-bench [--quick] [--json] [--event-ring N] [WORKLOAD...]\n"
+			       "Measures the pool on these workloads (all of them by default), each in\n"
+			       "worker processes on one pool in $KVBM_SHM_DIR (default /dev/shm):\n"
+			       "  a  allocate, stage, register and release cycles (one process)\n"
+			       "  b  prefix match of active (held) blocks\n"
+			       "  c  prefix match of inactive blocks (resurrection)\n"
+			       "  d  allocation under eviction pressure\n"
+			       "  e  hashing, against the raw XXH3 floor (no pool)\n"
+			       "  f  a and d in two processes at once\n"
+			       "  g  match latency while another process evicts\n"
+			       "  h  segment bytes per block\n"
+			       "  i  one request through kvbm_sched against the same block calls by hand\n"
+			       "  --quick         5 samples of each figure instead of 9\n"
+			       "  --json          one JSON document of the medians\n"
+			       "  --event-ring N  the pool's event ring (4096; 0: no events)\n"
+			       "  --help, --version\n"
+			       "Exit: 0 measured, 1 a failure, 2 usage.\n");
 			return 0;
 		default:
-			fprintf(stderr, "usage: kvbm-bench [--quick] [--json] [WORKLOAD...]\n");
-			return 64;
+			fprintf(stderr, "usage: kvbm-bench [--quick] [--json] [--event-ring N] "
+					"[WORKLOAD...] (kvbm-bench --help)\n");
+			return 2;
 		}
 	}
 	for (int i = optind; i < argc; i++) {
 		if (strlen(argv[i]) != 1 || argv[i][0] < 'a' || argv[i][0] > 'i') {
-			fprintf(stderr, "kvbm-bench: unknown workload '%s' (a..i)\n", argv[i]);
-			return 64;
+			fprintf(stderr, "kvbm-bench: unknown workload '%s' (a..i: kvbm-bench --help)\n",
+				argv[i]);
+			return 2;
 		}
 		want[(unsigned char)argv[i][0]] = 1;
 	}
@@ -776,25 +855,41 @@ int main(int argc, char **argv)
 	nsamples = quick ? 5 : 9;
 	sample_secs = quick ? 0.12 : 0.4;
 	signal(SIGPIPE, SIG_IGN);
+	progress = isatty(STDERR_FILENO);
+	if (progress) {
+		fprintf(stderr, "kvbm-bench: workloads");
+		for (int k = 'a'; k <= 'i'; k++)
+			if (want[k])
+				fprintf(stderr, " %c", k);
+		fprintf(stderr, ", %d samples each; a line per figure as it is measured\n",
+			nsamples);
+	}
 
 	if (want['a']) {
 		bench_pool_wl(WL_A_FRESH, 1, F_A_FRESH, F_N, F_N, 0);
 		bench_pool_wl(WL_A_STEADY, 1, F_A_STEADY, F_N, F_N, 0);
+		report_progress();
 	}
 	if (want['b'])
 		bench_pool_wl(WL_B, 1, F_B, F_B_LOOKUP, F_B_RELEASE, 1);
+	report_progress();
 	if (want['c'])
 		bench_pool_wl(WL_C, 1, F_C, F_C_LOOKUP, F_C_RELEASE, 1);
+	report_progress();
 	worker_open_flags = KVBM_OPEN_ONE_THREAD;
 	if (want['b'])
 		bench_pool_wl(WL_B, 1, F_B1, F_B1_LOOKUP, F_B1_RELEASE, 1);
+	report_progress();
 	if (want['c'])
 		bench_pool_wl(WL_C, 1, F_C1, F_C1_LOOKUP, F_C1_RELEASE, 1);
+	report_progress();
 	worker_open_flags = 0;
 	if (want['d'])
 		bench_pool_wl(WL_D, 1, F_D, F_N, F_N, 0);
+	report_progress();
 	if (want['e'])
 		bench_e(1, NULL);
+	report_progress();
 	if (want['f']) {
 		/* the one-worker rates these ratios need, measured in this run */
 		struct { enum wl w; enum figure two, ratio; } f[] = {
@@ -814,13 +909,16 @@ int main(int argc, char **argv)
 		double e1 = 1e9 / figs[F_E].med; /* blocks/s of one process */
 		bench_e(2, &e2);
 		set_ratio(F_F_E_SCALING, e2, e1);
+		report_progress();
 	}
 	if (want['g'])
 		bench_g();
+	report_progress();
 	if (want['h'])
 		bench_h();
 	if (want['i'])
 		bench_i();
+	report_progress();
 	if (json)
 		print_json();
 	else

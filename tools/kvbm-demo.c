@@ -20,12 +20,15 @@
 #include <unistd.h>
 
 #include "kvbm.h"
+#include "stop.h"
+#include "version.h"
 
 #define WORKERS 3
 #define PROMPT_BLOCKS 8
 #define GEN_BLOCKS 4
 
 static char dump_path[PATH_MAX];
+
 
 static void dump(const char *pool, int summary)
 {
@@ -131,8 +134,23 @@ int main(int argc, char **argv)
 	char c;
 	int r;
 
-	(void)argc;
-	(void)argv;
+	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+		printf("usage: kvbm-demo [--help | --version]\n"
+		       "Runs the multi-process demo: three worker processes share one pool in\n"
+		       "$KVBM_SHM_DIR (default /dev/shm), one is killed holding blocks, and the\n"
+		       "pool gets them back. It explains each step as it goes.\n");
+		return 0;
+	}
+	if (argc == 2 && !strcmp(argv[1], "--version"))
+		return tool_version("kvbm-demo");
+	if (argc > 1) {
+		fprintf(stderr, "kvbm-demo: unexpected argument '%s'\nusage: kvbm-demo [--help | "
+				"--version]\n", argv[1]);
+		return 2;
+	}
+	/* one line at a time, so that the workers' lines and kvbm-shm-dump's
+	 * come out in the order they happen when stdout is a file or a pipe */
+	setvbuf(stdout, NULL, _IOLBF, 0);
 	/* kvbm-shm-dump sits next to this binary */
 	ssize_t n = readlink("/proc/self/exe", dump_path, sizeof(dump_path) - 32);
 	if (n <= 0)
@@ -140,6 +158,7 @@ int main(int argc, char **argv)
 	dump_path[n] = '\0';
 	strcpy(strrchr(dump_path, '/') + 1, "kvbm-shm-dump");
 	snprintf(name, sizeof(name), "demo-%d", getpid());
+	stop_removes_pool(name);
 
 	kvbm_config_init(&cfg);
 	cfg.block_count = 4096;
@@ -204,6 +223,7 @@ int main(int argc, char **argv)
 	dump(name, 1);
 	kvbm_pool_close(pool);
 	r = kvbm_pool_destroy(name, 0);
+	stop_forget_pool();
 	printf("== pool destroyed: %s\n", kvbm_strerror(r));
 	return r < 0 || hit != nb ? 1 : 0;
 }

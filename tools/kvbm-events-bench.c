@@ -253,7 +253,8 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{"kvbmd", required_argument, NULL, 'k'}, {"seconds", required_argument, NULL, 's'},
 		{"rate", required_argument, NULL, 'r'},  {"window-ms", required_argument, NULL, 'w'},
-		{"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
+		{"help", no_argument, NULL, 'h'},        {"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0},
 	};
 	static struct run R;
 	const char *bin = NULL;
@@ -265,6 +266,7 @@ int main(int argc, char **argv)
 	R.rate = 1000;
 	while ((c = getopt_long(argc, argv, "k:s:r:w:h", opts, NULL)) != -1) {
 		switch (c) {
+		case 'V': printf("kvbm-events-bench kvbm-shm %s\n", kvbm_version()); return 0;
 		case 'k': bin = optarg; break;
 		case 's': R.seconds = atof(optarg); break;
 		case 'r': R.rate = (unsigned)atoi(optarg); break;

@@ -922,7 +922,7 @@ int main(int argc, char **argv)
 		case 'h':
 			return usage(stdout, 0);
 		case 'V':
-			printf("kvbm-events %s\n", kvbm_version());
+			printf("kvbm-events kvbm-shm %s\n", kvbm_version());
 			return 0;
 		default:
 			return usage(stderr, 2);

@@ -19,6 +19,7 @@
 
 #include "json.h"
 #include "kvbm.h"
+#include "version.h"
 
 static void usage(FILE *f)
 {
@@ -107,13 +108,14 @@ int main(int argc, char **argv)
 		{"salt", required_argument, NULL, 's'},
 		{"json", no_argument, NULL, 'j'},
 		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
 	uint64_t bs = 16, salt = 0;
 	struct vec t = {0};
 	int json = 0, c;
 
-	while ((c = getopt_long(argc, argv, "b:s:jh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "b:s:jhV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'b':
 			if (parse_u64(optarg, 1024, &bs) < 0 || bs == 0 || (bs & (bs - 1))) {
@@ -130,6 +132,8 @@ int main(int argc, char **argv)
 		case 'j':
 			json = 1;
 			break;
+		case 'V':
+			return tool_version("kvbm-hash");
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -147,6 +151,12 @@ int main(int argc, char **argv)
 	long n = kvbm_hash_tokens(t.v, t.n, (uint32_t)bs, salt, NULL, 0);
 	if (n < 0) {
 		fprintf(stderr, "kvbm-hash: %s\n", kvbm_strerror((int)n));
+		return 1;
+	}
+	if (n == 0) { /* silence would read as "hashed, nothing to show" */
+		fprintf(stderr, "kvbm-hash: %zu token%s make no complete block of %u (a partial "
+				"block is not hashed)\n", t.n, t.n == 1 ? "" : "s", (unsigned)bs);
+		free(t.v);
 		return 1;
 	}
 	struct kvbm_block_hashes *b = calloc((size_t)n + 1, sizeof(*b));

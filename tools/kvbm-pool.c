@@ -26,21 +26,65 @@
 
 #include "inspect.h"
 #include "json.h"
+#include "version.h"
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: kvbm-pool create NAME [--blocks N] [--block-size B] [--max-procs P]\n"
-		"                             [--mode 0660] [--group GROUP] [--owner USER]\n"
-		"                             [--allow-others] [--hugepages]\n"
+		"usage: kvbm-pool create NAME [OPTION...]\n"
 		"       kvbm-pool destroy NAME [--force]\n"
 		"       kvbm-pool list [--json]\n"
 		"       kvbm-pool info NAME [--json]\n"
-		"Pools live in $KVBM_SHM_DIR (default /dev/shm) as kvbm.NAME.\n");
+		"       kvbm-pool --help | --version\n"
+		"create options (defaults in parentheses):\n"
+		"  --blocks N            blocks in the pool, 1..2^28 (1024)\n"
+		"  --block-size B        tokens per block, a power of two 1..1024 (16)\n"
+		"  --max-procs P         processes attached at once, 1..63 (16)\n"
+		"  --mode MODE           file mode, octal, including 0600 (0600)\n"
+		"  --group GROUP         group of the file, a name or id (the creator's)\n"
+		"  --owner USER          owner of the file, a name or id; root only (the creator)\n"
+		"  --allow-others        let --mode give bits to others (any local user)\n"
+		"  --hugepages           back the segment with transparent hugepages\n"
+		"  --backend NAME        eviction order: lru, fifo, multi-lru, lineage,\n"
+		"                        lineage-fifo, lfru (lineage)\n"
+		"  --dup-policy POLICY   registering a registered hash: allow (a duplicate)\n"
+		"                        or reject (the primary is returned) (allow)\n"
+		"  --tier LABEL          the metrics' pool label, 1..15 characters (G1)\n"
+		"  --reset-on-release    released blocks go straight back to the free pool\n"
+		"  --tinylfu SIZE        frequency sketch: auto, none, small, medium, large (auto)\n"
+		"  --mlru-thresholds A,B,C  multi-lru level thresholds, ascending 1..15 (3,8,15)\n"
+		"  --event-ring N        event ring entries: 0 or a power of two 64..2^22 (4096)\n"
+		"  --keep-tokens         keep each block's token ids for event snapshots\n"
+		"  --exist-ok            an existing pool with this configuration is success\n"
+		"Pools live in $KVBM_SHM_DIR (default /dev/shm) as kvbm.NAME.\n"
+		"Exit: 0 done; 1 failed (the reason on stderr); 2 usage.\n");
+}
+
+/* Whether the pools' directory is missing or closed to us: then that, not
+ * the pool, is what a failure is about. */
+static int dir_problem(const char *what, const char *name, int r)
+{
+	const char *dir = kvbm_shm_dir();
+	char why[PATH_MAX + 64];
+
+	if (r != -ENOENT && r != -EACCES)
+		return 0;
+	if (kvbm_shm_dir_missing(why, sizeof(why))) {
+		fprintf(stderr, "kvbm-pool: %s %s: %s\n", what, name, why);
+		return 1;
+	}
+	if (r == -EACCES && !strcmp(what, "create") && access(dir, W_OK | X_OK) < 0) {
+		fprintf(stderr, "kvbm-pool: create %s: no permission to create files in %s%s\n",
+			name, dir, getenv("KVBM_SHM_DIR") ? " (set by KVBM_SHM_DIR)" : "");
+		return 1;
+	}
+	return 0;
 }
 
 static int fail(const char *what, const char *name, int r)
 {
+	if (dir_problem(what, name, r))
+		return 1;
 	fprintf(stderr, "kvbm-pool: %s %s: %s\n", what, name, kvbm_strerror(r));
 	if (r == -EEXIST)
 		fprintf(stderr, "kvbm-pool: remove it first with 'kvbm-pool destroy %s'\n", name);
@@ -97,17 +141,118 @@ static const char *describe(const char *name, char *buf, size_t len)
 	return buf;
 }
 
-static int parse_u32(const char *s, const char *opt, uint32_t *out, int base)
+/* @what says what a valid value is, for the message. */
+static int parse_u32(const char *s, const char *opt, uint32_t *out, int base, const char *what)
 {
 	char *end;
 	errno = 0;
 	unsigned long v = strtoul(s, &end, base);
 
-	if (errno || *end || !*s || v > UINT32_MAX || s[0] == '-') {
-		fprintf(stderr, "kvbm-pool: %s: not a number: '%s'\n", opt, s);
+	if (errno || *end || !*s || v > UINT32_MAX || s[0] == '-' || s[0] == '+' ||
+	    s[0] == ' ') {
+		fprintf(stderr, "kvbm-pool: %s '%s': not %s\n", opt, s, what);
 		return -1;
 	}
 	*out = (uint32_t)v;
+	return 0;
+}
+
+/* The option that sets the field kvbm_config_check() names, and its value. */
+static void explain_invalid(const struct kvbm_config *cfg, const char *why)
+{
+	static const struct {
+		const char *prefix, *opt;
+	} map[] = {
+		{"block_count", "--blocks"},   {"block_size", "--block-size"},
+		{"max_procs", "--max-procs"},  {"mode", "--mode"},
+		{"gid", "--group"},            {"uid", "--owner"},
+		{"KVBM_CFG_KEEP_TOKENS", "--keep-tokens"},
+		{"dup_policy", "--dup-policy"}, {"unknown backend", "--backend"},
+		{"unknown tinylfu", "--tinylfu"}, {"multi-lru", "--tinylfu"},
+		{"lfru", "--tinylfu"},         {"frequency thresholds", "--mlru-thresholds"},
+		{"reset_on_release", "--reset-on-release"},
+		{"event_ring", "--event-ring"}, {"tier", "--tier"},
+	};
+	const char *opt = NULL;
+	char val[64] = "";
+
+	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]) && !opt; i++)
+		if (strncmp(why, map[i].prefix, strlen(map[i].prefix)) == 0)
+			opt = map[i].opt;
+	if (!opt) {
+		fprintf(stderr, "kvbm-pool: invalid configuration: %s\n", why);
+		return;
+	}
+	if (!strcmp(opt, "--blocks"))
+		snprintf(val, sizeof(val), " %u", cfg->block_count);
+	else if (!strcmp(opt, "--block-size"))
+		snprintf(val, sizeof(val), " %u", cfg->block_size);
+	else if (!strcmp(opt, "--max-procs"))
+		snprintf(val, sizeof(val), " %u", cfg->max_procs);
+	else if (!strcmp(opt, "--mode"))
+		snprintf(val, sizeof(val), " %04o", cfg->mode);
+	else if (!strcmp(opt, "--event-ring"))
+		snprintf(val, sizeof(val), " %u", cfg->event_ring);
+	else if (!strcmp(opt, "--mlru-thresholds"))
+		snprintf(val, sizeof(val), " %u,%u,%u", cfg->mlru_thresholds[0],
+			 cfg->mlru_thresholds[1], cfg->mlru_thresholds[2]);
+	else if (!strcmp(opt, "--tier"))
+		snprintf(val, sizeof(val), " '%.15s'", cfg->tier);
+	else if (!strcmp(opt, "--tinylfu") && cfg->backend < KVBM_BACKEND_COUNT &&
+		 (!strncmp(why, "multi-lru", 9) || !strncmp(why, "lfru", 4)))
+		snprintf(val, sizeof(val), " none with --backend %s", kvbm_backend_name(cfg->backend));
+	else if (!strcmp(opt, "--keep-tokens"))
+		snprintf(val, sizeof(val), " with --event-ring 0");
+	fprintf(stderr, "kvbm-pool: %s%s: %s\n", opt, val, why);
+}
+
+static const char *const tinylfu_names[] = {"auto", "none", "small", "medium", "large"};
+
+static int parse_word(const char *s, const char *opt, const char *const *words, uint32_t n,
+		      uint32_t *out)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if (!strcmp(s, words[i])) {
+			*out = i;
+			return 0;
+		}
+	fprintf(stderr, "kvbm-pool: %s '%s': not one of", opt, s);
+	for (uint32_t i = 0; i < n; i++)
+		fprintf(stderr, "%s %s", i ? (i == n - 1 ? " or" : ",") : "", words[i]);
+	fprintf(stderr, "\n");
+	return -1;
+}
+
+static int parse_thresholds(const char *s, uint8_t out[3])
+{
+	unsigned a, b, c;
+	char tail;
+
+	if (sscanf(s, "%u,%u,%u%c", &a, &b, &c, &tail) != 3 || a > 255 || b > 255 || c > 255 ||
+	    s[0] == '-') {
+		fprintf(stderr, "kvbm-pool: --mlru-thresholds '%s': not three numbers A,B,C\n", s);
+		return -1;
+	}
+	out[0] = (uint8_t)a;
+	out[1] = (uint8_t)b;
+	out[2] = (uint8_t)c;
+	return 0;
+}
+
+/* An existing pool: the same configuration (0) or the first difference. */
+static int create_exist_ok(const char *name, const struct kvbm_config *cfg)
+{
+	struct kvbm_config_diff d;
+	int r = kvbm_config_diff(name, cfg, &d);
+
+	if (r < 0)
+		return fail("create", name, r);
+	if (r > 0) {
+		fprintf(stderr, "kvbm-pool: create %s: the pool exists with %s %s, not %s\n", name,
+			d.field, d.pool, d.config);
+		return 1;
+	}
+	printf("pool %s exists with this configuration\n", name);
 	return 0;
 }
 
@@ -122,30 +267,45 @@ static int cmd_create(int argc, char **argv)
 		{"owner", required_argument, NULL, 'o'},
 		{"allow-others", no_argument, NULL, 'A'},
 		{"hugepages", no_argument, NULL, 'H'},
+		{"backend", required_argument, NULL, 'B'},
+		{"dup-policy", required_argument, NULL, 'D'},
+		{"tier", required_argument, NULL, 'T'},
+		{"reset-on-release", no_argument, NULL, 'R'},
+		{"tinylfu", required_argument, NULL, 'F'},
+		{"mlru-thresholds", required_argument, NULL, 'M'},
+		{"event-ring", required_argument, NULL, 'E'},
+		{"keep-tokens", no_argument, NULL, 'K'},
+		{"exist-ok", no_argument, NULL, 'X'},
+		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
+	static const char *const dup_names[] = {"allow", "reject"};
 	struct kvbm_config cfg;
 	struct kvbm_pool *pool;
 	struct kvbm_pool_info info;
-	int c, r;
+	const char *why;
+	int c, r, exist_ok = 0;
 
 	kvbm_config_init(&cfg);
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'n':
-			if (parse_u32(optarg, "--blocks", &cfg.block_count, 10))
+			if (parse_u32(optarg, "--blocks", &cfg.block_count, 10,
+				      "a number of blocks (1..268435456)"))
 				return 2;
 			break;
 		case 'b':
-			if (parse_u32(optarg, "--block-size", &cfg.block_size, 10))
+			if (parse_u32(optarg, "--block-size", &cfg.block_size, 10,
+				      "a number of tokens (a power of two 1..1024)"))
 				return 2;
 			break;
 		case 'p':
-			if (parse_u32(optarg, "--max-procs", &cfg.max_procs, 10))
+			if (parse_u32(optarg, "--max-procs", &cfg.max_procs, 10,
+				      "a number of processes (1..63)"))
 				return 2;
 			break;
 		case 'm':
-			if (parse_u32(optarg, "--mode", &cfg.mode, 8))
+			if (parse_u32(optarg, "--mode", &cfg.mode, 8, "an octal mode such as 0660"))
 				return 2;
 			break;
 		case 'g': {
@@ -153,10 +313,13 @@ static int cmd_create(int argc, char **argv)
 			uint32_t gid;
 			if (g)
 				cfg.gid = g->gr_gid;
-			else if (parse_u32(optarg, "--group", &gid, 10) == 0)
+			else if (optarg[0] >= '0' && optarg[0] <= '9' &&
+				 parse_u32(optarg, "--group", &gid, 10, "a group name or id") == 0)
 				cfg.gid = gid;
-			else
+			else {
+				fprintf(stderr, "kvbm-pool: --group '%s': no such group\n", optarg);
 				return 2;
+			}
 			break;
 		}
 		case 'o': {
@@ -164,10 +327,13 @@ static int cmd_create(int argc, char **argv)
 			uint32_t uid;
 			if (pw)
 				cfg.uid = pw->pw_uid;
-			else if (parse_u32(optarg, "--owner", &uid, 10) == 0)
+			else if (optarg[0] >= '0' && optarg[0] <= '9' &&
+				 parse_u32(optarg, "--owner", &uid, 10, "a user name or id") == 0)
 				cfg.uid = uid;
-			else
+			else {
+				fprintf(stderr, "kvbm-pool: --owner '%s': no such user\n", optarg);
 				return 2;
+			}
 			break;
 		}
 		case 'A':
@@ -176,30 +342,81 @@ static int cmd_create(int argc, char **argv)
 		case 'H':
 			cfg.flags |= KVBM_CFG_HUGEPAGES;
 			break;
+		case 'B':
+			r = kvbm_backend_parse(optarg);
+			if (r < 0) {
+				fprintf(stderr, "kvbm-pool: --backend '%s': not one of", optarg);
+				for (uint32_t b = 0; kvbm_backend_name(b); b++)
+					fprintf(stderr, " %s", kvbm_backend_name(b));
+				fprintf(stderr, "\n");
+				return 2;
+			}
+			cfg.backend = (uint32_t)r;
+			break;
+		case 'D':
+			if (parse_word(optarg, "--dup-policy", dup_names, 2, &cfg.dup_policy))
+				return 2;
+			break;
+		case 'T':
+			if (strlen(optarg) < 1 || strlen(optarg) > KVBM_TIER_MAX) {
+				fprintf(stderr, "kvbm-pool: --tier '%s': not a label of 1 to %d "
+						"characters\n", optarg, KVBM_TIER_MAX);
+				return 2;
+			}
+			snprintf(cfg.tier, sizeof(cfg.tier), "%s", optarg);
+			break;
+		case 'R':
+			cfg.reset_on_release = 1;
+			break;
+		case 'F':
+			if (parse_word(optarg, "--tinylfu", tinylfu_names, 5, &cfg.tinylfu))
+				return 2;
+			break;
+		case 'M':
+			if (parse_thresholds(optarg, cfg.mlru_thresholds))
+				return 2;
+			break;
+		case 'E':
+			if (parse_u32(optarg, "--event-ring", &cfg.event_ring, 10,
+				      "a number of entries (0, or a power of two 64..4194304)"))
+				return 2;
+			break;
+		case 'K':
+			cfg.flags |= KVBM_CFG_KEEP_TOKENS;
+			break;
+		case 'X':
+			exist_ok = 1;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
 		default:
-			usage(stderr);
+			fprintf(stderr, "kvbm-pool create --help lists the options\n");
 			return 2;
 		}
 	}
 	if (optind != argc - 1) {
-		usage(stderr);
+		fprintf(stderr, optind == argc ? "kvbm-pool: create: a pool NAME is required\n"
+					       : "kvbm-pool: create: one NAME only, got '%s' too\n",
+			argv[argc - 1]);
 		return 2;
 	}
 	const char *name = argv[optind];
-	r = kvbm_pool_open(name, &cfg, KVBM_OPEN_CREATE | KVBM_OPEN_EXCL, &pool);
-	if (r == -EINVAL) {
-		fprintf(stderr, "kvbm-pool: create %s: invalid configuration: blocks 1..%u, "
-				"block size a power of two 1..1024, max procs 1..%u, mode with 0600\n",
-			name, KVBM_MAX_BLOCKS, (unsigned)KVBM_MAX_PROCS);
-		return 1;
+	if (kvbm_config_check(&cfg, &why) < 0) {
+		explain_invalid(&cfg, why);
+		return 2;
 	}
+	r = kvbm_pool_open(name, &cfg, KVBM_OPEN_CREATE | KVBM_OPEN_EXCL, &pool);
+	if (r == -EEXIST && exist_ok)
+		return create_exist_ok(name, &cfg);
 	if (r < 0)
 		return fail("create", name, r);
 	kvbm_pool_info(pool, &info);
 	printf("created pool %s: %u blocks x %u tokens, up to %u processes, %" PRIu64
-	       " bytes, mode %04o, instance 0x%016" PRIx64 "\n",
+	       " bytes, mode %04o, backend %s, tier %s, instance 0x%016" PRIx64 "\n",
 	       info.name, info.config.block_count, info.config.block_size,
-	       info.config.max_procs, info.segment_size, info.config.mode, info.instance_id);
+	       info.config.max_procs, info.segment_size, info.config.mode,
+	       kvbm_backend_name(info.config.backend), info.config.tier, info.instance_id);
 	r = kvbm_pool_close(pool);
 	return r < 0 ? fail("create", name, r) : 0;
 }
@@ -243,9 +460,18 @@ static int cmd_destroy(int argc, char **argv)
 	return 0;
 }
 
+/* The tier label, terminated whatever the header holds. */
+static const char *tier_of(const struct kvbm_shm_config *c, char out[KVBM_TIER_MAX + 1])
+{
+	snprintf(out, KVBM_TIER_MAX + 1, "%.*s", KVBM_TIER_MAX, c->tier);
+	return out;
+}
+
 static void info_json(struct json *j, const struct kvbm_inspect *in)
 {
 	int verdict = kvbm_inspect_verdict(in);
+	char tier[KVBM_TIER_MAX + 1];
+	struct stat st;
 
 	json_obj_begin(j, NULL);
 	json_str(j, "name", in->seg.name);
@@ -262,6 +488,25 @@ static void info_json(struct json *j, const struct kvbm_inspect *in)
 		json_u64(j, "max_procs", in->hdr.config.max_procs);
 		json_u64(j, "mode", in->hdr.config.mode);
 		json_u64(j, "attached", kvbm_inspect_live_procs(in));
+		const struct kvbm_shm_config *c = &in->hdr.config;
+		const char *b = kvbm_backend_name(c->backend);
+		json_str(j, "backend", b ? b : "?");
+		json_str(j, "dup_policy", c->dup_policy == KVBM_DUP_REJECT ? "reject" : "allow");
+		json_str(j, "tier", tier_of(c, tier));
+		json_bool(j, "reset_on_release", c->reset_on_release != 0);
+		json_u64(j, "tinylfu_counters", c->sketch_log2 ? 1ull << c->sketch_log2 : 0);
+		json_arr_begin(j, "mlru_thresholds");
+		for (int i = 0; i < 3; i++)
+			json_u64(j, NULL, c->mlru_thresholds[i]);
+		json_arr_end(j);
+		json_u64(j, "event_ring", c->event_log2 ? 1ull << c->event_log2 : 0);
+		json_bool(j, "keep_tokens", (c->flags & KVBM_CFG_KEEP_TOKENS) != 0);
+		json_bool(j, "hugepages", (c->flags & KVBM_CFG_HUGEPAGES) != 0);
+		json_bool(j, "allow_others", (c->flags & KVBM_CFG_ALLOW_OTHERS) != 0);
+		if (in->seg.fd >= 0 && fstat(in->seg.fd, &st) == 0) {
+			json_u64(j, "uid", st.st_uid);
+			json_u64(j, "gid", st.st_gid);
+		}
 	}
 	json_obj_end(j);
 }
@@ -294,6 +539,34 @@ static void info_text(const struct kvbm_inspect *in, int long_form)
 	printf("attached  %u of %u processes\n", kvbm_inspect_live_procs(in),
 	       in->hdr.config.max_procs);
 	printf("mode      %04o\n", in->hdr.config.mode);
+
+	const struct kvbm_shm_config *c = &in->hdr.config;
+	const char *b = kvbm_backend_name(c->backend);
+	char tier[KVBM_TIER_MAX + 1];
+	struct stat st;
+	if (in->seg.fd >= 0 && fstat(in->seg.fd, &st) == 0) {
+		struct passwd *pw = getpwuid(st.st_uid);
+		struct group *gr = getgrgid(st.st_gid);
+		printf("owner     %s (uid %u), group %s (gid %u)\n", pw ? pw->pw_name : "?",
+		       (unsigned)st.st_uid, gr ? gr->gr_name : "?", (unsigned)st.st_gid);
+	}
+	printf("tier      %s\n", tier_of(c, tier));
+	printf("backend   %s\n", b ? b : "?");
+	printf("dup policy %s\n", c->dup_policy == KVBM_DUP_REJECT ? "reject" : "allow");
+	printf("reset on release %s\n", c->reset_on_release ? "yes" : "no");
+	if (c->sketch_log2)
+		printf("tinylfu   2^%u counters\n", c->sketch_log2);
+	else
+		printf("tinylfu   none\n");
+	printf("mlru thresholds %u,%u,%u\n", c->mlru_thresholds[0], c->mlru_thresholds[1],
+	       c->mlru_thresholds[2]);
+	if (c->event_log2)
+		printf("event ring %llu entries%s\n", 1ull << c->event_log2,
+		       (c->flags & KVBM_CFG_KEEP_TOKENS) ? ", token ids kept" : "");
+	else
+		printf("event ring none\n");
+	printf("hugepages %s\n", (c->flags & KVBM_CFG_HUGEPAGES) ? "yes" : "no");
+	printf("allow others %s\n", (c->flags & KVBM_CFG_ALLOW_OTHERS) ? "yes" : "no");
 }
 
 static int parse_json_flag(int argc, char **argv, int *json)
@@ -361,7 +634,11 @@ static int cmd_list(int argc, char **argv)
 	}
 	d = opendir(dir);
 	if (!d) {
-		fprintf(stderr, "kvbm-pool: list %s: %s\n", dir, strerror(errno));
+		char why[PATH_MAX + 64];
+		fprintf(stderr, "kvbm-pool: list: %s\n",
+			errno == ENOENT && kvbm_shm_dir_missing(why, sizeof(why))
+				? why
+				: strerror(errno));
 		return 1;
 	}
 	while ((de = readdir(d))) {
@@ -390,8 +667,25 @@ static int cmd_list(int argc, char **argv)
 	for (size_t i = 0; i < n; i++) {
 		struct kvbm_inspect in;
 
-		if (kvbm_inspect_open(&in, names[i]) < 0)
-			continue; /* no permission, or gone meanwhile */
+		int r = kvbm_inspect_open(&in, names[i]);
+		if (r == -ENOENT) { /* gone meanwhile */
+			free(names[i]);
+			continue;
+		}
+		if (r < 0) { /* listed, never silently left out */
+			if (json) {
+				json_obj_begin(&j, NULL);
+				json_str(&j, "name", names[i]);
+				json_bool(&j, "valid", 0);
+				json_str(&j, "error", r == -EACCES ? "permission denied" : kvbm_strerror(r));
+				json_obj_end(&j);
+			} else {
+				printf("%-24s %-12s %14s %9s  %s\n", names[i], "UNREADABLE", "-", "-",
+				       r == -EACCES ? "permission denied" : kvbm_strerror(r));
+			}
+			free(names[i]);
+			continue;
+		}
 		if (json)
 			info_json(&j, &in);
 		else
@@ -414,9 +708,19 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	const char *cmd = argv[1];
-	/* subcommand options start after the subcommand */
+	static char prog[64];
+	/* subcommand options start after the subcommand; getopt's messages
+	 * start with argv[0]: the tool and subcommand, as typed */
 	argc--;
 	argv++;
+	snprintf(prog, sizeof(prog), "kvbm-pool %s", cmd);
+	argv[0] = prog;
+	if (strcmp(cmd, "create") != 0)
+		for (int i = 1; i < argc; i++)
+			if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+				usage(stdout);
+				return 0;
+			}
 	if (!strcmp(cmd, "create"))
 		return cmd_create(argc, argv);
 	if (!strcmp(cmd, "destroy"))
@@ -425,6 +729,8 @@ int main(int argc, char **argv)
 		return cmd_list(argc, argv);
 	if (!strcmp(cmd, "info"))
 		return cmd_info(argc, argv);
+	if (!strcmp(cmd, "--version"))
+		return tool_version("kvbm-pool");
 	if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
 		usage(stdout);
 		return 0;

@@ -116,6 +116,7 @@ int main(int argc, char **argv)
 		{"hold", required_argument, NULL, 'H'},
 		{"json", no_argument, NULL, 'j'},
 		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
 	const char *bin = "build/bin/kvbmd";
@@ -127,6 +128,9 @@ int main(int argc, char **argv)
 
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
+		case 'V':
+			printf("kvbm-reap-bench kvbm-shm %s\n", kvbm_version());
+			return 0;
 		case 'k':
 			bin = optarg;
 			break;

@@ -29,6 +29,7 @@
 
 #include "kvbm.h"
 #include "json.h"
+#include "version.h"
 
 struct trace {
 	uint32_t nreq;
@@ -41,15 +42,32 @@ struct trace {
 	uint32_t maxlen;
 };
 
+static void vsay(const char *fmt, va_list ap)
+{
+	fprintf(stderr, "kvbm-replay: ");
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
+/* A failure: the input, the system (exit 1). */
 __attribute__((format(printf, 1, 2), noreturn)) static void die(const char *fmt, ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
-	fprintf(stderr, "kvbm-replay: ");
-	vfprintf(stderr, fmt, ap);
+	vsay(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	exit(1);
+}
+
+/* A usage error: an option or its value (exit 2). */
+__attribute__((format(printf, 1, 2), noreturn)) static void usage_die(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsay(fmt, ap);
+	va_end(ap);
 	exit(2);
 }
 
@@ -63,24 +81,29 @@ static void *xrealloc(void *p, size_t n)
 
 /* ---- loading --------------------------------------------------------------------- */
 
-/* Pulls the integers of the "hash_ids" array out of one JSON line. */
-static int parse_line(const char *line, uint64_t **v, size_t *n, size_t *cap)
+/* Pulls the integers of the "hash_ids" array out of one JSON line: NULL,
+ * or what is wrong with the line. */
+static const char *parse_line(const char *line, uint64_t **v, size_t *n, size_t *cap)
 {
 	const char *s = strstr(line, "\"hash_ids\"");
 
-	if (!s || !(s = strchr(s, '[')))
-		return -1;
+	if (!s)
+		return "no \"hash_ids\"";
+	if (!(s = strchr(s, '[')))
+		return "\"hash_ids\" is not an array";
 	*n = 0;
 	for (s++;;) {
 		while (*s == ' ' || *s == ',' || *s == '\t')
 			s++;
 		if (*s == ']')
-			return 0;
+			return NULL;
+		if (*s < '0' || *s > '9') /* strtoull would take "-3" as 2^64 - 3 */
+			return "a hash id that is not a non-negative integer";
 		char *end;
 		errno = 0;
 		unsigned long long x = strtoull(s, &end, 10);
-		if (end == s || errno)
-			return -1;
+		if (errno)
+			return "a hash id past 2^64";
 		if (*n == *cap) {
 			*cap = *cap ? 2 * *cap : 256;
 			*v = xrealloc(*v, *cap * sizeof(**v));
@@ -141,13 +164,16 @@ static void load(const char *path, struct trace *t)
 	uint32_t *parent = NULL;
 
 	if (!f)
-		die("cannot open %s", path);
+		die("cannot open the trace %s: %s", path, strerror(errno));
 	memset(t, 0, sizeof(*t));
+	size_t lineno = 0;
 	while (getline(&line, &lcap, f) > 0) {
+		const char *why;
+		lineno++;
 		if (line[strspn(line, " \t\r\n")] == '\0')
 			continue;
-		if (parse_line(line, &v, &n, &vcap) < 0)
-			die("not a trace line with hash_ids: %.60s", line);
+		if ((why = parse_line(line, &v, &n, &vcap)))
+			die("%s:%zu: %s: %.60s", path, lineno, why, line);
 		if (t->nreq + 2 > rcap) {
 			rcap = rcap ? 2 * rcap : 4096;
 			t->start = xrealloc(t->start, rcap * sizeof(*t->start));
@@ -532,6 +558,7 @@ int main(int argc, char **argv)
 		{"list-backends", no_argument, NULL, 'l'},
 		{"tinylfu", required_argument, NULL, 'f'},
 		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
 	const char *path = NULL;
@@ -548,17 +575,17 @@ int main(int argc, char **argv)
 		case 'c':
 			frac = strtod(optarg, &end);
 			if (*end || !(frac > 0 && frac <= 1))
-				die("--capacity-frac: a fraction in (0, 1], not '%s'", optarg);
+				usage_die("--capacity-frac: a fraction in (0, 1], not '%s'", optarg);
 			break;
 		case 'b':
 			backend = kvbm_backend_parse(optarg);
 			if (backend < 0)
-				die("unknown backend '%s' (see --list-backends)", optarg);
+				usage_die("unknown backend '%s' (see --list-backends)", optarg);
 			break;
 		case 'p':
 			procs = strtol(optarg, &end, 10);
 			if (*end || procs < 1 || procs > 32)
-				die("--procs: 1..32, not '%s'", optarg);
+				usage_die("--procs: 1..32, not '%s'", optarg);
 			break;
 		case 'o':
 			oracle = 1;
@@ -569,7 +596,7 @@ int main(int argc, char **argv)
 			while (k < 5 && strcmp(optarg, caps[k]))
 				k++;
 			if (k == 5)
-				die("--tinylfu: auto, none, small, medium or large, not '%s'", optarg);
+				usage_die("--tinylfu: auto, none, small, medium or large, not '%s'", optarg);
 			tinylfu = k;
 			break;
 		}
@@ -580,6 +607,8 @@ int main(int argc, char **argv)
 			for (uint32_t b = 0; kvbm_backend_name(b); b++)
 				puts(kvbm_backend_name(b));
 			return 0;
+		case 'V':
+			return tool_version("kvbm-replay");
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -588,10 +617,12 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (!path || frac < 0 || optind != argc) {
-		usage(stderr);
-		return 2;
-	}
+	if (!path)
+		usage_die("--trace FILE is required (kvbm-replay --help)");
+	if (frac < 0)
+		usage_die("--capacity-frac F is required (kvbm-replay --help)");
+	if (optind != argc)
+		usage_die("unexpected argument '%s' (kvbm-replay --help)", argv[optind]);
 	struct trace t;
 	load(path, &t);
 	uint32_t cap = (uint32_t)(frac * t.nids); /* floor: both positive */

@@ -11,7 +11,7 @@
  *
  * Exit: 0 valid and READY (and, with --check, every invariant holds); 1
  * invalid, poisoned, not initialised or a violation (the reason on
- * stderr); 2 missing or unreadable; 64 usage.
+ * stderr); 2 usage; 3 missing or unreadable.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "dump.h"
+#include "version.h"
 
 static sigjmp_buf bus_env;
 
@@ -45,6 +46,15 @@ static void catch_sigbus(void)
 	sigaction(SIGBUS, &sa, NULL);
 }
 
+/* A tool owns its stderr: what the library logs (a failed repair when
+ * --lock's attach recovers the pool) is said there. */
+static void log_stderr(int level, const char *msg, void *arg)
+{
+	(void)level;
+	(void)arg;
+	fprintf(stderr, "kvbm-shm-dump: %s\n", msg);
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: kvbm-shm-dump [--json | --summary] POOL\n"
@@ -54,7 +64,10 @@ static void usage(FILE *f)
 		   "  --summary only blocks, metrics and processes\n"
 		   "  --check   verify the pool's invariants; exit 0 only when all hold\n"
 		   "  --lock    with --check: attach and hold the pool mutex for an exact\n"
-		   "            snapshot of a live pool\n");
+		   "            snapshot of a live pool\n"
+		   "  --help, --version\n"
+		   "Exit: 0 valid and READY (and every invariant holds); 1 invalid, or a\n"
+		   "violation; 2 usage; 3 missing or unreadable.\n");
 }
 
 int main(int argc, char **argv)
@@ -65,13 +78,14 @@ int main(int argc, char **argv)
 		{"check", no_argument, NULL, 'c'},
 		{"lock", no_argument, NULL, 'l'},
 		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
 	struct kvbm_inspect in;
 	struct kvbm_dump_opts o = {0, 0, 0, 0};
 	int c, r;
 
-	while ((c = getopt_long(argc, argv, "jshcl", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "jshclV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			o.check = 1;
@@ -85,24 +99,32 @@ int main(int argc, char **argv)
 		case 's':
 			o.summary = 1;
 			break;
+		case 'V':
+			return tool_version("kvbm-shm-dump");
 		case 'h':
 			usage(stdout);
 			return 0;
 		default:
 			usage(stderr);
-			return 64;
+			return 2;
 		}
 	}
 	if (optind != argc - 1 || (o.lock && !o.check) || (o.check && (o.json || o.summary))) {
 		usage(stderr);
-		return 64;
+		return 2;
 	}
+	kvbm_set_log(log_stderr, NULL);
 	r = kvbm_inspect_open(&in, argv[optind]);
+	char why[PATH_MAX + 64];
+	if (r == -ENOENT && !strchr(argv[optind], '/') && kvbm_shm_dir_missing(why, sizeof(why))) {
+		fprintf(stderr, "kvbm-shm-dump: %s: %s\n", argv[optind], why);
+		return 3;
+	}
 	if (r < 0) {
 		fprintf(stderr, "kvbm-shm-dump: %s: %s\n", argv[optind], kvbm_strerror(r));
 		if (r == -ENOENT)
 			fprintf(stderr, "kvbm-shm-dump: 'kvbm-pool list' shows the pools there are\n");
-		return 2;
+		return 3;
 	}
 	if (sigsetjmp(bus_env, 1)) {
 		fflush(stdout);

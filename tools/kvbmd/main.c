@@ -318,7 +318,7 @@ int main(int argc, char **argv)
 			d.verbose = 1;
 			break;
 		case 'V':
-			printf("kvbmd %s\n", kvbm_version());
+			printf("kvbmd kvbm-shm %s\n", kvbm_version());
 			flags_free(&fl);
 			return 0;
 		case 'h':
