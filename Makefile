@@ -67,7 +67,9 @@ all: lib tools examples
 
 help:
 	@echo "make            build libkvbm (build/lib) and the tools (build/bin)"
-	@echo "make demo       run the multi-process demo (installs build deps first)"
+	@echo "make demo       inference processes sharing KV through one pool (installs deps first)"
+	@echo "make demo DEMO_ARGS=--kill   the same, SIGKILLing an engine mid-run"
+	@echo "make demo-c     the C demo: processes sharing blocks, one killed holding them"
 	@echo "make check      install deps, build, run every test (plain, ASan+UBSan, TSan)"
 	@echo "make test       build and run the Check suites once (no sanitizers)"
 	@echo "make examples-check   run examples/ and check their output"
@@ -268,20 +270,21 @@ check: deps
 	$(call phase,the segment fuzzer,$(MAKE) -s fuzz-check)
 	@echo "make check: all suites passed"
 
-demo: deps
-	$(MAKE) all
-	$(BUILD)/bin/kvbm-demo
-
-# ---- engine demo (python/examples, docs/ENGINE.md) --------------------------
-# Inference processes (a tiny numpy transformer) reusing each other's KV
-# through one pool. Debian's python3 has the numpy; pyenv's may not.
-.PHONY: demo-engine
+# The README's main command: inference processes (a tiny numpy transformer
+# with a paged KV cache) reusing each other's KV through one pool
+# (python/examples, docs/ENGINE.md). Debian's python3 has the numpy; pyenv's
+# may not. demo-c is the C demo of the block calls alone.
+.PHONY: demo-engine demo-c
+demo: demo-engine
 demo-engine: deps
-	$(MAKE) lib
+	$(MAKE) -s lib
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 PYTHONPATH=python \
 		KVBM_LIB=$(abspath $(BUILD)/lib/libkvbm.so.0) \
 		$(PYTHON) python/examples/demo.py $(DEMO_ARGS)
-# ---- end of engine demo -----------------------------------------------------
+
+demo-c: deps
+	$(MAKE) all
+	$(BUILD)/bin/kvbm-demo
 
 install: lib tools
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig \
