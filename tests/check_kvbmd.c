@@ -587,6 +587,26 @@ static void zmq_endpoint_of(const struct kd *k, const char *key, char *out, size
 	out[n] = '\0';
 }
 
+/* Starts kvbmd on pool @name publishing on loopback ports it picks, with
+ * one more global key @set; the PUB and replay endpoints into @pub, @rep
+ * (300 bytes each). */
+static void kd_start_zmq(struct kd *k, const char *name, const char *set, char *pub, char *rep)
+{
+	char pool[256];
+
+	snprintf(pool, sizeof(pool), "%s,create=no", name);
+	ck_assert_int_eq(kd_start(k, (const char *const[]){
+				 "--pool", pool, "--listen", "127.0.0.1:0",
+				 "--set", "zmq_endpoint=tcp://127.0.0.1:*",
+				 "--set", "zmq_replay_endpoint=tcp://127.0.0.1:*",
+				 "--set", set, NULL}),
+			 0);
+	for (int i = 0; i < 200 && !strstr(slurp(k->log), "zmq: publishing"); i++)
+		nap_ms(10);
+	zmq_endpoint_of(k, " on ", pub, 300);
+	zmq_endpoint_of(k, " replay ", rep, 300);
+}
+
 /* Runs `sh -c @cmd` in the background; its output goes to @log. */
 static pid_t spawn_sh(const char *cmd, const char *log)
 {
@@ -780,24 +800,14 @@ START_TEST(test_kvbmd_zmq_slow_subscriber_is_dropped_and_counted)
 	static struct kvbm_plh h[NH];
 	static struct kvbm_block b[STEP];
 	static uint32_t tok[STEP * BSZ];
-	char pool[256], pub[300], rep[300], expect[512], log1[512], log2[512], cmd[2048];
+	char pub[300], rep[300], expect[512], log1[512], log2[512], cmd[2048];
 	struct kd k = {0};
 
 	cfg.block_count = BLOCKS;
 	cfg.block_size = BSZ;
 	cfg.event_ring = 4096;
 	struct kvbm_pool *p = t_create(name, &cfg);
-	snprintf(pool, sizeof(pool), "%s,create=no", name);
-	ck_assert_int_eq(kd_start(&k, (const char *const[]){
-				 "--pool", pool, "--listen", "127.0.0.1:0",
-				 "--set", "zmq_endpoint=tcp://127.0.0.1:*",
-				 "--set", "zmq_replay_endpoint=tcp://127.0.0.1:*",
-				 "--set", "zmq_hwm=1", NULL}),
-			 0);
-	for (int i = 0; i < 200 && !strstr(slurp(k.log), "zmq: publishing"); i++)
-		nap_ms(10);
-	zmq_endpoint_of(&k, " on ", pub, sizeof(pub));
-	zmq_endpoint_of(&k, " replay ", rep, sizeof(rep));
+	kd_start_zmq(&k, name, "zmq_hwm=1", pub, rep);
 	/* subscribes, takes one message, then reads nothing */
 	snprintf(cmd, sizeof(cmd), "exec /usr/bin/python3 -c 'import time, zmq; "
 		 "s = zmq.Context().socket(zmq.SUB); s.setsockopt(zmq.RCVHWM, 1); "
@@ -1168,6 +1178,40 @@ START_TEST(test_kvbmd_zmq_restarted_kvbmd_subscriber_converges)
 }
 END_TEST
 
+/*
+ * Batching is adaptive: a batch that a drained ring leaves open goes out at
+ * once, the window is only an upper bound. With a 10 s window, a few
+ * stores of one kind (nothing closes their batch: no kind change, far
+ * below the size cap) must reach a subscriber whose deadline is 5 s.
+ */
+START_TEST(test_kvbmd_zmq_quiet_ring_publishes_before_the_window)
+{
+	T_NAME(name);
+	enum { BLOCKS = 64, N = 8, BS4 = 4 };
+	struct kvbm_config cfg = t_cfg();
+	static struct chain c;
+	char pub[300], rep[300], expect[512], slog[512], cmd[2048];
+	struct kd k = {0};
+
+	cfg.block_count = BLOCKS;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	kd_start_zmq(&k, name, "event_window_ms=10000", pub, rep);
+	t_file(expect, sizeof(expect), "expect");
+	chain_init(&c, 9);
+	snprintf(cmd, sizeof(cmd), "exec /usr/bin/python3 tests/kv_events_zmq.py --pub %s "
+		 "--replay %s --expect %s --timeout 5", pub, rep, expect);
+	pid_t sub = spawn_sh(cmd, t_file(slog, sizeof(slog), "sub"));
+	nap_ms(300);
+	register_chain(p, c.h, N, c.tok, BS4, c.b);
+	ck_assert_int_eq(write_expected(p, c.h, N, BS4, expect), N);
+	ck_assert_msg(t_wait(sub) == 0, "subscriber: %s", slurp(slog));
+	ck_assert_int_eq(kd_stop(&k, SIGTERM), 0);
+	unlink(expect);
+	unlink(slog);
+	t_done(p, name);
+}
+END_TEST
+
 /* A dp_rank offsets the port (vLLM's rule) and a port in use is a clear
  * error, exit 1. */
 START_TEST(test_kvbmd_zmq_dp_rank_offset_and_port_in_use)
@@ -1217,6 +1261,7 @@ Suite *make_kvbmd_events_suite(void)
 	tcase_add_test(tc, test_kvbmd_nats_survives_a_server_restart);
 	tcase_add_test(tc, test_kvbmd_nats_two_nodes_one_subscriber);
 	tcase_add_test(tc, test_kvbmd_zmq_restarted_kvbmd_subscriber_converges);
+	tcase_add_test(tc, test_kvbmd_zmq_quiet_ring_publishes_before_the_window);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -14,9 +14,11 @@
  * keeps its seq and stays in the replay buffer, and the subscriber sees
  * the gap and replays it.
  *
- * Batching as vLLM's and Dynamo's publishers do it: events of one kind
- * accumulate until the window (event_window_ms) since the first of them
- * ends, the batch is full (event_batch_max) or another kind comes; then
+ * Batching is adaptive: a read that drains the ring sends the batch at
+ * once, so a batch holds what accumulated while the previous one was being
+ * sent (one event on a quiet pool, up to the cap under a flood). The
+ * window (event_window_ms since the batch's first event), the size cap
+ * (event_batch_max) and a change of kind close a batch before that; then
  * Creates go out ascending by position, Removes descending, so a
  * consumer never sees a child before its parent nor a parent go first.
  * A snapshot's AllBlocksCleared is a batch of its own.
@@ -305,6 +307,12 @@ static long drain_once(struct pub *P, struct drain *dr)
 		count(&dr->pool->ev_resyncs, 1);
 		resync(P, dr);
 	}
+	/* a short read drained the ring: nothing more is coming now, so
+	 * waiting out the window would only add latency. What a batch holds
+	 * is what accumulated while the previous one was sent; under a flood
+	 * every read is full and the size cap (or the window) closes it */
+	if ((size_t)n < dr->rcap)
+		flush(P, dr);
 	return n;
 }
 
