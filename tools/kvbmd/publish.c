@@ -68,6 +68,9 @@ struct drain {
 	uint32_t *tok;         /* its token ids (copied: rtok is reused) */
 	size_t n, ntok, rcap, tcap;
 	uint64_t t0;           /* CLOCK_MONOTONIC of the batch's first event */
+	uint64_t lo, hi;       /* the ring range of a batch of ring events */
+	int snapping;          /* the batch is a snapshot's, not a ring range */
+	uint64_t until;        /* != 0: the first batch is exactly [cursor, until) */
 };
 
 enum { T_ZMQ, T_NATS, T_COUNT };
@@ -83,7 +86,9 @@ struct pub {
 	struct mp inner;
 	pthread_t th;
 	int stop; /* atomic: set by the main thread */
-	uint64_t seq;
+	uint64_t seq;                 /* the next batch's (T_ZMQ: st's, mirrored) */
+	struct kvbmd_pubstate *st;    /* T_ZMQ: kept across restarts */
+	int st_fd;
 	struct replay_slot *ring; /* buffer_steps slots, seq % steps */
 	struct mp m;
 	struct drain dr[KVBMD_MAX_POOLS];
@@ -124,7 +129,9 @@ static void count(uint64_t *c, uint64_t n)
 	__atomic_fetch_add(c, n, __ATOMIC_RELAXED);
 }
 
-/* ZMQ: the batch gets a seq, is kept for replay and published. */
+/* ZMQ: the batch gets a seq, is kept for replay and published; the seq
+ * and the ring position are recorded so that a restarted kvbmd goes on
+ * from there (pubstate.c). */
 static void send_zmq(struct pub *P, struct drain *dr)
 {
 	uint8_t seq[8];
@@ -137,6 +144,10 @@ static void send_zmq(struct pub *P, struct drain *dr)
 		count(&dr->pool->ev_dropped, dr->n);
 		return;
 	}
+	if (dr->snapping)
+		P->seq = kvbmd_pubstate_take(P->st);
+	else
+		kvbmd_pubstate_begin(P->st, dr->src.instance_id, dr->lo, dr->hi);
 	be64(seq, P->seq);
 	struct replay_slot *s = &P->ring[P->seq % P->d->cfg.zmq_buffer_steps];
 	uint8_t *copy = malloc(P->m.len);
@@ -154,7 +165,9 @@ static void send_zmq(struct pub *P, struct drain *dr)
 		count(&dr->pool->ev_published_zmq, dr->n);
 		count(&dr->pool->batches_zmq, 1);
 	}
-	P->seq++;
+	if (!dr->snapping)
+		kvbmd_pubstate_commit(P->st, dr->src.instance_id, dr->hi);
+	P->seq = kvbmd_pubstate_seq(P->st);
 }
 
 static uint64_t now_ms_real(void)
@@ -238,8 +251,12 @@ static void add(struct pub *P, struct drain *dr, const struct kvbm_event *e)
 	if (dr->n && (dr->ev[0].kind != e->kind || e->kind == KVBM_EVENT_CLEARED ||
 		      dr->n == dr->rcap || dr->ntok + e->ntokens > dr->tcap))
 		flush(P, dr);
-	if (dr->n == 0)
+	if (dr->n == 0) {
 		dr->t0 = kvbmd_now_ns();
+		dr->lo = e->seq;
+	}
+	if (!dr->snapping)
+		dr->hi = e->seq + 1;
 	struct kvbm_event *b = &dr->ev[dr->n++];
 	*b = *e;
 	if (e->ntokens) {
@@ -268,15 +285,23 @@ static void resync(struct pub *P, struct drain *dr)
 	struct snap_arg a = {P, dr};
 
 	flush(P, dr);
+	dr->until = 0;
+	if (P->st)
+		kvbmd_pubstate_mark(P->st, dr->src.instance_id, 0, 0);
+	dr->snapping = 1;
 	long k = kvbm_events_snapshot(dr->pool->h, &dr->cursor, on_snapshot, &a);
 	if (k < 0) {
 		/* tried again on the next round: the consumer's view waits */
 		kvbmd_log("pool %s: events snapshot: %s", dr->pool->name, kvbm_strerror((int)k));
 		dr->need_snapshot = 1;
+		dr->snapping = 0;
 		return;
 	}
 	dr->need_snapshot = 0;
 	flush(P, dr);
+	dr->snapping = 0;
+	if (P->st)
+		kvbmd_pubstate_mark(P->st, dr->src.instance_id, dr->cursor, 1);
 }
 
 /* Reads what is new in @dr's ring into its batch. Returns the events read. */
@@ -286,7 +311,10 @@ static long drain_once(struct pub *P, struct drain *dr)
 		resync(P, dr);
 		return 1;
 	}
-	long n = kvbm_events_read(dr->pool->h, &dr->cursor, dr->rd, dr->rcap, dr->rtok, dr->tcap);
+	size_t max = dr->rcap;
+	if (dr->until && dr->until - dr->cursor < max)
+		max = (size_t)(dr->until - dr->cursor);
+	long n = kvbm_events_read(dr->pool->h, &dr->cursor, dr->rd, max, dr->rtok, dr->tcap);
 	if (n == KVBM_EGAP) {
 		/* the ring lapped us: what was overwritten is lost, the
 		 * registry is not */
@@ -311,8 +339,10 @@ static long drain_once(struct pub *P, struct drain *dr)
 	 * waiting out the window would only add latency. What a batch holds
 	 * is what accumulated while the previous one was sent; under a flood
 	 * every read is full and the size cap (or the window) closes it */
-	if ((size_t)n < dr->rcap)
+	if ((size_t)n < max || (dr->until && dr->cursor >= dr->until)) {
 		flush(P, dr);
+		dr->until = 0;
+	}
 	return n;
 }
 
@@ -392,6 +422,25 @@ static void *run(void *arg)
 	uint64_t window = P->d->cfg.event_window_ms * 1000000ull;
 	uint64_t hot_until = 0;
 
+	/* a restarted kvbmd's subscribers reconnect within their reconnect
+	 * interval (ZMQ's default: 100 ms); what goes out before they are
+	 * back is a gap they must replay. The ring keeps it meanwhile, so
+	 * wait for the first subscription (500 ms at most), and a little for
+	 * the others */
+	int resumed = 0;
+	for (size_t i = 0; i < P->ndr; i++)
+		resumed |= !P->dr[i].need_snapshot;
+	if (P->transport == T_ZMQ && resumed) {
+		zmq_pollitem_t it = {.socket = P->xpub, .events = ZMQ_POLLIN};
+		/* the subscriptions stay queued: drain_subscriptions takes them */
+		if (zmq_poll(&it, 1, 500) > 0)
+			nanosleep(&(struct timespec){0, 20000000}, NULL);
+	}
+	/* a batch the last kvbmd died sending goes out again first, with the
+	 * seq it had: before any other pool's batch takes that seq */
+	for (size_t i = 0; i < P->ndr; i++)
+		if (P->dr[i].until)
+			drain_once(P, &P->dr[i]);
 	while (!__atomic_load_n(&P->stop, __ATOMIC_ACQUIRE)) {
 		long got = 0;
 		uint64_t now;
@@ -535,6 +584,14 @@ static int drain_init(struct pub *P, struct drain *dr, struct kvbmd_pool *p)
 	dr->tok = calloc(dr->tcap, sizeof(*dr->tok));
 	if (!dr->rd || !dr->ev || !dr->rtok || !dr->tok)
 		return -1;
+	if (P->st && kvbmd_pubstate_resume(P->st, info.instance_id, head, &dr->cursor, &dr->until)) {
+		/* a restarted kvbmd: the stream goes on where the last one
+		 * stopped, and the ring kept what it missed */
+		kvbmd_log("pool %s: resuming the event stream at ring position %llu, seq %llu",
+			  p->name, (unsigned long long)dr->cursor,
+			  (unsigned long long)kvbmd_pubstate_seq(P->st));
+		return 1;
+	}
 	/* a consumer knows nothing of what was registered before we came:
 	 * start with a snapshot (AllBlocksCleared, then every block) */
 	dr->need_snapshot = 1;
@@ -568,6 +625,7 @@ static void pub_free(struct pub *P)
 		zmq_close(P->router);
 	if (P->ctx)
 		zmq_ctx_term(P->ctx);
+	kvbmd_pubstate_close(P->st, P->st_fd);
 	free(P);
 }
 
@@ -584,6 +642,17 @@ static struct pub *pub_new(struct kvbmd *d, int transport)
 	P->transport = transport;
 	mp_init(&P->m);
 	mp_init(&P->inner);
+	/* NATS keeps nothing for its subscribers: a snapshot per connection
+	 * serves them, so only the ZMQ stream continues across restarts */
+	if (transport == T_ZMQ && d->npools) {
+		P->st = kvbmd_pubstate_open(d->pools[0].name, "zmq", &P->st_fd);
+		if (!P->st) {
+			fprintf(stderr, "kvbmd: out of memory for the publisher state\n");
+			free(P);
+			return NULL;
+		}
+		P->seq = kvbmd_pubstate_seq(P->st);
+	}
 	for (size_t i = 0; i < d->npools; i++) {
 		int r = drain_init(P, &P->dr[P->ndr], &d->pools[i]);
 		if (r < 0) {
