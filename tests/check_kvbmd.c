@@ -900,6 +900,20 @@ static void wait_for_text(const char *path, const char *what)
 	ck_assert_msg(strstr(slurp(path), what), "no '%s' in %s: %s", what, path, text);
 }
 
+/* Starts the NATS test subscriber (tests/kv_events_nats.py) on the server
+ * at @port, its output into a new log @slog; returns once it subscribed. */
+static pid_t nats_sub_start(unsigned port, const char *expect, int timeout, char *slog,
+			    size_t len)
+{
+	char cmd[1024];
+
+	snprintf(cmd, sizeof(cmd), "exec /usr/bin/python3 tests/kv_events_nats.py --url "
+		 "nats://127.0.0.1:%u --expect %s --timeout %d", port, expect, timeout);
+	pid_t pid = spawn_sh(cmd, t_file(slog, len, "sub"));
+	wait_for_text(slog, "subscribed 1");
+	return pid;
+}
+
 /*
  * Dynamo's event plane over a real nats-server: kvbmd starts while the
  * server is down (and waits for it), publishes RouterEvents in the
@@ -935,10 +949,7 @@ START_TEST(test_kvbmd_nats_survives_a_server_restart)
 	wait_for_text(k.log, "is not reachable yet");
 	pid_t ns = nats_start(port, t_file(nlog, sizeof(nlog), "nats"));
 	t_file(expect, sizeof(expect), "expect");
-	snprintf(cmd, sizeof(cmd), "exec /usr/bin/python3 tests/kv_events_nats.py --url "
-		 "nats://127.0.0.1:%u --expect %s --timeout 40", port, expect);
-	pid_t sub = spawn_sh(cmd, t_file(slog, sizeof(slog), "sub"));
-	wait_for_text(slog, "subscribed 1");
+	pid_t sub = nats_sub_start(port, expect, 40, slog, sizeof(slog));
 	wait_for_text(k.log, "nats: connected");
 
 	chain_init(&c, 5);
@@ -1023,7 +1034,7 @@ START_TEST(test_kvbmd_nats_two_nodes_one_subscriber)
 	struct kd k[2] = {{0}};
 	uint64_t instance[2];
 	char root[512], dir[2][600], pool[256], url[128], wid[2][16], iid[2][16], series[160];
-	char nlog[512], slog[512], expect[512], cmd[1024];
+	char nlog[512], slog[512], expect[512];
 	int fd;
 	unsigned port = hold_port(&fd);
 
@@ -1034,10 +1045,7 @@ START_TEST(test_kvbmd_nats_two_nodes_one_subscriber)
 	t_file(k[0].log, sizeof(k[0].log), "log");
 	t_file(k[1].log, sizeof(k[1].log), "log");
 	/* subscribed before either kvbmd connects: NATS keeps nothing */
-	snprintf(cmd, sizeof(cmd), "exec /usr/bin/python3 tests/kv_events_nats.py --url "
-		 "nats://127.0.0.1:%u --expect %s --timeout 15", port, expect);
-	pid_t sub = spawn_sh(cmd, t_file(slog, sizeof(slog), "sub"));
-	wait_for_text(slog, "subscribed 1");
+	pid_t sub = nats_sub_start(port, expect, 15, slog, sizeof(slog));
 
 	cfg.block_count = BLOCKS;
 	snprintf(pool, sizeof(pool), "%s,create=no", name);
@@ -1239,6 +1247,105 @@ START_TEST(test_kvbmd_zmq_quiet_ring_publishes_before_the_window)
 }
 END_TEST
 
+/* Whether a TCP socket can bind 127.0.0.1:@port (nobody listens there). */
+static int can_bind(unsigned port)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	close(fd);
+	return ok;
+}
+
+/* kvbmd's configuration file for pool @name publishing on loopback ports
+ * @pub and @rep, plus the lines @more. */
+static void write_pub_conf(const char *conf, const char *name, unsigned pub, unsigned rep,
+			   const char *more)
+{
+	char body[1024];
+
+	snprintf(body, sizeof(body), "listen = 127.0.0.1:0\nzmq_bind = yes\n"
+		 "zmq_endpoint = tcp://127.0.0.1:%u\nzmq_replay_endpoint = tcp://127.0.0.1:%u\n"
+		 "%s[pool %s]\ncreate = no\n", pub, rep, more, name);
+	write_file(conf, body);
+}
+
+/*
+ * SIGHUP applies new publishing keys: kvbmd leaves its old ZMQ ports
+ * (another process can bind them), publishes on the new ones with the new
+ * topic, and connects to a NATS server it was not told of before; a
+ * subscriber of each new stream converges on the registered set, blocks
+ * registered before the reload included (each pool is sent as a
+ * snapshot). A reload onto a port in use says so and keeps what runs.
+ */
+START_TEST(test_kvbmd_sighup_rebinds_zmq_and_nats)
+{
+	T_NAME(name);
+	enum { BLOCKS = 64, BS4 = 4, N = 100 };
+	static struct chain c;
+	struct kvbm_config cfg = t_cfg();
+	char conf[512], more[256], nlog[512], zlog[512], slog[512], expect[512], cmd[1024];
+	unsigned port[5];
+	int fd[5];
+	struct kd k = {0};
+
+	for (int i = 0; i < 5; i++)
+		port[i] = hold_port(&fd[i]);
+	for (int i = 0; i < 4; i++)
+		close(fd[i]); /* fd[4] stays: the port in use */
+	cfg.block_count = BLOCKS;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	t_file(conf, sizeof(conf), "conf");
+	write_pub_conf(conf, name, port[0], port[1], "");
+	ck_assert_int_eq(kd_start(&k, (const char *const[]){"--config", conf, NULL}), 0);
+	chain_init(&c, 21);
+	register_chain(p, c.h, 20, c.tok, BS4, c.b);
+
+	/* a NATS server and its subscriber, which kvbmd knows nothing of yet */
+	int nfd;
+	unsigned nport = hold_port(&nfd);
+	close(nfd);
+	pid_t ns = nats_start(nport, t_file(nlog, sizeof(nlog), "nats"));
+	t_file(expect, sizeof(expect), "expect");
+	pid_t nsub = nats_sub_start(nport, expect, 30, slog, sizeof(slog));
+
+	snprintf(more, sizeof(more), "zmq_topic = kv-two\nnats_url = nats://127.0.0.1:%u\n", nport);
+	write_pub_conf(conf, name, port[2], port[3], more);
+	kill(k.pid, SIGHUP);
+	wait_for_text(k.log, "SIGHUP: publishing restarted");
+	ck_assert_msg(can_bind(port[0]) && can_bind(port[1]), "the old ZMQ ports are still bound");
+	snprintf(cmd, sizeof(cmd), "exec /usr/bin/python3 tests/kv_events_zmq.py --pub "
+		 "tcp://127.0.0.1:%u --replay tcp://127.0.0.1:%u --topic kv-two --expect %s "
+		 "--timeout 30 --catch-up", port[2], port[3], expect);
+	pid_t zsub = spawn_sh(cmd, t_file(zlog, sizeof(zlog), "zsub"));
+	nap_ms(300);
+	for (int i = 20; i < N; i += 20) /* evicts 36 */
+		register_chain(p, c.h + i, 20, c.tok + i * BS4, BS4, c.b + i);
+	ck_assert_int_eq(write_expected(p, c.h, N, BS4, expect), BLOCKS);
+	ck_assert_msg(t_wait(zsub) == 0, "zmq subscriber: %s", slurp(zlog));
+	ck_assert_msg(t_wait(nsub) == 0, "nats subscriber: %s", slurp(slog));
+
+	/* onto a port in use: said, and the running publishers stay */
+	write_pub_conf(conf, name, port[4], port[3], more);
+	kill(k.pid, SIGHUP);
+	wait_for_text(k.log, "keeping the running ones");
+	ck_assert_msg(strstr(text, "Address already in use"), "%s", text);
+	ck_assert(!can_bind(port[2]));
+	close(fd[4]);
+	ck_assert_int_eq(kd_stop(&k, SIGTERM), 0);
+	kill(ns, SIGKILL);
+	t_wait(ns);
+	unlink(expect);
+	unlink(slog);
+	unlink(zlog);
+	unlink(nlog);
+	unlink(conf);
+	t_done(p, name);
+}
+END_TEST
+
 /* A dp_rank offsets the port (vLLM's rule) and a port in use is a clear
  * error, exit 1. */
 START_TEST(test_kvbmd_zmq_dp_rank_offset_and_port_in_use)
@@ -1289,6 +1396,7 @@ Suite *make_kvbmd_events_suite(void)
 	tcase_add_test(tc, test_kvbmd_nats_two_nodes_one_subscriber);
 	tcase_add_test(tc, test_kvbmd_zmq_restarted_kvbmd_subscriber_converges);
 	tcase_add_test(tc, test_kvbmd_zmq_quiet_ring_publishes_before_the_window);
+	tcase_add_test(tc, test_kvbmd_sighup_rebinds_zmq_and_nats);
 	suite_add_tcase(s, tc);
 	return s;
 }

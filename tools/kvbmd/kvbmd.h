@@ -144,6 +144,10 @@ struct kvbmd {
 	int listen_fd;
 	int verbose;
 	uint64_t replays; /* atomic: replay requests answered */
+	/* kvbmd_publish_start: resume the ZMQ stream where the last kvbmd
+	 * left it (at start), or snapshot every pool (after a reload, whose
+	 * endpoints may have new subscribers) */
+	int pub_resume;
 	uint64_t nats_reconnects; /* atomic: connections to NATS made */
 };
 
@@ -161,6 +165,9 @@ uint64_t kvbmd_pool_reaps(const struct kvbmd_pool *p);
 /* Opens the ZMQ sockets and starts draining the pools' rings: 0 (also
  * when zmq_endpoint is unset), or -1 with a message on stderr. */
 int kvbmd_publish_start(struct kvbmd *d);
+/* Whether the publishing keys of @a and @b differ; copies them. */
+int kvbmd_config_publish_differs(const struct kvbmd_config *a, const struct kvbmd_config *b);
+void kvbmd_config_publish_copy(struct kvbmd_config *dst, const struct kvbmd_config *src);
 /* Stops the drain thread (the last batches are sent) and closes. */
 void kvbmd_publish_stop(struct kvbmd *d);
 

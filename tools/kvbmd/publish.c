@@ -584,7 +584,8 @@ static int drain_init(struct pub *P, struct drain *dr, struct kvbmd_pool *p)
 	dr->tok = calloc(dr->tcap, sizeof(*dr->tok));
 	if (!dr->rd || !dr->ev || !dr->rtok || !dr->tok)
 		return -1;
-	if (P->st && kvbmd_pubstate_resume(P->st, info.instance_id, head, &dr->cursor, &dr->until)) {
+	if (P->st && P->d->pub_resume &&
+	    kvbmd_pubstate_resume(P->st, info.instance_id, head, &dr->cursor, &dr->until)) {
 		/* a restarted kvbmd: the stream goes on where the last one
 		 * stopped, and the ring kept what it missed */
 		kvbmd_log("pool %s: resuming the event stream at ring position %llu, seq %llu",
