@@ -142,7 +142,7 @@ static void emit(struct out *o, const struct kvbm_event *ev, size_t n)
 			frame(o);
 			break;
 		case F_ROUTER:
-			kve_router_event(&o->m, &o->src, o->router_id++, &ev[i]);
+			kve_router_event(&o->m, &o->src, o->router_id++, &ev[i], 1);
 			frame(o);
 			j = i + 1;
 			break;
@@ -749,8 +749,9 @@ static void print_router(const struct rev *e, int json)
 		       e->type);
 		for (size_t i = 0; i < shown; i++)
 			printf("%s%" PRIu64, i ? "," : "", e->blocks.hashes[i]);
-		printf("],\"worker_id\":%" PRIu64 ",\"storage_tier\":\"%s\",\"dp_rank\":%" PRIu64 "}\n",
-		       e->worker_id, e->tier, e->dp_rank);
+		printf("],\"blocks\":%zu,\"worker_id\":%" PRIu64 ",\"storage_tier\":\"%s\","
+		       "\"dp_rank\":%" PRIu64 "}\n",
+		       e->blocks.nhashes, e->worker_id, e->tier, e->dp_rank);
 		return;
 	}
 	printf("%" PRIu64 " %s", e->event_id, e->type);

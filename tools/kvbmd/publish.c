@@ -25,8 +25,9 @@
  *
  * NATS (Dynamo's event plane) is a second publisher of the same kind, with
  * its own thread and cursors, so a slow or absent server never delays the
- * ZMQ stream: each ring event becomes a RouterEvent in the event-plane
- * envelope on `kv-events`, and each batch kvbm-logical's own message on
+ * ZMQ stream: each batch becomes RouterEvents in the event-plane envelope
+ * on `kv-events` (a chain of stores or the removes coalesced into one, as
+ * Dynamo's publisher does), and kvbm-logical's own message on
  * `kvbm.events`. cnats buffers (boundedly) while the server is away and
  * refuses what does not fit: counted as dropped. After a reconnect every
  * pool is sent again as a snapshot, since NATS kept nothing for the
@@ -65,6 +66,8 @@ struct drain {
 	struct kvbm_event *rd; /* what one read returns */
 	uint32_t *rtok;
 	struct kvbm_event *ev; /* the batch: one kind */
+	struct kvbm_event *chains; /* T_NATS: the batch as router-event runs */
+	uint32_t *runs;            /* and their lengths */
 	uint32_t *tok;         /* its token ids (copied: rtok is reused) */
 	size_t n, ntok, rcap, tcap;
 	uint64_t t0;           /* CLOCK_MONOTONIC of the batch's first event */
@@ -188,8 +191,9 @@ static int nats_pub(struct pub *P, const char *subject, const struct mp *m)
 	return natsConnection_Publish(P->nc, subject, m->buf, (int)m->len) == NATS_OK;
 }
 
-/* NATS: kvbm-logical's message for the batch, then a RouterEvent in the
- * event-plane envelope per event (Dynamo's router reads one per message). */
+/* NATS: kvbm-logical's message for the batch, then its RouterEvents, one
+ * per chain of stores (or for all its removes), each in the event-plane
+ * envelope (Dynamo's router reads one per message). */
 static void send_nats(struct pub *P, struct drain *dr)
 {
 	const struct kvbmd_config *c = &P->d->cfg;
@@ -204,9 +208,13 @@ static void send_nats(struct pub *P, struct drain *dr)
 		else
 			count(&dr->pool->kvbm_dropped_nats, 1);
 	}
-	for (size_t i = 0; i < dr->n; i++) {
+	/* a chain of stores, or the batch's removes, is one router event,
+	 * as Dynamo's publisher coalesces them */
+	size_t nruns = kve_router_chains(dr->ev, dr->n, dr->chains, dr->runs);
+	const struct kvbm_event *run = dr->chains;
+	for (size_t i = 0; i < nruns; run += dr->runs[i++]) {
 		mp_reset(&P->inner);
-		kve_router_event(&P->inner, &dr->src, P->event_id++, &dr->ev[i]);
+		kve_router_event(&P->inner, &dr->src, P->event_id++, run, dr->runs[i]);
 		mp_reset(&P->m);
 		mp_map(&P->m, 5);
 		mp_str(&P->m, "publisher_id");
@@ -220,9 +228,9 @@ static void send_nats(struct pub *P, struct drain *dr)
 		mp_str(&P->m, "payload");
 		mp_bin(&P->m, P->inner.buf, (uint32_t)P->inner.len);
 		if (mp_ok(&P->inner) && nats_pub(P, c->nats_router_subject, &P->m))
-			ok++;
+			ok += dr->runs[i];
 		else
-			refused++;
+			refused += dr->runs[i];
 	}
 	count(&dr->pool->ev_published_nats, ok);
 	count(&dr->pool->ev_dropped_nats, refused);
@@ -582,6 +590,12 @@ static int drain_init(struct pub *P, struct drain *dr, struct kvbmd_pool *p)
 	dr->ev = calloc(dr->rcap, sizeof(*dr->ev));
 	dr->rtok = calloc(dr->tcap, sizeof(*dr->rtok));
 	dr->tok = calloc(dr->tcap, sizeof(*dr->tok));
+	if (P->transport == T_NATS) {
+		dr->chains = calloc(dr->rcap, sizeof(*dr->chains));
+		dr->runs = calloc(dr->rcap, sizeof(*dr->runs));
+		if (!dr->chains || !dr->runs)
+			return -1;
+	}
 	if (!dr->rd || !dr->ev || !dr->rtok || !dr->tok)
 		return -1;
 	if (P->st && P->d->pub_resume &&
@@ -606,6 +620,8 @@ static void pub_free(struct pub *P)
 		free(P->dr[i].ev);
 		free(P->dr[i].rtok);
 		free(P->dr[i].tok);
+		free(P->dr[i].chains);
+		free(P->dr[i].runs);
 	}
 	if (P->ring)
 		for (uint32_t i = 0; i < P->d->cfg.zmq_buffer_steps; i++)
