@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "helpers.h"
+#include "../shm/failpoint.h"
 
 static char text[262144];
 
@@ -507,6 +508,82 @@ START_TEST(test_kvbmd_sighup_reloads_labels)
 	ck_assert(scrape(&k, "kvbm_blocks{pool=\"G2\",instance_id=\"after\"") == 16);
 	ck_assert_int_eq(kd_stop(&k, SIGTERM), 0);
 	kvbm_pool_destroy(name, 0);
+}
+END_TEST
+
+/*
+ * The pool mutex's hold time, from every process's critical sections, is
+ * a Prometheus histogram on /metrics that promtool accepts: a registrar
+ * stopped inside its critical section (SIGSTOP at a failpoint under the
+ * mutex, for 50 ms) is a hold past the last bucket, and the sum is at
+ * least that long; the short holds of this process fill the first ones.
+ */
+START_TEST(test_kvbmd_metrics_mutex_hold_histogram)
+{
+	T_NAME(name);
+	char pool[256], path[512], cmd[700];
+	struct kd k = {0};
+	struct kvbm_pool *p;
+	struct kvbm_block b[4];
+	struct kvbm_plh h[4];
+	int st;
+
+	pool_arg(pool, sizeof(pool), name, "G1");
+	ck_assert_int_eq(kd_start(&k, (const char *const[]){"--pool", pool, "--listen",
+							      "127.0.0.1:0", NULL}),
+			 0);
+	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &p), 0);
+	pid_t child = fork();
+	ck_assert_int_ge(child, 0);
+	if (child == 0) {
+		struct kvbm_pool *cp;
+		T_CHILD_CHECK(kvbm_pool_open(name, NULL, 0, &cp) == 0, 3);
+		T_CHILD_CHECK(kvbm_allocate_blocks(cp, 4, b, NULL, NULL) == 0, 4);
+		t_seq_hashes(31, 4, 4, h);
+		for (int i = 0; i < 4; i++)
+			T_CHILD_CHECK(kvbm_stage_block(cp, &b[i], h[i], 4) == 0, 5);
+		kvbm_fp_arm("events.append.written:1=stop"); /* under the mutex */
+		T_CHILD_CHECK(kvbm_register_blocks(cp, b, 4) == 0, 6);
+		T_CHILD_CHECK(kvbm_release_blocks(cp, b, 4) == 0, 7);
+		kvbm_pool_close(cp);
+		_exit(0);
+	}
+	ck_assert_int_eq(waitpid(child, &st, WUNTRACED), child);
+	ck_assert(WIFSTOPPED(st));
+	nap_ms(50);
+	kill(child, SIGCONT);
+	ck_assert_int_eq(t_wait(child), 0);
+	for (int r = 0; r < 20; r++) { /* short holds */
+		ck_assert_int_eq(kvbm_allocate_blocks(p, 4, b, NULL, NULL), 0);
+		t_release(p, b, 4);
+	}
+
+	double count = scrape(&k, "kvbm_mutex_hold_seconds_count{pool=\"G1\"}");
+	double sum = sample("kvbm_mutex_hold_seconds_sum{pool=\"G1\"}");
+	double inf = sample("kvbm_mutex_hold_seconds_bucket{pool=\"G1\",le=\"+Inf\"}");
+	double last = sample("kvbm_mutex_hold_seconds_bucket{pool=\"G1\",le=\"0.000256\"}");
+	double first = sample("kvbm_mutex_hold_seconds_bucket{pool=\"G1\",le=\"1e-06\"}");
+	ck_assert_msg(count >= 40 && inf == count, "count %g, +Inf %g", count, inf);
+	ck_assert_msg(last >= 0 && last <= count - 1, "256 us bucket %g of %g", last, count);
+	ck_assert_msg(first >= 0 && first <= last, "1 us bucket %g", first);
+	ck_assert_msg(sum >= 0.05 && sum < 5, "sum %g s", sum);
+	/* the library's own struct says the same */
+	struct kvbm_metrics m;
+	ck_assert_int_eq(kvbm_metrics_snapshot(p, &m), 0);
+	ck_assert_uint_ge(m.mutex_hold_count, (uint64_t)count);
+	ck_assert_uint_ge(m.mutex_hold_ns, 50000000);
+	for (int i = 1; i < 5; i++)
+		ck_assert_uint_le(m.mutex_hold_le[i - 1], m.mutex_hold_le[i]);
+	ck_assert_uint_lt(m.mutex_hold_le[4], m.mutex_hold_count);
+	if (system("command -v promtool >/dev/null 2>&1") == 0) {
+		ck_assert_int_eq(http_get(&k, "/metrics"), 200);
+		write_file(t_file(path, sizeof(path), "prom"), text);
+		snprintf(cmd, sizeof(cmd), "promtool check metrics < '%s' >/dev/null", path);
+		ck_assert_msg(system(cmd) == 0, "promtool check metrics failed on kvbmd's /metrics");
+		unlink(path);
+	}
+	ck_assert_int_eq(kd_stop(&k, SIGTERM), 0);
+	t_done(p, name);
 }
 END_TEST
 
@@ -1424,6 +1501,7 @@ Suite *make_kvbmd_suite(void)
 	tcase_add_test(tc, test_kvbmd_refuses_two_pools_of_one_tier);
 	tcase_add_test(tc, test_kvbmd_sighup_reloads_labels);
 	tcase_add_test(tc, test_kvbmd_reaps_a_killed_holder_at_once);
+	tcase_add_test(tc, test_kvbmd_metrics_mutex_hold_histogram);
 	suite_add_tcase(s, tc);
 	return s;
 }
