@@ -351,6 +351,8 @@ int main(int argc, char **argv)
 	pthread_t th;
 	uint64_t head0, head1;
 	kvbm_events_head(R.p, &head0);
+	struct kvbm_metrics f0, f1;
+	kvbm_metrics_snapshot(R.p, &f0);
 	S.events = S.stored = S.gaps = S.first_ns = S.last_ns = 0;
 	uint64_t t0 = now_ns();
 	pthread_create(&th, NULL, flood, &R);
@@ -358,13 +360,16 @@ int main(int argc, char **argv)
 		recv_one(&S, 10);
 	pthread_join(th, NULL);
 	kvbm_events_head(R.p, &head1);
+	kvbm_metrics_snapshot(R.p, &f1);
 	settle(&S, 500);
 	double secs = (double)(S.last_ns - t0) / 1e9;
 	printf("throughput: %llu events made in %.2f s (%.0f/s); %llu received by the subscriber "
-	       "in %.2f s: %.0f events/s; %llu seq gaps\n",
+	       "in %.2f s: %.0f events/s; %llu seq gaps; %llu of %llu registrations found the "
+	       "index full\n",
 	       (unsigned long long)(head1 - head0), R.seconds, (double)(head1 - head0) / R.seconds,
 	       (unsigned long long)S.events, secs, (double)S.events / secs,
-	       (unsigned long long)S.gaps);
+	       (unsigned long long)S.gaps, (unsigned long long)(f1.index_full - f0.index_full),
+	       (unsigned long long)(f1.registrations - f0.registrations));
 
 	/* latency */
 	R.stop = 0;
