@@ -1430,6 +1430,45 @@ START_TEST(test_kvbmd_sighup_rebinds_zmq_and_nats)
 }
 END_TEST
 
+/*
+ * A kvbmd killed between sending a batch and recording it sends that batch
+ * again under the same seq (tools/kvbmd/pubstate.c). kvbm-events --zmq
+ * prints it once and does not take it for a restarted publisher. The
+ * publisher here is a few lines of python3-zmq sending seqs 0, 1, 1, 2.
+ */
+START_TEST(test_kvbm_events_zmq_prints_a_resent_batch_once)
+{
+	char cmd[2048], plog[512], klog[512], kerr[520];
+	int fd;
+	unsigned port = hold_port(&fd);
+
+	close(fd);
+	snprintf(cmd, sizeof(cmd), "exec /usr/bin/python3 -c 'import struct, time, zmq, msgpack\n"
+		 "s = zmq.Context().socket(zmq.PUB); s.bind(\"tcp://127.0.0.1:%u\")\n"
+		 "time.sleep(1.0)\n"
+		 "for q in (0, 1, 1, 2):\n"
+		 "    ev = {\"type\": \"BlockRemoved\", \"block_hashes\": [100 + q]}\n"
+		 "    s.send_multipart([b\"kv\", struct.pack(\">Q\", q), msgpack.packb([1.0, [ev], 0])])\n"
+		 "time.sleep(1.0)'", port);
+	pid_t pub = spawn_sh(cmd, t_file(plog, sizeof(plog), "pub"));
+	t_file(klog, sizeof(klog), "kve");
+	snprintf(kerr, sizeof(kerr), "%s.err", klog);
+	snprintf(cmd, sizeof(cmd), "exec timeout 3 '%s/kvbm-events' --zmq tcp://127.0.0.1:%u "
+		 "--topic kv 2>'%s'", getenv("KVBM_BIN"), port, kerr);
+	pid_t ke = spawn_sh(cmd, klog);
+	ck_assert_int_eq(t_wait(pub), 0);
+	ck_assert_int_eq(t_wait(ke), 124); /* timeout's: it ran until told to stop */
+	long lines = 0;
+	for (const char *l = slurp(klog); (l = strchr(l, '\n')); l++)
+		lines++;
+	ck_assert_msg(lines == 3 && strstr(text, " 101") && strstr(text, " 102"), "%s", text);
+	ck_assert_msg(!strstr(slurp(kerr), "restarted"), "%s", text);
+	unlink(plog);
+	unlink(klog);
+	unlink(kerr);
+}
+END_TEST
+
 /* A dp_rank offsets the port (vLLM's rule) and a port in use is a clear
  * error, exit 1. */
 START_TEST(test_kvbmd_zmq_dp_rank_offset_and_port_in_use)
@@ -1481,6 +1520,7 @@ Suite *make_kvbmd_events_suite(void)
 	tcase_add_test(tc, test_kvbmd_zmq_restarted_kvbmd_subscriber_converges);
 	tcase_add_test(tc, test_kvbmd_zmq_quiet_ring_publishes_before_the_window);
 	tcase_add_test(tc, test_kvbmd_sighup_rebinds_zmq_and_nats);
+	tcase_add_test(tc, test_kvbm_events_zmq_prints_a_resent_batch_once);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -569,9 +569,15 @@ static int zmq_main(const char *pub, const char *rep, const char *topic, int fro
 			continue;
 		}
 		uint64_t seq = get_be64(zmq_msg_data(&m[1])), next = z.have_last ? z.last + 1 : 0;
+		if (z.have_last && seq == z.last) {
+			/* a kvbmd killed between sending a batch and recording it
+			 * sends it again, same seq: printed once */
+			zclose(m, 3);
+			continue;
+		}
 		if (seq < next && (int64_t)seq > z.replayed) {
-			/* a publisher's seq never goes back: it restarted (kvbmd
-			 * starts at 0 with a snapshot); start over */
+			/* a publisher's seq never goes back: it restarted (a kvbmd
+			 * whose state file went, a vLLM engine); start over */
 			z.restarts++;
 			fprintf(stderr, "kvbm-events: seq %" PRIu64 " after %" PRIu64
 				": the publisher restarted\n", seq, z.last);
