@@ -1036,6 +1036,9 @@ START_TEST(test_kvbmd_nats_survives_a_server_restart)
 	 * 1 KiB of it and drops the rest, counted */
 	kill(ns, SIGKILL);
 	t_wait(ns);
+	/* what cnats sends before it notices is lost with the server's
+	 * socket, uncounted: the registrations come once it knows */
+	wait_for_text(k.log, "nats: disconnected");
 	register_chain(p, c.h + STEP, 2 * STEP, c.tok + STEP * BS4, BS4, c.b + STEP);
 	nap_ms(100);
 	/* the subscriber must be back before kvbmd, or NATS (which keeps
