@@ -434,5 +434,12 @@ out:
 	kvbm_pool_close(R.p);
 	kvbm_pool_destroy(name, 0);
 	unlink(log);
+	/* kvbmd's publishing state beside the pool (docs/KVBMD.md): the
+	 * pool is gone, so is its stream */
+	char state[512];
+	const char *dir = getenv("KVBM_SHM_DIR");
+	snprintf(state, sizeof(state), "%s/kvbmd.%s.zmq-state", dir && *dir ? dir : "/dev/shm",
+		 name);
+	unlink(state);
 	return rc;
 }
