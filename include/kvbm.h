@@ -837,6 +837,14 @@ struct kvbm_metrics {
 	 * because a live process stayed inside a resurrection window past
 	 * the bound (stopped, or preempted); retried later */
 	uint64_t recounts_deferred;
+	/* How long the pool mutex was held, each critical section of every
+	 * process: how many, their sum in ns, and how many took at most 1, 4,
+	 * 16, 64 and 256 us (cumulative, as Prometheus buckets are). Appended
+	 * in 0.1: the snapshot fills the whole struct, so a program built
+	 * against an older kvbm.h must be rebuilt with this one. */
+	uint64_t mutex_hold_count;
+	uint64_t mutex_hold_ns;
+	uint64_t mutex_hold_le[5];
 };
 /* Sums the pool's metrics into *out. Returns 0 or the handle errors. */
 KVBM_API int kvbm_metrics_snapshot(struct kvbm_pool *pool, struct kvbm_metrics *out);

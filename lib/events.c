@@ -102,6 +102,7 @@ void kvbm_events_keep_tokens(struct kvbm_pool *p, uint32_t s, uint64_t gen,
 	 * call publishes all of it (pairs with the snapshot's acquire load) */
 	for (uint32_t i = 0; tokens && i < p->block_size; i++)
 		__atomic_store_n(&t[1 + i], tokens[i], __ATOMIC_RELAXED);
+	KVBM_FAILPOINT("events.keep.ids"); /* the ids written, the tag not yet */
 	__atomic_store_n(&t[0], tokens ? (uint32_t)gen + 1 : 0, __ATOMIC_RELAXED);
 }
 

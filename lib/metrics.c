@@ -12,10 +12,11 @@
 #include <string.h>
 
 #include "pool.h"
+#include "../shm/mutex.h"
 
 int kvbm_metrics_snapshot(struct kvbm_pool *p, struct kvbm_metrics *out)
 {
-	uint64_t v[KVBM_M_NSHARD] = {0}; /* unsigned: a peer's bytes may wrap the sum */
+	uint64_t v[KVBM_M_HOLD_END] = {0}; /* unsigned: a peer's bytes may wrap the sum */
 	int r = p ? kvbm_seg_check(&p->seg) : -EINVAL;
 
 	if (r < 0)
@@ -25,7 +26,7 @@ int kvbm_metrics_snapshot(struct kvbm_pool *p, struct kvbm_metrics *out)
 	/* every shard, FREE entries too: shards are never zeroed, so the sum
 	 * keeps what detached and dead processes counted */
 	for (uint32_t i = 0; i < p->seg.cfg.max_procs; i++)
-		for (int k = 0; k < KVBM_M_NSHARD; k++)
+		for (int k = 0; k < KVBM_M_HOLD_END; k++)
 			v[k] += (uint64_t)__atomic_load_n(&p->seg.metrics[i].v[k], __ATOMIC_RELAXED);
 	memset(out, 0, sizeof(*out));
 	out->allocations = (uint64_t)v[KVBM_M_ALLOCATIONS];
@@ -49,6 +50,14 @@ int kvbm_metrics_snapshot(struct kvbm_pool *p, struct kvbm_metrics *out)
 	out->inactive_pool_size = inactive > 0 ? inactive : 0;
 	out->index_full = __atomic_load_n(&p->seg.ctl->index_full, __ATOMIC_RELAXED);
 	out->recounts_deferred = __atomic_load_n(&p->seg.ctl->recounts_deferred, __ATOMIC_RELAXED);
+	out->mutex_hold_ns = (uint64_t)((double)v[KVBM_M_HOLD_TICKS] * kvbm_mutex_ns_per_tick());
+	for (int b = 0; b < 6; b++) {
+		uint64_t upto = v[KVBM_M_HOLD_LE + b] + (b ? out->mutex_hold_le[b - 1] : 0);
+		if (b < 5)
+			out->mutex_hold_le[b] = upto;
+		else
+			out->mutex_hold_count = upto;
+	}
 	return 0;
 }
 
@@ -119,6 +128,41 @@ static void put_label(struct out *o, int first, const char *k, const char *v)
 	put(o, "\"");
 }
 
+/* A sample's name@suffix{pool, labels[, le]} (the value follows). */
+static void sample(struct out *o, const char *name, const char *suffix, const char *tier,
+		   const char *const (*labels)[2], size_t nlabels, const char *le)
+{
+	put(o, "%s%s{", name, suffix);
+	put_label(o, 1, "pool", tier);
+	for (size_t l = 0; l < nlabels; l++)
+		put_label(o, 0, labels[l][0], labels[l][1]);
+	if (le)
+		put_label(o, 0, "le", le);
+	put(o, "}");
+}
+
+/* The mutex hold time as a histogram in seconds: the buckets of struct
+ * kvbm_metrics (1, 4, 16, 64, 256 us), then +Inf = the count. */
+static void hold_histogram(struct out *o, const struct kvbm_metrics *m, const char *tier,
+			   const char *const (*labels)[2], size_t nlabels)
+{
+	static const char *const le[5] = {"1e-06", "4e-06", "1.6e-05", "6.4e-05", "0.000256"};
+	static const char name[] = "kvbm_mutex_hold_seconds";
+
+	put(o, "# HELP %s How long each critical section held the pool mutex\n"
+	    "# TYPE %s histogram\n", name, name);
+	for (int b = 0; b < 5; b++) {
+		sample(o, name, "_bucket", tier, labels, nlabels, le[b]);
+		put(o, " %llu\n", (unsigned long long)m->mutex_hold_le[b]);
+	}
+	sample(o, name, "_bucket", tier, labels, nlabels, "+Inf");
+	put(o, " %llu\n", (unsigned long long)m->mutex_hold_count);
+	sample(o, name, "_sum", tier, labels, nlabels, NULL);
+	put(o, " %.9f\n", (double)m->mutex_hold_ns / 1e9);
+	sample(o, name, "_count", tier, labels, nlabels, NULL);
+	put(o, " %llu\n", (unsigned long long)m->mutex_hold_count);
+}
+
 long kvbm_metrics_prometheus(const struct kvbm_metrics *m, const char *tier,
 			     const char *const (*labels)[2], size_t nlabels, char *buf, size_t len)
 {
@@ -150,13 +194,11 @@ long kvbm_metrics_prometheus(const struct kvbm_metrics *m, const char *tier,
 	v[20] = (int64_t)m->recounts_deferred;
 	for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
 		const struct family *f = &families[i];
-		put(&o, "# HELP %s %s\n# TYPE %s %s\n%s{", f->name, f->help, f->name, f->type,
-		    f->name);
-		put_label(&o, 1, "pool", tier);
-		for (size_t l = 0; l < nlabels; l++)
-			put_label(&o, 0, labels[l][0], labels[l][1]);
-		put(&o, "} %lld\n", (long long)v[i]);
+		put(&o, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name, f->type);
+		sample(&o, f->name, "", tier, labels, nlabels, NULL);
+		put(&o, " %lld\n", (long long)v[i]);
 	}
+	hold_histogram(&o, m, tier, labels, nlabels);
 	if (o.used < len)
 		buf[o.used] = '\0';
 	else if (len)

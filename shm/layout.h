@@ -297,6 +297,15 @@ enum kvbm_metric_idx {
 	 * begun and ended, which a recount of the inactive pool validates */
 	KVBM_M_RES_BEGIN = KVBM_M_NSHARD,
 	KVBM_M_RES_END,
+	/* how long this process held the pool mutex (shm/mutex.c): the sum
+	 * in its clock's ticks (kvbm_mutex_ns_per_tick), and how many
+	 * critical sections took at most 1, 4, 16, 64, 256 us and longer
+	 * (each bucket alone, not cumulative: their sum is the count);
+	 * written by the holder only. Room the shards had: KVBM_M_NSHARD,
+	 * and so the layout hash, is unchanged */
+	KVBM_M_HOLD_TICKS,
+	KVBM_M_HOLD_LE,
+	KVBM_M_HOLD_END = KVBM_M_HOLD_LE + 6,
 };
 struct kvbm_shm_metrics {
 	int64_t v[24];
@@ -349,7 +358,7 @@ _Static_assert(offsetof(struct kvbm_shm_control, owner_pid) % KVBM_CACHELINE == 
 _Static_assert(sizeof(struct kvbm_shm_proc) == KVBM_CACHELINE, "proc entry is one line");
 _Static_assert(KVBM_MAX_PROCS <= 63, "holder mask: 63 process bits + INACTIVE");
 _Static_assert(sizeof(struct kvbm_shm_metrics) == 3 * KVBM_CACHELINE, "metric shard lines");
-_Static_assert(KVBM_M_RES_END < 24, "metric shard room");
+_Static_assert(KVBM_M_HOLD_END <= 24, "metric shard room");
 _Static_assert(offsetof(struct kvbm_shm_control, inactive) % KVBM_CACHELINE == 0,
 	       "inactive count on its own line");
 

@@ -20,6 +20,7 @@
 #define KVBM_SHM_MUTEX_H
 
 #include <pthread.h>
+#include <stdint.h>
 
 struct kvbm_seg;
 
@@ -27,6 +28,15 @@ int kvbm_mutex_init(pthread_mutex_t *m);
 /* The kind word kvbm_mutex_init() leaves in glibc's mutex on this build:
  * the lock refuses a pool whose mutex says otherwise (KVBM_ECORRUPT). */
 int kvbm_mutex_kind(void);
+
+/* The hold-time clock's ns per tick (the KVBM_M_HOLD_TICKS shard sums). */
+double kvbm_mutex_ns_per_tick(void);
+/* Where the holds of @seg's mutex are counted from now on: @v is the sum,
+ * the buckets follow (a metric shard from KVBM_M_HOLD_TICKS, or the
+ * segment's scratch before it has a shard). A detached process keeps its
+ * old shard: its last hold lands there, which nobody zeroes, ordered by
+ * the mutex before the next owner's. */
+void kvbm_mutex_hold_to(struct kvbm_seg *seg, int64_t *v);
 
 /* Returns 0 (after a recovery too), KVBM_EFORKED, KVBM_EPOISONED,
  * KVBM_EDEADLK (this thread holds it already) or a negative errno. */

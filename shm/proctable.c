@@ -238,6 +238,7 @@ int kvbm_proc_attach(struct kvbm_seg *seg)
 		__atomic_store_n(&e->state, KVBM_PROC_ACTIVE, __ATOMIC_RELEASE);
 		KVBM_FAILPOINT("shm.attach.active");
 		seg->self = i;
+		kvbm_mutex_hold_to(seg, seg->metrics[i].v + KVBM_M_HOLD_TICKS);
 		seg->attach_gen = e->attach_gen;
 		seg->ctl->owner_proc = i;
 		op_end(seg);

@@ -820,6 +820,7 @@ int kvbm_seg_open(struct kvbm_seg *seg, const char *name, const struct kvbm_shm_
 	memset(seg, 0, sizeof(*seg));
 	seg->fd = -1;
 	seg->self = UINT32_MAX;
+	kvbm_mutex_hold_to(seg, seg->hold_scratch);
 	seg->mutex_kind = kvbm_mutex_kind();
 	pthread_once(&atfork_once, register_atfork);
 	r = kvbm_seg_path(name, seg->path, sizeof(seg->path), seg->name, 0);
@@ -861,6 +862,7 @@ int kvbm_seg_open_ro(struct kvbm_seg *seg, const char *name, struct kvbm_shm_hea
 
 	memset(seg, 0, sizeof(*seg));
 	seg->self = UINT32_MAX;
+	kvbm_mutex_hold_to(seg, seg->hold_scratch);
 	seg->read_only = 1;
 	r = kvbm_seg_path(name, seg->path, sizeof(seg->path), seg->name, 1);
 	if (r < 0)

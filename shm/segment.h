@@ -56,6 +56,12 @@ struct kvbm_seg {
 	unsigned fork_gen;   /* kvbm_fork_gen at open */
 	int initialized_by_me;
 	pid_t lock_tid;      /* thread holding the pool mutex through us, 0 = none */
+	uint32_t hold_t0;    /* when it took the mutex, in mutex.c's ticks (holder only) */
+	/* where the hold time goes (mutex.c): our metric shard's buckets
+	 * (KVBM_M_HOLD_LE, the sum just before them) once attached, until
+	 * then hold_scratch's; never NULL after open */
+	int64_t *hold_v;
+	int64_t hold_scratch[KVBM_M_HOLD_END - KVBM_M_HOLD_TICKS];
 	/* KVBM_SEG_ST_*: whether hold operations may treat our holder entries
 	 * as having one writer (lib/hold.c, lib/pool.h) */
 	int mutex_kind;   /* kvbm_mutex_kind(), set at open */

@@ -883,11 +883,12 @@ START_TEST(test_prometheus_exposition)
 	ck_assert_ptr_nonnull(strstr(buf, "# TYPE kvbm_inflight_mutable gauge\n"));
 	ck_assert_ptr_nonnull(strstr(buf, "kvbm_reset_pool_size{pool=\"G1\",node=\"a\\\"b\"} 6\n"));
 	/* the reference's 19 families, plus the index-full and
-	 * deferred-recount counters */
+	 * deferred-recount counters and the mutex hold-time histogram */
 	int families = 0;
 	for (const char *s = buf; (s = strstr(s, "# TYPE ")); s++)
 		families++;
-	ck_assert_int_eq(families, 21);
+	ck_assert_int_eq(families, 22);
+	ck_assert_ptr_nonnull(strstr(buf, "# TYPE kvbm_mutex_hold_seconds histogram\n"));
 	ck_assert_ptr_nonnull(strstr(buf, "# TYPE kvbm_recounts_deferred_total counter\n"));
 	/* too small a buffer: the needed length, like snprintf */
 	ck_assert_int_eq(kvbm_metrics_prometheus(&m, "G1", labels, 1, buf, 10), n);

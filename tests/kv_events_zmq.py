@@ -34,6 +34,7 @@ class View:
         self.blocks = set()
         self.last = None
         self.batches = self.gaps = self.replays = self.events = self.restarts = 0
+        self.cold = self.dups = self.unfilled = 0
         self.replayed = -1  # the highest seq a replay gave
         self.block_size = None
 
@@ -129,6 +130,12 @@ def main():
             expected_next = 0 if view.last is None else view.last + 1
             if seq < expected_next and seq <= view.replayed:
                 continue  # had it from a replay
+            if view.last is not None and seq == view.last:
+                # a publisher killed between sending a batch and recording
+                # it sends it again: the same events, harmless to a set
+                view.dups += 1
+                view.apply_batch(payload)
+                continue
             if seq < expected_next:
                 # a publisher's seq never goes back: it restarted (a
                 # kvbmd starts at 0 with a snapshot); start over
@@ -136,9 +143,14 @@ def main():
                 view.last, view.replayed = None, -1
                 expected_next = 0
             if seq > expected_next:
-                view.gaps += 1
+                if view.last is None:
+                    view.cold += 1  # joined late: the replay has the start
+                else:
+                    view.gaps += 1
                 if dealer is not None:
                     replay(dealer, view, expected_next, deadline)
+                if view.last is not None and view.last + 1 < seq:
+                    view.unfilled += 1  # lost: not even the replay had it
                 if view.last is not None and seq <= view.last:
                     continue
             view.apply_batch(payload)
@@ -152,9 +164,9 @@ def main():
             view.block_size = want["block_size"]
         if want is not None and view.blocks == set(want["blocks"]):
             print("converged: %d blocks, last seq %s, %d batches, %d events, %d gaps, "
-                  "%d replays, %d restarts" % (len(view.blocks), view.last, view.batches,
-                                               view.events, view.gaps, view.replays,
-                                               view.restarts))
+                  "%d replays, %d restarts, %d cold starts, %d duplicates, %d unfilled"
+                  % (len(view.blocks), view.last, view.batches, view.events, view.gaps,
+                     view.replays, view.restarts, view.cold, view.dups, view.unfilled))
             return 0
     exp = set(want["blocks"]) if want else set()
     print("did not converge: %d blocks, expected %d; last seq %s, %d batches, %d gaps, "

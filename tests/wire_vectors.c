@@ -28,6 +28,49 @@ static void expect_hex(const char *what, const struct mp *m, const char *hex)
 	}
 }
 
+/*
+ * Router events coalesce as Dynamo's publisher does: a chain of stores is
+ * one "stored". A batch ascending by position interleaves two chains
+ * (A: 4 blocks, B: 3) and a fork (a child of A1 that comes before A2):
+ * three runs, in the order of their heads, each a chain: A0 A1 fork, B,
+ * then A2 A3 (whose parent went out in the first run).
+ */
+static void coalescing(void)
+{
+	struct kvbm_plh a[4], b[3], fork;
+	struct kvbm_event ev[8], out[8];
+	uint32_t len[8];
+	size_t n = 0;
+
+	kvbm_plh_make(100, NULL, 0, &a[0]);
+	kvbm_plh_make(200, NULL, 0, &b[0]);
+	for (int i = 1; i < 4; i++)
+		kvbm_plh_extend(a[i - 1], 100 + (uint64_t)i, &a[i]);
+	for (int i = 1; i < 3; i++)
+		kvbm_plh_extend(b[i - 1], 200 + (uint64_t)i, &b[i]);
+	kvbm_plh_extend(a[1], 999, &fork);
+	const struct kvbm_plh *order[8] = {&a[0], &b[0], &a[1], &b[1], &fork, &a[2], &b[2], &a[3]};
+	for (; n < 8; n++)
+		ev[n] = (struct kvbm_event){.seq = n, .kind = KVBM_EVENT_STORED, .hash = *order[n]};
+	size_t runs = kve_router_chains(ev, n, out, len);
+	const struct kvbm_plh *want[8] = {&a[0], &a[1], &fork, &b[0], &b[1], &b[2], &a[2], &a[3]};
+	int ok = runs == 3 && len[0] == 3 && len[1] == 3 && len[2] == 2;
+	for (size_t i = 0; ok && i < 8; i++)
+		ok = out[i].hash.hi == want[i]->hi && out[i].hash.lo == want[i]->lo;
+	if (!ok) {
+		fprintf(stderr, "wire-vectors: router chains: %zu runs (%u %u %u), want 3 (3 3 2)\n",
+			runs, len[0], runs > 1 ? len[1] : 0, runs > 2 ? len[2] : 0);
+		failed = 1;
+	}
+	/* removes are one run */
+	for (size_t i = 0; i < n; i++)
+		ev[i].kind = KVBM_EVENT_REMOVED;
+	if (kve_router_chains(ev, n, out, len) != 1 || len[0] != 8) {
+		fprintf(stderr, "wire-vectors: removes are not one router event\n");
+		failed = 1;
+	}
+}
+
 int main(void)
 {
 	/* PLH of block 0 of 4.6 (tokens 1..4, salt 1337) */
@@ -59,6 +102,7 @@ int main(void)
 		fprintf(stderr, "wire-vectors: tokens_hash differs from 4.6\n");
 		failed = 1;
 	}
+	coalescing();
 	mp_free(&m);
 	if (!failed)
 		printf("wire-vectors: kvbm-logical messages and router hashes match the spec\n");

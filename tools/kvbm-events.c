@@ -142,7 +142,7 @@ static void emit(struct out *o, const struct kvbm_event *ev, size_t n)
 			frame(o);
 			break;
 		case F_ROUTER:
-			kve_router_event(&o->m, &o->src, o->router_id++, &ev[i]);
+			kve_router_event(&o->m, &o->src, o->router_id++, &ev[i], 1);
 			frame(o);
 			j = i + 1;
 			break;
@@ -569,9 +569,15 @@ static int zmq_main(const char *pub, const char *rep, const char *topic, int fro
 			continue;
 		}
 		uint64_t seq = get_be64(zmq_msg_data(&m[1])), next = z.have_last ? z.last + 1 : 0;
+		if (z.have_last && seq == z.last) {
+			/* a kvbmd killed between sending a batch and recording it
+			 * sends it again, same seq: printed once */
+			zclose(m, 3);
+			continue;
+		}
 		if (seq < next && (int64_t)seq > z.replayed) {
-			/* a publisher's seq never goes back: it restarted (kvbmd
-			 * starts at 0 with a snapshot); start over */
+			/* a publisher's seq never goes back: it restarted (a kvbmd
+			 * whose state file went, a vLLM engine); start over */
 			z.restarts++;
 			fprintf(stderr, "kvbm-events: seq %" PRIu64 " after %" PRIu64
 				": the publisher restarted\n", seq, z.last);
@@ -749,8 +755,9 @@ static void print_router(const struct rev *e, int json)
 		       e->type);
 		for (size_t i = 0; i < shown; i++)
 			printf("%s%" PRIu64, i ? "," : "", e->blocks.hashes[i]);
-		printf("],\"worker_id\":%" PRIu64 ",\"storage_tier\":\"%s\",\"dp_rank\":%" PRIu64 "}\n",
-		       e->worker_id, e->tier, e->dp_rank);
+		printf("],\"blocks\":%zu,\"worker_id\":%" PRIu64 ",\"storage_tier\":\"%s\","
+		       "\"dp_rank\":%" PRIu64 "}\n",
+		       e->blocks.nhashes, e->worker_id, e->tier, e->dp_rank);
 		return;
 	}
 	printf("%" PRIu64 " %s", e->event_id, e->type);

@@ -135,8 +135,66 @@ void kve_vllm_batch(struct mp *m, const struct kve_source *src, double ts,
 	mp_uint(m, src->dp_rank);
 }
 
+/* The first index of @ev[lo..n) (ascending by position) at position @pos
+ * or above. */
+static size_t first_at(const struct kvbm_event *ev, size_t lo, size_t n, uint32_t pos)
+{
+	size_t hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (kvbm_plh_position(ev[mid].hash) < pos)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+size_t kve_router_chains(const struct kvbm_event *ev, size_t n, struct kvbm_event *out,
+			 uint32_t *len)
+{
+	size_t runs = 0, w = 0;
+
+	if (n && ev[0].kind != KVBM_EVENT_STORED) {
+		memcpy(out, ev, n * sizeof(*ev));
+		len[0] = (uint32_t)n;
+		return 1;
+	}
+	/* len[i] != 0 marks ev[i] as taken by a chain until len is filled
+	 * with the run lengths: run r's length goes to len[r] once the event
+	 * at head (>= r) has been handled, so only marks no longer read are
+	 * overwritten */
+	memset(len, 0, n * sizeof(*len));
+	for (size_t head = 0; head < n; head++) {
+		if (len[head])
+			continue; /* a link of an earlier chain */
+		size_t start = w, i = head + 1;
+		struct kvbm_plh tail = ev[head].hash;
+		out[w++] = ev[head];
+		/* a child is one position on and names the tail as its parent;
+		 * the first free one extends the chain (a fork's other branch
+		 * starts a run of its own) */
+		for (;;) {
+			uint32_t next = kvbm_plh_position(tail) + 1;
+			i = first_at(ev, i, n, next);
+			while (i < n && kvbm_plh_position(ev[i].hash) == next &&
+			       (len[i] || kvbm_plh_parent_fragment(ev[i].hash) !=
+						  kvbm_plh_router_hash(tail)))
+				i++;
+			if (i == n || kvbm_plh_position(ev[i].hash) != next)
+				break;
+			len[i] = 1;
+			out[w++] = ev[i];
+			tail = ev[i].hash;
+		}
+		len[runs++] = (uint32_t)(w - start);
+	}
+	return runs;
+}
+
 void kve_router_event(struct mp *m, const struct kve_source *src, uint64_t event_id,
-		      const struct kvbm_event *e)
+		      const struct kvbm_event *e, size_t n)
 {
 	mp_map(m, 3);
 	mp_str(m, "worker_id");
@@ -157,25 +215,28 @@ void kve_router_event(struct mp *m, const struct kve_source *src, uint64_t event
 		mp_str(m, "start_position");
 		mp_uint(m, kvbm_plh_position(e->hash));
 		mp_str(m, "blocks");
-		mp_array(m, 1);
-		mp_map(m, 3);
-		mp_str(m, "block_hash");
-		mp_uint(m, kvbm_plh_router_hash(e->hash));
-		/* the router recomputes its content hash from the tokens with
-		 * the canonical salt (1337 without namespace or LoRA, spec
-		 * 4.1): that is what it compares, whatever salt the pool's
-		 * own hashes used */
-		mp_str(m, "tokens_hash");
-		mp_uint(m, e->ntokens ? kvbm_block_hash(e->tokens, e->ntokens, 1337) : 0);
-		mp_str(m, "mm_extra_info");
-		mp_nil(m);
+		mp_array(m, (uint32_t)n);
+		for (size_t i = 0; i < n; i++) {
+			mp_map(m, 3);
+			mp_str(m, "block_hash");
+			mp_uint(m, kvbm_plh_router_hash(e[i].hash));
+			/* the router recomputes its content hash from the tokens
+			 * with the canonical salt (1337 without namespace or
+			 * LoRA, spec 4.1): that is what it compares, whatever
+			 * salt the pool's own hashes used */
+			mp_str(m, "tokens_hash");
+			mp_uint(m, e[i].ntokens ? kvbm_block_hash(e[i].tokens, e[i].ntokens, 1337) : 0);
+			mp_str(m, "mm_extra_info");
+			mp_nil(m);
+		}
 	} else if (e->kind == KVBM_EVENT_REMOVED) {
 		mp_map(m, 1);
 		mp_str(m, "removed");
 		mp_map(m, 1);
 		mp_str(m, "block_hashes");
-		mp_array(m, 1);
-		mp_uint(m, kvbm_plh_router_hash(e->hash));
+		mp_array(m, (uint32_t)n);
+		for (size_t i = 0; i < n; i++)
+			mp_uint(m, kvbm_plh_router_hash(e[i].hash));
 	} else {
 		mp_str(m, "cleared");
 	}

@@ -37,8 +37,22 @@ void kve_kvbm_batch(struct mp *m, const struct kve_source *src, const struct kvb
  * AllBlocksCleared event map per ring event. */
 void kve_vllm_batch(struct mp *m, const struct kve_source *src, double ts,
 		    const struct kvbm_event *ev, size_t n);
-/* Dynamo RouterEvent for one ring event, with router event id @event_id. */
+/* Dynamo RouterEvent with router event id @event_id for @n ring events of
+ * one kind: a "stored" of @n blocks (a chain: each the child of the one
+ * before it, as kve_router_chains() makes them), a "removed" of @n
+ * hashes, or "cleared" (@n = 1). */
 void kve_router_event(struct mp *m, const struct kve_source *src, uint64_t event_id,
-		      const struct kvbm_event *ev);
+		      const struct kvbm_event *ev, size_t n);
+/*
+ * Dynamo's publisher coalesces adjacent compatible events into one router
+ * event. Groups the batch @ev[0..n) (one kind; stores ascending by
+ * position) into runs, copied one after the other into @out: each run of
+ * stores is a chain (position +1 and parent fragment = the previous
+ * block's router hash), a parent's run before its children's; removes
+ * are one run. @len gets each run's length (room for @n). Returns the
+ * number of runs.
+ */
+size_t kve_router_chains(const struct kvbm_event *ev, size_t n, struct kvbm_event *out,
+			 uint32_t *len);
 
 #endif /* KVBM_TOOLS_KVEVENTS_H */

@@ -28,6 +28,27 @@ static void fail(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* The publishing keys are the fields from zmq_endpoint to
+ * nats_reconnect_wait_ms, one run of struct kvbmd_config. Both sides are
+ * built from zeroed memory by the same setters, so equal keys are equal
+ * bytes (a key set twice to different lengths at worst reads as changed,
+ * which only restarts the publishers). */
+#define PUB_FIRST offsetof(struct kvbmd_config, zmq_endpoint)
+#define PUB_END (offsetof(struct kvbmd_config, nats_reconnect_wait_ms) + sizeof(uint32_t))
+_Static_assert(PUB_FIRST < PUB_END && PUB_END <= offsetof(struct kvbmd_config, pools),
+	       "the publishing keys are one run of struct kvbmd_config");
+
+int kvbmd_config_publish_differs(const struct kvbmd_config *a, const struct kvbmd_config *b)
+{
+	return memcmp((const char *)a + PUB_FIRST, (const char *)b + PUB_FIRST,
+		      PUB_END - PUB_FIRST) != 0;
+}
+
+void kvbmd_config_publish_copy(struct kvbmd_config *dst, const struct kvbmd_config *src)
+{
+	memcpy((char *)dst + PUB_FIRST, (const char *)src + PUB_FIRST, PUB_END - PUB_FIRST);
+}
+
 void kvbmd_config_init(struct kvbmd_config *c)
 {
 	memset(c, 0, sizeof(*c));

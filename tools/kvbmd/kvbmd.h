@@ -9,6 +9,8 @@
  *   http.c    the listening socket and /metrics (libmicrohttpd)
  *   publish.c the drain threads: event rings to vLLM's ZMQ format and to
  *             Dynamo's event plane over NATS
+ *   pubstate.c where a publisher stands (seq, ring cursors), kept across
+ *             restarts
  *   main.c    flags, signals, the main loop
  *
  * Threads: the main thread owns the pools' lifetimes, the reaper and the
@@ -142,6 +144,10 @@ struct kvbmd {
 	int listen_fd;
 	int verbose;
 	uint64_t replays; /* atomic: replay requests answered */
+	/* kvbmd_publish_start: resume the ZMQ stream where the last kvbmd
+	 * left it (at start), or snapshot every pool (after a reload, whose
+	 * endpoints may have new subscribers) */
+	int pub_resume;
 	uint64_t nats_reconnects; /* atomic: connections to NATS made */
 };
 
@@ -159,8 +165,37 @@ uint64_t kvbmd_pool_reaps(const struct kvbmd_pool *p);
 /* Opens the ZMQ sockets and starts draining the pools' rings: 0 (also
  * when zmq_endpoint is unset), or -1 with a message on stderr. */
 int kvbmd_publish_start(struct kvbmd *d);
+/* Whether the publishing keys of @a and @b differ; copies them. */
+int kvbmd_config_publish_differs(const struct kvbmd_config *a, const struct kvbmd_config *b);
+void kvbmd_config_publish_copy(struct kvbmd_config *dst, const struct kvbmd_config *src);
 /* Stops the drain thread (the last batches are sent) and closes. */
 void kvbmd_publish_stop(struct kvbmd *d);
+
+/* pubstate.c: one publisher's position, in a file beside the pools */
+struct kvbmd_pubstate;
+/* Maps the state of the publisher of @transport for the pools whose first
+ * is @first_pool (*@fd: its file, -1 when it could not be had: then a
+ * private state, seq from 0, said in the log). NULL: out of memory. */
+struct kvbmd_pubstate *kvbmd_pubstate_open(const char *first_pool, const char *transport,
+					   int *fd);
+void kvbmd_pubstate_close(struct kvbmd_pubstate *s, int fd);
+/* The seq the next batch gets. */
+uint64_t kvbmd_pubstate_seq(const struct kvbmd_pubstate *s);
+/* Where pool @instance resumes (ring head @head): 1 with *@cursor, and
+ * *@until != 0 when the batch [cursor, until) was being sent when the
+ * last kvbmd died (send exactly it first, with the next seq); 0: snapshot. */
+int kvbmd_pubstate_resume(struct kvbmd_pubstate *s, uint64_t instance, uint64_t head,
+			  uint64_t *cursor, uint64_t *until);
+/* A ring batch [start, end) of pool @instance is about to go out with the
+ * next seq; after it did, commit it (the seq advances). */
+void kvbmd_pubstate_begin(struct kvbmd_pubstate *s, uint64_t instance, uint64_t start,
+			  uint64_t end);
+void kvbmd_pubstate_commit(struct kvbmd_pubstate *s, uint64_t instance, uint64_t end);
+/* A snapshot batch takes its seq before it is sent: returns it. */
+uint64_t kvbmd_pubstate_take(struct kvbmd_pubstate *s);
+/* Pool @instance resumes at @cursor (@valid), or not at all (a snapshot is
+ * going out). */
+void kvbmd_pubstate_mark(struct kvbmd_pubstate *s, uint64_t instance, uint64_t cursor, int valid);
 
 /* reaper.c */
 /* Brings the pidfd watches in line with the process tables. */

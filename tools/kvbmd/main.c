@@ -158,8 +158,43 @@ static void sd_notify_msg(const char *msg)
 	close(fd);
 }
 
-/* SIGHUP: labels and intervals take effect; the pools and the port stay
- * as they are (changing them needs a restart, which says so). */
+/* New publishing keys (or worker_id, which the events carry): the
+ * publishers stop (their last batches sent) and start again on the new
+ * endpoints, each pool with a snapshot (new endpoints, new subscribers;
+ * the ZMQ seq goes on). When the new ones cannot start (a port taken),
+ * the old ones start again. */
+static void reload_publishing(struct kvbmd *d, const struct kvbmd_config *c)
+{
+	struct kvbmd_config *old = malloc(sizeof(*old));
+
+	if (!old) {
+		kvbmd_log("SIGHUP: out of memory: publishing unchanged");
+		return;
+	}
+	*old = d->cfg;
+	kvbmd_publish_stop(d);
+	kvbmd_config_publish_copy(&d->cfg, c);
+	snprintf(d->cfg.worker_id, sizeof(d->cfg.worker_id), "%s", c->worker_id);
+	d->pub_resume = 0;
+	if (kvbmd_publish_start(d) == 0) {
+		kvbmd_log("SIGHUP: publishing restarted: zmq '%s' replay '%s' topic '%s', nats '%s'",
+			  d->cfg.zmq_endpoint, d->cfg.zmq_replay_endpoint, d->cfg.zmq_topic,
+			  d->cfg.nats_url);
+	} else {
+		kvbmd_config_publish_copy(&d->cfg, old);
+		if (kvbmd_publish_start(d) == 0)
+			kvbmd_log("SIGHUP: the new publishing keys failed (above): keeping the "
+				  "running ones");
+		else
+			kvbmd_log("SIGHUP: the new publishing keys failed and the running ones "
+				  "could not start again: publishing stopped");
+	}
+	free(old);
+}
+
+/* SIGHUP: labels, intervals and the publishing keys take effect; the
+ * pools and the port stay as they are (changing them needs a restart,
+ * which says so). */
 static void reload(struct kvbmd *d, const struct flags *fl)
 {
 	struct kvbmd_config *c = malloc(sizeof(*c));
@@ -184,6 +219,8 @@ static void reload(struct kvbmd *d, const struct flags *fl)
 		kvbmd_log("SIGHUP: listen changed: ignored until a restart");
 	if (c->stats_window != d->cfg.stats_window)
 		kvbmd_log("SIGHUP: stats_window changed: ignored until a restart");
+	if (kvbmd_config_publish_differs(&d->cfg, c) || strcmp(c->worker_id, d->cfg.worker_id))
+		reload_publishing(d, c);
 	pthread_mutex_lock(&d->lock);
 	snprintf(d->instance_id, sizeof(d->instance_id), "%s", c->instance_id);
 	snprintf(d->worker_id, sizeof(d->worker_id), "%s", c->worker_id);
@@ -372,6 +409,7 @@ int main(int argc, char **argv)
 		goto out;
 	if (kvbmd_pools_open(&d) < 0)
 		goto out;
+	d.pub_resume = 1;
 	if (kvbmd_publish_start(&d) < 0)
 		goto out_pools;
 	if (kvbmd_http_start(&d) < 0)

@@ -14,17 +14,20 @@
  * keeps its seq and stays in the replay buffer, and the subscriber sees
  * the gap and replays it.
  *
- * Batching as vLLM's and Dynamo's publishers do it: events of one kind
- * accumulate until the window (event_window_ms) since the first of them
- * ends, the batch is full (event_batch_max) or another kind comes; then
+ * Batching is adaptive: a read that drains the ring sends the batch at
+ * once, so a batch holds what accumulated while the previous one was being
+ * sent (one event on a quiet pool, up to the cap under a flood). The
+ * window (event_window_ms since the batch's first event), the size cap
+ * (event_batch_max) and a change of kind close a batch before that; then
  * Creates go out ascending by position, Removes descending, so a
  * consumer never sees a child before its parent nor a parent go first.
  * A snapshot's AllBlocksCleared is a batch of its own.
  *
  * NATS (Dynamo's event plane) is a second publisher of the same kind, with
  * its own thread and cursors, so a slow or absent server never delays the
- * ZMQ stream: each ring event becomes a RouterEvent in the event-plane
- * envelope on `kv-events`, and each batch kvbm-logical's own message on
+ * ZMQ stream: each batch becomes RouterEvents in the event-plane envelope
+ * on `kv-events` (a chain of stores or the removes coalesced into one, as
+ * Dynamo's publisher does), and kvbm-logical's own message on
  * `kvbm.events`. cnats buffers (boundedly) while the server is away and
  * refuses what does not fit: counted as dropped. After a reconnect every
  * pool is sent again as a snapshot, since NATS kept nothing for the
@@ -37,6 +40,7 @@
 #include <string.h>
 #include <time.h>
 #include <nats/nats.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -63,9 +67,14 @@ struct drain {
 	struct kvbm_event *rd; /* what one read returns */
 	uint32_t *rtok;
 	struct kvbm_event *ev; /* the batch: one kind */
+	struct kvbm_event *chains; /* T_NATS: the batch as router-event runs */
+	uint32_t *runs;            /* and their lengths */
 	uint32_t *tok;         /* its token ids (copied: rtok is reused) */
 	size_t n, ntok, rcap, tcap;
 	uint64_t t0;           /* CLOCK_MONOTONIC of the batch's first event */
+	uint64_t lo, hi;       /* the ring range of a batch of ring events */
+	int snapping;          /* the batch is a snapshot's, not a ring range */
+	uint64_t until;        /* != 0: the first batch is exactly [cursor, until) */
 };
 
 enum { T_ZMQ, T_NATS, T_COUNT };
@@ -81,7 +90,9 @@ struct pub {
 	struct mp inner;
 	pthread_t th;
 	int stop; /* atomic: set by the main thread */
-	uint64_t seq;
+	uint64_t seq;                 /* the next batch's (T_ZMQ: st's, mirrored) */
+	struct kvbmd_pubstate *st;    /* T_ZMQ: kept across restarts */
+	int st_fd;
 	struct replay_slot *ring; /* buffer_steps slots, seq % steps */
 	struct mp m;
 	struct drain dr[KVBMD_MAX_POOLS];
@@ -122,7 +133,9 @@ static void count(uint64_t *c, uint64_t n)
 	__atomic_fetch_add(c, n, __ATOMIC_RELAXED);
 }
 
-/* ZMQ: the batch gets a seq, is kept for replay and published. */
+/* ZMQ: the batch gets a seq, is kept for replay and published; the seq
+ * and the ring position are recorded so that a restarted kvbmd goes on
+ * from there (pubstate.c). */
 static void send_zmq(struct pub *P, struct drain *dr)
 {
 	uint8_t seq[8];
@@ -135,6 +148,10 @@ static void send_zmq(struct pub *P, struct drain *dr)
 		count(&dr->pool->ev_dropped, dr->n);
 		return;
 	}
+	if (dr->snapping)
+		P->seq = kvbmd_pubstate_take(P->st);
+	else
+		kvbmd_pubstate_begin(P->st, dr->src.instance_id, dr->lo, dr->hi);
 	be64(seq, P->seq);
 	struct replay_slot *s = &P->ring[P->seq % P->d->cfg.zmq_buffer_steps];
 	uint8_t *copy = malloc(P->m.len);
@@ -152,7 +169,9 @@ static void send_zmq(struct pub *P, struct drain *dr)
 		count(&dr->pool->ev_published_zmq, dr->n);
 		count(&dr->pool->batches_zmq, 1);
 	}
-	P->seq++;
+	if (!dr->snapping)
+		kvbmd_pubstate_commit(P->st, dr->src.instance_id, dr->hi);
+	P->seq = kvbmd_pubstate_seq(P->st);
 }
 
 static uint64_t now_ms_real(void)
@@ -173,8 +192,9 @@ static int nats_pub(struct pub *P, const char *subject, const struct mp *m)
 	return natsConnection_Publish(P->nc, subject, m->buf, (int)m->len) == NATS_OK;
 }
 
-/* NATS: kvbm-logical's message for the batch, then a RouterEvent in the
- * event-plane envelope per event (Dynamo's router reads one per message). */
+/* NATS: kvbm-logical's message for the batch, then its RouterEvents, one
+ * per chain of stores (or for all its removes), each in the event-plane
+ * envelope (Dynamo's router reads one per message). */
 static void send_nats(struct pub *P, struct drain *dr)
 {
 	const struct kvbmd_config *c = &P->d->cfg;
@@ -189,9 +209,13 @@ static void send_nats(struct pub *P, struct drain *dr)
 		else
 			count(&dr->pool->kvbm_dropped_nats, 1);
 	}
-	for (size_t i = 0; i < dr->n; i++) {
+	/* a chain of stores, or the batch's removes, is one router event,
+	 * as Dynamo's publisher coalesces them */
+	size_t nruns = kve_router_chains(dr->ev, dr->n, dr->chains, dr->runs);
+	const struct kvbm_event *run = dr->chains;
+	for (size_t i = 0; i < nruns; run += dr->runs[i++]) {
 		mp_reset(&P->inner);
-		kve_router_event(&P->inner, &dr->src, P->event_id++, &dr->ev[i]);
+		kve_router_event(&P->inner, &dr->src, P->event_id++, run, dr->runs[i]);
 		mp_reset(&P->m);
 		mp_map(&P->m, 5);
 		mp_str(&P->m, "publisher_id");
@@ -205,9 +229,9 @@ static void send_nats(struct pub *P, struct drain *dr)
 		mp_str(&P->m, "payload");
 		mp_bin(&P->m, P->inner.buf, (uint32_t)P->inner.len);
 		if (mp_ok(&P->inner) && nats_pub(P, c->nats_router_subject, &P->m))
-			ok++;
+			ok += dr->runs[i];
 		else
-			refused++;
+			refused += dr->runs[i];
 	}
 	count(&dr->pool->ev_published_nats, ok);
 	count(&dr->pool->ev_dropped_nats, refused);
@@ -236,8 +260,12 @@ static void add(struct pub *P, struct drain *dr, const struct kvbm_event *e)
 	if (dr->n && (dr->ev[0].kind != e->kind || e->kind == KVBM_EVENT_CLEARED ||
 		      dr->n == dr->rcap || dr->ntok + e->ntokens > dr->tcap))
 		flush(P, dr);
-	if (dr->n == 0)
+	if (dr->n == 0) {
 		dr->t0 = kvbmd_now_ns();
+		dr->lo = e->seq;
+	}
+	if (!dr->snapping)
+		dr->hi = e->seq + 1;
 	struct kvbm_event *b = &dr->ev[dr->n++];
 	*b = *e;
 	if (e->ntokens) {
@@ -266,15 +294,23 @@ static void resync(struct pub *P, struct drain *dr)
 	struct snap_arg a = {P, dr};
 
 	flush(P, dr);
+	dr->until = 0;
+	if (P->st)
+		kvbmd_pubstate_mark(P->st, dr->src.instance_id, 0, 0);
+	dr->snapping = 1;
 	long k = kvbm_events_snapshot(dr->pool->h, &dr->cursor, on_snapshot, &a);
 	if (k < 0) {
 		/* tried again on the next round: the consumer's view waits */
 		kvbmd_log("pool %s: events snapshot: %s", dr->pool->name, kvbm_strerror((int)k));
 		dr->need_snapshot = 1;
+		dr->snapping = 0;
 		return;
 	}
 	dr->need_snapshot = 0;
 	flush(P, dr);
+	dr->snapping = 0;
+	if (P->st)
+		kvbmd_pubstate_mark(P->st, dr->src.instance_id, dr->cursor, 1);
 }
 
 /* Reads what is new in @dr's ring into its batch. Returns the events read. */
@@ -284,7 +320,10 @@ static long drain_once(struct pub *P, struct drain *dr)
 		resync(P, dr);
 		return 1;
 	}
-	long n = kvbm_events_read(dr->pool->h, &dr->cursor, dr->rd, dr->rcap, dr->rtok, dr->tcap);
+	size_t max = dr->rcap;
+	if (dr->until && dr->until - dr->cursor < max)
+		max = (size_t)(dr->until - dr->cursor);
+	long n = kvbm_events_read(dr->pool->h, &dr->cursor, dr->rd, max, dr->rtok, dr->tcap);
 	if (n == KVBM_EGAP) {
 		/* the ring lapped us: what was overwritten is lost, the
 		 * registry is not */
@@ -304,6 +343,14 @@ static long drain_once(struct pub *P, struct drain *dr)
 		/* the pool recovered from a crash: its ring restarted */
 		count(&dr->pool->ev_resyncs, 1);
 		resync(P, dr);
+	}
+	/* a short read drained the ring: nothing more is coming now, so
+	 * waiting out the window would only add latency. What a batch holds
+	 * is what accumulated while the previous one was sent; under a flood
+	 * every read is full and the size cap (or the window) closes it */
+	if ((size_t)n < max || (dr->until && dr->cursor >= dr->until)) {
+		flush(P, dr);
+		dr->until = 0;
 	}
 	return n;
 }
@@ -384,6 +431,29 @@ static void *run(void *arg)
 	uint64_t window = P->d->cfg.event_window_ms * 1000000ull;
 	uint64_t hot_until = 0;
 
+	/* the 100 us naps below are the latency's floor: the kernel's default
+	 * timer slack (50 us) would stretch each by half */
+	prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
+
+	/* a restarted kvbmd's subscribers reconnect within their reconnect
+	 * interval (ZMQ's default: 100 ms); what goes out before they are
+	 * back is a gap they must replay. The ring keeps it meanwhile, so
+	 * wait for the first subscription (500 ms at most), and a little for
+	 * the others */
+	int resumed = 0;
+	for (size_t i = 0; i < P->ndr; i++)
+		resumed |= !P->dr[i].need_snapshot;
+	if (P->transport == T_ZMQ && resumed) {
+		zmq_pollitem_t it = {.socket = P->xpub, .events = ZMQ_POLLIN};
+		/* the subscriptions stay queued: drain_subscriptions takes them */
+		if (zmq_poll(&it, 1, 500) > 0)
+			nanosleep(&(struct timespec){0, 20000000}, NULL);
+	}
+	/* a batch the last kvbmd died sending goes out again first, with the
+	 * seq it had: before any other pool's batch takes that seq */
+	for (size_t i = 0; i < P->ndr; i++)
+		if (P->dr[i].until)
+			drain_once(P, &P->dr[i]);
 	while (!__atomic_load_n(&P->stop, __ATOMIC_ACQUIRE)) {
 		long got = 0;
 		uint64_t now;
@@ -525,8 +595,23 @@ static int drain_init(struct pub *P, struct drain *dr, struct kvbmd_pool *p)
 	dr->ev = calloc(dr->rcap, sizeof(*dr->ev));
 	dr->rtok = calloc(dr->tcap, sizeof(*dr->rtok));
 	dr->tok = calloc(dr->tcap, sizeof(*dr->tok));
+	if (P->transport == T_NATS) {
+		dr->chains = calloc(dr->rcap, sizeof(*dr->chains));
+		dr->runs = calloc(dr->rcap, sizeof(*dr->runs));
+		if (!dr->chains || !dr->runs)
+			return -1;
+	}
 	if (!dr->rd || !dr->ev || !dr->rtok || !dr->tok)
 		return -1;
+	if (P->st && P->d->pub_resume &&
+	    kvbmd_pubstate_resume(P->st, info.instance_id, head, &dr->cursor, &dr->until)) {
+		/* a restarted kvbmd: the stream goes on where the last one
+		 * stopped, and the ring kept what it missed */
+		kvbmd_log("pool %s: resuming the event stream at ring position %llu, seq %llu",
+			  p->name, (unsigned long long)dr->cursor,
+			  (unsigned long long)kvbmd_pubstate_seq(P->st));
+		return 1;
+	}
 	/* a consumer knows nothing of what was registered before we came:
 	 * start with a snapshot (AllBlocksCleared, then every block) */
 	dr->need_snapshot = 1;
@@ -540,6 +625,8 @@ static void pub_free(struct pub *P)
 		free(P->dr[i].ev);
 		free(P->dr[i].rtok);
 		free(P->dr[i].tok);
+		free(P->dr[i].chains);
+		free(P->dr[i].runs);
 	}
 	if (P->ring)
 		for (uint32_t i = 0; i < P->d->cfg.zmq_buffer_steps; i++)
@@ -560,6 +647,7 @@ static void pub_free(struct pub *P)
 		zmq_close(P->router);
 	if (P->ctx)
 		zmq_ctx_term(P->ctx);
+	kvbmd_pubstate_close(P->st, P->st_fd);
 	free(P);
 }
 
@@ -576,6 +664,17 @@ static struct pub *pub_new(struct kvbmd *d, int transport)
 	P->transport = transport;
 	mp_init(&P->m);
 	mp_init(&P->inner);
+	/* NATS keeps nothing for its subscribers: a snapshot per connection
+	 * serves them, so only the ZMQ stream continues across restarts */
+	if (transport == T_ZMQ && d->npools) {
+		P->st = kvbmd_pubstate_open(d->pools[0].name, "zmq", &P->st_fd);
+		if (!P->st) {
+			fprintf(stderr, "kvbmd: out of memory for the publisher state\n");
+			free(P);
+			return NULL;
+		}
+		P->seq = kvbmd_pubstate_seq(P->st);
+	}
 	for (size_t i = 0; i < d->npools; i++) {
 		int r = drain_init(P, &P->dr[P->ndr], &d->pools[i]);
 		if (r < 0) {
