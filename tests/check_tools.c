@@ -7,9 +7,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -40,6 +42,35 @@ static int json_check(const char *json, const char *expr)
 	close(p[1]);
 	return t_wait(pid);
 }
+
+/* kvbm-pool destroy takes kvbmd's stream state of the pool with it, unless
+ * a running kvbmd holds it (its flock) */
+START_TEST(test_pool_tool_destroy_removes_kvbmd_state)
+{
+	T_NAME(name);
+	char buf[4096], state[PATH_MAX];
+	struct kvbm_config cfg;
+	struct kvbm_pool *p;
+	int fd;
+
+	kvbm_config_init(&cfg);
+	cfg.block_count = 16;
+	snprintf(state, sizeof(state), "%s/kvbmd.%s.zmq-state", getenv("KVBM_SHM_DIR"), name);
+	for (int held = 1; held >= 0; held--) {
+		ck_assert_int_eq(kvbm_pool_open(name, &cfg, KVBM_OPEN_CREATE, &p), 0);
+		ck_assert_int_eq(kvbm_pool_close(p), 0);
+		fd = open(state, O_RDWR | O_CREAT, 0600);
+		ck_assert_int_ge(fd, 0);
+		if (held)
+			ck_assert_int_eq(flock(fd, LOCK_EX | LOCK_NB), 0);
+		ck_assert_int_eq(t_run_tool(buf, sizeof(buf), "kvbm-pool", "destroy", name, NULL),
+				 0);
+		ck_assert_int_eq(access(state, F_OK) == 0, held);
+		close(fd);
+	}
+	ck_assert_ptr_nonnull(strstr(buf, "removed kvbmd's stream state"));
+}
+END_TEST
 
 START_TEST(test_dump_valid_pool)
 {
@@ -558,6 +589,7 @@ Suite *make_tools_suite(void)
 
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_dump_valid_pool);
+	tcase_add_test(tc, test_pool_tool_destroy_removes_kvbmd_state);
 	tcase_add_test(tc, test_dump_works_when_every_process_is_dead);
 	tcase_add_test(tc, test_dump_missing_and_invalid);
 	tcase_add_test(tc, test_dump_damaged_counters);

@@ -14,13 +14,16 @@
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <grp.h>
 #include <inttypes.h>
 #include <pwd.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -421,6 +424,29 @@ static int cmd_create(int argc, char **argv)
 	return r < 0 ? fail("create", name, r) : 0;
 }
 
+/*
+ * kvbmd keeps its ZMQ stream's position beside the pools it publishes
+ * (kvbmd.<first pool>.zmq-state, docs/KVBMD.md); once the pool is gone the
+ * file only piles up. A running kvbmd holds its flock: then it stays.
+ * Returns 1 when a file was removed.
+ */
+static int remove_kvbmd_state(const char *name)
+{
+	char path[PATH_MAX];
+	int fd, gone = 0;
+
+	if (snprintf(path, sizeof(path), "%s/kvbmd.%s.zmq-state", kvbm_shm_dir(), name) >=
+	    (int)sizeof(path))
+		return 0;
+	fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+		gone = unlink(path) == 0;
+	close(fd);
+	return gone;
+}
+
 static int cmd_destroy(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -453,6 +479,8 @@ static int cmd_destroy(int argc, char **argv)
 	}
 	if (r < 0)
 		return fail("destroy", name, r);
+	if (remove_kvbmd_state(name))
+		printf("removed kvbmd's stream state for %s\n", name);
 	if (strcmp(what, "a kvbm pool") == 0)
 		printf("destroyed pool %s\n", name);
 	else
