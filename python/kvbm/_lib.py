@@ -105,13 +105,16 @@ METRIC_FIELDS = ("allocations", "allocations_from_reset", "evictions", "registra
                  "eager_primary_to_inactive", "allocate_atomic_rollback",
                  "release_primary_noop", "release_duplicate_noop", "inflight_mutable",
                  "inflight_immutable", "reset_pool_size", "inactive_pool_size", "index_full",
-                 "recounts_deferred")
+                 "recounts_deferred", "mutex_hold_count", "mutex_hold_ns", "mutex_hold_le")
+# fields that are arrays in struct kvbm_metrics: name -> length
+METRIC_ARRAYS = {"mutex_hold_le": 5}
 _SIGNED_METRICS = {"inflight_mutable", "inflight_immutable", "reset_pool_size",
                    "inactive_pool_size"}
 
 
 class Metrics(Structure):
-    _fields_ = [(f, c_int64 if f in _SIGNED_METRICS else u64) for f in METRIC_FIELDS]
+    _fields_ = [(f, u64 * METRIC_ARRAYS[f] if f in METRIC_ARRAYS else
+                 c_int64 if f in _SIGNED_METRICS else u64) for f in METRIC_FIELDS]
 
 
 class StatsSnapshot(Structure):

@@ -96,7 +96,9 @@ class Stats:
 
     def sample_at(self, metrics, t_ns):
         """A sample from a metrics dict (as Pool.metrics() gives) at @t_ns."""
-        m = _lib.Metrics(**{k: metrics.get(k, 0) for k in _lib.METRIC_FIELDS})
+        m = _lib.Metrics(**{k: (_lib.u64 * _lib.METRIC_ARRAYS[k])(*metrics.get(k, ()))
+                            if k in _lib.METRIC_ARRAYS else metrics.get(k, 0)
+                            for k in _lib.METRIC_FIELDS})
         r = fn.stats_sample_at(self._handle(), ctypes.byref(m), check_u64("t_ns", t_ns))
         if r < 0:
             raise_rc(r, "kvbm_stats_sample_at")
@@ -132,8 +134,21 @@ class Stats:
             pass
 
 
+def _out(cls):
+    """An output struct for the library to fill, with room to spare: a
+    libkvbm newer than this package may have appended fields (as 0.1 did
+    to struct kvbm_metrics), and writing them past a buffer of the old size
+    would corrupt the interpreter's heap. The spare bytes are ignored."""
+    return cls.from_buffer(bytearray(ctypes.sizeof(cls) + 1024))
+
+
 def _struct_dict(s):
-    return {f: getattr(s, f) for f, _ in s._fields_}
+    return {f: _value(getattr(s, f)) for f, _ in s._fields_}
+
+
+def _value(v):
+    # a ctypes array field (struct kvbm_metrics.mutex_hold_le) as a list
+    return list(v) if isinstance(v, ctypes.Array) else v
 
 
 def _config_dict(c):
@@ -296,7 +311,7 @@ class Pool:
         return p
 
     def _info_struct(self):
-        i = _lib.PoolInfo()
+        i = _out(_lib.PoolInfo)
         r = fn.pool_info(self._ptr(), ctypes.byref(i))
         if r < 0:
             raise_rc(r, "kvbm_pool_info")
@@ -569,7 +584,7 @@ class Pool:
         if b._n != 1:
             raise InvalidArgument("block_info: one block, not %d" % b._n,
                                   InvalidArgument.code, None)
-        i = _lib.BlockInfo()
+        i = _out(_lib.BlockInfo)
         r = fn.block_info(p, b._addr, ctypes.byref(i))
         if r < 0:
             raise_rc(r, "kvbm_block_info")
@@ -690,7 +705,7 @@ class Pool:
     # ---- metrics -------------------------------------------------------------
 
     def _metrics_struct(self):
-        m = _lib.Metrics()
+        m = _out(_lib.Metrics)
         r = fn.metrics_snapshot(self._p or _closed(), ctypes.byref(m))
         if r < 0:
             raise_rc(r, "kvbm_metrics_snapshot")

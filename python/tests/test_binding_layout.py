@@ -52,8 +52,9 @@ def test_metrics_fields_are_the_headers_in_order():
     text = open(os.path.join(ROOT, "include", "kvbm.h")).read()
     body = text[text.index("struct kvbm_metrics {"):]
     body = body[:body.index("};")]
-    names = re.findall(r"^\s*u?int64_t (\w+);", body, re.M)
-    assert tuple(names) == _lib.METRIC_FIELDS
+    fields = re.findall(r"^\s*u?int64_t (\w+)(?:\[(\d+)\])?;", body, re.M)
+    assert tuple(name for name, _ in fields) == _lib.METRIC_FIELDS
+    assert {name: int(n) for name, n in fields if n} == _lib.METRIC_ARRAYS
 
 
 def test_header_constants():

@@ -192,7 +192,13 @@ def test_metrics_prometheus_stats(pool):
     pool.release(b)
     m = pool.metrics()
     assert m["registrations"] == 3 and m["stagings"] == 3 and m["allocations"] == 3
-    assert len(m) == 21
+    assert len(m) == len(kvbm._lib.METRIC_FIELDS)
+    # the mutex was held for the 3 registrations at least; the buckets are
+    # cumulative, as Prometheus's are
+    assert m["mutex_hold_count"] >= 3 and m["mutex_hold_ns"] > 0
+    assert len(m["mutex_hold_le"]) == 5
+    assert m["mutex_hold_le"] == sorted(m["mutex_hold_le"])
+    assert m["mutex_hold_le"][-1] <= m["mutex_hold_count"]
     text = pool.prometheus({"instance": "a"})
     assert 'kvbm_allocations_total{pool="G1",instance="a"} 3' in text
     st = pool.stats(window=4)
