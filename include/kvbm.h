@@ -337,7 +337,7 @@ KVBM_API int kvbm_pool_destroy(const char *name, unsigned flags);
 KVBM_API int kvbm_reap(struct kvbm_pool *pool);
 
 /*
- * Checks the pool's invariants (ARCHITECTURE section 5): every slot in one
+ * Checks the pool's invariants (docs/CRASH-SAFETY.md): every slot in one
  * valid state; the free list, eviction order and registry index agreeing
  * with the slot array (every index entry validates, every registered
  * primary is found, one primary per hash); no holder bit or holder-table
