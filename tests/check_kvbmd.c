@@ -1323,6 +1323,10 @@ START_TEST(test_kvbmd_zmq_quiet_ring_publishes_before_the_window)
 	snprintf(cmd, sizeof(cmd), "exec /usr/bin/python3 tests/kv_events_zmq.py --pub %s "
 		 "--replay %s --expect %s --timeout 5", pub, rep, expect);
 	pid_t sub = spawn_sh(cmd, t_file(slog, sizeof(slog), "sub"));
+	/* one burst and nothing after it: a subscriber that joined late would
+	 * see no later batch to reveal the gap (a slow python start under TSan
+	 * and a loaded machine missed it), so wait until it has connected */
+	wait_for_text(slog, "connected");
 	nap_ms(300);
 	register_chain(p, c.h, N, c.tok, BS4, c.b);
 	ck_assert_int_eq(write_expected(p, c.h, N, BS4, expect), N);

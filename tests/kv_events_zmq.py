@@ -113,6 +113,9 @@ def main():
     if a.replay:
         dealer = ctx.socket(zmq.DEALER)
         dealer.connect(a.replay)
+    # a test that publishes only once (nothing later would reveal a gap)
+    # waits for this line before it makes events
+    print("connected", flush=True)
     view = View()
     if a.catch_up and dealer is not None:
         time.sleep(0.2)  # the SUB joined: what follows arrives there
