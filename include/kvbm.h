@@ -174,6 +174,29 @@ KVBM_API const char *kvbm_backend_name(uint32_t b);
 /* The backend named @name, or -EINVAL (NULL or an unknown name). */
 KVBM_API int kvbm_backend_parse(const char *name);
 
+/*
+ * kvbm_config.tier: where a pool's blocks live, as Dynamo's KVBM numbers
+ * its tiers and its router names their storage (RouterEvent.storage_tier).
+ * One pool is one tier; a node runs one pool per tier, and a process
+ * attaches each one it moves blocks between (kvbm_tier.h).
+ */
+enum kvbm_tier {
+	KVBM_TIER_NONE = 0, /* a pool made before tiers were checked (any label) */
+	KVBM_TIER_G1 = 1,   /* "device": accelerator memory */
+	KVBM_TIER_G2 = 2,   /* "host_pinned": host memory */
+	KVBM_TIER_G3 = 3,   /* "disk": local disk */
+	KVBM_TIER_G4 = 4,   /* "external": remote or shared storage */
+	KVBM_TIER_COUNT
+};
+/* The tier named @label: its G name ("G2") or its storage name
+ * ("host_pinned"), exactly (case matters). Returns 1..4, or -EINVAL (NULL
+ * or any other text). */
+KVBM_API int kvbm_tier_parse(const char *label);
+/* "G1".."G4" / "device", "host_pinned", "disk", "external" for tier @t;
+ * NULL for any other value. */
+KVBM_API const char *kvbm_tier_name(uint32_t t);
+KVBM_API const char *kvbm_tier_storage(uint32_t t);
+
 /* kvbm_config.flags */
 #define KVBM_CFG_HUGEPAGES 0x1u /* back the segment with transparent hugepages */
 /* Let a creating open give "others" (mode bits 0007) access: any local user
@@ -198,8 +221,10 @@ struct kvbm_config {
 	uint32_t dup_policy;      /* enum kvbm_dup_policy (ALLOW) */
 	uint32_t backend;         /* enum kvbm_backend (LINEAGE) */
 	uint32_t reset_on_release; /* 1: released primaries skip the inactive pool (0) */
-	char tier[KVBM_TIER_MAX + 1]; /* "G1", "G2", "G3" or a name: the metrics
-				       * `pool` label ("G1") */
+	char tier[KVBM_TIER_MAX + 1]; /* the pool's tier (enum kvbm_tier), also
+				       * its metrics `pool` label: "G1".."G4", or a
+				       * storage name ("host_pinned"), stored as its
+				       * G name ("G1") */
 	uint8_t mlru_thresholds[3]; /* multi-level LRU: TinyLFU estimates that
 				     * start levels 1-3, ascending, 1..15 ({3, 8, 15}) */
 	uint32_t tinylfu;           /* enum kvbm_tinylfu (AUTO) */
@@ -372,6 +397,9 @@ struct kvbm_pool_info {
 
 /* Fills *info for @pool. Returns 0 or the handle errors. */
 KVBM_API int kvbm_pool_info(struct kvbm_pool *pool, struct kvbm_pool_info *info);
+/* The pool's tier (enum kvbm_tier: KVBM_TIER_NONE for a pool whose label
+ * names none), or the handle errors. */
+KVBM_API int kvbm_pool_tier(struct kvbm_pool *pool);
 
 /* ---- hashing (bit-identical to dynamo-tokens / kvbm-logical 1.3) -------- */
 

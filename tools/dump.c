@@ -52,7 +52,8 @@ static void print_text(const struct kvbm_inspect *in, int summary)
 	const struct kvbm_shm_header *h = &in->hdr;
 	const struct kvbm_shm_control *c = in->seg.ctl;
 	const struct kvbm_shm_config *cfg = &h->config;
-	char t[64], m[160];
+	char t[64], m[160], tier[KVBM_TIER_MAX + 1];
+	const char *storage;
 
 	printf("pool       %s  (%s)\n", in->seg.name, in->seg.path);
 	printf("state      %s\n", kvbm_seg_state_name(h->state));
@@ -69,10 +70,12 @@ static void print_text(const struct kvbm_inspect *in, int summary)
 	if (cfg->gid != UINT32_MAX)
 		printf(" gid=%u", cfg->gid);
 	printf("%s\n", (cfg->flags & KVBM_CFG_HUGEPAGES) ? " hugepages" : "");
-	printf("           duplicates=%s eviction=%s reset_on_release=%u tier=%s\n",
+	snprintf(tier, sizeof(tier), "%.*s", KVBM_TIER_MAX, cfg->tier);
+	storage = kvbm_tier_storage((uint32_t)kvbm_tier_parse(tier));
+	printf("           duplicates=%s eviction=%s reset_on_release=%u tier=%s (%s)\n",
 	       cfg->dup_policy == KVBM_DUP_REJECT ? "reject" : "allow",
 	       kvbm_backend_name(cfg->backend) ? kvbm_backend_name(cfg->backend) : "?", cfg->reset_on_release,
-	       cfg->tier);
+	       tier, storage ? storage : "no tier");
 	printf("regions\n");
 	for (uint32_t i = 0; i < h->nregions && i < KVBM_REGION_NUSED; i++)
 		printf("  %-9s offset %-10" PRIu64 " size %" PRIu64 "\n", region_names[i],
