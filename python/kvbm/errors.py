@@ -83,6 +83,7 @@ _ERRNO = [
     ("ENOMEM", "OutOfMemory", (MemoryError,)),
     ("EOPNOTSUPP", "NotSupported", ()),
     ("EAGAIN", "TryAgain", ()),
+    ("EOVERFLOW", "TooManyHolds", (OverflowError,)),
 ]
 
 #: negative code -> exception class

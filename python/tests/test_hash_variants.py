@@ -51,7 +51,6 @@ def b58(data):
 
 
 def display(value):
-    pos_bits, r = None, None
     mode = value >> 126
     p, r = (8, 16, 24)[mode], (54, 46, 38)[mode]
     pos = (value >> (64 + r)) & (2 ** p - 1)
