@@ -441,7 +441,7 @@ static const char b58_alphabet[] = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijk
  * byte, then the rest's base-58 digits. At most 11 characters + NUL. */
 static size_t b58_u64(uint64_t v, char out[12])
 {
-	char tmp[12];
+	char tmp[12] = {0};
 	size_t n = 0, k = 0;
 	int zeros = 0;
 
