@@ -34,6 +34,8 @@ static int sort_runs(const struct kvbm_mm_run *runs, size_t nruns, size_t n,
 {
 	size_t prev_end = 0;
 
+	if (nruns == 0)
+		return 0;
 	memcpy(sorted, runs, nruns * sizeof(*runs));
 	qsort(sorted, nruns, sizeof(*sorted), run_cmp);
 	for (size_t i = 0; i < nruns; i++) {

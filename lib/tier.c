@@ -231,7 +231,8 @@ int kvbm_onboard_plan(struct kvbm_pool *dst, struct kvbm_pool *src, const struct
 		r = -ENOMEM;
 		goto fail_src;
 	}
-	memcpy(o->hashes, hashes, (o->matched + o->count) * sizeof(*hashes));
+	if (o->matched + o->count)
+		memcpy(o->hashes, hashes, (o->matched + o->count) * sizeof(*hashes));
 	r = kvbm_allocate_blocks(dst, (uint32_t)o->count, dstb, NULL, NULL);
 	if (r < 0)
 		goto fail_src;

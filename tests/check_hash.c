@@ -297,7 +297,7 @@ START_TEST(test_same_tokens_same_hash_different_tokens_differ)
 END_TEST
 
 /* The display form (spec 4.2) of the spec 4.6 PLHs; the strings come from
- * python/tests/test_hash_variants.py's implementation (Python's integers
+ * python/tests/test_binding_hash_variants.py's implementation (Python's integers
  * and python3-xxhash, written from the spec text), which also compares
  * the two on random values. */
 START_TEST(test_plh_base58_display_vectors)
@@ -349,7 +349,7 @@ END_TEST
 /* Multimodal blocks (spec 4.4): tokens 1..12, block size 4, salt 1337, one
  * image of 5 placeholder slots at positions 2..6 (hash 0xDEADBEEF): blocks
  * 0 and 1 hash as 13-byte frames, block 2 as plain tokens. Values from
- * python/tests/test_hash_variants.py's independent implementation. */
+ * python/tests/test_binding_hash_variants.py's independent implementation. */
 START_TEST(test_multimodal_block_hash_vectors)
 {
 	static const uint32_t t[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
