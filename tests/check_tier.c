@@ -117,6 +117,42 @@ START_TEST(test_tier_set_at_creation)
 }
 END_TEST
 
+/* The tools take a tier by either name and show both; kvbmd sees
+ * "host_pinned" and "G2" as one tier (one metrics label each). */
+START_TEST(test_tier_in_the_tools)
+{
+	T_NAME(name);
+	T_NAME(other);
+	char out[8192], a[160], b[160];
+
+	ck_assert_int_eq(t_run_tool_all(out, sizeof(out), "kvbm-pool", "create", name, "--blocks",
+					"16", "--tier", "host_pinned", NULL),
+			 0);
+	ck_assert_msg(strstr(out, "tier G2 (host_pinned)"), "%s", out);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "info", name, NULL), 0);
+	ck_assert_msg(strstr(out, "tier      G2 (host_pinned)\n"), "%s", out);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", name, NULL), 0);
+	ck_assert_msg(strstr(out, "tier=G2 (host_pinned)"), "%s", out);
+	ck_assert_int_eq(t_run_tool_all(out, sizeof(out), "kvbm-pool", "create", other, "--tier",
+					"gpu", NULL),
+			 2);
+	ck_assert_msg(strstr(out, "--tier 'gpu': not one of G1, G2, G3, G4"), "%s", out);
+	ck_assert_int_eq(kvbm_pool_destroy(name, 0), 0);
+
+	snprintf(a, sizeof(a), "%s,tier=G2,blocks=16", name);
+	snprintf(b, sizeof(b), "%s,tier=host_pinned,blocks=16", other);
+	ck_assert_int_eq(t_run_tool_all(out, sizeof(out), "kvbmd", "--pool", a, "--pool", b,
+					"--listen", "127.0.0.1:0", NULL),
+			 2);
+	ck_assert_msg(strstr(out, "have the same tier G2"), "%s", out);
+	snprintf(b, sizeof(b), "%s,tier=gpu,blocks=16", other);
+	ck_assert_int_eq(t_run_tool_all(out, sizeof(out), "kvbmd", "--pool", b, "--listen",
+					"127.0.0.1:0", NULL),
+			 2);
+	ck_assert_msg(strstr(out, "bad value 'gpu' for tier"), "%s", out);
+}
+END_TEST
+
 /* One process attaches G1, G2 and G3 pools at once and asks which tiers
  * hold each hash of a batch in one call. */
 START_TEST(test_tiers_presence_one_process_three_tiers)
@@ -505,6 +541,7 @@ Suite *make_tier_suite(void)
 
 	tcase_add_test(tc, test_tier_names_and_parse);
 	tcase_add_test(tc, test_tier_set_at_creation);
+	tcase_add_test(tc, test_tier_in_the_tools);
 	tcase_add_test(tc, test_tiers_presence_one_process_three_tiers);
 	tcase_add_test(tc, test_onboard_plan_and_complete);
 	tcase_add_test(tc, test_onboard_abort_and_free_give_everything_back);
