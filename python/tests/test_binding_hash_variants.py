@@ -13,7 +13,7 @@ from ctypes import POINTER, Structure, c_char_p, c_int, c_long, c_size_t, c_uint
 
 import pytest
 
-from kvbm._lib import lib
+from kvbm._lib import BlockHashes, Plh, lib
 
 xxhash = pytest.importorskip("xxhash")  # python3-xxhash (scripts/deps.sh)
 
@@ -107,14 +107,6 @@ def salt_hash(namespace=None, lora=None):
 
 
 # ---- libkvbm ------------------------------------------------------------------------
-
-class Plh(Structure):
-    _fields_ = [("hi", u64), ("lo", u64)]
-
-
-class BlockHashes(Structure):
-    _fields_ = [("block_hash", u64), ("seq_hash", u64), ("plh", Plh)]
-
 
 class MmRun(Structure):
     _fields_ = [("mm_hash", u64), ("offset", c_size_t), ("length", c_size_t)]
