@@ -133,6 +133,10 @@ START_TEST(test_tier_in_the_tools)
 	ck_assert_msg(strstr(out, "tier      G2 (host_pinned)\n"), "%s", out);
 	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", name, NULL), 0);
 	ck_assert_msg(strstr(out, "tier=G2 (host_pinned)"), "%s", out);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", "--json", name, NULL), 0);
+	ck_assert_msg(strstr(out, "\"tier\":\"G2\",\"storage_tier\":\"host_pinned\""), "%s", out);
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "info", "--json", name, NULL), 0);
+	ck_assert_msg(strstr(out, "\"tier\":\"G2\",\"storage_tier\":\"host_pinned\""), "%s", out);
 	ck_assert_int_eq(t_run_tool_all(out, sizeof(out), "kvbm-pool", "create", other, "--tier",
 					"gpu", NULL),
 			 2);

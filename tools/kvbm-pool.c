@@ -464,27 +464,11 @@ static int cmd_destroy(int argc, char **argv)
 	return 0;
 }
 
-/* The tier label, terminated whatever the header holds. */
-static const char *tier_of(const struct kvbm_shm_config *c, char out[KVBM_TIER_MAX + 1])
-{
-	snprintf(out, KVBM_TIER_MAX + 1, "%.*s", KVBM_TIER_MAX, c->tier);
-	return out;
-}
-
-/* Its storage name as Dynamo's router says it, or NULL (a pool made
- * before tiers were checked, with a label that names none). */
-static const char *storage_of(const struct kvbm_shm_config *c)
-{
-	char tier[KVBM_TIER_MAX + 1];
-	int t = kvbm_tier_parse(tier_of(c, tier));
-
-	return t < 0 ? NULL : kvbm_tier_storage((uint32_t)t);
-}
-
 static void info_json(struct json *j, const struct kvbm_inspect *in)
 {
 	int verdict = kvbm_inspect_verdict(in);
 	char tier[KVBM_TIER_MAX + 1];
+	const char *storage;
 	struct stat st;
 
 	json_obj_begin(j, NULL);
@@ -506,9 +490,9 @@ static void info_json(struct json *j, const struct kvbm_inspect *in)
 		const char *b = kvbm_backend_name(c->backend);
 		json_str(j, "backend", b ? b : "?");
 		json_str(j, "dup_policy", c->dup_policy == KVBM_DUP_REJECT ? "reject" : "allow");
-		json_str(j, "tier", tier_of(c, tier));
-		if (storage_of(c))
-			json_str(j, "storage_tier", storage_of(c));
+		json_str(j, "tier", kvbm_inspect_tier(c, tier, &storage));
+		if (storage)
+			json_str(j, "storage_tier", storage);
 		json_bool(j, "reset_on_release", c->reset_on_release != 0);
 		json_u64(j, "tinylfu_counters", c->sketch_log2 ? 1ull << c->sketch_log2 : 0);
 		json_arr_begin(j, "mlru_thresholds");
@@ -559,6 +543,7 @@ static void info_text(const struct kvbm_inspect *in, int long_form)
 	const struct kvbm_shm_config *c = &in->hdr.config;
 	const char *b = kvbm_backend_name(c->backend);
 	char tier[KVBM_TIER_MAX + 1];
+	const char *storage;
 	struct stat st;
 	if (in->seg.fd >= 0 && fstat(in->seg.fd, &st) == 0) {
 		struct passwd *pw = getpwuid(st.st_uid);
@@ -566,7 +551,8 @@ static void info_text(const struct kvbm_inspect *in, int long_form)
 		printf("owner     %s (uid %u), group %s (gid %u)\n", pw ? pw->pw_name : "?",
 		       (unsigned)st.st_uid, gr ? gr->gr_name : "?", (unsigned)st.st_gid);
 	}
-	printf("tier      %s (%s)\n", tier_of(c, tier), storage_of(c) ? storage_of(c) : "no tier");
+	kvbm_inspect_tier(c, tier, &storage);
+	printf("tier      %s (%s)\n", tier, storage ? storage : "no tier");
 	printf("backend   %s\n", b ? b : "?");
 	printf("dup policy %s\n", c->dup_policy == KVBM_DUP_REJECT ? "reject" : "allow");
 	printf("reset on release %s\n", c->reset_on_release ? "yes" : "no");
