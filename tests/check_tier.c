@@ -300,6 +300,42 @@ START_TEST(test_onboard_plan_and_complete)
 }
 END_TEST
 
+/* Under KVBM_DUP_REJECT, a hash registered in G1 by someone else while the
+ * plan copies comes back as that primary, and the copy is freed. */
+START_TEST(test_onboard_complete_under_dup_reject)
+{
+	T_NAME(n1);
+	T_NAME(n2);
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_plh h[4];
+	struct kvbm_onboard *o = NULL;
+	struct kvbm_block got[4], other;
+	struct kvbm_onboard_pair pr;
+
+	cfg.block_count = 16;
+	cfg.dup_policy = KVBM_DUP_REJECT;
+	struct kvbm_pool *g1 = t_create(n1, &cfg), *g2 = tier_pool(n2, "G2", 16);
+	req_hashes(h, 4);
+	cache(g2, h, 0, 4);
+	ck_assert_int_eq(kvbm_onboard_plan(g1, g2, h, 4, &o), 0);
+	ck_assert_uint_eq(kvbm_onboard_count(o), 4);
+	t_register(g1, h + 2, 1, &other); /* another engine computed block 2 */
+	ck_assert_int_eq(kvbm_onboard_get(o, 2, &pr), 1);
+	ck_assert_uint_ne(pr.dst.id, other.id);
+	ck_assert_int_eq(kvbm_onboard_complete(o, NULL, got, 4), 4);
+	ck_assert_uint_eq(got[2].id, other.id);
+	struct kvbm_block_info bi;
+	ck_assert_int_eq(kvbm_block_info(g1, &pr.dst, &bi), KVBM_ESTALE); /* freed */
+	kvbm_onboard_free(o);
+	t_release(g1, got, 4);
+	t_release(g1, &other, 1);
+	ck_assert_int_eq(kvbm_available_blocks(g1), 16);
+	ck_assert_int_eq(kvbm_registered_count(g1), 4);
+	t_done(g1, n1);
+	t_done(g2, n2);
+}
+END_TEST
+
 START_TEST(test_onboard_abort_and_free_give_everything_back)
 {
 	T_NAME(n1);
@@ -548,6 +584,7 @@ Suite *make_tier_suite(void)
 	tcase_add_test(tc, test_tier_in_the_tools);
 	tcase_add_test(tc, test_tiers_presence_one_process_three_tiers);
 	tcase_add_test(tc, test_onboard_plan_and_complete);
+	tcase_add_test(tc, test_onboard_complete_under_dup_reject);
 	tcase_add_test(tc, test_onboard_abort_and_free_give_everything_back);
 	tcase_add_test(tc, test_onboard_bad_input_holds_nothing);
 	suite_add_tcase(s, tc);
