@@ -17,7 +17,9 @@
  * (kvbm_tiers_presence), then plans the onboarding (kvbm_onboard_plan: the
  * G2 blocks G1 lacks, each paired with a G1 block, all held), copies the
  * bytes pair by pair, checks them, and completes the plan (the G1 blocks
- * are registered and matchable by every engine on the node).
+ * are registered and matchable by every engine on the node). Each request
+ * comes twice in a row: the second time G1 mostly has it already (the
+ * plan's matched prefix), unless the other engines evicted it meanwhile.
  *
  * The child plays the other engines: it allocates blocks in both pools
  * all the time, fills them with its own bytes and registers them. Once the
@@ -44,7 +46,7 @@
 #define G1_BLOCKS 48
 #define G2_BLOCKS 64
 #define NBLK 8           /* blocks per request */
-#define NREQ 4           /* distinct requests, served in turn */
+#define NREQ 4           /* distinct requests, each served twice in a row */
 
 struct shared {
 	volatile int stop;
@@ -182,7 +184,7 @@ static int serve(const char *base, struct shared *sh, int rounds)
 		struct kvbm_onboard_pair pr;
 		struct kvbm_block got[NBLK];
 
-		request_hashes(round % NREQ, tok, h);
+		request_hashes(round / 2 % NREQ, tok, h); /* the second time: in G1 */
 		if ((r = offload(g2, sh, h)) < 0)
 			return fail("planner", "offload", r);
 		long any = kvbm_tiers_presence(tiers, 2, h, NBLK, mask);
