@@ -424,6 +424,30 @@ START_TEST(test_router_block_hash_variants)
 }
 END_TEST
 
+/* The kv-router's test of the same name: EAGLE windows of 6 tokens at
+ * block size 2 are [0,1,2] and [2,3,4] (2 blocks, not 3), each hashed as a
+ * sequence of its own, and differ from the plain first block. */
+START_TEST(test_compute_block_hash_for_seq_eagle_windows)
+{
+	static const uint32_t t[6] = {0, 1, 2, 3, 4, 5};
+	uint64_t plain[4], eagle[4], first, second;
+
+	ck_assert_int_eq(kvbm_router_block_hashes(t, 6, 2, 1337, NULL, 0, 0, plain, 4), 3);
+	ck_assert_int_eq(kvbm_router_block_hashes(t, 6, 2, 1337, NULL, 0, KVBM_ROUTER_EAGLE, eagle,
+						  4),
+			 2);
+	ck_assert_int_eq(kvbm_router_block_hashes(t, 3, 2, 1337, NULL, 0, KVBM_ROUTER_EAGLE, &first,
+						  1),
+			 1);
+	ck_assert_int_eq(kvbm_router_block_hashes(t + 2, 3, 2, 1337, NULL, 0, KVBM_ROUTER_EAGLE,
+						  &second, 1),
+			 1);
+	ck_assert_uint_eq(eagle[0], first);
+	ck_assert_uint_eq(eagle[1], second);
+	ck_assert_uint_ne(plain[0], eagle[0]);
+}
+END_TEST
+
 Suite *make_hash_suite(void)
 {
 	Suite *s = suite_create("hash");
@@ -441,6 +465,7 @@ Suite *make_hash_suite(void)
 	tcase_add_test(tc, test_plh_base58_display_vectors);
 	tcase_add_test(tc, test_multimodal_block_hash_vectors);
 	tcase_add_test(tc, test_router_block_hash_variants);
+	tcase_add_test(tc, test_compute_block_hash_for_seq_eagle_windows);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("sequences");
 	tcase_add_test(tc, test_split_ignores_partial_block_and_validates);
