@@ -93,7 +93,7 @@ tools: $(TOOL_BINS)
 tests: $(TEST_BIN)
 examples: $(EXAMPLES)
 
-$(BUILD)/examples/%: examples/%.c include/kvbm.h $(SHARED_LIB)
+$(BUILD)/examples/%: examples/%.c include/kvbm.h include/kvbm_tier.h $(SHARED_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(EXAMPLE_CFLAGS) -o $@ $< -L$(BUILD)/lib -lkvbm -Wl,-rpath,$(abspath $(BUILD)/lib)
 
@@ -289,7 +289,7 @@ demo-c: deps
 install: lib tools
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig \
 		$(DESTDIR)$(PREFIX)/bin
-	install -m 0644 include/kvbm.h include/kvbm_sequence.h $(DESTDIR)$(PREFIX)/include/
+	install -m 0644 include/kvbm.h include/kvbm_sequence.h include/kvbm_tier.h $(DESTDIR)$(PREFIX)/include/
 	install -m 0644 $(STATIC_LIB) $(DESTDIR)$(PREFIX)/lib/
 	install -m 0755 $(SHARED_LIB) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf libkvbm.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libkvbm.so.$(SOVERSION)
@@ -321,6 +321,7 @@ uninstall:
 		$(patsubst docs/man/%,$(DESTDIR)$(PREFIX)/share/man/man8/%,$(wildcard docs/man/*.8))
 	rm -rf $(DESTDIR)$(PYDIR)/kvbm
 	rm -f $(DESTDIR)$(PREFIX)/include/kvbm.h $(DESTDIR)$(PREFIX)/include/kvbm_sequence.h \
+		$(DESTDIR)$(PREFIX)/include/kvbm_tier.h \
 		$(DESTDIR)$(PREFIX)/lib/libkvbm.* \
 		$(DESTDIR)$(PREFIX)/lib/pkgconfig/kvbm.pc $(TOOLS:%=$(DESTDIR)$(PREFIX)/bin/%)
 

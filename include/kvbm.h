@@ -174,6 +174,29 @@ KVBM_API const char *kvbm_backend_name(uint32_t b);
 /* The backend named @name, or -EINVAL (NULL or an unknown name). */
 KVBM_API int kvbm_backend_parse(const char *name);
 
+/*
+ * kvbm_config.tier: where a pool's blocks live, as Dynamo's KVBM numbers
+ * its tiers and its router names their storage (RouterEvent.storage_tier).
+ * One pool is one tier; a node runs one pool per tier, and a process
+ * attaches each one it moves blocks between (kvbm_tier.h).
+ */
+enum kvbm_tier {
+	KVBM_TIER_NONE = 0, /* a pool made before tiers were checked (any label) */
+	KVBM_TIER_G1 = 1,   /* "device": accelerator memory */
+	KVBM_TIER_G2 = 2,   /* "host_pinned": host memory */
+	KVBM_TIER_G3 = 3,   /* "disk": local disk */
+	KVBM_TIER_G4 = 4,   /* "external": remote or shared storage */
+	KVBM_TIER_COUNT
+};
+/* The tier named @label: its G name ("G2") or its storage name
+ * ("host_pinned"), exactly (case matters). Returns 1..4, or -EINVAL (NULL
+ * or any other text). */
+KVBM_API int kvbm_tier_parse(const char *label);
+/* "G1".."G4" / "device", "host_pinned", "disk", "external" for tier @t;
+ * NULL for any other value. */
+KVBM_API const char *kvbm_tier_name(uint32_t t);
+KVBM_API const char *kvbm_tier_storage(uint32_t t);
+
 /* kvbm_config.flags */
 #define KVBM_CFG_HUGEPAGES 0x1u /* back the segment with transparent hugepages */
 /* Let a creating open give "others" (mode bits 0007) access: any local user
@@ -198,8 +221,10 @@ struct kvbm_config {
 	uint32_t dup_policy;      /* enum kvbm_dup_policy (ALLOW) */
 	uint32_t backend;         /* enum kvbm_backend (LINEAGE) */
 	uint32_t reset_on_release; /* 1: released primaries skip the inactive pool (0) */
-	char tier[KVBM_TIER_MAX + 1]; /* "G1", "G2", "G3" or a name: the metrics
-				       * `pool` label ("G1") */
+	char tier[KVBM_TIER_MAX + 1]; /* the pool's tier (enum kvbm_tier), also
+				       * its metrics `pool` label: "G1".."G4", or a
+				       * storage name ("host_pinned"), stored as its
+				       * G name ("G1") */
 	uint8_t mlru_thresholds[3]; /* multi-level LRU: TinyLFU estimates that
 				     * start levels 1-3, ascending, 1..15 ({3, 8, 15}) */
 	uint32_t tinylfu;           /* enum kvbm_tinylfu (AUTO) */
@@ -372,6 +397,9 @@ struct kvbm_pool_info {
 
 /* Fills *info for @pool. Returns 0 or the handle errors. */
 KVBM_API int kvbm_pool_info(struct kvbm_pool *pool, struct kvbm_pool_info *info);
+/* The pool's tier (enum kvbm_tier: KVBM_TIER_NONE for a pool whose label
+ * names none), or the handle errors. */
+KVBM_API int kvbm_pool_tier(struct kvbm_pool *pool);
 
 /* ---- hashing (bit-identical to dynamo-tokens / kvbm-logical 1.3) -------- */
 
@@ -421,6 +449,22 @@ KVBM_API int kvbm_plh_cmp(struct kvbm_plh a, struct kvbm_plh b);
 KVBM_API void kvbm_plh_to_bytes(struct kvbm_plh h, uint8_t out[16]);
 KVBM_API struct kvbm_plh kvbm_plh_from_bytes(const uint8_t in[16]);
 
+/*
+ * The reference's display form of a PLH (PositionalLineageHash Display):
+ * "POS:CURRENT" for the root, "POS:CURRENT:PARENT" otherwise, where CURRENT
+ * is S_i and PARENT the parent fragment, each as 8 big-endian bytes in
+ * base58 (Bitcoin alphabet, a leading zero byte is a '1'), e.g.
+ * "0:EJ1p8dQtvBM". Writes it to @buf like snprintf and returns the length
+ * it needs (at most KVBM_PLH_TEXT_MAX - 1). Never fails.
+ */
+#define KVBM_PLH_TEXT_MAX 40
+KVBM_API int kvbm_plh_to_base58(struct kvbm_plh h, char *buf, size_t len);
+/* Parses that form back, strictly: the canonical base58 of 8 bytes each,
+ * a parent part exactly when POS > 0, a fragment within its mode's width.
+ * Returns 0 and *@out, -EINVAL (NULL, or text that is not that form) or
+ * -ERANGE (POS past KVBM_PLH_MAX_POSITION, a fragment too wide). */
+KVBM_API int kvbm_plh_from_base58(const char *text, struct kvbm_plh *out);
+
 /* Hashes of one complete block of a token sequence. */
 struct kvbm_block_hashes {
 	uint64_t block_hash;
@@ -436,6 +480,51 @@ struct kvbm_block_hashes {
  */
 KVBM_API long kvbm_hash_tokens(const uint32_t *tokens, size_t n, uint32_t block_size,
 			       uint64_t salt, struct kvbm_block_hashes *out, size_t max);
+
+/*
+ * Multimodal requests (dynamo-tokens TokenBlockSequence::new_with_mm, the
+ * kv-hashing Request): a run of @length placeholder slots from token
+ * position @offset stands for one multimodal object (an image) with hash
+ * @mm_hash; the token ids at those slots are ignored. A block that no run
+ * overlaps hashes as in kvbm_hash_tokens(); one that a run overlaps hashes
+ * 13 bytes a slot: a token as 0x00, LE32(token), LE64(0); a placeholder as
+ * 0x01, LE32(slot position - run offset), LE64(mm_hash).
+ */
+struct kvbm_mm_run {
+	uint64_t mm_hash;
+	size_t offset;
+	size_t length;
+};
+/* kvbm_hash_tokens() with @nruns such runs (any order). A run that is
+ * empty, overflows, ends past @n or overlaps another is -EINVAL (nothing
+ * written); else as kvbm_hash_tokens(), and -ENOMEM. */
+KVBM_API long kvbm_hash_tokens_mm(const uint32_t *tokens, size_t n, uint32_t block_size,
+				  uint64_t salt, const struct kvbm_mm_run *runs, size_t nruns,
+				  struct kvbm_block_hashes *out, size_t max);
+
+/*
+ * The router's block hashes (dynamo kv-router compute_block_hash_for_seq,
+ * its LocalBlockHash): XXH3-64 seeded with @seed (kvbm_salt_hash(namespace,
+ * lora): 1337 for neither) over each block's tokens as LE32, followed, for
+ * a block with multimodal objects, by their hashes sorted ascending as
+ * LE64. Blocks start every @block_size tokens; with KVBM_ROUTER_EAGLE each
+ * covers one token more (EAGLE speculative decoding's window), so there
+ * are (n - 1) / block_size complete ones. @mm (may be NULL) gives block i's
+ * objects for i < @nmm. Writes at most @max hashes into @out and returns
+ * how many complete blocks there are, or -EINVAL (@block_size 0, a NULL
+ * pointer with a count, unknown @flags) or -ENOMEM.
+ */
+#define KVBM_ROUTER_EAGLE 0x1u
+struct kvbm_router_mm {
+	const uint64_t *mm_hashes; /* the block's objects, any order */
+	size_t n;
+};
+KVBM_API long kvbm_router_block_hashes(const uint32_t *tokens, size_t n, uint32_t block_size,
+				       uint64_t seed, const struct kvbm_router_mm *mm, size_t nmm,
+				       unsigned flags, uint64_t *out, size_t max);
+/* The token id a router puts in place of an image's tokens (sglang's
+ * pad value): 1000000 + the low 30 bits of @mm_hash. */
+KVBM_API uint32_t kvbm_mm_pad_value(uint64_t mm_hash);
 
 /*
  * A growing token sequence (the reference's TokenBlockSequence): tokens are
@@ -729,6 +818,15 @@ KVBM_API long kvbm_scan_matches(struct kvbm_pool *pool, const struct kvbm_plh *h
  * matched recently. 0 when the pool keeps no sketch (KVBM_TINYLFU_NONE, or
  * AUTO with a backend that needs none). Returns it, or the handle errors. */
 KVBM_API long kvbm_frequency_estimate(struct kvbm_pool *pool, struct kvbm_plh hash);
+/* Counts @hash once in the TinyLFU sketch without matching anything (the
+ * reference registry's `touch`; kvbm_touch() is another thing: it runs a
+ * hash's touch callbacks). Lock-free. Returns the estimate after the
+ * touch (0 without a sketch: then it does nothing), or the handle errors. */
+KVBM_API long kvbm_frequency_touch(struct kvbm_pool *pool, struct kvbm_plh hash);
+/* How many hashes are registered (the reference's registered_count): one
+ * primary each, active or inactive; duplicates do not count. A lock-free
+ * snapshot, O(block_count). Returns it, or the handle errors. */
+KVBM_API long kvbm_registered_count(struct kvbm_pool *pool);
 /* @present[i] = whether @hashes[i] is registered (active or inactive).
  * Takes no hold. Returns the number present, or the handle errors. */
 KVBM_API long kvbm_check_presence(struct kvbm_pool *pool, const struct kvbm_plh *hashes,

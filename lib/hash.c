@@ -5,6 +5,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 /* inlined: the block hash is 64 bytes and the chain hash 16, sizes the
@@ -430,4 +431,93 @@ const struct kvbm_block_hashes *kvbm_tokens_block(const struct kvbm_tokens *t, s
 uint32_t kvbm_tokens_block_size(const struct kvbm_tokens *t)
 {
 	return t->block_size;
+}
+
+/* ---- the display form (base58) ------------------------------------------------ */
+
+static const char b58_alphabet[] = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+
+/* bs58's encoding of @v as 8 big-endian bytes: one '1' per leading zero
+ * byte, then the rest's base-58 digits. At most 11 characters + NUL. */
+static size_t b58_u64(uint64_t v, char out[12])
+{
+	char tmp[12] = {0};
+	size_t n = 0, k = 0;
+	int zeros = 0;
+
+	for (int i = 7; i >= 0 && ((v >> (8 * i)) & 0xff) == 0; i--)
+		zeros++;
+	for (; v; v /= 58)
+		tmp[n++] = b58_alphabet[v % 58];
+	while (zeros--)
+		out[k++] = '1';
+	while (n)
+		out[k++] = tmp[--n];
+	out[k] = '\0';
+	return k;
+}
+
+int kvbm_plh_to_base58(struct kvbm_plh h, char *buf, size_t len)
+{
+	char cur[12], par[12];
+	uint32_t pos = kvbm_plh_position(h);
+
+	b58_u64(kvbm_plh_current(h), cur);
+	if (pos == 0)
+		return snprintf(buf, len, "%u:%s", pos, cur);
+	b58_u64(kvbm_plh_parent_fragment(h), par);
+	return snprintf(buf, len, "%u:%s:%s", pos, cur, par);
+}
+
+/* Parses @n characters of base58 into *@v, requiring the canonical
+ * encoding of 8 bytes (what b58_u64 writes). */
+static int b58_parse(const char *s, size_t n, uint64_t *v)
+{
+	unsigned __int128 x = 0;
+	char again[12];
+
+	if (n == 0 || n > 11)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		const char *d = memchr(b58_alphabet, s[i], 58);
+		if (!d || !s[i])
+			return -EINVAL;
+		x = x * 58 + (unsigned)(d - b58_alphabet);
+		if (x >> 64)
+			return -EINVAL;
+	}
+	*v = (uint64_t)x;
+	if (b58_u64(*v, again) != n || memcmp(again, s, n) != 0)
+		return -EINVAL; /* a different number of leading '1's */
+	return 0;
+}
+
+int kvbm_plh_from_base58(const char *text, struct kvbm_plh *out)
+{
+	const char *c1, *c2;
+	uint64_t pos = 0, cur, par = 0;
+	const char *p;
+
+	if (!text || !out)
+		return -EINVAL;
+	c1 = strchr(text, ':');
+	if (!c1 || c1 == text || c1 - text > 9)
+		return -EINVAL;
+	for (p = text; p < c1; p++) {
+		if (*p < '0' || *p > '9' || (p == text && *p == '0' && c1 - text > 1))
+			return -EINVAL;
+		pos = pos * 10 + (uint64_t)(*p - '0');
+	}
+	c2 = strchr(c1 + 1, ':');
+	if (b58_parse(c1 + 1, c2 ? (size_t)(c2 - c1 - 1) : strlen(c1 + 1), &cur) < 0)
+		return -EINVAL;
+	if ((pos == 0) != (c2 == NULL))
+		return -EINVAL; /* the root alone has no parent part */
+	if (c2 && b58_parse(c2 + 1, strlen(c2 + 1), &par) < 0)
+		return -EINVAL;
+	if (pos > KVBM_PLH_MAX_POSITION)
+		return -ERANGE;
+	if (par & ~low_mask(parent_bits(mode_of((uint32_t)pos))))
+		return -ERANGE;
+	return kvbm_plh_make(cur, c2 ? &par : NULL, (uint32_t)pos, out);
 }

@@ -277,6 +277,34 @@ long kvbm_frequency_estimate(struct kvbm_pool *p, struct kvbm_plh hash)
 	return r < 0 ? r : (long)kvbm_sketch_estimate(p, hash);
 }
 
+long kvbm_frequency_touch(struct kvbm_pool *p, struct kvbm_plh hash)
+{
+	int r = p ? kvbm_seg_check(&p->seg) : -EINVAL;
+
+	if (r < 0)
+		return r;
+	kvbm_sketch_touch(p, hash);
+	return (long)kvbm_sketch_estimate(p, hash);
+}
+
+long kvbm_registered_count(struct kvbm_pool *p)
+{
+	long k = 0;
+	int r = p ? kvbm_seg_check(&p->seg) : -EINVAL;
+
+	if (r < 0)
+		return r;
+	/* the slot array is the truth (a registry index entry may outlive its
+	 * slot until the next lookup meets it): one primary per hash */
+	for (uint32_t s = 0; s < p->nslots; s++) {
+		/* relaxed: a snapshot, each word read once */
+		uint64_t w = __atomic_load_n(&kvbm_slot(p, s)->state, __ATOMIC_RELAXED);
+		k += kvbm_slot_state(w) == KVBM_SLOT_REGISTERED &&
+		     (kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY);
+	}
+	return k;
+}
+
 long kvbm_check_presence(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_t n,
 			 uint8_t *present)
 {

@@ -80,12 +80,20 @@ static const struct family families[] = {
 	{"kvbm_match_blocks_returned_total", "counter", "Blocks returned by match calls"},
 	{"kvbm_scan_hashes_requested_total", "counter", "Hashes asked for by scan calls"},
 	{"kvbm_scan_blocks_returned_total", "counter", "Blocks returned by scan calls"},
+	/* the reference's eager path does not exist here: a lookup takes its
+	 * hold lock-free on the slot whatever its last release is doing */
 	{"kvbm_eager_primary_to_inactive_total", "counter",
-	 "Lookups that moved a dying primary to inactive"},
-	{"kvbm_allocate_atomic_rollback_total", "counter", "All-or-nothing allocations rolled back"},
-	{"kvbm_release_primary_noop_total", "counter", "Primary releases that found nothing to do"},
+	 "Always 0 in kvbm-shm: a lookup that meets a primary whose last release has not "
+	 "settled takes its hold directly and never moves it to inactive (the late release "
+	 "is counted in kvbm_release_primary_noop_total)"},
+	{"kvbm_allocate_atomic_rollback_total", "counter",
+	 "All-or-nothing allocations rolled back: an inactive block counted was being "
+	 "resurrected by a lock-free match"},
+	{"kvbm_release_primary_noop_total", "counter",
+	 "Last releases of a primary that found nothing to do: held again or settled by "
+	 "another release first"},
 	{"kvbm_release_duplicate_noop_total", "counter",
-	 "Duplicate releases that found nothing to do"},
+	 "Last releases of a duplicate that found nothing to do: held again first"},
 	{"kvbm_inflight_mutable", "gauge", "Blocks allocated and not yet staged"},
 	{"kvbm_inflight_immutable", "gauge", "Holds on registered blocks"},
 	{"kvbm_reset_pool_size", "gauge", "Blocks in the reset (free) pool"},

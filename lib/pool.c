@@ -78,11 +78,34 @@ int kvbm_config_check(const struct kvbm_config *cfg, const char **why)
 	else if (cfg->event_ring && (cfg->event_ring < 64 || cfg->event_ring > (1u << 22) ||
 				     (cfg->event_ring & (cfg->event_ring - 1))))
 		w = "event_ring must be 0 or a power of two between 64 and 4194304";
-	else if (memchr(cfg->tier, '\0', sizeof(cfg->tier)) == NULL || cfg->tier[0] == '\0')
-		w = "tier must be a label of 1 to 15 characters";
+	else if (memchr(cfg->tier, '\0', sizeof(cfg->tier)) == NULL ||
+		 kvbm_tier_parse(cfg->tier) < 0)
+		w = "tier must be G1, G2, G3, G4 or device, host_pinned, disk, external";
 	if (why)
 		*why = w;
 	return w ? -EINVAL : 0;
+}
+
+static const char *const tier_names[KVBM_TIER_COUNT][2] = {
+	{NULL, NULL}, {"G1", "device"}, {"G2", "host_pinned"}, {"G3", "disk"}, {"G4", "external"},
+};
+
+int kvbm_tier_parse(const char *label)
+{
+	for (int t = KVBM_TIER_G1; label && t < KVBM_TIER_COUNT; t++)
+		if (!strcmp(label, tier_names[t][0]) || !strcmp(label, tier_names[t][1]))
+			return t;
+	return -EINVAL;
+}
+
+const char *kvbm_tier_name(uint32_t t)
+{
+	return t && t < KVBM_TIER_COUNT ? tier_names[t][0] : NULL;
+}
+
+const char *kvbm_tier_storage(uint32_t t)
+{
+	return t && t < KVBM_TIER_COUNT ? tier_names[t][1] : NULL;
 }
 
 static const char *const backend_names[KVBM_BACKEND_COUNT] = {
@@ -138,7 +161,10 @@ int kvbm_config_to_shm(const struct kvbm_config *cfg, struct kvbm_shm_config *ou
 	out->dup_policy = cfg->dup_policy;
 	out->backend = cfg->backend;
 	out->reset_on_release = cfg->reset_on_release;
-	memcpy(out->tier, cfg->tier, sizeof(out->tier));
+	/* one spelling per tier in the segment, so that "host_pinned" and
+	 * "G2" agree at attach and a tier has one metrics label */
+	snprintf(out->tier, sizeof(out->tier), "%s",
+		 kvbm_tier_name((uint32_t)kvbm_tier_parse(cfg->tier)));
 	memcpy(out->mlru_thresholds, cfg->mlru_thresholds, 3);
 	out->sketch_log2 = sketch_log2(cfg);
 	out->event_log2 = cfg->event_ring ? (uint32_t)__builtin_ctz(cfg->event_ring) : 0;
@@ -311,4 +337,17 @@ int kvbm_pool_info(struct kvbm_pool *pool, struct kvbm_pool_info *info)
 	info->initialized_by_me = pool->seg.initialized_by_me;
 	info->recoveries = __atomic_load_n(&pool->seg.ctl->recoveries, __ATOMIC_RELAXED);
 	return 0;
+}
+
+int kvbm_pool_tier(struct kvbm_pool *pool)
+{
+	int r;
+
+	if (!pool)
+		return -EINVAL;
+	r = kvbm_seg_check(&pool->seg);
+	if (r < 0)
+		return r;
+	r = kvbm_tier_parse(pool->seg.cfg.tier); /* NUL-terminated: checked at attach */
+	return r < 0 ? KVBM_TIER_NONE : r;
 }

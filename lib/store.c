@@ -285,8 +285,16 @@ static void reset_unheld(struct kvbm_pool *p, uint32_t s)
 		kvbm_store_settle(p, primary - 1);
 }
 
+/* What settle() found. */
+enum {
+	SETTLE_OTHER = 0,       /* freed, kept active by a duplicate, or gone */
+	SETTLE_INACTIVE = 1,    /* it became inactive: the count went to it */
+	SETTLE_NOOP_PRIMARY = 2, /* a primary held again, or settled already */
+	SETTLE_NOOP_DUP = 3,    /* a duplicate held again */
+};
+
 /* Settles @s; @counted: the caller raised the inactive count for it
- * already. Returns whether that count went to @s (it became inactive). */
+ * already. Returns a SETTLE_* (SETTLE_INACTIVE: that count went to @s). */
 static int settle(struct kvbm_pool *p, uint32_t s, int counted)
 {
 	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
@@ -297,8 +305,11 @@ static int settle(struct kvbm_pool *p, uint32_t s, int counted)
 	 * stale was cleared by someone who settles after us */
 	uint64_t h = __atomic_load_n(&sl->holders, __ATOMIC_SEQ_CST);
 
-	if (kvbm_slot_state(w) != KVBM_SLOT_REGISTERED || (h & KVBM_HOLD_PROCS))
-		return 0; /* held again, or already gone */
+	if (kvbm_slot_state(w) != KVBM_SLOT_REGISTERED)
+		return SETTLE_OTHER; /* already gone */
+	if (h & KVBM_HOLD_PROCS) /* held again since the last unpin */
+		return kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY ? SETTLE_NOOP_PRIMARY
+							       : SETTLE_NOOP_DUP;
 	if (!(kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY)) {
 		reset_unheld(p, s); /* duplicates always go back to the free pool */
 		return 0;
@@ -315,7 +326,7 @@ static int settle(struct kvbm_pool *p, uint32_t s, int counted)
 		 * the order while a pin that then missed had its bit set */
 		if (!kvbm_evict_listed(p, s))
 			kvbm_evict_insert(p, s);
-		return 0;
+		return SETTLE_NOOP_PRIMARY;
 	}
 	/* count first: a crash before the CAS over-counts, which allocation
 	 * tolerates, and recovery recounts. relaxed: the CAS below (a
@@ -339,7 +350,7 @@ static int settle(struct kvbm_pool *p, uint32_t s, int counted)
 	}
 	KVBM_FAILPOINT("store.settle.inactive");
 	kvbm_evict_insert(p, s);
-	return 1;
+	return SETTLE_INACTIVE;
 }
 
 void kvbm_store_settle(struct kvbm_pool *p, uint32_t s)
@@ -349,15 +360,25 @@ void kvbm_store_settle(struct kvbm_pool *p, uint32_t s)
 
 void kvbm_store_settle_many(struct kvbm_pool *p, const uint32_t *s, uint32_t n)
 {
-	uint32_t used = 0;
+	uint32_t used = 0, noop_primary = 0, noop_dup = 0;
 
 	/* the count first for all of them, as for one (a crash in between
 	 * over-counts, and the recovery it causes recounts); what did not
 	 * go inactive is taken back once. relaxed: each mark's CAS in
 	 * settle() keeps this first, as for one */
 	__atomic_fetch_add(&p->seg.ctl->inactive, (int64_t)n, __ATOMIC_RELAXED);
-	for (uint32_t i = 0; i < n; i++)
-		used += (uint32_t)settle(p, s[i], 1);
+	for (uint32_t i = 0; i < n; i++) {
+		int r = settle(p, s[i], 1);
+		used += r == SETTLE_INACTIVE;
+		/* the reference's late drop: a release whose last unpin a
+		 * lock-free pin (or another settle) overtook before this */
+		noop_primary += r == SETTLE_NOOP_PRIMARY;
+		noop_dup += r == SETTLE_NOOP_DUP;
+	}
+	if (noop_primary)
+		kvbm_metric_add(p, KVBM_M_RELEASE_PRIMARY_NOOP, noop_primary);
+	if (noop_dup)
+		kvbm_metric_add(p, KVBM_M_RELEASE_DUPLICATE_NOOP, noop_dup);
 	if (used != n) /* relaxed: our own raise, taken back */
 		__atomic_fetch_sub(&p->seg.ctl->inactive, (int64_t)(n - used), __ATOMIC_RELAXED);
 }

@@ -13,7 +13,8 @@
 # subscriber; libnats-dev (cnats) carries Dynamo's event plane, and the
 # tests start a real nats-server. python3-pytest runs the Python package's
 # tests (make python-check; the package itself needs only python3's
-# ctypes), python3-numpy the token arrays they pass. With --interop it
+# ctypes), python3-numpy the token arrays they pass, python3-xxhash the
+# independent implementation the hash variants are checked against. With --interop it
 # also installs prometheus (promtool and the server, for make interop),
 # which is large and not needed by make check. groff-base renders the man
 # pages, which make check lints; gnuplot-nox draws the plots of
@@ -23,7 +24,8 @@ set -euo pipefail
 pkgs=(make gcc libc6-dev pkg-config check libsubunit-dev liburcu-dev libxxhash-dev
       clang libclang-rt-14-dev
       libjemalloc-dev libmicrohttpd-dev libzmq3-dev libnats-dev nats-server util-linux
-      python3 python3-msgpack python3-zmq python3-numpy python3-pytest cppcheck groff-base
+      python3 python3-msgpack python3-zmq python3-numpy python3-pytest python3-xxhash cppcheck
+      groff-base
       gnuplot-nox)
 if [ "${1:-}" = --interop ]; then
 	pkgs+=(prometheus)

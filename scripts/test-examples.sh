@@ -47,6 +47,13 @@ expect "prefix_share reuses the prefix" 0 \
 	'^parent [0-9]+: matched 4 of 6 blocks, held by 2 processes; computing 2$' "$ex/prefix_share" ex-share
 [ ! -e "$KVBM_SHM_DIR/kvbm.ex-share" ] || { echo "test-examples: FAIL prefix_share left its pool" >&2; fails=$((fails + 1)); }
 
+expect "onboard copies G2 blocks into G1 while another process evicts" 0 \
+	'^onboarded [1-9][0-9]* blocks in [1-9][0-9]* plans \([0-9]+ already in G1\) while [1-9][0-9]* blocks were evicted; every copy verified$' \
+	"$ex/onboard" ex-onboard 100
+[ ! -e "$KVBM_SHM_DIR/kvbm.ex-onboard-g1" ] && [ ! -e "$KVBM_SHM_DIR/kvbm.ex-onboard-g2" ] ||
+	{ echo "test-examples: FAIL onboard left its pools" >&2; fails=$((fails + 1)); }
+expect "onboard usage" 2 '^usage: onboard' "$ex/onboard" ex-onboard 0
+
 # the README quotes examples/basic.c
 region=$(sed -n '/README-BEGIN/,/README-END/{/README-BEGIN/d;/README-END/d;s/^\t//;p}' examples/basic.c)
 quoted=$(awk '/^<!-- quoted from examples\/basic.c/{q=1; next} q && /^```c$/{on=1; next} on && /^```$/{exit} on' README.md)
@@ -60,4 +67,4 @@ if [ "$fails" -ne 0 ]; then
 	echo "test-examples: $fails failed" >&2
 	exit 1
 fi
-echo "test-examples: basic, prefix_share, watch_metrics and the README's quote OK"
+echo "test-examples: basic, prefix_share, watch_metrics, onboard and the README's quote OK"

@@ -101,6 +101,14 @@ check_installed_example() {
 		echo "test-install: examples/basic.c printed: $out" >&2
 		exit 1
 	}
+	# onboard.c includes kvbm_tier.h: the installed headers are complete
+	src="$tmp/prefix/share/doc/kvbm/examples/onboard.c"
+	# shellcheck disable=SC2046
+	cc -Wall -Werror "$src" -o "$tmp/onboard" $(pkg-config --cflags --libs kvbm)
+	out=$(env -u LD_LIBRARY_PATH KVBM_SHM_DIR="$tmp/shm" "$tmp/onboard" onboard-install 20) || {
+		echo "test-install: the installed examples/onboard.c failed: $out" >&2
+		exit 1
+	}
 }
 check_installed_example
 

@@ -296,6 +296,158 @@ START_TEST(test_same_tokens_same_hash_different_tokens_differ)
 }
 END_TEST
 
+/* The display form (spec 4.2) of the spec 4.6 PLHs; the strings come from
+ * python/tests/test_binding_hash_variants.py's implementation (Python's integers
+ * and python3-xxhash, written from the spec text), which also compares
+ * the two on random values. */
+START_TEST(test_plh_base58_display_vectors)
+{
+	static const struct {
+		uint64_t hi, lo;
+		const char *text;
+	} v[] = {
+		{0x0032ce3935fecb72ull, 0x9700000000000000ull, "0:azWbh91idkf"},
+		{0x005128ac8de75b4full, 0x0f78e4d7fb2dca5cull, "1:CUrLYDFnmBa:13A3sGnbCSf"},
+		{0x00aba8799e9b2033ull, 0xe122b2379d6d3c3dull, "2:WD9tZKnMfx7:12KG5vAW7Me"},
+		{0x40402af37bc048d1ull, 0x59e2567890abcdefull, "256:VjieuTM37VA:11CC1kyMLa"},
+		{0x804000155559999dull, 0xdde2222233334444ull, "65536:FGqt29cP6R5:1114rnyoym"},
+		{0x0140000000000000ull, 0x2a80000000000011ull, "5:11111113w:1111111J"},
+	};
+	char buf[KVBM_PLH_TEXT_MAX];
+	struct kvbm_plh back;
+
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		int n = kvbm_plh_to_base58(plh(v[i].hi, v[i].lo), buf, sizeof(buf));
+		ck_assert_str_eq(buf, v[i].text);
+		ck_assert_int_eq(n, (int)strlen(v[i].text));
+		ck_assert_int_eq(kvbm_plh_from_base58(v[i].text, &back), 0);
+		ck_assert_plh_eq(back, plh(v[i].hi, v[i].lo));
+	}
+	/* the longest: position 2^24 - 1, every hash bit set */
+	uint64_t all = ~0ull;
+	struct kvbm_plh big;
+	ck_assert_int_eq(kvbm_plh_make(all, &all, KVBM_PLH_MAX_POSITION, &big), 0);
+	ck_assert_int_lt(kvbm_plh_to_base58(big, buf, sizeof(buf)), KVBM_PLH_TEXT_MAX);
+	ck_assert_int_eq(kvbm_plh_from_base58(buf, &back), 0);
+	ck_assert_plh_eq(back, big);
+	/* truncation works like snprintf */
+	ck_assert_int_eq(kvbm_plh_to_base58(plh(v[1].hi, v[1].lo), buf, 4), 25);
+	ck_assert_str_eq(buf, "1:C");
+	/* not the form: a parent on the root, none on a child, bad digits,
+	 * non-canonical leading '1's, a fragment past the mode's width */
+	static const char *const bad[] = {"", "0", "0:", ":azWbh91idkf", "0:azWbh91idkf:1",
+					  "1:CUrLYDFnmBa", "0:azWbh91idk0", "0:1azWbh91idkf",
+					  "01:CUrLYDFnmBa:13A3sGnbCSf", "0:zzzzzzzzzzz"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		ck_assert_msg(kvbm_plh_from_base58(bad[i], &back) == -EINVAL, "%s", bad[i]);
+	ck_assert_int_eq(kvbm_plh_from_base58("16777216:CUrLYDFnmBa:13A3sGnbCSf", &back), -ERANGE);
+	ck_assert_int_eq(kvbm_plh_from_base58("1:CUrLYDFnmBa:13RfkhhsepP", &back), -ERANGE);
+	ck_assert_int_eq(kvbm_plh_from_base58(NULL, &back), -EINVAL);
+}
+END_TEST
+
+/* Multimodal blocks (spec 4.4): tokens 1..12, block size 4, salt 1337, one
+ * image of 5 placeholder slots at positions 2..6 (hash 0xDEADBEEF): blocks
+ * 0 and 1 hash as 13-byte frames, block 2 as plain tokens. Values from
+ * python/tests/test_binding_hash_variants.py's independent implementation. */
+START_TEST(test_multimodal_block_hash_vectors)
+{
+	static const uint32_t t[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+	static const struct kvbm_block_hashes want[3] = {
+		{12808560556892575242u, 12808560556892575242u, {0x002c70497daf6a55ull, 0x8280000000000000ull}},
+		{16442471055028056711u, 16248155270022346924u, {0x00785f42c86d44aeull, 0x2b0125f6bda9560aull}},
+		{483935686894639516u, 18124031415708836028u, {0x00bee15fa307d618ull, 0x2f3d0b21b512b8acull}},
+	};
+	struct kvbm_mm_run run = {0xDEADBEEF, 2, 5};
+	struct kvbm_block_hashes got[3], plain[3];
+
+	ck_assert_int_eq(kvbm_hash_tokens_mm(t, 12, 4, 1337, &run, 1, got, 3), 3);
+	for (int i = 0; i < 3; i++) {
+		ck_assert_uint_eq(got[i].block_hash, want[i].block_hash);
+		ck_assert_uint_eq(got[i].seq_hash, want[i].seq_hash);
+		ck_assert_plh_eq(got[i].plh, want[i].plh);
+	}
+	/* block 2 has no placeholder: the plain hash (the upstream constant) */
+	ck_assert_uint_eq(got[2].block_hash, 483935686894639516u);
+	/* no run: exactly kvbm_hash_tokens() */
+	ck_assert_int_eq(kvbm_hash_tokens_mm(t, 12, 4, 1337, NULL, 0, got, 3), 3);
+	ck_assert_int_eq(kvbm_hash_tokens(t, 12, 4, 1337, plain, 3), 3);
+	ck_assert_int_eq(memcmp(got, plain, sizeof(got)), 0);
+	/* placeholder token ids are ignored */
+	uint32_t t2[12];
+	memcpy(t2, t, sizeof(t2));
+	t2[3] = 999;
+	ck_assert_int_eq(kvbm_hash_tokens_mm(t2, 12, 4, 1337, &run, 1, got, 3), 3);
+	ck_assert_uint_eq(got[0].block_hash, want[0].block_hash);
+	/* bad runs: empty, past the end, overlapping, overflowing */
+	struct kvbm_mm_run bad[][2] = {{{1, 0, 0}, {0, 0, 0}}, {{1, 10, 3}, {0, 0, 0}},
+				       {{1, 2, 3}, {2, 4, 2}}, {{1, SIZE_MAX, 2}, {0, 0, 0}}};
+	size_t nbad[] = {1, 1, 2, 1};
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_eq(kvbm_hash_tokens_mm(t, 12, 4, 0, bad[i], nbad[i], got, 3), -EINVAL);
+	ck_assert_int_eq(kvbm_hash_tokens_mm(t, 12, 3, 0, NULL, 0, got, 3), -EINVAL);
+}
+END_TEST
+
+/* The router's block hashes (spec 4.5): the spec's vector, multimodal
+ * objects appended sorted, EAGLE's one-token-wider windows. */
+START_TEST(test_router_block_hash_variants)
+{
+	uint32_t t[16];
+	uint64_t out[4];
+	static const uint64_t objs[3] = {3, 1, 2};
+	struct kvbm_router_mm mm[2] = {{NULL, 0}, {objs, 3}};
+
+	for (int i = 0; i < 16; i++)
+		t[i] = (uint32_t)i + 1;
+	ck_assert_int_eq(kvbm_router_block_hashes(t + 12, 4, 4, 1337, NULL, 0, 0, out, 4), 1);
+	ck_assert_uint_eq(out[0], 135165725823939817u);
+	ck_assert_int_eq(kvbm_router_block_hashes(t, 12, 4, 1337, mm, 2, 0, out, 4), 3);
+	ck_assert_uint_eq(out[0], 14643705804678351452u); /* no objects: the plain hash */
+	ck_assert_uint_eq(out[1], 10564800369018489465u);
+	ck_assert_uint_eq(out[2], 483935686894639516u);
+	ck_assert_int_eq(kvbm_router_block_hashes(t, 12, 4, 1337, NULL, 0, KVBM_ROUTER_EAGLE, out, 4),
+			 2);
+	ck_assert_uint_eq(out[0], 1914873892905420881u);
+	ck_assert_uint_eq(out[1], 1929047464662796003u);
+	ck_assert_int_eq(kvbm_router_block_hashes(t, 13, 4, 1337, NULL, 0, KVBM_ROUTER_EAGLE, out, 4),
+			 3);
+	ck_assert_int_eq(kvbm_router_block_hashes(t, 0, 4, 1337, NULL, 0, KVBM_ROUTER_EAGLE, out, 4),
+			 0);
+	/* the count even when @max is smaller */
+	ck_assert_int_eq(kvbm_router_block_hashes(t, 16, 4, 1337, NULL, 0, 0, out, 1), 4);
+	ck_assert_int_eq(kvbm_router_block_hashes(t, 16, 0, 1337, NULL, 0, 0, out, 4), -EINVAL);
+	ck_assert_int_eq(kvbm_router_block_hashes(t, 16, 4, 1337, NULL, 0, 2, out, 4), -EINVAL);
+	mm[1].mm_hashes = NULL;
+	ck_assert_int_eq(kvbm_router_block_hashes(t, 16, 4, 1337, mm, 2, 0, out, 4), -EINVAL);
+	ck_assert_uint_eq(kvbm_mm_pad_value(0x40000005ull), 1000005u);
+}
+END_TEST
+
+/* The kv-router's test of the same name: EAGLE windows of 6 tokens at
+ * block size 2 are [0,1,2] and [2,3,4] (2 blocks, not 3), each hashed as a
+ * sequence of its own, and differ from the plain first block. */
+START_TEST(test_compute_block_hash_for_seq_eagle_windows)
+{
+	static const uint32_t t[6] = {0, 1, 2, 3, 4, 5};
+	uint64_t plain[4], eagle[4], first, second;
+
+	ck_assert_int_eq(kvbm_router_block_hashes(t, 6, 2, 1337, NULL, 0, 0, plain, 4), 3);
+	ck_assert_int_eq(kvbm_router_block_hashes(t, 6, 2, 1337, NULL, 0, KVBM_ROUTER_EAGLE, eagle,
+						  4),
+			 2);
+	ck_assert_int_eq(kvbm_router_block_hashes(t, 3, 2, 1337, NULL, 0, KVBM_ROUTER_EAGLE, &first,
+						  1),
+			 1);
+	ck_assert_int_eq(kvbm_router_block_hashes(t + 2, 3, 2, 1337, NULL, 0, KVBM_ROUTER_EAGLE,
+						  &second, 1),
+			 1);
+	ck_assert_uint_eq(eagle[0], first);
+	ck_assert_uint_eq(eagle[1], second);
+	ck_assert_uint_ne(plain[0], eagle[0]);
+}
+END_TEST
+
 Suite *make_hash_suite(void)
 {
 	Suite *s = suite_create("hash");
@@ -310,6 +462,10 @@ Suite *make_hash_suite(void)
 	tcase_add_test(tc, test_positional_lineage_hash_extend);
 	tcase_add_test(tc, test_plh_bytes_and_order);
 	tcase_add_test(tc, test_bench_e_check_values);
+	tcase_add_test(tc, test_plh_base58_display_vectors);
+	tcase_add_test(tc, test_multimodal_block_hash_vectors);
+	tcase_add_test(tc, test_router_block_hash_variants);
+	tcase_add_test(tc, test_compute_block_hash_for_seq_eagle_windows);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("sequences");
 	tcase_add_test(tc, test_split_ignores_partial_block_and_validates);

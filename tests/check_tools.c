@@ -329,13 +329,14 @@ START_TEST(test_pool_create_every_field)
 	ck_assert_int_eq(json_check(out, "d['block_count']==512 and d['block_size']==8 and "
 					 "d['max_procs']==5 and d['mode']==0o640 and "
 					 "d['backend']=='multi-lru' and d['dup_policy']=='reject' and "
-					 "d['tier']=='G3' and d['reset_on_release'] and "
+					 "d['tier']=='G3' and d['storage_tier']=='disk' and "
+					 "d['reset_on_release'] and "
 					 "d['tinylfu_counters']==2**18 and d['mlru_thresholds']==[2,5,9] "
 					 "and d['event_ring']==128 and d['keep_tokens'] and "
 					 "not d['hugepages'] and not d['allow_others'] and 'uid' in d"),
 			 0);
 	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-pool", "info", name, NULL), 0);
-	const char *lines[] = {"tier      G3\n", "backend   multi-lru\n", "dup policy reject\n",
+	const char *lines[] = {"tier      G3 (disk)\n", "backend   multi-lru\n", "dup policy reject\n",
 			       "reset on release yes\n", "tinylfu   2^18 counters\n",
 			       "mlru thresholds 2,5,9\n", "event ring 128 entries, token ids kept\n",
 			       "hugepages no\n", "allow others no\n"};
@@ -414,11 +415,13 @@ START_TEST(test_config_diff_names_the_field)
 	ck_assert_str_eq(d.config, kvbm_backend_name(other.backend));
 
 	other = cfg;
-	snprintf(other.tier, sizeof(other.tier), "G9");
+	/* a storage name is its tier's G name: "disk" is G3 */
+	snprintf(other.tier, sizeof(other.tier), "%s", strcmp(cfg.tier, "G3") ? "disk" : "device");
 	ck_assert_int_eq(kvbm_pool_open(name, &other, 0, &q), KVBM_EMISMATCH);
 	ck_assert_int_eq(kvbm_config_diff(name, &other, &d), 1);
 	ck_assert_str_eq(d.field, "tier");
-	ck_assert_str_eq(d.config, "G9");
+	ck_assert_str_eq(d.pool, cfg.tier);
+	ck_assert_str_eq(d.config, strcmp(cfg.tier, "G3") ? "G3" : "G1");
 
 	other = cfg;
 	other.block_count = cfg.block_count * 2;

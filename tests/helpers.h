@@ -36,6 +36,8 @@ Suite *make_damaged_suite(void);
 Suite *make_events_suite(void);
 Suite *make_kvbmd_suite(void);
 Suite *make_kvbmd_events_suite(void);
+Suite *make_tier_suite(void);
+Suite *make_audit_suite(void);
 
 /* A pool name unique in this test run. */
 const char *t_name(char *buf, size_t len);

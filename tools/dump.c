@@ -52,7 +52,8 @@ static void print_text(const struct kvbm_inspect *in, int summary)
 	const struct kvbm_shm_header *h = &in->hdr;
 	const struct kvbm_shm_control *c = in->seg.ctl;
 	const struct kvbm_shm_config *cfg = &h->config;
-	char t[64], m[160];
+	char t[64], m[160], tier[KVBM_TIER_MAX + 1];
+	const char *storage;
 
 	printf("pool       %s  (%s)\n", in->seg.name, in->seg.path);
 	printf("state      %s\n", kvbm_seg_state_name(h->state));
@@ -69,10 +70,11 @@ static void print_text(const struct kvbm_inspect *in, int summary)
 	if (cfg->gid != UINT32_MAX)
 		printf(" gid=%u", cfg->gid);
 	printf("%s\n", (cfg->flags & KVBM_CFG_HUGEPAGES) ? " hugepages" : "");
-	printf("           duplicates=%s eviction=%s reset_on_release=%u tier=%s\n",
+	kvbm_inspect_tier(cfg, tier, &storage);
+	printf("           duplicates=%s eviction=%s reset_on_release=%u tier=%s (%s)\n",
 	       cfg->dup_policy == KVBM_DUP_REJECT ? "reject" : "allow",
 	       kvbm_backend_name(cfg->backend) ? kvbm_backend_name(cfg->backend) : "?", cfg->reset_on_release,
-	       cfg->tier);
+	       tier, storage ? storage : "no tier");
 	printf("regions\n");
 	for (uint32_t i = 0; i < h->nregions && i < KVBM_REGION_NUSED; i++)
 		printf("  %-9s offset %-10" PRIu64 " size %" PRIu64 "\n", region_names[i],
@@ -135,7 +137,8 @@ static void print_json(const struct kvbm_inspect *in, int verdict)
 {
 	const struct kvbm_shm_header *h = &in->hdr;
 	struct json j;
-	char t[64], m[160];
+	char t[64], m[160], tier[KVBM_TIER_MAX + 1];
+	const char *storage;
 
 	json_init(&j, stdout);
 	json_obj_begin(&j, NULL);
@@ -171,6 +174,11 @@ static void print_json(const struct kvbm_inspect *in, int verdict)
 	else
 		json_u64(&j, "gid", h->config.gid);
 	json_bool(&j, "hugepages", (h->config.flags & KVBM_CFG_HUGEPAGES) != 0);
+	json_str(&j, "tier", kvbm_inspect_tier(&h->config, tier, &storage));
+	if (storage)
+		json_str(&j, "storage_tier", storage);
+	else
+		json_null(&j, "storage_tier");
 	json_obj_end(&j);
 	if (in->valid) { /* the rest of the segment is not to be trusted */
 		json_obj_end(&j);

@@ -223,3 +223,11 @@ long kvbm_inspect_check(const struct kvbm_inspect *in, int exact, kvbm_report_fn
 		flags |= KVBM_CK_LOCKED | KVBM_CK_QUIESCENT;
 	return kvbm_check_seg(&in->seg, flags, fn, arg);
 }
+
+const char *kvbm_inspect_tier(const struct kvbm_shm_config *cfg, char out[KVBM_TIER_MAX + 1],
+			      const char **storage)
+{
+	snprintf(out, KVBM_TIER_MAX + 1, "%.*s", KVBM_TIER_MAX, cfg->tier);
+	*storage = kvbm_tier_storage((uint32_t)kvbm_tier_parse(out));
+	return out;
+}

@@ -40,6 +40,11 @@ const char *kvbm_op_name(uint32_t op);
 const char *kvbm_shm_dir_missing(char *buf, size_t len);
 /* Formats a CLOCK_REALTIME ns value as UTC ISO 8601 into buf. */
 const char *kvbm_fmt_time(uint64_t ns, char *buf, size_t len);
+/* The tier label of @cfg, terminated whatever the header holds, into
+ * @out; *@storage gets its storage name, NULL for a label that names no
+ * tier (a pool made before tiers were checked). Returns @out. */
+const char *kvbm_inspect_tier(const struct kvbm_shm_config *cfg, char out[KVBM_TIER_MAX + 1],
+			      const char **storage);
 
 /* Blocks by state, as the slot array says (a lock-free snapshot). */
 struct kvbm_census {

@@ -52,7 +52,9 @@ static void usage(FILE *f)
 		"                        lineage-fifo, lfru (lineage)\n"
 		"  --dup-policy POLICY   registering a registered hash: allow (a duplicate)\n"
 		"                        or reject (the primary is returned) (allow)\n"
-		"  --tier LABEL          the metrics' pool label, 1..15 characters (G1)\n"
+		"  --tier TIER           G1, G2, G3, G4, or its storage name: device,\n"
+		"                        host_pinned, disk, external; also the metrics'\n"
+		"                        pool label (G1)\n"
 		"  --reset-on-release    released blocks go straight back to the free pool\n"
 		"  --tinylfu SIZE        frequency sketch: auto, none, small, medium, large (auto)\n"
 		"  --mlru-thresholds A,B,C  multi-lru level thresholds, ascending 1..15 (3,8,15)\n"
@@ -361,12 +363,13 @@ static int cmd_create(int argc, char **argv)
 				return 2;
 			break;
 		case 'T':
-			if (strlen(optarg) < 1 || strlen(optarg) > KVBM_TIER_MAX) {
-				fprintf(stderr, "kvbm-pool: --tier '%s': not a label of 1 to %d "
-						"characters\n", optarg, KVBM_TIER_MAX);
+			r = kvbm_tier_parse(optarg);
+			if (r < 0) {
+				fprintf(stderr, "kvbm-pool: --tier '%s': not one of G1, G2, G3, G4, "
+						"device, host_pinned, disk, external\n", optarg);
 				return 2;
 			}
-			snprintf(cfg.tier, sizeof(cfg.tier), "%s", optarg);
+			snprintf(cfg.tier, sizeof(cfg.tier), "%s", kvbm_tier_name((uint32_t)r));
 			break;
 		case 'R':
 			cfg.reset_on_release = 1;
@@ -416,10 +419,11 @@ static int cmd_create(int argc, char **argv)
 		return fail("create", name, r);
 	kvbm_pool_info(pool, &info);
 	printf("created pool %s: %u blocks x %u tokens, up to %u processes, %" PRIu64
-	       " bytes, mode %04o, backend %s, tier %s, instance 0x%016" PRIx64 "\n",
+	       " bytes, mode %04o, backend %s, tier %s (%s), instance 0x%016" PRIx64 "\n",
 	       info.name, info.config.block_count, info.config.block_size,
 	       info.config.max_procs, info.segment_size, info.config.mode,
-	       kvbm_backend_name(info.config.backend), info.config.tier, info.instance_id);
+	       kvbm_backend_name(info.config.backend), info.config.tier,
+	       kvbm_tier_storage((uint32_t)kvbm_pool_tier(pool)), info.instance_id);
 	r = kvbm_pool_close(pool);
 	return r < 0 ? fail("create", name, r) : 0;
 }
@@ -488,17 +492,11 @@ static int cmd_destroy(int argc, char **argv)
 	return 0;
 }
 
-/* The tier label, terminated whatever the header holds. */
-static const char *tier_of(const struct kvbm_shm_config *c, char out[KVBM_TIER_MAX + 1])
-{
-	snprintf(out, KVBM_TIER_MAX + 1, "%.*s", KVBM_TIER_MAX, c->tier);
-	return out;
-}
-
 static void info_json(struct json *j, const struct kvbm_inspect *in)
 {
 	int verdict = kvbm_inspect_verdict(in);
 	char tier[KVBM_TIER_MAX + 1];
+	const char *storage;
 	struct stat st;
 
 	json_obj_begin(j, NULL);
@@ -520,7 +518,9 @@ static void info_json(struct json *j, const struct kvbm_inspect *in)
 		const char *b = kvbm_backend_name(c->backend);
 		json_str(j, "backend", b ? b : "?");
 		json_str(j, "dup_policy", c->dup_policy == KVBM_DUP_REJECT ? "reject" : "allow");
-		json_str(j, "tier", tier_of(c, tier));
+		json_str(j, "tier", kvbm_inspect_tier(c, tier, &storage));
+		if (storage)
+			json_str(j, "storage_tier", storage);
 		json_bool(j, "reset_on_release", c->reset_on_release != 0);
 		json_u64(j, "tinylfu_counters", c->sketch_log2 ? 1ull << c->sketch_log2 : 0);
 		json_arr_begin(j, "mlru_thresholds");
@@ -571,6 +571,7 @@ static void info_text(const struct kvbm_inspect *in, int long_form)
 	const struct kvbm_shm_config *c = &in->hdr.config;
 	const char *b = kvbm_backend_name(c->backend);
 	char tier[KVBM_TIER_MAX + 1];
+	const char *storage;
 	struct stat st;
 	if (in->seg.fd >= 0 && fstat(in->seg.fd, &st) == 0) {
 		struct passwd *pw = getpwuid(st.st_uid);
@@ -578,7 +579,8 @@ static void info_text(const struct kvbm_inspect *in, int long_form)
 		printf("owner     %s (uid %u), group %s (gid %u)\n", pw ? pw->pw_name : "?",
 		       (unsigned)st.st_uid, gr ? gr->gr_name : "?", (unsigned)st.st_gid);
 	}
-	printf("tier      %s\n", tier_of(c, tier));
+	kvbm_inspect_tier(c, tier, &storage);
+	printf("tier      %s (%s)\n", tier, storage ? storage : "no tier");
 	printf("backend   %s\n", b ? b : "?");
 	printf("dup policy %s\n", c->dup_policy == KVBM_DUP_REJECT ? "reject" : "allow");
 	printf("reset on release %s\n", c->reset_on_release ? "yes" : "no");

@@ -74,6 +74,10 @@ class Block(Structure):
     _fields_ = [("pool", u64), ("id", u32), ("gen", u64)]
 
 
+class OnboardPair(Structure):
+    _fields_ = [("position", c_size_t), ("hash", Plh), ("src", Block), ("dst", Block)]
+
+
 class Config(Structure):
     _fields_ = [("block_count", u32), ("block_size", u32), ("max_procs", u32), ("mode", u32),
                 ("gid", c_int64), ("flags", u32), ("open_timeout_ms", u32),
@@ -181,6 +185,20 @@ _SIGS = {
     "kvbm_scan_matches": (c_long, [P, P, c_size_t, c_uint, P], False),
     "kvbm_frequency_estimate": (c_long, [P, u64, u64], False),
     "kvbm_check_presence": (c_long, [P, P, c_size_t, P], False),
+    "kvbm_frequency_touch": (c_long, [P, u64, u64], False),
+    "kvbm_registered_count": (c_long, [P], False),
+    "kvbm_tier_parse": (c_int, [c_char_p], True),
+    "kvbm_tier_name": (c_char_p, [u32], True),
+    "kvbm_tier_storage": (c_char_p, [u32], True),
+    "kvbm_pool_tier": (c_int, [P], False),
+    "kvbm_tiers_presence": (c_long, [P, c_size_t, P, c_size_t, P], False),
+    "kvbm_onboard_plan": (c_int, [P, P, P, c_size_t, POINTER(c_void_p)], False),
+    "kvbm_onboard_matched": (c_size_t, [P], True),
+    "kvbm_onboard_count": (c_size_t, [P], True),
+    "kvbm_onboard_get": (c_int, [P, c_size_t, P], True),
+    "kvbm_onboard_complete": (c_long, [P, P, P, c_size_t], False),
+    "kvbm_onboard_abort": (c_int, [P], False),
+    "kvbm_onboard_free": (None, [P], False),
     "kvbm_available_blocks": (c_long, [P], False),
     "kvbm_total_blocks": (c_long, [P], False),
     "kvbm_reset_inactive_pool": (c_int, [P], False),

@@ -83,7 +83,7 @@ _ERRNO = [
     ("ENOMEM", "OutOfMemory", (MemoryError,)),
     ("EOPNOTSUPP", "NotSupported", ()),
     ("EAGAIN", "TryAgain", ()),
-    ("EOVERFLOW", "TooManyHolds", ()),
+    ("EOVERFLOW", "TooManyHolds", (OverflowError,)),
 ]
 
 #: negative code -> exception class

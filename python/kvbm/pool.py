@@ -201,11 +201,14 @@ class Pool:
             cfg.dup_policy = DUP_POLICIES[dup_policy]
             given["dup_policy"] = dup_policy
         if tier is not None:
-            if not isinstance(tier, str) or not 0 < len(tier.encode()) <= 15 or "\0" in tier:
-                raise InvalidArgument("tier %r: a name of 1..15 bytes" % (tier,),
-                                      InvalidArgument.code, None)
-            cfg.tier = tier.encode()
-            given["tier"] = tier
+            t = fn.tier_parse(tier.encode()) if isinstance(tier, str) and "\0" not in tier \
+                else -1
+            if t < 0:
+                raise InvalidArgument("tier %r: G1, G2, G3, G4 or device, host_pinned, disk, "
+                                      "external" % (tier,), InvalidArgument.code, None)
+            # its G name: what the pool stores and reports
+            cfg.tier = fn.tier_name(t)
+            given["tier"] = cfg.tier.decode()
         if event_ring is not None:
             cfg.event_ring = given["event_ring"] = _uint("event_ring", event_ring)
         if keep_tokens:
@@ -273,6 +276,10 @@ class Pool:
         self.block_size = i.config.block_size
         self.block_count = i.config.block_count
         self.tier = i.config.tier.decode()
+        t = fn.pool_tier(self._p)
+        #: Dynamo's storage name of the tier ("device", "host_pinned", ...;
+        #: None for a pool made before tiers were checked)
+        self.storage_tier = fn.tier_storage(t).decode() if t > 0 else None
         self.instance_id = i.instance_id
         self._keep_tokens = bool(i.config.flags & _lib.CFG_KEEP_TOKENS)
         self._config = _config_dict(i.config)
@@ -678,6 +685,26 @@ class Pool:
                 raise_rc(r, "kvbm_frequency_estimate")
             out.append(r)
         return out
+
+    def frequency_touch(self, hashes):
+        """Counts each hash once in the TinyLFU sketch, without matching
+        (the reference registry's touch); returns the estimates after."""
+        p = self._p or _closed()
+        hashes = self._hashes(hashes)
+        out = []
+        for hi, lo in hashes._pairs():
+            r = fn.frequency_touch(p, hi, lo)
+            if r < 0:
+                raise_rc(r, "kvbm_frequency_touch")
+            out.append(r)
+        return out
+
+    def registered_count(self):
+        """How many hashes are registered (primaries, active or inactive)."""
+        r = fn.registered_count(self._p or _closed())
+        if r < 0:
+            raise_rc(r, "kvbm_registered_count")
+        return r
 
     def available(self):
         """Free + inactive blocks: what an allocation can get now."""

@@ -213,10 +213,13 @@ static int set_pool(struct kvbmd_pool_cfg *p, const char *k, const char *v, cons
 	int r;
 
 	if (!strcmp(k, "tier")) {
-		*why = "a label of 1 to 15 characters (G1, G2, G3)";
-		if (!*v || strlen(v) > KVBM_TIER_MAX)
+		*why = "G1, G2, G3, G4 or device, host_pinned, disk, external";
+		r = kvbm_tier_parse(v);
+		if (r < 0)
 			return -1;
-		snprintf(cfg->tier, sizeof(cfg->tier), "%s", v);
+		/* its G name, as the pool stores it: "host_pinned" and "G2" are
+		 * one tier to the duplicate check and to an adopted pool */
+		snprintf(cfg->tier, sizeof(cfg->tier), "%s", kvbm_tier_name((uint32_t)r));
 		p->set |= KVBMD_SET_TIER;
 		return 0;
 	}
