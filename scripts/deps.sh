@@ -17,16 +17,17 @@
 # independent implementation the hash variants are checked against. With --interop it
 # also installs prometheus (promtool and the server, for make interop),
 # which is large and not needed by make check. groff-base renders the man
-# pages, which make check lints; gnuplot-nox draws the plots of
-# scripts/plot-*.sh, which make check draws.
+# pages, which make check lints, and man-db's man finds the installed ones
+# (test-install.sh); gnuplot-nox draws the plots of scripts/plot-*.sh, which
+# make check draws; tmux gives kvbm-top the terminal its live test drives.
+# python3-numpy also runs the engine demo (make demo).
 set -euo pipefail
 
 pkgs=(make gcc libc6-dev pkg-config check libsubunit-dev liburcu-dev libxxhash-dev
       clang libclang-rt-14-dev
       libjemalloc-dev libmicrohttpd-dev libzmq3-dev libnats-dev nats-server util-linux
       python3 python3-msgpack python3-zmq python3-numpy python3-pytest python3-xxhash cppcheck
-      groff-base
-      gnuplot-nox)
+      groff-base man-db gnuplot-nox tmux)
 if [ "${1:-}" = --interop ]; then
 	pkgs+=(prometheus)
 fi
