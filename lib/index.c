@@ -65,6 +65,17 @@ int kvbm_index_delete(const struct kvbm_index *ix, struct kvbm_plh key, uint32_t
 	return -ENOENT;
 }
 
+/* The key in two scalar arguments: a struct went through a vector
+ * register and the stack in the caller's loop. */
+struct kvbm_hit kvbm_index_find_alt(const struct kvbm_index *ix, uint32_t b1, uint32_t tag,
+				    uint64_t key_hi, uint64_t key_lo, int exact)
+{
+	struct kvbm_plh key = {key_hi, key_lo};
+
+	return kvbm_index_scan(ix, &ix->buckets[kvbm_index_alt(ix, b1, tag)], kvbm_index_tags(tag),
+			       key, exact);
+}
+
 int kvbm_index_lookup(const struct kvbm_index *ix, struct kvbm_plh key, uint32_t *slot,
 		      uint64_t *gen)
 {

@@ -73,6 +73,26 @@ static void matcher_end(struct kvbm_pool *p, struct matcher *m)
 }
 
 /*
+ * acquire()'s general path: a first hold, any hold of a shared handle, an
+ * overflow, or a lost race. acquire_slow ends the one-writer operation; a
+ * new one begins. Inline: out of line it cost a call per block where every
+ * block is a first hold (a match of inactive blocks).
+ */
+static inline int acquire_general(struct kvbm_pool *p, struct matcher *m,
+						     struct kvbm_plh key, struct kvbm_hit f,
+						     struct kvbm_block *out)
+{
+	uint32_t s = f.s1 - 1;
+	/* what the fast path found: a saturated count (one writer: ours) */
+	int overflow = m->ow && (__atomic_load_n(&m->ht[s], __ATOMIC_RELAXED) & KVBM_HOLD_COUNT) ==
+					KVBM_HOLD_COUNT;
+	int r = acquire_slow(p, key, s, f.gen, out, &m->w, m->ow, overflow);
+
+	m->ow = kvbm_st_enter(p);
+	return r;
+}
+
+/*
  * One block of a match, inside the one-writer operation m->ow
  * (kvbm_st_enter once per call, not per block). A hold on top of one of
  * ours needs no more than the index's validation: ours was held since
@@ -89,19 +109,14 @@ static inline __attribute__((always_inline)) int acquire(struct kvbm_pool *p, st
 	/* a candidate (no seqlock re-read): the fast path's hold spans the
 	 * lookup, the slow path pins and re-reads (kvbm_index_find) */
 	struct kvbm_hit f = kvbm_index_find(&m->ix, key, 0);
-	int overflow = 0;
 
 	if (!f.s1)
 		return 0;
-	uint32_t s = f.s1 - 1;
-	uint64_t g = f.gen;
-	if (m->ow && kvbm_count_inc(m->ow, &m->ht[s], &overflow)) {
-		*out = (struct kvbm_block){m->id, s, g};
+	if (m->ow && kvbm_count_inc_ow(&m->ht[f.s1 - 1])) {
+		*out = (struct kvbm_block){m->id, f.s1 - 1, f.gen};
 		return 1;
 	}
-	int r = acquire_slow(p, key, s, g, out, &m->w, m->ow, overflow);
-	m->ow = kvbm_st_enter(p);
-	return r;
+	return acquire_general(p, m, key, f, out);
 }
 
 int kvbm_acquire_hash(struct kvbm_pool *p, struct kvbm_plh key, struct kvbm_block *out,
@@ -130,7 +145,11 @@ long kvbm_match_blocks(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 	 * one prefix, whose slot lines then move twice (BENCHMARKS.md) */
 	matcher_begin(p, &m);
 	for (i = 0; i < n; i++) {
-		r = acquire(p, &m, hashes[i], &out[i]);
+		/* the key as two scalars in registers: gcc otherwise loads
+		 * the pair into a vector register and moves each half out */
+		struct kvbm_plh key = {hashes[i].hi, hashes[i].lo};
+		__asm__("" : "+r"(key.hi), "+r"(key.lo));
+		r = acquire(p, &m, key, &out[i]);
 		/* -EOVERFLOW: this process's holds on the block saturated. The
 		 * prefix so far is still a valid answer (a shorter match), and
 		 * dropping it would throw away every earlier hit */

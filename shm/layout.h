@@ -32,8 +32,9 @@
 /* 2: resurrection windows in the metric shards, index alternate bucket
  * 3: eviction region (TinyLFU sketch, lineage forest), four eviction lists
  * 7: control.recounts_deferred and recount_pending (in the layout hash);
- *    header.pidns and config.uid in what were reserved words */
-#define KVBM_ABI_MAJOR 7
+ *    header.pidns and config.uid in what were reserved words
+ * 8: the index's key hash (lib/index.h, kvbm_index_hash) */
+#define KVBM_ABI_MAJOR 8
 #define KVBM_ABI_MINOR 0
 #define KVBM_CACHELINE 64
 #define KVBM_PAGE 4096
