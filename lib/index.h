@@ -30,13 +30,18 @@ struct kvbm_index {
 	uint32_t mask; /* buckets - 1 */
 	struct kvbm_shm_slot *slots;
 	uint32_t nslots;
+	struct kvbm_shm_bucket *stash; /* KVBM_INDEX_STASH_BUCKETS after buckets */
+	uint32_t *stash_used;          /* its entries (struct kvbm_shm_stash_head) */
 };
 
+/* @buckets: a registry region of kvbm_index_region_size() bytes, whose
+ * table has @nbuckets buckets (a power of two). */
 void kvbm_index_view(struct kvbm_index *ix, struct kvbm_shm_bucket *buckets, uint32_t nbuckets,
 		     struct kvbm_shm_slot *slots, uint32_t nslots);
 
-/* Writer, mutex held: adds @key -> (@slot, @gen). Returns 0, or -ENOSPC
- * when both candidate buckets are full (the block is then not shareable). */
+/* Writer, mutex held: adds @key -> (@slot, @gen), to the stash when both
+ * candidate buckets are full. Returns 0, or -ENOSPC when the stash is full
+ * too (the block is then not shareable). */
 int kvbm_index_insert(const struct kvbm_index *ix, struct kvbm_plh key, uint32_t slot,
 		      uint64_t gen);
 /* Writer, mutex held: removes the entry of @key that names @slot.
@@ -118,9 +123,10 @@ struct kvbm_hit {
  * compares: the state, the PRIMARY flag and the generation's low 16 bits. */
 #define KVBM_INDEX_VALID_MASK (0xfull | (uint64_t)KVBM_SLOT_F_PRIMARY << 4 | 0xffffull << 16)
 
-/* Validates entry (@s1, @gl) against its slot: the hit, or a miss. Without @exact the state word is not re-read
- * after the key: a slot changing meanwhile may yield a candidate that
- * a later check has to reject (see kvbm_index_find). */
+/* Validates entry (@s1, @gl) against its slot: the hit, or a miss.
+ * Without @exact the state word is not re-read after the key: a slot
+ * changing meanwhile may yield a candidate that a later check has to
+ * reject (see kvbm_index_find). */
 static inline __attribute__((always_inline)) struct kvbm_hit
 kvbm_index_validate(const struct kvbm_index *ix, uint32_t s1, uint16_t gl, struct kvbm_plh key,
 		    int exact)
@@ -201,7 +207,8 @@ kvbm_index_scan(const struct kvbm_index *ix, const struct kvbm_shm_bucket *b, __
 	return KVBM_INDEX_MISS;
 }
 
-/* kvbm_index_find's search of the alternate bucket of (@b1, @tag). */
+/* kvbm_index_find's search of the alternate bucket of (@b1, @tag), then of
+ * the stash when it has entries. */
 struct kvbm_hit kvbm_index_find_alt(const struct kvbm_index *ix, uint32_t b1, uint32_t tag,
 				    uint64_t key_hi, uint64_t key_lo, int exact);
 
@@ -235,9 +242,18 @@ kvbm_index_find(const struct kvbm_index *ix, struct kvbm_plh key, int exact)
 int kvbm_index_lookup(const struct kvbm_index *ix, struct kvbm_plh key, uint32_t *slot,
 		      uint64_t *gen);
 
-/* Checker: entry @i of bucket @b. 0 valid, 1 empty, -1 names no
+/* Checker: entry @i of bucket @b (the stash's buckets follow the table's:
+ * @b up to mask + KVBM_INDEX_STASH_BUCKETS). 0 valid, 1 empty, -1 names no
  * REGISTERED primary of its generation, -2 in a bucket or with a tag its
  * key would not have, -3 not what a lookup of its key finds. */
 int kvbm_index_entry_check(const struct kvbm_index *ix, uint32_t b, int i);
+/* The bucket the checker and the rebuild call @b: the table's, then the
+ * stash's. */
+static inline struct kvbm_shm_bucket *kvbm_index_bucket(const struct kvbm_index *ix, uint32_t b)
+{
+	return b <= ix->mask ? &ix->buckets[b] : &ix->stash[b - ix->mask - 1];
+}
+/* Entries in the stash, counted (mutex held, or a checker's snapshot). */
+uint32_t kvbm_index_stash_count(const struct kvbm_index *ix);
 
 #endif /* KVBM_LIB_INDEX_H */

@@ -356,6 +356,8 @@ static void sample(enum wl w, int n, struct result *res)
 		register_seq(p, target, SEQ, held);
 	}
 	run_workers(w, n, res);
+	if (bench_check_accounting(p, POOL_BLOCKS))
+		exit(1); /* a figure of a pool that lost blocks is no figure */
 	if (w == WL_B_SAME)
 		release(p, held, SEQ);
 	drop_pool(p);
