@@ -52,6 +52,7 @@ static __attribute__((noinline)) int acquire_slow(struct kvbm_pool *p, struct kv
 struct matcher {
 	struct kvbm_index ix;
 	kvbm_hold_t *ht;
+	struct kvbm_hint *hints;
 	uint64_t id;
 	struct kvbm_resw w;
 	int ow;
@@ -61,6 +62,7 @@ static void matcher_begin(struct kvbm_pool *p, struct matcher *m)
 {
 	m->ix = p->ix;
 	m->ht = p->ht;
+	m->hints = p->hints;
 	m->id = p->id;
 	m->w = (struct kvbm_resw){0};
 	m->ow = kvbm_st_enter(p);
@@ -92,6 +94,55 @@ static inline int acquire_general(struct kvbm_pool *p, struct matcher *m,
 	return r;
 }
 
+/* Hint @h's candidate for @key, or a miss (see hint_find). */
+static inline __attribute__((always_inline)) struct kvbm_hit
+hint_try(const struct matcher *m, const struct kvbm_hint *h, struct kvbm_plh key)
+{
+	uint32_t s = h->s1 - 1;
+
+	if (s >= m->ix.nslots)
+		return KVBM_INDEX_MISS;
+	const struct kvbm_shm_slot *sl = &m->ix.slots[s];
+	/* acquire, and acquire on the key loads: as kvbm_index_validate's */
+	uint64_t w1 = __atomic_load_n(&sl->state, __ATOMIC_ACQUIRE);
+	if ((uint32_t)w1 != h->w || __atomic_load_n(&sl->key_hi, __ATOMIC_ACQUIRE) != key.hi ||
+	    __atomic_load_n(&sl->key_lo, __ATOMIC_ACQUIRE) != key.lo)
+		return KVBM_INDEX_MISS;
+	return (struct kvbm_hit){kvbm_slot_gen(w1), s + 1};
+}
+
+/*
+ * The slot where this handle last matched @key, if it still holds the key
+ * as a primary of the generation matched then: the checks
+ * kvbm_index_validate makes of an index entry (in range, REGISTERED,
+ * PRIMARY, the generation's low 16 bits, the full key), so the candidate
+ * is as good as a lookup's without the seqlock re-read (kvbm_index_find,
+ * @exact 0), and callers prove it the same way. Any other hint, stale or
+ * damaged, is a miss. Inside a one-writer operation only: the table is
+ * the handle's and has no lock.
+ */
+static inline __attribute__((always_inline)) struct kvbm_hit hint_find(const struct matcher *m,
+									struct kvbm_plh key)
+{
+	const struct kvbm_hint *h = kvbm_hint_set(m->hints, key);
+	struct kvbm_hit f = hint_try(m, &h[0], key);
+
+	return f.s1 ? f : hint_try(m, &h[1], key);
+}
+
+/* @key matched block @b through the index: its hint, in the set's first
+ * way, and the first way's hint in the second. */
+static inline void hint_fill(const struct matcher *m, struct kvbm_plh key,
+			     const struct kvbm_block *b)
+{
+	struct kvbm_hint *h = kvbm_hint_set(m->hints, key);
+
+	h[1] = h[0];
+	h[0] = (struct kvbm_hint){
+		b->id + 1,
+		(uint32_t)kvbm_slot_word(b->gen, 0, KVBM_SLOT_F_PRIMARY, KVBM_SLOT_REGISTERED)};
+}
+
 /*
  * One block of a match, inside the one-writer operation m->ow
  * (kvbm_st_enter once per call, not per block). A hold on top of one of
@@ -101,22 +152,43 @@ static inline int acquire_general(struct kvbm_pool *p, struct matcher *m,
  * the slot kept the validated incarnation and key, and rules 3 and 6 have
  * nothing to re-check. Anything else ends the operation (it may wait for
  * the mutex) and begins a new one after.
+ *
+ * The candidate comes from the handle's hint for the key when that still
+ * holds, which a match of a prefix matched before (an engine's system
+ * prompt, a running request's own prefix) finds without hashing into the
+ * index; else from the index, and a hit then becomes the key's hint.
  */
 static inline __attribute__((always_inline)) int acquire(struct kvbm_pool *p, struct matcher *m,
 							 struct kvbm_plh key,
 							 struct kvbm_block *out)
 {
+	struct kvbm_hit f;
+	int r;
+
+	if (m->ow) {
+		f = hint_find(m, key);
+		if (f.s1 && kvbm_count_inc_ow(&m->ht[f.s1 - 1])) {
+			*out = (struct kvbm_block){m->id, f.s1 - 1, f.gen};
+			return 1;
+		}
+		if (f.s1)
+			return acquire_general(p, m, key, f, out);
+	}
 	/* a candidate (no seqlock re-read): the fast path's hold spans the
 	 * lookup, the slow path pins and re-reads (kvbm_index_find) */
-	struct kvbm_hit f = kvbm_index_find(&m->ix, key, 0);
-
+	f = kvbm_index_find(&m->ix, key, 0);
 	if (!f.s1)
 		return 0;
 	if (m->ow && kvbm_count_inc_ow(&m->ht[f.s1 - 1])) {
 		*out = (struct kvbm_block){m->id, f.s1 - 1, f.gen};
-		return 1;
+		r = 1;
+	} else {
+		r = acquire_general(p, m, key, f, out);
 	}
-	return acquire_general(p, m, key, f, out);
+	/* the block matched (acquire_slow may have found another slot) */
+	if (r == 1 && m->ow)
+		hint_fill(m, key, out);
+	return r;
 }
 
 int kvbm_acquire_hash(struct kvbm_pool *p, struct kvbm_plh key, struct kvbm_block *out,

@@ -39,6 +39,10 @@ struct kvbm_pool {
 	struct kvbm_shm_metrics *shard;
 	uint32_t stripe_mask;
 	uint32_t *stripes; /* process-local per-slot locks (rule 2) */
+	/* match hints (lib/match.c): where a key was last matched, read and
+	 * written only inside one-writer operations (so by one thread);
+	 * KVBM_HINTS entries, in sets of two (kvbm_hint_set) */
+	struct kvbm_hint *hints;
 	struct kvbm_att *att; /* process-local attachments (attach.c) */
 	/* eviction (evict.c): views into the segment's eviction region */
 	struct kvbm_shm_evict *ev;
@@ -62,6 +66,26 @@ struct kvbm_pool {
 		uint64_t pfrag;
 	} sink;
 };
+
+/*
+ * A match hint: the slot (+ 1) that last held a key matched through this
+ * handle, and the low 32 bits of the state word it had then (REGISTERED,
+ * PRIMARY, no owner, the generation's low 16 bits: what an index entry
+ * records). Only a guess: a match trusts it after the checks an index
+ * entry gets (lib/match.c, hint_find), so a stale or garbage hint costs a
+ * lookup, never a wrong hit. Two ways per set, in one cache line: two keys
+ * of one prefix that share a set do not take turns missing.
+ */
+struct kvbm_hint {
+	uint32_t s1;
+	uint32_t w;
+};
+#define KVBM_HINTS 2048u /* 16 KiB a handle */
+static inline struct kvbm_hint *kvbm_hint_set(struct kvbm_hint *hints, struct kvbm_plh key)
+{
+	/* the low bits of a real key's halves are XXH3 output already */
+	return &hints[2 * ((uint32_t)(key.hi ^ key.lo) & (KVBM_HINTS / 2 - 1))];
+}
 
 /* Checks @cfg and converts it to the stored form. Returns 0 or -EINVAL. */
 int kvbm_config_to_shm(const struct kvbm_config *cfg, struct kvbm_shm_config *out);
