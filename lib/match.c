@@ -94,15 +94,17 @@ static inline int acquire_general(struct kvbm_pool *p, struct matcher *m,
 	return r;
 }
 
-/* Hint @h's candidate for @key, or a miss (see hint_find). */
+/* Hint @h's candidate for @key among the @nslots @slots, or a miss (see
+ * hint_find). */
 static inline __attribute__((always_inline)) struct kvbm_hit
-hint_try(const struct matcher *m, const struct kvbm_hint *h, struct kvbm_plh key)
+hint_try(const struct kvbm_shm_slot *slots, uint32_t nslots, const struct kvbm_hint *h,
+	 struct kvbm_plh key)
 {
 	uint32_t s = h->s1 - 1;
 
-	if (s >= m->ix.nslots)
+	if (s >= nslots)
 		return KVBM_INDEX_MISS;
-	const struct kvbm_shm_slot *sl = &m->ix.slots[s];
+	const struct kvbm_shm_slot *sl = &slots[s];
 	/* acquire, and acquire on the key loads: as kvbm_index_validate's */
 	uint64_t w1 = __atomic_load_n(&sl->state, __ATOMIC_ACQUIRE);
 	if ((uint32_t)w1 != h->w || __atomic_load_n(&sl->key_hi, __ATOMIC_ACQUIRE) != key.hi ||
@@ -121,13 +123,16 @@ hint_try(const struct matcher *m, const struct kvbm_hint *h, struct kvbm_plh key
  * damaged, is a miss. Inside a one-writer operation only: the table is
  * the handle's and has no lock.
  */
-static inline __attribute__((always_inline)) struct kvbm_hit hint_find(const struct matcher *m,
-									struct kvbm_plh key)
+static inline __attribute__((always_inline)) struct kvbm_hit
+hint_find(const struct kvbm_shm_slot *slots, uint32_t nslots, struct kvbm_hint *hints,
+	  struct kvbm_plh key)
 {
-	const struct kvbm_hint *h = kvbm_hint_set(m->hints, key);
-	struct kvbm_hit f = hint_try(m, &h[0], key);
+	const struct kvbm_hint *h = kvbm_hint_set(hints, key);
+	struct kvbm_hit f = hint_try(slots, nslots, &h[0], key);
 
-	return f.s1 ? f : hint_try(m, &h[1], key);
+	if (!f.s1)
+		f = hint_try(slots, nslots, &h[1], key);
+	return f;
 }
 
 /* @key matched block @b through the index: its hint, in the set's first
@@ -166,7 +171,7 @@ static inline __attribute__((always_inline)) int acquire(struct kvbm_pool *p, st
 	int r;
 
 	if (m->ow) {
-		f = hint_find(m, key);
+		f = hint_find(m->ix.slots, m->ix.nslots, m->hints, key);
 		if (f.s1 && kvbm_count_inc_ow(&m->ht[f.s1 - 1])) {
 			*out = (struct kvbm_block){m->id, f.s1 - 1, f.gen};
 			return 1;
@@ -189,6 +194,33 @@ static inline __attribute__((always_inline)) int acquire(struct kvbm_pool *p, st
 	if (r == 1 && m->ow)
 		hint_fill(m, key, out);
 	return r;
+}
+
+/*
+ * A prefix match's common case: how many of the @n blocks from @h on are
+ * blocks this process holds already whose hints hold (as hint_find
+ * finds them), each taken as acquire()'s fast path takes it. The caller is in a
+ * one-writer operation. Out of line, with its inputs as scalars, so that
+ * they stay in registers (in the match loop, gcc keeps the matcher on
+ * the stack and reloads its fields). Stops at the first block that needs
+ * more, which acquire() then takes.
+ */
+static __attribute__((noinline)) size_t
+match_hinted(const struct kvbm_plh *h, size_t n, struct kvbm_block *out,
+	     const struct kvbm_shm_slot *slots, uint32_t nslots, kvbm_hold_t *ht,
+	     struct kvbm_hint *hints, uint64_t id)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		struct kvbm_plh key = {h[i].hi, h[i].lo};
+		__asm__("" : "+r"(key.hi), "+r"(key.lo));
+		struct kvbm_hit f = hint_find(slots, nslots, hints, key);
+		if (!f.s1 || !kvbm_count_inc_ow(&ht[f.s1 - 1]))
+			break;
+		out[i] = (struct kvbm_block){id, f.s1 - 1, f.gen};
+	}
+	return i;
 }
 
 int kvbm_acquire_hash(struct kvbm_pool *p, struct kvbm_plh key, struct kvbm_block *out,
@@ -216,7 +248,11 @@ long kvbm_match_blocks(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 	 * first gained 3% alone but lost 10-15% with two processes matching
 	 * one prefix, whose slot lines then move twice (BENCHMARKS.md) */
 	matcher_begin(p, &m);
-	for (i = 0; i < n; i++) {
+	/* the prefix's first run of blocks held already (once: where every
+	 * block is a first hold, as in a match of inactive blocks, a run per
+	 * block would cost more than it saves) */
+	i = m.ow ? match_hinted(hashes, n, out, m.ix.slots, m.ix.nslots, m.ht, m.hints, m.id) : 0;
+	for (; i < n; i++) {
 		/* the key as two scalars in registers: gcc otherwise loads
 		 * the pair into a vector register and moves each half out */
 		struct kvbm_plh key = {hashes[i].hi, hashes[i].lo};
