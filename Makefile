@@ -140,6 +140,13 @@ $(BUILD)/bin/kvbmd: $(KVBMD_OBJS) $(TOOL_COMMON_OBJS) $(STATIC_LIB)
 	$(CC) $(LDFLAGS_COMMON) -o $@ $(KVBMD_OBJS) $(TOOL_COMMON_OBJS) $(STATIC_LIB) $(LIB_LIBS) \
 		$(MHD_LIBS) $(ZMQ_LIBS) $(NATS_LIBS) -lm $(TOOL_LIBS)
 
+# kvbm-bench's side-by-side modes (--ops, --peer, --instructions) are a
+# file of their own
+$(BUILD)/bin/kvbm-bench: $(BUILD)/obj/tools/kvbm-bench.o $(BUILD)/obj/tools/bench_peer.o \
+		$(TOOL_COMMON_OBJS) $(STATIC_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_COMMON) -o $@ $(filter %.o,$^) $(STATIC_LIB) $(LIB_LIBS) $(TOOL_LIBS)
+
 $(BUILD)/bin/kvbm-events $(BUILD)/bin/kvbm-events-bench: $(BUILD)/bin/%: $(BUILD)/obj/tools/%.o \
 		$(TOOL_COMMON_OBJS) $(STATIC_LIB)
 	@mkdir -p $(dir $@)

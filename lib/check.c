@@ -637,13 +637,19 @@ static void check_index(struct ck *c)
 					  "sits where its key does not hash",
 					  "is not what a lookup of its key finds"};
 
-	for (uint32_t b = 0; b <= c->ix.mask; b++)
+	for (uint32_t b = 0; b <= c->ix.mask + KVBM_INDEX_STASH_BUCKETS; b++)
 		for (int i = 0; i < KVBM_BUCKET_ENTRIES; i++) {
 			int r = kvbm_index_entry_check(&c->ix, b, i);
 			if (r < 0)
 				bad(c, "registry index: bucket %u entry %d (slot %u) %s", b, i,
-				    c->seg->buckets[b].slot[i] - 1, why[-r]);
+				    kvbm_index_bucket(&c->ix, b)->slot[i] - 1, why[-r]);
 		}
+	/* a count below the entries hides them from lookups; above, it
+	 * only costs misses a search of the stash */
+	uint32_t used = __atomic_load_n(c->ix.stash_used, __ATOMIC_RELAXED);
+	uint32_t n = kvbm_index_stash_count(&c->ix);
+	if (used != n)
+		bad(c, "registry index: the stash counts %u entries and holds %u", used, n);
 }
 
 /* The process table; with LIVENESS and nobody else running, who is dead. */

@@ -27,8 +27,11 @@ int kvbm_hold_setup(struct kvbm_pool *p)
 	while (n < p->nslots && n < STRIPES_MAX)
 		n <<= 1;
 	p->stripes = calloc(n, sizeof(*p->stripes));
-	if (!p->stripes)
+	p->hints = calloc(KVBM_HINTS, sizeof(*p->hints));
+	if (!p->stripes || !p->hints) {
+		kvbm_hold_teardown(p);
 		return -ENOMEM;
+	}
 	p->stripe_mask = n - 1;
 	p->ht = (kvbm_hold_t *)(p->seg.holders + (uint64_t)p->seg.self *
 				kvbm_holder_stride(&p->seg.cfg));
@@ -46,6 +49,8 @@ void kvbm_hold_teardown(struct kvbm_pool *p)
 {
 	free(p->stripes);
 	p->stripes = NULL;
+	free(p->hints);
+	p->hints = NULL;
 }
 
 /* The stripe lock's wait (pool.h). Process-local, so a spinlock dies with

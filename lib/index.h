@@ -18,6 +18,8 @@
 #ifndef KVBM_LIB_INDEX_H
 #define KVBM_LIB_INDEX_H
 
+#include <emmintrin.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "kvbm.h"
@@ -28,13 +30,18 @@ struct kvbm_index {
 	uint32_t mask; /* buckets - 1 */
 	struct kvbm_shm_slot *slots;
 	uint32_t nslots;
+	struct kvbm_shm_bucket *stash; /* KVBM_INDEX_STASH_BUCKETS after buckets */
+	uint32_t *stash_used;          /* its entries (struct kvbm_shm_stash_head) */
 };
 
+/* @buckets: a registry region of kvbm_index_region_size() bytes, whose
+ * table has @nbuckets buckets (a power of two). */
 void kvbm_index_view(struct kvbm_index *ix, struct kvbm_shm_bucket *buckets, uint32_t nbuckets,
 		     struct kvbm_shm_slot *slots, uint32_t nslots);
 
-/* Writer, mutex held: adds @key -> (@slot, @gen). Returns 0, or -ENOSPC
- * when both candidate buckets are full (the block is then not shareable). */
+/* Writer, mutex held: adds @key -> (@slot, @gen), to the stash when both
+ * candidate buckets are full. Returns 0, or -ENOSPC when the stash is full
+ * too (the block is then not shareable). */
 int kvbm_index_insert(const struct kvbm_index *ix, struct kvbm_plh key, uint32_t slot,
 		      uint64_t gen);
 /* Writer, mutex held: removes the entry of @key that names @slot.
@@ -62,7 +69,17 @@ static inline uint64_t kvbm_index_mix(uint64_t x)
 
 static inline uint64_t kvbm_index_hash(struct kvbm_plh key)
 {
-	return kvbm_index_mix(key.lo ^ (key.hi << 29 | key.hi >> 35) ^ key.hi);
+	/* one folded 64x64->128 multiply (wyhash's "mum") over both halves:
+	 * 5 instructions where the murmur finaliser of a 3-way combine took
+	 * 20 per lookup. Real keys are XXH3 output already; the fold still
+	 * spreads structured ones (small integers in either half, the same
+	 * chain hash at other positions), and its high half carries every
+	 * input bit into both the bucket (low bits) and the tag (high bits).
+	 * Part of the segment format (KVBM_ABI_MAJOR 8). */
+	__uint128_t m = (__uint128_t)(key.hi ^ 0x2d358dccaa6c78a5ull) *
+			(key.lo ^ 0x8bb84b93962eacc9ull);
+
+	return (uint64_t)m ^ (uint64_t)(m >> 64);
 }
 
 static inline uint32_t kvbm_index_tag(uint64_t h)
@@ -102,22 +119,31 @@ struct kvbm_hit {
 };
 #define KVBM_INDEX_MISS ((struct kvbm_hit){0, 0})
 
-/* Validates entry (@s1, @gl) against its slot: the hit, or a miss. Without @exact the state word is not re-read
- * after the key: a slot changing meanwhile may yield a candidate that
- * a later check has to reject (see kvbm_index_find). */
+/* The bits of a slot's state word that an index entry's validation
+ * compares: the state, the PRIMARY flag and the generation's low 16 bits. */
+#define KVBM_INDEX_VALID_MASK (0xfull | (uint64_t)KVBM_SLOT_F_PRIMARY << 4 | 0xffffull << 16)
+
+/* Validates entry (@s1, @gl) against its slot: the hit, or a miss.
+ * Without @exact the state word is not re-read after the key: a slot
+ * changing meanwhile may yield a candidate that a later check has to
+ * reject (see kvbm_index_find). */
 static inline __attribute__((always_inline)) struct kvbm_hit
 kvbm_index_validate(const struct kvbm_index *ix, uint32_t s1, uint16_t gl, struct kvbm_plh key,
 		    int exact)
 {
-	if (s1 == 0 || s1 > ix->nslots)
-		return KVBM_INDEX_MISS; /* every index read from the segment is bounds-checked */
+	/* every index read from the segment is bounds-checked; s1 == 0 (an
+	 * empty entry whose stale tag matched) wraps around and fails too */
+	if (s1 - 1 >= ix->nslots)
+		return KVBM_INDEX_MISS;
 	const struct kvbm_shm_slot *sl = &ix->slots[s1 - 1];
 	/* acquire: pairs with the release that published REGISTERED
 	 * (register_one in block.c, or kvbm_store_unevict and recovery
 	 * restoring it): the key written before it is visible */
 	uint64_t w1 = __atomic_load_n(&sl->state, __ATOMIC_ACQUIRE);
-	if (kvbm_slot_state(w1) != KVBM_SLOT_REGISTERED ||
-	    !(kvbm_slot_flags(w1) & KVBM_SLOT_F_PRIMARY) || (uint16_t)kvbm_slot_gen(w1) != gl)
+	/* REGISTERED, PRIMARY and the entry's generation in one compare (the
+	 * owner byte and the other flags are not looked at) */
+	if ((w1 ^ kvbm_slot_word(gl, 0, KVBM_SLOT_F_PRIMARY, KVBM_SLOT_REGISTERED)) &
+	    KVBM_INDEX_VALID_MASK)
 		return KVBM_INDEX_MISS;
 	/* acquire on the key loads keeps the second state load after them
 	 * (a seqlock reader without a fence, which TSan cannot model): an
@@ -134,6 +160,57 @@ kvbm_index_validate(const struct kvbm_index *ix, uint32_t s1, uint16_t gl, struc
 		return KVBM_INDEX_MISS;
 	return (struct kvbm_hit){kvbm_slot_gen(w1), s1};
 }
+
+/* The tag @tag in each of the 8 lanes of a bucket's tag array. */
+static inline __m128i kvbm_index_tags(uint32_t tag)
+{
+	return _mm_set1_epi16((short)tag);
+}
+
+/*
+ * Bit i set when entry i of @b has the tag in @tags (one compare of the
+ * whole tag array, as F14 and Swiss tables do: a branch on a hit's place
+ * in the bucket was the lookup's most taken branch). The 16-byte load is
+ * an asm statement: the compiler must read the array once, as the relaxed
+ * loads it replaces did, and x86 loads each aligned 16-bit lane whole. A
+ * tag is only a filter (a stale one costs a validation that fails, or a
+ * miss on an entry being changed), so the racing writers' stores need no
+ * stronger read; ThreadSanitizer does not see it, as it sees no filter.
+ */
+static inline __attribute__((always_inline)) unsigned
+kvbm_index_match_tags(const struct kvbm_shm_bucket *b, __m128i tags)
+{
+	__m128i v;
+
+	__asm__("movdqu %1, %0" : "=x"(v) : "m"(*(const __m128i_u *)b->tag));
+	v = _mm_cmpeq_epi16(v, tags);
+	return (unsigned)_mm_movemask_epi8(_mm_packs_epi16(v, _mm_setzero_si128()));
+}
+
+/* The hit among bucket @b's entries tagged like @key, or a miss. At most
+ * 8 validations: the walk is bounded by the bucket. */
+static inline __attribute__((always_inline)) struct kvbm_hit
+kvbm_index_scan(const struct kvbm_index *ix, const struct kvbm_shm_bucket *b, __m128i tags,
+		struct kvbm_plh key, int exact)
+{
+	for (uint64_t m = kvbm_index_match_tags(b, tags); m; m &= m - 1) {
+		uint32_t i = (uint32_t)__builtin_ctzll(m);
+		/* acquire: pairs with kvbm_index_insert's release store
+		 * of the slot: gen_lo (relaxed, below) and the slot's
+		 * REGISTERED word and key are the inserter's or newer */
+		uint32_t s1 = __atomic_load_n(&b->slot[i], __ATOMIC_ACQUIRE);
+		uint16_t gl = __atomic_load_n(&b->gen_lo[i], __ATOMIC_RELAXED);
+		struct kvbm_hit f = kvbm_index_validate(ix, s1, gl, key, exact);
+		if (f.s1)
+			return f;
+	}
+	return KVBM_INDEX_MISS;
+}
+
+/* kvbm_index_find's search of the alternate bucket of (@b1, @tag), then of
+ * the stash when it has entries. */
+struct kvbm_hit kvbm_index_find_alt(const struct kvbm_index *ix, uint32_t b1, uint32_t tag,
+				    uint64_t key_hi, uint64_t key_lo, int exact);
 
 /*
  * Reader, lock-free: the REGISTERED primary holding @key (slot + 1 and
@@ -153,34 +230,30 @@ kvbm_index_find(const struct kvbm_index *ix, struct kvbm_plh key, int exact)
 {
 	uint64_t h = kvbm_index_hash(key);
 	uint32_t tag = kvbm_index_tag(h), bi = (uint32_t)h & ix->mask;
+	struct kvbm_hit f = kvbm_index_scan(ix, &ix->buckets[bi], kvbm_index_tags(tag), key, exact);
 
-	for (int k = 0; k < 2; k++, bi = kvbm_index_alt(ix, bi, tag)) {
-		const struct kvbm_shm_bucket *b = &ix->buckets[bi];
-		for (int i = 0; i < KVBM_BUCKET_ENTRIES; i++) {
-			/* relaxed: a filter; a stale tag costs a miss on an
-			 * entry being changed, or a validation that fails */
-			if (__atomic_load_n(&b->tag[i], __ATOMIC_RELAXED) != tag)
-				continue;
-			/* acquire: pairs with kvbm_index_insert's release store
-			 * of the slot: gen_lo (relaxed, below) and the slot's
-			 * REGISTERED word and key are the inserter's or newer */
-			uint32_t s1 = __atomic_load_n(&b->slot[i], __ATOMIC_ACQUIRE);
-			uint16_t gl = __atomic_load_n(&b->gen_lo[i], __ATOMIC_RELAXED);
-			struct kvbm_hit f = kvbm_index_validate(ix, s1, gl, key, exact);
-			if (f.s1)
-				return f;
-		}
-	}
-	return KVBM_INDEX_MISS;
+	/* the alternate bucket is out of line: at <= 25% load nearly every
+	 * key sits in its first one, and a prefix match's second bucket is
+	 * searched once per call, for the key that ends the prefix */
+	return f.s1 ? f : kvbm_index_find_alt(ix, bi, tag, key.hi, key.lo, exact);
 }
 
 /* The same, as 1 and (*slot, *gen), or 0. */
 int kvbm_index_lookup(const struct kvbm_index *ix, struct kvbm_plh key, uint32_t *slot,
 		      uint64_t *gen);
 
-/* Checker: entry @i of bucket @b. 0 valid, 1 empty, -1 names no
+/* Checker: entry @i of bucket @b (the stash's buckets follow the table's:
+ * @b up to mask + KVBM_INDEX_STASH_BUCKETS). 0 valid, 1 empty, -1 names no
  * REGISTERED primary of its generation, -2 in a bucket or with a tag its
  * key would not have, -3 not what a lookup of its key finds. */
 int kvbm_index_entry_check(const struct kvbm_index *ix, uint32_t b, int i);
+/* The bucket the checker and the rebuild call @b: the table's, then the
+ * stash's. */
+static inline struct kvbm_shm_bucket *kvbm_index_bucket(const struct kvbm_index *ix, uint32_t b)
+{
+	return b <= ix->mask ? &ix->buckets[b] : &ix->stash[b - ix->mask - 1];
+}
+/* Entries in the stash, counted (mutex held, or a checker's snapshot). */
+uint32_t kvbm_index_stash_count(const struct kvbm_index *ix);
 
 #endif /* KVBM_LIB_INDEX_H */

@@ -52,6 +52,7 @@ static __attribute__((noinline)) int acquire_slow(struct kvbm_pool *p, struct kv
 struct matcher {
 	struct kvbm_index ix;
 	kvbm_hold_t *ht;
+	struct kvbm_hint *hints;
 	uint64_t id;
 	struct kvbm_resw w;
 	int ow;
@@ -61,6 +62,7 @@ static void matcher_begin(struct kvbm_pool *p, struct matcher *m)
 {
 	m->ix = p->ix;
 	m->ht = p->ht;
+	m->hints = p->hints;
 	m->id = p->id;
 	m->w = (struct kvbm_resw){0};
 	m->ow = kvbm_st_enter(p);
@@ -73,6 +75,80 @@ static void matcher_end(struct kvbm_pool *p, struct matcher *m)
 }
 
 /*
+ * acquire()'s general path: a first hold, any hold of a shared handle, an
+ * overflow, or a lost race. acquire_slow ends the one-writer operation; a
+ * new one begins. Inline: out of line it cost a call per block where every
+ * block is a first hold (a match of inactive blocks).
+ */
+static inline int acquire_general(struct kvbm_pool *p, struct matcher *m,
+						     struct kvbm_plh key, struct kvbm_hit f,
+						     struct kvbm_block *out)
+{
+	uint32_t s = f.s1 - 1;
+	/* what the fast path found: a saturated count (one writer: ours) */
+	int overflow = m->ow && (__atomic_load_n(&m->ht[s], __ATOMIC_RELAXED) & KVBM_HOLD_COUNT) ==
+					KVBM_HOLD_COUNT;
+	int r = acquire_slow(p, key, s, f.gen, out, &m->w, m->ow, overflow);
+
+	m->ow = kvbm_st_enter(p);
+	return r;
+}
+
+/* Hint @h's candidate for @key among the @nslots @slots, or a miss (see
+ * hint_find). */
+static inline __attribute__((always_inline)) struct kvbm_hit
+hint_try(const struct kvbm_shm_slot *slots, uint32_t nslots, const struct kvbm_hint *h,
+	 struct kvbm_plh key)
+{
+	uint32_t s = h->s1 - 1;
+
+	if (s >= nslots)
+		return KVBM_INDEX_MISS;
+	const struct kvbm_shm_slot *sl = &slots[s];
+	/* acquire, and acquire on the key loads: as kvbm_index_validate's */
+	uint64_t w1 = __atomic_load_n(&sl->state, __ATOMIC_ACQUIRE);
+	if ((uint32_t)w1 != h->w || __atomic_load_n(&sl->key_hi, __ATOMIC_ACQUIRE) != key.hi ||
+	    __atomic_load_n(&sl->key_lo, __ATOMIC_ACQUIRE) != key.lo)
+		return KVBM_INDEX_MISS;
+	return (struct kvbm_hit){kvbm_slot_gen(w1), s + 1};
+}
+
+/*
+ * The slot where this handle last matched @key, if it still holds the key
+ * as a primary of the generation matched then: the checks
+ * kvbm_index_validate makes of an index entry (in range, REGISTERED,
+ * PRIMARY, the generation's low 16 bits, the full key), so the candidate
+ * is as good as a lookup's without the seqlock re-read (kvbm_index_find,
+ * @exact 0), and callers prove it the same way. Any other hint, stale or
+ * damaged, is a miss. Inside a one-writer operation only: the table is
+ * the handle's and has no lock.
+ */
+static inline __attribute__((always_inline)) struct kvbm_hit
+hint_find(const struct kvbm_shm_slot *slots, uint32_t nslots, struct kvbm_hint *hints,
+	  struct kvbm_plh key)
+{
+	const struct kvbm_hint *h = kvbm_hint_set(hints, key);
+	struct kvbm_hit f = hint_try(slots, nslots, &h[0], key);
+
+	if (!f.s1)
+		f = hint_try(slots, nslots, &h[1], key);
+	return f;
+}
+
+/* @key matched block @b through the index: its hint, in the set's first
+ * way, and the first way's hint in the second. */
+static inline void hint_fill(const struct matcher *m, struct kvbm_plh key,
+			     const struct kvbm_block *b)
+{
+	struct kvbm_hint *h = kvbm_hint_set(m->hints, key);
+
+	h[1] = h[0];
+	h[0] = (struct kvbm_hint){
+		b->id + 1,
+		(uint32_t)kvbm_slot_word(b->gen, 0, KVBM_SLOT_F_PRIMARY, KVBM_SLOT_REGISTERED)};
+}
+
+/*
  * One block of a match, inside the one-writer operation m->ow
  * (kvbm_st_enter once per call, not per block). A hold on top of one of
  * ours needs no more than the index's validation: ours was held since
@@ -81,27 +157,70 @@ static void matcher_end(struct kvbm_pool *p, struct matcher *m)
  * the slot kept the validated incarnation and key, and rules 3 and 6 have
  * nothing to re-check. Anything else ends the operation (it may wait for
  * the mutex) and begins a new one after.
+ *
+ * The candidate comes from the handle's hint for the key when that still
+ * holds, which a match of a prefix matched before (an engine's system
+ * prompt, a running request's own prefix) finds without hashing into the
+ * index; else from the index, and a hit then becomes the key's hint.
  */
 static inline __attribute__((always_inline)) int acquire(struct kvbm_pool *p, struct matcher *m,
 							 struct kvbm_plh key,
 							 struct kvbm_block *out)
 {
+	struct kvbm_hit f;
+	int r;
+
+	if (m->ow) {
+		f = hint_find(m->ix.slots, m->ix.nslots, m->hints, key);
+		if (f.s1 && kvbm_count_inc_ow(&m->ht[f.s1 - 1])) {
+			*out = (struct kvbm_block){m->id, f.s1 - 1, f.gen};
+			return 1;
+		}
+		if (f.s1)
+			return acquire_general(p, m, key, f, out);
+	}
 	/* a candidate (no seqlock re-read): the fast path's hold spans the
 	 * lookup, the slow path pins and re-reads (kvbm_index_find) */
-	struct kvbm_hit f = kvbm_index_find(&m->ix, key, 0);
-	int overflow = 0;
-
+	f = kvbm_index_find(&m->ix, key, 0);
 	if (!f.s1)
 		return 0;
-	uint32_t s = f.s1 - 1;
-	uint64_t g = f.gen;
-	if (m->ow && kvbm_count_inc(m->ow, &m->ht[s], &overflow)) {
-		*out = (struct kvbm_block){m->id, s, g};
-		return 1;
+	if (m->ow && kvbm_count_inc_ow(&m->ht[f.s1 - 1])) {
+		*out = (struct kvbm_block){m->id, f.s1 - 1, f.gen};
+		r = 1;
+	} else {
+		r = acquire_general(p, m, key, f, out);
 	}
-	int r = acquire_slow(p, key, s, g, out, &m->w, m->ow, overflow);
-	m->ow = kvbm_st_enter(p);
+	/* the block matched (acquire_slow may have found another slot) */
+	if (r == 1 && m->ow)
+		hint_fill(m, key, out);
 	return r;
+}
+
+/*
+ * A prefix match's common case: how many of the @n blocks from @h on are
+ * blocks this process holds already whose hints hold (as hint_find
+ * finds them), each taken as acquire()'s fast path takes it. The caller is in a
+ * one-writer operation. Out of line, with its inputs as scalars, so that
+ * they stay in registers (in the match loop, gcc keeps the matcher on
+ * the stack and reloads its fields). Stops at the first block that needs
+ * more, which acquire() then takes.
+ */
+static __attribute__((noinline)) size_t
+match_hinted(const struct kvbm_plh *h, size_t n, struct kvbm_block *out,
+	     const struct kvbm_shm_slot *slots, uint32_t nslots, kvbm_hold_t *ht,
+	     struct kvbm_hint *hints, uint64_t id)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		struct kvbm_plh key = {h[i].hi, h[i].lo};
+		__asm__("" : "+r"(key.hi), "+r"(key.lo));
+		struct kvbm_hit f = hint_find(slots, nslots, hints, key);
+		if (!f.s1 || !kvbm_count_inc_ow(&ht[f.s1 - 1]))
+			break;
+		out[i] = (struct kvbm_block){id, f.s1 - 1, f.gen};
+	}
+	return i;
 }
 
 int kvbm_acquire_hash(struct kvbm_pool *p, struct kvbm_plh key, struct kvbm_block *out,
@@ -129,8 +248,16 @@ long kvbm_match_blocks(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 	 * first gained 3% alone but lost 10-15% with two processes matching
 	 * one prefix, whose slot lines then move twice (BENCHMARKS.md) */
 	matcher_begin(p, &m);
-	for (i = 0; i < n; i++) {
-		r = acquire(p, &m, hashes[i], &out[i]);
+	/* the prefix's first run of blocks held already (once: where every
+	 * block is a first hold, as in a match of inactive blocks, a run per
+	 * block would cost more than it saves) */
+	i = m.ow ? match_hinted(hashes, n, out, m.ix.slots, m.ix.nslots, m.ht, m.hints, m.id) : 0;
+	for (; i < n; i++) {
+		/* the key as two scalars in registers: gcc otherwise loads
+		 * the pair into a vector register and moves each half out */
+		struct kvbm_plh key = {hashes[i].hi, hashes[i].lo};
+		__asm__("" : "+r"(key.hi), "+r"(key.lo));
+		r = acquire(p, &m, key, &out[i]);
 		/* -EOVERFLOW: this process's holds on the block saturated. The
 		 * prefix so far is still a valid answer (a shorter match), and
 		 * dropping it would throw away every earlier hit */

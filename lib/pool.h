@@ -39,6 +39,10 @@ struct kvbm_pool {
 	struct kvbm_shm_metrics *shard;
 	uint32_t stripe_mask;
 	uint32_t *stripes; /* process-local per-slot locks (rule 2) */
+	/* match hints (lib/match.c): where a key was last matched, read and
+	 * written only inside one-writer operations (so by one thread);
+	 * KVBM_HINTS entries, in sets of two (kvbm_hint_set) */
+	struct kvbm_hint *hints;
 	struct kvbm_att *att; /* process-local attachments (attach.c) */
 	/* eviction (evict.c): views into the segment's eviction region */
 	struct kvbm_shm_evict *ev;
@@ -62,6 +66,26 @@ struct kvbm_pool {
 		uint64_t pfrag;
 	} sink;
 };
+
+/*
+ * A match hint: the slot (+ 1) that last held a key matched through this
+ * handle, and the low 32 bits of the state word it had then (REGISTERED,
+ * PRIMARY, no owner, the generation's low 16 bits: what an index entry
+ * records). Only a guess: a match trusts it after the checks an index
+ * entry gets (lib/match.c, hint_find), so a stale or garbage hint costs a
+ * lookup, never a wrong hit. Two ways per set, in one cache line: two keys
+ * of one prefix that share a set do not take turns missing.
+ */
+struct kvbm_hint {
+	uint32_t s1;
+	uint32_t w;
+};
+#define KVBM_HINTS 2048u /* 16 KiB a handle */
+static inline struct kvbm_hint *kvbm_hint_set(struct kvbm_hint *hints, struct kvbm_plh key)
+{
+	/* the low bits of a real key's halves are XXH3 output already */
+	return &hints[2 * ((uint32_t)(key.hi ^ key.lo) & (KVBM_HINTS / 2 - 1))];
+}
 
 /* Checks @cfg and converts it to the stored form. Returns 0 or -EINVAL. */
 int kvbm_config_to_shm(const struct kvbm_config *cfg, struct kvbm_shm_config *out);
@@ -198,17 +222,30 @@ static inline void kvbm_entry_put(kvbm_hold_t *e, kvbm_hold_t v)
 	__atomic_store_n(e, v, __ATOMIC_RELEASE);
 }
 
+/* One writer (@st set by the caller): count n -> n + 1 for 1 <= n <
+ * COUNT - 1, a load and a store; 0 for anything else (a first hold, a
+ * saturated count), which kvbm_count_inc decides. The match path's own
+ * copy of kvbm_count_inc's first branch (lib/match.c, acquire). */
+static inline __attribute__((always_inline)) int kvbm_count_inc_ow(kvbm_hold_t *e)
+{
+	uint32_t v = __atomic_load_n(e, __ATOMIC_RELAXED);
+
+	/* the count's low bits + 1, masked: 0 or 1 for a count of COUNT or 0 */
+	if (((v + 1) & KVBM_HOLD_COUNT) < 2)
+		return 0;
+	KVBM_FAILPOINT("hold.fast"); /* tests widen the load-store pair */
+	__atomic_store_n(e, (kvbm_hold_t)(v + 1), __ATOMIC_RELAXED);
+	return 1;
+}
+
 /* count > 0 -> count + 1; 0 when the count was 0 (slow path needed). */
 static inline __attribute__((always_inline)) int kvbm_count_inc(int st, kvbm_hold_t *e,
 								   int *overflow)
 {
 	kvbm_hold_t v = __atomic_load_n(e, __ATOMIC_RELAXED);
 
-	if (st && (v & KVBM_HOLD_COUNT) && (v & KVBM_HOLD_COUNT) != KVBM_HOLD_COUNT) {
-		KVBM_FAILPOINT("hold.fast"); /* tests widen the load-store pair */
-		__atomic_store_n(e, (kvbm_hold_t)(v + 1), __ATOMIC_RELAXED);
+	if (st && kvbm_count_inc_ow(e))
 		return 1;
-	}
 	while (v & KVBM_HOLD_COUNT) {
 		if ((v & KVBM_HOLD_COUNT) == KVBM_HOLD_COUNT) {
 			*overflow = 1;
@@ -223,16 +260,27 @@ static inline __attribute__((always_inline)) int kvbm_count_inc(int st, kvbm_hol
 	return 0;
 }
 
+/* One writer (@st set by the caller): count n -> n - 1 for n > 1, a load
+ * and a store; 0 when it was 0 or 1 (kvbm_count_dec decides). The
+ * release path's own copy of kvbm_count_dec's first branch. */
+static inline __attribute__((always_inline)) int kvbm_count_dec_ow(kvbm_hold_t *e)
+{
+	kvbm_hold_t v = __atomic_load_n(e, __ATOMIC_RELAXED);
+
+	if ((v & KVBM_HOLD_COUNT) <= 1)
+		return 0;
+	KVBM_FAILPOINT("hold.fast");
+	kvbm_entry_put(e, (kvbm_hold_t)(v - 1));
+	return 1;
+}
+
 /* count > 1 -> count - 1; 0 when it was 0 or 1 (slow path). */
 static inline __attribute__((always_inline)) int kvbm_count_dec(int st, kvbm_hold_t *e)
 {
 	kvbm_hold_t v = __atomic_load_n(e, __ATOMIC_RELAXED);
 
-	if (st && (v & KVBM_HOLD_COUNT) > 1) {
-		KVBM_FAILPOINT("hold.fast");
-		kvbm_entry_put(e, (kvbm_hold_t)(v - 1));
+	if (st && kvbm_count_dec_ow(e))
 		return 1;
-	}
 	while ((v & KVBM_HOLD_COUNT) > 1) {
 		/* release: our uses of the block happen before the drop */
 		/* acq_rel: release, our uses happen before the drop; acquire,

@@ -594,8 +594,11 @@ static void rebuild_index(struct kvbm_pool *p)
 	uint32_t s;
 	uint64_t g;
 
-	for (uint32_t b = 0; b <= p->ix.mask; b++) {
-		struct kvbm_shm_bucket *bk = &p->seg.buckets[b];
+	/* the stash's count first: a damaged one would hide stash entries
+	 * from the lookups below (release: as kvbm_index_insert's) */
+	__atomic_store_n(p->ix.stash_used, kvbm_index_stash_count(&p->ix), __ATOMIC_RELEASE);
+	for (uint32_t b = 0; b <= p->ix.mask + KVBM_INDEX_STASH_BUCKETS; b++) {
+		struct kvbm_shm_bucket *bk = kvbm_index_bucket(&p->ix, b);
 		for (int i = 0; i < KVBM_BUCKET_ENTRIES; i++) {
 			uint32_t s1 = bk->slot[i];
 			if (s1 == 0)
@@ -612,6 +615,8 @@ static void rebuild_index(struct kvbm_pool *p)
 				__atomic_store_n(&bk->slot[i], 0, __ATOMIC_RELEASE);
 		}
 	}
+	/* relaxed: fewer entries now, the count only lets readers skip */
+	__atomic_store_n(p->ix.stash_used, kvbm_index_stash_count(&p->ix), __ATOMIC_RELAXED);
 	for (s = 0; s < p->nslots; s++) {
 		struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 		uint64_t w = sl->state;

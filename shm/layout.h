@@ -32,8 +32,9 @@
 /* 2: resurrection windows in the metric shards, index alternate bucket
  * 3: eviction region (TinyLFU sketch, lineage forest), four eviction lists
  * 7: control.recounts_deferred and recount_pending (in the layout hash);
- *    header.pidns and config.uid in what were reserved words */
-#define KVBM_ABI_MAJOR 7
+ *    header.pidns and config.uid in what were reserved words
+ * 8: the index's key hash (lib/index.h, kvbm_index_hash) and its stash */
+#define KVBM_ABI_MAJOR 8
 #define KVBM_ABI_MINOR 0
 #define KVBM_CACHELINE 64
 #define KVBM_PAGE 4096
@@ -314,8 +315,8 @@ struct kvbm_shm_metrics {
 /*
  * Registry index bucket: 8 entries {tag, slot + 1, low 16 bits of the
  * slot's generation at registration}. Two candidate buckets per key, no
- * displacement, load <= 25%: entries never move, so a lock-free reader
- * needs no retry loop. slot == 0 marks an empty entry.
+ * displacement, load <= 25%, and a stash (below): entries never move, so a
+ * lock-free reader needs no retry loop. slot == 0 marks an empty entry.
  */
 #define KVBM_BUCKET_ENTRIES 8
 struct kvbm_shm_bucket {
@@ -339,6 +340,29 @@ static inline uint32_t kvbm_index_buckets(uint32_t blocks)
 	return n;
 }
 
+/*
+ * The stash: KVBM_INDEX_STASH_BUCKETS more buckets after the table, for the
+ * keys whose two buckets were full, and one line whose first word counts
+ * the entries in them. Readers search it only when both buckets miss and
+ * the count is not 0; its entries never move either. Without it a key had
+ * a chance in about a million to find both buckets full at 25% load, and
+ * such a block was registered but never matched (issue 18).
+ */
+#define KVBM_INDEX_STASH_BUCKETS 8
+struct kvbm_shm_stash_head {
+	uint32_t used; /* stash entries; mutex holders write it */
+	uint32_t pad[15];
+};
+
+/* Bytes of the registry region for @blocks: table, stash, stash head. */
+static inline uint64_t kvbm_index_region_size(uint32_t blocks)
+{
+	return ((uint64_t)kvbm_index_buckets(blocks) + KVBM_INDEX_STASH_BUCKETS) *
+		       sizeof(struct kvbm_shm_bucket) +
+	       sizeof(struct kvbm_shm_stash_head);
+}
+
+_Static_assert(sizeof(struct kvbm_shm_stash_head) == KVBM_CACHELINE, "stash head is one line");
 _Static_assert(sizeof(struct kvbm_shm_config) == 72, "config size");
 _Static_assert(sizeof(struct kvbm_shm_slot) == KVBM_CACHELINE, "slot is one line");
 _Static_assert(offsetof(struct kvbm_shm_slot, holders) == 8, "slot.holders");

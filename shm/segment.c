@@ -136,8 +136,7 @@ int kvbm_seg_layout(const struct kvbm_shm_config *cfg, struct kvbm_shm_region *r
 	regions[KVBM_REGION_SLOTS].size = (uint64_t)cfg->block_count * sizeof(struct kvbm_shm_slot);
 	off = align_up(off + regions[KVBM_REGION_SLOTS].size, KVBM_CACHELINE);
 	regions[KVBM_REGION_REGISTRY].offset = off;
-	regions[KVBM_REGION_REGISTRY].size =
-		(uint64_t)kvbm_index_buckets(cfg->block_count) * sizeof(struct kvbm_shm_bucket);
+	regions[KVBM_REGION_REGISTRY].size = kvbm_index_region_size(cfg->block_count);
 	off = align_up(off + regions[KVBM_REGION_REGISTRY].size, KVBM_CACHELINE);
 	regions[KVBM_REGION_HOLDERS].offset = off;
 	regions[KVBM_REGION_HOLDERS].size = (uint64_t)cfg->max_procs * kvbm_holder_stride(cfg);

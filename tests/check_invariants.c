@@ -94,6 +94,7 @@ static void index_stale(struct fixture *f)
 			if (b[i].slot[e] == f->held[1].id + 1)
 				b[i].slot[e] = inactive_slot(f) + 1;
 }
+static void stash_count(struct fixture *f) { (*f->p->ix.stash_used)++; }
 static void two_primaries(struct fixture *f)
 {
 	struct kvbm_shm_slot *d = slot_of(f, f->dup.id);
@@ -136,6 +137,7 @@ static const struct damage damages[] = {
 	{"not found in the registry index", index_lost, 0},
 	{"registry index: bucket", index_stale, 0},
 	{"registry index", two_primaries, 0},
+	{"the stash counts 1 entries and holds 0", stash_count, 0},
 	{"duplicates,", dups_count, 0},
 	{"holder bit of free process entry", bit_of_free_proc, 0},
 	{"process entry", entry_of_free_proc, 0},

@@ -29,6 +29,7 @@
 
 #include "kvbm.h"
 #include "kvbm_sequence.h"
+#include "bench.h"
 #include "json.h"
 #include "stop.h"
 #include "version.h"
@@ -45,7 +46,7 @@ static int quick;
 static double sample_secs; /* timed part of one sample */
 static int nsamples;
 
-static uint64_t now_ns(void)
+uint64_t now_ns(void)
 {
 	struct timespec ts;
 
@@ -53,7 +54,7 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static void die(const char *what, int r)
+void die(const char *what, int r)
 {
 	fprintf(stderr, "kvbm-bench: %s: %s\n", what, kvbm_strerror(r));
 	exit(1);
@@ -108,18 +109,11 @@ static void release(struct kvbm_pool *q, const struct kvbm_block *b, uint32_t n)
  * one-thread rows of (b) and (c) */
 static unsigned worker_open_flags;
 
-enum wl { WL_A_FRESH, WL_A_STEADY, WL_B, WL_C, WL_D, WL_B_SAME, WL_E, WL_G_EVICTOR };
-
-struct result {
-	double ops;      /* cycles, match ops, iterations or hash runs */
-	double blocks;
-	double secs;
-	double split1_ns, split2_ns; /* (b)/(c): lookup, release totals */
-};
-
 static char pool_name[64];
-static uint32_t event_ring = 4096; /* --event-ring N (0: no events) */
-static struct kvbm_pool *fresh_pool(void)
+uint32_t event_ring = 4096; /* --event-ring N (0: no events) */
+uint64_t bench_fixed_ops;
+
+struct kvbm_pool *fresh_pool(void)
 {
 	struct kvbm_config cfg;
 	struct kvbm_pool *p;
@@ -137,7 +131,7 @@ static struct kvbm_pool *fresh_pool(void)
 	return p;
 }
 
-static void drop_pool(struct kvbm_pool *p)
+void drop_pool(struct kvbm_pool *p)
 {
 	kvbm_pool_close(p);
 	kvbm_pool_destroy(pool_name, KVBM_DESTROY_FORCE);
@@ -145,7 +139,7 @@ static void drop_pool(struct kvbm_pool *p)
 }
 
 /* The shared prefix of (b) and (c): 255 background sequences, inactive. */
-static void background(struct kvbm_pool *p)
+void background(struct kvbm_pool *p)
 {
 	struct kvbm_plh h[SEQ];
 	struct kvbm_block b[SEQ];
@@ -184,7 +178,7 @@ static void gate_wait(void)
 }
 
 /* One worker's timed loop of workload @w as worker @t. */
-static void run_loop(struct kvbm_pool *q, enum wl w, uint32_t t, struct result *res)
+void run_loop(struct kvbm_pool *q, enum wl w, uint32_t t, struct result *res)
 {
 	struct kvbm_plh *ring = NULL, target[SEQ];
 	struct kvbm_block b[SEQ], held[SEQ];
@@ -233,11 +227,14 @@ static void run_loop(struct kvbm_pool *q, enum wl w, uint32_t t, struct result *
 	/* every worker's setup (the warm-ups of a-steady and d are long) is
 	 * done before any worker's clock starts */
 	gate_wait();
+	uint64_t cpu0 = thread_cpu_ns();
 	t0 = now_ns();
 	deadline = t0 + (uint64_t)(sample_secs * 1e9);
 	for (;;) {
 		/* check the clock every 64 ops: its cost stays out of the figure */
 		for (int k = 0; k < 64; k++, ops++) {
+			if (bench_fixed_ops && ops == bench_fixed_ops)
+				goto done; /* --ops N (bench_peer.c) */
 			switch (w) {
 			case WL_A_FRESH:
 				if (ops == POOL_BLOCKS)
@@ -267,14 +264,15 @@ static void run_loop(struct kvbm_pool *q, enum wl w, uint32_t t, struct result *
 				break;
 			}
 		}
-		if (now_ns() >= deadline)
+		if (!bench_fixed_ops && now_ns() >= deadline)
 			break;
 	}
 done:
 	res->secs = (double)(now_ns() - t0) / 1e9;
+	res->cpu_secs = (double)(thread_cpu_ns() - cpu0) / 1e9;
 	res->ops = (double)ops;
 	res->blocks = (double)ops * (w == WL_A_FRESH || w == WL_A_STEADY ? 1 : w == WL_E ? 256 : SEQ);
-	if (w == WL_B || w == WL_C || w == WL_B_SAME) {
+	if ((w == WL_B || w == WL_C || w == WL_B_SAME) && !bench_fixed_ops) {
 		/* the split: the same op, timed per phase (the clock reads cost
 		 * a little, so the two do not add up to the total exactly) */
 		uint64_t n = ops / 4 + 1;
@@ -366,6 +364,8 @@ static void sample(enum wl w, int n, struct result *res)
 		register_seq(p, target, SEQ, held);
 	}
 	run_workers(w, n, res);
+	if (bench_check_accounting(p, POOL_BLOCKS))
+		exit(1); /* a figure of a pool that lost blocks is no figure */
 	if (w == WL_B_SAME)
 		release(p, held, SEQ);
 	drop_pool(p);
@@ -798,8 +798,13 @@ int main(int argc, char **argv)
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{"event-ring", required_argument, NULL, 'E'},
+		{"ops", required_argument, NULL, 'O'},
+		{"peer", required_argument, NULL, 'P'},
+		{"instructions", no_argument, NULL, 'I'},
+		{"rounds", required_argument, NULL, 'R'},
 		{NULL, 0, NULL, 0},
 	};
+	struct bench_peer_opts po = {.rounds = 5, .self = argv[0]};
 	int json = 0, c;
 	char want[256] = {0};
 
@@ -807,6 +812,18 @@ int main(int argc, char **argv)
 		switch (c) {
 		case 'E':
 			event_ring = (uint32_t)strtoul(optarg, NULL, 10);
+			break;
+		case 'O':
+			po.ops = strtoull(optarg, NULL, 10);
+			break;
+		case 'P':
+			po.peer = optarg;
+			break;
+		case 'I':
+			po.instructions = 1;
+			break;
+		case 'R':
+			po.rounds = atoi(optarg);
 			break;
 		case 'q':
 			quick = 1;
@@ -818,6 +835,7 @@ int main(int argc, char **argv)
 			return tool_version("kvbm-bench");
 		case 'h':
 			printf("usage: kvbm-bench [--quick] [--json] [--event-ring N] [WORKLOAD...]\n"
+			       "       kvbm-bench --ops N | --peer PATH | --instructions [WL...]\n"
 			       "Measures the pool on these workloads (all of them by default), each in\n"
 			       "worker processes on one pool in $KVBM_SHM_DIR (default /dev/shm):\n"
 			       "  a  allocate, stage, register and release cycles (one process)\n"
@@ -832,6 +850,11 @@ int main(int argc, char **argv)
 			       "  --quick         5 samples of each figure instead of 9\n"
 			       "  --json          one JSON document of the medians\n"
 			       "  --event-ring N  the pool's event ring (4096; 0: no events)\n"
+			       "Against the Rust reference (WL: a-fresh a-steady b c d e2):\n"
+			       "  --ops N [WL...]       in this process, N ops, one line of key=value\n"
+			       "  --peer PATH [WL...]   alternate with the Rust harness: medians, ratio\n"
+			       "  --instructions [--peer PATH] [WL...]  instructions per block (callgrind)\n"
+			       "  --rounds N            runs per side with --peer (5)\n"
 			       "  --help, --version\n"
 			       "Exit: 0 measured, 1 a failure, 2 usage.\n");
 			return 0;
@@ -841,6 +864,8 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
+	if (po.ops || po.peer || po.instructions)
+		return bench_peer_main(&po, argv + optind, argc - optind);
 	for (int i = optind; i < argc; i++) {
 		if (strlen(argv[i]) != 1 || argv[i][0] < 'a' || argv[i][0] > 'i') {
 			fprintf(stderr, "kvbm-bench: unknown workload '%s' (a..i: kvbm-bench --help)\n",
