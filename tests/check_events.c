@@ -452,17 +452,21 @@ END_TEST
  * released, emits no REMOVED when it is allocated again: the stream keeps
  * equal to the set of registered primaries. (kvbm-events-bench once
  * counted such a registration as a lost event: 99,998 of 100,000.) Made
- * here with 17 keys whose two candidate buckets are the same two.
+ * here with keys whose two candidate buckets are the same two, one more
+ * than those buckets and the index's stash hold.
  */
 START_TEST(test_events_index_full_registration_is_silent)
 {
 	T_NAME(name);
-	enum { BLOCKS = 64, N = 2 * KVBM_BUCKET_ENTRIES + 1 };
+	enum {
+		BLOCKS = 128,
+		N = (2 + KVBM_INDEX_STASH_BUCKETS) * KVBM_BUCKET_ENTRIES + 1, /* buckets, stash, 1 */
+	};
 	struct kvbm_pool *p = events_pool(name, BLOCKS, 256, KVBM_DUP_ALLOW);
 	struct kvbm_index ix = {.mask = kvbm_index_buckets(BLOCKS) - 1};
 	struct kvbm_plh h[N];
 	struct kvbm_block b[N], all[BLOCKS];
-	struct kvbm_event ev[64];
+	struct kvbm_event ev[N];
 	struct kvbm_metrics m;
 	struct view v = {0};
 	uint64_t x = 12345, cursor;
@@ -488,17 +492,17 @@ START_TEST(test_events_index_full_registration_is_silent)
 		t_register(p, &h[i], 1, &b[i]);
 	ck_assert_int_eq(kvbm_metrics_snapshot(p, &m), 0);
 	ck_assert_uint_eq(m.index_full, 1);
-	long got = kvbm_events_read(p, &cursor, ev, 64, NULL, 0);
+	long got = kvbm_events_read(p, &cursor, ev, N, NULL, 0);
 	ck_assert_int_eq(got, N - 1);
 	for (long i = 0; i < got; i++) {
 		ck_assert_uint_eq(ev[i].kind, KVBM_EVENT_STORED);
 		ck_assert(!kvbm_plh_eq(ev[i].hash, h[N - 1]));
 	}
 	t_release(p, b, N);
-	/* the whole pool: the 16 primaries are evicted, the 17th block comes
-	 * back from the free pool, silently */
+	/* the whole pool: the N - 1 primaries are evicted, the last block
+	 * comes back from the free pool, silently */
 	ck_assert_int_eq(kvbm_allocate_blocks(p, BLOCKS, all, NULL, NULL), 0);
-	got = kvbm_events_read(p, &cursor, ev, 64, NULL, 0);
+	got = kvbm_events_read(p, &cursor, ev, N, NULL, 0);
 	ck_assert_int_eq(got, N - 1);
 	for (long i = 0; i < got; i++)
 		ck_assert_uint_eq(ev[i].kind, KVBM_EVENT_REMOVED);
