@@ -333,20 +333,15 @@ static uint32_t wt_estimate(struct kvbm_pool *p, uint32_t s)
 /*
  * The window's oldest leaf (the candidate) against probation's (the
  * victim): the sketch admits the candidate into probation only if it is
- * the more frequent, and the loser goes. Insertion is forced here (the
- * block is cached already), so an unadmitted block is simply the first
- * to go.
+ * the more frequent, and the loser goes. Caffeine holds this duel on every
+ * insertion past the window; here eviction comes first (an allocation,
+ * before the new blocks are released), so the duel is held on every
+ * eviction while the window holds a leaf. Insertion is forced (the block
+ * is cached already), so an unadmitted block is simply the first to go.
  */
 static uint32_t wtinylfu_first(struct kvbm_pool *p)
 {
-	uint32_t cand = UINT32_MAX, vict;
-
-	if (qlen(p, 0) > wt_window(p) || !(qlen(p, 1) + qlen(p, 2)))
-		cand = q_scan(p, 0, 1, NULL);
-	vict = q_scan(p, 1, 1, NULL);
-	if (vict == UINT32_MAX)
-		vict = q_scan(p, 2, 1, NULL);
-	if (cand != UINT32_MAX && vict == UINT32_MAX && !(qlen(p, 1) + qlen(p, 2))) {
+	if (!(qlen(p, 1) + qlen(p, 2))) {
 		/* a cold pool, all in the window: what is past the window
 		 * fills probation, as Caffeine's main fills while it has room */
 		for (uint32_t n = qlen(p, 0); n > wt_window(p); n--) {
@@ -355,17 +350,17 @@ static uint32_t wtinylfu_first(struct kvbm_pool *p)
 				break;
 			q_move(p, s, 0, 1, 0);
 		}
-		cand = UINT32_MAX;
-		vict = q_scan(p, 1, 1, NULL);
 	}
+	uint32_t cand = q_scan(p, 0, 1, NULL), vict = q_scan(p, 1, 1, NULL);
+
+	if (vict == UINT32_MAX)
+		vict = q_scan(p, 2, 1, NULL);
 	if (cand != UINT32_MAX && vict != UINT32_MAX) {
 		if (wt_estimate(p, cand) <= wt_estimate(p, vict))
 			return cand;
 		q_move(p, cand, 0, 1, 0);
 		return vict;
 	}
-	if (cand == UINT32_MAX && vict == UINT32_MAX)
-		cand = q_scan(p, 0, 1, NULL);
 	if (cand == UINT32_MAX && vict == UINT32_MAX)
 		return fallback(p);
 	return cand != UINT32_MAX ? cand : vict;
