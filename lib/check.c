@@ -537,7 +537,8 @@ static void check_forest(struct ck *c, uint32_t *listed)
 	const struct kvbm_evict_geom *g = &c->g;
 	const uint8_t *base = (const uint8_t *)e;
 	int fifo = c->cfg.backend == KVBM_BACKEND_LINEAGE_FIFO;
-	int queued = kvbm_backend_is_queued(c->cfg.backend); /* no leaf order of its own */
+	int queued = kvbm_backend_is_queued(c->cfg.backend); /* the queues hold the order */
+	int heap = kvbm_backend_has_heap(c->cfg.backend) && !fifo; /* leaves in the heap */
 	uint32_t nghosts = 0, nleaves = 0, used = 0, listed0 = *listed;
 
 	c->ln = (const void *)(base + g->nodes_off);
@@ -566,9 +567,9 @@ static void check_forest(struct ck *c, uint32_t *listed)
 			nleaves++;
 		if (ghost && !nd->nchild)
 			bad(c, "lineage: ghost node %u has no children", n);
-		if (!ghost && queued && nd->hpos)
+		if (!ghost && !heap && !fifo && nd->hpos)
 			bad(c, "lineage: node %u has a leaf-order entry in a queued backend", n);
-		if (!ghost && !fifo && !queued && (nd->nchild != 0) == (nd->hpos != 0))
+		if (!ghost && heap && (nd->nchild != 0) == (nd->hpos != 0))
 			bad(c, "lineage: node %u has %u children and %s the leaf order", n, nd->nchild,
 			    nd->hpos ? "is in" : "is not in");
 		/* else an orphan: its parent went ghostless */
@@ -590,10 +591,10 @@ static void check_forest(struct ck *c, uint32_t *listed)
 		bad(c, "lineage: %u ghosts, %u counted", nghosts, e->nghosts);
 	if (*listed - listed0 != e->nreal)
 		bad(c, "lineage: %u real nodes, %u counted", *listed - listed0, e->nreal);
-	if (queued) {
+	if (!heap && !fifo) {
 		if (e->nheap)
-			bad(c, "lineage: %u heap entries in a queued backend", e->nheap);
-	} else if (!fifo) {
+			bad(c, "lineage: %u heap entries in a backend without a heap", e->nheap);
+	} else if (heap) {
 		for (uint32_t i = 0; i < e->nheap && i < c->nslots; i++) {
 			uint32_t n = c->heap[i].node;
 			if (n >= c->nslots || c->ln[n].hpos != i + 1) {
@@ -629,7 +630,7 @@ static void check_evict_header(struct ck *c)
 }
 
 /*
- * The queues of S3-FIFO, ARC and W-TinyLFU (evict_queue.c): only the
+ * The queues of S3-FIFO, ARC, W-TinyLFU and LeCaR (evict_queue.c): only the
  * backend's own are used, every entry's tick names its queue, and the queue
  * ticks never decrease along a queue and are all below the counter, which
  * is what lets recovery rebuild each queue from the ticks alone.
@@ -637,7 +638,9 @@ static void check_evict_header(struct ck *c)
 static void check_queues(struct ck *c)
 {
 	const struct kvbm_shm_evict *e = c->seg->evict;
-	uint32_t nq = c->cfg.backend == KVBM_BACKEND_WTINYLFU ? 3 : 2;
+	uint32_t nq = c->cfg.backend == KVBM_BACKEND_WTINYLFU ? 3
+		      : c->cfg.backend == KVBM_BACKEND_LECAR  ? 1
+							      : 2;
 
 	for (uint32_t q = 0; q < 4; q++) {
 		const struct kvbm_shm_list *l = &c->seg->ctl->lists[q];
@@ -665,6 +668,10 @@ static void check_queues(struct ck *c)
 	}
 	if (c->cfg.backend == KVBM_BACKEND_ARC && e->qtarget > c->nslots)
 		bad(c, "ARC: target %u past the pool's %u blocks", e->qtarget, c->nslots);
+	if (c->cfg.backend == KVBM_BACKEND_LECAR &&
+	    ((int32_t)e->qtarget > (int32_t)KVBM_LECAR_ONE / 2 ||
+	     (int32_t)e->qtarget < -(int32_t)KVBM_LECAR_ONE / 2))
+		bad(c, "LeCaR: LRU weight %d / 2^20 past one half either way", (int32_t)e->qtarget);
 }
 
 static void check_order(struct ck *c, uint32_t marked)

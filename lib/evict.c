@@ -394,6 +394,9 @@ static uint64_t lin_prio(struct kvbm_pool *p, uint32_t s)
 {
 	const struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 
+	if (p->backend == KVBM_BACKEND_LECAR) /* LFU: least frequent, then oldest */
+		return (uint64_t)kvbm_sketch_estimate(p, kvbm_slot_key(sl)) << 58 |
+		       (sl->tick >> KVBM_QT_SHIFT & ((1ull << 58) - 1));
 	if (p->backend != KVBM_BACKEND_LFRU)
 		return sl->tick;
 	/* one pool's worth of insertions per doubling of the estimate: a
@@ -411,7 +414,7 @@ static uint64_t lin_prio(struct kvbm_pool *p, uint32_t s)
  */
 static void leaf_add_at(struct kvbm_pool *p, uint32_t n, uint32_t *hole)
 {
-	if (kvbm_backend_is_queued(p->backend))
+	if (kvbm_backend_is_queued(p->backend) && p->backend != KVBM_BACKEND_LECAR)
 		return; /* their queues order every block; the forest only counts */
 	if (lin_fifo(p)) {
 		kvbm_evlist_append(p, &p->seg.ctl->lists[0], n);
@@ -628,6 +631,16 @@ uint32_t kvbm_lin_children(struct kvbm_pool *p, uint32_t s)
 	return (*LN(p, s)).nchild;
 }
 
+uint32_t kvbm_lin_least(struct kvbm_pool *p)
+{
+	uint32_t n = heap_len(p) ? (*HE(p, 0)).node : UINT32_MAX;
+
+	if (n == UINT32_MAX || n < p->nslots)
+		return n;
+	kvbm_store_corrupt(p); /* only real nodes are leaves */
+	return UINT32_MAX;
+}
+
 /* ---- the backend interface -------------------------------------------------------- */
 
 static uint32_t mlru_level(struct kvbm_pool *p, uint32_t s)
@@ -741,8 +754,12 @@ void kvbm_evict_clear(struct kvbm_pool *p)
 	kvbm_evict_init(&p->seg);
 	/* kept across a recovery, as the ghosts are: only what no update
 	 * writes is repaired (reinsertion raises qtick past every tick) */
-	if (p->ev->qtarget > p->nslots)
+	if (p->backend == KVBM_BACKEND_ARC && p->ev->qtarget > p->nslots)
 		p->ev->qtarget = p->nslots;
+	if (p->backend == KVBM_BACKEND_LECAR &&
+	    ((int32_t)p->ev->qtarget > (int32_t)KVBM_LECAR_ONE / 2 ||
+	     (int32_t)p->ev->qtarget < -(int32_t)KVBM_LECAR_ONE / 2))
+		p->ev->qtarget = 0; /* back to even weights */
 }
 
 void kvbm_evict_setup(struct kvbm_pool *p)

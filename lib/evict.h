@@ -18,8 +18,10 @@ void kvbm_evlist_prepend(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t 
 void kvbm_lin_insert(struct kvbm_pool *p, uint32_t s);
 void kvbm_lin_remove(struct kvbm_pool *p, uint32_t s);
 uint32_t kvbm_lin_children(struct kvbm_pool *p, uint32_t s);
+/* The leaf at the top of the leaf heap, or UINT32_MAX. */
+uint32_t kvbm_lin_least(struct kvbm_pool *p);
 
-/* evict_queue.c: S3-FIFO, ARC, W-TinyLFU */
+/* evict_queue.c: S3-FIFO, ARC, W-TinyLFU, LeCaR */
 enum kvbm_qi {
 	KVBM_QI_NEW,      /* released: a new block, or a hit on a listed one */
 	KVBM_QI_RESTORE,  /* a victim put back at the head of its queue */

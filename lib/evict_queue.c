@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * evict_queue.c - the published policies as backends, adapted to a prefix
- * cache: S3-FIFO (Yang et al., SOSP'23), ARC (Megiddo and Modha, FAST'03)
- * and W-TinyLFU (Einziger et al.; Caffeine's window, SLRU and admission).
+ * cache: S3-FIFO (Yang et al., SOSP'23), ARC (Megiddo and Modha, FAST'03),
+ * W-TinyLFU (Einziger et al.; Caffeine's window, SLRU and admission) and
+ * LeCaR (Vietri et al., HotStorage'18: LRU and LFU experts weighted by
+ * regret; its LFU order is the forest's leaf heap, by sketch estimate).
  * All under the pool mutex.
  *
  * Every inactive block is in one of the backend's queues (control.lists,
@@ -36,7 +38,7 @@
 
 static uint32_t nqueues(const struct kvbm_pool *p)
 {
-	return p->backend == KVBM_BACKEND_WTINYLFU ? 3 : 2;
+	return p->backend == KVBM_BACKEND_WTINYLFU ? 3 : p->backend == KVBM_BACKEND_LECAR ? 1 : 2;
 }
 
 static struct kvbm_shm_list *Q(struct kvbm_pool *p, uint32_t q)
@@ -168,13 +170,16 @@ static uint64_t g_hash(struct kvbm_plh k)
 
 /* How many of the latest evictions into list @l it remembers: S3-FIFO's
  * G as many as M holds (90% of the pool); ARC's B1 what T1 leaves of the
- * pool, B2 what T2 leaves (|T1| + |B1| <= c, the four <= 2c). */
+ * pool, B2 what T2 leaves (|T1| + |B1| <= c, the four <= 2c); LeCaR's
+ * two histories half the pool each (together the pool, as in LeCaR). */
 static uint32_t g_window(struct kvbm_pool *p, uint32_t l)
 {
 	uint32_t c = p->nslots;
 
 	if (p->backend == KVBM_BACKEND_S3FIFO)
 		return c - c / 10;
+	if (p->backend == KVBM_BACKEND_LECAR)
+		return c / 2 ? c / 2 : 1;
 	uint32_t t = qlen(p, l);
 	return c > t ? c - t : 0;
 }
@@ -229,9 +234,10 @@ static void ghost_put(struct kvbm_pool *p, struct kvbm_plh key, uint32_t l)
 	b[pick] = fp << 34 | (uint64_t)l << 32 | p->ghdr->stamp[l & 1]++;
 }
 
-/* 1 + the list (of the mask @lists) that remembers @key, forgetting it;
- * or 0. */
-static uint32_t ghost_take(struct kvbm_pool *p, struct kvbm_plh key, uint32_t lists)
+/* 1 + the list (of the mask @lists) that remembers @key, forgetting it
+ * (@age: how many evictions into that list since), or 0. */
+static uint32_t ghost_take(struct kvbm_pool *p, struct kvbm_plh key, uint32_t lists,
+			   uint32_t *age)
 {
 	if (!p->gtab)
 		return 0;
@@ -240,6 +246,7 @@ static uint32_t ghost_take(struct kvbm_pool *p, struct kvbm_plh key, uint32_t li
 	for (uint32_t i = 0; i < 8; i++) {
 		uint32_t l = (uint32_t)(b[i] >> 32) & 3;
 		if (b[i] >> 34 == fp && (lists >> l & 1) && g_live(p, b[i])) {
+			*age = g_age(p, b[i]);
 			b[i] = 0;
 			return l + 1;
 		}
@@ -366,6 +373,76 @@ static uint32_t wtinylfu_first(struct kvbm_pool *p)
 	return cand != UINT32_MAX ? cand : vict;
 }
 
+/* ---- LeCaR: an LRU expert (queue 0) and an LFU one (the leaf heap), weights by regret - */
+
+/* The LRU expert's weight in [0, 1], stored as (weight - 1/2) x 2^20 so
+ * that a new pool's zero is LeCaR's start, 1/2 each. */
+static double lecar_weight(struct kvbm_pool *p)
+{
+	int32_t v = (int32_t)p->ev->qtarget;
+	int32_t half = KVBM_LECAR_ONE / 2;
+
+	v = v < -half ? -half : v > half ? half : v; /* any process may write it */
+	return 0.5 + (double)v / KVBM_LECAR_ONE;
+}
+
+/* e^@y for y in [-6, 1], within 0.5%: (1 + y/4096)^4096, no libm */
+static double exp_approx(double y)
+{
+	double x = 1.0 + y / 4096.0;
+
+	for (int i = 0; i < 12; i++)
+		x *= x;
+	return x;
+}
+
+/* A miss on a block the expert @l (0 LRU, 1 LFU) evicted @age evictions
+ * ago: the other expert gains, the more the fresher the mistake (LeCaR:
+ * learning rate 0.45, discount 0.005^(1/N)). Kept within [2^-10, 1 -
+ * 2^-10]: at 0 or 1 in fixed point an expert could never come back. */
+static void lecar_regret(struct kvbm_pool *p, uint32_t l, uint32_t age)
+{
+	double wl = lecar_weight(p), wf = 1.0 - wl;
+	double a = (double)age / (p->nslots ? p->nslots : 1);
+	double r = exp_approx(-5.298317366548036 * (a < 1.0 ? a : 1.0)); /* 0.005^a */
+	double g = exp_approx(0.45 * r);
+
+	if (l == 0)
+		wf *= g;
+	else
+		wl *= g;
+	wl /= wl + wf;
+	wl = wl < 1.0 / 1024 ? 1.0 / 1024 : wl > 1.0 - 1.0 / 1024 ? 1.0 - 1.0 / 1024 : wl;
+	p->ev->qtarget = (uint32_t)(int32_t)((wl - 0.5) * KVBM_LECAR_ONE);
+}
+
+/* A deterministic draw in [0, 1): a mix of the counters that every
+ * insertion and eviction moves (no state of its own to repair). */
+static double lecar_draw(struct kvbm_pool *p)
+{
+	uint64_t x = p->ev->qtick * 0x9e3779b97f4a7c15ull + p->ghdr->stamp[0] * 0xbf58476d1ce4e5b9ull +
+		     p->ghdr->stamp[1];
+
+	x ^= x >> 31;
+	x *= 0x94d049bb133111ebull;
+	x ^= x >> 29;
+	return (double)(x >> 11) / 9007199254740992.0;
+}
+
+static uint32_t lecar_first(struct kvbm_pool *p)
+{
+	uint32_t lru = q_scan(p, 0, 1, NULL), lfu = kvbm_lin_least(p), pick;
+
+	if (lfu != UINT32_MAX && !q_ready(p, lfu))
+		lfu = UINT32_MAX; /* held: the heap keeps it, the caller drops it */
+	if (lru == UINT32_MAX && lfu == UINT32_MAX)
+		return fallback(p);
+	int by_lru = lfu == UINT32_MAX || (lru != UINT32_MAX && lecar_draw(p) < lecar_weight(p));
+	pick = by_lru ? lru : lfu;
+	ghost_put(p, kvbm_slot_key(kvbm_slot(p, pick)), by_lru ? 0 : 1);
+	return pick;
+}
+
 /* ---- the interface ------------------------------------------------------------------------ */
 
 /* Released again while still listed: a hit. */
@@ -380,6 +457,10 @@ static void q_hit(struct kvbm_pool *p, uint32_t s, uint32_t q)
 		return;
 	case KVBM_BACKEND_ARC:
 		q_move(p, s, q, 1, 0);
+		return;
+	case KVBM_BACKEND_LECAR:
+		q_move(p, s, q, 0, 0);
+		kvbm_lin_insert(p, s); /* its heap entry, at its frequency now */
 		return;
 	default:
 		break;
@@ -400,17 +481,19 @@ static void q_hit(struct kvbm_pool *p, uint32_t s, uint32_t q)
 static void q_new(struct kvbm_pool *p, uint32_t s)
 {
 	struct kvbm_plh key = kvbm_slot_key(kvbm_slot(p, s));
-	uint32_t q = 0, g;
+	uint32_t q = 0, g, age;
 
-	kvbm_lin_insert(p, s);
-	KVBM_FAILPOINT("evict.queue.insert");
-	if (p->backend == KVBM_BACKEND_S3FIFO && ghost_take(p, key, 1)) {
+	if (p->backend == KVBM_BACKEND_S3FIFO && ghost_take(p, key, 1, &age)) {
 		q = 1; /* evicted from S lately: straight to M */
-	} else if (p->backend == KVBM_BACKEND_ARC && (g = ghost_take(p, key, 3))) {
+	} else if (p->backend == KVBM_BACKEND_ARC && (g = ghost_take(p, key, 3, &age))) {
 		arc_adapt(p, g - 1);
 		q = 1;
+	} else if (p->backend == KVBM_BACKEND_LECAR && (g = ghost_take(p, key, 3, &age))) {
+		lecar_regret(p, g - 1, age);
 	}
 	q_push(p, s, q, 0);
+	KVBM_FAILPOINT("evict.queue.insert");
+	kvbm_lin_insert(p, s); /* after the tick: LeCaR's heap orders by it */
 }
 
 void kvbm_queue_insert(struct kvbm_pool *p, uint32_t s, enum kvbm_qi how)
@@ -450,6 +533,8 @@ static uint32_t policy_first(struct kvbm_pool *p)
 		return s3fifo_first(p);
 	case KVBM_BACKEND_ARC:
 		return arc_first(p);
+	case KVBM_BACKEND_LECAR:
+		return lecar_first(p);
 	default:
 		return wtinylfu_first(p);
 	}

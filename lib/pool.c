@@ -68,6 +68,8 @@ int kvbm_config_check(const struct kvbm_config *cfg, const char **why)
 		w = "lfru requires frequency tracking (tinylfu)";
 	else if (cfg->backend == KVBM_BACKEND_WTINYLFU && cfg->tinylfu == KVBM_TINYLFU_NONE)
 		w = "w-tinylfu requires frequency tracking (tinylfu)";
+	else if (cfg->backend == KVBM_BACKEND_LECAR && cfg->tinylfu == KVBM_TINYLFU_NONE)
+		w = "lecar requires frequency tracking (tinylfu)";
 	else if (cfg->mlru_thresholds[2] > 15)
 		w = "frequency thresholds must be <= 15";
 	else if (cfg->mlru_thresholds[0] < 1)
@@ -89,7 +91,7 @@ int kvbm_config_check(const struct kvbm_config *cfg, const char **why)
 
 static const char *const backend_names[KVBM_BACKEND_COUNT] = {
 	"lru", "fifo", "multi-lru", "lineage", "lineage-fifo", "lfru",
-	"s3fifo", "arc", "w-tinylfu", /* lib/evict_queue.c */
+	"s3fifo", "arc", "w-tinylfu", "lecar", /* lib/evict_queue.c */
 };
 
 const char *kvbm_backend_name(uint32_t b)
@@ -113,7 +115,8 @@ static uint32_t sketch_log2(const struct kvbm_config *cfg)
 	if (cfg->tinylfu != KVBM_TINYLFU_AUTO)
 		return fixed[cfg->tinylfu];
 	if (cfg->backend != KVBM_BACKEND_MULTI_LRU && cfg->backend != KVBM_BACKEND_LFRU &&
-	    cfg->backend != KVBM_BACKEND_WTINYLFU) /* the backends that read the sketch */
+	    cfg->backend != KVBM_BACKEND_WTINYLFU &&
+	    cfg->backend != KVBM_BACKEND_LECAR) /* the backends that read the sketch */
 		return 0;
 	/* 16 counters (8 bytes) per block: four per key in one word, so
 	 * collisions, not decay, are what blurs a small sketch (a trace

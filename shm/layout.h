@@ -380,7 +380,8 @@ struct kvbm_shm_evict {
 	/* queue backends (lib/evict_queue.c) */
 	uint64_t qtick;        /* their own insertion counter (slot ticks carry
 				* queue bits, see KVBM_QT_*) */
-	uint32_t qtarget;      /* ARC: the target size of T1, 0..block_count */
+	uint32_t qtarget;      /* ARC: the target size of T1, 0..block_count;
+				* LeCaR: the LRU expert's weight, 0..KVBM_LECAR_ONE */
 	uint32_t reserved;
 };
 
@@ -426,7 +427,15 @@ static inline int kvbm_backend_is_lineage(uint32_t b)
  * forest beside them to tell leaves, and (S3-FIFO, ARC) a ghost table. */
 static inline int kvbm_backend_is_queued(uint32_t b)
 {
-	return b == KVBM_BACKEND_S3FIFO || b == KVBM_BACKEND_ARC || b == KVBM_BACKEND_WTINYLFU;
+	return b == KVBM_BACKEND_S3FIFO || b == KVBM_BACKEND_ARC || b == KVBM_BACKEND_WTINYLFU ||
+	       b == KVBM_BACKEND_LECAR;
+}
+
+/* A heap of the forest's leaves: lineage Tick and lfru by their priority,
+ * LeCaR's LFU expert by frequency (lineage-fifo has it unused). */
+static inline int kvbm_backend_has_heap(uint32_t b)
+{
+	return kvbm_backend_is_lineage(b) || b == KVBM_BACKEND_LECAR;
 }
 
 static inline int kvbm_backend_has_forest(uint32_t b)
@@ -441,11 +450,12 @@ static inline int kvbm_backend_has_forest(uint32_t b)
  * increase: recovery, which reinserts the inactive blocks in tick order,
  * rebuilds every queue in its order, with its frequency bits.
  */
+#define KVBM_LECAR_ONE (1u << 20)
 #define KVBM_QT_QUEUE 0x3u
 #define KVBM_QT_FREQ_SHIFT 2
 #define KVBM_QT_SHIFT 4
 
-/* The ghost table of S3-FIFO and ARC: buckets of eight entries (one cache
+/* The ghost table of S3-FIFO, ARC and LeCaR: buckets of eight entries (one cache
  * line), each (fingerprint 30 | list 2 | eviction stamp 32); an entry is
  * live while its list has had fewer than its window's evictions since.
  * Any content is legal: a wrong entry misplaces one insertion, no more. */
@@ -499,13 +509,14 @@ static inline void kvbm_evict_geometry(const struct kvbm_shm_config *cfg,
 		/* one entry short of a line boundary, so that every group
 		 * of siblings 4i+1..4i+4 fills exactly one cache line */
 		off = (off + KVBM_CACHELINE - 1) & ~(uint64_t)(KVBM_CACHELINE - 1);
-		if (kvbm_backend_is_lineage(cfg->backend)) {
+		if (kvbm_backend_has_heap(cfg->backend)) {
 			g->heap_off = off + KVBM_CACHELINE - sizeof(struct kvbm_shm_hent);
 			off += KVBM_CACHELINE +
 			       (uint64_t)cfg->block_count * sizeof(struct kvbm_shm_hent);
 		}
 	}
-	if (cfg->backend == KVBM_BACKEND_S3FIFO || cfg->backend == KVBM_BACKEND_ARC) {
+	if (cfg->backend == KVBM_BACKEND_S3FIFO || cfg->backend == KVBM_BACKEND_ARC ||
+	    cfg->backend == KVBM_BACKEND_LECAR) {
 		/* four entries per block: two windows of up to a pool each,
 		 * at half load so that a bucket rarely drops a live entry */
 		g->gbuckets = 16;

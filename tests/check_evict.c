@@ -394,7 +394,7 @@ END_TEST
 /* ---- the published policies (lib/evict_queue.c) ---------------------------- */
 
 static const uint32_t queued[] = {KVBM_BACKEND_S3FIFO, KVBM_BACKEND_ARC,
-				  KVBM_BACKEND_WTINYLFU};
+				  KVBM_BACKEND_WTINYLFU, KVBM_BACKEND_LECAR};
 
 /* The queue (0..3) slot @b is on, or -1. */
 static int queue_of(struct kvbm_pool *p, struct kvbm_block b)
@@ -534,6 +534,45 @@ START_TEST(test_wtinylfu_admission)
 }
 END_TEST
 
+/*
+ * LeCaR: A is the older leaf and used four times, B newer and used once,
+ * so the LRU expert would evict A and the LFU one B. Run 0: the weight all
+ * on LFU, B goes; run 1: all on LRU, A goes. Then, at even weights, the
+ * block that went comes back: its expert was wrong, and the other's
+ * weight rises (LeCaR's regret).
+ */
+START_TEST(test_lecar_experts_and_regret)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = pool_with(name, 2, KVBM_BACKEND_LECAR);
+	struct kvbm_plh a = t_hash1(10, BS), b = t_hash1(20, BS), ev[1];
+	struct kvbm_block m;
+
+	once(p, 10);
+	for (int k = 0; k < 3; k++) {
+		ck_assert_int_eq(kvbm_match_blocks(p, &a, 1, &m), 1);
+		t_release(p, &m, 1);
+	}
+	once(p, 20);
+	/* A was released again after B: make A the older by releasing B
+	 * once more */
+	ck_assert_int_eq(kvbm_match_blocks(p, &b, 1, &m), 1);
+	t_release(p, &m, 1);
+	ck_assert_uint_gt(kvbm_frequency_estimate(p, a), kvbm_frequency_estimate(p, b));
+	p->ev->qtarget = (uint32_t)(_i ? (int32_t)KVBM_LECAR_ONE / 2 : -(int32_t)KVBM_LECAR_ONE / 2);
+	ck_assert_int_eq(t_check(p), 0);
+	evict_all(p, 1, ev);
+	ck_assert_msg(kvbm_plh_eq(ev[0], _i ? a : b), "run %d", _i);
+	p->ev->qtarget = 0;
+	struct kvbm_block back = reg1(p, _i ? a : b); /* the free block: no eviction */
+	t_release(p, &back, 1);
+	int32_t w = (int32_t)p->ev->qtarget;
+	ck_assert_msg(_i ? w < 0 : w > 0, "run %d: LRU weight %d", _i, w);
+	ck_assert_int_eq(t_check(p), 0);
+	t_done(p, name);
+}
+END_TEST
+
 Suite *make_evict_suite(void)
 {
 	Suite *s = suite_create("evict");
@@ -550,7 +589,8 @@ Suite *make_evict_suite(void)
 	tcase_add_test(tc, test_lfru_keeps_the_frequent_block);
 	tcase_add_test(tc, test_eviction_config_validation);
 	tcase_add_test(tc, test_frequency_touches_where_the_reference_does);
-	tcase_add_loop_test(tc, test_queued_evict_leaves_only, 0, 3);
+	tcase_add_loop_test(tc, test_queued_evict_leaves_only, 0, 4);
+	tcase_add_loop_test(tc, test_lecar_experts_and_regret, 0, 2);
 	tcase_add_loop_test(tc, test_queued_reused_block_outlives_one_shots, 0, 2);
 	tcase_add_loop_test(tc, test_queued_ghost_readmits, 0, 2);
 	tcase_add_test(tc, test_wtinylfu_admission);

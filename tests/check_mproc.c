@@ -191,14 +191,14 @@ START_TEST(test_pin_vs_evict_stress)
 	struct kvbm_block b[TOTAL];
 	pid_t pids[READERS + EVICTORS];
 
-	/* runs 6-11: 0-5 again over S3-FIFO, ARC and W-TinyLFU, whose lazy
-	 * queues race the pins as the default backend's forest does */
+	/* runs 6-11: 0-5 again over S3-FIFO, ARC, W-TinyLFU and LeCaR, whose
+	 * lazy queues race the pins as the default backend's forest does */
 	static const enum kvbm_backend queued[] = {KVBM_BACKEND_S3FIFO, KVBM_BACKEND_ARC,
-						   KVBM_BACKEND_WTINYLFU};
+						   KVBM_BACKEND_WTINYLFU, KVBM_BACKEND_LECAR};
 	int run = _i % 6;
 	cfg.block_count = TOTAL;
 	if (_i >= 6)
-		cfg.backend = queued[_i % 3];
+		cfg.backend = queued[_i % 4];
 	struct kvbm_pool *p = t_create(name, &cfg);
 	t_seq_hashes(1, NH, BS, h);
 	t_register(p, h, TOTAL, b);
@@ -754,7 +754,7 @@ static const char *const queue_points[] = {
 	"evict.queue.move",
 };
 static const enum kvbm_backend queued_backends[] = {KVBM_BACKEND_S3FIFO, KVBM_BACKEND_ARC,
-						    KVBM_BACKEND_WTINYLFU};
+						    KVBM_BACKEND_WTINYLFU, KVBM_BACKEND_LECAR};
 #define NBLOCK_POINTS (int)(sizeof(block_points) / sizeof(block_points[0]))
 #define NQUEUE_POINTS (int)(sizeof(queue_points) / sizeof(queue_points[0]))
 #define NLINEAGE_POINTS (int)(sizeof(lineage_points) / sizeof(lineage_points[0]))
@@ -963,9 +963,10 @@ static const char *const reap_points[] = {
  * Recovery rebuilds the eviction order from the slots' ticks (sorted in
  * place: it may not allocate). Eight one-block sequences are released in
  * an order unlike their slot order, a victim dies holding the mutex, and
- * after the recovery allocations must evict in release order. Runs 0-6:
- * lru, fifo, lineage, lfru, s3fifo, arc, w-tinylfu (whose queues are
- * rebuilt from the ticks' queue bits).
+ * after the recovery allocations must evict in release order. Runs 0-7:
+ * lru, fifo, lineage, lfru, s3fifo, arc, w-tinylfu, lecar (whose queues
+ * are rebuilt from the ticks' queue bits; LeCaR's two experts agree here,
+ * every block used once).
  */
 START_TEST(test_recovery_keeps_the_eviction_order)
 {
@@ -974,7 +975,7 @@ START_TEST(test_recovery_keeps_the_eviction_order)
 	static const enum kvbm_backend backends[] = {
 		KVBM_BACKEND_LRU, KVBM_BACKEND_FIFO,	 KVBM_BACKEND_LINEAGE,
 		KVBM_BACKEND_LFRU, KVBM_BACKEND_S3FIFO, KVBM_BACKEND_ARC,
-		KVBM_BACKEND_WTINYLFU};
+		KVBM_BACKEND_WTINYLFU, KVBM_BACKEND_LECAR};
 	static const int order[N] = {5, 2, 7, 0, 3, 6, 1, 4};
 	struct kvbm_config cfg = t_cfg();
 	struct kvbm_plh h[N], hv = t_hash1(900, BS);
@@ -1105,7 +1106,7 @@ Suite *make_mproc_suite(void)
 	tcase_add_test(tc, test_eviction_concurrent_with_reregister_preserves_presence);
 	tcase_add_loop_test(tc, test_victim_killed_in_recovery, 0,
 			    (int)(sizeof(recovery_points) / sizeof(recovery_points[0])));
-	tcase_add_loop_test(tc, test_recovery_keeps_the_eviction_order, 0, 7);
+	tcase_add_loop_test(tc, test_recovery_keeps_the_eviction_order, 0, 8);
 	tcase_add_loop_test(tc, test_victim_killed_reaping_a_third, 0,
 			    (int)(sizeof(reap_points) / sizeof(reap_points[0])));
 	tcase_add_loop_test(tc, test_victim_killed_at_block_failpoint, 0, NBLOCK_POINTS);
@@ -1113,7 +1114,7 @@ Suite *make_mproc_suite(void)
 			    NBLOCK_POINTS + NLINEAGE_POINTS);
 	tcase_add_loop_test(tc, test_victim_killed_one_thread, 0, NBLOCK_POINTS);
 	tcase_add_loop_test(tc, test_victim_killed_at_failpoint_queued, 0,
-			    3 * (NBLOCK_POINTS + NLINEAGE_POINTS + NQUEUE_POINTS));
+			    4 * (NBLOCK_POINTS + NLINEAGE_POINTS + NQUEUE_POINTS));
 	suite_add_tcase(s, tc);
 	return s;
 }
