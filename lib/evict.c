@@ -39,14 +39,19 @@
  * reference spreads them over four words; a word here is picked by a
  * 64-bit mix of the 128-bit key and the four nibbles by its low 16 bits.
  * An estimate is the minimum of the four, as there. */
-static uint64_t sketch_hash(struct kvbm_plh k)
+uint64_t kvbm_evict_mix(struct kvbm_plh k, uint64_t mult)
 {
-	uint64_t h = k.lo ^ (k.hi * 0x9e3779b97f4a7c15ull);
+	uint64_t h = k.lo ^ (k.hi * mult);
 
 	h ^= h >> 32;
 	h *= 0xd6e8feb86659fd93ull;
 	h ^= h >> 32;
 	return h;
+}
+
+static uint64_t sketch_hash(struct kvbm_plh k)
+{
+	return kvbm_evict_mix(k, 0x9e3779b97f4a7c15ull);
 }
 
 static unsigned nibbles(uint64_t h, unsigned idx[4])

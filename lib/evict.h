@@ -13,6 +13,9 @@ void kvbm_evlist_unlink(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s
 void kvbm_evlist_append(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s);
 void kvbm_evlist_prepend(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s);
 
+/* A 64-bit mix of a 128-bit key; @mult (odd) picks the function. */
+uint64_t kvbm_evict_mix(struct kvbm_plh k, uint64_t mult);
+
 /* The lineage forest: node @s joins (a node still there from before its
  * resurrection stays), leaves, and how many nodes hang under it. */
 void kvbm_lin_insert(struct kvbm_pool *p, uint32_t s);

@@ -156,16 +156,13 @@ static uint32_t fallback(struct kvbm_pool *p)
 	return UINT32_MAX;
 }
 
-/* ---- the ghost table (S3-FIFO's G, ARC's B1 and B2) --------------------------------- */
+/* ---- the ghost table (S3-FIFO's G, ARC's B1 and B2, LeCaR's histories) --------------------------------- */
 
+/* not the sketch's hash: a ghost bucket and a sketch word of one key
+ * would otherwise be picked by the same bits */
 static uint64_t g_hash(struct kvbm_plh k)
 {
-	uint64_t h = k.hi ^ (k.lo * 0xc2b2ae3d27d4eb4full);
-
-	h ^= h >> 29;
-	h *= 0xbf58476d1ce4e5b9ull;
-	h ^= h >> 32;
-	return h;
+	return kvbm_evict_mix(k, 0xc2b2ae3d27d4eb4full);
 }
 
 /* How many of the latest evictions into list @l it remembers: S3-FIFO's
