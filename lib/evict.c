@@ -229,6 +229,22 @@ void kvbm_evlist_prepend(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t 
 	l->len++;
 }
 
+void kvbm_evlist_insert_before(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s,
+			       uint32_t before)
+{
+	struct kvbm_shm_slot *sl = kvbm_slot(p, s), *b = kvbm_slot(p, before);
+
+	if (!b->prev) {
+		kvbm_evlist_prepend(p, l, s);
+		return;
+	}
+	sl->prev = b->prev;
+	sl->next = before + 1;
+	SL(p, b->prev)->next = s + 1;
+	b->prev = s + 1;
+	l->len++;
+}
+
 /* ---- the leaf heap -------------------------------------------------------------- */
 
 static int hent_less(const struct kvbm_shm_hent *a, const struct kvbm_shm_hent *b)

@@ -12,6 +12,9 @@
 void kvbm_evlist_unlink(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s);
 void kvbm_evlist_append(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s);
 void kvbm_evlist_prepend(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s);
+/* @s before @before, an entry of @l */
+void kvbm_evlist_insert_before(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s,
+			       uint32_t before);
 
 /* A 64-bit mix of a 128-bit key; @mult (odd) picks the function. */
 uint64_t kvbm_evict_mix(struct kvbm_plh k, uint64_t mult);

@@ -493,6 +493,30 @@ static void q_new(struct kvbm_pool *p, uint32_t s)
 	kvbm_lin_insert(p, s); /* after the tick: LeCaR's heap orders by it */
 }
 
+/*
+ * A victim back into queue @q before the first entry with a later queue
+ * tick: usually the head (it was the head), but LeCaR's LFU expert takes
+ * its victim from anywhere in the queue, and the ticks must not decrease
+ * along it. Rare (an allocation rolling back), so a walk, bounded by the
+ * queue's length.
+ */
+static void q_restore(struct kvbm_pool *p, uint32_t s, uint32_t q, uint64_t qt)
+{
+	uint32_t e = q_head(p, q), n = qlen(p, q);
+
+	for (uint32_t k = 0; e != UINT32_MAX && k < n; k++) {
+		const struct kvbm_shm_slot *el = kvbm_slot(p, e);
+		if (el->tick >> KVBM_QT_SHIFT > qt) {
+			kvbm_evlist_insert_before(p, Q(p, q), s, e);
+			return;
+		}
+		if (!el->next || el->next - 1 >= p->nslots)
+			break;
+		e = el->next - 1;
+	}
+	kvbm_evlist_append(p, Q(p, q), s);
+}
+
 void kvbm_queue_insert(struct kvbm_pool *p, uint32_t s, enum kvbm_qi how)
 {
 	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
@@ -516,7 +540,7 @@ void kvbm_queue_insert(struct kvbm_pool *p, uint32_t s, enum kvbm_qi how)
 	sl->list = KVBM_LIST_LRU + q;
 	kvbm_lin_insert(p, s);
 	if (how == KVBM_QI_RESTORE)
-		kvbm_evlist_prepend(p, Q(p, q), s);
+		q_restore(p, s, q, qt);
 	else
 		kvbm_evlist_append(p, Q(p, q), s);
 	if (qt >= p->ev->qtick)

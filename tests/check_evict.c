@@ -573,6 +573,41 @@ START_TEST(test_lecar_experts_and_regret)
 }
 END_TEST
 
+/*
+ * An allocation that rolls back puts its victims back (kvbm_evict_restore).
+ * LeCaR's LFU expert takes its victim from the middle of the recency
+ * queue (the least frequent leaf, not the oldest): it must go back where
+ * its tick says, or the queue's ticks would decrease, which the checker
+ * reports and recovery relies on. The same for every queued backend, its
+ * victim taken and put back under the mutex as pick_victims does.
+ */
+START_TEST(test_queued_restore_keeps_the_order)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = pool_with(name, 8, queued[_i]);
+	struct kvbm_plh h = t_hash1(50, BS);
+	struct kvbm_block x = reg1(p, h), m;
+
+	for (int k = 0; k < 3; k++) { /* the oldest, and the most frequent */
+		ck_assert_int_eq(kvbm_match_blocks(p, &h, 1, &m), 1);
+		t_release(p, &m, 1);
+	}
+	t_release(p, &x, 1);
+	for (uint32_t i = 1; i < 8; i++)
+		once(p, 50 + i);
+	if (queued[_i] == KVBM_BACKEND_LECAR)
+		p->ev->qtarget = (uint32_t)-(int32_t)(KVBM_LECAR_ONE / 2); /* LFU only */
+	ck_assert_int_eq(kvbm_store_lock(p, KVBM_OP_EVICT, 0), 0);
+	uint32_t s = kvbm_evict_first(p);
+	ck_assert_uint_lt(s, 8);
+	kvbm_evict_remove(p, s);
+	kvbm_evict_restore(p, s);
+	kvbm_store_unlock(p);
+	ck_assert_int_eq(t_check(p), 0);
+	t_done(p, name);
+}
+END_TEST
+
 Suite *make_evict_suite(void)
 {
 	Suite *s = suite_create("evict");
@@ -591,6 +626,7 @@ Suite *make_evict_suite(void)
 	tcase_add_test(tc, test_frequency_touches_where_the_reference_does);
 	tcase_add_loop_test(tc, test_queued_evict_leaves_only, 0, 4);
 	tcase_add_loop_test(tc, test_lecar_experts_and_regret, 0, 2);
+	tcase_add_loop_test(tc, test_queued_restore_keeps_the_order, 0, 4);
 	tcase_add_loop_test(tc, test_queued_reused_block_outlives_one_shots, 0, 2);
 	tcase_add_loop_test(tc, test_queued_ghost_readmits, 0, 2);
 	tcase_add_test(tc, test_wtinylfu_admission);
