@@ -61,7 +61,7 @@ TEST_LIB := $(BUILD)/tests/libkvbm-test.a
 .PHONY: all lib tools tests check test test-run asan tsan demo install uninstall \
 	deps lint format clean help torture bench model fuzz fuzz-check fuzz-corpus \
 	interop reap-bench events-bench examples examples-check python-check python-asan \
-	python-bench
+	python-bench workloads
 
 all: lib tools examples
 
@@ -161,6 +161,15 @@ $(TEST_BIN): $(TEST_OBJS) $(TEST_LIB)
 $(TORTURE_BIN): $(BUILD)/tobj/tests/torture.o $(TEST_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_COMMON) -o $@ $< $(TEST_LIB) $(LIB_LIBS)
+
+# Synthetic eviction workloads (scripts/gen-workload.py, docs/EVICTION.md):
+# generated from a fixed seed into $(BUILD)/workloads, never committed
+WORKLOADS := multi-tenant agentic scan-heavy rag code
+WORKLOAD_FILES := $(WORKLOADS:%=$(BUILD)/workloads/%.jsonl)
+workloads: $(WORKLOAD_FILES)
+$(BUILD)/workloads/%.jsonl: scripts/gen-workload.py
+	@mkdir -p $(dir $@)
+	/usr/bin/python3 scripts/gen-workload.py $* --seed 1 -o $@
 
 # The performance suite (issue 6); BENCH_ARGS=--quick for the short one.
 bench: $(BUILD)/bin/kvbm-bench

@@ -154,6 +154,11 @@ enum kvbm_backend {
 	KVBM_BACKEND_LINEAGE_FIFO = 4, /* leaves only, in the order they became leaves */
 	KVBM_BACKEND_LFRU = 5, /* ours: leaves only, by recency plus one pool's worth
 				* of insertions per doubling of frequency */
+	/* published policies, adapted to the prefix tree (leaves only) */
+	KVBM_BACKEND_S3FIFO = 6,   /* S3-FIFO (SOSP'23): small FIFO, main CLOCK, ghosts */
+	KVBM_BACKEND_ARC = 7,      /* ARC (FAST'03): recency and frequency lists, adaptive */
+	KVBM_BACKEND_WTINYLFU = 8, /* W-TinyLFU (Caffeine): window, SLRU, sketch admission */
+	KVBM_BACKEND_LECAR = 9,    /* LeCaR (HotStorage'18): LRU and LFU, weights by regret */
 	KVBM_BACKEND_COUNT
 };
 
@@ -169,7 +174,7 @@ enum kvbm_tinylfu {
 };
 
 /* Name of backend @b ("lru", "fifo", "multi-lru", "lineage",
- * "lineage-fifo", "lfru"), or NULL. */
+ * "lineage-fifo", "lfru", "s3fifo", "arc", "w-tinylfu", "lecar"), or NULL. */
 KVBM_API const char *kvbm_backend_name(uint32_t b);
 /* The backend named @name, or -EINVAL (NULL or an unknown name). */
 KVBM_API int kvbm_backend_parse(const char *name);

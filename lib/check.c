@@ -537,6 +537,8 @@ static void check_forest(struct ck *c, uint32_t *listed)
 	const struct kvbm_evict_geom *g = &c->g;
 	const uint8_t *base = (const uint8_t *)e;
 	int fifo = c->cfg.backend == KVBM_BACKEND_LINEAGE_FIFO;
+	int queued = kvbm_backend_is_queued(c->cfg.backend); /* the queues hold the order */
+	int heap = kvbm_backend_has_heap(c->cfg.backend) && !fifo; /* leaves in the heap */
 	uint32_t nghosts = 0, nleaves = 0, used = 0, listed0 = *listed;
 
 	c->ln = (const void *)(base + g->nodes_off);
@@ -554,13 +556,20 @@ static void check_forest(struct ck *c, uint32_t *listed)
 			bad(c, "lineage: node %u is %s in the %s range", n, ghost ? "a ghost" : "real",
 			    n >= c->nslots ? "ghost" : "slot");
 		nghosts += ghost;
-		if (n < c->nslots && !ghost && c->seg->slots[n].list != KVBM_LIST_LINEAGE)
+		if (n < c->nslots && !ghost && !queued &&
+		    c->seg->slots[n].list != KVBM_LIST_LINEAGE)
 			bad(c, "lineage: node of slot %u, which is not marked in the forest", n);
+		if (n < c->nslots && !ghost && queued &&
+		    (c->seg->slots[n].list < KVBM_LIST_LRU ||
+		     c->seg->slots[n].list >= KVBM_LIST_LRU + 4))
+			bad(c, "lineage: node of slot %u, which is on no eviction queue", n);
 		if (!ghost && !nd->nchild)
 			nleaves++;
 		if (ghost && !nd->nchild)
 			bad(c, "lineage: ghost node %u has no children", n);
-		if (!ghost && !fifo && (nd->nchild != 0) == (nd->hpos != 0))
+		if (!ghost && !heap && !fifo && nd->hpos)
+			bad(c, "lineage: node %u has a leaf-order entry in a queued backend", n);
+		if (!ghost && heap && (nd->nchild != 0) == (nd->hpos != 0))
 			bad(c, "lineage: node %u has %u children and %s the leaf order", n, nd->nchild,
 			    nd->hpos ? "is in" : "is not in");
 		/* else an orphan: its parent went ghostless */
@@ -582,7 +591,10 @@ static void check_forest(struct ck *c, uint32_t *listed)
 		bad(c, "lineage: %u ghosts, %u counted", nghosts, e->nghosts);
 	if (*listed - listed0 != e->nreal)
 		bad(c, "lineage: %u real nodes, %u counted", *listed - listed0, e->nreal);
-	if (!fifo) {
+	if (!heap && !fifo) {
+		if (e->nheap)
+			bad(c, "lineage: %u heap entries in a backend without a heap", e->nheap);
+	} else if (heap) {
 		for (uint32_t i = 0; i < e->nheap && i < c->nslots; i++) {
 			uint32_t n = c->heap[i].node;
 			if (n >= c->nslots || c->ln[n].hpos != i + 1) {
@@ -617,6 +629,51 @@ static void check_evict_header(struct ck *c)
 		bad(c, "eviction region: a lineage forest in a pool without one");
 }
 
+/*
+ * The queues of S3-FIFO, ARC, W-TinyLFU and LeCaR (evict_queue.c): only the
+ * backend's own are used, every entry's tick names its queue, and the queue
+ * ticks never decrease along a queue and are all below the counter, which
+ * is what lets recovery rebuild each queue from the ticks alone.
+ */
+static void check_queues(struct ck *c)
+{
+	const struct kvbm_shm_evict *e = c->seg->evict;
+	uint32_t nq = c->cfg.backend == KVBM_BACKEND_WTINYLFU ? 3
+		      : c->cfg.backend == KVBM_BACKEND_LECAR  ? 1
+							      : 2;
+
+	for (uint32_t q = 0; q < 4; q++) {
+		const struct kvbm_shm_list *l = &c->seg->ctl->lists[q];
+		uint64_t last = 0;
+		uint32_t k = 0;
+		if (q >= nq && (l->head || l->len)) {
+			bad(c, "eviction queue %u: used, the backend has %u", q, nq);
+			continue;
+		}
+		/* check_list verified the links: this walk is as long as the list */
+		for (uint32_t s1 = l->head; s1 && s1 <= c->nslots && k < c->nslots;
+		     s1 = c->seg->slots[s1 - 1].next, k++) {
+			uint64_t t = c->seg->slots[s1 - 1].tick, qt = t >> KVBM_QT_SHIFT;
+			if ((t & KVBM_QT_QUEUE) != q)
+				bad(c, "eviction queue %u: slot %u's tick names queue %u", q, s1 - 1,
+				    (unsigned)(t & KVBM_QT_QUEUE));
+			if (qt < last)
+				bad(c, "eviction queue %u: slot %u's tick %llu after %llu", q, s1 - 1,
+				    (unsigned long long)qt, (unsigned long long)last);
+			if (qt >= e->qtick)
+				bad(c, "eviction queue %u: slot %u's tick %llu, the counter is at %llu",
+				    q, s1 - 1, (unsigned long long)qt, (unsigned long long)e->qtick);
+			last = qt;
+		}
+	}
+	if (c->cfg.backend == KVBM_BACKEND_ARC && e->qtarget > c->nslots)
+		bad(c, "ARC: target %u past the pool's %u blocks", e->qtarget, c->nslots);
+	if (c->cfg.backend == KVBM_BACKEND_LECAR &&
+	    ((int32_t)e->qtarget > (int32_t)KVBM_LECAR_ONE / 2 ||
+	     (int32_t)e->qtarget < -(int32_t)KVBM_LECAR_ONE / 2))
+		bad(c, "LeCaR: LRU weight %d / 2^20 past one half either way", (int32_t)e->qtarget);
+}
+
 static void check_order(struct ck *c, uint32_t marked)
 {
 	uint32_t listed = 0;
@@ -627,6 +684,14 @@ static void check_order(struct ck *c, uint32_t marked)
 	else
 		for (uint32_t lv = 0; lv < 4; lv++)
 			check_list(c, lv, KVBM_LIST_LRU + lv, &listed);
+	if (kvbm_backend_is_queued(c->cfg.backend)) {
+		uint32_t inforest = 0;
+		check_queues(c);
+		check_forest(c, &inforest);
+		if (inforest != listed)
+			bad(c, "eviction order: %u queued, %u in the lineage forest", listed,
+			    inforest);
+	}
 	if (listed != marked)
 		bad(c, "eviction order: %u entries, %u slots marked", listed, marked);
 }

@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "pool.h"
+#include "evict.h"
 #include "../shm/failpoint.h"
 
 /* ---- TinyLFU sketch (lock-free, any process) -------------------------------- */
@@ -38,14 +39,19 @@
  * reference spreads them over four words; a word here is picked by a
  * 64-bit mix of the 128-bit key and the four nibbles by its low 16 bits.
  * An estimate is the minimum of the four, as there. */
-static uint64_t sketch_hash(struct kvbm_plh k)
+uint64_t kvbm_evict_mix(struct kvbm_plh k, uint64_t mult)
 {
-	uint64_t h = k.lo ^ (k.hi * 0x9e3779b97f4a7c15ull);
+	uint64_t h = k.lo ^ (k.hi * mult);
 
 	h ^= h >> 32;
 	h *= 0xd6e8feb86659fd93ull;
 	h ^= h >> 32;
 	return h;
+}
+
+static uint64_t sketch_hash(struct kvbm_plh k)
+{
+	return kvbm_evict_mix(k, 0x9e3779b97f4a7c15ull);
 }
 
 static unsigned nibbles(uint64_t h, unsigned idx[4])
@@ -179,7 +185,7 @@ static uint32_t heap_len(struct kvbm_pool *p)
 
 /* ---- lists (LRU, FIFO, multi-level LRU, lineage Fifo leaves) ------------------ */
 
-static void list_unlink(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s)
+void kvbm_evlist_unlink(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s)
 {
 	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 
@@ -195,7 +201,7 @@ static void list_unlink(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s
 	l->len--;
 }
 
-static void list_append(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s)
+void kvbm_evlist_append(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s)
 {
 	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 
@@ -209,7 +215,7 @@ static void list_append(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s
 	l->len++;
 }
 
-static void list_prepend(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s)
+void kvbm_evlist_prepend(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s)
 {
 	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 
@@ -220,6 +226,22 @@ static void list_prepend(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t 
 	else
 		l->tail = s + 1;
 	l->head = s + 1;
+	l->len++;
+}
+
+void kvbm_evlist_insert_before(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s,
+			       uint32_t before)
+{
+	struct kvbm_shm_slot *sl = kvbm_slot(p, s), *b = kvbm_slot(p, before);
+
+	if (!b->prev) {
+		kvbm_evlist_prepend(p, l, s);
+		return;
+	}
+	sl->prev = b->prev;
+	sl->next = before + 1;
+	SL(p, b->prev)->next = s + 1;
+	b->prev = s + 1;
 	l->len++;
 }
 
@@ -393,6 +415,9 @@ static uint64_t lin_prio(struct kvbm_pool *p, uint32_t s)
 {
 	const struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 
+	if (p->backend == KVBM_BACKEND_LECAR) /* LFU: least frequent, then oldest */
+		return (uint64_t)kvbm_sketch_estimate(p, kvbm_slot_key(sl)) << 58 |
+		       (sl->tick >> KVBM_QT_SHIFT & ((1ull << 58) - 1));
 	if (p->backend != KVBM_BACKEND_LFRU)
 		return sl->tick;
 	/* one pool's worth of insertions per doubling of the estimate: a
@@ -410,8 +435,10 @@ static uint64_t lin_prio(struct kvbm_pool *p, uint32_t s)
  */
 static void leaf_add_at(struct kvbm_pool *p, uint32_t n, uint32_t *hole)
 {
+	if (kvbm_backend_is_queued(p->backend) && p->backend != KVBM_BACKEND_LECAR)
+		return; /* their queues order every block; the forest only counts */
 	if (lin_fifo(p)) {
-		list_append(p, &p->seg.ctl->lists[0], n);
+		kvbm_evlist_append(p, &p->seg.ctl->lists[0], n);
 		(*LN(p, n)).hpos = 1;
 		return;
 	}
@@ -450,7 +477,7 @@ static void leaf_del(struct kvbm_pool *p, uint32_t n)
 	if (!(*LN(p, n)).hpos)
 		return;
 	if (lin_fifo(p)) {
-		list_unlink(p, &p->seg.ctl->lists[0], n);
+		kvbm_evlist_unlink(p, &p->seg.ctl->lists[0], n);
 		(*LN(p, n)).hpos = 0;
 		return;
 	}
@@ -610,6 +637,31 @@ static void lin_remove(struct kvbm_pool *p, uint32_t s)
 		p->ev->orphans = 0; /* empty: every count is exact again */
 }
 
+void kvbm_lin_insert(struct kvbm_pool *p, uint32_t s)
+{
+	lin_insert(p, s);
+}
+
+void kvbm_lin_remove(struct kvbm_pool *p, uint32_t s)
+{
+	lin_remove(p, s);
+}
+
+uint32_t kvbm_lin_children(struct kvbm_pool *p, uint32_t s)
+{
+	return (*LN(p, s)).nchild;
+}
+
+uint32_t kvbm_lin_least(struct kvbm_pool *p)
+{
+	uint32_t n = heap_len(p) ? (*HE(p, 0)).node : UINT32_MAX;
+
+	if (n == UINT32_MAX || n < p->nslots)
+		return n;
+	kvbm_store_corrupt(p); /* only real nodes are leaves */
+	return UINT32_MAX;
+}
+
 /* ---- the backend interface -------------------------------------------------------- */
 
 static uint32_t mlru_level(struct kvbm_pool *p, uint32_t s)
@@ -630,12 +682,15 @@ void kvbm_evict_remove(struct kvbm_pool *p, uint32_t s)
 {
 	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 
-	if (sl->list == KVBM_LIST_LINEAGE)
+	if (sl->list == KVBM_LIST_LINEAGE) {
 		lin_remove(p, s);
-	else if (sl->list >= KVBM_LIST_LRU && sl->list < KVBM_LIST_LRU + 4)
-		list_unlink(p, &p->seg.ctl->lists[sl->list - KVBM_LIST_LRU], s);
-	else
+	} else if (sl->list >= KVBM_LIST_LRU && sl->list < KVBM_LIST_LRU + 4) {
+		kvbm_evlist_unlink(p, &p->seg.ctl->lists[sl->list - KVBM_LIST_LRU], s);
+		if (kvbm_backend_is_queued(p->backend))
+			lin_remove(p, s);
+	} else {
 		return;
+	}
 	sl->list = KVBM_LIST_NONE;
 }
 
@@ -652,14 +707,19 @@ static void insert_at(struct kvbm_pool *p, uint32_t s, uint64_t tick, int front)
 	uint32_t lv = p->backend == KVBM_BACKEND_MULTI_LRU ? mlru_level(p, s) : 0;
 	sl->list = KVBM_LIST_LRU + lv;
 	if (front)
-		list_prepend(p, &p->seg.ctl->lists[lv], s);
+		kvbm_evlist_prepend(p, &p->seg.ctl->lists[lv], s);
 	else
-		list_append(p, &p->seg.ctl->lists[lv], s);
+		kvbm_evlist_append(p, &p->seg.ctl->lists[lv], s);
 }
 
 void kvbm_evict_insert(struct kvbm_pool *p, uint32_t s)
 {
 	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+
+	if (kvbm_backend_is_queued(p->backend)) {
+		kvbm_queue_insert(p, s, KVBM_QI_NEW);
+		return;
+	}
 
 	/* a stale list entry goes; a stale lineage node is refreshed in place */
 	if (sl->list != KVBM_LIST_LINEAGE)
@@ -669,6 +729,10 @@ void kvbm_evict_insert(struct kvbm_pool *p, uint32_t s)
 
 void kvbm_evict_restore(struct kvbm_pool *p, uint32_t s)
 {
+	if (kvbm_backend_is_queued(p->backend)) {
+		kvbm_queue_insert(p, s, KVBM_QI_RESTORE);
+		return;
+	}
 	insert_at(p, s, kvbm_slot(p, s)->tick, 1);
 }
 
@@ -676,6 +740,8 @@ uint32_t kvbm_evict_first(struct kvbm_pool *p)
 {
 	struct kvbm_shm_control *c = p->seg.ctl;
 
+	if (kvbm_backend_is_queued(p->backend))
+		return kvbm_queue_first(p);
 	if (kvbm_backend_is_lineage(p->backend) && !lin_fifo(p))
 	{
 		uint32_t n = heap_len(p) ? (*HE(p, 0)).node : UINT32_MAX;
@@ -696,6 +762,10 @@ uint32_t kvbm_evict_first(struct kvbm_pool *p)
 
 void kvbm_evict_reinsert(struct kvbm_pool *p, uint32_t s)
 {
+	if (kvbm_backend_is_queued(p->backend)) {
+		kvbm_queue_insert(p, s, KVBM_QI_REINSERT);
+		return;
+	}
 	insert_at(p, s, kvbm_slot(p, s)->tick, 0);
 }
 
@@ -703,6 +773,14 @@ void kvbm_evict_clear(struct kvbm_pool *p)
 {
 	memset(p->seg.ctl->lists, 0, sizeof(p->seg.ctl->lists));
 	kvbm_evict_init(&p->seg);
+	/* kept across a recovery, as the ghosts are: only what no update
+	 * writes is repaired (reinsertion raises qtick past every tick) */
+	if (p->backend == KVBM_BACKEND_ARC && p->ev->qtarget > p->nslots)
+		p->ev->qtarget = p->nslots;
+	if (p->backend == KVBM_BACKEND_LECAR &&
+	    ((int32_t)p->ev->qtarget > (int32_t)KVBM_LECAR_ONE / 2 ||
+	     (int32_t)p->ev->qtarget < -(int32_t)KVBM_LECAR_ONE / 2))
+		p->ev->qtarget = 0; /* back to even weights */
 }
 
 void kvbm_evict_setup(struct kvbm_pool *p)
@@ -719,7 +797,10 @@ void kvbm_evict_setup(struct kvbm_pool *p)
 	p->sketch = g.sketch_words ? (uint64_t *)(base + g.sketch_off) : NULL;
 	p->ln = g.nodes ? (struct kvbm_shm_lnode *)(base + g.nodes_off) : NULL;
 	p->heads = g.nodes ? (uint32_t *)(base + g.heads_off) : NULL;
-	p->heap = g.nodes ? (struct kvbm_shm_hent *)(base + g.heap_off) : NULL;
+	p->heap = g.heap_off ? (struct kvbm_shm_hent *)(base + g.heap_off) : NULL;
+	p->ghdr = g.gbuckets ? (struct kvbm_shm_ghosthdr *)(base + g.gtab_off) : NULL;
+	p->gtab = g.gbuckets ? (struct kvbm_shm_gbucket *)(p->ghdr + 1) : NULL;
+	p->gbuckets = g.gbuckets;
 	p->gpfrag = g.nodes ? (uint64_t *)(base + g.pfrag_off) : NULL;
 	p->lin_nodes = g.nodes;
 	p->lin_buckets = g.buckets;

@@ -55,6 +55,11 @@ struct kvbm_pool {
 	struct kvbm_shm_hent *heap;
 	uint64_t *gpfrag; /* ghosts' parent fragments, by node - nslots */
 	uint32_t lin_nodes, lin_buckets; /* this process's geometry, not the segment's */
+	/* the ghost table of S3-FIFO and ARC (evict_queue.c), or NULL */
+	struct kvbm_shm_ghosthdr *ghdr;
+	struct kvbm_shm_gbucket *gtab;
+	uint32_t gbuckets;
+	uint32_t scan_budget; /* evict_queue.c, for one call: 0 = unbounded */
 	uint32_t ev_cap, ev_entry_size;  /* the event ring's, likewise (events.c) */
 	/* where an out-of-range index read from the segment lands (evict.c,
 	 * store.c) instead of outside the mapping; written only by the mutex

@@ -18,5 +18,12 @@ export KVBM_SHM_DIR=$dir
 "$build/bin/kvbm-pool" destroy torture
 # with yields inside the pin/evict handshake, a fifth of the time
 "$build/tests/kvbm-torture" --duration "$(( (duration + 4) / 5 ))" --workers 4 --blocks 64 --yield
+# the published policies' queues (lib/evict_queue.c), a tenth of the time each
+for b in s3fifo arc w-tinylfu lecar; do
+	"$build/tests/kvbm-torture" --duration "$(( (duration + 9) / 10 ))" --workers 4 --blocks 256 \
+		--backend "$b" --keep "torture-$b"
+	"$build/bin/kvbm-shm-dump" --check "torture-$b"
+	"$build/bin/kvbm-pool" destroy "torture-$b"
+done
 # the recovery times after a holder of 65536 blocks dies, for the record
 "$build/tests/kvbm-torture" recovery --blocks 65536

@@ -410,7 +410,12 @@ struct kvbm_shm_evict {
 				* are then approximate, which only blurs the order */
 	uint32_t nreal;        /* real nodes in the forest: with no ghosts either,
 				* it is empty and the orphans are gone */
-	uint32_t reserved[4];
+	/* queue backends (lib/evict_queue.c) */
+	uint64_t qtick;        /* their own insertion counter (slot ticks carry
+				* queue bits, see KVBM_QT_*) */
+	uint32_t qtarget;      /* ARC: the target size of T1, 0..block_count;
+				* LeCaR: the LRU expert's weight, 0..KVBM_LECAR_ONE */
+	uint32_t reserved;
 };
 
 /* Flags share the word of the position (24 bits: KVBM_PLH_MAX_POSITION). */
@@ -450,6 +455,51 @@ static inline int kvbm_backend_is_lineage(uint32_t b)
 	       b == KVBM_BACKEND_LFRU;
 }
 
+/* The published policies adapted to the prefix tree (lib/evict_queue.c):
+ * up to three queues of all inactive blocks in control.lists, the lineage
+ * forest beside them to tell leaves, and (S3-FIFO, ARC) a ghost table. */
+static inline int kvbm_backend_is_queued(uint32_t b)
+{
+	return b == KVBM_BACKEND_S3FIFO || b == KVBM_BACKEND_ARC || b == KVBM_BACKEND_WTINYLFU ||
+	       b == KVBM_BACKEND_LECAR;
+}
+
+/* A heap of the forest's leaves: lineage Tick and lfru by their priority,
+ * LeCaR's LFU expert by frequency (lineage-fifo has it unused). */
+static inline int kvbm_backend_has_heap(uint32_t b)
+{
+	return kvbm_backend_is_lineage(b) || b == KVBM_BACKEND_LECAR;
+}
+
+static inline int kvbm_backend_has_forest(uint32_t b)
+{
+	return kvbm_backend_is_lineage(b) || kvbm_backend_is_queued(b);
+}
+
+/*
+ * A queued block's slot tick: (queue tick << 4) | (frequency << 2) | queue.
+ * The queue tick (evict.qtick) only grows, and a block gets a new one
+ * whenever it moves to a queue's tail, so along each queue the ticks
+ * increase: recovery, which reinserts the inactive blocks in tick order,
+ * rebuilds every queue in its order, with its frequency bits.
+ */
+#define KVBM_LECAR_ONE (1u << 20)
+#define KVBM_QT_QUEUE 0x3u
+#define KVBM_QT_FREQ_SHIFT 2
+#define KVBM_QT_SHIFT 4
+
+/* The ghost table of S3-FIFO, ARC and LeCaR: buckets of eight entries (one cache
+ * line), each (fingerprint 30 | list 2 | eviction stamp 32); an entry is
+ * live while its list has had fewer than its window's evictions since.
+ * Any content is legal: a wrong entry misplaces one insertion, no more. */
+struct kvbm_shm_gbucket {
+	uint64_t e[8];
+};
+struct kvbm_shm_ghosthdr {
+	_Alignas(KVBM_CACHELINE) uint32_t stamp[2]; /* evictions into each list */
+	uint32_t reserved[14];
+};
+
 /* Hash chain of lineage key (@pos, @frag) among @buckets (a power of two). */
 static inline uint32_t kvbm_lineage_bucket(uint32_t pos, uint64_t frag, uint32_t buckets)
 {
@@ -460,8 +510,9 @@ static inline uint32_t kvbm_lineage_bucket(uint32_t pos, uint64_t frag, uint32_t
 
 /* Where things are in the eviction region (offsets from its start). */
 struct kvbm_evict_geom {
-	uint64_t sketch_off, nodes_off, pfrag_off, heads_off, heap_off, size;
+	uint64_t sketch_off, nodes_off, pfrag_off, heads_off, heap_off, gtab_off, size;
 	uint32_t sketch_words, nodes, ghosts, buckets;
+	uint32_t gbuckets; /* ghost table buckets (S3-FIFO, ARC), a power of two */
 };
 
 static inline void kvbm_evict_geometry(const struct kvbm_shm_config *cfg,
@@ -473,7 +524,7 @@ static inline void kvbm_evict_geometry(const struct kvbm_shm_config *cfg,
 	g->sketch_words = cfg->sketch_log2 ? (1u << cfg->sketch_log2) / 4 : 0;
 	g->sketch_off = off;
 	off += (uint64_t)g->sketch_words * 8;
-	if (kvbm_backend_is_lineage(cfg->backend)) {
+	if (kvbm_backend_has_forest(cfg->backend)) {
 		/* ghosts: parents known only by key. Half the slots covers any
 		 * forest whose ghosts have two or more real descendants; past
 		 * that a node goes without its parent (order only, no harm) */
@@ -491,8 +542,23 @@ static inline void kvbm_evict_geometry(const struct kvbm_shm_config *cfg,
 		/* one entry short of a line boundary, so that every group
 		 * of siblings 4i+1..4i+4 fills exactly one cache line */
 		off = (off + KVBM_CACHELINE - 1) & ~(uint64_t)(KVBM_CACHELINE - 1);
-		g->heap_off = off + KVBM_CACHELINE - sizeof(struct kvbm_shm_hent);
-		off += KVBM_CACHELINE + (uint64_t)cfg->block_count * sizeof(struct kvbm_shm_hent);
+		if (kvbm_backend_has_heap(cfg->backend)) {
+			g->heap_off = off + KVBM_CACHELINE - sizeof(struct kvbm_shm_hent);
+			off += KVBM_CACHELINE +
+			       (uint64_t)cfg->block_count * sizeof(struct kvbm_shm_hent);
+		}
+	}
+	if (cfg->backend == KVBM_BACKEND_S3FIFO || cfg->backend == KVBM_BACKEND_ARC ||
+	    cfg->backend == KVBM_BACKEND_LECAR) {
+		/* four entries per block: two windows of up to a pool each,
+		 * at half load so that a bucket rarely drops a live entry */
+		g->gbuckets = 16;
+		while ((uint64_t)g->gbuckets * 8 < 4ull * cfg->block_count)
+			g->gbuckets <<= 1;
+		off = (off + KVBM_CACHELINE - 1) & ~(uint64_t)(KVBM_CACHELINE - 1);
+		g->gtab_off = off;
+		off += sizeof(struct kvbm_shm_ghosthdr) +
+		       (uint64_t)g->gbuckets * sizeof(struct kvbm_shm_gbucket);
 	}
 	g->size = (off + KVBM_CACHELINE - 1) & ~(uint64_t)(KVBM_CACHELINE - 1);
 }

@@ -64,7 +64,7 @@ START_TEST(test_builder_validation)
 	cfg.dup_policy = 7;
 	ck_assert_int_eq(kvbm_config_check(&cfg, &why), -EINVAL);
 	kvbm_config_init(&cfg);
-	cfg.backend = 9;
+	cfg.backend = KVBM_BACKEND_COUNT; /* the first unknown one */
 	ck_assert_int_eq(kvbm_config_check(&cfg, &why), -EINVAL);
 	kvbm_config_init(&cfg);
 	cfg.tier[0] = '\0';

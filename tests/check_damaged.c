@@ -87,21 +87,25 @@ static void dump_survives(const char *name, int must_find)
 	}
 }
 
-/* Runs 0-11: random bytes over the eviction region (the pool's tail),
+/* Runs 0-23: random bytes over the eviction region (the pool's tail),
  * then over the slot array, then over everything after the header, with
- * each lineage backend and LRU. */
+ * each lineage backend, LRU and each queued backend (queues, forest and
+ * ghost table). */
+#define NDAMAGED_BACKENDS 8
 START_TEST(test_dump_survives_random_bytes)
 {
-	static const enum kvbm_backend backends[] = {KVBM_BACKEND_LINEAGE, KVBM_BACKEND_LINEAGE_FIFO,
-						     KVBM_BACKEND_LFRU, KVBM_BACKEND_LRU};
+	static const enum kvbm_backend backends[NDAMAGED_BACKENDS] = {
+		KVBM_BACKEND_LINEAGE, KVBM_BACKEND_LINEAGE_FIFO, KVBM_BACKEND_LFRU,
+		KVBM_BACKEND_LRU,     KVBM_BACKEND_S3FIFO,	 KVBM_BACKEND_ARC,
+		KVBM_BACKEND_WTINYLFU, KVBM_BACKEND_LECAR};
 	T_NAME(name);
 
-	cached_pool(name, backends[_i % 4]);
+	cached_pool(name, backends[_i % NDAMAGED_BACKENDS]);
 	struct kvbm_shm_header hdr = read_header(name);
 	const struct kvbm_shm_region *r = hdr.regions;
 	for (unsigned seed = 1; seed <= 6; seed++) {
 		uint64_t off, len;
-		switch (_i / 4) {
+		switch (_i / NDAMAGED_BACKENDS) {
 		case 0:
 			off = r[KVBM_REGION_EVICT].offset;
 			len = hdr.segment_size - off;
@@ -372,7 +376,7 @@ Suite *make_damaged_suite(void)
 	TCase *tc = tcase_create("damaged");
 
 	tcase_set_timeout(tc, 60);
-	tcase_add_loop_test(tc, test_dump_survives_random_bytes, 0, 12);
+	tcase_add_loop_test(tc, test_dump_survives_random_bytes, 0, 3 * NDAMAGED_BACKENDS);
 	tcase_add_test(tc, test_checker_bounds_lineage_links);
 	tcase_add_test(tc, test_checker_reports_list_cycles);
 	tcase_add_loop_test(tc, test_library_survives_damaged_eviction_order, 0, 4);

@@ -391,6 +391,223 @@ START_TEST(test_lineage_key_twin_takes_a_ghost)
 }
 END_TEST
 
+/* ---- the published policies (lib/evict_queue.c) ---------------------------- */
+
+static const uint32_t queued[] = {KVBM_BACKEND_S3FIFO, KVBM_BACKEND_ARC,
+				  KVBM_BACKEND_WTINYLFU, KVBM_BACKEND_LECAR};
+
+/* The queue (0..3) slot @b is on, or -1. */
+static int queue_of(struct kvbm_pool *p, struct kvbm_block b)
+{
+	uint32_t l = p->seg.slots[b.id].list;
+
+	return l >= KVBM_LIST_LRU && l < KVBM_LIST_LRU + 4 ? (int)(l - KVBM_LIST_LRU) : -1;
+}
+
+/* Registers and releases one one-block sequence @id; returns its block. */
+static struct kvbm_block once(struct kvbm_pool *p, uint32_t id)
+{
+	struct kvbm_plh h = t_hash1(id, BS);
+	struct kvbm_block b = reg1(p, h);
+
+	t_release(p, &b, 1);
+	return b;
+}
+
+/* A chain A -> B released parent first: LRU evicts A, stranding B; the
+ * queued backends take the leaf B first, though A is older in every queue. */
+START_TEST(test_queued_evict_leaves_only)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = pool_with(name, 2, queued[_i]);
+	struct kvbm_plh h[2], ev[2];
+	struct kvbm_block b[2];
+
+	t_seq_hashes(700, 2, BS, h);
+	t_register(p, h, 2, b);
+	t_release(p, &b[0], 1);
+	t_release(p, &b[1], 1);
+	ck_assert_int_eq(t_check(p), 0);
+	evict_all(p, 2, ev);
+	ck_assert_msg(kvbm_plh_eq(ev[0], h[1]), "backend %u evicted the parent", queued[_i]);
+	ck_assert(kvbm_plh_eq(ev[1], h[0]));
+	t_done(p, name);
+}
+END_TEST
+
+/* S3-FIFO and ARC: A, used once more while cached (S3-FIFO counts it and
+ * moves it to M at S's head, ARC moves it to T2), outlives nine one-shot
+ * blocks released after it, which go in release order; LRU and FIFO would
+ * take A first. */
+START_TEST(test_queued_reused_block_outlives_one_shots)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = pool_with(name, 10, queued[_i]);
+	struct kvbm_plh a = t_hash1(100, BS), ev[9];
+	struct kvbm_block m;
+
+	once(p, 100);
+	ck_assert_int_eq(kvbm_match_blocks(p, &a, 1, &m), 1);
+	t_release(p, &m, 1);
+	for (uint32_t i = 0; i < 9; i++)
+		once(p, 200 + i);
+	ck_assert_int_eq(t_check(p), 0);
+	evict_all(p, 9, ev);
+	for (uint32_t i = 0; i < 9; i++)
+		ck_assert_msg(kvbm_plh_eq(ev[i], t_hash1(200 + i, BS)), "backend %u: eviction %u",
+			      queued[_i], i);
+	uint8_t pres;
+	ck_assert_int_eq(kvbm_check_presence(p, &a, 1, &pres), 1);
+	ck_assert_int_eq(t_check(p), 0);
+	t_done(p, name);
+}
+END_TEST
+
+/* The ghosts: a block evicted lately comes back to S3-FIFO's M or ARC's
+ * T2 (queue 1), a new one to S or T1 (queue 0); in ARC, a hit in B1 grows
+ * T1's target. */
+START_TEST(test_queued_ghost_readmits)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = pool_with(name, 10, queued[_i]);
+	struct kvbm_plh ev[1], x0 = t_hash1(300, BS);
+
+	for (uint32_t i = 0; i < 10; i++)
+		once(p, 300 + i);
+	evict_all(p, 1, ev);
+	ck_assert(kvbm_plh_eq(ev[0], x0));
+	ck_assert_uint_eq(p->ev->qtarget, 0);
+	struct kvbm_block b = once(p, 300);
+	ck_assert_int_eq(queue_of(p, b), 1);
+	if (queued[_i] == KVBM_BACKEND_ARC)
+		ck_assert_uint_eq(p->ev->qtarget, 1);
+	evict_all(p, 1, ev); /* X1, from S or T1 */
+	ck_assert(kvbm_plh_eq(ev[0], t_hash1(301, BS)));
+	b = once(p, 400); /* never seen */
+	ck_assert_int_eq(queue_of(p, b), 0);
+	ck_assert_int_eq(t_check(p), 0);
+	t_done(p, name);
+}
+END_TEST
+
+/* W-TinyLFU: the window's oldest against probation's. A hot block H (used
+ * six times) at probation's head outlives 50 rounds of one-shot blocks,
+ * each losing its duel; LRU would evict H in the first round. A frequent
+ * candidate F then wins its duel: into probation, and the victim goes. */
+START_TEST(test_wtinylfu_admission)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = pool_with(name, 100, KVBM_BACKEND_WTINYLFU);
+	struct kvbm_plh hot = t_hash1(10, BS), f = t_hash1(20, BS);
+	struct kvbm_block h = reg1(p, hot), m;
+	uint8_t pres;
+
+	for (int k = 0; k < 5; k++) {
+		ck_assert_int_eq(kvbm_match_blocks(p, &hot, 1, &m), 1);
+		t_release(p, &m, 1);
+	}
+	t_release(p, &h, 1);
+	for (uint32_t i = 0; i < 99; i++)
+		once(p, 1000 + i);
+	for (uint32_t i = 0; i < 50; i++) {
+		once(p, 2000 + i); /* its allocation evicts */
+		ck_assert_int_eq(kvbm_check_presence(p, &hot, 1, &pres), 1);
+	}
+	ck_assert_int_eq(queue_of(p, h), 1);
+	ck_assert_int_eq(t_check(p), 0);
+	/* F, used nine times (H six), reaches the window's head: admitted */
+	struct kvbm_block fb = reg1(p, f);
+	for (int k = 0; k < 8; k++) {
+		ck_assert_int_eq(kvbm_match_blocks(p, &f, 1, &m), 1);
+		t_release(p, &m, 1);
+	}
+	t_release(p, &fb, 1);
+	for (uint32_t i = 0; p->seg.ctl->lists[0].head - 1 != fb.id; i++) {
+		ck_assert_uint_lt(i, 100); /* the window's older blocks go */
+		(void)once(p, 3000 + i);
+	}
+	(void)once(p, 4000);
+	ck_assert_int_eq(kvbm_check_presence(p, &f, 1, &pres), 1);
+	ck_assert_int_eq(queue_of(p, fb), 1);
+	ck_assert_int_eq(t_check(p), 0);
+	t_done(p, name);
+}
+END_TEST
+
+/*
+ * LeCaR: A is the older leaf and used four times, B newer and used once,
+ * so the LRU expert would evict A and the LFU one B. Run 0: the weight all
+ * on LFU, B goes; run 1: all on LRU, A goes. Then, at even weights, the
+ * block that went comes back: its expert was wrong, and the other's
+ * weight rises (LeCaR's regret).
+ */
+START_TEST(test_lecar_experts_and_regret)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = pool_with(name, 2, KVBM_BACKEND_LECAR);
+	struct kvbm_plh a = t_hash1(10, BS), b = t_hash1(20, BS), ev[1];
+	struct kvbm_block m;
+
+	once(p, 10);
+	for (int k = 0; k < 3; k++) {
+		ck_assert_int_eq(kvbm_match_blocks(p, &a, 1, &m), 1);
+		t_release(p, &m, 1);
+	}
+	once(p, 20);
+	/* A was released again after B: make A the older by releasing B
+	 * once more */
+	ck_assert_int_eq(kvbm_match_blocks(p, &b, 1, &m), 1);
+	t_release(p, &m, 1);
+	ck_assert_uint_gt(kvbm_frequency_estimate(p, a), kvbm_frequency_estimate(p, b));
+	p->ev->qtarget = (uint32_t)(_i ? (int32_t)KVBM_LECAR_ONE / 2 : -(int32_t)KVBM_LECAR_ONE / 2);
+	ck_assert_int_eq(t_check(p), 0);
+	evict_all(p, 1, ev);
+	ck_assert_msg(kvbm_plh_eq(ev[0], _i ? a : b), "run %d", _i);
+	p->ev->qtarget = 0;
+	struct kvbm_block back = reg1(p, _i ? a : b); /* the free block: no eviction */
+	t_release(p, &back, 1);
+	int32_t w = (int32_t)p->ev->qtarget;
+	ck_assert_msg(_i ? w < 0 : w > 0, "run %d: LRU weight %d", _i, w);
+	ck_assert_int_eq(t_check(p), 0);
+	t_done(p, name);
+}
+END_TEST
+
+/*
+ * An allocation that rolls back puts its victims back (kvbm_evict_restore).
+ * LeCaR's LFU expert takes its victim from the middle of the recency
+ * queue (the least frequent leaf, not the oldest): it must go back where
+ * its tick says, or the queue's ticks would decrease, which the checker
+ * reports and recovery relies on. The same for every queued backend, its
+ * victim taken and put back under the mutex as pick_victims does.
+ */
+START_TEST(test_queued_restore_keeps_the_order)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = pool_with(name, 8, queued[_i]);
+	struct kvbm_plh h = t_hash1(50, BS);
+	struct kvbm_block x = reg1(p, h), m;
+
+	for (int k = 0; k < 3; k++) { /* the oldest, and the most frequent */
+		ck_assert_int_eq(kvbm_match_blocks(p, &h, 1, &m), 1);
+		t_release(p, &m, 1);
+	}
+	t_release(p, &x, 1);
+	for (uint32_t i = 1; i < 8; i++)
+		once(p, 50 + i);
+	if (queued[_i] == KVBM_BACKEND_LECAR)
+		p->ev->qtarget = (uint32_t)-(int32_t)(KVBM_LECAR_ONE / 2); /* LFU only */
+	ck_assert_int_eq(kvbm_store_lock(p, KVBM_OP_EVICT, 0), 0);
+	uint32_t s = kvbm_evict_first(p);
+	ck_assert_uint_lt(s, 8);
+	kvbm_evict_remove(p, s);
+	kvbm_evict_restore(p, s);
+	kvbm_store_unlock(p);
+	ck_assert_int_eq(t_check(p), 0);
+	t_done(p, name);
+}
+END_TEST
+
 Suite *make_evict_suite(void)
 {
 	Suite *s = suite_create("evict");
@@ -407,6 +624,12 @@ Suite *make_evict_suite(void)
 	tcase_add_test(tc, test_lfru_keeps_the_frequent_block);
 	tcase_add_test(tc, test_eviction_config_validation);
 	tcase_add_test(tc, test_frequency_touches_where_the_reference_does);
+	tcase_add_loop_test(tc, test_queued_evict_leaves_only, 0, 4);
+	tcase_add_loop_test(tc, test_lecar_experts_and_regret, 0, 2);
+	tcase_add_loop_test(tc, test_queued_restore_keeps_the_order, 0, 4);
+	tcase_add_loop_test(tc, test_queued_reused_block_outlives_one_shots, 0, 2);
+	tcase_add_loop_test(tc, test_queued_ghost_readmits, 0, 2);
+	tcase_add_test(tc, test_wtinylfu_admission);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -191,7 +191,14 @@ START_TEST(test_pin_vs_evict_stress)
 	struct kvbm_block b[TOTAL];
 	pid_t pids[READERS + EVICTORS];
 
+	/* runs 6-11: 0-5 again over S3-FIFO, ARC, W-TinyLFU and LeCaR, whose
+	 * lazy queues race the pins as the default backend's forest does */
+	static const enum kvbm_backend queued[] = {KVBM_BACKEND_S3FIFO, KVBM_BACKEND_ARC,
+						   KVBM_BACKEND_WTINYLFU, KVBM_BACKEND_LECAR};
+	int run = _i % 6;
 	cfg.block_count = TOTAL;
+	if (_i >= 6)
+		cfg.backend = queued[_i % 4];
 	struct kvbm_pool *p = t_create(name, &cfg);
 	t_seq_hashes(1, NH, BS, h);
 	t_register(p, h, TOTAL, b);
@@ -199,14 +206,14 @@ START_TEST(test_pin_vs_evict_stress)
 	/* runs 2 and 3: the workers attach with KVBM_OPEN_ONE_THREAD; 0 and 1
 	 * with biased handles (one writer while one thread calls); 4 and 5
 	 * with handles made thread-safe, whose holds are CASes */
-	attach_flags = _i & 2 ? KVBM_OPEN_ONE_THREAD : 0;
-	attach_shared = (_i & 4) != 0;
+	attach_flags = run & 2 ? KVBM_OPEN_ONE_THREAD : 0;
+	attach_shared = (run & 4) != 0;
 	ck_assert_int_eq(kvbm_fp_arm("a=bogus"), -EINVAL);
 	ck_assert_int_eq(kvbm_fp_arm("a:3=yield,b=kill"), 0);
 	ck_assert_int_eq(kvbm_fp_arm(NULL), 0);
 	for (int i = 0; i < READERS + EVICTORS; i++) {
 		pids[i] = fork();
-		if (pids[i] == 0 && (_i & 1))
+		if (pids[i] == 0 && (run & 1))
 			/* second run: yield inside both halves of the pin/evict
 			 * handshake, so the narrow interleavings happen */
 			kvbm_fp_arm("hold.pin.tentative=yield,hold.pin.bit=yield,"
@@ -741,7 +748,15 @@ static const char *const lineage_points[] = {
 	"evict.lineage.unparent", "evict.lineage.link", "evict.lineage.unghost",
 	"evict.lineage.ghost",
 };
+/* inside the queue updates of S3-FIFO, ARC and W-TinyLFU */
+static const char *const queue_points[] = {
+	"evict.queue.insert",
+	"evict.queue.move",
+};
+static const enum kvbm_backend queued_backends[] = {KVBM_BACKEND_S3FIFO, KVBM_BACKEND_ARC,
+						    KVBM_BACKEND_WTINYLFU, KVBM_BACKEND_LECAR};
 #define NBLOCK_POINTS (int)(sizeof(block_points) / sizeof(block_points[0]))
+#define NQUEUE_POINTS (int)(sizeof(queue_points) / sizeof(queue_points[0]))
 #define NLINEAGE_POINTS (int)(sizeof(lineage_points) / sizeof(lineage_points[0]))
 
 /* Evicts 4 inactive blocks, registers new ones as a batch and one more as
@@ -851,6 +866,21 @@ START_TEST(test_victim_killed_at_failpoint_lineage)
 }
 END_TEST
 
+/* And with each queued backend (they keep the lineage forest too): every
+ * point, then inside the forest, then inside the queues. */
+START_TEST(test_victim_killed_at_failpoint_queued)
+{
+	T_NAME(name);
+	enum { NP = NBLOCK_POINTS + NLINEAGE_POINTS + NQUEUE_POINTS };
+	int k = _i % NP;
+	const char *point = k < NBLOCK_POINTS ? block_points[k]
+			    : k < NBLOCK_POINTS + NLINEAGE_POINTS
+				    ? lineage_points[k - NBLOCK_POINTS]
+				    : queue_points[k - NBLOCK_POINTS - NLINEAGE_POINTS];
+	victim_killed_at(name, point, queued_backends[_i / NP]);
+}
+END_TEST
+
 /* The victim attached with KVBM_OPEN_ONE_THREAD, whose holds skip the
  * stripe locks and count without RMWs: the reaper must find the same. */
 START_TEST(test_victim_killed_one_thread)
@@ -933,15 +963,19 @@ static const char *const reap_points[] = {
  * Recovery rebuilds the eviction order from the slots' ticks (sorted in
  * place: it may not allocate). Eight one-block sequences are released in
  * an order unlike their slot order, a victim dies holding the mutex, and
- * after the recovery allocations must evict in release order. Runs 0-3:
- * lru, fifo, lineage, lfru.
+ * after the recovery allocations must evict in release order. Runs 0-7:
+ * lru, fifo, lineage, lfru, s3fifo, arc, w-tinylfu, lecar (whose queues
+ * are rebuilt from the ticks' queue bits; LeCaR's two experts agree here,
+ * every block used once).
  */
 START_TEST(test_recovery_keeps_the_eviction_order)
 {
 	T_NAME(name);
 	enum { N = 8, TOTAL = 12 };
-	static const enum kvbm_backend backends[] = {KVBM_BACKEND_LRU, KVBM_BACKEND_FIFO,
-						     KVBM_BACKEND_LINEAGE, KVBM_BACKEND_LFRU};
+	static const enum kvbm_backend backends[] = {
+		KVBM_BACKEND_LRU, KVBM_BACKEND_FIFO,	 KVBM_BACKEND_LINEAGE,
+		KVBM_BACKEND_LFRU, KVBM_BACKEND_S3FIFO, KVBM_BACKEND_ARC,
+		KVBM_BACKEND_WTINYLFU, KVBM_BACKEND_LECAR};
 	static const int order[N] = {5, 2, 7, 0, 3, 6, 1, 4};
 	struct kvbm_config cfg = t_cfg();
 	struct kvbm_plh h[N], hv = t_hash1(900, BS);
@@ -977,7 +1011,20 @@ START_TEST(test_recovery_keeps_the_eviction_order)
 	 * newest), then one eviction per allocation */
 	int nfree = (int)t_metrics(p).reset_pool_size, k = 0;
 	ck_assert_int_eq(nfree, TOTAL - N - 1);
-	ck_assert_int_eq(kvbm_allocate_blocks(p, (uint32_t)nfree, x, NULL, NULL), 0);
+	if (backends[_i] == KVBM_BACKEND_WTINYLFU) {
+		/* the victim's block, alone in the window, loses its duel
+		 * (a tie) against probation's oldest: it goes first */
+		struct kvbm_plh ev;
+		struct kvbm_block xv;
+		uint32_t nev;
+		ck_assert_int_eq(kvbm_allocate_blocks(p, (uint32_t)nfree, x, NULL, NULL), 0);
+		ck_assert_int_eq(kvbm_allocate_blocks(p, 1, &xv, &ev, &nev), 0);
+		ck_assert_uint_eq(nev, 1);
+		ck_assert(kvbm_plh_eq(ev, hv));
+		x[TOTAL - 1] = xv; /* released with the others below */
+	} else {
+		ck_assert_int_eq(kvbm_allocate_blocks(p, (uint32_t)nfree, x, NULL, NULL), 0);
+	}
 	for (int i = 0; i < N; i++) {
 		uint8_t present[N];
 		ck_assert_int_eq(kvbm_allocate_blocks(p, 1, &x[nfree + i], NULL, NULL), 0);
@@ -987,6 +1034,8 @@ START_TEST(test_recovery_keeps_the_eviction_order)
 	}
 	ck_assert_int_eq(k, 0);
 	t_release(p, x, (size_t)nfree + N);
+	if (backends[_i] == KVBM_BACKEND_WTINYLFU)
+		t_release(p, &x[TOTAL - 1], 1);
 	ck_assert_int_eq(t_check(p), 0);
 	kvbm_pool_close(p);
 	kvbm_pool_destroy(name, 0);
@@ -1045,7 +1094,7 @@ Suite *make_mproc_suite(void)
 
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_registered_in_one_process_matched_by_others);
-	tcase_add_loop_test(tc, test_pin_vs_evict_stress, 0, 6);
+	tcase_add_loop_test(tc, test_pin_vs_evict_stress, 0, 12);
 	tcase_add_test(tc, test_allocate_atomic_no_over_commit_under_contention);
 	tcase_add_test(tc, test_dead_holder_blocks_come_back);
 	tcase_add_loop_test(tc, test_short_allocation_reaps_dead, 0, 2);
@@ -1057,13 +1106,15 @@ Suite *make_mproc_suite(void)
 	tcase_add_test(tc, test_eviction_concurrent_with_reregister_preserves_presence);
 	tcase_add_loop_test(tc, test_victim_killed_in_recovery, 0,
 			    (int)(sizeof(recovery_points) / sizeof(recovery_points[0])));
-	tcase_add_loop_test(tc, test_recovery_keeps_the_eviction_order, 0, 4);
+	tcase_add_loop_test(tc, test_recovery_keeps_the_eviction_order, 0, 8);
 	tcase_add_loop_test(tc, test_victim_killed_reaping_a_third, 0,
 			    (int)(sizeof(reap_points) / sizeof(reap_points[0])));
 	tcase_add_loop_test(tc, test_victim_killed_at_block_failpoint, 0, NBLOCK_POINTS);
 	tcase_add_loop_test(tc, test_victim_killed_at_failpoint_lineage, 0,
 			    NBLOCK_POINTS + NLINEAGE_POINTS);
 	tcase_add_loop_test(tc, test_victim_killed_one_thread, 0, NBLOCK_POINTS);
+	tcase_add_loop_test(tc, test_victim_killed_at_failpoint_queued, 0,
+			    4 * (NBLOCK_POINTS + NLINEAGE_POINTS + NQUEUE_POINTS));
 	suite_add_tcase(s, tc);
 	return s;
 }

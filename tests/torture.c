@@ -180,6 +180,8 @@ static void report(const char *msg, void *arg)
 	fprintf(stderr, "violation: %s\n", msg);
 }
 
+static uint32_t backend = KVBM_BACKEND_LINEAGE; /* --backend */
+
 static int torture(double duration, int nworkers, uint32_t blocks, unsigned seed, int yield,
 		   const char *keep)
 {
@@ -195,6 +197,7 @@ static int torture(double duration, int nworkers, uint32_t blocks, unsigned seed
 	kvbm_config_init(&cfg);
 	cfg.block_count = blocks;
 	cfg.max_procs = (uint32_t)nworkers + 2;
+	cfg.backend = backend;
 	int r = kvbm_pool_open(name, &cfg, KVBM_OPEN_CREATE | KVBM_OPEN_EXCL, &p);
 	if (r < 0) {
 		fprintf(stderr, "kvbm-torture: create %s: %s\n", name, kvbm_strerror(r));
@@ -373,7 +376,7 @@ static int recovery(uint32_t n)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: kvbm-torture [--duration S] [--workers N] [--blocks B] [--seed X] "
-		   "[--yield] [--keep NAME]\n"
+		   "[--yield] [--keep NAME] [--backend NAME]\n"
 		   "       kvbm-torture recovery [--blocks N]\n");
 }
 
@@ -386,6 +389,7 @@ int main(int argc, char **argv)
 		{"seed", required_argument, NULL, 's'},
 		{"yield", no_argument, NULL, 'y'},
 		{"keep", required_argument, NULL, 'k'},
+		{"backend", required_argument, NULL, 'B'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -395,7 +399,7 @@ int main(int argc, char **argv)
 	unsigned seed = (unsigned)time(NULL);
 	const char *keep = NULL;
 
-	while ((c = getopt_long(argc, argv, "d:w:b:s:yk:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "d:w:b:s:yk:B:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'k':
 			keep = optarg; /* name the pool, leave it for kvbm-shm-dump */
@@ -415,6 +419,15 @@ int main(int argc, char **argv)
 		case 'y':
 			yield = 1;
 			break;
+		case 'B': {
+			int b = kvbm_backend_parse(optarg);
+			if (b < 0) {
+				fprintf(stderr, "kvbm-torture: --backend '%s': no such backend\n", optarg);
+				return 64;
+			}
+			backend = (uint32_t)b;
+			break;
+		}
 		case 'h':
 			usage(stdout);
 			return 0;

@@ -49,7 +49,8 @@ static void usage(FILE *f)
 		"  --allow-others        let --mode give bits to others (any local user)\n"
 		"  --hugepages           back the segment with transparent hugepages\n"
 		"  --backend NAME        eviction order: lru, fifo, multi-lru, lineage,\n"
-		"                        lineage-fifo, lfru (lineage)\n"
+		"                        lineage-fifo, lfru, s3fifo, arc, w-tinylfu,\n"
+		"                        lecar (lineage)\n"
 		"  --dup-policy POLICY   registering a registered hash: allow (a duplicate)\n"
 		"                        or reject (the primary is returned) (allow)\n"
 		"  --tier TIER           G1, G2, G3, G4, or its storage name: device,\n"
@@ -174,7 +175,9 @@ static void explain_invalid(const struct kvbm_config *cfg, const char *why)
 		{"KVBM_CFG_KEEP_TOKENS", "--keep-tokens"},
 		{"dup_policy", "--dup-policy"}, {"unknown backend", "--backend"},
 		{"unknown tinylfu", "--tinylfu"}, {"multi-lru", "--tinylfu"},
-		{"lfru", "--tinylfu"},         {"frequency thresholds", "--mlru-thresholds"},
+		{"lfru", "--tinylfu"},         {"w-tinylfu", "--tinylfu"},
+		{"lecar", "--tinylfu"},
+		{"frequency thresholds", "--mlru-thresholds"},
 		{"reset_on_release", "--reset-on-release"},
 		{"event_ring", "--event-ring"}, {"tier", "--tier"},
 	};

@@ -16,7 +16,8 @@ from .errors import (ForeignHandle, Forked, Initializing, InvalidArgument, Misma
                      PoolClosed, WrongSize, raise_rc)
 from .hashing import Hashes, check_u64, tokens_u32
 
-BACKENDS = ("lru", "fifo", "multi-lru", "lineage", "lineage-fifo", "lfru")
+BACKENDS = ("lru", "fifo", "multi-lru", "lineage", "lineage-fifo", "lfru", "s3fifo", "arc",
+            "w-tinylfu", "lecar")
 DUP_POLICIES = {"allow": 0, "reject": 1}
 BLOCK_STATES = ("reset", "mutable", "staged", "registered", "evicting")
 EVENT_KINDS = {1: "stored", 2: "removed", 3: "resync", 4: "cleared"}

@@ -26,6 +26,26 @@ def fill(pool, nblocks, start=1):
     return b, h
 
 
+@pytest.mark.parametrize("backend", kvbm.BACKENDS)
+def test_every_backend_evicts_by_its_order(pool_name, backend):
+    """BACKENDS names the C library's backends in its order: a pool made
+    with each reports it back and evicts (4 blocks, a chain of 4 cached,
+    then 2 allocated: the chain's last two go, leaves first where the
+    backend keeps the prefix tree)."""
+    with kvbm.Pool(pool_name, create=True, block_count=4, block_size=BS,
+                   backend=backend) as p:
+        assert p.info()["config"]["backend"] == backend == p.backend
+        b, h = fill(p, 4)
+        p.release(b)
+        got = p.allocate(2)
+        assert p.available() == 2  # the other two, still cached
+        if backend not in ("lru", "fifo", "multi-lru"):
+            m = p.match(h)
+            assert len(m) == 2  # the prefix stays, its leaves went
+            p.release(m)
+        p.release(got)
+
+
 def test_create_attach_properties_and_close(pool_name):
     with kvbm.Pool(pool_name, create=True, block_count=32, block_size=8, tier="G2",
                    backend="lru", dup_policy="reject", max_procs=4) as p:

@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * evict.h - what the eviction modules share (mutex held throughout):
+ * evict.c's lists and lineage forest, used by evict_queue.c's backends.
+ */
+#ifndef KVBM_EVICT_H
+#define KVBM_EVICT_H
+
+#include "pool.h"
+
+/* control.lists entries, linked through the slots (slot + 1) */
+void kvbm_evlist_unlink(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s);
+void kvbm_evlist_append(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s);
+void kvbm_evlist_prepend(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s);
+/* @s before @before, an entry of @l */
+void kvbm_evlist_insert_before(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s,
+			       uint32_t before);
+
+/* A 64-bit mix of a 128-bit key; @mult (odd) picks the function. */
+uint64_t kvbm_evict_mix(struct kvbm_plh k, uint64_t mult);
+
+/* The lineage forest: node @s joins (a node still there from before its
+ * resurrection stays), leaves, and how many nodes hang under it. */
+void kvbm_lin_insert(struct kvbm_pool *p, uint32_t s);
+void kvbm_lin_remove(struct kvbm_pool *p, uint32_t s);
+uint32_t kvbm_lin_children(struct kvbm_pool *p, uint32_t s);
+/* The leaf at the top of the leaf heap, or UINT32_MAX. */
+uint32_t kvbm_lin_least(struct kvbm_pool *p);
+
+/* evict_queue.c: S3-FIFO, ARC, W-TinyLFU, LeCaR */
+enum kvbm_qi {
+	KVBM_QI_NEW,      /* released: a new block, or a hit on a listed one */
+	KVBM_QI_RESTORE,  /* a victim put back at the head of its queue */
+	KVBM_QI_REINSERT, /* recovery: at the tail of the queue its tick names */
+};
+void kvbm_queue_insert(struct kvbm_pool *p, uint32_t s, enum kvbm_qi how);
+uint32_t kvbm_queue_first(struct kvbm_pool *p);
+
+#endif
