@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * check.c - the invariants of ARCHITECTURE section 5, checked against the
+ * check.c - the invariants of docs/CRASH-SAFETY.md, checked against the
  * slot array (the source of truth): by kvbm-shm-dump --check, by the crash
  * and torture tests, and by recovery before it declares a repaired segment
  * consistent.

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * hold.c - holder bits and counts: the lock-free pin and unpin of
- * ARCHITECTURE section 4 (model: shared/model/pin_evict.pml, reader and
+ * docs/PROTOCOL.md (model: the design's pin_evict.pml, reader and
  * UNPIN, with FASTGEN=1 REGLOCK=1 EVFIX=1 KEYRECHECK=1).
  *
  * Each process has one bit in a slot's holder mask and counts its holds in

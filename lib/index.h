@@ -3,7 +3,7 @@
  * index.h - the registry index: 128-bit sequence hash -> primary slot.
  * PRIVATE.
  *
- * Concurrency rules (ARCHITECTURE section 4):
+ * Concurrency rules (docs/PROTOCOL.md):
  *  - writers (insert, delete) hold the pool mutex;
  *  - readers (lookup) take no lock and make no syscall. Entries never
  *    move; a hit is validated against the slot's state word (REGISTERED,

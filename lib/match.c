@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * match.c - the readers: prefix, scattered and scan matching and presence
- * checks, lock-free and syscall-free (ARCHITECTURE section 4). A hit is a
+ * checks, lock-free and syscall-free (docs/PROTOCOL.md). A hit is a
  * hold taken through the pin protocol on the slot the index names; an
  * inactive hit is resurrected by that hold alone. Also the pool-wide
  * counts and reset_inactive_pool, which take the mutex.

@@ -3,8 +3,8 @@
  * pool.h - the per-process attach handle behind struct kvbm_pool, and the
  * block store's internal calls. PRIVATE.
  *
- * Concurrency rules (ARCHITECTURE sections 3-4; rule numbers are section
- * 4's, and shared/model/pin_evict.pml checks them):
+ * Concurrency rules (docs/PROTOCOL.md; rule numbers are its
+ * handshake rules, which the design's SPIN model pin_evict.pml checks):
  *  - slot transitions out of RESET, into and out of EVICTING, the pool
  *    lists, the registry index and slot.dups change only under the pool
  *    mutex; a MUTABLE or STAGED slot's key and state are written by its

@@ -5,7 +5,7 @@
  * segment read-only and takes no lock, so it works on a pool whose every
  * process is dead.
  *
- * --check verifies the invariants of ARCHITECTURE section 5 and prints
+ * --check verifies the invariants of docs/CRASH-SAFETY.md and prints
  * each violation; exact when no live process is attached, else only what
  * holds while others work, unless --lock attaches and takes the mutex.
  *
