@@ -15,6 +15,7 @@
 #include <xxhash.h>
 
 #include "kvbm.h"
+#include "grow.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 	       "tokens are hashed as little-endian u32 straight from memory");
@@ -373,21 +374,6 @@ void kvbm_tokens_free(struct kvbm_tokens *t)
 	free(t);
 }
 
-static int grow(void **p, size_t *cap, size_t need, size_t elem)
-{
-	if (need <= *cap)
-		return 0;
-	size_t ncap = *cap ? *cap : 64;
-	while (ncap < need)
-		ncap *= 2;
-	void *np = realloc(*p, ncap * elem);
-	if (!np)
-		return -ENOMEM;
-	*p = np;
-	*cap = ncap;
-	return 0;
-}
-
 int kvbm_tokens_extend(struct kvbm_tokens *t, const uint32_t *tokens, size_t n, size_t *first_new,
 		       size_t *n_new)
 {
@@ -398,8 +384,8 @@ int kvbm_tokens_extend(struct kvbm_tokens *t, const uint32_t *tokens, size_t n, 
 	size_t total = t->ntokens + n, nblocks = total / t->block_size;
 	if (nblocks > (size_t)KVBM_PLH_MAX_POSITION + 1)
 		return -ERANGE;
-	if (grow((void **)&t->tokens, &t->cap_tokens, total, sizeof(*t->tokens)) < 0 ||
-	    grow((void **)&t->blocks, &t->cap_blocks, nblocks, sizeof(*t->blocks)) < 0)
+	if (kvbm_grow((void **)&t->tokens, &t->cap_tokens, total, sizeof(*t->tokens)) < 0 ||
+	    kvbm_grow((void **)&t->blocks, &t->cap_blocks, nblocks, sizeof(*t->blocks)) < 0)
 		return -ENOMEM;
 	memcpy(t->tokens + t->ntokens, tokens, n * sizeof(*tokens));
 	t->ntokens = total;

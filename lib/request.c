@@ -82,7 +82,7 @@ static long add_matched(struct kvbm_request *r, const struct kvbm_block *blks, s
 
 	if (start + n > kvbm_bseq_num_blocks(r->seq))
 		return -ERANGE; /* the reference: "matched blocks exceed completed sequence blocks" */
-	if ((rc = seq_grow((void **)&r->hashes, &r->cap_hashes, n, sizeof(*r->hashes))) < 0)
+	if ((rc = kvbm_grow((void **)&r->hashes, &r->cap_hashes, n, sizeof(*r->hashes))) < 0)
 		return rc;
 	for (size_t i = 0; i < n; i++) {
 		struct kvbm_block_info bi;
@@ -119,8 +119,8 @@ static long match_prefix(struct kvbm_request *r)
 	size_t nb = kvbm_bseq_num_blocks(r->seq);
 	int rc;
 
-	if ((rc = seq_grow((void **)&r->hashes, &r->cap_hashes, nb, sizeof(*r->hashes))) < 0 ||
-	    (rc = seq_grow((void **)&r->tmp, &r->cap_tmp, nb, sizeof(*r->tmp))) < 0)
+	if ((rc = kvbm_grow((void **)&r->hashes, &r->cap_hashes, nb, sizeof(*r->hashes))) < 0 ||
+	    (rc = kvbm_grow((void **)&r->tmp, &r->cap_tmp, nb, sizeof(*r->tmp))) < 0)
 		return rc;
 	kvbm_bseq_sequence_hashes(r->seq, r->hashes, nb);
 	return kvbm_match_blocks(r->pool, r->hashes, nb, r->tmp);
@@ -151,7 +151,7 @@ int kvbm_request_allocate_blocks(struct kvbm_request *r, size_t n)
 		return 0;
 	if (n > UINT32_MAX)
 		return -ENOSPC;
-	if ((rc = seq_grow((void **)&r->tmp, &r->cap_tmp, n, sizeof(*r->tmp))) < 0 ||
+	if ((rc = kvbm_grow((void **)&r->tmp, &r->cap_tmp, n, sizeof(*r->tmp))) < 0 ||
 	    (rc = kvbm_allocate_blocks(r->pool, (uint32_t)n, r->tmp, NULL, NULL)) < 0)
 		return rc;
 	if ((rc = seq_lassign_add_allocated(r->la, r->tmp, n)) < 0) {

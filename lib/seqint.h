@@ -5,12 +5,11 @@
 #ifndef KVBM_SEQINT_H
 #define KVBM_SEQINT_H
 
+#include "grow.h"
 #include "kvbm_sequence.h"
 
 /* Fills *@e (may be NULL) with @code and its details. */
 void seq_err(struct kvbm_seq_error *e, int code, uint64_t a, uint64_t b, uint64_t c, uint64_t d);
-/* Grows *@p to room for @need elements of @elem bytes (doubling). */
-int seq_grow(void **p, size_t *cap, size_t need, size_t elem);
 /* Undoes the staging of the last @k staged blocks (after a failed
  * register): back to the front of the unassigned queue, MUTABLE. */
 int seq_lassign_unstage_last(struct kvbm_lassign *l, size_t k);

@@ -90,23 +90,6 @@ int kvbm_seq_error_format(const struct kvbm_seq_error *e, char *buf, size_t len)
 	}
 }
 
-/* ---- growth ------------------------------------------------------------------- */
-
-int seq_grow(void **p, size_t *cap, size_t need, size_t elem)
-{
-	if (need <= *cap)
-		return 0;
-	size_t ncap = *cap ? *cap : 16;
-	while (ncap < need)
-		ncap *= 2;
-	void *np = realloc(*p, ncap * elem);
-	if (!np)
-		return -ENOMEM;
-	*p = np;
-	*cap = ncap;
-	return 0;
-}
-
 /* ---- BlockSequence ----------------------------------------------------------- */
 
 struct kvbm_bseq {
@@ -214,8 +197,8 @@ int kvbm_bseq_extend(struct kvbm_bseq *s, const uint32_t *tokens, size_t n,
 	size_t total = s->ntokens + n, nblocks = total / s->block_size, before = s->nblocks;
 	if (nblocks > (size_t)KVBM_PLH_MAX_POSITION + 1)
 		return -ERANGE;
-	if (seq_grow((void **)&s->tokens, &s->cap_tokens, total, sizeof(*s->tokens)) < 0 ||
-	    seq_grow((void **)&s->blocks, &s->cap_blocks, nblocks, sizeof(*s->blocks)) < 0)
+	if (kvbm_grow((void **)&s->tokens, &s->cap_tokens, total, sizeof(*s->tokens)) < 0 ||
+	    kvbm_grow((void **)&s->blocks, &s->cap_blocks, nblocks, sizeof(*s->blocks)) < 0)
 		return -ENOMEM;
 	if (n)
 		memcpy(s->tokens + s->ntokens, tokens, n * sizeof(*tokens));
@@ -415,7 +398,7 @@ static int dq_reserve(struct deque *d, size_t extra)
 		memmove(d->v, d->v + d->head, d->len * sizeof(*d->v));
 		d->head = 0;
 	}
-	return seq_grow((void **)&d->v, &d->cap, d->len + extra, sizeof(*d->v));
+	return kvbm_grow((void **)&d->v, &d->cap, d->len + extra, sizeof(*d->v));
 }
 
 /* After dq_reserve(). */
@@ -957,7 +940,7 @@ long kvbm_lassign_extend_assigned(struct kvbm_lassign *l, const struct kvbm_bloc
 	if ((r = lassign_admit(l, &l->assigned, blks, n, err)) < 0)
 		return r;
 	if (!hashes) { /* read them all first: a stale handle changes nothing */
-		if ((r = seq_grow((void **)&l->tmph, &l->cap_tmph, n, sizeof(*l->tmph))) < 0)
+		if ((r = kvbm_grow((void **)&l->tmph, &l->cap_tmph, n, sizeof(*l->tmph))) < 0)
 			return r;
 		for (size_t i = 0; i < n; i++) {
 			struct kvbm_block_info bi;
@@ -985,8 +968,8 @@ long kvbm_lassign_stage(struct kvbm_lassign *l, const struct kvbm_block_hashes *
 	k = n < l->unassigned.len ? n : l->unassigned.len;
 	if (!k)
 		return 0;
-	if ((r = seq_grow((void **)&l->tmp, &l->cap_tmp, k, sizeof(*l->tmp))) < 0 ||
-	    (r = seq_grow((void **)&l->tmph, &l->cap_tmph, k, sizeof(*l->tmph))) < 0 ||
+	if ((r = kvbm_grow((void **)&l->tmp, &l->cap_tmp, k, sizeof(*l->tmp))) < 0 ||
+	    (r = kvbm_grow((void **)&l->tmph, &l->cap_tmph, k, sizeof(*l->tmph))) < 0 ||
 	    (r = dq_reserve(&l->staged, k)) < 0)
 		return r;
 	for (size_t i = 0; i < k; i++) {
@@ -1014,7 +997,7 @@ long kvbm_lassign_register(struct kvbm_lassign *l, const uint32_t *tokens)
 	k = l->staged.len;
 	if (!k)
 		return 0;
-	if ((r = seq_grow((void **)&l->tmp, &l->cap_tmp, k, sizeof(*l->tmp))) < 0 ||
+	if ((r = kvbm_grow((void **)&l->tmp, &l->cap_tmp, k, sizeof(*l->tmp))) < 0 ||
 	    (r = dq_reserve(&l->assigned, k)) < 0)
 		return r;
 	for (size_t i = 0; i < k; i++)
@@ -1082,7 +1065,7 @@ static int release_all(struct kvbm_lassign *l, struct deque *d)
 	size_t n = d->len;
 
 	if (n && n <= UINT32_MAX &&
-	    seq_grow((void **)&l->tmp, &l->cap_tmp, n, sizeof(*l->tmp)) == 0) {
+	    kvbm_grow((void **)&l->tmp, &l->cap_tmp, n, sizeof(*l->tmp)) == 0) {
 		for (size_t i = 0; i < n; i++)
 			l->tmp[i] = dq_at(d, i)->blk;
 		first = kvbm_release_blocks(l->pool, l->tmp, (uint32_t)n);
