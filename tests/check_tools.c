@@ -187,13 +187,43 @@ END_TEST
 
 /* Runs kvbm-pool with @args as user nobody (root only), stdout and stderr in
  * out[]; returns its exit code. */
+/* kvbm-pool copied where user nobody may run it: the build tree may sit in
+ * a directory only its owner can enter (a clone in /root: execl failed
+ * with 127 on a fresh machine). */
+static char nobody_dir[] = "/tmp/kvbm-nobody-XXXXXX";
+static char nobody_bin[sizeof(nobody_dir) + 16];
+
+static void nobody_bin_make(void)
+{
+	char src[512], buf[65536];
+	ssize_t k;
+
+	snprintf(src, sizeof(src), "%s/kvbm-pool", getenv("KVBM_BIN") ? getenv("KVBM_BIN")
+									 : "build/bin");
+	ck_assert_ptr_nonnull(mkdtemp(nobody_dir));
+	ck_assert_int_eq(chmod(nobody_dir, 0755), 0);
+	snprintf(nobody_bin, sizeof(nobody_bin), "%s/kvbm-pool", nobody_dir);
+	int in = open(src, O_RDONLY | O_CLOEXEC);
+	int out_fd = open(nobody_bin, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0755);
+	ck_assert_int_ge(in, 0);
+	ck_assert_int_ge(out_fd, 0);
+	while ((k = read(in, buf, sizeof(buf))) > 0)
+		ck_assert_int_eq(write(out_fd, buf, (size_t)k), k);
+	ck_assert_int_eq(k, 0);
+	close(in);
+	ck_assert_int_eq(close(out_fd), 0);
+}
+
+static void nobody_bin_drop(void)
+{
+	unlink(nobody_bin);
+	rmdir(nobody_dir);
+}
+
 static int pool_as_nobody(const char *a1, const char *a2)
 {
-	char path[512];
 	int p[2];
 
-	snprintf(path, sizeof(path), "%s/kvbm-pool", getenv("KVBM_BIN") ? getenv("KVBM_BIN")
-									  : "build/bin");
 	ck_assert_int_eq(pipe(p), 0);
 	pid_t pid = fork();
 	if (pid == 0) {
@@ -202,7 +232,7 @@ static int pool_as_nobody(const char *a1, const char *a2)
 		close(p[0]);
 		if (setgid(65534) < 0 || setuid(65534) < 0)
 			_exit(126);
-		execl(path, "kvbm-pool", a1, a2, (char *)NULL);
+		execl(nobody_bin, "kvbm-pool", a1, a2, (char *)NULL);
 		_exit(127);
 	}
 	close(p[1]);
@@ -228,6 +258,7 @@ START_TEST(test_pool_cli_permissions)
 
 	ck_assert_ptr_nonnull(mkdtemp(dir));
 	ck_assert_int_eq(chmod(dir, 0755), 0);
+	nobody_bin_make();
 	setenv("KVBM_SHM_DIR", dir, 1);
 	kvbm_config_init(&cfg);
 	ck_assert_int_eq(kvbm_pool_open("secret", &cfg, KVBM_OPEN_CREATE, &p), 0);
@@ -242,6 +273,7 @@ START_TEST(test_pool_cli_permissions)
 	ck_assert_ptr_null(strstr(out, "owner"));
 	ck_assert_int_eq(kvbm_pool_destroy("secret", 0), 0);
 	rmdir(dir);
+	nobody_bin_drop();
 	setenv("KVBM_SHM_DIR", old, 1);
 	free(old);
 }
