@@ -834,7 +834,10 @@ START_TEST(test_register_checks_every_handle_first)
 END_TEST
 
 /* A block listed twice in one batch is refused, before anything is
- * registered, in a small batch (pairwise check) and a large one (bitmap). */
+ * registered, in a small batch (pairwise check), a middle one (the set on
+ * the stack: every pair of positions, at both of its size's ends) and a
+ * large one (bitmap); batches without a duplicate in the set's sizes
+ * register. */
 START_TEST(test_register_refuses_a_block_listed_twice)
 {
 	T_NAME(name);
@@ -852,9 +855,23 @@ START_TEST(test_register_refuses_a_block_listed_twice)
 	struct kvbm_block small[3] = {b[0], b[1], b[0]};
 	ck_assert_int_eq(kvbm_register_blocks(p, small, 3), -EINVAL);
 	ck_assert_int_eq(kvbm_register_blocks(p, b, N + 1), -EINVAL);
+	static const uint32_t sizes[] = {9, 64};
+	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+		uint32_t m = sizes[k];
+		struct kvbm_block c[64];
+		for (uint32_t j = 1; j < m; j++)
+			for (uint32_t i = 0; i < j; i++) {
+				memcpy(c, b, sizeof(c[0]) * m);
+				c[j] = b[i];
+				ck_assert_msg(kvbm_register_blocks(p, c, m) == -EINVAL,
+					      "batch of %u, position %u listed again at %u", m, i,
+					      j);
+			}
+	}
 	ck_assert_int_eq(kvbm_block_info(p, &b[0], &info), 0);
 	ck_assert_uint_eq(info.state, KVBM_BLOCK_STAGED);
-	ck_assert_int_eq(kvbm_register_blocks(p, b, N), 0);
+	ck_assert_int_eq(kvbm_register_blocks(p, b, 64), 0);
+	ck_assert_int_eq(kvbm_register_blocks(p, b + 64, N - 64), 0);
 	ck_assert_int_eq(kvbm_block_info(p, &b[N - 7], &info), 0);
 	ck_assert_uint_eq(info.state, KVBM_BLOCK_REGISTERED);
 	t_release(p, b, N);
