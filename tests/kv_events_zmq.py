@@ -76,13 +76,26 @@ class View:
 
 
 def replay(dealer, view, start, deadline):
-    """Asks for every batch from @start on; applies them in order."""
+    """Asks for every batch from @start on; applies them in order. A
+    publisher killed between taking the request and answering it never
+    sends the end marker: after 2 s of silence the request is sent again
+    (from what has arrived since), as a consumer of a restarting publisher
+    must."""
     view.replays += 1
-    dealer.send_multipart([b"", struct.pack(">Q", start)])
+
+    def ask():
+        frm = start if view.last is None or view.last < start else view.last + 1
+        dealer.send_multipart([b"", struct.pack(">Q", frm)])
+        return time.time()
+
+    asked = ask()
     while time.time() < deadline:
-        if not dealer.poll(1000):
+        if not dealer.poll(500):
+            if time.time() - asked > 2.0:
+                asked = ask()
             continue
         frames = dealer.recv_multipart()
+        asked = time.time()
         # the DEALER sees [empty, seq, payload]
         assert len(frames) == 3 and frames[0] == b"", "replay frames %d" % len(frames)
         if frames[1] == END_SEQ:
