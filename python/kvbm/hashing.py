@@ -134,6 +134,17 @@ class Hashes:
         # _full: n x struct kvbm_block_hashes (bytes) or None;
         # _plh: n x struct kvbm_plh (bytes), built from _full on first use;
         # _bs: the block size they were hashed with (None: not known)
+        # Every C call trusts n against these buffers, so a Hashes made by
+        # hand with a wrong n would let the library read past them.
+        if not isinstance(n, int) or n < 0:
+            raise ValueError("Hashes: n must be an int >= 0, not %r" % (n,))
+        if full is None and plh is None and n:
+            raise ValueError("Hashes: %d hashes need their bytes" % n)
+        for what, buf, size in (("full", full, HASHES_SIZE), ("plh", plh, PLH_SIZE)):
+            if buf is not None and (not isinstance(buf, bytes) or len(buf) != n * size):
+                raise ValueError("Hashes: %s must be %d bytes for %d hashes, not %s" %
+                                 (what, n * size, n, len(buf) if isinstance(buf, bytes)
+                                  else type(buf).__name__))
         self._full = full
         self._plh = plh
         self._n = n

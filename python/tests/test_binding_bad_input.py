@@ -404,3 +404,21 @@ def test_interrupt_while_open_waits_for_a_creator(pool_name):
     with kvbm.Pool(pool_name, create=True, block_count=16, block_size=BS) as p:
         assert p.info()["procs_attached"] == 1
         sound(p)
+
+
+def test_hashes_made_by_hand_must_agree_with_their_bytes(pool):
+    # every C call trusts a Hashes' count against its buffers: a count
+    # larger than the bytes made presence() read 16 x 10^8 bytes (segfault)
+    with pytest.raises(ValueError, match="plh must be 1600000000 bytes"):
+        pool.presence(kvbm.Hashes(None, b"", 10 ** 8))
+    with pytest.raises(ValueError, match="need their bytes"):
+        kvbm.Hashes(None, None, 3)
+    with pytest.raises(ValueError, match="n must be an int"):
+        kvbm.Hashes(None, b"", -1)
+    with pytest.raises(ValueError, match="full must be 64 bytes"):
+        kvbm.Hashes(b"\0" * 32, None, 2)
+    h = kvbm.hash_tokens(list(range(1, 9)), 4)
+    again = kvbm.Hashes(None, b"".join(
+        h.plh_bytes(i)[:8][::-1] + h.plh_bytes(i)[8:][::-1] for i in range(len(h))), len(h))
+    assert [again.plh_bytes(i) for i in range(2)] == [h.plh_bytes(i) for i in range(2)]
+    assert pool.check(lock=True) == []
