@@ -1051,12 +1051,16 @@ class BlockPool:
         add_id = ids.append
         add_gen = gens.append
         done = len(blocks)
+        dec = []  # the blocks decremented, once per decrement, for the undo
+        add_dec = dec.append
         try:
             for i, b in enumerate(blocks):
                 if mine[b.block_id] is not b:
                     done = i
                     break
                 r = b.ref_cnt
+                if r >= 1:
+                    add_dec(b)
                 if r == 1:
                     b.ref_cnt = 0
                     if not b._look and not b.is_null:  # its last use here: the hold goes back
@@ -1071,9 +1075,8 @@ class BlockPool:
         except (AttributeError, IndexError, TypeError):
             done = i
         if done < len(blocks):  # a bad one: undo, then say what is wrong
-            for b in blocks[:done]:
-                if b.ref_cnt or not b.is_null:
-                    b.ref_cnt += 1
+            for b in dec:  # exactly what was taken (a null block at 0 was not)
+                b.ref_cnt += 1
             for i, g in zip(ids, gens):
                 mine[i]._gen = g
             _ours(self, blocks, "free_blocks()")

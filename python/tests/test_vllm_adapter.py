@@ -123,6 +123,24 @@ def test_null_block_is_block_0_and_never_handed_out(pool_name):
         assert bp.get_num_free_blocks() == 10
 
 
+def test_failed_free_gives_back_exactly_what_it_took(pool_name):
+    """A free_blocks() that finds a block this process does not use undoes
+    its decrements before it raises: the null block taken from 1 to 0
+    included (it stayed at 0, and its later frees were ignored)."""
+    with make_bp(pool_name) as bp:
+        null = bp.null_block
+        bp.touch([null])
+        assert null.ref_cnt == 1
+        got = bp.get_new_blocks(2)
+        bp.free_blocks([got[1]])
+        with pytest.raises(ValueError, match="freed twice"):
+            bp.free_blocks([null, got[0], got[1]])
+        assert null.ref_cnt == 1 and got[0].ref_cnt == 1 and got[1].ref_cnt == 0
+        bp.free_blocks([null, got[0]])
+        assert null.ref_cnt == 0 and got[0].ref_cnt == 0
+        assert bp.pool.check(lock=True) == []
+
+
 def test_prefill_prefix_hit_and_ref_counts(pool_name):
     """test_prefill: a second request with the same 3-block prefix hits
     those blocks, ref_cnt counts both requests, frees count down."""
