@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -1301,6 +1302,37 @@ START_TEST(test_kvbmd_zmq_restarted_kvbmd_subscriber_converges)
 END_TEST
 
 /*
+ * kvbmd maps its stream state file shared: a file others may write (a
+ * pre-made 0666 one in a world-writable /dev/shm) could be truncated under
+ * it, a SIGBUS at its next store. Such a file is left alone, with the
+ * reason in the log, and the stream keeps its state in memory.
+ */
+START_TEST(test_kvbmd_refuses_a_state_file_others_may_write)
+{
+	T_NAME(name);
+	struct kvbm_config cfg = t_cfg();
+	char pub[300], rep[300], state[PATH_MAX];
+	struct kd k = {0};
+	struct stat st;
+
+	cfg.block_count = 64;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	snprintf(state, sizeof(state), "%s/kvbmd.%s.zmq-state", getenv("KVBM_SHM_DIR"), name);
+	int fd = open(state, O_RDWR | O_CREAT | O_EXCL, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(fchmod(fd, 0666), 0);
+	close(fd);
+	kd_start_zmq(&k, name, "event_window_ms=0", pub, rep);
+	wait_for_text(k.log, "not a regular file of kvbmd's user with mode 0600");
+	ck_assert_int_eq(kd_stop(&k, SIGTERM), 0);
+	ck_assert_int_eq(stat(state, &st), 0);
+	ck_assert_int_eq(st.st_size, 0); /* never resized, never mapped */
+	unlink(state);
+	t_done(p, name);
+}
+END_TEST
+
+/*
  * Batching is adaptive: a batch that a drained ring leaves open goes out at
  * once, the window is only an upper bound. With a 10 s window, a few
  * stores of one kind (nothing closes their batch: no kind change, far
@@ -1526,6 +1558,7 @@ Suite *make_kvbmd_events_suite(void)
 	tcase_add_test(tc, test_kvbmd_nats_two_nodes_one_subscriber);
 	tcase_add_test(tc, test_kvbmd_zmq_restarted_kvbmd_subscriber_converges);
 	tcase_add_test(tc, test_kvbmd_zmq_quiet_ring_publishes_before_the_window);
+	tcase_add_test(tc, test_kvbmd_refuses_a_state_file_others_may_write);
 	tcase_add_test(tc, test_kvbmd_sighup_rebinds_zmq_and_nats);
 	tcase_add_test(tc, test_kvbm_events_zmq_prints_a_resent_batch_once);
 	suite_add_tcase(s, tc);

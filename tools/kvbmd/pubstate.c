@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "kvbmd.h"
@@ -47,13 +48,30 @@ struct kvbmd_pubstate {
 	struct pubstate_pool pool[KVBMD_MAX_POOLS];
 };
 
+/* Why map_file() refused an existing file, for the log (NULL: errno's). */
+static const char *refused;
+
 static struct kvbmd_pubstate *map_file(const char *path, int *fd_out)
 {
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 	struct kvbmd_pubstate *s;
+	struct stat st;
 
+	refused = NULL;
 	if (fd < 0)
 		return NULL;
+	/*
+	 * The file is mapped shared: whoever else may write it could truncate
+	 * it under us, and our next store would be a SIGBUS. So only a regular
+	 * file of our own user that nobody else may write (0600 when we made
+	 * it; a pre-made one in a world-writable /dev/shm may be anything).
+	 */
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() ||
+	    (st.st_mode & 077)) {
+		refused = "not a regular file of kvbmd's user with mode 0600";
+		close(fd);
+		return NULL;
+	}
 	/* a second kvbmd on the same pools must not interleave its seq */
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0 || ftruncate(fd, sizeof(*s)) < 0) {
 		close(fd);
@@ -84,8 +102,9 @@ struct kvbmd_pubstate *kvbmd_pubstate_open(const char *first_pool, const char *t
 	s = map_file(path, fd);
 	if (!s) {
 		kvbmd_log("%s: %s: the stream restarts at seq 0 with each kvbmd", path,
-			  errno == EWOULDBLOCK ? "another kvbmd publishes these pools"
-					       : strerror(errno));
+			  refused                ? refused
+			  : errno == EWOULDBLOCK ? "another kvbmd publishes these pools"
+						 : strerror(errno));
 		*fd = -1;
 		s = calloc(1, sizeof(*s)); /* this run's only */
 		if (s)
