@@ -591,7 +591,7 @@ static uint32_t sort_by_tick(struct kvbm_pool *p, uint32_t list)
 static void rebuild_index(struct kvbm_pool *p)
 {
 	struct kvbm_plh key;
-	uint32_t s;
+	uint32_t s, found;
 	uint64_t g;
 
 	/* the stash's count first: a damaged one would hide stash entries
@@ -624,12 +624,18 @@ static void rebuild_index(struct kvbm_pool *p)
 		    !(kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY))
 			continue;
 		key = (struct kvbm_plh){sl->key_hi, sl->key_lo};
-		if (kvbm_index_lookup(&p->ix, key, &s, &g))
+		/* not into s: a damaged segment can hold two primaries of one
+		 * key, and the lookup then names the other one (an earlier
+		 * slot sent the loop back, forever) */
+		int hit = kvbm_index_lookup(&p->ix, key, &found, &g);
+		if (hit && found == s)
 			continue;
-		if (kvbm_index_insert(&p->ix, key, s, kvbm_slot_gen(w)) < 0) {
-			/* no room after all: no longer shareable, freed on
-			 * release. release: as in register_one, this word
-			 * replaces the one that published the key */
+		if (hit ||
+		    kvbm_index_insert(&p->ix, key, s, kvbm_slot_gen(w)) < 0) {
+			/* another primary owns the key, or no room after all:
+			 * no longer shareable, freed on release. release: as
+			 * in register_one, this word replaces the one that
+			 * published the key */
 			__atomic_store_n(&sl->state,
 					 kvbm_slot_word(kvbm_slot_gen(w), 0, 0,
 							KVBM_SLOT_REGISTERED),

@@ -16,6 +16,7 @@
 
 #include "helpers.h"
 #include "../lib/pool.h"
+#include "../shm/failpoint.h"
 
 #define BS 4
 
@@ -85,6 +86,22 @@ static void dump_survives(const char *name, int must_find)
 			ck_assert_msg(rc == 1 && strstr(out, "violation"), "--check: exit %d\n%s", rc,
 				      out);
 	}
+}
+
+/* A child that may hang ends alone after @s seconds: Check's own SIGALRM
+ * handler, inherited, would kill the whole process group. */
+static void child_alarm(unsigned s)
+{
+	signal(SIGALRM, SIG_DFL);
+	alarm(s);
+}
+
+/* The attacher @pid exited 0 (a hang shows as 142); the pool goes. */
+static void attacher_done(pid_t pid, const char *name)
+{
+	int st = t_wait(pid);
+	ck_assert_msg(st == 0, "attacher ended with %d (128 + signal; 142 = hung)", st);
+	ck_assert_int_eq(kvbm_pool_destroy(name, KVBM_DESTROY_FORCE), 0);
 }
 
 /* Runs 0-23: random bytes over the eviction region (the pool's tail),
@@ -256,7 +273,7 @@ START_TEST(test_library_survives_damaged_eviction_order)
 	if (pid == 0) {
 		struct kvbm_pool *q = NULL;
 		struct kvbm_block b[64];
-		alarm(20);
+		child_alarm(20);
 		if (kvbm_pool_open(name, NULL, 0, &q) != 0)
 			_exit(0);
 		for (int round = 0; round < 4; round++) {
@@ -267,9 +284,7 @@ START_TEST(test_library_survives_damaged_eviction_order)
 		kvbm_pool_close(q);
 		_exit(0);
 	}
-	int st = t_wait(pid);
-	ck_assert_msg(st == 0, "attacher ended with %d (128 + signal)", st);
-	ck_assert_int_eq(kvbm_pool_destroy(name, KVBM_DESTROY_FORCE), 0);
+	attacher_done(pid, name);
 }
 END_TEST
 
@@ -370,6 +385,77 @@ START_TEST(test_dead_unreaped_holder_is_legal_while_others_run)
 }
 END_TEST
 
+/* A peer wrote a later slot's key over with an earlier primary's: two
+ * primaries of one key. The recovery that follows a death under the mutex
+ * must end with the pool repaired, never spin: the index
+ * rebuild once took the other primary's slot for its loop counter and went
+ * back to it forever. */
+START_TEST(test_recovery_ends_with_two_primaries_of_one_key)
+{
+	T_NAME(name);
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_plh h[2], g[2];
+	struct kvbm_block b[2];
+
+	cfg.block_count = 16;
+	cfg.max_procs = 4;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	t_seq_hashes(1, 2, BS, h);
+	t_seq_hashes(700, 2, BS, g);
+	t_register(p, &h[0], 1, &b[0]);
+	t_register(p, &g[0], 1, &b[1]);
+	t_release(p, b, 2);
+	kvbm_pool_close(p);
+	uint32_t lo = b[0].id < b[1].id ? b[0].id : b[1].id;
+	uint32_t hi = b[0].id < b[1].id ? b[1].id : b[0].id;
+	struct kvbm_shm_header hdr = read_header(name);
+	uint64_t slots = hdr.regions[KVBM_REGION_SLOTS].offset;
+	uint64_t key[2];
+	char path[512];
+	int fd = open(t_path(name, path, sizeof(path)), O_RDONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, key, 16,
+			       (off_t)(slots + (uint64_t)lo * 64 + offsetof(struct kvbm_shm_slot, key_hi))),
+			 16);
+	close(fd);
+	t_patch(name, (off_t)(slots + (uint64_t)hi * 64 + offsetof(struct kvbm_shm_slot, key_hi)),
+		key, 16);
+
+	/* a registrar dies under the mutex: the next locker recovers */
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct kvbm_pool *q = NULL;
+		struct kvbm_block m[2];
+		if (kvbm_pool_open(name, NULL, 0, &q) != 0 ||
+		    kvbm_allocate_blocks(q, 2, m, NULL, NULL) != 0 ||
+		    kvbm_stage_block(q, &m[0], t_hash1(900, BS), BS) != 0 ||
+		    kvbm_stage_block(q, &m[1], t_hash1(901, BS), BS) != 0)
+			_exit(70);
+		kvbm_fp_arm("block.register.batch");
+		(void)kvbm_register_blocks(q, m, 2);
+		_exit(71);
+	}
+	ck_assert_int_eq(t_wait(pid), 128 + SIGKILL);
+	pid = fork();
+	if (pid == 0) {
+		struct kvbm_pool *q = NULL;
+		struct kvbm_block m[4];
+		child_alarm(20);
+		if (kvbm_pool_open(name, NULL, 0, &q) != 0)
+			_exit(72);
+		/* repaired: one primary keeps the key, the other is no
+		 * longer shareable, and the checker agrees */
+		if (kvbm_allocate_blocks(q, 4, m, NULL, NULL) != 0)
+			_exit(73);
+		if (kvbm_release_blocks(q, m, 4) != 0 || kvbm_pool_check(q, 0, NULL, NULL) != 0)
+			_exit(74);
+		kvbm_pool_close(q);
+		_exit(0);
+	}
+	attacher_done(pid, name);
+}
+END_TEST
+
 Suite *make_damaged_suite(void)
 {
 	Suite *s = suite_create("damaged");
@@ -383,6 +469,7 @@ Suite *make_damaged_suite(void)
 	tcase_add_test(tc, test_checker_reports_truncated_file);
 	tcase_add_test(tc, test_primary_kept_alive_by_duplicate);
 	tcase_add_test(tc, test_dead_unreaped_holder_is_legal_while_others_run);
+	tcase_add_test(tc, test_recovery_ends_with_two_primaries_of_one_key);
 	suite_add_tcase(s, tc);
 	return s;
 }
