@@ -61,6 +61,8 @@ struct kvbm_pool {
 	uint32_t gbuckets;
 	uint32_t scan_budget; /* evict_queue.c, for one call: 0 = unbounded */
 	uint32_t ev_cap, ev_entry_size;  /* the event ring's, likewise (events.c) */
+	uint32_t pins_expired; /* blocks the expire hook ended in this handle's
+				* last lock (pins.c, for kvbm_pins_expire) */
 	/* where an out-of-range index read from the segment lands (evict.c,
 	 * store.c) instead of outside the mapping; written only by the mutex
 	 * holder, so by one thread at a time */
@@ -462,6 +464,13 @@ void kvbm_store_free_owned(struct kvbm_pool *p, uint32_t s, uint32_t owner_proc)
 int kvbm_store_recount_inactive(struct kvbm_pool *p, uint32_t skip);
 /* Installs the reap and recovery hooks of this pool's segment. */
 void kvbm_store_hooks(struct kvbm_pool *p);
+
+/* ---- pins.c: pins held by the pool (mutex held) ------------------------- */
+
+/* Installs the expire hook of kvbm_seg_lock (once the handle can settle). */
+void kvbm_pins_hooks(struct kvbm_pool *p);
+/* Recovery: the POOL bits and the counts from the deadline words. */
+void kvbm_pins_rebuild(struct kvbm_pool *p);
 
 /* ---- block.c ---------------------------------------------------------------- */
 
