@@ -95,8 +95,9 @@ static void pin_slot(struct kvbm_pool *p, uint32_t s, uint64_t until, int tip)
 	if ((nv & KVBM_PIN_TIP) && !(v & KVBM_PIN_TIP))
 		__atomic_store_n(&h->tips, h->tips + 1, __ATOMIC_RELAXED);
 	__atomic_store_n(d, nv, __ATOMIC_RELAXED);
+	/* relaxed: kvbmd reads it from its view, lock-free, as a hint */
 	if (when(nv) < h->next_ns)
-		h->next_ns = when(nv);
+		__atomic_store_n(&h->next_ns, when(nv), __ATOMIC_RELAXED);
 	KVBM_FAILPOINT("pins.pin.word");
 	if (v)
 		return; /* the bit is there already */
@@ -139,7 +140,7 @@ static uint32_t expire_locked(struct kvbm_pool *p, uint64_t now)
 			next = when(v);
 		}
 	}
-	h->next_ns = next;
+	__atomic_store_n(&h->next_ns, next, __ATOMIC_RELAXED);
 	__atomic_store_n(&h->expired, h->expired + n, __ATOMIC_RELAXED);
 	schedule(p, now);
 	return n;
@@ -182,7 +183,8 @@ void kvbm_pins_rebuild(struct kvbm_pool *p)
 		uint64_t w = sl->state;
 		if (d[s] && (kvbm_slot_state(w) != KVBM_SLOT_REGISTERED ||
 			     !(kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY)))
-			d[s] = 0; /* bytes a peer wrote: no pin outlives its block */
+			/* bytes a peer wrote: no pin outlives its block */
+			__atomic_store_n(&d[s], 0, __ATOMIC_RELAXED);
 		/* RMWs, seq_cst: live pinners' bits stay, as in the reaper */
 		if (d[s]) {
 			__atomic_fetch_or(&sl->holders, KVBM_HOLD_POOL, __ATOMIC_SEQ_CST);
@@ -196,10 +198,11 @@ void kvbm_pins_rebuild(struct kvbm_pool *p)
 			__atomic_fetch_and(&sl->holders, ~KVBM_HOLD_POOL, __ATOMIC_SEQ_CST);
 		}
 	}
-	h->blocks = blocks;
-	h->tips = tips;
+	/* relaxed: read lock-free by scrapes and kvbmd, as snapshots */
+	__atomic_store_n(&h->blocks, blocks, __ATOMIC_RELAXED);
+	__atomic_store_n(&h->tips, tips, __ATOMIC_RELAXED);
 	h->cap = kvbm_pin_cap(&p->seg.cfg);
-	h->next_ns = next;
+	__atomic_store_n(&h->next_ns, next, __ATOMIC_RELAXED);
 	/* the first locker after the repair looks (the deadlines may have
 	 * passed while the pool was down) */
 	__atomic_store_n(&h->due, next == UINT64_MAX ? UINT64_MAX : 0, __ATOMIC_RELAXED);

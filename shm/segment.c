@@ -150,15 +150,18 @@ int kvbm_seg_layout(const struct kvbm_shm_config *cfg, struct kvbm_shm_region *r
 	regions[KVBM_REGION_EVICT].offset = off;
 	regions[KVBM_REGION_EVICT].size = g.size;
 	off = align_up(off + g.size, KVBM_CACHELINE);
+	/* before the ring and the kept tokens, whose sizes vary with the
+	 * config the most: the ring stays the file's end (its readers'
+	 * damage tests rely on it) */
+	regions[KVBM_REGION_PINS].offset = off;
+	regions[KVBM_REGION_PINS].size = kvbm_pins_region_size(cfg);
+	off = align_up(off + regions[KVBM_REGION_PINS].size, KVBM_CACHELINE);
 	regions[KVBM_REGION_EVENTS].offset = off;
 	regions[KVBM_REGION_EVENTS].size = kvbm_events_region_size(cfg);
 	off = align_up(off + regions[KVBM_REGION_EVENTS].size, KVBM_CACHELINE);
 	regions[KVBM_REGION_TOKENS].offset = off;
 	regions[KVBM_REGION_TOKENS].size = kvbm_tokens_region_size(cfg);
 	off = align_up(off + regions[KVBM_REGION_TOKENS].size, KVBM_CACHELINE);
-	regions[KVBM_REGION_PINS].offset = off;
-	regions[KVBM_REGION_PINS].size = kvbm_pins_region_size(cfg);
-	off = align_up(off + regions[KVBM_REGION_PINS].size, KVBM_CACHELINE);
 	*total = align_up(off, (cfg->flags & KVBM_CFG_HUGEPAGES) ? KVBM_HUGEPAGE : KVBM_PAGE);
 	return 0;
 }
