@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <time.h>
@@ -526,6 +527,119 @@ START_TEST(test_pin_dump)
 }
 END_TEST
 
+/*
+ * Pins, unpins and expiries racing lock-free matchers (a thread of this
+ * process and other processes) and allocations that evict: the pool's
+ * pins meet every path that touches a holder mask. Run under TSan for
+ * the in-process races; the invariants are checked after.
+ */
+#define STRESS_CHAINS 8
+#define STRESS_LEN 6
+struct stress {
+	const char *name;
+	struct kvbm_plh h[STRESS_CHAINS][STRESS_LEN];
+	uint64_t end_ms; /* everyone stops then */
+	long matched;
+};
+
+/* Matches chains, holds, releases; allocates what it can and frees it. */
+static long stress_matcher(struct kvbm_pool *q, struct stress *st, unsigned seed)
+{
+	struct kvbm_block b[STRESS_LEN], a[4];
+	long got = 0;
+
+	while (mono_ms() < st->end_ms) {
+		seed = seed * 1103515245u + 12345u;
+		long n = kvbm_match_blocks(q, st->h[(seed >> 8) % STRESS_CHAINS], STRESS_LEN, b);
+		if (n < 0)
+			return -1;
+		got += n;
+		if (n && kvbm_release_blocks(q, b, (uint32_t)n) != 0)
+			return -2;
+		if ((seed >> 16) % 4 == 0 && kvbm_allocate_blocks(q, 4, a, NULL, NULL) == 0 &&
+		    kvbm_release_blocks(q, a, 4) != 0)
+			return -3;
+	}
+	return got;
+}
+
+static void *stress_thread(void *arg)
+{
+	struct stress *st = arg;
+	struct kvbm_pool *q = NULL;
+
+	if (kvbm_pool_open(st->name, NULL, 0, &q) == 0) {
+		st->matched = stress_matcher(q, st, 7);
+		kvbm_pool_close(q);
+	} else {
+		st->matched = -4;
+	}
+	return NULL;
+}
+
+START_TEST(test_pin_races_matchers_and_evictions)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = pin_pool(name, 64, 50);
+	struct stress st = {.name = name};
+	pid_t kids[2];
+	pthread_t th;
+
+	long pinned = 0;
+
+	st.end_ms = mono_ms() + 1000;
+	for (int c = 0; c < STRESS_CHAINS; c++) {
+		t_seq_hashes(1000 + 100 * (uint32_t)c, STRESS_LEN, BS, st.h[c]);
+		cached(p, st.h[c], STRESS_LEN);
+	}
+	for (int k = 0; k < 2; k++) {
+		kids[k] = fork();
+		ck_assert_int_ge(kids[k], 0);
+		if (kids[k] == 0) {
+			struct kvbm_pool *q = NULL;
+			T_CHILD_CHECK(kvbm_pool_open(name, NULL, 0, &q) == 0, 2);
+			T_CHILD_CHECK(stress_matcher(q, &st, (unsigned)getpid()) >= 0, 3);
+			T_CHILD_CHECK(kvbm_pool_close(q) == 0, 4);
+			T_CHILD_OK();
+		}
+	}
+	ck_assert_int_eq(pthread_create(&th, NULL, stress_thread, &st), 0);
+	for (unsigned i = 0; mono_ms() < st.end_ms; i++) {
+		const struct kvbm_plh *h = st.h[i % STRESS_CHAINS];
+		long r = kvbm_pin_prefix(p, h, 1 + i % STRESS_LEN, 1 + i % 5, NULL);
+		/* a chain's tail may be evicted by then: not registered */
+		ck_assert_msg(r >= 0 || r == KVBM_ENOTREG || r == KVBM_EPINSHARE, "%s",
+			      kvbm_strerror((int)r));
+		pinned += r > 0 ? r : 0;
+		if (i % 3 == 0)
+			ck_assert_int_ge(kvbm_unpin_prefix(p, h, STRESS_LEN), 0);
+		if (i % 7 == 0)
+			ck_assert_int_ge(kvbm_pins_expire(p), 0);
+		if (i % 5 == 0) /* the evicted come back */
+			for (int k = 0; k < STRESS_LEN; k++) {
+				struct kvbm_block b;
+				if (kvbm_check_presence(p, &h[k], 1, (uint8_t[1]){0}) == 0 &&
+				    kvbm_allocate_blocks(p, 1, &b, NULL, NULL) == 0) {
+					ck_assert_int_eq(kvbm_stage_block(p, &b, h[k], BS), 0);
+					ck_assert_int_eq(kvbm_register_blocks(p, &b, 1), 0);
+					ck_assert_int_eq(kvbm_release_blocks(p, &b, 1), 0);
+				}
+			}
+	}
+	ck_assert_int_eq(pthread_join(th, NULL), 0);
+	ck_assert_int_gt(st.matched, 0); /* it did run against them */
+	ck_assert_int_gt(pinned, 0);
+	for (int k = 0; k < 2; k++)
+		ck_assert_int_eq(t_wait(kids[k]), 0);
+	ck_assert_int_ge(kvbm_reap(p), 0);
+	usleep(10000); /* every TTL was at most 5 ms */
+	ck_assert_int_ge(kvbm_pins_expire(p), 0);
+	ck_assert_uint_eq(pins(p).blocks, 0);
+	ck_assert_int_eq(kvbm_available_blocks(p), 64);
+	t_done(p, name);
+}
+END_TEST
+
 /* kvbm-pool create --pin-share: the bound is checked and shown. */
 START_TEST(test_pin_share_flag)
 {
@@ -566,6 +680,7 @@ Suite *make_pins_suite(void)
 	tcase_add_test(tc, test_pin_checker_sees_damage);
 	tcase_add_test(tc, test_pin_dump);
 	tcase_add_test(tc, test_pin_share_flag);
+	tcase_add_test(tc, test_pin_races_matchers_and_evictions);
 	suite_add_tcase(s, tc);
 	return s;
 }
