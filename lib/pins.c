@@ -176,13 +176,15 @@ void kvbm_pins_rebuild(struct kvbm_pool *p)
 	struct kvbm_shm_pins *h = p->seg.pins;
 	uint64_t *d = deadlines(p);
 	uint64_t next = UINT64_MAX;
+	/* no call pins for longer: a later word is bytes a peer wrote */
+	uint64_t latest = mono_ns() + KVBM_PIN_TTL_MAX_MS * 1000000ull;
 	uint32_t blocks = 0, tips = 0;
 
 	for (uint32_t s = 0; s < p->nslots; s++) {
 		struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 		uint64_t w = sl->state;
 		if (d[s] && (kvbm_slot_state(w) != KVBM_SLOT_REGISTERED ||
-			     !(kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY)))
+			     !(kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY) || when(d[s]) > latest))
 			/* bytes a peer wrote: no pin outlives its block */
 			__atomic_store_n(&d[s], 0, __ATOMIC_RELAXED);
 		/* RMWs, seq_cst: live pinners' bits stay, as in the reaper */
@@ -265,10 +267,18 @@ long kvbm_pin_prefix(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_t 
 	}
 	/* the share counts blocks, each once: a hash given twice is one */
 	qsort(sorted, n, sizeof(*sorted), cmp_u32);
-	uint32_t fresh = 0;
+	uint32_t fresh = 0, pinned = p->seg.pins->blocks;
 	for (size_t i = 0; i < n; i++)
 		fresh += (i == 0 || sorted[i] != sorted[i - 1]) && d[sorted[i]] == 0;
-	if ((uint64_t)p->seg.pins->blocks + fresh > cap) {
+	if (pinned > cap) {
+		/* a count no pin made (a peer's bytes): the words decide now,
+		 * and the repair at unlock rebuilds the counts (shm/mutex.c) */
+		pinned = 0;
+		for (uint32_t s = 0; s < p->nslots; s++)
+			pinned += d[s] != 0;
+		kvbm_store_corrupt(p);
+	}
+	if ((uint64_t)pinned + fresh > cap) {
 		r = KVBM_EPINSHARE;
 		goto unlock;
 	}
