@@ -458,6 +458,12 @@ START_TEST(test_pin_crash_points)
 		_exit(9); /* the failpoint did not fire */
 	}
 	ck_assert_int_eq(t_wait(pid), 128 + SIGKILL);
+	/* what the dead owner was doing, as an operator sees it */
+	char out[16384];
+	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", name, NULL), 0);
+	ck_assert_msg(strstr(out, strcmp(cc->fp, "pins.expire.begin") ? "op record: pin"
+								     : "op record: none"),
+		      "%s", out);
 	ck_assert_int_eq(t_check(p), 0); /* its lock recovers first */
 	ck_assert_uint_eq(p->seg.ctl->recoveries, recoveries + 1);
 	struct kvbm_pins_info i = pins(p);

@@ -131,6 +131,8 @@ const char *kvbm_op_name(uint32_t op)
 		return "release";
 	case KVBM_OP_EVICT:
 		return "evict";
+	case KVBM_OP_PIN:
+		return "pin";
 	}
 	return "unknown";
 }
