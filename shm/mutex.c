@@ -332,16 +332,19 @@ int kvbm_seg_lock(struct kvbm_seg *seg)
 	 * (a-steady +0.3% instructions) */
 	uint64_t now = ticks64();
 	seg->hold_t0 = (uint32_t)now;
+	/* pins: the first acquisition after a deadline ends it (lib/pins.c).
+	 * One relaxed load and a compare while none is due: the word changes
+	 * only under the mutex we hold, and is UINT64_MAX without pins. Before
+	 * the reap, so that the tick lives across no call. Measured: a-steady
+	 * (three acquisitions a cycle) 3,469 -> 3,487 instructions a cycle
+	 * (+0.5%), d unchanged (1,906; kvbm-bench --instructions) */
+	if (__builtin_expect(now >= __atomic_load_n(&seg->pins->due, __ATOMIC_RELAXED), 0) &&
+	    seg->expire)
+		seg->expire(seg, seg->expire_arg);
 	/* a failure here is not the caller's: the REAP op record lets the
 	 * next locker finish it */
 	if (periodic)
 		(void)kvbm_proc_reap_proven(seg, &dead);
-	/* pins: the first acquisition after a deadline ends it (lib/pins.c).
-	 * One relaxed load and a compare while none is due: the word changes
-	 * only under the mutex we hold, and is UINT64_MAX without pins */
-	if (__builtin_expect(now >= __atomic_load_n(&seg->pins->due, __ATOMIC_RELAXED), 0) &&
-	    seg->expire)
-		seg->expire(seg, seg->expire_arg);
 	return 0;
 }
 
