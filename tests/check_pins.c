@@ -134,6 +134,10 @@ START_TEST(test_pin_keeps_prefix_through_pressure)
 			ck_assert(kvbm_plh_eq(l[k].hash, h[3]));
 	}
 	ck_assert_int_eq(tips, 1);
+	/* a drain of the inactive pool leaves them: they are in use */
+	ck_assert_int_eq(kvbm_reset_inactive_pool(p), -EBUSY);
+	ck_assert_int_eq(present(p, h, 4), 4);
+	ck_assert_int_eq(t_check(p), 0);
 	/* unpinned: inactive again, evictable */
 	ck_assert_int_eq(kvbm_unpin_prefix(p, h, 4), 4);
 	ck_assert_int_eq(kvbm_unpin_prefix(p, h, 4), 0);
