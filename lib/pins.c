@@ -146,6 +146,11 @@ static uint32_t expire_locked(struct kvbm_pool *p, uint64_t now)
 	return n;
 }
 
+/* Blocks the expire hook ended in this thread's last lock: the hook runs
+ * in the locking thread, so kvbm_pins_expire counts what its own lock
+ * expired, whatever other threads of the process do meanwhile. */
+static _Thread_local uint32_t expired_by_lock;
+
 /* The hook of kvbm_seg_lock: its own op record, cleared before the caller
  * writes its own. */
 static void expire_hook(struct kvbm_seg *seg, void *arg)
@@ -154,7 +159,7 @@ static void expire_hook(struct kvbm_seg *seg, void *arg)
 
 	(void)seg;
 	KVBM_FAILPOINT("pins.expire.begin");
-	p->pins_expired = expire_locked(p, mono_ns());
+	expired_by_lock = expire_locked(p, mono_ns());
 	/* release: as kvbm_store_unlock's clear */
 	__atomic_store_n(&p->seg.ctl->op.op, KVBM_OP_NONE, __ATOMIC_RELEASE);
 }
@@ -330,13 +335,12 @@ long kvbm_pins_expire(struct kvbm_pool *p)
 
 	if (r < 0)
 		return r;
-	/* the lock itself may expire what is due (its hook): counted too.
-	 * Process-local, and this thread's until it holds the mutex */
-	p->pins_expired = 0;
+	/* the lock itself may expire what is due (its hook): counted too */
+	expired_by_lock = 0;
 	r = kvbm_store_lock(p, KVBM_OP_PIN, UINT32_MAX);
 	if (r < 0)
 		return r;
-	long k = (long)p->pins_expired + expire_locked(p, mono_ns());
+	long k = (long)expired_by_lock + expire_locked(p, mono_ns());
 	kvbm_store_unlock(p);
 	return k;
 }

@@ -61,8 +61,6 @@ struct kvbm_pool {
 	uint32_t gbuckets;
 	uint32_t scan_budget; /* evict_queue.c, for one call: 0 = unbounded */
 	uint32_t ev_cap, ev_entry_size;  /* the event ring's, likewise (events.c) */
-	uint32_t pins_expired; /* blocks the expire hook ended in this handle's
-				* last lock (pins.c, for kvbm_pins_expire) */
 	/* where an out-of-range index read from the segment lands (evict.c,
 	 * store.c) instead of outside the mapping; written only by the mutex
 	 * holder, so by one thread at a time */

@@ -602,6 +602,26 @@ static void *stress_thread(void *arg)
 	return NULL;
 }
 
+/* A sibling thread on the test's own handle: expiries and listings. */
+struct sibling {
+	struct kvbm_pool *p;
+	uint64_t end_ms;
+	long bad;
+};
+
+static void *sibling_thread(void *arg)
+{
+	struct sibling *sb = arg;
+	struct kvbm_pinned l[16];
+	struct kvbm_pins_info i;
+
+	while (mono_ms() < sb->end_ms)
+		if (kvbm_pins_expire(sb->p) < 0 || kvbm_pins_info(sb->p, &i) < 0 ||
+		    kvbm_pins_list(sb->p, l, 16) < 0)
+			sb->bad++;
+	return NULL;
+}
+
 START_TEST(test_pin_races_matchers_and_evictions)
 {
 	T_NAME(name);
@@ -629,6 +649,9 @@ START_TEST(test_pin_races_matchers_and_evictions)
 		}
 	}
 	ck_assert_int_eq(pthread_create(&th, NULL, stress_thread, &st), 0);
+	struct sibling sb = {p, st.end_ms, 0};
+	pthread_t th2;
+	ck_assert_int_eq(pthread_create(&th2, NULL, sibling_thread, &sb), 0);
 	for (unsigned i = 0; mono_ms() < st.end_ms; i++) {
 		const struct kvbm_plh *h = st.h[i % STRESS_CHAINS];
 		long r = kvbm_pin_prefix(p, h, 1 + i % STRESS_LEN, 1 + i % 5, NULL);
@@ -652,6 +675,8 @@ START_TEST(test_pin_races_matchers_and_evictions)
 			}
 	}
 	ck_assert_int_eq(pthread_join(th, NULL), 0);
+	ck_assert_int_eq(pthread_join(th2, NULL), 0);
+	ck_assert_int_eq(sb.bad, 0);
 	ck_assert_int_gt(st.matched, 0); /* it did run against them */
 	ck_assert_int_gt(pinned, 0);
 	for (int k = 0; k < 2; k++)
