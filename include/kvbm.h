@@ -107,7 +107,9 @@ enum kvbm_error {
 	KVBM_ENOTOKEN = KVBM_EBASE - 41,   /* final prefill chunk without its token */
 	KVBM_EACCEPTED = KVBM_EBASE - 42,  /* more tokens accepted than drafted */
 	KVBM_EAPPEND = KVBM_EBASE - 43,    /* more tokens appended than the budget left */
-	KVBM_ELAST = KVBM_EBASE - 44,
+	KVBM_EPINSHARE = KVBM_EBASE - 44,  /* pins would pass the pool's pin_share */
+	KVBM_ENOTREG = KVBM_EBASE - 45,    /* a hash to pin is not registered */
+	KVBM_ELAST = KVBM_EBASE - 46,
 };
 
 /* Returns a static, human-readable description of any kvbm return code
@@ -134,7 +136,8 @@ KVBM_API void kvbm_set_log(kvbm_log_fn fn, void *arg);
 
 /* ---- pool configuration ------------------------------------------------- */
 
-#define KVBM_MAX_PROCS 63     /* process bits of the per-slot holder mask */
+#define KVBM_MAX_PROCS 62     /* process bits of the per-slot holder mask (one more
+			       * bit stands for the pool's own pins) */
 #define KVBM_NAME_MAX 128     /* longest pool name, without terminator */
 #define KVBM_MAX_BLOCKS (1u << 28)
 #define KVBM_TIER_MAX 15      /* longest tier label */
@@ -217,7 +220,7 @@ KVBM_API const char *kvbm_tier_storage(uint32_t t);
 struct kvbm_config {
 	uint32_t block_count;     /* blocks in the pool, 1..KVBM_MAX_BLOCKS */
 	uint32_t block_size;      /* tokens per block: power of two 1..1024 (16) */
-	uint32_t max_procs;       /* concurrent attachers, 1..KVBM_MAX_PROCS = 63 (16) */
+	uint32_t max_procs;       /* concurrent attachers, 1..KVBM_MAX_PROCS = 62 (16) */
 	uint32_t mode;            /* file mode of the segment (0600); bits for
 				   * others need KVBM_CFG_ALLOW_OTHERS */
 	int64_t gid;              /* group owning the segment, -1 = creator's */
@@ -240,6 +243,9 @@ struct kvbm_config {
 	uint32_t event_ring; /* entries of the event ring: 0 (no events) or a
 			      * power of two 64..2^22 (4096); each holds one
 			      * event with room for a block's token ids */
+	uint32_t pin_share; /* percent of block_count that pins held by the pool
+			     * (kvbm_pin_prefix) may keep unevictable, 0..100
+			     * (25); 0: no pins. Appended in 0.1: rebuild */
 };
 
 /* Fills *cfg with the defaults noted above (block_count 1024). Never fails. */
@@ -254,7 +260,7 @@ KVBM_API int kvbm_config_check(const struct kvbm_config *cfg, const char **why);
  * What kvbm_config_diff() reports: the first field on which a config
  * disagrees with an existing pool, named as in struct kvbm_config
  * ("block_count", "block_size", "max_procs", "dup_policy", "backend",
- * "reset_on_release", "tinylfu", "mlru_thresholds", "tier"), with both
+ * "reset_on_release", "tinylfu", "mlru_thresholds", "tier", "pin_share"), with both
  * values as text ("lru", "reject", "2^18 counters", "3,8,15", ...).
  */
 #define KVBM_CONFIG_VALUE_MAX 32
@@ -306,7 +312,7 @@ struct kvbm_pool; /* opaque per-process attach handle */
  * others wait (up to cfg->open_timeout_ms) and attach. When the pool exists,
  * a non-NULL @cfg must agree with it on block_count, block_size,
  * max_procs, dup_policy, backend, reset_on_release, the TinyLFU capacity
- * it implies, mlru_thresholds and tier (else KVBM_EMISMATCH, and
+ * it implies, mlru_thresholds, tier and pin_share (else KVBM_EMISMATCH, and
  * kvbm_config_diff() names the field). mode, gid, uid, flags and
  * open_timeout_ms are the creator's business. @cfg may be NULL without
  * CREATE: attach to whatever the pool is.
@@ -849,6 +855,65 @@ KVBM_API long kvbm_total_blocks(struct kvbm_pool *pool);
  */
 KVBM_API int kvbm_reset_inactive_pool(struct kvbm_pool *pool);
 
+/* ---- pins held by the pool (lib/pins.c) ---------------------------------- */
+
+/*
+ * A pin held by the pool, not by a process: the blocks registered under
+ * @hashes (a prefix's sequence hashes, or any registered hashes) stay
+ * unevictable until @ttl_ms milliseconds from now, or until
+ * kvbm_unpin_prefix() names them. The pin survives the death of the process
+ * that made it (no reaper drops it) and any allocation pressure. It is
+ * kept per block: a block's pin ends at the latest deadline any call gave
+ * it (pinning again renews it: the deadline never moves earlier), or when
+ * an unpin names it. Expiry is exact: the first pool-mutex acquisition (by
+ * any process) after a deadline ends it, and kvbmd ends due pins on its
+ * timer (kvbm_pins_expire).
+ *
+ * All or nothing: nothing changes unless every hash is registered and the
+ * pool's pinned blocks stay within pin_share percent of the pool. Returns
+ * the number of blocks that were not pinned before, or: the handle errors,
+ * -EINVAL (NULL @hashes, @n == 0, @ttl_ms 0 or above KVBM_PIN_TTL_MAX_MS),
+ * KVBM_ENOTREG (@hashes[*@failed] is not registered; @failed may be NULL),
+ * KVBM_EPINSHARE (the pins would pass the share, or pin_share is 0), the
+ * mutex errors.
+ */
+#define KVBM_PIN_TTL_MAX_MS (366ull * 24 * 3600 * 1000) /* a year */
+KVBM_API long kvbm_pin_prefix(struct kvbm_pool *pool, const struct kvbm_plh *hashes, size_t n,
+			      uint64_t ttl_ms, size_t *failed);
+/* Ends the pool's pins on the blocks registered under @hashes. Hashes that
+ * are not registered or not pinned are skipped. Returns the number of
+ * blocks unpinned, or: the handle errors, -EINVAL (NULL @hashes, @n == 0),
+ * the mutex errors. */
+KVBM_API long kvbm_unpin_prefix(struct kvbm_pool *pool, const struct kvbm_plh *hashes, size_t n);
+
+/* The pool's pins (exact: read under the mutex, after expiring due ones). */
+struct kvbm_pins_info {
+	uint32_t pins;     /* pinned blocks that ended a pin call: the prefixes */
+	uint32_t blocks;   /* pinned blocks */
+	uint32_t capacity; /* most blocks pins may hold: pin_share % of the pool */
+	uint32_t pin_share;
+	uint64_t expirations;    /* blocks whose pin expired, since creation */
+	uint64_t next_expiry_ms; /* until the earliest deadline; UINT64_MAX: none */
+};
+/* Returns 0 and *out, or the handle errors, -EINVAL, the mutex errors. */
+KVBM_API int kvbm_pins_info(struct kvbm_pool *pool, struct kvbm_pins_info *out);
+/* One pinned block. */
+struct kvbm_pinned {
+	struct kvbm_plh hash;
+	uint32_t block;        /* block id */
+	int tip;               /* it ended a pin call */
+	uint64_t remaining_ms; /* until its deadline, rounded up */
+};
+/* Lists up to @max pinned blocks, in block id order, into @out (NULL with
+ * @max 0: count only). Returns how many blocks are pinned (more than @max
+ * when @out was too small), or the handle errors, -EINVAL, the mutex
+ * errors. */
+KVBM_API long kvbm_pins_list(struct kvbm_pool *pool, struct kvbm_pinned *out, size_t max);
+/* Ends every pin whose deadline has passed (what kvbmd's timer calls; any
+ * mutex acquisition does it too). Returns the blocks expired by this call,
+ * or the handle errors and the mutex errors. */
+KVBM_API long kvbm_pins_expire(struct kvbm_pool *pool);
+
 /* ---- attachments and touch callbacks (process-local) ------------------- */
 
 /*
@@ -948,6 +1013,13 @@ struct kvbm_metrics {
 	uint64_t mutex_hold_count;
 	uint64_t mutex_hold_ns;
 	uint64_t mutex_hold_le[5];
+	/* Pins held by the pool (kvbm_pin_prefix): pins (the blocks that
+	 * ended a pin call), pinned blocks, the most blocks the pin share
+	 * allows, and blocks whose pin expired. Appended in 0.1 (rebuild). */
+	int64_t pins_active;
+	int64_t pinned_blocks;
+	int64_t pin_capacity;
+	uint64_t pin_expirations;
 };
 /* Sums the pool's metrics into *out. Returns 0 or the handle errors. */
 KVBM_API int kvbm_metrics_snapshot(struct kvbm_pool *pool, struct kvbm_metrics *out);

@@ -859,7 +859,7 @@ int kvbm_block_info(struct kvbm_pool *p, const struct kvbm_block *blk,
 			 (h & KVBM_HOLD_INACTIVE);
 	/* relaxed: a snapshot of a flag whose last writer wins */
 	info->reset_on_release = (int)__atomic_load_n(&sl->reset_on_release, __ATOMIC_RELAXED);
-	info->holder_procs = (uint32_t)__builtin_popcountll(h & KVBM_HOLD_PROCS);
+	info->holder_procs = (uint32_t)__builtin_popcountll(h & KVBM_HOLD_PROCBITS);
 	if (info->state == KVBM_SLOT_STAGED || info->state == KVBM_SLOT_REGISTERED)
 		info->hash = kvbm_slot_key(sl);
 	return 0;

@@ -118,7 +118,8 @@ int kvbm_check_mapping(const struct kvbm_seg *seg, const struct kvbm_shm_config 
 	    (const uint8_t *)seg->buckets != b + want[KVBM_REGION_REGISTRY].offset ||
 	    seg->holders != b + want[KVBM_REGION_HOLDERS].offset ||
 	    (const uint8_t *)seg->metrics != b + want[KVBM_REGION_METRICS].offset ||
-	    (const uint8_t *)seg->evict != b + want[KVBM_REGION_EVICT].offset)
+	    (const uint8_t *)seg->evict != b + want[KVBM_REGION_EVICT].offset ||
+	    (const uint8_t *)seg->pins != b + want[KVBM_REGION_PINS].offset)
 		return KVBM_ECORRUPT;
 	if (seg->fd >= 0 && fstat(seg->fd, &st) == 0 && S_ISREG(st.st_mode) &&
 	    (uint64_t)st.st_size < seg->size)
@@ -193,7 +194,8 @@ static int slot_stable(const struct ck *c, uint32_t s, uint64_t w)
  */
 static void check_holders(struct ck *c, uint32_t s, uint32_t st, uint64_t w, uint64_t h)
 {
-	uint64_t pb = h & KVBM_HOLD_PROCS;
+	/* the POOL bit is no process's: check_pin's */
+	uint64_t pb = h & KVBM_HOLD_PROCBITS;
 	int quiet = (c->flags & KVBM_CK_QUIESCENT) != 0;
 
 	if (c->maxp < KVBM_MAX_PROCS && (pb >> c->maxp))
@@ -233,6 +235,50 @@ static void check_holders(struct ck *c, uint32_t s, uint32_t st, uint64_t w, uin
 	if (pb && st != KVBM_SLOT_REGISTERED && st != KVBM_SLOT_EVICTING && quiet)
 		bad(c, "slot %u: %s with holder bits 0x%llx", s, state_name(st),
 		    (unsigned long long)pb);
+}
+
+/*
+ * The pool's pin on slot @s: its deadline word and its POOL holder bit
+ * change together under the mutex (lib/pins.c), so only a locked check
+ * may compare them; @pinned and @tips count the words for the totals. A
+ * bit on a slot that left REGISTERED is wrong at any time: a pinned slot
+ * cannot be evicted, and the unpin clears the bit before it settles.
+ */
+static void check_pin(struct ck *c, uint32_t s, uint32_t st, uint64_t w, uint64_t h,
+		      uint32_t *pinned, uint32_t *tips)
+{
+	const uint64_t *d = (const uint64_t *)(c->seg->pins + 1);
+	uint64_t v = __atomic_load_n(&d[s], __ATOMIC_RELAXED);
+
+	if ((h & KVBM_HOLD_POOL) && st != KVBM_SLOT_REGISTERED && st != KVBM_SLOT_EVICTING &&
+	    slot_stable(c, s, w))
+		bad(c, "slot %u: %s with the pool's pin bit", s, state_name(st));
+	if (!(c->flags & KVBM_CK_LOCKED))
+		return;
+	*pinned += v != 0;
+	*tips += (v & KVBM_PIN_TIP) != 0;
+	if (v && (st != KVBM_SLOT_REGISTERED || !(kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY)))
+		bad(c, "slot %u: pinned by the pool but %s%s", s, state_name(st),
+		    st == KVBM_SLOT_REGISTERED ? ", a duplicate" : "");
+	if (!v != !(h & KVBM_HOLD_POOL))
+		bad(c, "slot %u: pool pin deadline %s but its POOL holder bit %s", s,
+		    v ? "set" : "0", (h & KVBM_HOLD_POOL) ? "set" : "clear");
+	if (v && (h & KVBM_HOLD_INACTIVE))
+		bad(c, "slot %u: pinned by the pool and counted inactive", s);
+}
+
+/* The pin region's counts against the words (mutex held). */
+static void check_pin_totals(struct ck *c, uint32_t pinned, uint32_t tips)
+{
+	const struct kvbm_shm_pins *h = c->seg->pins;
+	uint32_t cap = kvbm_pin_cap(&c->cfg);
+
+	if (h->blocks != pinned)
+		bad(c, "pins: %u blocks counted pinned, %u deadlines set", h->blocks, pinned);
+	if (h->tips != tips)
+		bad(c, "pins: %u pins counted, %u deadlines marked as a pin's end", h->tips, tips);
+	if (pinned > cap)
+		bad(c, "pins: %u blocks pinned, past the pin share's %u", pinned, cap);
 }
 
 /* The primary that duplicate @s (REGISTERED, not PRIMARY) names, if it is
@@ -755,7 +801,7 @@ static void check_owned(struct ck *c, uint32_t s, uint32_t st, uint64_t w)
 long kvbm_check_seg(const struct kvbm_seg *seg, unsigned flags, kvbm_report_fn fn, void *arg)
 {
 	struct ck c = {.seg = seg, .flags = flags, .fn = fn, .arg = arg};
-	uint32_t nreset = 0, on_lru = 0;
+	uint32_t nreset = 0, on_lru = 0, pinned = 0, tips = 0;
 	int64_t ninactive = 0;
 
 	if (check_mapping(&c) < 0)
@@ -773,6 +819,7 @@ long kvbm_check_seg(const struct kvbm_seg *seg, unsigned flags, kvbm_report_fn f
 			continue;
 		}
 		check_holders(&c, s, st, w, h);
+		check_pin(&c, s, st, w, h, &pinned, &tips);
 		ninactive += (h & KVBM_HOLD_INACTIVE) != 0;
 		if (flags & KVBM_CK_LOCKED)
 			on_lru += sl->list >= KVBM_LIST_LRU;
@@ -801,6 +848,7 @@ long kvbm_check_seg(const struct kvbm_seg *seg, unsigned flags, kvbm_report_fn f
 		check_free_list(&c, nreset);
 		check_order(&c, on_lru);
 		check_index(&c);
+		check_pin_totals(&c, pinned, tips);
 	}
 	if (flags & KVBM_CK_QUIESCENT) {
 		int64_t counted = __atomic_load_n(&seg->ctl->inactive, __ATOMIC_RELAXED);

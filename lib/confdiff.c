@@ -77,6 +77,12 @@ int kvbm_shm_config_diff(const struct kvbm_shm_config *have, const struct kvbm_s
 		d.field = "tier";
 		snprintf(d.pool, sizeof(d.pool), "%.*s", (int)sizeof(have->tier), have->tier);
 		snprintf(d.config, sizeof(d.config), "%.*s", (int)sizeof(want->tier), want->tier);
+	} else if (have->pin_share != want->pin_share) {
+		/* the share bounds every process's pins: two openers must not
+		 * believe in two bounds */
+		d.field = "pin_share";
+		snprintf(d.pool, sizeof(d.pool), "%u%%", have->pin_share);
+		snprintf(d.config, sizeof(d.config), "%u%%", want->pin_share);
 	}
 	if (out)
 		*out = d;

@@ -74,6 +74,9 @@ static const char *const own_errors[] = {
 	[-(KVBM_ENOTOKEN - KVBM_EBASE)] = "final prefill chunk requires a generated token",
 	[-(KVBM_EACCEPTED - KVBM_EBASE)] = "more tokens accepted than were scheduled as drafts",
 	[-(KVBM_EAPPEND - KVBM_EBASE)] = "append exceeds the tokens left to generate",
+	[-(KVBM_EPINSHARE - KVBM_EBASE)] =
+		"pinning these blocks would pass the pool's pin share (kvbm_config.pin_share)",
+	[-(KVBM_ENOTREG - KVBM_EBASE)] = "a hash to pin is not registered in the pool",
 };
 
 const char *kvbm_strerror(int err)

@@ -50,6 +50,11 @@ int kvbm_metrics_snapshot(struct kvbm_pool *p, struct kvbm_metrics *out)
 	out->inactive_pool_size = inactive > 0 ? inactive : 0;
 	out->index_full = __atomic_load_n(&p->seg.ctl->index_full, __ATOMIC_RELAXED);
 	out->recounts_deferred = __atomic_load_n(&p->seg.ctl->recounts_deferred, __ATOMIC_RELAXED);
+	/* relaxed: gauges the mutex holder writes, each a snapshot */
+	out->pins_active = __atomic_load_n(&p->seg.pins->tips, __ATOMIC_RELAXED);
+	out->pinned_blocks = __atomic_load_n(&p->seg.pins->blocks, __ATOMIC_RELAXED);
+	out->pin_capacity = kvbm_pin_cap(&p->seg.cfg);
+	out->pin_expirations = __atomic_load_n(&p->seg.pins->expired, __ATOMIC_RELAXED);
 	out->mutex_hold_ns = (uint64_t)((double)v[KVBM_M_HOLD_TICKS] * kvbm_mutex_ns_per_tick());
 	for (int b = 0; b < 6; b++) {
 		uint64_t upto = v[KVBM_M_HOLD_LE + b] + (b ? out->mutex_hold_le[b - 1] : 0);
@@ -101,6 +106,10 @@ static const struct family families[] = {
 	{"kvbm_index_full_total", "counter", "Registrations the registry index had no room for"},
 	{"kvbm_recounts_deferred_total", "counter",
 	 "Inactive-pool recounts given up on a process stuck in a resurrection window"},
+	{"kvbm_pins_active", "gauge", "Pins held by the pool (prefixes pinned with a TTL)"},
+	{"kvbm_pinned_blocks", "gauge", "Blocks the pool's pins keep unevictable"},
+	{"kvbm_pin_capacity_blocks", "gauge", "Most blocks pins may hold (the pool's pin share)"},
+	{"kvbm_pin_expirations_total", "counter", "Pinned blocks whose TTL expired"},
 };
 
 struct out {
@@ -200,6 +209,10 @@ long kvbm_metrics_prometheus(const struct kvbm_metrics *m, const char *tier,
 	v[18] = m->inactive_pool_size;
 	v[19] = (int64_t)m->index_full;
 	v[20] = (int64_t)m->recounts_deferred;
+	v[21] = m->pins_active;
+	v[22] = m->pinned_blocks;
+	v[23] = m->pin_capacity;
+	v[24] = (int64_t)m->pin_expirations;
 	for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
 		const struct family *f = &families[i];
 		put(&o, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name, f->type);

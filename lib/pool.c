@@ -29,6 +29,7 @@ void kvbm_config_init(struct kvbm_config *cfg)
 	cfg->mlru_thresholds[1] = 8;
 	cfg->mlru_thresholds[2] = 15;
 	cfg->event_ring = 4096;
+	cfg->pin_share = 25;
 }
 
 int kvbm_config_check(const struct kvbm_config *cfg, const char **why)
@@ -45,7 +46,7 @@ int kvbm_config_check(const struct kvbm_config *cfg, const char **why)
 		 (cfg->block_size & (cfg->block_size - 1)))
 		w = "block_size must be a power of two between 1 and 1024";
 	else if (cfg->max_procs == 0 || cfg->max_procs > KVBM_MAX_PROCS)
-		w = "max_procs must be between 1 and 63";
+		w = "max_procs must be between 1 and 62";
 	else if ((cfg->mode & ~0777u) || (cfg->mode & 0600) != 0600)
 		w = "mode must be a permission mode including 0600";
 	else if (cfg->gid < -1 || cfg->gid >= (int64_t)UINT32_MAX)
@@ -85,6 +86,8 @@ int kvbm_config_check(const struct kvbm_config *cfg, const char **why)
 	else if (memchr(cfg->tier, '\0', sizeof(cfg->tier)) == NULL ||
 		 kvbm_tier_parse(cfg->tier) < 0)
 		w = "tier must be G1, G2, G3, G4 or device, host_pinned, disk, external";
+	else if (cfg->pin_share > 100)
+		w = "pin_share must be a percentage, 0 to 100";
 	if (why)
 		*why = w;
 	return w ? -EINVAL : 0;
@@ -175,6 +178,7 @@ int kvbm_config_to_shm(const struct kvbm_config *cfg, struct kvbm_shm_config *ou
 	memcpy(out->mlru_thresholds, cfg->mlru_thresholds, 3);
 	out->sketch_log2 = sketch_log2(cfg);
 	out->event_log2 = cfg->event_ring ? (uint32_t)__builtin_ctz(cfg->event_ring) : 0;
+	out->pin_share = cfg->pin_share;
 	/* the layout computation is the one judge of a valid config */
 	return kvbm_seg_layout(out, regions, &total);
 }
@@ -238,6 +242,8 @@ int kvbm_pool_open(const char *name, const struct kvbm_config *cfg, unsigned fla
 	r = kvbm_hold_setup(p);
 	if (r < 0)
 		goto fail_detach;
+	/* after the hold setup: an expiry settles, which needs our shard */
+	kvbm_pins_hooks(p);
 	r = kvbm_att_setup(p);
 	if (r < 0) {
 		kvbm_hold_teardown(p);
@@ -338,6 +344,7 @@ int kvbm_pool_info(struct kvbm_pool *pool, struct kvbm_pool_info *info)
 	info->config.reset_on_release = pool->seg.cfg.reset_on_release;
 	memcpy(info->config.tier, pool->seg.cfg.tier, sizeof(info->config.tier));
 	info->config.event_ring = pool->seg.cfg.event_log2 ? 1u << pool->seg.cfg.event_log2 : 0;
+	info->config.pin_share = pool->seg.cfg.pin_share;
 	info->proc_index = pool->seg.self;
 	info->procs_attached = kvbm_proc_count_active(&pool->seg);
 	info->attach_gen = pool->seg.attach_gen;

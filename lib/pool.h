@@ -463,6 +463,13 @@ int kvbm_store_recount_inactive(struct kvbm_pool *p, uint32_t skip);
 /* Installs the reap and recovery hooks of this pool's segment. */
 void kvbm_store_hooks(struct kvbm_pool *p);
 
+/* ---- pins.c: pins held by the pool (mutex held) ------------------------- */
+
+/* Installs the expire hook of kvbm_seg_lock (once the handle can settle). */
+void kvbm_pins_hooks(struct kvbm_pool *p);
+/* Recovery: the POOL bits and the counts from the deadline words. */
+void kvbm_pins_rebuild(struct kvbm_pool *p);
+
 /* ---- block.c ---------------------------------------------------------------- */
 
 /* Validates a handle against this pool. Returns 0 or KVBM_EFOREIGN /

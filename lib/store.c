@@ -686,6 +686,8 @@ static int recover_hook(struct kvbm_seg *seg, const struct kvbm_shm_op *op, void
 	}
 	rebuild_index(p);
 	KVBM_FAILPOINT("store.recover.indexed");
+	/* before the marks are read below: a pinned slot is not inactive */
+	kvbm_pins_rebuild(p);
 	c->free_head = c->free_tail = 0;
 	c->free_count = 0;
 	kvbm_evict_clear(p);

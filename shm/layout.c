@@ -69,6 +69,11 @@ static const uint64_t layout_facts[] = {
 	F(struct kvbm_shm_bucket, slot),
 	F(struct kvbm_shm_bucket, gen_lo),
 	KVBM_BUCKET_ENTRIES,
+	F(struct kvbm_shm_config, pin_share),
+	sizeof(struct kvbm_shm_pins),
+	F(struct kvbm_shm_pins, blocks),
+	KVBM_HOLD_POOL,
+	KVBM_PIN_TIP,
 };
 
 uint64_t kvbm_layout_hash(void)

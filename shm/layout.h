@@ -33,8 +33,10 @@
  * 3: eviction region (TinyLFU sketch, lineage forest), four eviction lists
  * 7: control.recounts_deferred and recount_pending (in the layout hash);
  *    header.pidns and config.uid in what were reserved words
- * 8: the index's key hash (lib/index.h, kvbm_index_hash) and its stash */
-#define KVBM_ABI_MAJOR 8
+ * 8: the index's key hash (lib/index.h, kvbm_index_hash) and its stash
+ * 9: pins held by the pool (lib/pins.c): the pin region, config.pin_share
+ *    in what was reserved_cfg, the POOL holder bit (KVBM_MAX_PROCS 62) */
+#define KVBM_ABI_MAJOR 9
 #define KVBM_ABI_MINOR 0
 #define KVBM_CACHELINE 64
 #define KVBM_PAGE 4096
@@ -59,7 +61,8 @@ enum kvbm_region {
 	KVBM_REGION_EVICT = 6,   /* TinyLFU sketch and lineage forest (lib/evict.c) */
 	KVBM_REGION_EVENTS = 7,  /* the event ring (lib/events.c) */
 	KVBM_REGION_TOKENS = 8,  /* kept token ids per slot (KVBM_CFG_KEEP_TOKENS) */
-	KVBM_REGION_NUSED = 9,   /* regions this ABI defines */
+	KVBM_REGION_PINS = 9,    /* pins held by the pool: deadlines per slot (lib/pins.c) */
+	KVBM_REGION_NUSED = 10,  /* regions this ABI defines */
 	KVBM_REGION_MAX = 16,  /* room in the header */
 };
 
@@ -83,7 +86,7 @@ struct kvbm_shm_config {
 	uint32_t uid; /* owner the creator gave the file, UINT32_MAX: itself. A
 		       * record only: trust comes from the attacher's own config */
 	uint32_t event_log2; /* event ring of 2^n entries, 0 = no events */
-	uint32_t reserved_cfg;
+	uint32_t pin_share;  /* percent of block_count pins may hold, 0..100 */
 };
 
 struct kvbm_shm_region {
@@ -130,6 +133,7 @@ enum kvbm_op {
 	KVBM_OP_REGISTER = 5,
 	KVBM_OP_RELEASE = 6,
 	KVBM_OP_EVICT = 7,
+	KVBM_OP_PIN = 8, /* pin, unpin or expiry (lib/pins.c); arg0 = slot */
 };
 
 struct kvbm_shm_op {
@@ -231,7 +235,18 @@ static inline uint32_t kvbm_slot_state(uint64_t w) { return (uint32_t)w & 0xf; }
  * takes no part in the pin/evict handshake, which looks at process bits only.
  */
 #define KVBM_HOLD_INACTIVE (1ull << 63)
+/*
+ * KVBM_HOLD_POOL: the pool holds the slot (a pin with a deadline, lib/pins.c).
+ * It stands for no process, so no reaper ever clears it: only the mutex
+ * holder sets and clears it, and it is set exactly while the slot's
+ * deadline in the pin region is not 0. It is in KVBM_HOLD_PROCS, the bits
+ * that keep a slot active: the evictor's handshake, settle and recovery
+ * treat it as one more holder; what walks process entries uses
+ * KVBM_HOLD_PROCBITS.
+ */
+#define KVBM_HOLD_POOL (1ull << 62)
 #define KVBM_HOLD_PROCS (KVBM_HOLD_INACTIVE - 1)
+#define KVBM_HOLD_PROCBITS (KVBM_HOLD_POOL - 1)
 
 /* slot.list: which pool structure the slot is in; mutex */
 enum kvbm_slot_list {
@@ -380,7 +395,7 @@ _Static_assert(sizeof(struct kvbm_shm_control) % KVBM_CACHELINE == 0, "control l
 _Static_assert(offsetof(struct kvbm_shm_control, owner_pid) % KVBM_CACHELINE == 0,
 	       "mutex on its own line");
 _Static_assert(sizeof(struct kvbm_shm_proc) == KVBM_CACHELINE, "proc entry is one line");
-_Static_assert(KVBM_MAX_PROCS <= 63, "holder mask: 63 process bits + INACTIVE");
+_Static_assert(KVBM_MAX_PROCS <= 62, "holder mask: 62 process bits + POOL + INACTIVE");
 _Static_assert(sizeof(struct kvbm_shm_metrics) == 3 * KVBM_CACHELINE, "metric shard lines");
 _Static_assert(KVBM_M_HOLD_END <= 24, "metric shard room");
 _Static_assert(offsetof(struct kvbm_shm_control, inactive) % KVBM_CACHELINE == 0,
@@ -627,6 +642,41 @@ static inline uint64_t kvbm_events_region_size(const struct kvbm_shm_config *cfg
 		return 0;
 	return sizeof(struct kvbm_shm_events) +
 	       ((uint64_t)1 << cfg->event_log2) * kvbm_event_entry_size(cfg);
+}
+
+/*
+ * The pin region (lib/pins.c): a header line, then one deadline word per
+ * slot: 0 = not pinned by the pool, else CLOCK_MONOTONIC ns (even) at which
+ * the pin ends, | KVBM_PIN_TIP when the block ended a pin call (counted as
+ * one pin). The deadlines are the truth: the POOL holder bit and the counts
+ * are derived from them, and recovery rebuilds them. Mutex holders write
+ * everything; `due` is read by every locker (shm/mutex.c), the counts by
+ * metric scrapes, lock-free.
+ */
+#define KVBM_PIN_TIP 1ull
+struct kvbm_shm_pins {
+	_Alignas(KVBM_CACHELINE) uint64_t due; /* the hold clock's tick (mutex.c)
+						* from which the next locker
+						* expires pins; UINT64_MAX: none */
+	uint64_t next_ns;   /* earliest deadline, UINT64_MAX: none */
+	uint32_t blocks;    /* pinned blocks */
+	uint32_t tips;      /* pins: pinned blocks with KVBM_PIN_TIP */
+	uint32_t cap;       /* most blocks pins may hold (pin_share) */
+	uint32_t reserved;
+	uint64_t expired;   /* blocks whose pin expired, ever */
+	uint64_t reserved2[3];
+};
+_Static_assert(sizeof(struct kvbm_shm_pins) == KVBM_CACHELINE, "pin header line");
+
+static inline uint64_t kvbm_pins_region_size(const struct kvbm_shm_config *cfg)
+{
+	return sizeof(struct kvbm_shm_pins) + 8ull * cfg->block_count;
+}
+
+/* Blocks pins may hold in a pool of @cfg. */
+static inline uint32_t kvbm_pin_cap(const struct kvbm_shm_config *cfg)
+{
+	return (uint32_t)((uint64_t)cfg->block_count * cfg->pin_share / 100);
 }
 
 /* Hash over every size/offset above plus the ABI facts they depend on. */

@@ -31,6 +31,9 @@ int kvbm_mutex_kind(void);
 
 /* The hold-time clock's ns per tick (the KVBM_M_HOLD_TICKS shard sums). */
 double kvbm_mutex_ns_per_tick(void);
+/* The tick (of the clock kvbm_seg_lock compares pins->due with) a little
+ * before @in_ns from now; 0 when this process could not calibrate it. */
+uint64_t kvbm_mutex_due(uint64_t in_ns);
 /* Where the holds of @seg's mutex are counted from now on: @v is the sum,
  * the buckets follow (a metric shard from KVBM_M_HOLD_TICKS, or the
  * segment's scratch before it has a shard). A detached process keeps its

@@ -110,7 +110,7 @@ static int config_sane(const struct kvbm_shm_config *cfg)
 		return 0;
 	if (cfg->sketch_log2 && (cfg->sketch_log2 < 8 || cfg->sketch_log2 > 24))
 		return 0;
-	if (cfg->event_log2 > 22 || cfg->reserved_cfg)
+	if (cfg->event_log2 > 22 || cfg->pin_share > 100)
 		return 0;
 	if (cfg->dup_policy > KVBM_DUP_REJECT || cfg->backend >= KVBM_BACKEND_COUNT ||
 	    cfg->reset_on_release > 1 || memchr(cfg->tier, '\0', sizeof(cfg->tier)) == NULL)
@@ -150,6 +150,12 @@ int kvbm_seg_layout(const struct kvbm_shm_config *cfg, struct kvbm_shm_region *r
 	regions[KVBM_REGION_EVICT].offset = off;
 	regions[KVBM_REGION_EVICT].size = g.size;
 	off = align_up(off + g.size, KVBM_CACHELINE);
+	/* before the ring and the kept tokens, whose sizes vary with the
+	 * config the most: the ring stays the file's end (its readers'
+	 * damage tests rely on it) */
+	regions[KVBM_REGION_PINS].offset = off;
+	regions[KVBM_REGION_PINS].size = kvbm_pins_region_size(cfg);
+	off = align_up(off + regions[KVBM_REGION_PINS].size, KVBM_CACHELINE);
 	regions[KVBM_REGION_EVENTS].offset = off;
 	regions[KVBM_REGION_EVENTS].size = kvbm_events_region_size(cfg);
 	off = align_up(off + regions[KVBM_REGION_EVENTS].size, KVBM_CACHELINE);
@@ -445,6 +451,7 @@ static void seg_set_regions(struct kvbm_seg *seg, const struct kvbm_shm_header *
 	seg->metrics =
 		(struct kvbm_shm_metrics *)(seg->base + h->regions[KVBM_REGION_METRICS].offset);
 	seg->evict = (struct kvbm_shm_evict *)(seg->base + h->regions[KVBM_REGION_EVICT].offset);
+	seg->pins = (struct kvbm_shm_pins *)(seg->base + h->regions[KVBM_REGION_PINS].offset);
 	seg->tokens = h->regions[KVBM_REGION_TOKENS].size
 			      ? (uint32_t *)(seg->base + h->regions[KVBM_REGION_TOKENS].offset)
 			      : NULL;
@@ -469,6 +476,9 @@ static void init_slots(struct kvbm_seg *seg)
 	seg->ctl->free_tail = n;
 	seg->ctl->free_count = n;
 	kvbm_evict_init(seg);
+	seg->pins->due = UINT64_MAX;
+	seg->pins->next_ns = UINT64_MAX;
+	seg->pins->cap = kvbm_pin_cap(&seg->cfg);
 	if (seg->events) {
 		seg->events->cap = 1u << seg->cfg.event_log2;
 		seg->events->entry_size = kvbm_event_entry_size(&seg->cfg);

@@ -32,6 +32,9 @@ typedef int (*kvbm_recover_fn)(struct kvbm_seg *seg, const struct kvbm_shm_op *o
 /* Called by the mutex holder to release what dead process @idx held, before
  * its entry is freed. Must be idempotent (a reaper may die in it). */
 typedef int (*kvbm_reap_fn)(struct kvbm_seg *seg, uint32_t idx, void *arg);
+/* Called by a new mutex holder whose clock passed pins->due (mutex.c):
+ * ends the pins whose deadline passed. Writes and clears its own op record. */
+typedef void (*kvbm_expire_fn)(struct kvbm_seg *seg, void *arg);
 
 struct kvbm_seg {
 	int fd;
@@ -50,6 +53,7 @@ struct kvbm_seg {
 	struct kvbm_shm_evict *evict;
 	struct kvbm_shm_events *events; /* NULL: the pool has no event ring */
 	uint32_t *tokens; /* kept token ids (KVBM_CFG_KEEP_TOKENS), or NULL */
+	struct kvbm_shm_pins *pins; /* the pin region (header, then deadlines) */
 	uint32_t self;       /* process-table index, UINT32_MAX if not attached */
 	uint64_t attach_gen; /* of our entry */
 	pid_t pid;           /* opener */
@@ -77,6 +81,8 @@ struct kvbm_seg {
 	void *recover_arg;
 	kvbm_reap_fn reap;
 	void *reap_arg;
+	kvbm_expire_fn expire;
+	void *expire_arg;
 	char name[KVBM_NAME_MAX + 1];
 	char path[PATH_MAX];
 };

@@ -900,11 +900,14 @@ START_TEST(test_prometheus_exposition)
 	ck_assert_ptr_nonnull(strstr(buf, "# TYPE kvbm_inflight_mutable gauge\n"));
 	ck_assert_ptr_nonnull(strstr(buf, "kvbm_reset_pool_size{pool=\"G1\",node=\"a\\\"b\"} 6\n"));
 	/* the reference's 19 families, plus the index-full and
-	 * deferred-recount counters and the mutex hold-time histogram */
+	 * deferred-recount counters, the mutex hold-time histogram and the
+	 * four of the pool's pins */
 	int families = 0;
 	for (const char *s = buf; (s = strstr(s, "# TYPE ")); s++)
 		families++;
-	ck_assert_int_eq(families, 22);
+	ck_assert_int_eq(families, 26);
+	ck_assert_ptr_nonnull(strstr(buf, "# TYPE kvbm_pinned_blocks gauge\n"));
+	ck_assert_ptr_nonnull(strstr(buf, "# TYPE kvbm_pin_expirations_total counter\n"));
 	ck_assert_ptr_nonnull(strstr(buf, "# TYPE kvbm_mutex_hold_seconds histogram\n"));
 	ck_assert_ptr_nonnull(strstr(buf, "# TYPE kvbm_recounts_deferred_total counter\n"));
 	/* too small a buffer: the needed length, like snprintf */

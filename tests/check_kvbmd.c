@@ -25,6 +25,7 @@
 
 #include "helpers.h"
 #include "../shm/failpoint.h"
+#include "../lib/pool.h"
 
 static char text[262144];
 
@@ -594,6 +595,18 @@ END_TEST
  * mutex while it waits (kvbm_available_blocks reads a counter), so no
  * other reaper runs. Generous bound: correctness, not speed.
  */
+/* kvbmd on pool @name (tier G1) that reaps only on pidfd events and scans
+ * for attachers every 10 ms; @pool receives its --pool argument. */
+static void kd_start_quiet(struct kd *k, const char *name, char *pool, size_t len)
+{
+	pool_arg(pool, len, name, "G1");
+	ck_assert_int_eq(kd_start(k, (const char *const[]){"--pool", pool, "--listen",
+							     "127.0.0.1:0", "--set",
+							     "reap_interval_ms=3600000", "--set",
+							     "scan_interval_ms=10", NULL}),
+			 0);
+}
+
 START_TEST(test_kvbmd_reaps_a_killed_holder_at_once)
 {
 	T_NAME(name);
@@ -603,12 +616,7 @@ START_TEST(test_kvbmd_reaps_a_killed_holder_at_once)
 	int ready[2];
 	char c;
 
-	pool_arg(pool, sizeof(pool), name, "G1");
-	ck_assert_int_eq(kd_start(&k, (const char *const[]){"--pool", pool, "--listen",
-							      "127.0.0.1:0", "--set",
-							      "reap_interval_ms=3600000", "--set",
-							      "scan_interval_ms=10", NULL}),
-			 0);
+	kd_start_quiet(&k, name, pool, sizeof(pool));
 	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &p), 0);
 	ck_assert_int_eq(pipe(ready), 0);
 	pid_t holder = fork();
@@ -642,6 +650,44 @@ START_TEST(test_kvbmd_reaps_a_killed_holder_at_once)
 	ck_assert(scrape(&k, "kvbmd_pidfd_reaps_total{pool=\"G1\"}") == 1);
 	ck_assert(sample("kvbm_reaps_total{pool=\"G1\"}") == 1);
 	scrape_until(&k, "kvbmd_watched_processes{pool=\"G1\"}", 1);
+	ck_assert_int_eq(t_check(p), 0);
+	ck_assert_int_eq(kd_stop(&k, SIGTERM), 0);
+	t_done(p, name);
+}
+END_TEST
+
+/* A pin's deadline on a quiet pool: nobody takes the mutex, kvbmd's timer
+ * ends it (the test reads the counts without the mutex, which would). */
+START_TEST(test_kvbmd_expires_pins_on_time)
+{
+	T_NAME(name);
+	char pool[256];
+	struct kd k = {0};
+	struct kvbm_pool *p;
+	struct kvbm_block b[4];
+	struct kvbm_plh h[4];
+
+	kd_start_quiet(&k, name, pool, sizeof(pool));
+	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &p), 0);
+	t_seq_hashes(11, 4, 4, h);
+	ck_assert_int_eq(kvbm_allocate_blocks(p, 4, b, NULL, NULL), 0);
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_eq(kvbm_stage_block(p, &b[i], h[i], 4), 0);
+	ck_assert_int_eq(kvbm_register_blocks(p, b, 4), 0);
+	ck_assert_int_eq(kvbm_release_blocks(p, b, 4), 0);
+	uint64_t t0 = now_ns();
+	ck_assert_int_eq(kvbm_pin_prefix(p, h, 4, 300, NULL), 4);
+	scrape_until(&k, "kvbm_pinned_blocks{pool=\"G1\"}", 4);
+	uint32_t left = 4;
+	for (int i = 0; i < 3000 && (left = __atomic_load_n(&p->seg.pins->blocks,
+							     __ATOMIC_RELAXED)) != 0; i++)
+		nap_ms(1);
+	uint64_t t1 = now_ns();
+	ck_assert_msg(left == 0, "the pins are still there 3 s after their 300 ms TTL");
+	ck_assert_uint_ge(t1 - t0, 300000000ull); /* not before their deadline */
+	ck_assert(scrape(&k, "kvbm_pin_expirations_total{pool=\"G1\"}") == 4);
+	ck_assert(sample("kvbm_pins_active{pool=\"G1\"}") == 0);
+	ck_assert_int_eq(kvbm_available_blocks(p), 64);
 	ck_assert_int_eq(t_check(p), 0);
 	ck_assert_int_eq(kd_stop(&k, SIGTERM), 0);
 	t_done(p, name);
@@ -1581,6 +1627,7 @@ Suite *make_kvbmd_suite(void)
 	tcase_add_test(tc, test_kvbmd_refuses_two_pools_of_one_tier);
 	tcase_add_test(tc, test_kvbmd_sighup_reloads_labels);
 	tcase_add_test(tc, test_kvbmd_reaps_a_killed_holder_at_once);
+	tcase_add_test(tc, test_kvbmd_expires_pins_on_time);
 	tcase_add_test(tc, test_kvbmd_metrics_mutex_hold_histogram);
 	suite_add_tcase(s, tc);
 	return s;

@@ -59,6 +59,7 @@ int main(void)
 	srunner_add_suite(sr, make_request_suite());
 	srunner_add_suite(sr, make_tier_suite());
 	srunner_add_suite(sr, make_audit_suite());
+	srunner_add_suite(sr, make_pins_suite());
 	srunner_run_all(sr, CK_ENV);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);

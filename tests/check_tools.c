@@ -92,7 +92,7 @@ START_TEST(test_dump_valid_pool)
 		 "d['valid'] and d['header']['state']=='READY' and d['config']['block_count']==256"
 		 " and len(d['processes'])==1 and d['processes'][0]['pid']==%d"
 		 " and d['processes'][0]['alive'] and d['mutex']['recoveries']==0"
-		 " and [r['name'] for r in d['regions']]==['control','procs','slots','registry','holders','metrics','evict','events','tokens']",
+		 " and [r['name'] for r in d['regions']]==['control','procs','slots','registry','holders','metrics','evict','events','tokens','pins']",
 		 getpid());
 	ck_assert_int_eq(json_check(out, expr), 0);
 	kvbm_pool_close(p);
@@ -402,7 +402,7 @@ START_TEST(test_pool_create_messages)
 	static const char *const cases[][4] = {
 		{"--blocks", "0", "kvbm-pool: --blocks 0: block_count must be greater than 0\n"},
 		{"--mode", "0200", "kvbm-pool: --mode 0200: mode must be a permission mode including 0600\n"},
-		{"--max-procs", "64", "kvbm-pool: --max-procs 64: max_procs must be between 1 and 63\n"},
+		{"--max-procs", "63", "kvbm-pool: --max-procs 63: max_procs must be between 1 and 62\n"},
 		{"--block-size", "3", "kvbm-pool: --block-size 3: block_size must be a power of two "
 				      "between 1 and 1024\n"},
 		{"--group", "nosuchgroup", "kvbm-pool: --group 'nosuchgroup': no such group\n"},

@@ -69,8 +69,8 @@ static void reg(struct kvbm_pool *p, const struct kvbm_plh *h, uint32_t n, struc
 /*
  * A 16-block pool with @backend: chains of cached blocks released parent
  * first (ghosts in a lineage forest), two held blocks, a duplicate and a
- * MUTABLE block; the image is taken while attached, so it has a live-looking
- * process entry and holds. Returns the image (malloc'd) and its size.
+ * MUTABLE block, and a pool-held pin on three cached blocks; the image is
+ * taken while attached, so it has a live-looking process entry and holds. Returns the image (malloc'd) and its size.
  */
 static uint8_t *make_pool(enum kvbm_backend backend, size_t *len, struct kvbm_shm_header *hdr)
 {
@@ -99,6 +99,8 @@ static uint8_t *make_pool(enum kvbm_backend backend, size_t *len, struct kvbm_sh
 	/* parents first: their children end up under ghosts */
 	if ((r = kvbm_release_blocks(p, b, 9)) < 0 || (r = kvbm_release_blocks(p, y + 2, 2)) < 0)
 		die("release", r);
+	if ((r = (int)kvbm_pin_prefix(p, h, 3, 3600000, NULL)) < 0)
+		die("pin", r);
 	if (kvbm_pool_check(p, KVBM_CHECK_LOCK, NULL, NULL) != 0)
 		die("check", -1);
 	*len = p->seg.size;
@@ -174,6 +176,9 @@ static void variants(const char *tag, enum kvbm_backend backend, int full)
 	VARIANT_IF(full, "random-control",
 		scribble(img + rg[KVBM_REGION_CONTROL].offset + KVBM_CACHELINE,
 			 rg[KVBM_REGION_CONTROL].size - KVBM_CACHELINE, 6));
+	/* what tests/corpus/fuzz-available-overflow (a fuzzer find, of an
+	 * older ABI) reached: free count + inactive count past INT64_MAX */
+	VARIANT_IF(full, "inactive-overflow", ctl_at(img, &h)->inactive = INT64_MAX);
 	VARIANT("free-cycle", {
 		struct kvbm_shm_control *c = ctl_at(img, &h);
 		if (c->free_head)
@@ -230,6 +235,22 @@ static void variants(const char *tag, enum kvbm_backend backend, int full)
 			((struct kvbm_shm_evict *)ev)->lin_buckets = 0x80000000u;
 		});
 	}
+	VARIANT_IF(full, "random-pins", scribble(img + rg[KVBM_REGION_PINS].offset,
+						 rg[KVBM_REGION_PINS].size, 7));
+	VARIANT("pins-words-bits-apart", {
+		/* a deadline on every slot, the POOL bit on none, counts past
+		 * any bound, and a due tick that fires at once */
+		struct kvbm_shm_pins *ph = (void *)(img + rg[KVBM_REGION_PINS].offset);
+		uint64_t *d = (uint64_t *)(ph + 1);
+		for (uint32_t s = 0; s < h.config.block_count; s++) {
+			d[s] = 1000ull * s + (s & 1);
+			slot_at(img, &h, s)->holders &= ~KVBM_HOLD_POOL;
+		}
+		ph->blocks = 0xfffffff0u;
+		ph->tips = 7;
+		ph->due = 0;
+		ph->next_ns = 0;
+	});
 	VARIANT_IF(full, "config-rewritten", ((struct kvbm_shm_header *)img)->config.block_count = 4096);
 	VARIANT_IF(full, "regions-rewritten",
 		((struct kvbm_shm_header *)img)->regions[KVBM_REGION_SLOTS].offset += 64);

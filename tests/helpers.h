@@ -38,6 +38,7 @@ Suite *make_kvbmd_suite(void);
 Suite *make_kvbmd_events_suite(void);
 Suite *make_tier_suite(void);
 Suite *make_audit_suite(void);
+Suite *make_pins_suite(void);
 
 /* A pool name unique in this test run. */
 const char *t_name(char *buf, size_t len);

@@ -101,7 +101,7 @@ static void worker(const char *name, struct shared *sh, int slot, unsigned seed,
 		_exit(2);
 	while (!__atomic_load_n(&sh->stop, __ATOMIC_RELAXED)) {
 		int c = (int)(rand_r(&seed) % CHAINS);
-		int op = (int)(rand_r(&seed) % 10);
+		int op = (int)(rand_r(&seed) % 11);
 		struct kvbm_block b[DEPTH];
 
 		if (op < 3 && n + DEPTH <= MAX_HELD) {
@@ -162,6 +162,19 @@ static void worker(const char *name, struct shared *sh, int slot, unsigned seed,
 		} else if (op == 8 && n) {
 			struct held *x = &held[rand_r(&seed) % (unsigned)n];
 			(void)kvbm_set_reset_on_release(q, &x->b, (int)(rand_r(&seed) % 8 == 0));
+		} else if (op == 9) {
+			/* the pool's own pins, for at most 50 ms: they outlive the
+			 * killed, and a kill inside one recovers its words */
+			long r;
+			if (rand_r(&seed) % 3)
+				r = kvbm_pin_prefix(q, chain[c], 1 + rand_r(&seed) % DEPTH,
+						    1 + rand_r(&seed) % 50, NULL);
+			else
+				r = kvbm_unpin_prefix(q, chain[c], DEPTH);
+			if (r < 0 && r != KVBM_ENOTREG && r != KVBM_EPINSHARE) {
+				fprintf(stderr, "worker: pin: %s\n", kvbm_strerror((int)r));
+				_exit(12);
+			}
 		} else {
 			for (int i = 0; i < n; i++)
 				if (!verify(q, &held[i]))
@@ -261,8 +274,13 @@ static int torture(double duration, int nworkers, uint32_t blocks, unsigned seed
 			failed++;
 		}
 	}
-	/* everyone has detached: exact checks, and every block accounted for */
+	/* everyone has detached: exact checks, and every block accounted for
+	 * once the last pins (50 ms at most) have expired */
 	(void)kvbm_reap(p);
+	struct timespec pin_ttl = {0, 60000000};
+	nanosleep(&pin_ttl, NULL);
+	struct kvbm_pins_info pins = {0};
+	(void)kvbm_pins_info(p, &pins); /* takes the mutex: expires them */
 	long k = kvbm_pool_check(p, KVBM_CHECK_LOCK | KVBM_CHECK_QUIESCENT, report, NULL);
 	violations += k > 0 ? k : 0;
 	struct kvbm_pool_info pi;
@@ -287,13 +305,17 @@ static int torture(double duration, int nworkers, uint32_t blocks, unsigned seed
 		kvbm_pool_destroy(name, KVBM_DESTROY_FORCE);
 	fprintf(stderr,
 		"kvbm-torture: %.0f s, %d workers, %u blocks: %llu evictions, %llu matched, "
-		"%llu recoveries, procs attached at the end %u, wrong blocks %llu\n",
+		"%llu recoveries, procs attached at the end %u, wrong blocks %llu, "
+		"pinned blocks expired %llu (%u left)\n",
 		duration, nworkers, blocks, (unsigned long long)m.evictions,
 		(unsigned long long)m.match_blocks_returned, (unsigned long long)pi.recoveries,
-		pi.procs_attached, (unsigned long long)wrong);
+		pi.procs_attached, (unsigned long long)wrong,
+		(unsigned long long)pins.expirations, pins.blocks);
 	printf("kills=%ld ops=%llu violations=%ld leaked=%ld\n", kills, (unsigned long long)ops,
 	       violations, leaked);
-	return violations || leaked || wrong || failed || pi.procs_attached != 1 ? 1 : 0;
+	if (violations || leaked || wrong || failed || pins.blocks)
+		return 1;
+	return pi.procs_attached != 1 ? 1 : 0;
 }
 
 /* A child registers and holds @n blocks, then is killed (optionally inside

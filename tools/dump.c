@@ -15,7 +15,8 @@
 #include "json.h"
 
 static const char *const region_names[KVBM_REGION_NUSED] = {"control", "procs", "slots", "registry",
-								   "holders", "metrics", "evict", "events", "tokens"};
+								   "holders", "metrics", "evict", "events", "tokens",
+								   "pins"};
 
 static void mutex_text(const struct kvbm_inspect *in, char *buf, size_t len)
 {
@@ -102,6 +103,10 @@ blocks:;
 	printf("           available %" PRId64 " (free list %u + inactive %" PRId64 ")\n",
 	       (int64_t)((uint64_t)k.free_count + (uint64_t)k.inactive_count), k.free_count,
 	       k.inactive_count);
+	/* the census's count of POOL bits, and the region's own counts */
+	printf("pins       %u pinned blocks (counted %u, %u pins), cap %u (pin_share %u%%), "
+	       "%" PRIu64 " expired\n",
+	       k.pinned, k.pin_blocks, k.pin_tips, kvbm_pin_cap(cfg), cfg->pin_share, k.pin_expired);
 	char cnt[6][40];
 	printf("metrics    allocations %s (evictions %s), registrations %s, matched %s/%s hashes, "
 	       "holds %s\n",
@@ -225,6 +230,14 @@ static void print_json(const struct kvbm_inspect *in, int verdict)
 	json_u64(&j, "evicting", k.evicting);
 	json_u64(&j, "free_count", k.free_count);
 	json_i64(&j, "inactive_count", k.inactive_count);
+	json_obj_end(&j);
+	json_obj_begin(&j, "pins");
+	json_u64(&j, "pinned_blocks", k.pinned);
+	json_u64(&j, "counted_blocks", k.pin_blocks);
+	json_u64(&j, "pins", k.pin_tips);
+	json_u64(&j, "capacity", kvbm_pin_cap(&h->config));
+	json_u64(&j, "pin_share", h->config.pin_share);
+	json_u64(&j, "expirations", k.pin_expired);
 	json_obj_end(&j);
 	json_obj_begin(&j, "metrics");
 	json_i64(&j, "allocations", k.metrics[KVBM_M_ALLOCATIONS]);

@@ -131,6 +131,8 @@ const char *kvbm_op_name(uint32_t op)
 		return "release";
 	case KVBM_OP_EVICT:
 		return "evict";
+	case KVBM_OP_PIN:
+		return "pin";
 	}
 	return "unknown";
 }
@@ -201,7 +203,11 @@ void kvbm_inspect_census(const struct kvbm_inspect *in, struct kvbm_census *c)
 		for (uint32_t p = 0; p < cfg->max_procs; p++)
 			if (h & (1ull << p))
 				c->holds[p]++;
+		c->pinned += (h & KVBM_HOLD_POOL) != 0;
 	}
+	c->pin_blocks = __atomic_load_n(&in->seg.pins->blocks, __ATOMIC_RELAXED);
+	c->pin_tips = __atomic_load_n(&in->seg.pins->tips, __ATOMIC_RELAXED);
+	c->pin_expired = __atomic_load_n(&in->seg.pins->expired, __ATOMIC_RELAXED);
 	/* summed modulo 2^64: a shard holds whatever a peer wrote, and a
 	 * signed overflow would be undefined */
 	for (uint32_t i = 0; i < cfg->max_procs; i++)

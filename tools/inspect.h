@@ -54,6 +54,9 @@ struct kvbm_census {
 	uint32_t dups;     /* registered duplicates */
 	uint32_t evicting;
 	uint32_t holds[KVBM_MAX_PROCS]; /* blocks carrying each process's bit */
+	uint32_t pinned; /* blocks carrying the pool's pin bit (lib/pins.c) */
+	uint32_t pin_blocks, pin_tips; /* the pin region's counts */
+	uint64_t pin_expired;
 	int64_t metrics[KVBM_M_NSHARD]; /* shard sums */
 	int64_t inflight_mutable, inflight_immutable;
 	uint32_t free_count;    /* the store's own counts */

@@ -4,7 +4,7 @@
  *
  *   kvbm-pool create NAME [--blocks N] [--block-size B] [--max-procs P]
  *                         [--mode 0660] [--group GROUP] [--owner USER]
- *                         [--allow-others] [--hugepages]
+ *                         [--allow-others] [--hugepages] [--pin-share PCT] ...
  *   kvbm-pool destroy NAME [--force]
  *   kvbm-pool list [--json]
  *   kvbm-pool info NAME [--json]
@@ -42,7 +42,7 @@ static void usage(FILE *f)
 		"create options (defaults in parentheses):\n"
 		"  --blocks N            blocks in the pool, 1..2^28 (1024)\n"
 		"  --block-size B        tokens per block, a power of two 1..1024 (16)\n"
-		"  --max-procs P         processes attached at once, 1..63 (16)\n"
+		"  --max-procs P         processes attached at once, 1..62 (16)\n"
 		"  --mode MODE           file mode, octal, including 0600 (0600)\n"
 		"  --group GROUP         group of the file, a name or id (the creator's)\n"
 		"  --owner USER          owner of the file, a name or id; root only (the creator)\n"
@@ -61,6 +61,8 @@ static void usage(FILE *f)
 		"  --mlru-thresholds A,B,C  multi-lru level thresholds, ascending 1..15 (3,8,15)\n"
 		"  --event-ring N        event ring entries: 0 or a power of two 64..2^22 (4096)\n"
 		"  --keep-tokens         keep each block's token ids for event snapshots\n"
+		"  --pin-share PCT       percent of the blocks that pins held by the pool\n"
+		"                        (kvbm_pin_prefix) may keep, 0..100; 0: no pins (25)\n"
 		"  --exist-ok            an existing pool with this configuration is success\n"
 		"Pools live in $KVBM_SHM_DIR (default /dev/shm) as kvbm.NAME.\n"
 		"Exit: 0 done; 1 failed (the reason on stderr); 2 usage.\n");
@@ -180,6 +182,7 @@ static void explain_invalid(const struct kvbm_config *cfg, const char *why)
 		{"frequency thresholds", "--mlru-thresholds"},
 		{"reset_on_release", "--reset-on-release"},
 		{"event_ring", "--event-ring"}, {"tier", "--tier"},
+		{"pin_share", "--pin-share"},
 	};
 	const char *opt = NULL;
 	char val[64] = "";
@@ -201,6 +204,8 @@ static void explain_invalid(const struct kvbm_config *cfg, const char *why)
 		snprintf(val, sizeof(val), " %04o", cfg->mode);
 	else if (!strcmp(opt, "--event-ring"))
 		snprintf(val, sizeof(val), " %u", cfg->event_ring);
+	else if (!strcmp(opt, "--pin-share"))
+		snprintf(val, sizeof(val), " %u", cfg->pin_share);
 	else if (!strcmp(opt, "--mlru-thresholds"))
 		snprintf(val, sizeof(val), " %u,%u,%u", cfg->mlru_thresholds[0],
 			 cfg->mlru_thresholds[1], cfg->mlru_thresholds[2]);
@@ -283,6 +288,7 @@ static int cmd_create(int argc, char **argv)
 		{"mlru-thresholds", required_argument, NULL, 'M'},
 		{"event-ring", required_argument, NULL, 'E'},
 		{"keep-tokens", no_argument, NULL, 'K'},
+		{"pin-share", required_argument, NULL, 'S'},
 		{"exist-ok", no_argument, NULL, 'X'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -309,7 +315,7 @@ static int cmd_create(int argc, char **argv)
 			break;
 		case 'p':
 			if (parse_u32(optarg, "--max-procs", &cfg.max_procs, 10,
-				      "a number of processes (1..63)"))
+				      "a number of processes (1..62)"))
 				return 2;
 			break;
 		case 'm':
@@ -376,6 +382,11 @@ static int cmd_create(int argc, char **argv)
 			break;
 		case 'R':
 			cfg.reset_on_release = 1;
+			break;
+		case 'S':
+			if (parse_u32(optarg, "--pin-share", &cfg.pin_share, 10,
+				      "a percentage (0..100)"))
+				return 2;
 			break;
 		case 'F':
 			if (parse_word(optarg, "--tinylfu", tinylfu_names, 5, &cfg.tinylfu))
@@ -531,6 +542,7 @@ static void info_json(struct json *j, const struct kvbm_inspect *in)
 			json_u64(j, NULL, c->mlru_thresholds[i]);
 		json_arr_end(j);
 		json_u64(j, "event_ring", c->event_log2 ? 1ull << c->event_log2 : 0);
+		json_u64(j, "pin_share", c->pin_share);
 		json_bool(j, "keep_tokens", (c->flags & KVBM_CFG_KEEP_TOKENS) != 0);
 		json_bool(j, "hugepages", (c->flags & KVBM_CFG_HUGEPAGES) != 0);
 		json_bool(j, "allow_others", (c->flags & KVBM_CFG_ALLOW_OTHERS) != 0);
@@ -598,6 +610,7 @@ static void info_text(const struct kvbm_inspect *in, int long_form)
 		       (c->flags & KVBM_CFG_KEEP_TOKENS) ? ", token ids kept" : "");
 	else
 		printf("event ring none\n");
+	printf("pin share %u%% (%u blocks)\n", c->pin_share, kvbm_pin_cap(c));
 	printf("hugepages %s\n", (c->flags & KVBM_CFG_HUGEPAGES) ? "yes" : "no");
 	printf("allow others %s\n", (c->flags & KVBM_CFG_ALLOW_OTHERS) ? "yes" : "no");
 }

@@ -83,7 +83,7 @@ class Config(Structure):
                 ("gid", c_int64), ("flags", u32), ("open_timeout_ms", u32),
                 ("dup_policy", u32), ("backend", u32), ("reset_on_release", u32),
                 ("tier", c_char * 16), ("mlru_thresholds", c_uint8 * 3), ("tinylfu", u32),
-                ("uid", c_int64), ("event_ring", u32)]
+                ("uid", c_int64), ("event_ring", u32), ("pin_share", u32)]
 
 
 class PoolInfo(Structure):
@@ -109,16 +109,26 @@ METRIC_FIELDS = ("allocations", "allocations_from_reset", "evictions", "registra
                  "eager_primary_to_inactive", "allocate_atomic_rollback",
                  "release_primary_noop", "release_duplicate_noop", "inflight_mutable",
                  "inflight_immutable", "reset_pool_size", "inactive_pool_size", "index_full",
-                 "recounts_deferred", "mutex_hold_count", "mutex_hold_ns", "mutex_hold_le")
+                 "recounts_deferred", "mutex_hold_count", "mutex_hold_ns", "mutex_hold_le",
+                 "pins_active", "pinned_blocks", "pin_capacity", "pin_expirations")
 # fields that are arrays in struct kvbm_metrics: name -> length
 METRIC_ARRAYS = {"mutex_hold_le": 5}
 _SIGNED_METRICS = {"inflight_mutable", "inflight_immutable", "reset_pool_size",
-                   "inactive_pool_size"}
+                   "inactive_pool_size", "pins_active", "pinned_blocks", "pin_capacity"}
 
 
 class Metrics(Structure):
     _fields_ = [(f, u64 * METRIC_ARRAYS[f] if f in METRIC_ARRAYS else
                  c_int64 if f in _SIGNED_METRICS else u64) for f in METRIC_FIELDS]
+
+
+class PinsInfo(Structure):
+    _fields_ = [("pins", u32), ("blocks", u32), ("capacity", u32), ("pin_share", u32),
+                ("expirations", u64), ("next_expiry_ms", u64)]
+
+
+class Pinned(Structure):
+    _fields_ = [("hash", Plh), ("block", u32), ("tip", c_int), ("remaining_ms", u64)]
 
 
 class StatsSnapshot(Structure):
@@ -202,6 +212,11 @@ _SIGS = {
     "kvbm_available_blocks": (c_long, [P], False),
     "kvbm_total_blocks": (c_long, [P], False),
     "kvbm_reset_inactive_pool": (c_int, [P], False),
+    "kvbm_pin_prefix": (c_long, [P, P, c_size_t, u64, POINTER(c_size_t)], False),
+    "kvbm_unpin_prefix": (c_long, [P, P, c_size_t], False),
+    "kvbm_pins_info": (c_int, [P, P], False),
+    "kvbm_pins_list": (c_long, [P, P, c_size_t], False),
+    "kvbm_pins_expire": (c_long, [P], False),
     "kvbm_metrics_snapshot": (c_int, [P, P], False),
     "kvbm_metrics_prometheus": (c_long, [P, c_char_p, P, c_size_t, P, c_size_t], True),
     "kvbm_stats_new": (c_int, [P, u32, POINTER(c_void_p)], False),
@@ -251,6 +266,7 @@ CHECK_LOCK, CHECK_QUIESCENT = 0x1, 0x2
 SCAN_TOUCH = 0x1
 CFG_HUGEPAGES, CFG_ALLOW_OTHERS, CFG_KEEP_TOKENS = 0x1, 0x2, 0x4
 MAX_BLOCKS = 1 << 28
+PIN_TTL_MAX_MS = 366 * 24 * 3600 * 1000
 BLOCK_SIZE = ctypes.sizeof(Block)        # 24
 HASHES_SIZE = ctypes.sizeof(BlockHashes)  # 32
 PLH_SIZE = ctypes.sizeof(Plh)             # 16

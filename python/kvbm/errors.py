@@ -70,6 +70,9 @@ _OWN = [
     ("ENOTOKEN", 41, "MissingTokenOnFinalChunk"),
     ("EACCEPTED", 42, "AcceptedExceedsScheduled"),
     ("EAPPEND", 43, "AppendExceedsRemaining"),
+    # pins held by the pool (kvbm_pin_prefix)
+    ("EPINSHARE", 44, "PinShareExceeded"),
+    ("ENOTREG", 45, "NotRegistered"),
 ]
 
 _ERRNO = [

@@ -13,7 +13,7 @@ from . import _lib
 from ._lib import BLOCK_SIZE, PLH_SIZE, fn
 from .blocks import Block, Blocks, buf_type, make
 from .errors import (ForeignHandle, Forked, Initializing, InvalidArgument, Mismatch, NoSpace,
-                     PoolClosed, WrongSize, raise_rc)
+                     NotRegistered, PoolClosed, WrongSize, raise_rc)
 from .hashing import Hashes, check_u64, tokens_u32
 
 BACKENDS = ("lru", "fifo", "multi-lru", "lineage", "lineage-fifo", "lfru", "s3fifo", "arc",
@@ -175,7 +175,7 @@ class Pool:
     def __init__(self, name, *, create=False, exclusive=False, block_count=None,
                  block_size=None, max_procs=None, backend=None, dup_policy=None, tier=None,
                  event_ring=None, keep_tokens=False, reset_on_release=None, mode=None,
-                 open_timeout_ms=None, one_thread=False):
+                 open_timeout_ms=None, one_thread=False, pin_share=None):
         self._p = None
         self._stats = weakref.WeakSet()
         bname = _name_bytes(name)
@@ -220,6 +220,8 @@ class Pool:
             given["reset_on_release"] = cfg.reset_on_release
         if mode is not None:
             cfg.mode = _uint("mode", mode, 0, 0o777)
+        if pin_share is not None:
+            cfg.pin_share = given["pin_share"] = _uint("pin_share", pin_share, 0, 100)
         timeout = cfg.open_timeout_ms
         if open_timeout_ms is not None:
             timeout = _uint("open_timeout_ms", open_timeout_ms)
@@ -729,6 +731,80 @@ class Pool:
         if r < 0:
             raise_rc(r, "kvbm_reset_inactive_pool")
         return True
+
+    # ---- pins held by the pool ----------------------------------------------
+
+    def pin_prefix(self, hashes, ttl):
+        """Keeps the blocks registered under @hashes unevictable for @ttl
+        seconds (rounded up to a millisecond, at most a year), held by the
+        pool: the pin outlives this process and this Pool. Pinning again
+        renews (a block keeps its latest deadline). All or nothing: raises
+        NotRegistered naming the first hash that is not registered,
+        PinShareExceeded when the pool's pins would pass its pin_share.
+        Returns how many blocks were not pinned before."""
+        p = self._p or _closed()
+        hashes = self._hashes(hashes)
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+            raise InvalidArgument("ttl %r: a number of seconds > 0" % (ttl,),
+                                  InvalidArgument.code, None)
+        ms = -(-ttl * 1000 // 1)  # ceil, also for floats
+        if ms > _lib.PIN_TTL_MAX_MS:
+            raise InvalidArgument("ttl %r: at most a year (%d s)" % (ttl, _lib.PIN_TTL_MAX_MS //
+                                                                     1000),
+                                  InvalidArgument.code, None)
+        failed = ctypes.c_size_t(0)
+        r = fn.pin_prefix(p, hashes._plh_buf(), hashes._n, int(ms), ctypes.byref(failed))
+        if r == NotRegistered.code:
+            raise_rc(r, "kvbm_pin_prefix", "hashes[%d] is not registered" % failed.value)
+        if r < 0:
+            raise_rc(r, "kvbm_pin_prefix", "%d hashes" % hashes._n)
+        return r
+
+    def unpin_prefix(self, hashes):
+        """Ends the pool's pins on the blocks registered under @hashes
+        (others are skipped); returns how many blocks were unpinned."""
+        p = self._p or _closed()
+        hashes = self._hashes(hashes)
+        r = fn.unpin_prefix(p, hashes._plh_buf(), hashes._n)
+        if r < 0:
+            raise_rc(r, "kvbm_unpin_prefix", "%d hashes" % hashes._n)
+        return r
+
+    def pins(self):
+        """The pool's pins: pins (prefixes), blocks, capacity, pin_share,
+        expirations, next_expiry (seconds, None without pins)."""
+        i = _out(_lib.PinsInfo)
+        r = fn.pins_info(self._p or _closed(), ctypes.byref(i))
+        if r < 0:
+            raise_rc(r, "kvbm_pins_info")
+        d = _struct_dict(i)
+        ms = d.pop("next_expiry_ms")
+        d["next_expiry"] = None if ms == 2 ** 64 - 1 else ms / 1000
+        return d
+
+    def pinned(self):
+        """Every pinned block: dicts of hash (16 bytes), block (id), tip
+        (it ended a pin call) and remaining (seconds)."""
+        p = self._p or _closed()
+        while True:
+            n = fn.pins_list(p, None, 0)
+            if n < 0:
+                raise_rc(n, "kvbm_pins_list")
+            arr = (_lib.Pinned * max(n, 1))()
+            got = fn.pins_list(p, arr, n)
+            if got < 0:
+                raise_rc(got, "kvbm_pins_list")
+            if got <= n:  # else pinned meanwhile: again, with room
+                return [{"hash": struct.pack(">QQ", e.hash.hi, e.hash.lo), "block": e.block, "tip": bool(e.tip),
+                         "remaining": e.remaining_ms / 1000} for e in arr[:got]]
+
+    def expire_pins(self):
+        """Ends the pins whose deadline passed (any mutex acquisition
+        does too); returns how many blocks this call expired."""
+        r = fn.pins_expire(self._p or _closed())
+        if r < 0:
+            raise_rc(r, "kvbm_pins_expire")
+        return r
 
     # ---- metrics -------------------------------------------------------------
 

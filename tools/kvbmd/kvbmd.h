@@ -211,6 +211,10 @@ int kvbmd_reaper_retry(struct kvbmd *d, uint64_t now_ns);
 void kvbmd_reaper_reap_all(struct kvbmd *d);
 void kvbmd_reaper_close(struct kvbmd *d);
 
+/* pins.c: expires the pools' pins whose deadline passed; returns the ms
+ * until the next deadline (-1 none). */
+int kvbmd_pins_tick(struct kvbmd *d, uint64_t now_ns);
+
 /* expo.c: a growable text buffer, and the merge */
 struct kvbmd_buf {
 	char *p;

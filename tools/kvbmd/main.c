@@ -274,6 +274,9 @@ static int run(struct kvbmd *d, const struct flags *fl, int sfd)
 		int retry = kvbmd_reaper_retry(d, now);
 		if (retry >= 0 && retry < timeout)
 			timeout = retry;
+		int pin = kvbmd_pins_tick(d, now);
+		if (pin >= 0 && pin < timeout)
+			timeout = pin;
 
 		fds[0].fd = sfd;
 		fds[0].events = POLLIN;

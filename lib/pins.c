@@ -1,0 +1,409 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * pins.c - pins held by the pool, not by a process (docs/EVICTION.md,
+ * "Pins"): a deadline per slot in the pin region and the POOL holder bit.
+ *
+ * The deadline word is the truth, the bit and the counts are derived:
+ * every change is made under the pool mutex, deadline first when pinning
+ * and when unpinning, so a holder killed between the two leaves a word and
+ * a bit that disagree, and recovery (kvbm_pins_rebuild) puts the bit back
+ * where the word says. The bit is no process's, so the reaper never clears
+ * it; it sits in KVBM_HOLD_PROCS, so the evictor's handshake, settle and
+ * recovery keep the slot active as they would for any holder.
+ *
+ * Expiry is exact without a clock read on the common path: pins->due is a
+ * tick of the mutex's hold clock a little before the earliest deadline,
+ * and kvbm_seg_lock() calls the expire hook once its tick passes it.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "pool.h"
+#include "../shm/failpoint.h"
+#include "../shm/mutex.h"
+
+static uint64_t *deadlines(const struct kvbm_pool *p)
+{
+	return (uint64_t *)(p->seg.pins + 1);
+}
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	/* the vDSO: no syscall under the mutex */
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t when(uint64_t v)
+{
+	return v & ~KVBM_PIN_TIP;
+}
+
+/* Sets the due tick for the earliest deadline (mutex held). relaxed: read
+ * by lockers as a hint only, each store made under the mutex. */
+static void schedule(struct kvbm_pool *p, uint64_t now)
+{
+	struct kvbm_shm_pins *h = p->seg.pins;
+	uint64_t next = h->next_ns;
+	uint64_t due = next == UINT64_MAX ? UINT64_MAX : kvbm_mutex_due(next > now ? next - now : 0);
+
+	__atomic_store_n(&h->due, due, __ATOMIC_RELAXED);
+}
+
+/* Ends slot @s's pin (mutex held, op record written): the word, then the
+ * bit, then the slot settles if nobody else holds it. */
+static void unpin_slot(struct kvbm_pool *p, uint32_t s)
+{
+	struct kvbm_shm_pins *h = p->seg.pins;
+	uint64_t *d = &deadlines(p)[s];
+	uint64_t v = *d;
+
+	/* relaxed: the counts and words are the mutex's; metric scrapes read
+	 * them as snapshots */
+	__atomic_store_n(d, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&h->blocks, h->blocks - 1, __ATOMIC_RELAXED);
+	if (v & KVBM_PIN_TIP)
+		__atomic_store_n(&h->tips, h->tips - 1, __ATOMIC_RELAXED);
+	KVBM_FAILPOINT("pins.unpin.word");
+	/* seq_cst: as a process's unpin (hold.c), one RMW of the mask, so a
+	 * process dropping its own last bit at the same time sees ours gone
+	 * or we see its bit gone: exactly one of us settles */
+	uint64_t old = __atomic_fetch_and(&kvbm_slot(p, s)->holders, ~KVBM_HOLD_POOL,
+					  __ATOMIC_SEQ_CST);
+	KVBM_FAILPOINT("pins.unpin.bit");
+	if (!(old & KVBM_HOLD_PROCBITS))
+		kvbm_store_settle(p, s);
+}
+
+/* Pins slot @s until @until (mutex held, op record written); @tip: it
+ * ends the caller's prefix. */
+static void pin_slot(struct kvbm_pool *p, uint32_t s, uint64_t until, int tip)
+{
+	struct kvbm_shm_pins *h = p->seg.pins;
+	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+	uint64_t *d = &deadlines(p)[s];
+	uint64_t v = *d;
+	uint64_t nv = (when(v) > until ? when(v) : until) | (v & KVBM_PIN_TIP) |
+		      (tip ? KVBM_PIN_TIP : 0);
+
+	if (!v)
+		__atomic_store_n(&h->blocks, h->blocks + 1, __ATOMIC_RELAXED);
+	if ((nv & KVBM_PIN_TIP) && !(v & KVBM_PIN_TIP))
+		__atomic_store_n(&h->tips, h->tips + 1, __ATOMIC_RELAXED);
+	__atomic_store_n(d, nv, __ATOMIC_RELAXED);
+	/* relaxed: kvbmd reads it from its view, lock-free, as a hint */
+	if (when(nv) < h->next_ns)
+		__atomic_store_n(&h->next_ns, when(nv), __ATOMIC_RELAXED);
+	KVBM_FAILPOINT("pins.pin.word");
+	if (v)
+		return; /* the bit is there already */
+	/* seq_cst: the pool's hold is a holder bit like a process's, against
+	 * the evictor's handshake; but the evictor holds the mutex we hold,
+	 * so no eviction is in flight. The mark: whoever's RMW clears it
+	 * lowers the count (PROTOCOL.md), a resurrecting reader or us */
+	uint64_t old = __atomic_fetch_or(&sl->holders, KVBM_HOLD_POOL, __ATOMIC_SEQ_CST);
+	KVBM_FAILPOINT("pins.pin.bit");
+	if ((old & KVBM_HOLD_INACTIVE) &&
+	    (__atomic_fetch_and(&sl->holders, ~KVBM_HOLD_INACTIVE, __ATOMIC_SEQ_CST) &
+	     KVBM_HOLD_INACTIVE))
+		/* seq_cst: pairs with the recount (none runs: we hold the
+		 * mutex) and the pinners' decrements, as take_from_inactive */
+		__atomic_fetch_sub(&p->seg.ctl->inactive, 1, __ATOMIC_SEQ_CST);
+}
+
+/* Ends every pin whose deadline is at most @now and sets the next due
+ * tick (mutex held). Returns the blocks expired. */
+static uint32_t expire_locked(struct kvbm_pool *p, uint64_t now)
+{
+	struct kvbm_shm_pins *h = p->seg.pins;
+	uint64_t *d = deadlines(p);
+	uint64_t next = UINT64_MAX;
+	uint32_t n = 0;
+
+	if (h->next_ns > now) {
+		schedule(p, now); /* looked early (the due tick is early) */
+		return 0;
+	}
+	for (uint32_t s = 0; s < p->nslots; s++) {
+		uint64_t v = d[s];
+		if (!v)
+			continue;
+		if (when(v) <= now) {
+			kvbm_store_op(p, KVBM_OP_PIN, s);
+			unpin_slot(p, s);
+			n++;
+		} else if (when(v) < next) {
+			next = when(v);
+		}
+	}
+	__atomic_store_n(&h->next_ns, next, __ATOMIC_RELAXED);
+	__atomic_store_n(&h->expired, h->expired + n, __ATOMIC_RELAXED);
+	schedule(p, now);
+	return n;
+}
+
+/* Blocks the expire hook ended in this thread's last lock: the hook runs
+ * in the locking thread, so kvbm_pins_expire counts what its own lock
+ * expired, whatever other threads of the process do meanwhile. */
+static _Thread_local uint32_t expired_by_lock;
+
+/* The hook of kvbm_seg_lock: its own op record, cleared before the caller
+ * writes its own. */
+static void expire_hook(struct kvbm_seg *seg, void *arg)
+{
+	struct kvbm_pool *p = arg;
+
+	(void)seg;
+	KVBM_FAILPOINT("pins.expire.begin");
+	expired_by_lock = expire_locked(p, mono_ns());
+	/* release: as kvbm_store_unlock's clear */
+	__atomic_store_n(&p->seg.ctl->op.op, KVBM_OP_NONE, __ATOMIC_RELEASE);
+}
+
+void kvbm_pins_hooks(struct kvbm_pool *p)
+{
+	p->seg.expire = expire_hook;
+	p->seg.expire_arg = p;
+}
+
+/*
+ * Recovery (mutex held, before the eviction order and the inactive count
+ * are rebuilt): a word only on a registered primary, the POOL bit exactly
+ * where a word is, a pinned slot not marked inactive, and the counts and
+ * the next deadline recomputed from the words.
+ */
+void kvbm_pins_rebuild(struct kvbm_pool *p)
+{
+	struct kvbm_shm_pins *h = p->seg.pins;
+	uint64_t *d = deadlines(p);
+	uint64_t next = UINT64_MAX;
+	/* no call pins for longer: a later word is bytes a peer wrote */
+	uint64_t latest = mono_ns() + KVBM_PIN_TTL_MAX_MS * 1000000ull;
+	uint32_t blocks = 0, tips = 0;
+
+	for (uint32_t s = 0; s < p->nslots; s++) {
+		struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+		uint64_t w = sl->state;
+		if (d[s] && (kvbm_slot_state(w) != KVBM_SLOT_REGISTERED ||
+			     !(kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY) || when(d[s]) > latest))
+			/* bytes a peer wrote: no pin outlives its block */
+			__atomic_store_n(&d[s], 0, __ATOMIC_RELAXED);
+		/* RMWs, seq_cst: live pinners' bits stay, as in the reaper */
+		if (d[s]) {
+			__atomic_fetch_or(&sl->holders, KVBM_HOLD_POOL, __ATOMIC_SEQ_CST);
+			/* the recount that follows lowers the count */
+			__atomic_fetch_and(&sl->holders, ~KVBM_HOLD_INACTIVE, __ATOMIC_SEQ_CST);
+			blocks++;
+			tips += (d[s] & KVBM_PIN_TIP) != 0;
+			if (when(d[s]) < next)
+				next = when(d[s]);
+		} else {
+			__atomic_fetch_and(&sl->holders, ~KVBM_HOLD_POOL, __ATOMIC_SEQ_CST);
+		}
+	}
+	/* relaxed: read lock-free by scrapes and kvbmd, as snapshots */
+	__atomic_store_n(&h->blocks, blocks, __ATOMIC_RELAXED);
+	__atomic_store_n(&h->tips, tips, __ATOMIC_RELAXED);
+	h->cap = kvbm_pin_cap(&p->seg.cfg);
+	__atomic_store_n(&h->next_ns, next, __ATOMIC_RELAXED);
+	/* the first locker after the repair looks (the deadlines may have
+	 * passed while the pool was down) */
+	__atomic_store_n(&h->due, next == UINT64_MAX ? UINT64_MAX : 0, __ATOMIC_RELAXED);
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* The registered primary of @key (mutex held: exact), or UINT32_MAX. */
+static uint32_t find_primary(struct kvbm_pool *p, struct kvbm_plh key)
+{
+	uint32_t s;
+	uint64_t g;
+
+	if (!kvbm_index_lookup(&p->ix, key, &s, &g))
+		return UINT32_MAX;
+	uint64_t w = __atomic_load_n(&kvbm_slot(p, s)->state, __ATOMIC_RELAXED);
+	if (kvbm_slot_state(w) != KVBM_SLOT_REGISTERED || kvbm_slot_gen(w) != g ||
+	    !(kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY))
+		return UINT32_MAX;
+	return s;
+}
+
+long kvbm_pin_prefix(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_t n,
+		     uint64_t ttl_ms, size_t *failed)
+{
+	int r = p ? kvbm_seg_check(&p->seg) : -EINVAL;
+
+	if (r < 0)
+		return r;
+	if (!hashes || n == 0 || ttl_ms == 0 || ttl_ms > KVBM_PIN_TTL_MAX_MS)
+		return -EINVAL;
+	uint32_t cap = kvbm_pin_cap(&p->seg.cfg);
+	if (n > cap)
+		return KVBM_EPINSHARE; /* cannot fit, whatever is pinned */
+	/* before the mutex: nothing is allocated under it */
+	uint32_t *slots = malloc(n * sizeof(*slots)), *sorted = malloc(n * sizeof(*sorted));
+	if (!slots || !sorted) {
+		free(slots);
+		free(sorted);
+		return -ENOMEM;
+	}
+	r = kvbm_store_lock(p, KVBM_OP_PIN, UINT32_MAX);
+	if (r < 0)
+		goto out;
+	uint64_t now = mono_ns();
+	const uint64_t *d = deadlines(p);
+	for (size_t i = 0; i < n; i++) {
+		slots[i] = sorted[i] = find_primary(p, hashes[i]);
+		if (slots[i] == UINT32_MAX) {
+			if (failed)
+				*failed = i;
+			r = KVBM_ENOTREG;
+			goto unlock;
+		}
+	}
+	/* the share counts blocks, each once: a hash given twice is one */
+	qsort(sorted, n, sizeof(*sorted), cmp_u32);
+	uint32_t fresh = 0, pinned = p->seg.pins->blocks;
+	for (size_t i = 0; i < n; i++)
+		fresh += (i == 0 || sorted[i] != sorted[i - 1]) && d[sorted[i]] == 0;
+	if (pinned > cap) {
+		/* a count no pin made (a peer's bytes): the words decide now,
+		 * and the repair at unlock rebuilds the counts (shm/mutex.c) */
+		pinned = 0;
+		for (uint32_t s = 0; s < p->nslots; s++)
+			pinned += d[s] != 0;
+		kvbm_store_corrupt(p);
+	}
+	if ((uint64_t)pinned + fresh > cap) {
+		r = KVBM_EPINSHARE;
+		goto unlock;
+	}
+	/* even: bit 0 is the tip mark */
+	uint64_t until = (now + ttl_ms * 1000000ull) & ~KVBM_PIN_TIP;
+	for (size_t i = 0; i < n; i++) {
+		kvbm_store_op(p, KVBM_OP_PIN, slots[i]);
+		pin_slot(p, slots[i], until, i == n - 1);
+	}
+	schedule(p, now);
+	r = (int)fresh;
+unlock:
+	kvbm_store_unlock(p);
+out:
+	free(slots);
+	free(sorted);
+	return r;
+}
+
+long kvbm_unpin_prefix(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_t n)
+{
+	int r = p ? kvbm_seg_check(&p->seg) : -EINVAL;
+	long k = 0;
+
+	if (r < 0)
+		return r;
+	if (!hashes || n == 0)
+		return -EINVAL;
+	r = kvbm_store_lock(p, KVBM_OP_PIN, UINT32_MAX);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t s = find_primary(p, hashes[i]);
+		if (s == UINT32_MAX || !deadlines(p)[s])
+			continue;
+		kvbm_store_op(p, KVBM_OP_PIN, s);
+		unpin_slot(p, s);
+		k++;
+	}
+	/* the earliest deadline may have gone: an early look costs a clock
+	 * read, so next_ns stays until the next expiry recomputes it */
+	kvbm_store_unlock(p);
+	return k;
+}
+
+long kvbm_pins_expire(struct kvbm_pool *p)
+{
+	int r = p ? kvbm_seg_check(&p->seg) : -EINVAL;
+
+	if (r < 0)
+		return r;
+	/* the lock itself may expire what is due (its hook): counted too */
+	expired_by_lock = 0;
+	r = kvbm_store_lock(p, KVBM_OP_PIN, UINT32_MAX);
+	if (r < 0)
+		return r;
+	long k = (long)expired_by_lock + expire_locked(p, mono_ns());
+	kvbm_store_unlock(p);
+	return k;
+}
+
+static uint64_t remaining_ms(uint64_t until, uint64_t now)
+{
+	return until > now ? (until - now + 999999) / 1000000 : 0;
+}
+
+int kvbm_pins_info(struct kvbm_pool *p, struct kvbm_pins_info *out)
+{
+	int r = p ? kvbm_seg_check(&p->seg) : -EINVAL;
+
+	if (r < 0)
+		return r;
+	if (!out)
+		return -EINVAL;
+	r = kvbm_store_lock(p, KVBM_OP_PIN, UINT32_MAX);
+	if (r < 0)
+		return r;
+	const struct kvbm_shm_pins *h = p->seg.pins;
+	out->pins = h->tips;
+	out->blocks = h->blocks;
+	out->capacity = kvbm_pin_cap(&p->seg.cfg);
+	out->pin_share = p->seg.cfg.pin_share;
+	out->expirations = h->expired;
+	out->next_expiry_ms = UINT64_MAX;
+	uint64_t now = mono_ns();
+	for (uint32_t s = 0; s < p->nslots; s++) {
+		uint64_t v = deadlines(p)[s];
+		uint64_t ms = v ? remaining_ms(when(v), now) : UINT64_MAX;
+		if (ms < out->next_expiry_ms)
+			out->next_expiry_ms = ms;
+	}
+	kvbm_store_unlock(p);
+	return 0;
+}
+
+long kvbm_pins_list(struct kvbm_pool *p, struct kvbm_pinned *out, size_t max)
+{
+	int r = p ? kvbm_seg_check(&p->seg) : -EINVAL;
+	long k = 0;
+
+	if (r < 0)
+		return r;
+	if (max && !out)
+		return -EINVAL;
+	r = kvbm_store_lock(p, KVBM_OP_PIN, UINT32_MAX);
+	if (r < 0)
+		return r;
+	uint64_t now = mono_ns();
+	for (uint32_t s = 0; s < p->nslots; s++) {
+		uint64_t v = deadlines(p)[s];
+		if (!v)
+			continue;
+		if ((size_t)k < max) {
+			out[k].hash = kvbm_slot_key(kvbm_slot(p, s));
+			out[k].block = s;
+			out[k].tip = (v & KVBM_PIN_TIP) != 0;
+			out[k].remaining_ms = remaining_ms(when(v), now);
+		}
+		k++;
+	}
+	kvbm_store_unlock(p);
+	return k;
+}
