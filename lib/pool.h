@@ -73,23 +73,28 @@ struct kvbm_pool {
 };
 
 /*
- * A match hint: the slot (+ 1) that last held a key matched through this
+ * A match hint: the slot that last held a key matched through this
  * handle, and the low 32 bits of the state word it had then (REGISTERED,
  * PRIMARY, no owner, the generation's low 16 bits: what an index entry
  * records). Only a guess: a match trusts it after the checks an index
  * entry gets (lib/match.c, hint_find), so a stale or garbage hint costs a
- * lookup, never a wrong hit. Two ways per set, in one cache line: two keys
- * of one prefix that share a set do not take turns missing.
+ * lookup, never a wrong hit. An empty entry (all zero) names slot 0 with
+ * a word no REGISTERED slot has (its state bits are 0), so it never
+ * passes; the slot is stored as is, not + 1, which saves the match's
+ * hinted loop a subtraction per block. Two ways per set, in one cache
+ * line: two keys of one prefix that share a set do not take turns
+ * missing.
  */
 struct kvbm_hint {
-	uint32_t s1;
+	uint32_t s;
 	uint32_t w;
 };
 #define KVBM_HINTS 2048u /* 16 KiB a handle */
 static inline struct kvbm_hint *kvbm_hint_set(struct kvbm_hint *hints, struct kvbm_plh key)
 {
-	/* the low bits of a real key's halves are XXH3 output already */
-	return &hints[2 * ((uint32_t)(key.hi ^ key.lo) & (KVBM_HINTS / 2 - 1))];
+	/* the low bits of a real key's halves are XXH3 output already; bits
+	 * 1 to 10 as an even entry index: an and and a scaled address */
+	return &hints[(uint32_t)(key.hi ^ key.lo) & (KVBM_HINTS - 2)];
 }
 
 /* Checks @cfg and converts it to the stored form. Returns 0 or -EINVAL. */
