@@ -632,25 +632,35 @@ static int flush(struct kvbm_pool *p, const struct kvbm_block *owned, uint32_t n
  * registers the general one does not crowd: it stops at the first block
  * that needs more, which the general loop then takes.
  */
-static uint32_t unpin_run(struct kvbm_pool *p, const struct kvbm_block *b, uint32_t n)
+static uint32_t unpin_run(const struct kvbm_pool *p, const struct kvbm_block *b, uint32_t n)
 {
-	const uint64_t pool_id = p->id;
-	const uint32_t nslots = p->nslots;
+	const struct kvbm_block *end = b + n;
+	const uint64_t pool_id = p->id, nslots = p->nslots;
 	const struct kvbm_shm_slot *slots = p->seg.slots;
 	kvbm_hold_t *ht = p->ht;
-	uint32_t i;
 
-	for (i = 0; i < n; i++) {
-		if (b[i].pool != pool_id || b[i].id >= nslots)
+	/* pointers, not an index: one increment and one compare a block */
+	for (; b != end; b++) {
+		uint64_t s = b->id;
+		if (b->pool != pool_id || s >= nslots)
 			break;
-		/* acquire: as the general loop's */
-		uint64_t w = __atomic_load_n(&slots[b[i].id].state, __ATOMIC_ACQUIRE);
-		if ((w ^ kvbm_slot_word(b[i].gen, 0, 0, KVBM_SLOT_REGISTERED)) &
-			    (KVBM_GEN_MASK << 16 | 0xfu) ||
-		    !kvbm_count_dec_ow(&ht[b[i].id]))
+		/* acquire: as the general loop's. The generation alone: the
+		 * count test below finds this process holding the slot, so
+		 * it is REGISTERED, or EVICTING with an evictor that will
+		 * see our bit and roll back, which the general loop accepts
+		 * too (kvbm_hold_unpin_st); its generation cannot change
+		 * while held, and a stale handle's differs */
+		uint64_t w = __atomic_load_n(&slots[s].state, __ATOMIC_ACQUIRE);
+		if (kvbm_slot_gen(w) != b->gen)
 			break;
+		/* kvbm_count_dec_ow, its test on the loaded value: > 1 */
+		kvbm_hold_t v = __atomic_load_n(&ht[s], __ATOMIC_RELAXED);
+		if (!(v & (KVBM_HOLD_COUNT & ~1u)))
+			break;
+		KVBM_FAILPOINT("hold.fast");
+		kvbm_entry_put(&ht[s], (kvbm_hold_t)(v - 1));
 	}
-	return i;
+	return n - (uint32_t)(end - b);
 }
 
 int kvbm_release_blocks(struct kvbm_pool *p, const struct kvbm_block *blks, uint32_t n)
