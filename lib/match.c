@@ -12,6 +12,38 @@
 
 #include "pool.h"
 
+/* The pin @r (kvbm_hold_pin's answer) on slot @s of generation @g for
+ * @key: 1 and *out when it holds @key, else 0 (nothing held) or the
+ * error. */
+static int pinned_key(struct kvbm_pool *p, struct kvbm_plh key, uint32_t s, uint64_t g, int r,
+		      struct kvbm_block *out, struct kvbm_resw *w)
+{
+	if (r != 1)
+		return r;
+	/* rule 6: once held the key cannot change; re-read it, so a hit is
+	 * exact even if the generation wrapped between lookup and pin */
+	struct kvbm_plh k = kvbm_slot_key(kvbm_slot(p, s));
+	if (k.hi == key.hi && k.lo == key.lo) {
+		*out = (struct kvbm_block){p->id, s, g};
+		return 1;
+	}
+	kvbm_hold_unpin_settle(p, s, w);
+	return 0;
+}
+
+/* acquire_slow's retry after a lost race, out of line: inside the loop,
+ * gcc computed the lookup's hash and tag before every first hold, won or
+ * not (17 instructions a block of a match of inactive blocks). */
+static __attribute__((noinline)) int acquire_retry(struct kvbm_pool *p, struct kvbm_plh key,
+						   struct kvbm_block *out, struct kvbm_resw *w)
+{
+	struct kvbm_hit f = kvbm_index_find(&p->ix, key, 1);
+
+	if (!f.s1)
+		return 0;
+	return pinned_key(p, key, f.s1 - 1, f.gen, kvbm_hold_pin(p, f.s1 - 1, f.gen, w), out, w);
+}
+
 /* Pins the block the index named (@s, @g) for @key; 1 on a hit. Begins
  * with a first hold inside the one-writer operation @st, which that ends
  * (@overflow: what the fast path found). A lost race (evicted, or
@@ -21,29 +53,9 @@ static __attribute__((noinline)) int acquire_slow(struct kvbm_pool *p, struct kv
 						  uint32_t s, uint64_t g, struct kvbm_block *out,
 						  struct kvbm_resw *w, int st, int overflow)
 {
-	int r = kvbm_hold_pin_first(p, st, s, g, overflow, w);
+	int r = pinned_key(p, key, s, g, kvbm_hold_pin_first(p, st, s, g, overflow, w), out, w);
 
-	for (int attempt = 0;; attempt++) {
-		if (r < 0)
-			return r;
-		if (r == 1) {
-			/* rule 6: once held the key cannot change; re-read it,
-			 * so a hit is exact even if the generation wrapped
-			 * between lookup and pin */
-			struct kvbm_plh k = kvbm_slot_key(kvbm_slot(p, s));
-			if (k.hi == key.hi && k.lo == key.lo) {
-				*out = (struct kvbm_block){p->id, s, g};
-				return 1;
-			}
-			kvbm_hold_unpin_settle(p, s, w);
-		}
-		struct kvbm_hit f = attempt ? KVBM_INDEX_MISS : kvbm_index_find(&p->ix, key, 1);
-		if (!f.s1)
-			return 0;
-		s = f.s1 - 1;
-		g = f.gen;
-		r = kvbm_hold_pin(p, s, g, w);
-	}
+	return r ? r : acquire_retry(p, key, out, w);
 }
 
 /* A match call's state: the pool fields its loop reads, copied so that
