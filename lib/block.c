@@ -663,6 +663,40 @@ static uint32_t unpin_run(const struct kvbm_pool *p, const struct kvbm_block *b,
 	return n - (uint32_t)(end - b);
 }
 
+/*
+ * The release's other common case, in a one-writer operation: how many of
+ * the @n blocks from @b on were REGISTERED blocks of ours held once, each
+ * dropped as kvbm_hold_unpin_last drops a last hold (kvbm_hold_drop_last_ow),
+ * those that emptied their holder mask added to @empty. As unpin_run, in a
+ * loop of its own that stops at the first block that needs more; where
+ * the general loop paid a call and its checks again per block (a batch of
+ * last holds is what a match of inactive blocks releases). The caller
+ * leaves room in @empty for all @n.
+ */
+static uint32_t unpin_last_run(struct kvbm_pool *p, const struct kvbm_block *b, uint32_t n,
+			       uint32_t *empty, uint32_t *nempty)
+{
+	uint32_t i;
+
+	for (i = 0; i < n; i++) {
+		uint32_t s = b[i].id;
+		if (b[i].pool != p->id || s >= p->nslots)
+			break;
+		/* acquire: as the general loop's, with its checks */
+		uint64_t w = __atomic_load_n(&kvbm_slot(p, s)->state, __ATOMIC_ACQUIRE);
+		uint32_t st = kvbm_slot_state(w);
+		if (kvbm_slot_gen(w) != b[i].gen ||
+		    (st != KVBM_SLOT_REGISTERED && st != KVBM_SLOT_EVICTING))
+			break;
+		kvbm_hold_t v = __atomic_load_n(&p->ht[s], __ATOMIC_RELAXED);
+		if ((v & KVBM_HOLD_COUNT) != 1)
+			break;
+		if (kvbm_hold_drop_last_ow(p, s, v))
+			empty[(*nempty)++] = s;
+	}
+	return i;
+}
+
 int kvbm_release_blocks(struct kvbm_pool *p, const struct kvbm_block *blks, uint32_t n)
 {
 	struct kvbm_block owned[BATCH];
@@ -681,6 +715,13 @@ int kvbm_release_blocks(struct kvbm_pool *p, const struct kvbm_block *blks, uint
 		 * for a run per block) */
 		if (ow && run) {
 			uint32_t k = unpin_run(p, blks + i, n - i);
+			/* then a run of last holds, leaving room in empty for
+			 * the general loop's block after it */
+			if (!k && nempty + 1 < BATCH)
+				k = unpin_last_run(p, blks + i,
+						   n - i < BATCH - 1 - nempty ? n - i
+									       : BATCH - 1 - nempty,
+						   empty, &nempty);
 			i += k;
 			run = k > 0;
 			if (i == n)

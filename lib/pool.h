@@ -306,6 +306,29 @@ static inline __attribute__((always_inline)) int kvbm_count_dec(int st, kvbm_hol
 int kvbm_hold_pin_first(struct kvbm_pool *p, int st, uint32_t s, uint64_t gen, int overflow,
 			struct kvbm_resw *w);
 int kvbm_hold_unpin_last(struct kvbm_pool *p, int st, uint32_t s);
+
+/*
+ * One writer (@st set by the caller): drops this process's last hold on
+ * slot @s, whose entry reads @v (count 1). The last hold becomes
+ * TENTATIVE so that the entry stays non-zero until our bit is clear (a
+ * reaper of a process killed in between still finds the bit), then the
+ * bit goes (seq_cst: the evictor's handshake, rule 2), then TENTATIVE.
+ * Returns 1 when that emptied the holder mask (settle the slot), else 0.
+ * kvbm_hold_unpin_last's one-writer step, and the release's run of last
+ * holds (lib/block.c).
+ */
+static inline __attribute__((always_inline)) int kvbm_hold_drop_last_ow(struct kvbm_pool *p,
+									uint32_t s, kvbm_hold_t v)
+{
+	kvbm_hold_t *e = &p->ht[s];
+
+	kvbm_entry_put(e, (kvbm_hold_t)((v - 1u) | KVBM_HOLD_TENT));
+	KVBM_FAILPOINT("hold.unpin.tentative");
+	uint64_t old = __atomic_fetch_and(&p->seg.slots[s].holders, ~p->bit, __ATOMIC_SEQ_CST);
+	KVBM_FAILPOINT("hold.unpin.bit");
+	kvbm_entry_put(e, (kvbm_hold_t)(v - 1u));
+	return (old & KVBM_HOLD_PROCS) == p->bit;
+}
 /* Drops a hold this call took and settles the slot if that emptied it. */
 void kvbm_hold_unpin_settle(struct kvbm_pool *p, uint32_t s, struct kvbm_resw *w);
 
