@@ -166,6 +166,11 @@ static int pin_slow(struct kvbm_pool *p, int st, uint32_t s, uint64_t gen, struc
 	return 1;
 }
 
+int kvbm_hold_pin_first_ow(struct kvbm_pool *p, uint32_t s, uint64_t gen, struct kvbm_resw *w)
+{
+	return pin_slow(p, 1, s, gen, w);
+}
+
 /* 0 -> 1 (or an overflow); the inline kvbm_hold_pin's slow path, kept
  * out of line so that the fast path saves no registers. */
 int kvbm_hold_pin_first(struct kvbm_pool *p, int st, uint32_t s, uint64_t gen, int overflow,

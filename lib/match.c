@@ -284,6 +284,53 @@ match_hinted(const struct kvbm_plh *k, const struct kvbm_plh *end, struct kvbm_b
 	return k;
 }
 
+/*
+ * A prefix match's other common case: how many of the @n keys from @h on
+ * are blocks whose hints hold (hint_find) and that this process does not
+ * hold yet, each taken with a first hold inside the matcher's one-writer
+ * operation (kvbm_hold_pin_first_ow) and its key re-read (rule 6), as
+ * acquire_slow takes it. Where acquire() ended and began the operation
+ * and went through three calls per block (a match of inactive blocks is
+ * all first holds). Stops at the first block that needs more; one whose
+ * pin lost its race is undone outside the operation as acquire_slow
+ * undoes it, and acquire() then takes that block again.
+ */
+static __attribute__((noinline)) size_t match_first(struct kvbm_pool *p, struct matcher *m,
+						    const struct kvbm_plh *h, size_t n,
+						    struct kvbm_block *out)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		struct kvbm_plh key = {h[i].hi, h[i].lo};
+		struct kvbm_hit f = hint_find(m->ix.slots, m->ix.nslots, m->hints, key);
+		if (!f.s1)
+			break;
+		uint32_t s = f.s1 - 1;
+		/* no hold, no TENTATIVE, not OWNED: the entry is 0 */
+		if (__atomic_load_n(&m->ht[s], __ATOMIC_RELAXED))
+			break;
+		int r = kvbm_hold_pin_first_ow(p, s, f.gen, &m->w);
+		if (r == 1) {
+			struct kvbm_plh k = kvbm_slot_key(kvbm_slot(p, s));
+			if (k.hi == key.hi && k.lo == key.lo) {
+				out[i] = (struct kvbm_block){m->id, s, f.gen};
+				continue;
+			}
+		}
+		kvbm_st_leave(p, m->ow);
+		if (r == 2) {
+			kvbm_resw_close(p, &m->w); /* as kvbm_hold_pin_first */
+			kvbm_store_settle_one(p, s);
+		} else if (r == 1) {
+			kvbm_hold_unpin_settle(p, s, &m->w);
+		}
+		m->ow = kvbm_st_enter(p);
+		break;
+	}
+	return i;
+}
+
 int kvbm_acquire_hash(struct kvbm_pool *p, struct kvbm_plh key, struct kvbm_block *out,
 		      struct kvbm_resw *w)
 {
@@ -313,6 +360,10 @@ long kvbm_match_blocks(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 	 * block is a first hold, as in a match of inactive blocks, a run per
 	 * block would cost more than it saves) */
 	i = m.ow ? (size_t)(match_hinted(hashes, hashes + n, out, &m) - hashes) : 0;
+	/* then its first run of blocks this process does not hold (once,
+	 * as above) */
+	if (m.ow && i < n)
+		i += match_first(p, &m, hashes + i, n - i, out + i);
 	for (; i < n; i++) {
 		/* the key as two scalars in registers: gcc otherwise loads
 		 * the pair into a vector register and moves each half out */

@@ -306,6 +306,15 @@ static inline __attribute__((always_inline)) int kvbm_count_dec(int st, kvbm_hol
 int kvbm_hold_pin_first(struct kvbm_pool *p, int st, uint32_t s, uint64_t gen, int overflow,
 			struct kvbm_resw *w);
 int kvbm_hold_unpin_last(struct kvbm_pool *p, int st, uint32_t s);
+/*
+ * One writer: the first hold on slot @s (our entry reads 0) if it is
+ * REGISTERED with generation @gen, inside the caller's one-writer
+ * operation, which it does not end (kvbm_hold_pin_first's steps,
+ * rule 1). Returns 1 held, 0 lost (nothing held), 2 lost with the slot
+ * to settle: the caller ends the operation, closes @w and settles it
+ * (kvbm_store_settle_one), as kvbm_hold_pin_first does.
+ */
+int kvbm_hold_pin_first_ow(struct kvbm_pool *p, uint32_t s, uint64_t gen, struct kvbm_resw *w);
 
 /*
  * One writer (@st set by the caller): drops this process's last hold on
