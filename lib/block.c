@@ -627,8 +627,9 @@ static int flush(struct kvbm_pool *p, const struct kvbm_block *owned, uint32_t n
  * The release's common case, in a one-writer operation: how many of the
  * @n blocks from @b on were REGISTERED blocks of ours held more than
  * once, each dropped with a load and a store. The checks of the general
- * loop below (the handle's pool and id, the generation, the state, then
- * kvbm_count_dec's one-writer branch) in a loop of its own, whose
+ * loop below (the handle's pool and id, the generation, then
+ * kvbm_count_dec's one-writer branch; the state, see below) in a loop of
+ * its own, whose
  * registers the general one does not crowd: it stops at the first block
  * that needs more, which the general loop then takes.
  */
