@@ -629,9 +629,8 @@ static int flush(struct kvbm_pool *p, const struct kvbm_block *owned, uint32_t n
  * once, each dropped with a load and a store. The checks of the general
  * loop below (the handle's pool and id, the generation, then
  * kvbm_count_dec's one-writer branch; the state, see below) in a loop of
- * its own, whose
- * registers the general one does not crowd: it stops at the first block
- * that needs more, which the general loop then takes.
+ * its own, whose registers the general one does not crowd: it stops at
+ * the first block that needs more, which the general loop then takes.
  */
 static uint32_t unpin_run(const struct kvbm_pool *p, const struct kvbm_block *b, uint32_t n)
 {

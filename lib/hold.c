@@ -166,6 +166,8 @@ static int pin_slow(struct kvbm_pool *p, int st, uint32_t s, uint64_t gen, struc
 	return 1;
 }
 
+/* pool.h: pin_slow's one-writer steps, for lib/match.c's run of first
+ * holds, which stays inside its operation */
 int kvbm_hold_pin_first_ow(struct kvbm_pool *p, uint32_t s, uint64_t gen, struct kvbm_resw *w)
 {
 	return pin_slow(p, 1, s, gen, w);
