@@ -627,28 +627,72 @@ static int flush(struct kvbm_pool *p, const struct kvbm_block *owned, uint32_t n
  * The release's common case, in a one-writer operation: how many of the
  * @n blocks from @b on were REGISTERED blocks of ours held more than
  * once, each dropped with a load and a store. The checks of the general
- * loop below (the handle's pool and id, the generation, the state, then
- * kvbm_count_dec's one-writer branch) in a loop of its own, whose
- * registers the general one does not crowd: it stops at the first block
- * that needs more, which the general loop then takes.
+ * loop below (the handle's pool and id, the generation, then
+ * kvbm_count_dec's one-writer branch; the state, see below) in a loop of
+ * its own, whose registers the general one does not crowd: it stops at
+ * the first block that needs more, which the general loop then takes.
  */
-static uint32_t unpin_run(struct kvbm_pool *p, const struct kvbm_block *b, uint32_t n)
+static uint32_t unpin_run(const struct kvbm_pool *p, const struct kvbm_block *b, uint32_t n)
 {
-	const uint64_t pool_id = p->id;
-	const uint32_t nslots = p->nslots;
+	const struct kvbm_block *end = b + n;
+	const uint64_t pool_id = p->id, nslots = p->nslots;
 	const struct kvbm_shm_slot *slots = p->seg.slots;
 	kvbm_hold_t *ht = p->ht;
+
+	/* pointers, not an index: one increment and one compare a block */
+	for (; b != end; b++) {
+		uint64_t s = b->id;
+		if (b->pool != pool_id || s >= nslots)
+			break;
+		/* acquire: as the general loop's. The generation alone: the
+		 * count test below finds this process holding the slot, so
+		 * it is REGISTERED, or EVICTING with an evictor that will
+		 * see our bit and roll back, which the general loop accepts
+		 * too (kvbm_hold_unpin_st); its generation cannot change
+		 * while held, and a stale handle's differs */
+		uint64_t w = __atomic_load_n(&slots[s].state, __ATOMIC_ACQUIRE);
+		if (kvbm_slot_gen(w) != b->gen)
+			break;
+		/* kvbm_count_dec_ow, its test on the loaded value: > 1 */
+		kvbm_hold_t v = __atomic_load_n(&ht[s], __ATOMIC_RELAXED);
+		if (!(v & (KVBM_HOLD_COUNT & ~1u)))
+			break;
+		KVBM_FAILPOINT("hold.fast");
+		kvbm_entry_put(&ht[s], (kvbm_hold_t)(v - 1));
+	}
+	return n - (uint32_t)(end - b);
+}
+
+/*
+ * The release's other common case, in a one-writer operation: how many of
+ * the @n blocks from @b on were REGISTERED blocks of ours held once, each
+ * dropped as kvbm_hold_unpin_last drops a last hold (kvbm_hold_drop_last_ow),
+ * those that emptied their holder mask added to @empty. As unpin_run, in a
+ * loop of its own that stops at the first block that needs more; where
+ * the general loop paid a call and its checks again per block (a batch of
+ * last holds is what a match of inactive blocks releases). The caller
+ * leaves room in @empty for all @n.
+ */
+static uint32_t unpin_last_run(struct kvbm_pool *p, const struct kvbm_block *b, uint32_t n,
+			       uint32_t *empty, uint32_t *nempty)
+{
 	uint32_t i;
 
 	for (i = 0; i < n; i++) {
-		if (b[i].pool != pool_id || b[i].id >= nslots)
+		uint32_t s = b[i].id;
+		if (b[i].pool != p->id || s >= p->nslots)
 			break;
-		/* acquire: as the general loop's */
-		uint64_t w = __atomic_load_n(&slots[b[i].id].state, __ATOMIC_ACQUIRE);
-		if ((w ^ kvbm_slot_word(b[i].gen, 0, 0, KVBM_SLOT_REGISTERED)) &
-			    (KVBM_GEN_MASK << 16 | 0xfu) ||
-		    !kvbm_count_dec_ow(&ht[b[i].id]))
+		/* acquire: as the general loop's, with its checks */
+		uint64_t w = __atomic_load_n(&kvbm_slot(p, s)->state, __ATOMIC_ACQUIRE);
+		uint32_t st = kvbm_slot_state(w);
+		if (kvbm_slot_gen(w) != b[i].gen ||
+		    (st != KVBM_SLOT_REGISTERED && st != KVBM_SLOT_EVICTING))
 			break;
+		kvbm_hold_t v = __atomic_load_n(&p->ht[s], __ATOMIC_RELAXED);
+		if ((v & KVBM_HOLD_COUNT) != 1)
+			break;
+		if (kvbm_hold_drop_last_ow(p, s, v))
+			empty[(*nempty)++] = s;
 	}
 	return i;
 }
@@ -671,6 +715,13 @@ int kvbm_release_blocks(struct kvbm_pool *p, const struct kvbm_block *blks, uint
 		 * for a run per block) */
 		if (ow && run) {
 			uint32_t k = unpin_run(p, blks + i, n - i);
+			/* then a run of last holds, leaving room in empty for
+			 * the general loop's block after it */
+			if (!k && nempty + 1 < BATCH)
+				k = unpin_last_run(p, blks + i,
+						   n - i < BATCH - 1 - nempty ? n - i
+									       : BATCH - 1 - nempty,
+						   empty, &nempty);
 			i += k;
 			run = k > 0;
 			if (i == n)

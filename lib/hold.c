@@ -166,6 +166,13 @@ static int pin_slow(struct kvbm_pool *p, int st, uint32_t s, uint64_t gen, struc
 	return 1;
 }
 
+/* pool.h: pin_slow's one-writer steps, for lib/match.c's run of first
+ * holds, which stays inside its operation */
+int kvbm_hold_pin_first_ow(struct kvbm_pool *p, uint32_t s, uint64_t gen, struct kvbm_resw *w)
+{
+	return pin_slow(p, 1, s, gen, w);
+}
+
 /* 0 -> 1 (or an overflow); the inline kvbm_hold_pin's slow path, kept
  * out of line so that the fast path saves no registers. */
 int kvbm_hold_pin_first(struct kvbm_pool *p, int st, uint32_t s, uint64_t gen, int overflow,
@@ -212,6 +219,17 @@ int kvbm_hold_unpin_last(struct kvbm_pool *p, int st, uint32_t s)
 	kvbm_hold_t *e = &p->ht[s];
 	uint64_t old;
 
+	if (st) {
+		/* one writer: no stripe lock, no sibling to race */
+		kvbm_hold_t v = __atomic_load_n(e, __ATOMIC_RELAXED);
+		if (!(v & KVBM_HOLD_COUNT))
+			return KVBM_ENOTHELD;
+		if ((v & KVBM_HOLD_COUNT) > 1) {
+			kvbm_entry_put(e, (kvbm_hold_t)(v - 1u));
+			return 0;
+		}
+		return kvbm_hold_drop_last_ow(p, s, v);
+	}
 	kvbm_stripe_lock(p, st, s);
 	/* 1 -> 0 under the stripe lock (rule 2): the last hold becomes
 	 * TENTATIVE so the entry stays non-zero until the bit is clear. A
@@ -228,12 +246,9 @@ int kvbm_hold_unpin_last(struct kvbm_pool *p, int st, uint32_t s)
 		kvbm_hold_t nv = (kvbm_hold_t)(v - 1u);
 		if (c == 1)
 			nv |= KVBM_HOLD_TENT;
-		if (st)
-			kvbm_entry_put(e, nv); /* one writer: nothing to lose */
 		/* acq_rel: as kvbm_count_dec's, a sibling's earlier drop (and
 		 * its reset-on-release store) is ours to see when we settle */
-		else if (!__atomic_compare_exchange_n(e, &v, nv, 0, __ATOMIC_ACQ_REL,
-						      __ATOMIC_RELAXED))
+		if (!__atomic_compare_exchange_n(e, &v, nv, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
 			continue;
 		if (c > 1) {
 			kvbm_stripe_unlock(p, st, s);
@@ -245,10 +260,7 @@ int kvbm_hold_unpin_last(struct kvbm_pool *p, int st, uint32_t s)
 	/* seq_cst: pairs with the evictor's holders load (handshake) */
 	old = __atomic_fetch_and(&sl->holders, ~p->bit, __ATOMIC_SEQ_CST);
 	KVBM_FAILPOINT("hold.unpin.bit");
-	if (st)
-		kvbm_entry_put(e, __atomic_load_n(e, __ATOMIC_RELAXED) & ~KVBM_HOLD_TENT);
-	else
-		__atomic_fetch_and(e, (kvbm_hold_t)~KVBM_HOLD_TENT, __ATOMIC_RELEASE);
+	__atomic_fetch_and(e, (kvbm_hold_t)~KVBM_HOLD_TENT, __ATOMIC_RELEASE);
 	kvbm_stripe_unlock(p, st, s);
 	return (old & KVBM_HOLD_PROCS) == p->bit ? 1 : 0;
 }

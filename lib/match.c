@@ -12,6 +12,38 @@
 
 #include "pool.h"
 
+/* The pin @r (kvbm_hold_pin's answer) on slot @s of generation @g for
+ * @key: 1 and *out when it holds @key, else 0 (nothing held) or the
+ * error. */
+static int pinned_key(struct kvbm_pool *p, struct kvbm_plh key, uint32_t s, uint64_t g, int r,
+		      struct kvbm_block *out, struct kvbm_resw *w)
+{
+	if (r != 1)
+		return r;
+	/* rule 6: once held the key cannot change; re-read it, so a hit is
+	 * exact even if the generation wrapped between lookup and pin */
+	struct kvbm_plh k = kvbm_slot_key(kvbm_slot(p, s));
+	if (k.hi == key.hi && k.lo == key.lo) {
+		*out = (struct kvbm_block){p->id, s, g};
+		return 1;
+	}
+	kvbm_hold_unpin_settle(p, s, w);
+	return 0;
+}
+
+/* acquire_slow's retry after a lost race, out of line: inside the loop,
+ * gcc computed the lookup's hash and tag before every first hold, won or
+ * not (17 instructions a block of a match of inactive blocks). */
+static __attribute__((noinline)) int acquire_retry(struct kvbm_pool *p, struct kvbm_plh key,
+						   struct kvbm_block *out, struct kvbm_resw *w)
+{
+	struct kvbm_hit f = kvbm_index_find(&p->ix, key, 1);
+
+	if (!f.s1)
+		return 0;
+	return pinned_key(p, key, f.s1 - 1, f.gen, kvbm_hold_pin(p, f.s1 - 1, f.gen, w), out, w);
+}
+
 /* Pins the block the index named (@s, @g) for @key; 1 on a hit. Begins
  * with a first hold inside the one-writer operation @st, which that ends
  * (@overflow: what the fast path found). A lost race (evicted, or
@@ -21,29 +53,9 @@ static __attribute__((noinline)) int acquire_slow(struct kvbm_pool *p, struct kv
 						  uint32_t s, uint64_t g, struct kvbm_block *out,
 						  struct kvbm_resw *w, int st, int overflow)
 {
-	int r = kvbm_hold_pin_first(p, st, s, g, overflow, w);
+	int r = pinned_key(p, key, s, g, kvbm_hold_pin_first(p, st, s, g, overflow, w), out, w);
 
-	for (int attempt = 0;; attempt++) {
-		if (r < 0)
-			return r;
-		if (r == 1) {
-			/* rule 6: once held the key cannot change; re-read it,
-			 * so a hit is exact even if the generation wrapped
-			 * between lookup and pin */
-			struct kvbm_plh k = kvbm_slot_key(kvbm_slot(p, s));
-			if (k.hi == key.hi && k.lo == key.lo) {
-				*out = (struct kvbm_block){p->id, s, g};
-				return 1;
-			}
-			kvbm_hold_unpin_settle(p, s, w);
-		}
-		struct kvbm_hit f = attempt ? KVBM_INDEX_MISS : kvbm_index_find(&p->ix, key, 1);
-		if (!f.s1)
-			return 0;
-		s = f.s1 - 1;
-		g = f.gen;
-		r = kvbm_hold_pin(p, s, g, w);
-	}
+	return r ? r : acquire_retry(p, key, out, w);
 }
 
 /* A match call's state: the pool fields its loop reads, copied so that
@@ -94,23 +106,56 @@ static inline int acquire_general(struct kvbm_pool *p, struct matcher *m,
 	return r;
 }
 
+/*
+ * 1 when slot @sl holds key @kv (the key as 16 bytes, hi then lo, the
+ * slot's layout). One 16-byte load and compare where two loads and two
+ * compares of 8 bytes took four more instructions. x86 loads each aligned
+ * 8-byte half whole (a slot is 64-byte aligned), and every load is an acquire, as
+ * kvbm_index_validate's key loads are; the asm statement makes the
+ * compiler read the memory once. ThreadSanitizer does not see an asm
+ * load, so its build reads the key as kvbm_index_validate does.
+ */
+static inline __attribute__((always_inline)) int slot_has_key(const struct kvbm_shm_slot *sl,
+							       __m128i kv)
+{
+#if defined(__SANITIZE_THREAD__)
+	return __atomic_load_n(&sl->key_hi, __ATOMIC_ACQUIRE) == (uint64_t)_mm_cvtsi128_si64(kv) &&
+	       __atomic_load_n(&sl->key_lo, __ATOMIC_ACQUIRE) ==
+		       (uint64_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64(kv, kv));
+#else
+	__m128i v;
+
+	__asm__("movdqu %1, %0" : "=x"(v) : "m"(*(const __m128i_u *)&sl->key_hi));
+	return _mm_movemask_epi8(_mm_cmpeq_epi32(v, kv)) == 0xffff;
+#endif
+}
+
+/* Hint @hh's checks (see hint_find) for key @kv: 1 and the slot and its
+ * state word, or 0. */
+static inline __attribute__((always_inline)) int
+hinted_try(const struct kvbm_shm_slot *slots, uint64_t nslots, const struct kvbm_hint *hh,
+	   __m128i kv, uint64_t *s, uint64_t *w1)
+{
+	*s = hh->s;
+	if (*s >= nslots)
+		return 0;
+	/* acquire: as kvbm_index_validate's */
+	*w1 = __atomic_load_n(&slots[*s].state, __ATOMIC_ACQUIRE);
+	return (uint32_t)*w1 == hh->w && slot_has_key(&slots[*s], kv);
+}
+
 /* Hint @h's candidate for @key among the @nslots @slots, or a miss (see
  * hint_find). */
 static inline __attribute__((always_inline)) struct kvbm_hit
 hint_try(const struct kvbm_shm_slot *slots, uint32_t nslots, const struct kvbm_hint *h,
 	 struct kvbm_plh key)
 {
-	uint32_t s = h->s1 - 1;
+	uint64_t s, w1;
 
-	if (s >= nslots)
+	if (!hinted_try(slots, nslots, h, _mm_set_epi64x((long long)key.lo, (long long)key.hi), &s,
+			&w1))
 		return KVBM_INDEX_MISS;
-	const struct kvbm_shm_slot *sl = &slots[s];
-	/* acquire, and acquire on the key loads: as kvbm_index_validate's */
-	uint64_t w1 = __atomic_load_n(&sl->state, __ATOMIC_ACQUIRE);
-	if ((uint32_t)w1 != h->w || __atomic_load_n(&sl->key_hi, __ATOMIC_ACQUIRE) != key.hi ||
-	    __atomic_load_n(&sl->key_lo, __ATOMIC_ACQUIRE) != key.lo)
-		return KVBM_INDEX_MISS;
-	return (struct kvbm_hit){kvbm_slot_gen(w1), s + 1};
+	return (struct kvbm_hit){kvbm_slot_gen(w1), (uint32_t)s + 1};
 }
 
 /*
@@ -144,7 +189,7 @@ static inline void hint_fill(const struct matcher *m, struct kvbm_plh key,
 
 	h[1] = h[0];
 	h[0] = (struct kvbm_hint){
-		b->id + 1,
+		b->id,
 		(uint32_t)kvbm_slot_word(b->gen, 0, KVBM_SLOT_F_PRIMARY, KVBM_SLOT_REGISTERED)};
 }
 
@@ -197,28 +242,91 @@ static inline __attribute__((always_inline)) int acquire(struct kvbm_pool *p, st
 }
 
 /*
- * A prefix match's common case: how many of the @n blocks from @h on are
+ * A prefix match's common case: the keys from @k on (up to @end) that are
  * blocks this process holds already whose hints hold (as hint_find
- * finds them), each taken as acquire()'s fast path takes it. The caller is in a
- * one-writer operation. Out of line, with its inputs as scalars, so that
- * they stay in registers (in the match loop, gcc keeps the matcher on
- * the stack and reloads its fields). Stops at the first block that needs
- * more, which acquire() then takes.
+ * finds them), each taken as acquire()'s fast path takes it; returns the
+ * first key that needs more, which acquire() then takes. The caller is in
+ * a one-writer operation. Out of line, with the matcher's fields copied
+ * to locals, so that they stay in registers (in the match loop, gcc keeps
+ * the matcher on the stack and reloads its fields). 33 instructions a
+ * block on x86-64 (BENCHMARKS.md): each saved one was a spill, a copy or
+ * a compare gcc had added around the checks, none of which are left out.
  */
-static __attribute__((noinline)) size_t
-match_hinted(const struct kvbm_plh *h, size_t n, struct kvbm_block *out,
-	     const struct kvbm_shm_slot *slots, uint32_t nslots, kvbm_hold_t *ht,
-	     struct kvbm_hint *hints, uint64_t id)
+static __attribute__((noinline)) const struct kvbm_plh *
+match_hinted(const struct kvbm_plh *k, const struct kvbm_plh *end, struct kvbm_block *out,
+	     const struct matcher *m)
+{
+	/* in registers for the whole loop: the stores of the results might
+	 * alias the matcher */
+	const struct kvbm_shm_slot *slots = m->ix.slots;
+	const uint64_t nslots = m->ix.nslots, id = m->id;
+	kvbm_hold_t *ht = m->ht;
+	struct kvbm_hint *hints = m->hints;
+
+	/* pointers, not an index: one increment each and one compare; the
+	 * caller counts (one value fewer to keep in a register) */
+	for (; k != end; k++, out++) {
+		__m128i kv = _mm_loadu_si128((const __m128i *)k);
+		const struct kvbm_hint *set = kvbm_hint_set(hints, (struct kvbm_plh){k->hi, k->lo});
+		uint64_t s, w1;
+		if (!hinted_try(slots, nslots, &set[0], kv, &s, &w1) &&
+		    !hinted_try(slots, nslots, &set[1], kv, &s, &w1))
+			break;
+		/* kvbm_count_inc_ow, with the incremented value computed once */
+		kvbm_hold_t v = (kvbm_hold_t)(__atomic_load_n(&ht[s], __ATOMIC_RELAXED) + 1);
+		__asm__("" : "+r"(v)); /* a test, not an and and a second add */
+		if (!(v & (KVBM_HOLD_COUNT & ~1u)))
+			break;
+		KVBM_FAILPOINT("hold.fast");
+		__atomic_store_n(&ht[s], v, __ATOMIC_RELAXED);
+		*out = (struct kvbm_block){id, (uint32_t)s, kvbm_slot_gen(w1)};
+	}
+	return k;
+}
+
+/*
+ * A prefix match's other common case: how many of the @n keys from @h on
+ * are blocks whose hints hold (hint_find) and that this process does not
+ * hold yet, each taken with a first hold inside the matcher's one-writer
+ * operation (kvbm_hold_pin_first_ow) and its key re-read (rule 6), as
+ * acquire_slow takes it. Where acquire() ended and began the operation
+ * and went through three calls per block (a match of inactive blocks is
+ * all first holds). Stops at the first block that needs more; one whose
+ * pin lost its race is undone outside the operation as acquire_slow
+ * undoes it, and acquire() then takes that block again.
+ */
+static __attribute__((noinline)) size_t match_first(struct kvbm_pool *p, struct matcher *m,
+						    const struct kvbm_plh *h, size_t n,
+						    struct kvbm_block *out)
 {
 	size_t i;
 
 	for (i = 0; i < n; i++) {
 		struct kvbm_plh key = {h[i].hi, h[i].lo};
-		__asm__("" : "+r"(key.hi), "+r"(key.lo));
-		struct kvbm_hit f = hint_find(slots, nslots, hints, key);
-		if (!f.s1 || !kvbm_count_inc_ow(&ht[f.s1 - 1]))
+		struct kvbm_hit f = hint_find(m->ix.slots, m->ix.nslots, m->hints, key);
+		if (!f.s1)
 			break;
-		out[i] = (struct kvbm_block){id, f.s1 - 1, f.gen};
+		uint32_t s = f.s1 - 1;
+		/* no hold, no TENTATIVE, not OWNED: the entry is 0 */
+		if (__atomic_load_n(&m->ht[s], __ATOMIC_RELAXED))
+			break;
+		int r = kvbm_hold_pin_first_ow(p, s, f.gen, &m->w);
+		if (r == 1) {
+			struct kvbm_plh k = kvbm_slot_key(kvbm_slot(p, s));
+			if (k.hi == key.hi && k.lo == key.lo) {
+				out[i] = (struct kvbm_block){m->id, s, f.gen};
+				continue;
+			}
+		}
+		kvbm_st_leave(p, m->ow);
+		if (r == 2) {
+			kvbm_resw_close(p, &m->w); /* as kvbm_hold_pin_first */
+			kvbm_store_settle_one(p, s);
+		} else if (r == 1) {
+			kvbm_hold_unpin_settle(p, s, &m->w);
+		}
+		m->ow = kvbm_st_enter(p);
+		break;
 	}
 	return i;
 }
@@ -251,7 +359,11 @@ long kvbm_match_blocks(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 	/* the prefix's first run of blocks held already (once: where every
 	 * block is a first hold, as in a match of inactive blocks, a run per
 	 * block would cost more than it saves) */
-	i = m.ow ? match_hinted(hashes, n, out, m.ix.slots, m.ix.nslots, m.ht, m.hints, m.id) : 0;
+	i = m.ow ? (size_t)(match_hinted(hashes, hashes + n, out, &m) - hashes) : 0;
+	/* then its first run of blocks this process does not hold (once,
+	 * as above) */
+	if (m.ow && i < n)
+		i += match_first(p, &m, hashes + i, n - i, out + i);
 	for (; i < n; i++) {
 		/* the key as two scalars in registers: gcc otherwise loads
 		 * the pair into a vector register and moves each half out */

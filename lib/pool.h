@@ -73,23 +73,28 @@ struct kvbm_pool {
 };
 
 /*
- * A match hint: the slot (+ 1) that last held a key matched through this
+ * A match hint: the slot that last held a key matched through this
  * handle, and the low 32 bits of the state word it had then (REGISTERED,
  * PRIMARY, no owner, the generation's low 16 bits: what an index entry
  * records). Only a guess: a match trusts it after the checks an index
  * entry gets (lib/match.c, hint_find), so a stale or garbage hint costs a
- * lookup, never a wrong hit. Two ways per set, in one cache line: two keys
- * of one prefix that share a set do not take turns missing.
+ * lookup, never a wrong hit. An empty entry (all zero) names slot 0 with
+ * a word no REGISTERED slot has (its state bits are 0), so it never
+ * passes; the slot is stored as is, not + 1, which saves the match's
+ * hinted loop a subtraction per block. Two ways per set, in one cache
+ * line: two keys of one prefix that share a set do not take turns
+ * missing.
  */
 struct kvbm_hint {
-	uint32_t s1;
+	uint32_t s;
 	uint32_t w;
 };
 #define KVBM_HINTS 2048u /* 16 KiB a handle */
 static inline struct kvbm_hint *kvbm_hint_set(struct kvbm_hint *hints, struct kvbm_plh key)
 {
-	/* the low bits of a real key's halves are XXH3 output already */
-	return &hints[2 * ((uint32_t)(key.hi ^ key.lo) & (KVBM_HINTS / 2 - 1))];
+	/* the low bits of a real key's halves are XXH3 output already; bits
+	 * 1 to 10 as an even entry index: an and and a scaled address */
+	return &hints[(uint32_t)(key.hi ^ key.lo) & (KVBM_HINTS - 2)];
 }
 
 /* Checks @cfg and converts it to the stored form. Returns 0 or -EINVAL. */
@@ -301,6 +306,38 @@ static inline __attribute__((always_inline)) int kvbm_count_dec(int st, kvbm_hol
 int kvbm_hold_pin_first(struct kvbm_pool *p, int st, uint32_t s, uint64_t gen, int overflow,
 			struct kvbm_resw *w);
 int kvbm_hold_unpin_last(struct kvbm_pool *p, int st, uint32_t s);
+/*
+ * One writer: the first hold on slot @s (our entry reads 0) if it is
+ * REGISTERED with generation @gen, inside the caller's one-writer
+ * operation, which it does not end (kvbm_hold_pin_first's steps,
+ * rule 1). Returns 1 held, 0 lost (nothing held), 2 lost with the slot
+ * to settle: the caller ends the operation, closes @w and settles it
+ * (kvbm_store_settle_one), as kvbm_hold_pin_first does.
+ */
+int kvbm_hold_pin_first_ow(struct kvbm_pool *p, uint32_t s, uint64_t gen, struct kvbm_resw *w);
+
+/*
+ * One writer (@st set by the caller): drops this process's last hold on
+ * slot @s, whose entry reads @v (count 1). The last hold becomes
+ * TENTATIVE so that the entry stays non-zero until our bit is clear (a
+ * reaper of a process killed in between still finds the bit), then the
+ * bit goes (seq_cst: the evictor's handshake, rule 2), then TENTATIVE.
+ * Returns 1 when that emptied the holder mask (settle the slot), else 0.
+ * kvbm_hold_unpin_last's one-writer step, and the release's run of last
+ * holds (lib/block.c).
+ */
+static inline __attribute__((always_inline)) int kvbm_hold_drop_last_ow(struct kvbm_pool *p,
+									uint32_t s, kvbm_hold_t v)
+{
+	kvbm_hold_t *e = &p->ht[s];
+
+	kvbm_entry_put(e, (kvbm_hold_t)((v - 1u) | KVBM_HOLD_TENT));
+	KVBM_FAILPOINT("hold.unpin.tentative");
+	uint64_t old = __atomic_fetch_and(&p->seg.slots[s].holders, ~p->bit, __ATOMIC_SEQ_CST);
+	KVBM_FAILPOINT("hold.unpin.bit");
+	kvbm_entry_put(e, (kvbm_hold_t)(v - 1u));
+	return (old & KVBM_HOLD_PROCS) == p->bit;
+}
 /* Drops a hold this call took and settles the slot if that emptied it. */
 void kvbm_hold_unpin_settle(struct kvbm_pool *p, uint32_t s, struct kvbm_resw *w);
 

@@ -176,6 +176,74 @@ START_TEST(test_stale_owned_handles_are_refused)
 }
 END_TEST
 
+/* The release's first run (lib/block.c, unpin_run), which takes blocks
+ * this process holds more than once with a load and a store each, checks
+ * each handle as the general loop does: a handle whose generation is not
+ * the slot's (an earlier or later one, or one with bits above the 48 the
+ * slot keeps) is refused and drops none of the holds; nor does a handle
+ * of another pool or past the last slot. */
+START_TEST(test_release_run_refuses_stale_and_foreign_handles)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = t_pool(name, 4);
+	struct kvbm_plh k[2] = {t_hash1(7, BS), t_hash1(8, BS)};
+	struct kvbm_block b[2], m[2];
+
+	t_register(p, k, 2, b);
+	ck_assert_int_eq(kvbm_match_blocks(p, k, 2, m), 2); /* two holds each */
+	const uint64_t gens[] = {b[1].gen + 1, b[1].gen - 1, b[1].gen | 1ull << 48};
+	for (size_t i = 0; i < sizeof(gens) / sizeof(gens[0]); i++) {
+		struct kvbm_block bad[2] = {b[0], b[1]};
+		bad[1].gen = gens[i];
+		/* the first in the run is dropped, the second refused */
+		ck_assert_int_eq(kvbm_release_blocks(p, bad, 2), KVBM_ESTALE);
+		ck_assert_int_eq(kvbm_match_blocks(p, k, 1, m), 1); /* b[0] back to two */
+	}
+	struct kvbm_block foreign[2] = {b[0], b[1]}, past[2] = {b[0], b[1]};
+	foreign[1].pool ^= 1;
+	past[1].id = 4;
+	ck_assert_int_lt(kvbm_release_blocks(p, foreign, 2), 0);
+	ck_assert_int_eq(kvbm_match_blocks(p, k, 1, m), 1);
+	ck_assert_int_lt(kvbm_release_blocks(p, past, 2), 0);
+	ck_assert_int_eq(kvbm_match_blocks(p, k, 1, m), 1);
+	/* b[1] kept both holds through all of it, b[0] its two */
+	for (int round = 0; round < 2; round++)
+		ck_assert_int_eq(kvbm_release_blocks(p, b, 2), 0);
+	ck_assert_int_eq(kvbm_release_blocks(p, &b[1], 1), KVBM_ENOTHELD);
+	ck_assert_int_eq(kvbm_available_blocks(p), 4);
+	t_done(p, name);
+}
+END_TEST
+
+/* The release's run of last holds (lib/block.c, unpin_last_run): a batch
+ * of 150 (past the 64 that one settling batch takes) all go inactive and
+ * match again; in a batch with a handle of another generation, the ones
+ * before it are released and it is refused, keeping its hold. */
+START_TEST(test_release_last_hold_run)
+{
+	T_NAME(name);
+	enum { N = 150 };
+	struct kvbm_pool *p = t_pool(name, 256);
+	struct kvbm_plh k[N];
+	struct kvbm_block b[N], m[N];
+
+	for (uint32_t i = 0; i < N; i++)
+		k[i] = t_hash1(1000 + i, BS);
+	t_register(p, k, N, b);
+	ck_assert_int_eq(kvbm_release_blocks(p, b, N), 0);
+	ck_assert_int_eq(kvbm_available_blocks(p), 256); /* every one settled inactive */
+	ck_assert_int_eq(kvbm_match_blocks(p, k, N, m), N);
+	struct kvbm_block bad[3] = {m[0], m[1], m[2]};
+	bad[2].gen++;
+	ck_assert_int_eq(kvbm_release_blocks(p, bad, 3), KVBM_ESTALE);
+	ck_assert_int_eq(kvbm_available_blocks(p), 256 - N + 2);
+	ck_assert_int_eq(kvbm_release_blocks(p, m + 2, N - 2), 0);
+	ck_assert_int_eq(kvbm_release_blocks(p, &m[2], 1), KVBM_ENOTHELD);
+	ck_assert_int_eq(kvbm_available_blocks(p), 256);
+	t_done(p, name);
+}
+END_TEST
+
 /* A prefix match that meets a block whose holds by this process have
  * saturated returns the prefix before it, not an error that drops every
  * earlier hit; a scattered match counts it a miss. */
@@ -244,6 +312,8 @@ Suite *make_misuse_suite(void)
 	tcase_add_test(tc, test_two_threads_release_one_owned_handle);
 	tcase_add_test(tc, test_register_and_release_race_on_one_handle);
 	tcase_add_test(tc, test_stale_owned_handles_are_refused);
+	tcase_add_test(tc, test_release_run_refuses_stale_and_foreign_handles);
+	tcase_add_test(tc, test_release_last_hold_run);
 	tcase_add_test(tc, test_match_with_saturated_holds_returns_short_prefix);
 	tcase_add_test(tc, test_info_primary_kept_active_by_duplicate);
 	suite_add_tcase(s, tc);
