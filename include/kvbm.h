@@ -162,6 +162,8 @@ enum kvbm_backend {
 	KVBM_BACKEND_ARC = 7,      /* ARC (FAST'03): recency and frequency lists, adaptive */
 	KVBM_BACKEND_WTINYLFU = 8, /* W-TinyLFU (Caffeine): window, SLRU, sketch admission */
 	KVBM_BACKEND_LECAR = 9,    /* LeCaR (HotStorage'18): LRU and LFU, weights by regret */
+	KVBM_BACKEND_ADAPT = 10,   /* ours: LRU, filter and LFU experts by regret, floored
+				    * against a shadow of LRU (lib/evict_adapt.c) */
 	KVBM_BACKEND_COUNT
 };
 
@@ -177,7 +179,8 @@ enum kvbm_tinylfu {
 };
 
 /* Name of backend @b ("lru", "fifo", "multi-lru", "lineage",
- * "lineage-fifo", "lfru", "s3fifo", "arc", "w-tinylfu", "lecar"), or NULL. */
+ * "lineage-fifo", "lfru", "s3fifo", "arc", "w-tinylfu", "lecar",
+ * "adapt"), or NULL. */
 KVBM_API const char *kvbm_backend_name(uint32_t b);
 /* The backend named @name, or -EINVAL (NULL or an unknown name). */
 KVBM_API int kvbm_backend_parse(const char *name);

@@ -415,7 +415,8 @@ static uint64_t lin_prio(struct kvbm_pool *p, uint32_t s)
 {
 	const struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 
-	if (p->backend == KVBM_BACKEND_LECAR) /* LFU: least frequent, then oldest */
+	if (p->backend == KVBM_BACKEND_LECAR || p->backend == KVBM_BACKEND_ADAPT)
+		/* LFU: least frequent, then oldest */
 		return (uint64_t)kvbm_sketch_estimate(p, kvbm_slot_key(sl)) << 58 |
 		       (sl->tick >> KVBM_QT_SHIFT & ((1ull << 58) - 1));
 	if (p->backend != KVBM_BACKEND_LFRU)
@@ -435,7 +436,7 @@ static uint64_t lin_prio(struct kvbm_pool *p, uint32_t s)
  */
 static void leaf_add_at(struct kvbm_pool *p, uint32_t n, uint32_t *hole)
 {
-	if (kvbm_backend_is_queued(p->backend) && p->backend != KVBM_BACKEND_LECAR)
+	if (kvbm_backend_is_queued(p->backend) && !kvbm_backend_has_heap(p->backend))
 		return; /* their queues order every block; the forest only counts */
 	if (lin_fifo(p)) {
 		kvbm_evlist_append(p, &p->seg.ctl->lists[0], n);
@@ -781,6 +782,8 @@ void kvbm_evict_clear(struct kvbm_pool *p)
 	    ((int32_t)p->ev->qtarget > (int32_t)KVBM_LECAR_ONE / 2 ||
 	     (int32_t)p->ev->qtarget < -(int32_t)KVBM_LECAR_ONE / 2))
 		p->ev->qtarget = 0; /* back to even weights */
+	if (p->backend == KVBM_BACKEND_ADAPT)
+		kvbm_adapt_clamp(p);
 }
 
 void kvbm_evict_setup(struct kvbm_pool *p)

@@ -36,4 +36,26 @@ enum kvbm_qi {
 void kvbm_queue_insert(struct kvbm_pool *p, uint32_t s, enum kvbm_qi how);
 uint32_t kvbm_queue_first(struct kvbm_pool *p);
 
+/* evict_queue.c's queue and ghost machinery, for evict_adapt.c */
+uint32_t kvbm_q_len(struct kvbm_pool *p, uint32_t q);
+uint32_t kvbm_q_head(struct kvbm_pool *p, uint32_t q);
+void kvbm_q_move(struct kvbm_pool *p, uint32_t s, uint32_t from, uint32_t q, uint32_t f);
+int kvbm_q_ready(struct kvbm_pool *p, uint32_t s);
+/* the first leaf of queue @q nobody holds (short scan, see SCAN_BUDGET) */
+uint32_t kvbm_q_scan(struct kvbm_pool *p, uint32_t q);
+uint32_t kvbm_q_fallback(struct kvbm_pool *p);
+void kvbm_ghost_put(struct kvbm_pool *p, struct kvbm_plh key, uint32_t l);
+uint32_t kvbm_ghost_take(struct kvbm_pool *p, struct kvbm_plh key, uint32_t lists, uint32_t *age);
+double kvbm_q_draw(struct kvbm_pool *p);   /* deterministic, in [0, 1) */
+double kvbm_exp_approx(double y);          /* e^y for y in [-6, 1] */
+
+/* evict_adapt.c: ours */
+uint32_t kvbm_adapt_first(struct kvbm_pool *p);
+void kvbm_adapt_hit(struct kvbm_pool *p, uint32_t s, uint32_t q);
+uint32_t kvbm_adapt_new(struct kvbm_pool *p, struct kvbm_plh key); /* its queue */
+uint32_t kvbm_adapt_window(struct kvbm_pool *p, uint32_t l);
+void kvbm_adapt_clamp(struct kvbm_pool *p); /* recovery: state back in range */
+/* the checker's test of that range: the first expert out of it, or -1 */
+int kvbm_adapt_bad_weight(const uint32_t *w);
+
 #endif

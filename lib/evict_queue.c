@@ -177,6 +177,8 @@ static uint32_t g_window(struct kvbm_pool *p, uint32_t l)
 		return c - c / 10;
 	if (p->backend == KVBM_BACKEND_LECAR)
 		return c / 2 ? c / 2 : 1;
+	if (p->backend == KVBM_BACKEND_ADAPT)
+		return kvbm_adapt_window(p, l);
 	uint32_t t = qlen(p, l);
 	return c > t ? c - t : 0;
 }
@@ -185,7 +187,7 @@ static uint32_t g_age(struct kvbm_pool *p, uint64_t e)
 {
 	uint32_t l = (uint32_t)(e >> 32) & 3;
 
-	if (!e || l > 1)
+	if (!e || l > (p->backend == KVBM_BACKEND_ADAPT ? 2u : 1u))
 		return UINT32_MAX;
 	return p->ghdr->stamp[l] - (uint32_t)e; /* >= 1 for a live entry */
 }
@@ -228,7 +230,7 @@ static void ghost_put(struct kvbm_pool *p, struct kvbm_plh key, uint32_t l)
 			pick = i;
 		}
 	}
-	b[pick] = fp << 34 | (uint64_t)l << 32 | p->ghdr->stamp[l & 1]++;
+	b[pick] = fp << 34 | (uint64_t)l << 32 | p->ghdr->stamp[l & 3]++;
 }
 
 /* 1 + the list (of the mask @lists) that remembers @key, forgetting it
@@ -459,6 +461,9 @@ static void q_hit(struct kvbm_pool *p, uint32_t s, uint32_t q)
 		q_move(p, s, q, 0, 0);
 		kvbm_lin_insert(p, s); /* its heap entry, at its frequency now */
 		return;
+	case KVBM_BACKEND_ADAPT:
+		kvbm_adapt_hit(p, s, q);
+		return;
 	default:
 		break;
 	}
@@ -487,6 +492,8 @@ static void q_new(struct kvbm_pool *p, uint32_t s)
 		q = 1;
 	} else if (p->backend == KVBM_BACKEND_LECAR && (g = ghost_take(p, key, 3, &age))) {
 		lecar_regret(p, g - 1, age);
+	} else if (p->backend == KVBM_BACKEND_ADAPT) {
+		q = kvbm_adapt_new(p, key);
 	}
 	q_push(p, s, q, 0);
 	KVBM_FAILPOINT("evict.queue.insert");
@@ -556,6 +563,8 @@ static uint32_t policy_first(struct kvbm_pool *p)
 		return arc_first(p);
 	case KVBM_BACKEND_LECAR:
 		return lecar_first(p);
+	case KVBM_BACKEND_ADAPT:
+		return kvbm_adapt_first(p);
 	default:
 		return wtinylfu_first(p);
 	}
@@ -570,4 +579,56 @@ uint32_t kvbm_queue_first(struct kvbm_pool *p)
 	if (s == UINT32_MAX || !q_ready(p, s))
 		s = policy_first(p);
 	return s;
+}
+
+/* ---- for evict_adapt.c ----------------------------------------------------------------- */
+
+uint32_t kvbm_q_len(struct kvbm_pool *p, uint32_t q)
+{
+	return qlen(p, q);
+}
+
+uint32_t kvbm_q_head(struct kvbm_pool *p, uint32_t q)
+{
+	return q_head(p, q);
+}
+
+void kvbm_q_move(struct kvbm_pool *p, uint32_t s, uint32_t from, uint32_t q, uint32_t f)
+{
+	q_move(p, s, from, q, f);
+}
+
+int kvbm_q_ready(struct kvbm_pool *p, uint32_t s)
+{
+	return q_ready(p, s);
+}
+
+uint32_t kvbm_q_scan(struct kvbm_pool *p, uint32_t q)
+{
+	return q_scan(p, q, 1, NULL);
+}
+
+uint32_t kvbm_q_fallback(struct kvbm_pool *p)
+{
+	return fallback(p);
+}
+
+void kvbm_ghost_put(struct kvbm_pool *p, struct kvbm_plh key, uint32_t l)
+{
+	ghost_put(p, key, l);
+}
+
+uint32_t kvbm_ghost_take(struct kvbm_pool *p, struct kvbm_plh key, uint32_t lists, uint32_t *age)
+{
+	return ghost_take(p, key, lists, age);
+}
+
+double kvbm_q_draw(struct kvbm_pool *p)
+{
+	return lecar_draw(p);
+}
+
+double kvbm_exp_approx(double y)
+{
+	return exp_approx(y);
 }

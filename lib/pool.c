@@ -71,6 +71,8 @@ int kvbm_config_check(const struct kvbm_config *cfg, const char **why)
 		w = "w-tinylfu requires frequency tracking (tinylfu)";
 	else if (cfg->backend == KVBM_BACKEND_LECAR && cfg->tinylfu == KVBM_TINYLFU_NONE)
 		w = "lecar requires frequency tracking (tinylfu)";
+	else if (cfg->backend == KVBM_BACKEND_ADAPT && cfg->tinylfu == KVBM_TINYLFU_NONE)
+		w = "adapt requires frequency tracking (tinylfu)";
 	else if (cfg->mlru_thresholds[2] > 15)
 		w = "frequency thresholds must be <= 15";
 	else if (cfg->mlru_thresholds[0] < 1)
@@ -118,6 +120,7 @@ const char *kvbm_tier_storage(uint32_t t)
 static const char *const backend_names[KVBM_BACKEND_COUNT] = {
 	"lru", "fifo", "multi-lru", "lineage", "lineage-fifo", "lfru",
 	"s3fifo", "arc", "w-tinylfu", "lecar", /* lib/evict_queue.c */
+	"adapt",                               /* lib/evict_adapt.c */
 };
 
 const char *kvbm_backend_name(uint32_t b)
@@ -142,7 +145,8 @@ static uint32_t sketch_log2(const struct kvbm_config *cfg)
 		return fixed[cfg->tinylfu];
 	if (cfg->backend != KVBM_BACKEND_MULTI_LRU && cfg->backend != KVBM_BACKEND_LFRU &&
 	    cfg->backend != KVBM_BACKEND_WTINYLFU &&
-	    cfg->backend != KVBM_BACKEND_LECAR) /* the backends that read the sketch */
+	    cfg->backend != KVBM_BACKEND_LECAR &&
+	    cfg->backend != KVBM_BACKEND_ADAPT) /* the backends that read the sketch */
 		return 0;
 	/* 16 counters (8 bytes) per block: four per key in one word, so
 	 * collisions, not decay, are what blurs a small sketch (a trace

@@ -18,8 +18,8 @@ export KVBM_SHM_DIR=$dir
 "$build/bin/kvbm-pool" destroy torture
 # with yields inside the pin/evict handshake, a fifth of the time
 "$build/tests/kvbm-torture" --duration "$(( (duration + 4) / 5 ))" --workers 4 --blocks 64 --yield
-# the published policies' queues (lib/evict_queue.c), a tenth of the time each
-for b in s3fifo arc w-tinylfu lecar; do
+# the queued policies (lib/evict_queue.c, lib/evict_adapt.c), a tenth of the time each
+for b in s3fifo arc w-tinylfu lecar adapt; do
 	"$build/tests/kvbm-torture" --duration "$(( (duration + 9) / 10 ))" --workers 4 --blocks 256 \
 		--backend "$b" --keep "torture-$b"
 	"$build/bin/kvbm-shm-dump" --check "torture-$b"

@@ -476,14 +476,14 @@ static inline int kvbm_backend_is_lineage(uint32_t b)
 static inline int kvbm_backend_is_queued(uint32_t b)
 {
 	return b == KVBM_BACKEND_S3FIFO || b == KVBM_BACKEND_ARC || b == KVBM_BACKEND_WTINYLFU ||
-	       b == KVBM_BACKEND_LECAR;
+	       b == KVBM_BACKEND_LECAR || b == KVBM_BACKEND_ADAPT;
 }
 
 /* A heap of the forest's leaves: lineage Tick and lfru by their priority,
  * LeCaR's LFU expert by frequency (lineage-fifo has it unused). */
 static inline int kvbm_backend_has_heap(uint32_t b)
 {
-	return kvbm_backend_is_lineage(b) || b == KVBM_BACKEND_LECAR;
+	return kvbm_backend_is_lineage(b) || b == KVBM_BACKEND_LECAR || b == KVBM_BACKEND_ADAPT;
 }
 
 static inline int kvbm_backend_has_forest(uint32_t b)
@@ -511,8 +511,9 @@ struct kvbm_shm_gbucket {
 	uint64_t e[8];
 };
 struct kvbm_shm_ghosthdr {
-	_Alignas(KVBM_CACHELINE) uint32_t stamp[2]; /* evictions into each list */
-	uint32_t reserved[14];
+	_Alignas(KVBM_CACHELINE) uint32_t stamp[4]; /* evictions into each list */
+	uint32_t adapt[12]; /* adapt's weights and counters (evict_adapt.c), any
+			     * content legal: every read is clamped */
 };
 
 /* Hash chain of lineage key (@pos, @frag) among @buckets (a power of two). */
@@ -564,7 +565,7 @@ static inline void kvbm_evict_geometry(const struct kvbm_shm_config *cfg,
 		}
 	}
 	if (cfg->backend == KVBM_BACKEND_S3FIFO || cfg->backend == KVBM_BACKEND_ARC ||
-	    cfg->backend == KVBM_BACKEND_LECAR) {
+	    cfg->backend == KVBM_BACKEND_LECAR || cfg->backend == KVBM_BACKEND_ADAPT) {
 		/* four entries per block: two windows of up to a pool each,
 		 * at half load so that a bucket rarely drops a live entry */
 		g->gbuckets = 16;

@@ -108,13 +108,13 @@ static void attacher_done(pid_t pid, const char *name)
  * then over the slot array, then over everything after the header, with
  * each lineage backend, LRU and each queued backend (queues, forest and
  * ghost table). */
-#define NDAMAGED_BACKENDS 8
+#define NDAMAGED_BACKENDS 9
 START_TEST(test_dump_survives_random_bytes)
 {
 	static const enum kvbm_backend backends[NDAMAGED_BACKENDS] = {
 		KVBM_BACKEND_LINEAGE, KVBM_BACKEND_LINEAGE_FIFO, KVBM_BACKEND_LFRU,
 		KVBM_BACKEND_LRU,     KVBM_BACKEND_S3FIFO,	 KVBM_BACKEND_ARC,
-		KVBM_BACKEND_WTINYLFU, KVBM_BACKEND_LECAR};
+		KVBM_BACKEND_WTINYLFU, KVBM_BACKEND_LECAR, KVBM_BACKEND_ADAPT};
 	T_NAME(name);
 
 	cached_pool(name, backends[_i % NDAMAGED_BACKENDS]);

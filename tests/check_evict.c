@@ -394,7 +394,7 @@ END_TEST
 /* ---- the published policies (lib/evict_queue.c) ---------------------------- */
 
 static const uint32_t queued[] = {KVBM_BACKEND_S3FIFO, KVBM_BACKEND_ARC,
-				  KVBM_BACKEND_WTINYLFU, KVBM_BACKEND_LECAR};
+				  KVBM_BACKEND_WTINYLFU, KVBM_BACKEND_LECAR, KVBM_BACKEND_ADAPT};
 
 /* The queue (0..3) slot @b is on, or -1. */
 static int queue_of(struct kvbm_pool *p, struct kvbm_block b)
@@ -412,6 +412,17 @@ static struct kvbm_block once(struct kvbm_pool *p, uint32_t id)
 
 	t_release(p, &b, 1);
 	return b;
+}
+
+/* Matches the cached block @h and releases it, @n times. */
+static void reuse(struct kvbm_pool *p, struct kvbm_plh h, int n)
+{
+	struct kvbm_block m;
+
+	for (int k = 0; k < n; k++) {
+		ck_assert_int_eq(kvbm_match_blocks(p, &h, 1, &m), 1);
+		t_release(p, &m, 1);
+	}
 }
 
 /* A chain A -> B released parent first: LRU evicts A, stranding B; the
@@ -490,6 +501,54 @@ START_TEST(test_queued_ghost_readmits)
 }
 END_TEST
 
+/*
+ * adapt's experts: A (used four times: M's head, the least recently used),
+ * B and C (used once: S), D (used twice: M). Run 0 follows the LRU expert
+ * alone (A goes), run 1 the filter (S holds more than its tenth: its head
+ * B goes), run 2 LFU in a pool of A and B alone, where S is within its
+ * tenth, so that LRU and the filter would both take A (B, the least
+ * frequent, goes). Then, at even weights, the victim comes back while
+ * remembered: it goes to M, and the expert that evicted it loses weight
+ * to the others.
+ */
+START_TEST(test_adapt_experts_and_regret)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = pool_with(name, _i < 2 ? 4 : 2, KVBM_BACKEND_ADAPT);
+	struct kvbm_plh a = t_hash1(10, BS), d = t_hash1(40, BS), ev[1];
+	const struct kvbm_plh want[3] = {a, t_hash1(20, BS), t_hash1(20, BS)};
+
+	once(p, 10);
+	reuse(p, a, 3);
+	once(p, 20);
+	if (_i < 2) {
+		once(p, 30);
+		once(p, 40);
+		reuse(p, d, 1);
+	}
+	for (int e = 0; e < 3; e++) /* expert _i at 1, the others at 2^-10 */
+		p->ghdr->adapt[e] = e == _i ? 1u << 20 : 0;
+	ck_assert_int_eq(t_check(p), 0);
+	evict_all(p, 1, ev);
+	ck_assert_msg(kvbm_plh_eq(ev[0], want[_i]), "expert %d", _i);
+	for (int e = 0; e < 3; e++)
+		p->ghdr->adapt[e] = (1u << 20) / 3;
+	struct kvbm_block back = reg1(p, want[_i]); /* the free block: no eviction */
+	t_release(p, &back, 1);
+	ck_assert_int_eq(queue_of(p, back), 1);
+	for (int e = 0; e < 3; e++)
+		ck_assert_msg(e == _i ? p->ghdr->adapt[e] < (1u << 20) / 3
+				      : p->ghdr->adapt[e] > (1u << 20) / 3,
+			      "expert %d after %d's mistake: %u", e, _i, p->ghdr->adapt[e]);
+	ck_assert_int_eq(t_check(p), 0);
+	/* a weight past one is the checker's to report, and recovery's to clamp */
+	p->ghdr->adapt[1] = (1u << 20) + 1;
+	ck_assert_int_ne(t_check(p), 0);
+	p->ghdr->adapt[1] = 1u << 20;
+	t_done(p, name);
+}
+END_TEST
+
 /* W-TinyLFU: the window's oldest against probation's. A hot block H (used
  * six times) at probation's head outlives 50 rounds of one-shot blocks,
  * each losing its duel; LRU would evict H in the first round. A frequent
@@ -549,10 +608,7 @@ START_TEST(test_lecar_experts_and_regret)
 	struct kvbm_block m;
 
 	once(p, 10);
-	for (int k = 0; k < 3; k++) {
-		ck_assert_int_eq(kvbm_match_blocks(p, &a, 1, &m), 1);
-		t_release(p, &m, 1);
-	}
+	reuse(p, a, 3);
 	once(p, 20);
 	/* A was released again after B: make A the older by releasing B
 	 * once more */
@@ -597,6 +653,8 @@ START_TEST(test_queued_restore_keeps_the_order)
 		once(p, 50 + i);
 	if (queued[_i] == KVBM_BACKEND_LECAR)
 		p->ev->qtarget = (uint32_t)-(int32_t)(KVBM_LECAR_ONE / 2); /* LFU only */
+	if (queued[_i] == KVBM_BACKEND_ADAPT) /* LFU's weight 1, the others' 2^-10 */
+		p->ghdr->adapt[0] = p->ghdr->adapt[1] = 0, p->ghdr->adapt[2] = 1u << 20;
 	ck_assert_int_eq(kvbm_store_lock(p, KVBM_OP_EVICT, 0), 0);
 	uint32_t s = kvbm_evict_first(p);
 	ck_assert_uint_lt(s, 8);
@@ -624,9 +682,10 @@ Suite *make_evict_suite(void)
 	tcase_add_test(tc, test_lfru_keeps_the_frequent_block);
 	tcase_add_test(tc, test_eviction_config_validation);
 	tcase_add_test(tc, test_frequency_touches_where_the_reference_does);
-	tcase_add_loop_test(tc, test_queued_evict_leaves_only, 0, 4);
+	tcase_add_loop_test(tc, test_queued_evict_leaves_only, 0, 5);
 	tcase_add_loop_test(tc, test_lecar_experts_and_regret, 0, 2);
-	tcase_add_loop_test(tc, test_queued_restore_keeps_the_order, 0, 4);
+	tcase_add_loop_test(tc, test_adapt_experts_and_regret, 0, 3);
+	tcase_add_loop_test(tc, test_queued_restore_keeps_the_order, 0, 5);
 	tcase_add_loop_test(tc, test_queued_reused_block_outlives_one_shots, 0, 2);
 	tcase_add_loop_test(tc, test_queued_ghost_readmits, 0, 2);
 	tcase_add_test(tc, test_wtinylfu_admission);

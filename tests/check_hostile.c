@@ -132,10 +132,11 @@ START_TEST(test_hostile_region_bytes_never_crash)
 	/* every run with LRU or lineage as before, and each third run's
 	 * pool with a queued backend instead (queues, forest, ghost table) */
 	static const enum kvbm_backend queued[] = {KVBM_BACKEND_S3FIFO, KVBM_BACKEND_ARC,
-						   KVBM_BACKEND_WTINYLFU, KVBM_BACKEND_LECAR};
+						   KVBM_BACKEND_WTINYLFU, KVBM_BACKEND_LECAR,
+						   KVBM_BACKEND_ADAPT};
 	cfg.backend = (_i % 2) ? KVBM_BACKEND_LINEAGE : KVBM_BACKEND_LRU;
 	if (_i % 3 == 2)
-		cfg.backend = queued[(_i / 3) % 4];
+		cfg.backend = queued[(_i / 3) % 5];
 	cfg.flags |= KVBM_CFG_KEEP_TOKENS;
 	struct kvbm_pool *p = t_create(name, &cfg);
 	t_seq_hashes(1, 16, BS, h);

@@ -191,14 +191,15 @@ START_TEST(test_pin_vs_evict_stress)
 	struct kvbm_block b[TOTAL];
 	pid_t pids[READERS + EVICTORS];
 
-	/* runs 6-11: 0-5 again over S3-FIFO, ARC, W-TinyLFU and LeCaR, whose
-	 * lazy queues race the pins as the default backend's forest does */
+	/* runs 6-11: 0-5 again over S3-FIFO, ARC, W-TinyLFU, LeCaR and adapt,
+	 * whose lazy queues race the pins as the default backend's forest does */
 	static const enum kvbm_backend queued[] = {KVBM_BACKEND_S3FIFO, KVBM_BACKEND_ARC,
-						   KVBM_BACKEND_WTINYLFU, KVBM_BACKEND_LECAR};
+						   KVBM_BACKEND_WTINYLFU, KVBM_BACKEND_LECAR,
+						   KVBM_BACKEND_ADAPT};
 	int run = _i % 6;
 	cfg.block_count = TOTAL;
 	if (_i >= 6)
-		cfg.backend = queued[_i % 4];
+		cfg.backend = queued[_i % 5];
 	struct kvbm_pool *p = t_create(name, &cfg);
 	t_seq_hashes(1, NH, BS, h);
 	t_register(p, h, TOTAL, b);
@@ -748,13 +749,20 @@ static const char *const lineage_points[] = {
 	"evict.lineage.unparent", "evict.lineage.link", "evict.lineage.unghost",
 	"evict.lineage.ghost",
 };
-/* inside the queue updates of S3-FIFO, ARC and W-TinyLFU */
+/* inside the queue updates of every queued backend */
 static const char *const queue_points[] = {
 	"evict.queue.insert",
 	"evict.queue.move",
 };
 static const enum kvbm_backend queued_backends[] = {KVBM_BACKEND_S3FIFO, KVBM_BACKEND_ARC,
-						    KVBM_BACKEND_WTINYLFU, KVBM_BACKEND_LECAR};
+						    KVBM_BACKEND_WTINYLFU, KVBM_BACKEND_LECAR,
+						    KVBM_BACKEND_ADAPT};
+#define NQUEUED (int)(sizeof(queued_backends) / sizeof(queued_backends[0]))
+/* inside adapt's own updates (lib/evict_adapt.c) */
+static const char *const adapt_points[] = {
+	"evict.adapt.ghost",
+	"evict.adapt.hit",
+};
 #define NBLOCK_POINTS (int)(sizeof(block_points) / sizeof(block_points[0]))
 #define NQUEUE_POINTS (int)(sizeof(queue_points) / sizeof(queue_points[0]))
 #define NLINEAGE_POINTS (int)(sizeof(lineage_points) / sizeof(lineage_points[0]))
@@ -881,6 +889,15 @@ START_TEST(test_victim_killed_at_failpoint_queued)
 }
 END_TEST
 
+/* And inside adapt's own updates: its victim remembered by its expert's
+ * history, and a hit moved to M before its heap entry is refreshed. */
+START_TEST(test_victim_killed_at_failpoint_adapt)
+{
+	T_NAME(name);
+	victim_killed_at(name, adapt_points[_i], KVBM_BACKEND_ADAPT);
+}
+END_TEST
+
 /* The victim attached with KVBM_OPEN_ONE_THREAD, whose holds skip the
  * stripe locks and count without RMWs: the reaper must find the same. */
 START_TEST(test_victim_killed_one_thread)
@@ -963,10 +980,10 @@ static const char *const reap_points[] = {
  * Recovery rebuilds the eviction order from the slots' ticks (sorted in
  * place: it may not allocate). Eight one-block sequences are released in
  * an order unlike their slot order, a victim dies holding the mutex, and
- * after the recovery allocations must evict in release order. Runs 0-7:
- * lru, fifo, lineage, lfru, s3fifo, arc, w-tinylfu, lecar (whose queues
- * are rebuilt from the ticks' queue bits; LeCaR's two experts agree here,
- * every block used once).
+ * after the recovery allocations must evict in release order. Runs 0-8:
+ * lru, fifo, lineage, lfru, s3fifo, arc, w-tinylfu, lecar, adapt (whose
+ * queues are rebuilt from the ticks' queue bits; the experts of LeCaR and
+ * adapt agree here, every block used once).
  */
 START_TEST(test_recovery_keeps_the_eviction_order)
 {
@@ -975,7 +992,7 @@ START_TEST(test_recovery_keeps_the_eviction_order)
 	static const enum kvbm_backend backends[] = {
 		KVBM_BACKEND_LRU, KVBM_BACKEND_FIFO,	 KVBM_BACKEND_LINEAGE,
 		KVBM_BACKEND_LFRU, KVBM_BACKEND_S3FIFO, KVBM_BACKEND_ARC,
-		KVBM_BACKEND_WTINYLFU, KVBM_BACKEND_LECAR};
+		KVBM_BACKEND_WTINYLFU, KVBM_BACKEND_LECAR, KVBM_BACKEND_ADAPT};
 	static const int order[N] = {5, 2, 7, 0, 3, 6, 1, 4};
 	struct kvbm_config cfg = t_cfg();
 	struct kvbm_plh h[N], hv = t_hash1(900, BS);
@@ -1106,7 +1123,7 @@ Suite *make_mproc_suite(void)
 	tcase_add_test(tc, test_eviction_concurrent_with_reregister_preserves_presence);
 	tcase_add_loop_test(tc, test_victim_killed_in_recovery, 0,
 			    (int)(sizeof(recovery_points) / sizeof(recovery_points[0])));
-	tcase_add_loop_test(tc, test_recovery_keeps_the_eviction_order, 0, 8);
+	tcase_add_loop_test(tc, test_recovery_keeps_the_eviction_order, 0, 9);
 	tcase_add_loop_test(tc, test_victim_killed_reaping_a_third, 0,
 			    (int)(sizeof(reap_points) / sizeof(reap_points[0])));
 	tcase_add_loop_test(tc, test_victim_killed_at_block_failpoint, 0, NBLOCK_POINTS);
@@ -1114,7 +1131,9 @@ Suite *make_mproc_suite(void)
 			    NBLOCK_POINTS + NLINEAGE_POINTS);
 	tcase_add_loop_test(tc, test_victim_killed_one_thread, 0, NBLOCK_POINTS);
 	tcase_add_loop_test(tc, test_victim_killed_at_failpoint_queued, 0,
-			    4 * (NBLOCK_POINTS + NLINEAGE_POINTS + NQUEUE_POINTS));
+			    NQUEUED * (NBLOCK_POINTS + NLINEAGE_POINTS + NQUEUE_POINTS));
+	tcase_add_loop_test(tc, test_victim_killed_at_failpoint_adapt, 0,
+			    (int)(sizeof(adapt_points) / sizeof(adapt_points[0])));
 	suite_add_tcase(s, tc);
 	return s;
 }

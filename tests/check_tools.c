@@ -408,7 +408,8 @@ START_TEST(test_pool_create_messages)
 		{"--group", "nosuchgroup", "kvbm-pool: --group 'nosuchgroup': no such group\n"},
 		{"--blocks", "-5", "kvbm-pool: --blocks '-5': not a number of blocks (1..268435456)\n"},
 		{"--backend", "belady", "kvbm-pool: --backend 'belady': not one of lru fifo multi-lru "
-					"lineage lineage-fifo lfru s3fifo arc w-tinylfu lecar\n"},
+					"lineage lineage-fifo lfru s3fifo arc w-tinylfu lecar "
+					"adapt\n"},
 		{"--event-ring", "100", "kvbm-pool: --event-ring 100: event_ring must be 0 or a power "
 					"of two between 64 and 4194304\n"},
 		{"--bogus", NULL, "kvbm-pool create: unrecognized option '--bogus'\n"
@@ -580,7 +581,8 @@ START_TEST(test_replay_small_trace)
 	ck_assert_int_eq(write(fd, trace, sizeof(trace) - 1), (ssize_t)sizeof(trace) - 1);
 	close(fd);
 	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-replay", "--list-backends", NULL), 0);
-	ck_assert_str_eq(out, "lru\nfifo\nmulti-lru\nlineage\nlineage-fifo\nlfru\ns3fifo\narc\nw-tinylfu\nlecar\n");
+	ck_assert_str_eq(out, "lru\nfifo\nmulti-lru\nlineage\nlineage-fifo\nlfru\ns3fifo\narc\nw-tinylfu\nlecar\n"
+				  "adapt\n");
 	for (uint32_t b = 0; b < KVBM_BACKEND_COUNT; b++) {
 		ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-replay", "--trace", path,
 					    "--capacity-frac", "1", "--backend", kvbm_backend_name(b),

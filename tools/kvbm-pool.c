@@ -50,7 +50,7 @@ static void usage(FILE *f)
 		"  --hugepages           back the segment with transparent hugepages\n"
 		"  --backend NAME        eviction order: lru, fifo, multi-lru, lineage,\n"
 		"                        lineage-fifo, lfru, s3fifo, arc, w-tinylfu,\n"
-		"                        lecar (lineage)\n"
+		"                        lecar, adapt (lineage)\n"
 		"  --dup-policy POLICY   registering a registered hash: allow (a duplicate)\n"
 		"                        or reject (the primary is returned) (allow)\n"
 		"  --tier TIER           G1, G2, G3, G4, or its storage name: device,\n"
@@ -178,7 +178,7 @@ static void explain_invalid(const struct kvbm_config *cfg, const char *why)
 		{"dup_policy", "--dup-policy"}, {"unknown backend", "--backend"},
 		{"unknown tinylfu", "--tinylfu"}, {"multi-lru", "--tinylfu"},
 		{"lfru", "--tinylfu"},         {"w-tinylfu", "--tinylfu"},
-		{"lecar", "--tinylfu"},
+		{"lecar", "--tinylfu"},        {"adapt", "--tinylfu"},
 		{"frequency thresholds", "--mlru-thresholds"},
 		{"reset_on_release", "--reset-on-release"},
 		{"event_ring", "--event-ring"}, {"tier", "--tier"},

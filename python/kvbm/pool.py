@@ -17,7 +17,7 @@ from .errors import (ForeignHandle, Forked, Initializing, InvalidArgument, Misma
 from .hashing import Hashes, check_u64, tokens_u32
 
 BACKENDS = ("lru", "fifo", "multi-lru", "lineage", "lineage-fifo", "lfru", "s3fifo", "arc",
-            "w-tinylfu", "lecar")
+            "w-tinylfu", "lecar", "adapt")
 DUP_POLICIES = {"allow": 0, "reject": 1}
 BLOCK_STATES = ("reset", "mutable", "staged", "registered", "evicting")
 EVENT_KINDS = {1: "stored", 2: "removed", 3: "resync", 4: "cleared"}

@@ -257,7 +257,7 @@ static int set_pool(struct kvbmd_pool_cfg *p, const char *k, const char *v, cons
 	}
 	if (!strcmp(k, "backend")) {
 		int n = kvbm_backend_parse(v);
-		*why = "lru, fifo, multi-lru, lineage, lineage-fifo, lfru, s3fifo, arc, w-tinylfu or lecar";
+		*why = "lru, fifo, multi-lru, lineage, lineage-fifo, lfru, s3fifo, arc, w-tinylfu, lecar or adapt";
 		if (n < 0)
 			return -1;
 		cfg->backend = (uint32_t)n;
