@@ -74,6 +74,8 @@ static const char *const own_errors[] = {
 	[-(KVBM_ENOTOKEN - KVBM_EBASE)] = "final prefill chunk requires a generated token",
 	[-(KVBM_EACCEPTED - KVBM_EBASE)] = "more tokens accepted than were scheduled as drafts",
 	[-(KVBM_EAPPEND - KVBM_EBASE)] = "append exceeds the tokens left to generate",
+	[-(KVBM_EHINT - KVBM_EBASE)] =
+		"release hint is not one of KVBM_HINT_NONE, KVBM_HINT_CONTINUES, KVBM_HINT_ONESHOT",
 };
 
 const char *kvbm_strerror(int err)
