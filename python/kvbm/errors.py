@@ -70,6 +70,7 @@ _OWN = [
     ("ENOTOKEN", 41, "MissingTokenOnFinalChunk"),
     ("EACCEPTED", 42, "AcceptedExceedsScheduled"),
     ("EAPPEND", 43, "AppendExceedsRemaining"),
+    ("EHINT", 44, "BadReleaseHint"),
 ]
 
 _ERRNO = [

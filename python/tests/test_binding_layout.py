@@ -20,6 +20,7 @@ STRUCTS = {
     "kvbm_config": _lib.Config, "kvbm_pool_info": _lib.PoolInfo,
     "kvbm_block_info": _lib.BlockInfo, "kvbm_event": _lib.Event,
     "kvbm_metrics": _lib.Metrics, "kvbm_stats_snapshot": _lib.StatsSnapshot,
+    "kvbm_hint_stats": _lib.HintStats,
 }
 
 
