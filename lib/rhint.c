@@ -83,6 +83,17 @@ static uint64_t horizon(struct kvbm_pool *p)
 	return h < cap ? h : cap;
 }
 
+/* floor(sqrt(@v)), @v below 2^40 (counts clamped to WINDOW, sums of them) */
+static uint64_t isqrt(uint64_t v)
+{
+	uint64_t r = 0;
+
+	for (uint64_t b = 1ull << 20; b; b >>= 1)
+		if ((r + b) * (r + b) <= v)
+			r += b;
+	return r;
+}
+
 /* A kind's outcomes: hits by age (eighths of the horizon), and in all. */
 static uint64_t kind_counts(const struct kvbm_shm_hintstat *st, uint32_t k, uint64_t re[8])
 {
@@ -104,7 +115,10 @@ static uint64_t kind_counts(const struct kvbm_shm_hintstat *st, uint32_t k, uint
  * pool is in its last one. A CONTINUES block stays longer by how much more
  * its kind is hit in that last eighth than the pool: (ratio - 1) horizons,
  * at most four; its hits past the edge are not seen on the sample, so the
- * last eighth stands for them.
+ * last eighth stands for them, and the ratio is taken between the ends of
+ * one standard deviation (the counts' square roots) that favour no boost:
+ * room held for a kind hit a few times more by chance is what cost hits
+ * on traces where the hint was right but worth little (EVICTION.md).
  */
 static uint32_t weight_eighths(struct kvbm_pool *p, uint32_t k)
 {
@@ -129,8 +143,9 @@ static uint32_t weight_eighths(struct kvbm_pool *p, uint32_t k)
 			m++;
 		return m;
 	}
-	/* (kre[7]/kall) / (edge/all) - 1, in eighths, at most 4 horizons */
-	uint64_t num = kre[7] * all, den = edge * kall;
+	/* (kre[7]/kall) / (edge/all) - 1, in eighths, at most 4 horizons,
+	 * kre[7] one deviation down and edge one up */
+	uint64_t num = (kre[7] - isqrt(kre[7])) * all, den = (edge + isqrt(edge) + 1) * kall;
 	if (num <= den)
 		return 0;
 	uint64_t e = (num - den) * 8 / den;
