@@ -420,8 +420,10 @@ static uint64_t lin_prio(struct kvbm_pool *p, uint32_t s)
 		return (uint64_t)kvbm_sketch_estimate(p, kvbm_slot_key(sl)) << 58 |
 		       (sl->tick >> KVBM_QT_SHIFT & ((1ull << 58) - 1));
 	/* the insertion counter, moved by a release hint as far as the
-	 * hint's record allows (rhint.c) */
-	uint64_t t = kvbm_rhint_prio(p, sl->tick >> KVBM_TICK_SHIFT, kvbm_rhint_placed(p, s));
+	 * hint's record allows (rhint.c); unhinted blocks skip the calls */
+	uint64_t t = sl->tick >> KVBM_TICK_SHIFT;
+	if (sl->tick & KVBM_TICK_HINT)
+		t = kvbm_rhint_prio(p, t, kvbm_rhint_placed(p, s));
 	if (p->backend != KVBM_BACKEND_LFRU)
 		return t;
 	/* one pool's worth of insertions per doubling of the estimate: a

@@ -12,7 +12,7 @@
  * kept on a control sample: one hinted release in 16, picked by the key of
  * its first block, inserts its blocks as if unhinted (a flag in the tick
  * says so), and their outcomes (hit again while inactive, or evicted
- * unused) count for their kind. Unhinted blocks count too. From
+ * unused) count for their kind. Unhinted blocks count too. Unhinted blocks count too. From
  * these the pool knows each kind's reuse rate beside the pooled one:
  *  - ONESHOT moves a block ahead by (pooled - oneshot) / pooled of the
  *    horizon (how long an unhinted block lasts): all the way only if
@@ -53,7 +53,10 @@ uint32_t kvbm_rhint_for_release(struct kvbm_pool *p, const uint32_t *s, uint32_t
 				uint32_t hint)
 {
 	/* a whole release, not single blocks: with lru a control block in
-	 * the middle of a hinted chain would go first and strand the rest */
+	 * the middle of a hinted chain would go first and strand the rest.
+	 * Unhinted blocks all count (they are ordered as unhinted anyway):
+	 * sampled too, a pool's fixed hot set could leave no hit at the edge
+	 * in the record, and no hint would earn weight */
 	if (hint == KVBM_HINT_NONE || n == 0 || s[0] >= p->nslots)
 		return hint;
 	return kvbm_rhint_control(kvbm_slot_key(kvbm_slot(p, s[0]))) ? hint | KVBM_TICK_CONTROL
@@ -174,32 +177,36 @@ uint64_t kvbm_rhint_prio(struct kvbm_pool *p, uint64_t t, uint32_t k)
 	return t + b;
 }
 
-void kvbm_rhint_outcome(struct kvbm_pool *p, uint32_t s, int reused)
+void kvbm_rhint_count(struct kvbm_pool *p, uint32_t s, int reused)
 {
 	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 	struct kvbm_shm_hintstat *st = &p->ev->hint;
 	uint32_t k = (uint32_t)(sl->tick & KVBM_TICK_HINT);
 
-	if (kvbm_backend_is_queued(p->backend))
-		return; /* their ticks carry queue bits, not hints */
 	if (k >= KVBM_HINT_COUNT)
 		k = KVBM_HINT_NONE;
-	if (k != KVBM_HINT_NONE && !(sl->tick & KVBM_TICK_CONTROL))
-		return; /* moved by its hint: its fate says little of the hint */
 	uint64_t now = p->seg.ctl->tick, t = sl->tick >> KVBM_TICK_SHIFT;
-	uint64_t age = now > t ? now - t : 0, h = horizon(p);
+	uint64_t age = now > t ? now - t : 0;
 	if (age > (1ull << 40))
 		age = 1ull << 40;
-	uint32_t *c = reused ? &st->reused[k][age * 8 / h < 7 ? age * 8 / h : 7] : &st->unused[k];
+	uint32_t *c = &st->unused[k];
+	if (reused) {
+		uint64_t e = age * 8 / horizon(p);
+		c = &st->reused[k][e < 7 ? e : 7];
+	}
 	*c = clamp_count(*c) + 1;
 	KVBM_FAILPOINT("evict.hint.outcome");
-	uint64_t re[8];
-	if (kind_counts(st, k, re) >= WINDOW) {
-		for (uint32_t j = 0; j < 8; j++)
-			st->reused[k][j] = (uint32_t)re[j] / 2;
-		st->unused[k] = clamp_count(st->unused[k]) / 2;
-	}
-	st->outcomes++;
+	/* the window, every 64 outcomes (a kind overshoots it by at most
+	 * that, and reads clamp each count anyway): this runs per eviction */
+	if ((++st->outcomes & 63) == 0)
+		for (uint32_t i = 0; i < KVBM_HINT_COUNT; i++) {
+			uint64_t re[8];
+			if (kind_counts(st, i, re) < WINDOW)
+				continue;
+			for (uint32_t j = 0; j < 8; j++)
+				st->reused[i][j] = (uint32_t)re[j] / 2;
+			st->unused[i] = clamp_count(st->unused[i]) / 2;
+		}
 	if (reused)
 		return;
 	/* the horizon: a running mean (1/64) of the age at eviction of the
