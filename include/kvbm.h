@@ -702,7 +702,8 @@ struct kvbm_hint_stats {
 	 * that enters the inactive pool): CONTINUES later, ONESHOT earlier */
 	uint64_t boost[KVBM_HINT_COUNT];
 	uint64_t horizon; /* ticks an unhinted block lasts before eviction (mean) */
-	uint32_t weight_permille[KVBM_HINT_COUNT]; /* boost / horizon, 0..1000 */
+	uint32_t weight_permille[KVBM_HINT_COUNT]; /* boost / horizon, in thousandths:
+						    * ONESHOT up to 1000, CONTINUES 4000 */
 };
 /* Fills @out. Errors: the handle errors, -EINVAL (NULL @out), the mutex
  * errors (it reads under the pool mutex). */
