@@ -109,7 +109,8 @@ enum kvbm_error {
 	KVBM_EAPPEND = KVBM_EBASE - 43,    /* more tokens appended than the budget left */
 	KVBM_EPINSHARE = KVBM_EBASE - 44,  /* pins would pass the pool's pin_share */
 	KVBM_ENOTREG = KVBM_EBASE - 45,    /* a hash to pin is not registered */
-	KVBM_ELAST = KVBM_EBASE - 46,
+	KVBM_EHINT = KVBM_EBASE - 46,      /* a release hint that is not a KVBM_HINT_* */
+	KVBM_ELAST = KVBM_EBASE - 47,
 };
 
 /* Returns a static, human-readable description of any kvbm return code
@@ -669,6 +670,53 @@ KVBM_API int kvbm_register_blocks_tokens(struct kvbm_pool *pool, struct kvbm_blo
  */
 KVBM_API int kvbm_release_blocks(struct kvbm_pool *pool, const struct kvbm_block *blks,
 				 uint32_t n);
+
+/*
+ * What the caller knows of a sequence it releases (kvbm_release_blocks_hint).
+ * A hint is advice, weighed by how often it has been right: the pool counts,
+ * per kind, on a control sample of one hinted release in 16 whose blocks it
+ * orders as if unhinted, how many were hit again before eviction (and how
+ * late) and how many went unused, and moves a hinted block only as far as
+ * that record beats the unhinted blocks' (docs/EVICTION.md, "Hints"). A
+ * hint that is always wrong ends up ignored.
+ */
+enum kvbm_release_hint {
+	KVBM_HINT_NONE = 0,      /* no advice: the backend's own order */
+	KVBM_HINT_CONTINUES = 1, /* the sequence will continue (a conversation's
+				  * next turn, an agent's next step): keep its
+				  * blocks longer, up to a pool turnover */
+	KVBM_HINT_ONESHOT = 2,   /* it will not be reused: evict these first */
+	KVBM_HINT_COUNT
+};
+
+/*
+ * kvbm_release_blocks() with a hint for the blocks whose last hold this call
+ * drops: they enter the inactive pool with @hint, which the backend keeps
+ * with the block (a recovery too) until it is evicted or hit again. A
+ * release that leaves another hold changes nothing: the hint is the one of
+ * the release that makes the block inactive. Honoured by `lineage`, `lfru`
+ * and `lru`; the other backends order as without it. Errors: KVBM_EHINT
+ * (@hint is not a KVBM_HINT_*; nothing is released), else those of
+ * kvbm_release_blocks().
+ */
+KVBM_API int kvbm_release_blocks_hint(struct kvbm_pool *pool, const struct kvbm_block *blks,
+				      uint32_t n, uint32_t hint);
+
+/* The pool's record of release hints (kvbm_hint_stats): per KVBM_HINT_*,
+ * over its control sample (recent outcomes: halved as they accumulate). */
+struct kvbm_hint_stats {
+	uint32_t reused[KVBM_HINT_COUNT]; /* hit again while inactive */
+	uint32_t unused[KVBM_HINT_COUNT]; /* evicted without a hit */
+	/* how far a hinted block moves now, in ticks (one tick per block
+	 * that enters the inactive pool): CONTINUES later, ONESHOT earlier */
+	uint64_t boost[KVBM_HINT_COUNT];
+	uint64_t horizon; /* ticks an unhinted block lasts before eviction (mean) */
+	uint32_t weight_permille[KVBM_HINT_COUNT]; /* boost / horizon, in thousandths:
+						    * ONESHOT up to 1000, CONTINUES 4000 */
+};
+/* Fills @out. Errors: the handle errors, -EINVAL (NULL @out), the mutex
+ * errors (it reads under the pool mutex). */
+KVBM_API int kvbm_hint_stats(struct kvbm_pool *pool, struct kvbm_hint_stats *out);
 
 /* One more hold on the REGISTERED block @blk (held by this process).
  * Errors (here and in kvbm_pin_block, kvbm_downgrade_block and

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "pool.h"
+#include "rhint.h"
 #include "../shm/failpoint.h"
 #include "../shm/proctable.h"
 
@@ -149,6 +150,10 @@ static uint32_t pick_victims(struct kvbm_pool *p, struct kvbm_block *out, uint32
 		uint64_t h = __atomic_load_n(&sl->holders, __ATOMIC_SEQ_CST);
 		int ok = !(h & KVBM_HOLD_PROCS) && (h & KVBM_HOLD_INACTIVE) && !sl->dups &&
 			 kvbm_store_try_evict(p, s);
+		/* the release hints' record: evicted unused, or hit meanwhile
+		 * (held, or released again with its settle pending) */
+		if (ok || (h & KVBM_HOLD_PROCS) || !(h & KVBM_HOLD_INACTIVE))
+			kvbm_rhint_outcome(p, s, !ok);
 		kvbm_evict_remove(p, s);
 		if (ok)
 			out[got++].id = s;
@@ -602,7 +607,7 @@ int kvbm_register_blocks(struct kvbm_pool *p, struct kvbm_block *blks, uint32_t 
  * freed).
  */
 static int flush(struct kvbm_pool *p, const struct kvbm_block *owned, uint32_t nown,
-		 const uint32_t *empty, uint32_t nempty)
+		 const uint32_t *empty, uint32_t nempty, uint32_t hint)
 {
 	int r = kvbm_store_lock(p, KVBM_OP_RELEASE, nown ? owned[0].id : empty[0]);
 	int err = 0, st;
@@ -618,7 +623,7 @@ static int flush(struct kvbm_pool *p, const struct kvbm_block *owned, uint32_t n
 		kvbm_store_free_owned(p, owned[i].id, p->seg.self);
 		unlock_owned(p, owned[i].id, st);
 	}
-	kvbm_store_settle_many(p, empty, nempty);
+	kvbm_store_settle_many(p, empty, nempty, hint);
 	kvbm_store_unlock(p);
 	return err;
 }
@@ -697,7 +702,8 @@ static uint32_t unpin_last_run(struct kvbm_pool *p, const struct kvbm_block *b, 
 	return i;
 }
 
-int kvbm_release_blocks(struct kvbm_pool *p, const struct kvbm_block *blks, uint32_t n)
+int kvbm_release_blocks_hint(struct kvbm_pool *p, const struct kvbm_block *blks, uint32_t n,
+			     uint32_t hint)
 {
 	struct kvbm_block owned[BATCH];
 	uint32_t empty[BATCH], nown = 0, nempty = 0;
@@ -705,6 +711,8 @@ int kvbm_release_blocks(struct kvbm_pool *p, const struct kvbm_block *blks, uint
 
 	if (r < 0)
 		return r;
+	if (hint >= KVBM_HINT_COUNT)
+		return KVBM_EHINT;
 	if (n && !blks)
 		return -EINVAL;
 	/* one one-writer operation for the unpins, ended before each flush */
@@ -757,7 +765,7 @@ int kvbm_release_blocks(struct kvbm_pool *p, const struct kvbm_block *blks, uint
 		}
 		if (nown == BATCH || nempty == BATCH) {
 			kvbm_st_leave(p, ow);
-			r = flush(p, owned, nown, empty, nempty);
+			r = flush(p, owned, nown, empty, nempty, hint);
 			nown = nempty = 0;
 			if (r < 0)
 				return r;
@@ -765,8 +773,13 @@ int kvbm_release_blocks(struct kvbm_pool *p, const struct kvbm_block *blks, uint
 		}
 	}
 	kvbm_st_leave(p, ow);
-	r = nown + nempty ? flush(p, owned, nown, empty, nempty) : 0;
+	r = nown + nempty ? flush(p, owned, nown, empty, nempty, hint) : 0;
 	return err ? err : r;
+}
+
+int kvbm_release_blocks(struct kvbm_pool *p, const struct kvbm_block *blks, uint32_t n)
+{
+	return kvbm_release_blocks_hint(p, blks, n, KVBM_HINT_NONE);
 }
 
 void kvbm_unpin_settle(struct kvbm_pool *p, const struct kvbm_block *blks, size_t n)

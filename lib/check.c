@@ -465,6 +465,14 @@ static void check_list(struct ck *c, uint32_t lv, uint32_t want_list, uint32_t *
 		if (sl->list != want_list || sl->prev != prev)
 			bad(c, "eviction list %u: slot %u has list %u, prev %u (expected %u)", lv,
 			    s1 - 1, sl->list, sl->prev, prev);
+		/* lru keeps a list per release hint (lib/evict.c, lru_first):
+		 * recovery puts a block back in the one its tick names */
+		if (c->cfg.backend == KVBM_BACKEND_LRU && lv &&
+		    (lv >= KVBM_HINT_COUNT || (sl->tick & KVBM_TICK_HINT) != lv ||
+		     (sl->tick & KVBM_TICK_CONTROL)))
+			bad(c, "eviction list %u: slot %u's tick names hint %u%s", lv, s1 - 1,
+			    (unsigned)(sl->tick & KVBM_TICK_HINT),
+			    sl->tick & KVBM_TICK_CONTROL ? " (control sample)" : "");
 		prev = s1;
 		k++;
 	}

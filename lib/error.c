@@ -77,6 +77,8 @@ static const char *const own_errors[] = {
 	[-(KVBM_EPINSHARE - KVBM_EBASE)] =
 		"pinning these blocks would pass the pool's pin share (kvbm_config.pin_share)",
 	[-(KVBM_ENOTREG - KVBM_EBASE)] = "a hash to pin is not registered in the pool",
+	[-(KVBM_EHINT - KVBM_EBASE)] =
+		"release hint is not one of KVBM_HINT_NONE, KVBM_HINT_CONTINUES, KVBM_HINT_ONESHOT",
 };
 
 const char *kvbm_strerror(int err)

@@ -31,6 +31,7 @@
 
 #include "pool.h"
 #include "evict.h"
+#include "rhint.h"
 #include "../shm/failpoint.h"
 
 /* ---- TinyLFU sketch (lock-free, any process) -------------------------------- */
@@ -419,12 +420,17 @@ static uint64_t lin_prio(struct kvbm_pool *p, uint32_t s)
 		/* LFU: least frequent, then oldest */
 		return (uint64_t)kvbm_sketch_estimate(p, kvbm_slot_key(sl)) << 58 |
 		       (sl->tick >> KVBM_QT_SHIFT & ((1ull << 58) - 1));
+	/* the insertion counter, moved by a release hint as far as the
+	 * hint's record allows (rhint.c); unhinted blocks skip the calls */
+	uint64_t t = sl->tick >> KVBM_TICK_SHIFT;
+	if (sl->tick & KVBM_TICK_HINT)
+		t = kvbm_rhint_prio(p, t, kvbm_rhint_placed(p, s));
 	if (p->backend != KVBM_BACKEND_LFRU)
-		return sl->tick;
+		return t;
 	/* one pool's worth of insertions per doubling of the estimate: a
 	 * block used twice as often may sit one pool turnover longer */
 	uint32_t f = kvbm_sketch_estimate(p, kvbm_slot_key(sl));
-	return sl->tick * 16 + (uint64_t)p->nslots * lfru_weight(f);
+	return t * 16 + (uint64_t)p->nslots * lfru_weight(f);
 }
 
 /*
@@ -700,12 +706,17 @@ static void insert_at(struct kvbm_pool *p, uint32_t s, uint64_t tick, int front)
 	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 
 	sl->tick = tick;
+	if (tick & KVBM_TICK_HINT)
+		KVBM_FAILPOINT("evict.hint.insert");
 	if (kvbm_backend_is_lineage(p->backend)) {
 		sl->list = KVBM_LIST_LINEAGE;
 		lin_insert(p, s);
 		return;
 	}
-	uint32_t lv = p->backend == KVBM_BACKEND_MULTI_LRU ? mlru_level(p, s) : 0;
+	/* lru: a list per hint, each in tick order (see lru_first) */
+	uint32_t lv = p->backend == KVBM_BACKEND_MULTI_LRU ? mlru_level(p, s)
+		      : p->backend == KVBM_BACKEND_LRU     ? kvbm_rhint_placed(p, s)
+							   : 0;
 	sl->list = KVBM_LIST_LRU + lv;
 	if (front)
 		kvbm_evlist_prepend(p, &p->seg.ctl->lists[lv], s);
@@ -713,7 +724,7 @@ static void insert_at(struct kvbm_pool *p, uint32_t s, uint64_t tick, int front)
 		kvbm_evlist_append(p, &p->seg.ctl->lists[lv], s);
 }
 
-void kvbm_evict_insert(struct kvbm_pool *p, uint32_t s)
+void kvbm_evict_insert_hint(struct kvbm_pool *p, uint32_t s, uint32_t hint)
 {
 	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 
@@ -721,11 +732,21 @@ void kvbm_evict_insert(struct kvbm_pool *p, uint32_t s)
 		kvbm_queue_insert(p, s, KVBM_QI_NEW);
 		return;
 	}
-
+	/* still in the order from its last stay: it was hit meanwhile */
+	if (kvbm_evict_listed(p, s))
+		kvbm_rhint_outcome(p, s, 1);
 	/* a stale list entry goes; a stale lineage node is refreshed in place */
 	if (sl->list != KVBM_LIST_LINEAGE)
 		kvbm_evict_remove(p, s);
-	insert_at(p, s, ++p->seg.ctl->tick, 0);
+	insert_at(p, s,
+		  ++p->seg.ctl->tick << KVBM_TICK_SHIFT |
+			  (hint & (KVBM_TICK_HINT | KVBM_TICK_CONTROL)),
+		  0);
+}
+
+void kvbm_evict_insert(struct kvbm_pool *p, uint32_t s)
+{
+	kvbm_evict_insert_hint(p, s, KVBM_HINT_NONE);
 }
 
 void kvbm_evict_restore(struct kvbm_pool *p, uint32_t s)
@@ -735,6 +756,31 @@ void kvbm_evict_restore(struct kvbm_pool *p, uint32_t s)
 		return;
 	}
 	insert_at(p, s, kvbm_slot(p, s)->tick, 1);
+}
+
+/* lru with hinted blocks: list k holds the blocks placed under hint k in
+ * tick order, and a hint moves all of them alike, so each list stays in
+ * priority order and the first block is the least of the three heads. */
+static uint32_t lru_first(struct kvbm_pool *p)
+{
+	uint32_t best = UINT32_MAX;
+	uint64_t bp = UINT64_MAX;
+
+	for (uint32_t lv = 0; lv < 3; lv++) {
+		uint32_t h = p->seg.ctl->lists[lv].head;
+		if (!h)
+			continue;
+		if (h - 1 >= p->nslots) {
+			kvbm_store_corrupt(p);
+			continue;
+		}
+		uint64_t pr = kvbm_rhint_prio(p, kvbm_slot(p, h - 1)->tick >> KVBM_TICK_SHIFT, lv);
+		if (pr < bp) {
+			bp = pr;
+			best = h - 1;
+		}
+	}
+	return best;
 }
 
 uint32_t kvbm_evict_first(struct kvbm_pool *p)
@@ -751,6 +797,8 @@ uint32_t kvbm_evict_first(struct kvbm_pool *p)
 		kvbm_store_corrupt(p); /* only real nodes are leaves */
 		return UINT32_MAX;
 	}
+	if (p->backend == KVBM_BACKEND_LRU && (c->lists[1].len || c->lists[2].len))
+		return lru_first(p);
 	for (int lv = 0; lv < 4; lv++) {
 		uint32_t h = c->lists[lv].head;
 		if (h && h - 1 < p->nslots)
@@ -763,11 +811,15 @@ uint32_t kvbm_evict_first(struct kvbm_pool *p)
 
 void kvbm_evict_reinsert(struct kvbm_pool *p, uint32_t s)
 {
+	uint64_t t = kvbm_slot(p, s)->tick;
+
 	if (kvbm_backend_is_queued(p->backend)) {
+		p->seg.ctl->tick = t;
 		kvbm_queue_insert(p, s, KVBM_QI_REINSERT);
 		return;
 	}
-	insert_at(p, s, kvbm_slot(p, s)->tick, 0);
+	p->seg.ctl->tick = t >> KVBM_TICK_SHIFT; /* the counter, without the hint */
+	insert_at(p, s, t, 0);
 }
 
 void kvbm_evict_clear(struct kvbm_pool *p)

@@ -459,6 +459,9 @@ void kvbm_evict_setup(struct kvbm_pool *p);
 /* Slot @s was just marked INACTIVE: into the backend's order (a stale
  * entry of its earlier stay is replaced). */
 void kvbm_evict_insert(struct kvbm_pool *p, uint32_t s);
+/* The same with a release hint (KVBM_HINT_*, checked by the caller), and
+ * KVBM_TICK_CONTROL for a block of the control sample (lib/rhint.c). */
+void kvbm_evict_insert_hint(struct kvbm_pool *p, uint32_t s, uint32_t hint);
 /* Puts a victim back where it was (an allocation rolling back). */
 void kvbm_evict_restore(struct kvbm_pool *p, uint32_t s);
 /* Recovery: inserts @s at its recorded tick (call in tick order). */
@@ -473,8 +476,9 @@ void kvbm_sketch_touch(struct kvbm_pool *p, struct kvbm_plh key);
 uint32_t kvbm_sketch_estimate(const struct kvbm_pool *p, struct kvbm_plh key);
 /* Puts slot @s where its holders and flags say it belongs. */
 void kvbm_store_settle(struct kvbm_pool *p, uint32_t s);
-/* The same for @n slots, with one update of the inactive count. */
-void kvbm_store_settle_many(struct kvbm_pool *p, const uint32_t *s, uint32_t n);
+/* The same for @n slots, with one update of the inactive count; those that
+ * become inactive enter the order with release hint @hint. */
+void kvbm_store_settle_many(struct kvbm_pool *p, const uint32_t *s, uint32_t n, uint32_t hint);
 /* The same, taking and dropping the mutex (after an unpin returned 1). */
 void kvbm_store_settle_one(struct kvbm_pool *p, uint32_t s);
 /* Pin/evict handshake on a REGISTERED slot: 1 and the slot EVICTING, or 0

@@ -22,6 +22,7 @@
 
 #include "log.h"
 #include "pool.h"
+#include "rhint.h"
 #include "../shm/failpoint.h"
 #include "../shm/mutex.h"
 #include "../shm/liveness.h"
@@ -294,8 +295,9 @@ enum {
 };
 
 /* Settles @s; @counted: the caller raised the inactive count for it
- * already. Returns a SETTLE_* (SETTLE_INACTIVE: that count went to @s). */
-static int settle(struct kvbm_pool *p, uint32_t s, int counted)
+ * already; @hint: the release hint it enters the order with. Returns a
+ * SETTLE_* (SETTLE_INACTIVE: that count went to @s). */
+static int settle(struct kvbm_pool *p, uint32_t s, int counted, uint32_t hint)
 {
 	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 	/* relaxed: mutex held; only its holders change a REGISTERED word */
@@ -349,16 +351,16 @@ static int settle(struct kvbm_pool *p, uint32_t s, int counted)
 		return 0;
 	}
 	KVBM_FAILPOINT("store.settle.inactive");
-	kvbm_evict_insert(p, s);
+	kvbm_evict_insert_hint(p, s, hint);
 	return SETTLE_INACTIVE;
 }
 
 void kvbm_store_settle(struct kvbm_pool *p, uint32_t s)
 {
-	(void)settle(p, s, 0);
+	(void)settle(p, s, 0, KVBM_HINT_NONE);
 }
 
-void kvbm_store_settle_many(struct kvbm_pool *p, const uint32_t *s, uint32_t n)
+void kvbm_store_settle_many(struct kvbm_pool *p, const uint32_t *s, uint32_t n, uint32_t hint)
 {
 	uint32_t used = 0, noop_primary = 0, noop_dup = 0;
 
@@ -367,8 +369,9 @@ void kvbm_store_settle_many(struct kvbm_pool *p, const uint32_t *s, uint32_t n)
 	 * go inactive is taken back once. relaxed: each mark's CAS in
 	 * settle() keeps this first, as for one */
 	__atomic_fetch_add(&p->seg.ctl->inactive, (int64_t)n, __ATOMIC_RELAXED);
+	uint32_t h = kvbm_rhint_for_release(p, s, n, hint);
 	for (uint32_t i = 0; i < n; i++) {
-		int r = settle(p, s[i], 1);
+		int r = settle(p, s[i], 1, h);
 		used += r == SETTLE_INACTIVE;
 		/* the reference's late drop: a release whose last unpin a
 		 * lock-free pin (or another settle) overtook before this */
@@ -747,8 +750,7 @@ static int recover_hook(struct kvbm_seg *seg, const struct kvbm_shm_op *op, void
 	list = sort_by_tick(p, list);
 	for (uint32_t e = list, nx; e; e = nx) {
 		nx = kvbm_slot(p, e - 1)->next;
-		kvbm_evict_reinsert(p, e - 1);
-		c->tick = kvbm_slot(p, e - 1)->tick;
+		kvbm_evict_reinsert(p, e - 1); /* and the counter with it */
 	}
 	kvbm_store_recount_inactive(p, UINT32_MAX);
 	for (uint32_t s = 0; s < p->nslots; s++)

@@ -54,6 +54,8 @@ static const uint64_t layout_facts[] = {
 	sizeof(struct kvbm_shm_event),
 	sizeof(struct kvbm_shm_evict),
 	F(struct kvbm_shm_evict, nheap),
+	F(struct kvbm_shm_evict, hint),
+	F(struct kvbm_shm_hintstat, horizon),
 	sizeof(struct kvbm_shm_lnode),
 	F(struct kvbm_shm_lnode, hpos),
 	sizeof(struct kvbm_shm_hent),

@@ -35,8 +35,10 @@
  *    header.pidns and config.uid in what were reserved words
  * 8: the index's key hash (lib/index.h, kvbm_index_hash) and its stash
  * 9: pins held by the pool (lib/pins.c): the pin region, config.pin_share
- *    in what was reserved_cfg, the POOL holder bit (KVBM_MAX_PROCS 62) */
-#define KVBM_ABI_MAJOR 9
+ *    in what was reserved_cfg, the POOL holder bit (KVBM_MAX_PROCS 62)
+ * 10: release hints: the hint kind in a slot's tick, their accuracy counters
+ *    in the eviction header's second line */
+#define KVBM_ABI_MAJOR 10
 #define KVBM_ABI_MINOR 0
 #define KVBM_CACHELINE 64
 #define KVBM_PAGE 4096
@@ -431,6 +433,19 @@ struct kvbm_shm_evict {
 	uint32_t qtarget;      /* ARC: the target size of T1, 0..block_count;
 				* LeCaR: the LRU expert's weight, 0..KVBM_LECAR_ONE */
 	uint32_t reserved;
+	/* release hints (lib/rhint.c): how each kind fared on a control
+	 * sample of the hinted blocks ordered as if unhinted. Any content is
+	 * legal: every read is clamped, and a wrong count only misweighs
+	 * hints until the halving washes it out */
+	_Alignas(KVBM_CACHELINE) struct kvbm_shm_hintstat {
+		/* per KVBM_HINT_*: hit again while inactive, by age then in
+		 * eighths of the horizon (the last: 7/8 and older) */
+		uint32_t reused[KVBM_HINT_COUNT][8];
+		uint32_t unused[4]; /* per KVBM_HINT_*: evicted without a hit */
+		uint64_t horizon;   /* age at eviction of a block in the unhinted
+				     * order, in ticks x 16, a running mean */
+		uint64_t outcomes;  /* outcomes counted, ever (diagnostics) */
+	} hint;
 };
 
 /* Flags share the word of the position (24 bits: KVBM_PLH_MAX_POSITION). */
@@ -460,7 +475,9 @@ struct kvbm_shm_hent {
 	uint32_t node;
 	uint32_t reserved;
 };
-_Static_assert(sizeof(struct kvbm_shm_evict) == KVBM_CACHELINE, "evict header line");
+_Static_assert(sizeof(struct kvbm_shm_evict) == 3 * KVBM_CACHELINE, "evict header lines");
+_Static_assert(sizeof(struct kvbm_shm_hintstat) == 2 * KVBM_CACHELINE, "hint stats lines");
+_Static_assert(offsetof(struct kvbm_shm_evict, hint) == KVBM_CACHELINE, "hint stats line");
 _Static_assert(sizeof(struct kvbm_shm_lnode) == 24, "lineage node");
 _Static_assert(sizeof(struct kvbm_shm_hent) == 16, "leaf heap entry");
 
@@ -499,6 +516,13 @@ static inline int kvbm_backend_has_forest(uint32_t b)
  * rebuilds every queue in its order, with its frequency bits.
  */
 #define KVBM_LECAR_ONE (1u << 20)
+/* The other backends' slot tick: (insertion counter << 3) | CONTROL |
+ * release hint (KVBM_HINT_*, as it was when the block became inactive), so
+ * that the hint survives a recovery with the order. CONTROL: the block is
+ * in the control sample, ordered as if unhinted (lib/rhint.c). */
+#define KVBM_TICK_HINT 0x3u
+#define KVBM_TICK_CONTROL 0x4u
+#define KVBM_TICK_SHIFT 3
 #define KVBM_QT_QUEUE 0x3u
 #define KVBM_QT_FREQ_SHIFT 2
 #define KVBM_QT_SHIFT 4

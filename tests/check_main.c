@@ -46,6 +46,7 @@ int main(void)
 	srunner_add_suite(sr, make_attach_suite());
 	srunner_add_suite(sr, make_invariants_suite());
 	srunner_add_suite(sr, make_evict_suite());
+	srunner_add_suite(sr, make_hints_suite());
 	srunner_add_suite(sr, make_misuse_suite());
 	srunner_add_suite(sr, make_edges_suite());
 	srunner_add_suite(sr, make_recovery_load_suite());

@@ -27,6 +27,7 @@ Suite *make_mproc_suite(void);
 Suite *make_attach_suite(void);
 Suite *make_invariants_suite(void);
 Suite *make_evict_suite(void);
+Suite *make_hints_suite(void);
 Suite *make_misuse_suite(void);
 Suite *make_edges_suite(void);
 Suite *make_hostile_suite(void);

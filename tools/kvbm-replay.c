@@ -12,6 +12,13 @@
  * N attached processes running at once. --oracle adds, with the same
  * semantics and no pool, exact LRU and the offline optimum (Belady: evict
  * the resident block whose next use is farthest, ties to the deeper one).
+ *
+ * --hint-window T releases each request with a release hint derived from
+ * the trace, as a serving layer that knows its sessions would: CONTINUES
+ * when its next turn (a later request whose hash_ids start with all but
+ * possibly the last of its blocks) arrives within T seconds, else ONESHOT
+ * (or NONE, --hint-other none). --hint-noise F flips a fraction F of the
+ * hints, chosen from --hint-seed, so their worth is measured when wrong.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -41,6 +48,7 @@ struct trace {
 	uint32_t *depth;     /* per id: its position */
 	struct kvbm_plh *plh; /* per id */
 	uint32_t maxlen;
+	double *ts;          /* per request: "timestamp" (ms), NAN if none */
 };
 
 static void vsay(const char *fmt, va_list ap)
@@ -179,6 +187,15 @@ static void load(const char *path, struct trace *t)
 			rcap = rcap ? 2 * rcap : 4096;
 			t->start = xrealloc(t->start, rcap * sizeof(*t->start));
 		}
+		t->ts = xrealloc(t->ts, rcap * sizeof(*t->ts));
+		const char *tsp = strstr(line, "\"timestamp\"");
+		t->ts[t->nreq] = NAN;
+		if (tsp && (tsp = strchr(tsp, ':'))) {
+			char *end;
+			double x = strtod(tsp + 1, &end);
+			if (end != tsp + 1 && isfinite(x))
+				t->ts[t->nreq] = x;
+		}
 		t->start[t->nreq++] = t->nblocks;
 		for (size_t j = 0; j < n; j++) {
 			int fresh;
@@ -231,6 +248,66 @@ static void trace_free(struct trace *t)
 	free(t->ids);
 	free(t->depth);
 	free(t->plh);
+	free(t->ts);
+}
+
+/* ---- release hints from the trace ---------------------------------------------------- */
+
+struct hintopt {
+	double window; /* seconds; < 0: no hints */
+	double noise;  /* fraction flipped */
+	uint64_t seed;
+	uint32_t other; /* the hint of a request that does not continue */
+};
+
+static uint64_t splitmix(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ull;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+/* Per request: CONTINUES if a later request extends all but possibly its
+ * last block within the window, else @o->other; a fraction @o->noise of
+ * them flipped (request i flips when a hash of (seed, i) falls below it,
+ * so the same requests flip whatever the backend). Returns the hints and
+ * *ncont, the requests hinted CONTINUES before the noise. */
+static uint8_t *derive_hints(const struct trace *t, const struct hintopt *o, uint32_t *ncont)
+{
+	uint8_t *hint = xrealloc(NULL, t->nreq);
+	uint32_t *next = xrealloc(NULL, (size_t)t->nids * sizeof(*next));
+
+	for (uint32_t id = 0; id < t->nids; id++)
+		next[id] = UINT32_MAX; /* the first request after, holding the id */
+	*ncont = 0;
+	for (uint32_t i = t->nreq; i-- > 0;) {
+		uint32_t n = (uint32_t)(t->start[i + 1] - t->start[i]);
+		const uint32_t *ids = t->ids + t->start[i];
+		int cont = 0;
+		if (n) {
+			/* ids name prefixes: holding block n-2's id is
+			 * starting with the first n-1 blocks */
+			uint32_t nx = next[ids[n >= 2 ? n - 2 : 0]];
+			if (nx != UINT32_MAX) {
+				if (isnan(t->ts[i]) || isnan(t->ts[nx]))
+					die("request %u or %u has no \"timestamp\": --hint-window "
+					    "needs them",
+					    i + 1, nx + 1);
+				cont = (t->ts[nx] - t->ts[i]) / 1000.0 <= o->window;
+			}
+		}
+		*ncont += (uint32_t)cont;
+		uint32_t h = cont ? KVBM_HINT_CONTINUES : o->other;
+		uint64_t r = splitmix(o->seed * 0x100000001b3ull ^ i);
+		if ((double)(r >> 11) * 0x1p-53 < o->noise)
+			h = h == KVBM_HINT_CONTINUES ? o->other : KVBM_HINT_CONTINUES;
+		hint[i] = (uint8_t)h;
+		for (uint32_t j = 0; j < n; j++)
+			next[ids[j]] = i;
+	}
+	free(next);
+	return hint;
 }
 
 /* ---- the replay through a pool ----------------------------------------------------- */
@@ -250,8 +327,8 @@ static void progress(uint32_t done, uint32_t total, int tty)
 		fputs("\r\033[K", stderr);
 }
 
-static int replay_part(struct kvbm_pool *p, const struct trace *t, uint32_t proc, uint32_t nprocs,
-		       struct result *res, int tty)
+static int replay_part(struct kvbm_pool *p, const struct trace *t, const uint8_t *hint,
+		       uint32_t proc, uint32_t nprocs, struct result *res, int tty)
 {
 	struct kvbm_plh *h = xrealloc(NULL, t->maxlen * sizeof(*h));
 	struct kvbm_block *b = xrealloc(NULL, t->maxlen * sizeof(*b));
@@ -292,7 +369,7 @@ static int replay_part(struct kvbm_pool *p, const struct trace *t, uint32_t proc
 		}
 		for (uint32_t j = 0; j < n; j++)
 			rev[j] = b[n - 1 - j];
-		r = kvbm_release_blocks(p, rev, n);
+		r = kvbm_release_blocks_hint(p, rev, n, hint ? hint[i] : KVBM_HINT_NONE);
 		if (r < 0)
 			break;
 		progress(i + 1, t->nreq, tty && proc == 0);
@@ -328,8 +405,9 @@ static double cpu_s(void)
 
 static uint32_t tinylfu = KVBM_TINYLFU_AUTO;
 
-static int replay(const struct trace *t, uint32_t capacity, int backend, uint32_t nprocs,
-		  struct result *res, double *secs, double *cpu)
+static int replay(const struct trace *t, const uint8_t *hint, uint32_t capacity, int backend,
+		  uint32_t nprocs, struct result *res, double *secs, double *cpu,
+		  struct kvbm_hint_stats *hs)
 {
 	char name[64];
 	struct kvbm_config cfg;
@@ -350,7 +428,7 @@ static int replay(const struct trace *t, uint32_t capacity, int backend, uint32_
 	memset(res, 0, sizeof(*res));
 	double t0 = now_s(), c0 = cpu_s();
 	if (nprocs == 1) {
-		r = replay_part(p, t, 0, 1, res, tty);
+		r = replay_part(p, t, hint, 0, 1, res, tty);
 	} else {
 		struct result *shared = mmap(NULL, nprocs * sizeof(*shared), PROT_READ | PROT_WRITE,
 					     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -365,7 +443,7 @@ static int replay(const struct trace *t, uint32_t capacity, int backend, uint32_
 				struct kvbm_pool *q;
 				int rr = kvbm_pool_open(name, NULL, 0, &q);
 				if (rr == 0)
-					rr = replay_part(q, t, w, nprocs, &shared[w], tty);
+					rr = replay_part(q, t, hint, w, nprocs, &shared[w], tty);
 				if (rr == 0)
 					kvbm_pool_close(q);
 				_exit(rr == 0 ? 0 : 1);
@@ -388,6 +466,9 @@ static int replay(const struct trace *t, uint32_t capacity, int backend, uint32_
 	*cpu = cpu_s() - c0;
 	if (r < 0)
 		fprintf(stderr, "kvbm-replay: replay failed: %s\n", kvbm_strerror(r));
+	int rs = kvbm_hint_stats(p, hs);
+	if (rs < 0 && r == 0)
+		r = rs;
 	kvbm_pool_close(p);
 	kvbm_pool_destroy(name, KVBM_DESTROY_FORCE);
 	return r;
@@ -556,10 +637,15 @@ static void usage(FILE *f)
 {
 	fputs("usage: kvbm-replay --trace FILE --capacity-frac F [--backend NAME] [--procs N]\n"
 	      "                   [--tinylfu auto|none|small|medium|large] [--oracle] [--json]\n"
+	      "                   [--hint-window SECONDS [--hint-other oneshot|none]\n"
+	      "                    [--hint-noise F] [--hint-seed N]]\n"
 	      "       kvbm-replay --list-backends\n"
 	      "Replays a Mooncake-format trace (one JSON object per line with hash_ids)\n"
 	      "through a pool of floor(F x unique blocks) blocks and prints the prefix hit\n"
-	      "ratio; --oracle adds exact LRU and the offline optimum (Belady).\n",
+	      "ratio; --oracle adds exact LRU and the offline optimum (Belady).\n"
+	      "--hint-window releases a request with KVBM_HINT_CONTINUES when its next\n"
+	      "turn arrives within SECONDS (inf: ever), else ONESHOT (or NONE);\n"
+	      "--hint-noise flips a fraction F of those hints (seed N, default 1).\n",
 	      f);
 }
 
@@ -576,12 +662,18 @@ int main(int argc, char **argv)
 		{"tinylfu", required_argument, NULL, 'f'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
+		{"hint-window", required_argument, NULL, 'w'},
+		{"hint-noise", required_argument, NULL, 'n'},
+		{"hint-seed", required_argument, NULL, 's'},
+		{"hint-other", required_argument, NULL, 'x'},
 		{NULL, 0, NULL, 0},
 	};
 	const char *path = NULL;
 	double frac = -1;
 	int backend = KVBM_BACKEND_LINEAGE, oracle = 0, json = 0, c;
 	long procs = 1;
+	struct hintopt ho = {.window = -1, .noise = 0, .seed = 1, .other = KVBM_HINT_ONESHOT};
+	int hint_opts = 0;
 
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		char *end;
@@ -606,6 +698,35 @@ int main(int argc, char **argv)
 			break;
 		case 'o':
 			oracle = 1;
+			break;
+		case 'w':
+			ho.window = strtod(optarg, &end);
+			if (*end || !(ho.window >= 0))
+				usage_die("--hint-window: seconds >= 0 (or inf), not '%s'", optarg);
+			break;
+		case 'n':
+			ho.noise = strtod(optarg, &end);
+			if (*end || !(ho.noise >= 0 && ho.noise <= 1))
+				usage_die("--hint-noise: a fraction in [0, 1], not '%s'", optarg);
+			hint_opts = 1;
+			break;
+		case 's': {
+			errno = 0;
+			unsigned long long v = strtoull(optarg, &end, 10);
+			if (*end || errno || optarg[0] == '-' || !optarg[0])
+				usage_die("--hint-seed: a non-negative integer, not '%s'", optarg);
+			ho.seed = v;
+			hint_opts = 1;
+			break;
+		}
+		case 'x':
+			if (!strcmp(optarg, "oneshot"))
+				ho.other = KVBM_HINT_ONESHOT;
+			else if (!strcmp(optarg, "none"))
+				ho.other = KVBM_HINT_NONE;
+			else
+				usage_die("--hint-other: oneshot or none, not '%s'", optarg);
+			hint_opts = 1;
 			break;
 		case 'f': {
 			static const char *const caps[] = {"auto", "none", "small", "medium", "large"};
@@ -640,6 +761,8 @@ int main(int argc, char **argv)
 		usage_die("--capacity-frac F is required (kvbm-replay --help)");
 	if (optind != argc)
 		usage_die("unexpected argument '%s' (kvbm-replay --help)", argv[optind]);
+	if (hint_opts && ho.window < 0)
+		usage_die("--hint-noise, --hint-seed and --hint-other need --hint-window");
 	struct trace t;
 	load(path, &t);
 	uint32_t cap = (uint32_t)(frac * t.nids); /* floor: both positive */
@@ -651,11 +774,16 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	struct result res;
+	struct kvbm_hint_stats hs;
 	double secs, cpu;
-	if (replay(&t, cap, backend, (uint32_t)procs, &res, &secs, &cpu) < 0) {
+	uint32_t ncont = 0;
+	uint8_t *hint = ho.window >= 0 ? derive_hints(&t, &ho, &ncont) : NULL;
+	if (replay(&t, hint, cap, backend, (uint32_t)procs, &res, &secs, &cpu, &hs) < 0) {
+		free(hint);
 		trace_free(&t);
 		return 1;
 	}
+	free(hint);
 	double ratio = res.blocks ? (double)res.hits / (double)res.blocks : 0;
 	double lru = oracle ? oracle_lru(&t, cap) : 0, bel = oracle ? oracle_belady(&t, cap) : 0;
 	if (json) {
@@ -682,6 +810,16 @@ int main(int argc, char **argv)
 			json_dbl(&j, "lru_hit_ratio", lru);
 			json_dbl(&j, "belady_hit_ratio", bel);
 		}
+		if (ho.window >= 0) {
+			json_dbl(&j, "hint_window", isinf(ho.window) ? -1 : ho.window);
+			json_dbl(&j, "hint_noise", ho.noise);
+			json_u64(&j, "hint_seed", ho.seed);
+			json_str(&j, "hint_other", ho.other == KVBM_HINT_NONE ? "none" : "oneshot");
+			json_dbl(&j, "hint_continues_frac", (double)ncont / t.nreq);
+			json_u64(&j, "hint_weight_continues", hs.weight_permille[KVBM_HINT_CONTINUES]);
+			json_u64(&j, "hint_weight_oneshot", hs.weight_permille[KVBM_HINT_ONESHOT]);
+			json_u64(&j, "hint_horizon", hs.horizon);
+		}
 		json_obj_end(&j);
 		json_finish(&j);
 		trace_free(&t);
@@ -700,6 +838,19 @@ int main(int argc, char **argv)
 	       "CPU second)\n",
 	       res.requests / secs, res.blocks / secs / 1e6, secs, cpu,
 	       cpu > 0 ? res.blocks / cpu / 1e6 : 0);
+	if (ho.window >= 0) {
+		printf("hints     window %gs, %.1f%% of requests continue, %.0f%% flipped; other: %s\n",
+		       ho.window, 100.0 * ncont / t.nreq, 100 * ho.noise,
+		       ho.other == KVBM_HINT_NONE ? "none" : "oneshot");
+		for (uint32_t k = 0; k < KVBM_HINT_COUNT; k++)
+			printf("          %-9s control sample: %u hit again, %u evicted unused; "
+			       "weight %.3f of a %llu-tick horizon\n",
+			       k == KVBM_HINT_NONE	  ? "none"
+			       : k == KVBM_HINT_CONTINUES ? "continues"
+							  : "oneshot",
+			       hs.reused[k], hs.unused[k], hs.weight_permille[k] / 1000.0,
+			       (unsigned long long)hs.horizon);
+	}
 	if (oracle) {
 		printf("exact LRU %.4f\n", lru);
 		printf("Belady    %.4f\n", bel);

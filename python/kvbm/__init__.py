@@ -7,7 +7,7 @@ from .blocks import Block, Blocks
 from .errors import *  # noqa: F401,F403 - one class per return code
 from .errors import CODES, CODE_NAMES, KvbmError, PoolClosed, error_class
 from .hashing import Hashes, Tokens, hash_tokens, salt_hash
-from .pool import BACKENDS, Event, Pool, Stats, destroy
+from .pool import BACKENDS, HINTS, Event, Pool, Stats, destroy
 from .tiers import TIERS, Onboarding, tiers_presence
 
 __version__ = _fn.version().decode()
@@ -20,6 +20,6 @@ def strerror(code):
 
 __all__ = ["__version__", "Block", "Blocks", "Event", "Hashes", "Onboarding", "Pool", "Stats",
            "TIERS", "Tokens", "tiers_presence",
-           "KvbmError", "PoolClosed", "CODES", "CODE_NAMES", "BACKENDS", "destroy",
+           "KvbmError", "PoolClosed", "CODES", "CODE_NAMES", "BACKENDS", "HINTS", "destroy",
            "error_class", "hash_tokens", "lib_path", "salt_hash", "strerror"] + \
     [c.__name__ for c in CODES.values()]

@@ -98,6 +98,15 @@ class BlockInfo(Structure):
                 ("hash", Plh)]
 
 
+# enum kvbm_release_hint, in order
+HINTS = ("none", "continues", "oneshot")
+
+
+class HintStats(Structure):
+    _fields_ = [("reused", u32 * 3), ("unused", u32 * 3), ("boost", u64 * 3),
+                ("horizon", u64), ("weight_permille", u32 * 3)]
+
+
 class Event(Structure):
     _fields_ = [("seq", u64), ("kind", u32), ("ntokens", u32), ("hash", Plh),
                 ("tokens", POINTER(u32))]
@@ -184,6 +193,8 @@ _SIGS = {
     "kvbm_register_blocks": (c_int, [P, P, u32], False),
     "kvbm_register_blocks_tokens": (c_int, [P, P, u32, P], False),
     "kvbm_release_blocks": (c_int, [P, P, u32], False),
+    "kvbm_release_blocks_hint": (c_int, [P, P, u32, u32], False),
+    "kvbm_hint_stats": (c_int, [P, P], False),
     "kvbm_clone_block": (c_int, [P, P, P], False),
     "kvbm_set_reset_on_release": (c_int, [P, P, c_int], False),
     "kvbm_block_info": (c_int, [P, P, P], False),

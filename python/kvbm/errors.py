@@ -73,6 +73,7 @@ _OWN = [
     # pins held by the pool (kvbm_pin_prefix)
     ("EPINSHARE", 44, "PinShareExceeded"),
     ("ENOTREG", 45, "NotRegistered"),
+    ("EHINT", 46, "BadReleaseHint"),
 ]
 
 _ERRNO = [

@@ -13,12 +13,13 @@ from . import _lib
 from ._lib import BLOCK_SIZE, PLH_SIZE, fn
 from .blocks import Block, Blocks, buf_type, make
 from .errors import (ForeignHandle, Forked, Initializing, InvalidArgument, Mismatch, NoSpace,
-                     NotRegistered, PoolClosed, WrongSize, raise_rc)
+                     NotRegistered, PoolClosed, WrongSize, BadReleaseHint, raise_rc)
 from .hashing import Hashes, check_u64, tokens_u32
 
 BACKENDS = ("lru", "fifo", "multi-lru", "lineage", "lineage-fifo", "lfru", "s3fifo", "arc",
             "w-tinylfu", "lecar", "adapt")
 DUP_POLICIES = {"allow": 0, "reject": 1}
+HINTS = _lib.HINTS  # release hints, in the order of enum kvbm_release_hint
 BLOCK_STATES = ("reset", "mutable", "staged", "registered", "evicting")
 EVENT_KINDS = {1: "stored", 2: "removed", 3: "resync", 4: "cleared"}
 
@@ -55,6 +56,17 @@ def _uint(what, v, lo=0, hi=0xFFFFFFFF):
         raise InvalidArgument("%s = %d is out of range %d..%d" % (what, v, lo, hi),
                               InvalidArgument.code, None)
     return v
+
+
+def _hint_code(hint):
+    # by name; an int passes through, so that the library, not this
+    # package, judges a value it may know and we do not
+    if isinstance(hint, str):
+        if hint not in _lib.HINTS:
+            raise BadReleaseHint("release hint %r: one of %s" % (hint, ", ".join(_lib.HINTS)),
+                                 BadReleaseHint.code, "kvbm_release_blocks_hint")
+        return _lib.HINTS.index(hint)
+    return _uint("release hint", hint, 0, 0xFFFFFFFF)
 
 
 def _closed(*_):
@@ -550,16 +562,42 @@ class Pool:
             raise_rc(r, "kvbm_register_blocks")
         return blocks
 
-    def release(self, blocks):
+    def release(self, blocks, hint=None):
         """Gives back every handle of @blocks (a hold, or a MUTABLE/STAGED
         block). On a bad handle the ones before it are released and the
-        error raised (NotHeld for a double release)."""
+        error raised (NotHeld for a double release).
+
+        @hint tells the pool what comes of the blocks whose last hold this
+        drops (kvbm_release_blocks_hint): "continues" (the sequence goes on:
+        keep them longer), "oneshot" (never reused: evict them first) or
+        "none". The pool weighs it by how often that kind of hint has been
+        right (hint_stats()). Anything else raises BadReleaseHint before
+        a block is released."""
         p = self._p or _closed()
         if type(blocks) is not Blocks or blocks._pool is not self:
             blocks = self._own(blocks)
-        r = _release(p, blocks._addr, blocks._n)
+        if hint is None:
+            r = _release(p, blocks._addr, blocks._n)
+        else:
+            r = _release_hint(p, blocks._addr, blocks._n, _hint_code(hint))
         if r:
-            raise_rc(r, "kvbm_release_blocks")
+            raise_rc(r, "kvbm_release_blocks_hint" if hint is not None else
+                     "kvbm_release_blocks")
+
+    def hint_stats(self):
+        """The pool's record of release hints (kvbm_hint_stats): per hint
+        ("none", "continues", "oneshot"), the control sample's blocks hit
+        again and evicted unused, and how far such a block moves now (boost,
+        in ticks; weight, a fraction of the horizon), with the horizon."""
+        s = _out(_lib.HintStats)
+        r = fn.hint_stats(self._p or _closed(), ctypes.byref(s))
+        if r < 0:
+            raise_rc(r, "kvbm_hint_stats")
+        out = {h: {"reused": s.reused[k], "unused": s.unused[k], "boost": s.boost[k],
+                   "weight": s.weight_permille[k] / 1000.0}
+               for k, h in enumerate(_lib.HINTS)}
+        out["horizon"] = s.horizon
+        return out
 
     def clone(self, blocks):
         """One more hold on each REGISTERED block of @blocks."""
@@ -908,5 +946,6 @@ _stage = fn.stage_block
 _stage_blocks = fn.stage_blocks  # None without it
 _register = fn.register_blocks
 _release = fn.release_blocks
+_release_hint = fn.release_blocks_hint
 _match = fn.match_blocks
 _available = fn.available_blocks

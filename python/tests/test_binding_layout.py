@@ -21,6 +21,7 @@ STRUCTS = {
     "kvbm_block_info": _lib.BlockInfo, "kvbm_event": _lib.Event,
     "kvbm_metrics": _lib.Metrics, "kvbm_stats_snapshot": _lib.StatsSnapshot,
     "kvbm_pins_info": _lib.PinsInfo, "kvbm_pinned": _lib.Pinned,
+    "kvbm_hint_stats": _lib.HintStats,
 }
 
 

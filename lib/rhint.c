@@ -1,0 +1,243 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * rhint.c - release hints (kvbm_release_blocks_hint): how far a hinted
+ * block moves in the eviction order, from how often its kind was right.
+ *
+ * Under the pool mutex, except kvbm_hint_stats's callers' copy. The hint of
+ * a block is the low bits of its slot tick (layout.h, KVBM_TICK_HINT), so
+ * a recovery, which reinserts the inactive blocks in tick order, keeps it.
+ *
+ * Weight by accuracy: acting on a hint hides the evidence against it (a
+ * ONESHOT block evicted first is never seen hit again), so the record is
+ * kept on a control sample: one hinted release in 16, picked by the key of
+ * its first block, inserts its blocks as if unhinted (a flag in the tick
+ * says so), and their outcomes (hit again while inactive, or evicted
+ * unused) count for their kind. Unhinted blocks count too. Unhinted blocks count too. From
+ * these the pool knows each kind's reuse rate beside the pooled one:
+ *  - ONESHOT moves a block ahead by (pooled - oneshot) / pooled of the
+ *    horizon (how long an unhinted block lasts): all the way only if
+ *    ONESHOT blocks are never reused, not at all if they are reused as
+ *    often as the rest;
+ *  - CONTINUES moves it back by (continues - pooled) / (1 - pooled) of the
+ *    horizon: one more turnover if every such block comes back, none if
+ *    they come back no more often than the rest.
+ * A hint that is no better than none gets no weight, so wrong hints cost
+ * at most the sample's noise and the window it takes to notice.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <string.h>
+
+#include "pool.h"
+#include "evict.h"
+#include "rhint.h"
+#include "../shm/failpoint.h"
+
+/* outcomes per kind before both counts are halved: recent behaviour wins,
+ * and a count is never far from the window a clamp allows */
+#define WINDOW 8192u
+/* outcomes of a kind before its weight is trusted at all */
+#define MIN_SAMPLE 64u
+
+static uint32_t clamp_count(uint32_t v)
+{
+	return v < WINDOW ? v : WINDOW;
+}
+
+int kvbm_rhint_control(struct kvbm_plh key)
+{
+	return (kvbm_evict_mix(key, 0xc2b2ae3d27d4eb4full) >> 60) == 0;
+}
+
+uint32_t kvbm_rhint_for_release(struct kvbm_pool *p, const uint32_t *s, uint32_t n,
+				uint32_t hint)
+{
+	/* a whole release, not single blocks: with lru a control block in
+	 * the middle of a hinted chain would go first and strand the rest.
+	 * Unhinted blocks all count (they are ordered as unhinted anyway):
+	 * sampled too, a pool's fixed hot set could leave no hit at the edge
+	 * in the record, and no hint would earn weight */
+	if (hint == KVBM_HINT_NONE || n == 0 || s[0] >= p->nslots)
+		return hint;
+	return kvbm_rhint_control(kvbm_slot_key(kvbm_slot(p, s[0]))) ? hint | KVBM_TICK_CONTROL
+								      : hint;
+}
+
+uint32_t kvbm_rhint_placed(struct kvbm_pool *p, uint32_t s)
+{
+	uint64_t t = kvbm_slot(p, s)->tick;
+	uint32_t k = (uint32_t)(t & KVBM_TICK_HINT);
+
+	if (k >= KVBM_HINT_COUNT || (t & KVBM_TICK_CONTROL))
+		return KVBM_HINT_NONE;
+	return k;
+}
+
+/* Ticks an unhinted block lasts before eviction, bounded by the pool's
+ * own counter (any content of the segment's word is legal). */
+static uint64_t horizon(struct kvbm_pool *p)
+{
+	uint64_t h = p->ev->hint.horizon >> 4, cap = p->seg.ctl->tick;
+
+	if (h == 0) /* nothing measured yet: one pool's worth */
+		h = p->nslots;
+	if (cap < p->nslots)
+		cap = p->nslots;
+	return h < cap ? h : cap;
+}
+
+/* floor(sqrt(@v)), @v below 2^40 (counts clamped to WINDOW, sums of them) */
+static uint64_t isqrt(uint64_t v)
+{
+	uint64_t r = 0;
+
+	for (uint64_t b = 1ull << 20; b; b >>= 1)
+		if ((r + b) * (r + b) <= v)
+			r += b;
+	return r;
+}
+
+/* A kind's outcomes: hits by age (eighths of the horizon), and in all. */
+static uint64_t kind_counts(const struct kvbm_shm_hintstat *st, uint32_t k, uint64_t re[8])
+{
+	uint64_t n = clamp_count(st->unused[k]);
+
+	for (uint32_t j = 0; j < 8; j++)
+		n += re[j] = clamp_count(st->reused[k][j]);
+	return n;
+}
+
+/*
+ * How far a block of kind @k moves, in eighths of the horizon (0..8, or
+ * for CONTINUES up to 32). The marginal argument: an eighth of a
+ * horizon taken from a ONESHOT block costs the hits such blocks get at
+ * that age, and gives the room to the blocks at the eviction edge, which
+ * it buys the hits that blocks get in the last eighth before eviction
+ * (pooled over every kind). So a ONESHOT block moves ahead by as many
+ * eighths, counted from the edge, as its kind is hit less in than the
+ * pool is in its last one. A CONTINUES block stays longer by how much more
+ * its kind is hit in that last eighth than the pool: (ratio - 1) horizons,
+ * at most four; its hits past the edge are not seen on the sample, so the
+ * last eighth stands for them, and the ratio is taken between the ends of
+ * one standard deviation (the counts' square roots) that favour no boost:
+ * room held for a kind hit a few times more by chance is what cost hits
+ * on traces where the hint was right but worth little (EVICTION.md).
+ */
+static uint32_t weight_eighths(struct kvbm_pool *p, uint32_t k)
+{
+	const struct kvbm_shm_hintstat *st = &p->ev->hint;
+	uint64_t kre[8], re[8], all = 0, edge = 0;
+
+	if (k == KVBM_HINT_NONE || k >= KVBM_HINT_COUNT)
+		return 0;
+	uint64_t kall = kind_counts(st, k, kre);
+	if (kall < MIN_SAMPLE)
+		return 0;
+	for (uint32_t i = 0; i < KVBM_HINT_COUNT; i++) {
+		all += kind_counts(st, i, re);
+		edge += re[7];
+	}
+	if (edge == 0)
+		return 0; /* nothing is hit at the edge: room buys nothing */
+	/* fractions kre[j]/kall against edge/all, cross-multiplied */
+	if (k == KVBM_HINT_ONESHOT) {
+		uint32_t m = 0;
+		while (m < 8 && kre[7 - m] * all < edge * kall)
+			m++;
+		return m;
+	}
+	/* (kre[7]/kall) / (edge/all) - 1, in eighths, at most 4 horizons,
+	 * kre[7] one deviation down and edge one up */
+	uint64_t num = (kre[7] - isqrt(kre[7])) * all, den = (edge + isqrt(edge) + 1) * kall;
+	if (num <= den)
+		return 0;
+	uint64_t e = (num - den) * 8 / den;
+	return e < 32 ? (uint32_t)e : 32;
+}
+
+static uint32_t weight_permille(struct kvbm_pool *p, uint32_t k)
+{
+	return weight_eighths(p, k) * 125;
+}
+
+uint64_t kvbm_rhint_boost(struct kvbm_pool *p, uint32_t k)
+{
+	uint32_t w = weight_eighths(p, k);
+
+	return w ? horizon(p) * w / 8 : 0;
+}
+
+uint64_t kvbm_rhint_prio(struct kvbm_pool *p, uint64_t t, uint32_t k)
+{
+	if (k == KVBM_HINT_NONE)
+		return t;
+	uint64_t b = kvbm_rhint_boost(p, k);
+	if (k == KVBM_HINT_ONESHOT)
+		return t > b ? t - b : 0;
+	return t + b;
+}
+
+void kvbm_rhint_count(struct kvbm_pool *p, uint32_t s, int reused)
+{
+	struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+	struct kvbm_shm_hintstat *st = &p->ev->hint;
+	uint32_t k = (uint32_t)(sl->tick & KVBM_TICK_HINT);
+
+	if (k >= KVBM_HINT_COUNT)
+		k = KVBM_HINT_NONE;
+	uint64_t now = p->seg.ctl->tick, t = sl->tick >> KVBM_TICK_SHIFT;
+	uint64_t age = now > t ? now - t : 0;
+	if (age > (1ull << 40))
+		age = 1ull << 40;
+	uint32_t *c = &st->unused[k];
+	if (reused) {
+		uint64_t e = age * 8 / horizon(p);
+		c = &st->reused[k][e < 7 ? e : 7];
+	}
+	*c = clamp_count(*c) + 1;
+	KVBM_FAILPOINT("evict.hint.outcome");
+	/* the window, every 64 outcomes (a kind overshoots it by at most
+	 * that, and reads clamp each count anyway): this runs per eviction */
+	if ((++st->outcomes & 63) == 0)
+		for (uint32_t i = 0; i < KVBM_HINT_COUNT; i++) {
+			uint64_t re[8];
+			if (kind_counts(st, i, re) < WINDOW)
+				continue;
+			for (uint32_t j = 0; j < 8; j++)
+				st->reused[i][j] = (uint32_t)re[j] / 2;
+			st->unused[i] = clamp_count(st->unused[i]) / 2;
+		}
+	if (reused)
+		return;
+	/* the horizon: a running mean (1/64) of the age at eviction of the
+	 * blocks in the unhinted order, in 1/16 ticks */
+	uint64_t hm = st->horizon;
+	if (hm > (1ull << 44))
+		hm = 0; /* not a value any update writes: start again */
+	st->horizon = (uint64_t)((int64_t)hm + ((int64_t)(age << 4) - (int64_t)hm) / 64);
+}
+
+int kvbm_hint_stats(struct kvbm_pool *p, struct kvbm_hint_stats *out)
+{
+	int r = p ? kvbm_seg_check(&p->seg) : -EINVAL;
+
+	if (r < 0)
+		return r;
+	if (!out)
+		return -EINVAL;
+	r = kvbm_store_lock(p, KVBM_OP_NONE, 0);
+	if (r < 0)
+		return r;
+	memset(out, 0, sizeof(*out));
+	for (uint32_t k = 0; k < KVBM_HINT_COUNT; k++) {
+		uint64_t re[8];
+		uint64_t n = kind_counts(&p->ev->hint, k, re);
+		out->unused[k] = clamp_count(p->ev->hint.unused[k]);
+		out->reused[k] = (uint32_t)(n - out->unused[k]);
+		out->weight_permille[k] = weight_permille(p, k);
+		out->boost[k] = kvbm_rhint_boost(p, k);
+	}
+	out->horizon = horizon(p);
+	kvbm_store_unlock(p);
+	return 0;
+}
