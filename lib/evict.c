@@ -54,19 +54,13 @@ static uint64_t sketch_hash(struct kvbm_plh k)
 	return kvbm_evict_mix(k, 0x9e3779b97f4a7c15ull);
 }
 
-static unsigned nibbles(uint64_t h, unsigned idx[4])
+/* The key's four counters: bit 4i set for each counter i it picks, a
+ * counter picked twice counted once (an OR), so a touch adds one to each
+ * picked counter with one add, whatever the duplicates. */
+static uint64_t picks(uint64_t h)
 {
-	unsigned n = 0;
-
-	for (unsigned i = 0; i < 4; i++) {
-		unsigned x = (unsigned)(h >> (4 * i)) & 15;
-		unsigned dup = 0;
-		for (unsigned j = 0; j < n; j++)
-			dup |= idx[j] == x;
-		if (!dup)
-			idx[n++] = x;
-	}
-	return n;
+	return 1ull << (4 * (h & 15)) | 1ull << (4 * (h >> 4 & 15)) |
+	       1ull << (4 * (h >> 8 & 15)) | 1ull << (4 * (h >> 12 & 15));
 }
 
 uint32_t kvbm_sketch_estimate(const struct kvbm_pool *p, struct kvbm_plh key)
@@ -76,10 +70,11 @@ uint32_t kvbm_sketch_estimate(const struct kvbm_pool *p, struct kvbm_plh key)
 	uint64_t h = sketch_hash(key);
 	uint64_t w = __atomic_load_n(&p->sketch[(h >> 32) & (p->sketch_words - 1)],
 				     __ATOMIC_RELAXED);
-	unsigned idx[4] = {0}, n = nibbles(h, idx), m = 15;
+	unsigned m = 15;
 
-	for (unsigned i = 0; i < n; i++) {
-		unsigned v = (unsigned)(w >> (4 * idx[i])) & 15;
+	/* a counter picked twice only repeats a term of the minimum */
+	for (unsigned i = 0; i < 16; i += 4) {
+		unsigned v = (unsigned)(w >> (4 * (h >> i & 15))) & 15;
 		m = v < m ? v : m;
 	}
 	return m;
@@ -110,14 +105,12 @@ void kvbm_sketch_touch(struct kvbm_pool *p, struct kvbm_plh key)
 		return;
 	uint64_t h = sketch_hash(key);
 	uint64_t *wp = &p->sketch[(h >> 32) & (p->sketch_words - 1)];
-	uint64_t w = __atomic_load_n(wp, __ATOMIC_RELAXED), nw;
-	unsigned idx[4] = {0}, n = nibbles(h, idx);
+	uint64_t w = __atomic_load_n(wp, __ATOMIC_RELAXED), nw, ones = picks(h);
 
 	do {
-		nw = w;
-		for (unsigned i = 0; i < n; i++)
-			if (((w >> (4 * idx[i])) & 15) != 15)
-				nw += 1ull << (4 * idx[i]);
+		/* bit 4i of sat: counter i is at 15, where it stays */
+		uint64_t sat = w & w >> 1 & w >> 2 & w >> 3 & 0x1111111111111111ull;
+		nw = w + (ones & ~sat);
 		if (nw == w)
 			return; /* saturated: not an increment */
 	} while (!__atomic_compare_exchange_n(wp, &w, nw, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
@@ -570,9 +563,9 @@ static void lin_insert(struct kvbm_pool *p, uint32_t s)
 		return;
 	}
 	p->ev->nreal++;
-	struct kvbm_plh key = kvbm_slot_key(kvbm_slot(p, s));
-	uint32_t pos = kvbm_plh_position(key);
-	uint64_t frag = kvbm_plh_router_hash(key), pfrag = kvbm_plh_parent_fragment(key);
+	uint32_t pos;
+	uint64_t frag, pfrag;
+	kvbm_plh_lineage_key(kvbm_slot_key(kvbm_slot(p, s)), &pos, &frag, &pfrag);
 	*n = (struct kvbm_shm_lnode){.frag = frag, .pos_fl = pos | KVBM_LN_USED};
 	/* only a ghost matters here, and blocks that come parent first
 	 * (the usual order) leave none: skip the search then */

@@ -432,6 +432,8 @@ int kvbm_evict_listed(const struct kvbm_pool *p, uint32_t s);
 uint32_t kvbm_evict_first(struct kvbm_pool *p);
 /* Empties every eviction structure (recovery). */
 void kvbm_evict_clear(struct kvbm_pool *p);
+/* hash.c: kvbm_plh_position, _router_hash and _parent_fragment of @h at once */
+void kvbm_plh_lineage_key(struct kvbm_plh h, uint32_t *pos, uint64_t *frag, uint64_t *pfrag);
 void kvbm_sketch_touch(struct kvbm_pool *p, struct kvbm_plh key);
 uint32_t kvbm_sketch_estimate(const struct kvbm_pool *p, struct kvbm_plh key);
 /* Puts slot @s where its holders and flags say it belongs. */
