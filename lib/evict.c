@@ -222,6 +222,21 @@ void kvbm_evlist_prepend(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t 
 	l->len++;
 }
 
+void kvbm_evlist_rotate(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t last)
+{
+	struct kvbm_shm_slot *ls = kvbm_slot(p, last);
+
+	if (!ls->next)
+		return; /* the whole list: its order is the same */
+	uint32_t first = l->head, nh = ls->next;
+	SL(p, nh)->prev = 0;
+	SL(p, l->tail)->next = first;
+	SL(p, first)->prev = l->tail;
+	ls->next = 0;
+	l->head = nh;
+	l->tail = last + 1;
+}
+
 void kvbm_evlist_insert_before(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s,
 			       uint32_t before)
 {
@@ -364,6 +379,22 @@ static uint32_t lin_find(struct kvbm_pool *p, uint32_t pos, uint64_t frag)
 	return ghost;
 }
 
+/* Whether @h1 (node + 1, from a hint) is the node keyed (@pos, @frag):
+ * while no two nodes share a key (evict.twins clear) it is then the only
+ * one, the node lin_find() would return, and the lookup is not needed. */
+static int lin_hint_ok(struct kvbm_pool *p, uint32_t h1, uint32_t pos, uint64_t frag)
+{
+	if (!h1 || h1 > p->lin_nodes || p->ev->twins)
+		return 0;
+	const struct kvbm_shm_lnode *n = &p->ln[h1 - 1];
+	return (n->pos_fl & (KVBM_LN_USED | KVBM_LN_POS)) == (KVBM_LN_USED | pos) && n->frag == frag;
+}
+
+static uint32_t lin_find_hinted(struct kvbm_pool *p, uint32_t pos, uint64_t frag, uint32_t h1)
+{
+	return lin_hint_ok(p, h1, pos, frag) ? h1 - 1 : lin_find(p, pos, frag);
+}
+
 static void hash_add(struct kvbm_pool *p, uint32_t n)
 {
 	uint32_t *head = &p->heads[key_bucket(p, ln_pos(&(*LN(p, n))), (*LN(p, n)).frag)];
@@ -386,6 +417,32 @@ static void hash_del(struct kvbm_pool *p, uint32_t n)
 	if (*link)
 		*link = (*LN(p, n)).hnext;
 	(*LN(p, n)).hnext = 0;
+}
+
+/* Real node @s, keyed as ghost @g, takes @g's place in their chain: one
+ * walk (@g, made by the child released just before, is usually its
+ * chain's head) where an unlink and a link cost two. With no other real
+ * node of that key (lin_find() returned @g), a place in the chain is as
+ * good as another. */
+static void hash_replace(struct kvbm_pool *p, uint32_t g, uint32_t s)
+{
+	uint32_t *link = &p->heads[key_bucket(p, ln_pos(&(*LN(p, g))), (*LN(p, g)).frag)];
+
+	for (uint32_t steps = 0; *link && *link != g + 1; steps++) {
+		if (steps > p->lin_nodes) {
+			kvbm_store_corrupt(p); /* a cycle */
+			return;
+		}
+		link = &(*LN(p, *link - 1)).hnext;
+	}
+	if (!*link) {
+		kvbm_store_corrupt(p); /* a used node outside its chain */
+		hash_add(p, s);
+		return;
+	}
+	*link = s + 1;
+	(*LN(p, s)).hnext = (*LN(p, g)).hnext;
+	(*LN(p, g)).hnext = 0;
 }
 
 static int lin_fifo(const struct kvbm_pool *p)
@@ -496,26 +553,35 @@ static uint32_t ghost_new(struct kvbm_pool *p, uint32_t pos, uint64_t frag, uint
 	return g1 - 1;
 }
 
-static void ghost_free(struct kvbm_pool *p, uint32_t g)
+/* Ghost @g, out of its chain, back to the free list. */
+static void ghost_release(struct kvbm_pool *p, uint32_t g)
 {
-	hash_del(p, g);
+	if (p->lin_ghost_hint == g + 1)
+		p->lin_ghost_hint = 0;
 	(*LN(p, g)) = (struct kvbm_shm_lnode){.hnext = p->ev->ghost_free};
 	(*GPF(p, g)) = 0;
 	p->ev->ghost_free = g + 1;
 	p->ev->nghosts--;
 }
 
-/* A node keyed under (@pos - 1, @pfrag) left: its parent may become a
- * leaf, or, a ghost with no children left, go too; and so on up,
- * iteratively (a chain may be as deep as the pool). */
-static void lin_unparent(struct kvbm_pool *p, uint32_t pos, uint64_t pfrag, uint32_t *hole)
+static void ghost_free(struct kvbm_pool *p, uint32_t g)
+{
+	hash_del(p, g);
+	ghost_release(p, g);
+}
+
+/* A node keyed under (@pos - 1, @pfrag) left (@par: its parent hint): its
+ * parent may become a leaf, or, a ghost with no children left, go too;
+ * and so on up, iteratively (a chain may be as deep as the pool). */
+static void lin_unparent(struct kvbm_pool *p, uint32_t pos, uint64_t pfrag, uint32_t par1,
+			 uint32_t *hole)
 {
 	for (uint32_t steps = 0; pos > 0; steps++) {
 		if (steps > p->lin_nodes) {
 			kvbm_store_corrupt(p);
 			return;
 		}
-		uint32_t par = lin_find(p, pos - 1, pfrag);
+		uint32_t par = lin_find_hinted(p, pos - 1, pfrag, par1);
 		if (par == UINT32_MAX || (*LN(p, par)).nchild == 0)
 			return;
 		struct kvbm_shm_lnode *pn = &(*LN(p, par));
@@ -530,6 +596,7 @@ static void lin_unparent(struct kvbm_pool *p, uint32_t pos, uint64_t pfrag, uint
 		uint32_t linked = pn->pos_fl & KVBM_LN_LINKED;
 		pos = ln_pos(pn);
 		pfrag = (*GPF(p, par));
+		par1 = pn->par;
 		ghost_free(p, par);
 		if (!linked)
 			return;
@@ -539,16 +606,23 @@ static void lin_unparent(struct kvbm_pool *p, uint32_t pos, uint64_t pfrag, uint
 /* Links node @s (a real one, keyed at @pos > 0) under its parent's key. */
 static void lin_link(struct kvbm_pool *p, uint32_t s, uint32_t pos, uint64_t pfrag)
 {
-	uint32_t par = lin_find(p, pos - 1, pfrag);
+	/* released parent first (recovery, in tick order), the parent is
+	 * the node inserted just before */
+	uint32_t par = lin_find_hinted(p, pos - 1, pfrag, p->lin_last_hint);
 
-	if (par == UINT32_MAX)
+	if (par == UINT32_MAX) {
 		par = ghost_new(p, pos - 1, pfrag, 0); /* its own parent unknown: unlinked */
-	if (par == UINT32_MAX)
-		return;
+		if (par == UINT32_MAX)
+			return;
+		/* released last block first, the next insertion is this
+		 * parent, which will take the ghost's place */
+		p->lin_ghost_hint = par + 1;
+	}
 	KVBM_FAILPOINT("evict.lineage.link");
 	if ((*LN(p, par)).nchild++ == 0)
 		leaf_del(p, par);
 	(*LN(p, s)).pos_fl |= KVBM_LN_LINKED;
+	(*LN(p, s)).par = par + 1;
 }
 
 static void lin_insert(struct kvbm_pool *p, uint32_t s)
@@ -560,6 +634,7 @@ static void lin_insert(struct kvbm_pool *p, uint32_t s)
 		leaf_del(p, s);
 		if (!n->nchild)
 			leaf_add(p, s);
+		p->lin_last_hint = s + 1;
 		return;
 	}
 	p->ev->nreal++;
@@ -567,26 +642,39 @@ static void lin_insert(struct kvbm_pool *p, uint32_t s)
 	uint64_t frag, pfrag;
 	kvbm_plh_lineage_key(kvbm_slot_key(kvbm_slot(p, s)), &pos, &frag, &pfrag);
 	*n = (struct kvbm_shm_lnode){.frag = frag, .pos_fl = pos | KVBM_LN_USED};
-	/* only a ghost matters here, and blocks that come parent first
-	 * (the usual order) leave none: skip the search then */
-	uint32_t g = p->ev->nghosts ? lin_find(p, pos, frag) : UINT32_MAX;
+	/* a ghost of its key takes it in (its children came first); a real
+	 * node of its key makes key twins, after which hints are not used */
+	uint32_t g;
+	if (lin_hint_ok(p, p->lin_ghost_hint, pos, frag) &&
+	    (p->ln[p->lin_ghost_hint - 1].pos_fl & KVBM_LN_GHOST)) {
+		g = p->lin_ghost_hint - 1;
+	} else {
+		g = lin_find(p, pos, frag);
+		if (g != UINT32_MAX && !((*LN(p, g)).pos_fl & KVBM_LN_GHOST))
+			p->ev->twins = 1;
+	}
 	if (g != UINT32_MAX && ((*LN(p, g)).pos_fl & KVBM_LN_GHOST)) {
 		/* its children came first: it takes the ghost's place, and
 		 * its link, when both name the same parent key */
 		uint64_t gp = (*GPF(p, g));
-		uint32_t glinked = (*LN(p, g)).pos_fl & KVBM_LN_LINKED;
+		uint32_t glinked = (*LN(p, g)).pos_fl & KVBM_LN_LINKED, gpar = (*LN(p, g)).par;
 		n->nchild = (*LN(p, g)).nchild;
 		(*LN(p, g)).pos_fl &= ~KVBM_LN_LINKED;
-		ghost_free(p, g);
+		hash_replace(p, g, s);
+		ghost_release(p, g);
 		KVBM_FAILPOINT("evict.lineage.unghost");
-		if (glinked && gp == pfrag)
+		if (glinked && gp == pfrag) {
 			n->pos_fl |= KVBM_LN_LINKED;
-		else if (glinked)
-			lin_unparent(p, pos, gp, NULL); /* a key twin: not its parent */
+			n->par = gpar;
+		} else if (glinked) {
+			lin_unparent(p, pos, gp, gpar, NULL); /* a key twin: not its parent */
+		}
+	} else {
+		hash_add(p, s);
 	}
-	hash_add(p, s);
 	if (pos > 0 && !(n->pos_fl & KVBM_LN_LINKED))
 		lin_link(p, s, pos, pfrag);
+	p->lin_last_hint = s + 1;
 	if (!n->nchild)
 		leaf_add(p, s);
 }
@@ -615,6 +703,7 @@ static void lin_remove(struct kvbm_pool *p, uint32_t s)
 		if (g != UINT32_MAX) {
 			(*LN(p, g)).nchild = n->nchild;
 			(*LN(p, g)).pos_fl |= n->pos_fl & KVBM_LN_LINKED;
+			(*LN(p, g)).par = n->par;
 			*n = (struct kvbm_shm_lnode){0};
 			if (hole) /* only leaves have entries: never, but never leak one */
 				heap_del_at(p, hole - 1);
@@ -622,12 +711,12 @@ static void lin_remove(struct kvbm_pool *p, uint32_t s)
 		}
 	}
 	if (n->pos_fl & KVBM_LN_LINKED)
-		lin_unparent(p, ln_pos(n), pfrag, &hole);
+		lin_unparent(p, ln_pos(n), pfrag, n->par, &hole);
 	if (hole)
 		heap_del_at(p, hole - 1);
 	*n = (struct kvbm_shm_lnode){0};
 	if (!p->ev->nreal && !p->ev->nghosts)
-		p->ev->orphans = 0; /* empty: every count is exact again */
+		p->ev->orphans = p->ev->twins = 0; /* empty: every count is exact again */
 }
 
 void kvbm_lin_insert(struct kvbm_pool *p, uint32_t s)
@@ -638,11 +727,6 @@ void kvbm_lin_insert(struct kvbm_pool *p, uint32_t s)
 void kvbm_lin_remove(struct kvbm_pool *p, uint32_t s)
 {
 	lin_remove(p, s);
-}
-
-uint32_t kvbm_lin_children(struct kvbm_pool *p, uint32_t s)
-{
-	return (*LN(p, s)).nchild;
 }
 
 uint32_t kvbm_lin_least(struct kvbm_pool *p)

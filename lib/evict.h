@@ -12,6 +12,9 @@
 void kvbm_evlist_unlink(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s);
 void kvbm_evlist_append(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s);
 void kvbm_evlist_prepend(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s);
+/* The entries from the head to @last, an entry of @l, to the tail, in
+ * their order: rotations of a queue's heads, spliced once. */
+void kvbm_evlist_rotate(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t last);
 /* @s before @before, an entry of @l */
 void kvbm_evlist_insert_before(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s,
 			       uint32_t before);
@@ -23,7 +26,13 @@ uint64_t kvbm_evict_mix(struct kvbm_plh k, uint64_t mult);
  * resurrection stays), leaves, and how many nodes hang under it. */
 void kvbm_lin_insert(struct kvbm_pool *p, uint32_t s);
 void kvbm_lin_remove(struct kvbm_pool *p, uint32_t s);
-uint32_t kvbm_lin_children(struct kvbm_pool *p, uint32_t s);
+static inline uint32_t kvbm_lin_children(struct kvbm_pool *p, uint32_t s)
+{
+	if (s < p->lin_nodes)
+		return p->ln[s].nchild;
+	kvbm_store_corrupt(p);
+	return 0;
+}
 /* The leaf at the top of the leaf heap, or UINT32_MAX. */
 uint32_t kvbm_lin_least(struct kvbm_pool *p);
 

@@ -117,25 +117,52 @@ static int q_ready(struct kvbm_pool *p, uint32_t s)
 /*
  * The first block of queue @q that may go and that @keep keeps as the
  * victim (NULL: any), in at most @passes passes (and p->scan_budget heads
- * when that is set); a block that may not go rotates to the tail; @keep
- * returns 0 when it moved the head itself.
+ * when that is set). A block that may not go rotates to the tail with a
+ * new queue tick; so does one that @keep sends once more around its own
+ * queue (@keep returns 0 when it moved the head itself, to another
+ * queue). The heads that rotate are spliced to the tail once per run, in
+ * their order, with the ticks one move each would have given them: a run
+ * of parents of cached blocks (a hot prefix) costs a tick store each, not
+ * an unlink and an append.
  */
 static uint32_t q_scan(struct kvbm_pool *p, uint32_t q, uint32_t passes,
 		       int (*keep)(struct kvbm_pool *, uint32_t, uint32_t))
 {
-	uint64_t n = (uint64_t)qlen(p, q) * passes;
+	uint64_t n = (uint64_t)qlen(p, q) * passes, i = 0;
 
 	if (p->scan_budget && n > p->scan_budget)
 		n = p->scan_budget;
 
-	for (uint64_t i = 0; i < n; i++) {
-		uint32_t s = q_head(p, q);
-		if (s == UINT32_MAX)
-			break;
-		if (!q_ready(p, s)) {
-			q_move(p, s, q, q, tick_freq(kvbm_slot(p, s)->tick));
+	while (i < n) {
+		uint32_t s = q_head(p, q), len = qlen(p, q), last = UINT32_MAX, victim = 0;
+		for (uint32_t k = 0; k < len && i < n && s != UINT32_MAX; k++) {
+			struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+			uint64_t t = sl->tick;
+			uint32_t f = tick_freq(t);
+			if (q_ready(p, s)) {
+				if (!keep || !f || q == 0) {
+					victim = 1; /* @keep decides, after the run */
+					break;
+				}
+				f--; /* used in M: once more around, one count less */
+			}
+			sl->tick = p->ev->qtick++ << KVBM_QT_SHIFT | (uint64_t)f << KVBM_QT_FREQ_SHIFT | q;
+			last = s;
+			i++;
+			s = sl->next - 1 < p->nslots ? sl->next - 1 : UINT32_MAX;
+			if (sl->next && s == UINT32_MAX)
+				kvbm_store_corrupt(p);
+		}
+		if (last != UINT32_MAX) {
+			KVBM_FAILPOINT("evict.queue.move");
+			kvbm_evlist_rotate(p, Q(p, q), last);
+		}
+		if (!victim) {
+			if (last == UINT32_MAX)
+				break; /* empty, or a broken link */
 			continue;
 		}
+		i++;
 		if (!keep || keep(p, s, q))
 			return s;
 	}

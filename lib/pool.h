@@ -55,6 +55,11 @@ struct kvbm_pool {
 	struct kvbm_shm_hent *heap;
 	uint64_t *gpfrag; /* ghosts' parent fragments, by node - nslots */
 	uint32_t lin_nodes, lin_buckets; /* this process's geometry, not the segment's */
+	/* evict.c's hints, node + 1 (0: none), used only once validated by
+	 * key: the ghost its last link made (its parent, usually released
+	 * next) and the node it last inserted (a child's parent, released
+	 * in order) */
+	uint32_t lin_ghost_hint, lin_last_hint;
 	/* the ghost table of S3-FIFO and ARC (evict_queue.c), or NULL */
 	struct kvbm_shm_ghosthdr *ghdr;
 	struct kvbm_shm_gbucket *gtab;
