@@ -395,28 +395,39 @@ static uint32_t lin_find_hinted(struct kvbm_pool *p, uint32_t pos, uint64_t frag
 	return lin_hint_ok(p, h1, pos, frag) ? h1 - 1 : lin_find(p, pos, frag);
 }
 
-static void hash_add(struct kvbm_pool *p, uint32_t n)
+/* Node @n (at @nd) to the head of its key's chain. */
+static void hash_add_at(struct kvbm_pool *p, uint32_t n, struct kvbm_shm_lnode *nd)
 {
-	uint32_t *head = &p->heads[key_bucket(p, ln_pos(&(*LN(p, n))), (*LN(p, n)).frag)];
+	uint32_t *head = &p->heads[key_bucket(p, ln_pos(nd), nd->frag)];
 
-	(*LN(p, n)).hnext = *head;
+	nd->hnext = *head;
 	*head = n + 1;
 }
 
-static void hash_del(struct kvbm_pool *p, uint32_t n)
+
+/* The link (a chain head or a node's hnext) that names node @n, or NULL. */
+static inline __attribute__((always_inline)) uint32_t *hash_link(struct kvbm_pool *p, uint32_t n)
 {
 	uint32_t *link = &p->heads[key_bucket(p, ln_pos(&(*LN(p, n))), (*LN(p, n)).frag)];
 
 	for (uint32_t steps = 0; *link && *link != n + 1; steps++) {
 		if (steps > p->lin_nodes) {
 			kvbm_store_corrupt(p); /* a cycle */
-			return;
+			return NULL;
 		}
 		link = &(*LN(p, *link - 1)).hnext;
 	}
-	if (*link)
-		*link = (*LN(p, n)).hnext;
-	(*LN(p, n)).hnext = 0;
+	return *link ? link : NULL;
+}
+
+static void hash_del(struct kvbm_pool *p, uint32_t n)
+{
+	uint32_t *link = hash_link(p, n);
+	struct kvbm_shm_lnode *nd = LN(p, n);
+
+	if (link)
+		*link = nd->hnext;
+	nd->hnext = 0;
 }
 
 /* Real node @s, keyed as ghost @g, takes @g's place in their chain: one
@@ -424,25 +435,19 @@ static void hash_del(struct kvbm_pool *p, uint32_t n)
  * chain's head) where an unlink and a link cost two. With no other real
  * node of that key (lin_find() returned @g), a place in the chain is as
  * good as another. */
-static void hash_replace(struct kvbm_pool *p, uint32_t g, uint32_t s)
+static void hash_replace(struct kvbm_pool *p, uint32_t g, struct kvbm_shm_lnode *gn, uint32_t s,
+			 struct kvbm_shm_lnode *sn)
 {
-	uint32_t *link = &p->heads[key_bucket(p, ln_pos(&(*LN(p, g))), (*LN(p, g)).frag)];
+	uint32_t *link = hash_link(p, g);
 
-	for (uint32_t steps = 0; *link && *link != g + 1; steps++) {
-		if (steps > p->lin_nodes) {
-			kvbm_store_corrupt(p); /* a cycle */
-			return;
-		}
-		link = &(*LN(p, *link - 1)).hnext;
-	}
-	if (!*link) {
+	if (!link) {
 		kvbm_store_corrupt(p); /* a used node outside its chain */
-		hash_add(p, s);
+		hash_add_at(p, s, sn);
 		return;
 	}
 	*link = s + 1;
-	(*LN(p, s)).hnext = (*LN(p, g)).hnext;
-	(*LN(p, g)).hnext = 0;
+	sn->hnext = gn->hnext;
+	gn->hnext = 0;
 }
 
 static int lin_fifo(const struct kvbm_pool *p)
@@ -544,11 +549,13 @@ static uint32_t ghost_new(struct kvbm_pool *p, uint32_t pos, uint64_t frag, uint
 		p->ev->orphans++;
 		return UINT32_MAX;
 	}
-	struct kvbm_shm_lnode *g = &(*LN(p, g1 - 1));
+	struct kvbm_shm_lnode *g = &p->ln[g1 - 1]; /* in range: checked above */
+	uint32_t *head = &p->heads[key_bucket(p, pos, frag)];
 	p->ev->ghost_free = g->hnext;
-	*g = (struct kvbm_shm_lnode){.frag = frag, .pos_fl = pos | KVBM_LN_USED | KVBM_LN_GHOST};
-	(*GPF(p, g1 - 1)) = pfrag;
-	hash_add(p, g1 - 1);
+	*g = (struct kvbm_shm_lnode){.frag = frag, .pos_fl = pos | KVBM_LN_USED | KVBM_LN_GHOST,
+				     .hnext = *head};
+	*head = g1;
+	p->gpfrag[g1 - 1 - p->nslots] = pfrag;
 	p->ev->nghosts++;
 	return g1 - 1;
 }
@@ -558,8 +565,8 @@ static void ghost_release(struct kvbm_pool *p, uint32_t g)
 {
 	if (p->lin_ghost_hint == g + 1)
 		p->lin_ghost_hint = 0;
-	(*LN(p, g)) = (struct kvbm_shm_lnode){.hnext = p->ev->ghost_free};
-	(*GPF(p, g)) = 0;
+	*GPF(p, g) = 0; /* checks @g: a ghost's index */
+	p->ln[g] = (struct kvbm_shm_lnode){.hnext = p->ev->ghost_free};
 	p->ev->ghost_free = g + 1;
 	p->ev->nghosts--;
 }
@@ -603,8 +610,8 @@ static void lin_unparent(struct kvbm_pool *p, uint32_t pos, uint64_t pfrag, uint
 	}
 }
 
-/* Links node @s (a real one, keyed at @pos > 0) under its parent's key. */
-static void lin_link(struct kvbm_pool *p, uint32_t s, uint32_t pos, uint64_t pfrag)
+/* Links node @n (a real one, keyed at @pos > 0) under its parent's key. */
+static void lin_link(struct kvbm_pool *p, struct kvbm_shm_lnode *n, uint32_t pos, uint64_t pfrag)
 {
 	/* released parent first (recovery, in tick order), the parent is
 	 * the node inserted just before */
@@ -619,10 +626,10 @@ static void lin_link(struct kvbm_pool *p, uint32_t s, uint32_t pos, uint64_t pfr
 		p->lin_ghost_hint = par + 1;
 	}
 	KVBM_FAILPOINT("evict.lineage.link");
-	if ((*LN(p, par)).nchild++ == 0)
+	if (LN(p, par)->nchild++ == 0)
 		leaf_del(p, par);
-	(*LN(p, s)).pos_fl |= KVBM_LN_LINKED;
-	(*LN(p, s)).par = par + 1;
+	n->pos_fl |= KVBM_LN_LINKED;
+	n->par = par + 1;
 }
 
 static void lin_insert(struct kvbm_pool *p, uint32_t s)
@@ -644,23 +651,28 @@ static void lin_insert(struct kvbm_pool *p, uint32_t s)
 	*n = (struct kvbm_shm_lnode){.frag = frag, .pos_fl = pos | KVBM_LN_USED};
 	/* a ghost of its key takes it in (its children came first); a real
 	 * node of its key makes key twins, after which hints are not used */
-	uint32_t g;
-	if (lin_hint_ok(p, p->lin_ghost_hint, pos, frag) &&
-	    (p->ln[p->lin_ghost_hint - 1].pos_fl & KVBM_LN_GHOST)) {
-		g = p->lin_ghost_hint - 1;
+	uint32_t g = p->lin_ghost_hint - 1;
+	struct kvbm_shm_lnode *gn = NULL;
+	if (lin_hint_ok(p, g + 1, pos, frag) && (p->ln[g].pos_fl & KVBM_LN_GHOST)) {
+		gn = &p->ln[g];
 	} else {
 		g = lin_find(p, pos, frag);
-		if (g != UINT32_MAX && !((*LN(p, g)).pos_fl & KVBM_LN_GHOST))
-			p->ev->twins = 1;
+		if (g != UINT32_MAX) {
+			gn = LN(p, g);
+			if (!(gn->pos_fl & KVBM_LN_GHOST)) {
+				p->ev->twins = 1;
+				gn = NULL;
+			}
+		}
 	}
-	if (g != UINT32_MAX && ((*LN(p, g)).pos_fl & KVBM_LN_GHOST)) {
+	if (gn) {
 		/* its children came first: it takes the ghost's place, and
 		 * its link, when both name the same parent key */
-		uint64_t gp = (*GPF(p, g));
-		uint32_t glinked = (*LN(p, g)).pos_fl & KVBM_LN_LINKED, gpar = (*LN(p, g)).par;
-		n->nchild = (*LN(p, g)).nchild;
-		(*LN(p, g)).pos_fl &= ~KVBM_LN_LINKED;
-		hash_replace(p, g, s);
+		uint64_t gp = *GPF(p, g);
+		uint32_t glinked = gn->pos_fl & KVBM_LN_LINKED, gpar = gn->par;
+		n->nchild = gn->nchild;
+		gn->pos_fl &= ~KVBM_LN_LINKED;
+		hash_replace(p, g, gn, s, n);
 		ghost_release(p, g);
 		KVBM_FAILPOINT("evict.lineage.unghost");
 		if (glinked && gp == pfrag) {
@@ -670,10 +682,10 @@ static void lin_insert(struct kvbm_pool *p, uint32_t s)
 			lin_unparent(p, pos, gp, gpar, NULL); /* a key twin: not its parent */
 		}
 	} else {
-		hash_add(p, s);
+		hash_add_at(p, s, n);
 	}
 	if (pos > 0 && !(n->pos_fl & KVBM_LN_LINKED))
-		lin_link(p, s, pos, pfrag);
+		lin_link(p, n, pos, pfrag);
 	p->lin_last_hint = s + 1;
 	if (!n->nchild)
 		leaf_add(p, s);
@@ -701,9 +713,10 @@ static void lin_remove(struct kvbm_pool *p, uint32_t s)
 		uint32_t g = ghost_new(p, ln_pos(n), n->frag, pfrag);
 		KVBM_FAILPOINT("evict.lineage.ghost");
 		if (g != UINT32_MAX) {
-			(*LN(p, g)).nchild = n->nchild;
-			(*LN(p, g)).pos_fl |= n->pos_fl & KVBM_LN_LINKED;
-			(*LN(p, g)).par = n->par;
+			struct kvbm_shm_lnode *gn = &p->ln[g]; /* ghost_new's: in range */
+			gn->nchild = n->nchild;
+			gn->pos_fl |= n->pos_fl & KVBM_LN_LINKED;
+			gn->par = n->par;
 			*n = (struct kvbm_shm_lnode){0};
 			if (hole) /* only leaves have entries: never, but never leak one */
 				heap_del_at(p, hole - 1);

@@ -135,6 +135,7 @@ static uint32_t q_scan(struct kvbm_pool *p, uint32_t q, uint32_t passes,
 
 	while (i < n) {
 		uint32_t s = q_head(p, q), len = qlen(p, q), last = UINT32_MAX, victim = 0;
+		uint64_t qt = p->ev->qtick; /* in a register: a tick store may alias it */
 		for (uint32_t k = 0; k < len && i < n && s != UINT32_MAX; k++) {
 			struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 			uint64_t t = sl->tick;
@@ -146,13 +147,14 @@ static uint32_t q_scan(struct kvbm_pool *p, uint32_t q, uint32_t passes,
 				}
 				f--; /* used in M: once more around, one count less */
 			}
-			sl->tick = p->ev->qtick++ << KVBM_QT_SHIFT | (uint64_t)f << KVBM_QT_FREQ_SHIFT | q;
+			sl->tick = qt++ << KVBM_QT_SHIFT | (uint64_t)f << KVBM_QT_FREQ_SHIFT | q;
 			last = s;
 			i++;
 			s = sl->next - 1 < p->nslots ? sl->next - 1 : UINT32_MAX;
 			if (sl->next && s == UINT32_MAX)
 				kvbm_store_corrupt(p);
 		}
+		p->ev->qtick = qt;
 		if (last != UINT32_MAX) {
 			KVBM_FAILPOINT("evict.queue.move");
 			kvbm_evlist_rotate(p, Q(p, q), last);
@@ -208,20 +210,34 @@ static uint32_t g_window(struct kvbm_pool *p, uint32_t l)
 	return c > t ? c - t : 0;
 }
 
-static uint32_t g_age(struct kvbm_pool *p, uint64_t e)
+/* What a bucket scan needs of both lists, read once (a window costs a
+ * division or a queue length). */
+struct g_lists {
+	uint32_t stamp[2], window[2];
+};
+
+static struct g_lists g_lists(struct kvbm_pool *p)
+{
+	return (struct g_lists){{p->ghdr->stamp[0], p->ghdr->stamp[1]},
+				{g_window(p, 0), g_window(p, 1)}};
+}
+
+/* How many evictions into its list ago entry @e was made, or UINT32_MAX
+ * (empty, or no list of ours). */
+static uint32_t g_age(const struct g_lists *gl, uint64_t e)
 {
 	uint32_t l = (uint32_t)(e >> 32) & 3;
 
 	if (!e || l > 1)
 		return UINT32_MAX;
-	return p->ghdr->stamp[l] - (uint32_t)e; /* >= 1 for a live entry */
+	return gl->stamp[l] - (uint32_t)e; /* >= 1 for a live entry */
 }
 
-static int g_live(struct kvbm_pool *p, uint64_t e)
+static int g_live(const struct g_lists *gl, uint64_t e)
 {
-	uint32_t age = g_age(p, e);
+	uint32_t age = g_age(gl, e);
 
-	return age != UINT32_MAX && age - 1 < g_window(p, (uint32_t)(e >> 32) & 3);
+	return age != UINT32_MAX && age - 1 < gl->window[(uint32_t)(e >> 32) & 1];
 }
 
 static uint64_t *g_bucket(struct kvbm_pool *p, uint64_t h)
@@ -243,13 +259,14 @@ static void ghost_put(struct kvbm_pool *p, struct kvbm_plh key, uint32_t l)
 		return;
 	uint64_t h = g_hash(key), fp = g_fp(h), *b = g_bucket(p, h);
 	uint32_t pick = 0, oldest = 0;
+	struct g_lists gl = g_lists(p);
 
 	for (uint32_t i = 0; i < 8; i++) {
-		if (!g_live(p, b[i]) || b[i] >> 34 == fp) {
+		if (!g_live(&gl, b[i]) || b[i] >> 34 == fp) {
 			pick = i;
 			break;
 		}
-		uint32_t age = g_age(p, b[i]);
+		uint32_t age = g_age(&gl, b[i]);
 		if (age > oldest) {
 			oldest = age;
 			pick = i;
@@ -269,8 +286,11 @@ static uint32_t ghost_take(struct kvbm_pool *p, struct kvbm_plh key, uint32_t li
 
 	for (uint32_t i = 0; i < 8; i++) {
 		uint32_t l = (uint32_t)(b[i] >> 32) & 3;
-		if (b[i] >> 34 == fp && (lists >> l & 1) && g_live(p, b[i])) {
-			*age = g_age(p, b[i]);
+		if (b[i] >> 34 != fp || !(lists >> l & 1))
+			continue;
+		struct g_lists gl = g_lists(p); /* a fingerprint's match: rare */
+		if (g_live(&gl, b[i])) {
+			*age = g_age(&gl, b[i]);
 			b[i] = 0;
 			return l + 1;
 		}

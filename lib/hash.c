@@ -165,13 +165,15 @@ void kvbm_plh_lineage_key(struct kvbm_plh h, uint32_t *pos, uint64_t *frag, uint
 		*frag = *pfrag = 0;
 		return;
 	}
-	unsigned r = parent_bits(mode);
-	uint32_t ps = (uint32_t)(h.hi >> r) & (uint32_t)low_mask(pos_bits(mode));
+	/* the tables above as arithmetic: R = 54 - 8 mode, P = 62 - R */
+	unsigned r = 54 - 8 * mode;
+	uint32_t ps = (uint32_t)(h.hi >> r) & ((1u << (62 - r)) - 1);
 	uint64_t cur = h.lo >> r | h.hi << (64 - r);
+	unsigned cr = ps + 1 < (1u << 8) ? 54 : ps + 1 < (1u << 16) ? 46 : 38;
 
 	*pos = ps;
-	*frag = cur & low_mask(parent_bits(mode_of(ps + 1)));
-	*pfrag = h.lo & low_mask(r);
+	*frag = cur & ((1ull << cr) - 1);
+	*pfrag = h.lo & ((1ull << r) - 1);
 }
 
 int kvbm_plh_extend(struct kvbm_plh parent, uint64_t child_block_hash, struct kvbm_plh *out)
