@@ -286,19 +286,20 @@ static void heap_up(struct kvbm_pool *p, uint32_t i)
 
 static void heap_down(struct kvbm_pool *p, uint32_t i)
 {
-	struct kvbm_shm_hent e = p->heap[i];
-	uint32_t len = heap_len(p);
+	/* in locals: a store to the segment may alias anything read through p */
+	struct kvbm_shm_hent *h = p->heap, e = h[i];
+	const uint32_t len = heap_len(p);
 
 	for (;;) {
 		uint32_t c = 4 * i + 1, end = c + 4 < len ? c + 4 : len;
 		if (c >= len)
 			break;
 		for (uint32_t k = c + 1; k < end; k++)
-			if (hent_less(&p->heap[k], &p->heap[c]))
-				c = k;
-		if (!hent_less(&p->heap[c], &e))
+			c = hent_less(&h[k], &h[c]) ? k : c;
+		if (!hent_less(&h[c], &e))
 			break;
-		heap_set(p, i, p->heap[c]);
+		h[i] = h[c];
+		LN(p, h[i].node)->hpos = i + 1;
 		i = c;
 	}
 	heap_set(p, i, e);
@@ -673,6 +674,11 @@ static void lin_insert(struct kvbm_pool *p, uint32_t s)
 		n->nchild = gn->nchild;
 		gn->pos_fl &= ~KVBM_LN_LINKED;
 		hash_replace(p, g, gn, s, n);
+		/* the child inserted just before made the ghost: its hint
+		 * follows the parent (other children's go stale and look up) */
+		uint32_t c1 = p->lin_last_hint;
+		if (c1 && c1 <= p->nslots && p->ln[c1 - 1].par == g + 1)
+			p->ln[c1 - 1].par = s + 1;
 		ghost_release(p, g);
 		KVBM_FAILPOINT("evict.lineage.unghost");
 		if (glinked && gp == pfrag) {
