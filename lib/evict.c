@@ -305,6 +305,26 @@ static void heap_down(struct kvbm_pool *p, uint32_t i)
 	heap_set(p, i, e);
 }
 
+/* Entry @e into index @i < heap_len() (a hole, or the new last): up or
+ * down as its neighbours say, which a set, an up and a down would do in
+ * three calls. */
+static void heap_place(struct kvbm_pool *p, uint32_t i, struct kvbm_shm_hent e)
+{
+	struct kvbm_shm_hent *h = p->heap;
+
+	if (i > 0 && hent_less(&e, &h[(i - 1) / 4])) {
+		do {
+			h[i] = h[(i - 1) / 4];
+			LN(p, h[i].node)->hpos = i + 1;
+			i = (i - 1) / 4;
+		} while (i > 0 && hent_less(&e, &h[(i - 1) / 4]));
+		heap_set(p, i, e);
+		return;
+	}
+	h[i] = e;
+	heap_down(p, i);
+}
+
 /* Removes the entry at index @i (its node's hpos already cleared). */
 static void heap_del_at(struct kvbm_pool *p, uint32_t i)
 {
@@ -361,16 +381,16 @@ static uint64_t ln_pfrag(struct kvbm_pool *p, uint32_t n)
  * which the registry index serves here. */
 static uint32_t lin_find(struct kvbm_pool *p, uint32_t pos, uint64_t frag)
 {
-	uint32_t ghost = UINT32_MAX;
+	const struct kvbm_shm_lnode *ln = p->ln;
+	const uint32_t nodes = p->lin_nodes;
+	uint32_t ghost = UINT32_MAX, steps = 0;
 
-	uint32_t steps = 0;
-
-	for (uint32_t n1 = p->heads[key_bucket(p, pos, frag)]; n1; n1 = (*LN(p, n1 - 1)).hnext) {
-		if (++steps > p->lin_nodes) { /* a cycle */
+	for (uint32_t n1 = p->heads[key_bucket(p, pos, frag)]; n1; n1 = ln[n1 - 1].hnext) {
+		if (n1 > nodes || ++steps > nodes) { /* out of range, or a cycle */
 			kvbm_store_corrupt(p);
 			break;
 		}
-		const struct kvbm_shm_lnode *n = &(*LN(p, n1 - 1));
+		const struct kvbm_shm_lnode *n = &ln[n1 - 1];
 		if (ln_pos(n) != pos || n->frag != frag)
 			continue;
 		if (!(n->pos_fl & KVBM_LN_GHOST))
@@ -409,14 +429,16 @@ static void hash_add_at(struct kvbm_pool *p, uint32_t n, struct kvbm_shm_lnode *
 /* The link (a chain head or a node's hnext) that names node @n, or NULL. */
 static inline __attribute__((always_inline)) uint32_t *hash_link(struct kvbm_pool *p, uint32_t n)
 {
-	uint32_t *link = &p->heads[key_bucket(p, ln_pos(&(*LN(p, n))), (*LN(p, n)).frag)];
+	struct kvbm_shm_lnode *ln = p->ln, *nd = LN(p, n);
+	const uint32_t nodes = p->lin_nodes;
+	uint32_t *link = &p->heads[key_bucket(p, ln_pos(nd), nd->frag)];
 
 	for (uint32_t steps = 0; *link && *link != n + 1; steps++) {
-		if (steps > p->lin_nodes) {
-			kvbm_store_corrupt(p); /* a cycle */
+		if (*link > nodes || steps > nodes) { /* out of range, or a cycle */
+			kvbm_store_corrupt(p);
 			return NULL;
 		}
-		link = &(*LN(p, *link - 1)).hnext;
+		link = &ln[*link - 1].hnext;
 	}
 	return *link ? link : NULL;
 }
@@ -504,11 +526,7 @@ static void leaf_add_at(struct kvbm_pool *p, uint32_t n, uint32_t *hole)
 		i = *hole - 1; /* a node's hpos: the segment's word */
 		*hole = 0;
 		if (i < heap_len(p)) {
-			heap_set(p, i, e);
-			heap_up(p, i);
-			i = (*LN(p, n)).hpos - 1;
-			if (i < heap_len(p))
-				heap_down(p, i);
+			heap_place(p, i, e);
 			return;
 		}
 		kvbm_store_corrupt(p);
@@ -519,8 +537,7 @@ static void leaf_add_at(struct kvbm_pool *p, uint32_t n, uint32_t *hole)
 		return;
 	}
 	p->ev->nheap++;
-	heap_set(p, i, e);
-	heap_up(p, i);
+	heap_place(p, i, e);
 }
 
 static void leaf_add(struct kvbm_pool *p, uint32_t n)

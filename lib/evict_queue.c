@@ -97,15 +97,19 @@ static void q_move(struct kvbm_pool *p, uint32_t s, uint32_t from, uint32_t q, u
 	q_push(p, s, q, f);
 }
 
-/* Whether @s may go now: nobody holds it, no duplicate keeps it active,
- * no child of it is cached. A filter: the caller's handshake decides. */
-static int q_ready(struct kvbm_pool *p, uint32_t s)
+/* Whether slot @sl may go now as far as its slot says: nobody holds it,
+ * no duplicate keeps it active. A filter: the caller's handshake decides. */
+static inline __attribute__((always_inline)) int q_free(const struct kvbm_shm_slot *sl)
 {
-	const struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 	uint64_t h = __atomic_load_n(&sl->holders, __ATOMIC_RELAXED);
 
-	return !(h & KVBM_HOLD_PROCS) && (h & KVBM_HOLD_INACTIVE) && !sl->dups &&
-	       kvbm_lin_children(p, s) == 0;
+	return !(h & KVBM_HOLD_PROCS) && (h & KVBM_HOLD_INACTIVE) && !sl->dups;
+}
+
+/* ... and no child of it is cached. */
+static inline __attribute__((always_inline)) int q_ready(struct kvbm_pool *p, uint32_t s)
+{
+	return q_free(kvbm_slot(p, s)) && kvbm_lin_children(p, s) == 0;
 }
 
 /* Heads a scan looks at before the policy tries its other queue: a
@@ -135,12 +139,15 @@ static uint32_t q_scan(struct kvbm_pool *p, uint32_t q, uint32_t passes,
 
 	while (i < n) {
 		uint32_t s = q_head(p, q), len = qlen(p, q), last = UINT32_MAX, victim = 0;
-		uint64_t qt = p->ev->qtick; /* in a register: a tick store may alias it */
+		/* in locals: a tick store may alias what is read through p */
+		uint64_t qt = p->ev->qtick;
+		struct kvbm_shm_slot *slots = p->seg.slots;
+		const struct kvbm_shm_lnode *ln = p->ln;
+		const uint32_t nslots = p->nslots, nodes = p->lin_nodes;
 		for (uint32_t k = 0; k < len && i < n && s != UINT32_MAX; k++) {
-			struct kvbm_shm_slot *sl = kvbm_slot(p, s);
-			uint64_t t = sl->tick;
-			uint32_t f = tick_freq(t);
-			if (q_ready(p, s)) {
+			struct kvbm_shm_slot *sl = &slots[s];
+			uint32_t f = tick_freq(sl->tick);
+			if (q_free(sl) && (s < nodes ? ln[s].nchild : kvbm_lin_children(p, s)) == 0) {
 				if (!keep || !f || q == 0) {
 					victim = 1; /* @keep decides, after the run */
 					break;
@@ -150,7 +157,7 @@ static uint32_t q_scan(struct kvbm_pool *p, uint32_t q, uint32_t passes,
 			sl->tick = qt++ << KVBM_QT_SHIFT | (uint64_t)f << KVBM_QT_FREQ_SHIFT | q;
 			last = s;
 			i++;
-			s = sl->next - 1 < p->nslots ? sl->next - 1 : UINT32_MAX;
+			s = sl->next - 1 < nslots ? sl->next - 1 : UINT32_MAX;
 			if (sl->next && s == UINT32_MAX)
 				kvbm_store_corrupt(p);
 		}
