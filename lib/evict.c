@@ -39,16 +39,6 @@
  * reference spreads them over four words; a word here is picked by a
  * 64-bit mix of the 128-bit key and the four nibbles by its low 16 bits.
  * An estimate is the minimum of the four, as there. */
-uint64_t kvbm_evict_mix(struct kvbm_plh k, uint64_t mult)
-{
-	uint64_t h = k.lo ^ (k.hi * mult);
-
-	h ^= h >> 32;
-	h *= 0xd6e8feb86659fd93ull;
-	h ^= h >> 32;
-	return h;
-}
-
 static uint64_t sketch_hash(struct kvbm_plh k)
 {
 	return kvbm_evict_mix(k, 0x9e3779b97f4a7c15ull);
@@ -379,13 +369,13 @@ static uint64_t ln_pfrag(struct kvbm_pool *p, uint32_t n)
 /* A node keyed (@pos, @frag), a real one first: distinct hashes may share
  * a key, and the reference compares full hashes only on lookups by hash,
  * which the registry index serves here. */
-static uint32_t lin_find(struct kvbm_pool *p, uint32_t pos, uint64_t frag)
+static uint32_t lin_find_in(struct kvbm_pool *p, const uint32_t *head, uint32_t pos, uint64_t frag)
 {
 	const struct kvbm_shm_lnode *ln = p->ln;
 	const uint32_t nodes = p->lin_nodes;
 	uint32_t ghost = UINT32_MAX, steps = 0;
 
-	for (uint32_t n1 = p->heads[key_bucket(p, pos, frag)]; n1; n1 = ln[n1 - 1].hnext) {
+	for (uint32_t n1 = *head; n1; n1 = ln[n1 - 1].hnext) {
 		if (n1 > nodes || ++steps > nodes) { /* out of range, or a cycle */
 			kvbm_store_corrupt(p);
 			break;
@@ -398,6 +388,11 @@ static uint32_t lin_find(struct kvbm_pool *p, uint32_t pos, uint64_t frag)
 		ghost = n1 - 1;
 	}
 	return ghost;
+}
+
+static uint32_t lin_find(struct kvbm_pool *p, uint32_t pos, uint64_t frag)
+{
+	return lin_find_in(p, &p->heads[key_bucket(p, pos, frag)], pos, frag);
 }
 
 /* Whether @h1 (node + 1, from a hint) is the node keyed (@pos, @frag):
@@ -557,7 +552,9 @@ static void leaf_del(struct kvbm_pool *p, uint32_t n)
 	heap_del(p, n);
 }
 
-static uint32_t ghost_new(struct kvbm_pool *p, uint32_t pos, uint64_t frag, uint64_t pfrag)
+/* A ghost keyed (@pos, @frag) at the head of chain @head (its key's). */
+static uint32_t ghost_new_at(struct kvbm_pool *p, uint32_t *head, uint32_t pos, uint64_t frag,
+			     uint64_t pfrag)
 {
 	uint32_t g1 = p->ev->ghost_free;
 
@@ -568,7 +565,6 @@ static uint32_t ghost_new(struct kvbm_pool *p, uint32_t pos, uint64_t frag, uint
 		return UINT32_MAX;
 	}
 	struct kvbm_shm_lnode *g = &p->ln[g1 - 1]; /* in range: checked above */
-	uint32_t *head = &p->heads[key_bucket(p, pos, frag)];
 	p->ev->ghost_free = g->hnext;
 	*g = (struct kvbm_shm_lnode){.frag = frag, .pos_fl = pos | KVBM_LN_USED | KVBM_LN_GHOST,
 				     .hnext = *head};
@@ -576,6 +572,11 @@ static uint32_t ghost_new(struct kvbm_pool *p, uint32_t pos, uint64_t frag, uint
 	p->gpfrag[g1 - 1 - p->nslots] = pfrag;
 	p->ev->nghosts++;
 	return g1 - 1;
+}
+
+static uint32_t ghost_new(struct kvbm_pool *p, uint32_t pos, uint64_t frag, uint64_t pfrag)
+{
+	return ghost_new_at(p, &p->heads[key_bucket(p, pos, frag)], pos, frag, pfrag);
 }
 
 /* Ghost @g, out of its chain, back to the free list. */
@@ -633,15 +634,20 @@ static void lin_link(struct kvbm_pool *p, struct kvbm_shm_lnode *n, uint32_t pos
 {
 	/* released parent first (recovery, in tick order), the parent is
 	 * the node inserted just before */
-	uint32_t par = lin_find_hinted(p, pos - 1, pfrag, p->lin_last_hint);
+	uint32_t par = p->lin_last_hint - 1;
 
-	if (par == UINT32_MAX) {
-		par = ghost_new(p, pos - 1, pfrag, 0); /* its own parent unknown: unlinked */
-		if (par == UINT32_MAX)
-			return;
-		/* released last block first, the next insertion is this
-		 * parent, which will take the ghost's place */
-		p->lin_ghost_hint = par + 1;
+	if (!lin_hint_ok(p, par + 1, pos - 1, pfrag)) {
+		uint32_t *head = &p->heads[key_bucket(p, pos - 1, pfrag)];
+		par = lin_find_in(p, head, pos - 1, pfrag);
+		if (par == UINT32_MAX) {
+			/* its own parent unknown: unlinked */
+			par = ghost_new_at(p, head, pos - 1, pfrag, 0);
+			if (par == UINT32_MAX)
+				return;
+			/* released last block first, the next insertion is
+			 * this parent, which will take the ghost's place */
+			p->lin_ghost_hint = par + 1;
+		}
 	}
 	KVBM_FAILPOINT("evict.lineage.link");
 	if (LN(p, par)->nchild++ == 0)

@@ -19,8 +19,17 @@ void kvbm_evlist_rotate(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t l
 void kvbm_evlist_insert_before(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s,
 			       uint32_t before);
 
-/* A 64-bit mix of a 128-bit key; @mult (odd) picks the function. */
-uint64_t kvbm_evict_mix(struct kvbm_plh k, uint64_t mult);
+/* A 64-bit mix of a 128-bit key; @mult (odd) picks the function. Inline:
+ * a call cost as much as the mix, once or twice a block. */
+static inline uint64_t kvbm_evict_mix(struct kvbm_plh k, uint64_t mult)
+{
+	uint64_t h = k.lo ^ (k.hi * mult);
+
+	h ^= h >> 32;
+	h *= 0xd6e8feb86659fd93ull;
+	h ^= h >> 32;
+	return h;
+}
 
 /* The lineage forest: node @s joins (a node still there from before its
  * resurrection stays), leaves, and how many nodes hang under it. */
