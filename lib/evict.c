@@ -521,6 +521,16 @@ static void leaf_add_at(struct kvbm_pool *p, uint32_t n, uint32_t *hole)
 		i = *hole - 1; /* a node's hpos: the segment's word */
 		*hole = 0;
 		if (i < heap_len(p)) {
+			/* Tick: a priority is an insertion tick, one per
+			 * insertion, so nothing lies strictly between the
+			 * root just taken out, t, and t + 1; a parent at t + 1
+			 * (released right after its child, the usual order)
+			 * is the least without a look at the children */
+			if (i == 0 && p->backend == KVBM_BACKEND_LINEAGE &&
+			    e.prio == p->heap[0].prio + 1) {
+				heap_set(p, 0, e);
+				return;
+			}
 			heap_place(p, i, e);
 			return;
 		}
