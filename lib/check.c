@@ -566,6 +566,25 @@ static uint32_t check_chains(struct ck *c)
 	return hashed;
 }
 
+/* While evict.twins is clear the forest trusts a hint that has a key to be
+ * the only node with it: no two nodes of a chain may then share a key.
+ * Only once the chains are verified: each walk is as long as its chain. */
+static void check_twins(struct ck *c)
+{
+	if (!c->chains_ok || c->seg->evict->twins)
+		return;
+	for (uint32_t b = 0; b < c->g.buckets; b++)
+		for (uint32_t n1 = c->heads[b]; n1; n1 = c->ln[n1 - 1].hnext) {
+			const struct kvbm_shm_lnode *nd = &c->ln[n1 - 1];
+			for (uint32_t m1 = nd->hnext; m1; m1 = c->ln[m1 - 1].hnext) {
+				const struct kvbm_shm_lnode *md = &c->ln[m1 - 1];
+				if (((md->pos_fl ^ nd->pos_fl) & KVBM_LN_POS) == 0 && md->frag == nd->frag)
+					bad(c, "lineage: nodes %u and %u share a key, key twins not marked",
+					    n1 - 1, m1 - 1);
+			}
+		}
+}
+
 /* The free ghosts: a chain through hnext of unused ghost-range nodes. */
 static void check_ghost_free(struct ck *c, uint32_t nghosts)
 {
@@ -601,6 +620,7 @@ static void check_forest(struct ck *c, uint32_t *listed)
 	c->gpfrag = (const void *)(base + g->pfrag_off);
 	c->heads = (const void *)(base + g->heads_off);
 	uint32_t hashed = check_chains(c);
+	check_twins(c);
 	for (uint32_t n = 0; n < g->nodes; n++) {
 		const struct kvbm_shm_lnode *nd = &c->ln[n];
 		if (!(nd->pos_fl & KVBM_LN_USED))

@@ -40,34 +40,18 @@
  * reference spreads them over four words; a word here is picked by a
  * 64-bit mix of the 128-bit key and the four nibbles by its low 16 bits.
  * An estimate is the minimum of the four, as there. */
-uint64_t kvbm_evict_mix(struct kvbm_plh k, uint64_t mult)
-{
-	uint64_t h = k.lo ^ (k.hi * mult);
-
-	h ^= h >> 32;
-	h *= 0xd6e8feb86659fd93ull;
-	h ^= h >> 32;
-	return h;
-}
-
 static uint64_t sketch_hash(struct kvbm_plh k)
 {
 	return kvbm_evict_mix(k, 0x9e3779b97f4a7c15ull);
 }
 
-static unsigned nibbles(uint64_t h, unsigned idx[4])
+/* The key's four counters: bit 4i set for each counter i it picks, a
+ * counter picked twice counted once (an OR), so a touch adds one to each
+ * picked counter with one add, whatever the duplicates. */
+static uint64_t picks(uint64_t h)
 {
-	unsigned n = 0;
-
-	for (unsigned i = 0; i < 4; i++) {
-		unsigned x = (unsigned)(h >> (4 * i)) & 15;
-		unsigned dup = 0;
-		for (unsigned j = 0; j < n; j++)
-			dup |= idx[j] == x;
-		if (!dup)
-			idx[n++] = x;
-	}
-	return n;
+	return 1ull << (4 * (h & 15)) | 1ull << (4 * (h >> 4 & 15)) |
+	       1ull << (4 * (h >> 8 & 15)) | 1ull << (4 * (h >> 12 & 15));
 }
 
 uint32_t kvbm_sketch_estimate(const struct kvbm_pool *p, struct kvbm_plh key)
@@ -77,10 +61,11 @@ uint32_t kvbm_sketch_estimate(const struct kvbm_pool *p, struct kvbm_plh key)
 	uint64_t h = sketch_hash(key);
 	uint64_t w = __atomic_load_n(&p->sketch[(h >> 32) & (p->sketch_words - 1)],
 				     __ATOMIC_RELAXED);
-	unsigned idx[4] = {0}, n = nibbles(h, idx), m = 15;
+	unsigned m = 15;
 
-	for (unsigned i = 0; i < n; i++) {
-		unsigned v = (unsigned)(w >> (4 * idx[i])) & 15;
+	/* a counter picked twice only repeats a term of the minimum */
+	for (unsigned i = 0; i < 16; i += 4) {
+		unsigned v = (unsigned)(w >> (4 * (h >> i & 15))) & 15;
 		m = v < m ? v : m;
 	}
 	return m;
@@ -111,14 +96,12 @@ void kvbm_sketch_touch(struct kvbm_pool *p, struct kvbm_plh key)
 		return;
 	uint64_t h = sketch_hash(key);
 	uint64_t *wp = &p->sketch[(h >> 32) & (p->sketch_words - 1)];
-	uint64_t w = __atomic_load_n(wp, __ATOMIC_RELAXED), nw;
-	unsigned idx[4] = {0}, n = nibbles(h, idx);
+	uint64_t w = __atomic_load_n(wp, __ATOMIC_RELAXED), nw, ones = picks(h);
 
 	do {
-		nw = w;
-		for (unsigned i = 0; i < n; i++)
-			if (((w >> (4 * idx[i])) & 15) != 15)
-				nw += 1ull << (4 * idx[i]);
+		/* bit 4i of sat: counter i is at 15, where it stays */
+		uint64_t sat = w & w >> 1 & w >> 2 & w >> 3 & 0x1111111111111111ull;
+		nw = w + (ones & ~sat);
 		if (nw == w)
 			return; /* saturated: not an increment */
 	} while (!__atomic_compare_exchange_n(wp, &w, nw, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
@@ -230,6 +213,21 @@ void kvbm_evlist_prepend(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t 
 	l->len++;
 }
 
+void kvbm_evlist_rotate(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t last)
+{
+	struct kvbm_shm_slot *ls = kvbm_slot(p, last);
+
+	if (!ls->next)
+		return; /* the whole list: its order is the same */
+	uint32_t first = l->head, nh = ls->next;
+	SL(p, nh)->prev = 0;
+	SL(p, l->tail)->next = first;
+	SL(p, first)->prev = l->tail;
+	ls->next = 0;
+	l->head = nh;
+	l->tail = last + 1;
+}
+
 void kvbm_evlist_insert_before(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s,
 			       uint32_t before)
 {
@@ -279,22 +277,43 @@ static void heap_up(struct kvbm_pool *p, uint32_t i)
 
 static void heap_down(struct kvbm_pool *p, uint32_t i)
 {
-	struct kvbm_shm_hent e = p->heap[i];
-	uint32_t len = heap_len(p);
+	/* in locals: a store to the segment may alias anything read through p */
+	struct kvbm_shm_hent *h = p->heap, e = h[i];
+	const uint32_t len = heap_len(p);
 
 	for (;;) {
 		uint32_t c = 4 * i + 1, end = c + 4 < len ? c + 4 : len;
 		if (c >= len)
 			break;
 		for (uint32_t k = c + 1; k < end; k++)
-			if (hent_less(&p->heap[k], &p->heap[c]))
-				c = k;
-		if (!hent_less(&p->heap[c], &e))
+			c = hent_less(&h[k], &h[c]) ? k : c;
+		if (!hent_less(&h[c], &e))
 			break;
-		heap_set(p, i, p->heap[c]);
+		h[i] = h[c];
+		LN(p, h[i].node)->hpos = i + 1;
 		i = c;
 	}
 	heap_set(p, i, e);
+}
+
+/* Entry @e into index @i < heap_len() (a hole, or the new last): up or
+ * down as its neighbours say, which a set, an up and a down would do in
+ * three calls. */
+static void heap_place(struct kvbm_pool *p, uint32_t i, struct kvbm_shm_hent e)
+{
+	struct kvbm_shm_hent *h = p->heap;
+
+	if (i > 0 && hent_less(&e, &h[(i - 1) / 4])) {
+		do {
+			h[i] = h[(i - 1) / 4];
+			LN(p, h[i].node)->hpos = i + 1;
+			i = (i - 1) / 4;
+		} while (i > 0 && hent_less(&e, &h[(i - 1) / 4]));
+		heap_set(p, i, e);
+		return;
+	}
+	h[i] = e;
+	heap_down(p, i);
 }
 
 /* Removes the entry at index @i (its node's hpos already cleared). */
@@ -351,18 +370,18 @@ static uint64_t ln_pfrag(struct kvbm_pool *p, uint32_t n)
 /* A node keyed (@pos, @frag), a real one first: distinct hashes may share
  * a key, and the reference compares full hashes only on lookups by hash,
  * which the registry index serves here. */
-static uint32_t lin_find(struct kvbm_pool *p, uint32_t pos, uint64_t frag)
+static uint32_t lin_find_in(struct kvbm_pool *p, const uint32_t *head, uint32_t pos, uint64_t frag)
 {
-	uint32_t ghost = UINT32_MAX;
+	const struct kvbm_shm_lnode *ln = p->ln;
+	const uint32_t nodes = p->lin_nodes;
+	uint32_t ghost = UINT32_MAX, steps = 0;
 
-	uint32_t steps = 0;
-
-	for (uint32_t n1 = p->heads[key_bucket(p, pos, frag)]; n1; n1 = (*LN(p, n1 - 1)).hnext) {
-		if (++steps > p->lin_nodes) { /* a cycle */
+	for (uint32_t n1 = *head; n1; n1 = ln[n1 - 1].hnext) {
+		if (n1 > nodes || ++steps > nodes) { /* out of range, or a cycle */
 			kvbm_store_corrupt(p);
 			break;
 		}
-		const struct kvbm_shm_lnode *n = &(*LN(p, n1 - 1));
+		const struct kvbm_shm_lnode *n = &ln[n1 - 1];
 		if (ln_pos(n) != pos || n->frag != frag)
 			continue;
 		if (!(n->pos_fl & KVBM_LN_GHOST))
@@ -372,28 +391,82 @@ static uint32_t lin_find(struct kvbm_pool *p, uint32_t pos, uint64_t frag)
 	return ghost;
 }
 
-static void hash_add(struct kvbm_pool *p, uint32_t n)
+static uint32_t lin_find(struct kvbm_pool *p, uint32_t pos, uint64_t frag)
 {
-	uint32_t *head = &p->heads[key_bucket(p, ln_pos(&(*LN(p, n))), (*LN(p, n)).frag)];
+	return lin_find_in(p, &p->heads[key_bucket(p, pos, frag)], pos, frag);
+}
 
-	(*LN(p, n)).hnext = *head;
+/* Whether @h1 (node + 1, from a hint) is the node keyed (@pos, @frag):
+ * while no two nodes share a key (evict.twins clear) it is then the only
+ * one, the node lin_find() would return, and the lookup is not needed. */
+static int lin_hint_ok(struct kvbm_pool *p, uint32_t h1, uint32_t pos, uint64_t frag)
+{
+	if (!h1 || h1 > p->lin_nodes || p->ev->twins)
+		return 0;
+	const struct kvbm_shm_lnode *n = &p->ln[h1 - 1];
+	return (n->pos_fl & (KVBM_LN_USED | KVBM_LN_POS)) == (KVBM_LN_USED | pos) && n->frag == frag;
+}
+
+static uint32_t lin_find_hinted(struct kvbm_pool *p, uint32_t pos, uint64_t frag, uint32_t h1)
+{
+	return lin_hint_ok(p, h1, pos, frag) ? h1 - 1 : lin_find(p, pos, frag);
+}
+
+/* Node @n (at @nd) to the head of its key's chain. */
+static void hash_add_at(struct kvbm_pool *p, uint32_t n, struct kvbm_shm_lnode *nd)
+{
+	uint32_t *head = &p->heads[key_bucket(p, ln_pos(nd), nd->frag)];
+
+	nd->hnext = *head;
 	*head = n + 1;
+}
+
+
+/* The link (a chain head or a node's hnext) that names node @n, or NULL. */
+static inline __attribute__((always_inline)) uint32_t *hash_link(struct kvbm_pool *p, uint32_t n)
+{
+	struct kvbm_shm_lnode *ln = p->ln, *nd = LN(p, n);
+	const uint32_t nodes = p->lin_nodes;
+	uint32_t *link = &p->heads[key_bucket(p, ln_pos(nd), nd->frag)];
+
+	for (uint32_t steps = 0; *link && *link != n + 1; steps++) {
+		if (*link > nodes || steps > nodes) { /* out of range, or a cycle */
+			kvbm_store_corrupt(p);
+			return NULL;
+		}
+		link = &ln[*link - 1].hnext;
+	}
+	return *link ? link : NULL;
 }
 
 static void hash_del(struct kvbm_pool *p, uint32_t n)
 {
-	uint32_t *link = &p->heads[key_bucket(p, ln_pos(&(*LN(p, n))), (*LN(p, n)).frag)];
+	uint32_t *link = hash_link(p, n);
+	struct kvbm_shm_lnode *nd = LN(p, n);
 
-	for (uint32_t steps = 0; *link && *link != n + 1; steps++) {
-		if (steps > p->lin_nodes) {
-			kvbm_store_corrupt(p); /* a cycle */
-			return;
-		}
-		link = &(*LN(p, *link - 1)).hnext;
+	if (link)
+		*link = nd->hnext;
+	nd->hnext = 0;
+}
+
+/* Real node @s, keyed as ghost @g, takes @g's place in their chain: one
+ * walk (@g, made by the child released just before, is usually its
+ * chain's head) where an unlink and a link cost two. With no other real
+ * node of that key (lin_find() returned @g), a place in the chain is as
+ * good as another. */
+static void hash_replace(struct kvbm_pool *p, uint32_t g, struct kvbm_shm_lnode *gn, uint32_t s,
+			 struct kvbm_shm_lnode *sn)
+{
+	uint32_t *link = hash_link(p, g);
+
+	if (!link) {
+		kvbm_store_corrupt(p); /* a used node outside its chain */
+		hash_add_at(p, s, sn);
+		return;
 	}
-	if (*link)
-		*link = (*LN(p, n)).hnext;
-	(*LN(p, n)).hnext = 0;
+	*link = s + 1;
+	sn->hnext = gn->hnext;
+	gn->hnext = 0;
 }
 
 static int lin_fifo(const struct kvbm_pool *p)
@@ -455,11 +528,17 @@ static void leaf_add_at(struct kvbm_pool *p, uint32_t n, uint32_t *hole)
 		i = *hole - 1; /* a node's hpos: the segment's word */
 		*hole = 0;
 		if (i < heap_len(p)) {
-			heap_set(p, i, e);
-			heap_up(p, i);
-			i = (*LN(p, n)).hpos - 1;
-			if (i < heap_len(p))
-				heap_down(p, i);
+			/* Tick: a priority is an insertion tick, one per
+			 * insertion, so nothing lies strictly between the
+			 * root just taken out, t, and t + 1; a parent at t + 1
+			 * (released right after its child, the usual order)
+			 * is the least without a look at the children */
+			if (i == 0 && p->backend == KVBM_BACKEND_LINEAGE &&
+			    e.prio == p->heap[0].prio + 1) {
+				heap_set(p, 0, e);
+				return;
+			}
+			heap_place(p, i, e);
 			return;
 		}
 		kvbm_store_corrupt(p);
@@ -470,8 +549,7 @@ static void leaf_add_at(struct kvbm_pool *p, uint32_t n, uint32_t *hole)
 		return;
 	}
 	p->ev->nheap++;
-	heap_set(p, i, e);
-	heap_up(p, i);
+	heap_place(p, i, e);
 }
 
 static void leaf_add(struct kvbm_pool *p, uint32_t n)
@@ -491,7 +569,9 @@ static void leaf_del(struct kvbm_pool *p, uint32_t n)
 	heap_del(p, n);
 }
 
-static uint32_t ghost_new(struct kvbm_pool *p, uint32_t pos, uint64_t frag, uint64_t pfrag)
+/* A ghost keyed (@pos, @frag) at the head of chain @head (its key's). */
+static uint32_t ghost_new_at(struct kvbm_pool *p, uint32_t *head, uint32_t pos, uint64_t frag,
+			     uint64_t pfrag)
 {
 	uint32_t g1 = p->ev->ghost_free;
 
@@ -501,35 +581,50 @@ static uint32_t ghost_new(struct kvbm_pool *p, uint32_t pos, uint64_t frag, uint
 		p->ev->orphans++;
 		return UINT32_MAX;
 	}
-	struct kvbm_shm_lnode *g = &(*LN(p, g1 - 1));
+	struct kvbm_shm_lnode *g = &p->ln[g1 - 1]; /* in range: checked above */
 	p->ev->ghost_free = g->hnext;
-	*g = (struct kvbm_shm_lnode){.frag = frag, .pos_fl = pos | KVBM_LN_USED | KVBM_LN_GHOST};
-	(*GPF(p, g1 - 1)) = pfrag;
-	hash_add(p, g1 - 1);
+	*g = (struct kvbm_shm_lnode){.frag = frag, .pos_fl = pos | KVBM_LN_USED | KVBM_LN_GHOST,
+				     .hnext = *head};
+	*head = g1;
+	p->gpfrag[g1 - 1 - p->nslots] = pfrag;
 	p->ev->nghosts++;
 	return g1 - 1;
+}
+
+static uint32_t ghost_new(struct kvbm_pool *p, uint32_t pos, uint64_t frag, uint64_t pfrag)
+{
+	return ghost_new_at(p, &p->heads[key_bucket(p, pos, frag)], pos, frag, pfrag);
+}
+
+/* Ghost @g, out of its chain, back to the free list. */
+static void ghost_release(struct kvbm_pool *p, uint32_t g)
+{
+	if (p->lin_ghost_hint == g + 1)
+		p->lin_ghost_hint = 0;
+	*GPF(p, g) = 0; /* checks @g: a ghost's index */
+	p->ln[g] = (struct kvbm_shm_lnode){.hnext = p->ev->ghost_free};
+	p->ev->ghost_free = g + 1;
+	p->ev->nghosts--;
 }
 
 static void ghost_free(struct kvbm_pool *p, uint32_t g)
 {
 	hash_del(p, g);
-	(*LN(p, g)) = (struct kvbm_shm_lnode){.hnext = p->ev->ghost_free};
-	(*GPF(p, g)) = 0;
-	p->ev->ghost_free = g + 1;
-	p->ev->nghosts--;
+	ghost_release(p, g);
 }
 
-/* A node keyed under (@pos - 1, @pfrag) left: its parent may become a
- * leaf, or, a ghost with no children left, go too; and so on up,
- * iteratively (a chain may be as deep as the pool). */
-static void lin_unparent(struct kvbm_pool *p, uint32_t pos, uint64_t pfrag, uint32_t *hole)
+/* A node keyed under (@pos - 1, @pfrag) left (@par: its parent hint): its
+ * parent may become a leaf, or, a ghost with no children left, go too;
+ * and so on up, iteratively (a chain may be as deep as the pool). */
+static void lin_unparent(struct kvbm_pool *p, uint32_t pos, uint64_t pfrag, uint32_t par1,
+			 uint32_t *hole)
 {
 	for (uint32_t steps = 0; pos > 0; steps++) {
 		if (steps > p->lin_nodes) {
 			kvbm_store_corrupt(p);
 			return;
 		}
-		uint32_t par = lin_find(p, pos - 1, pfrag);
+		uint32_t par = lin_find_hinted(p, pos - 1, pfrag, par1);
 		if (par == UINT32_MAX || (*LN(p, par)).nchild == 0)
 			return;
 		struct kvbm_shm_lnode *pn = &(*LN(p, par));
@@ -544,25 +639,38 @@ static void lin_unparent(struct kvbm_pool *p, uint32_t pos, uint64_t pfrag, uint
 		uint32_t linked = pn->pos_fl & KVBM_LN_LINKED;
 		pos = ln_pos(pn);
 		pfrag = (*GPF(p, par));
+		par1 = pn->par;
 		ghost_free(p, par);
 		if (!linked)
 			return;
 	}
 }
 
-/* Links node @s (a real one, keyed at @pos > 0) under its parent's key. */
-static void lin_link(struct kvbm_pool *p, uint32_t s, uint32_t pos, uint64_t pfrag)
+/* Links node @n (a real one, keyed at @pos > 0) under its parent's key. */
+static void lin_link(struct kvbm_pool *p, struct kvbm_shm_lnode *n, uint32_t pos, uint64_t pfrag)
 {
-	uint32_t par = lin_find(p, pos - 1, pfrag);
+	/* released parent first (recovery, in tick order), the parent is
+	 * the node inserted just before */
+	uint32_t par = p->lin_last_hint - 1;
 
-	if (par == UINT32_MAX)
-		par = ghost_new(p, pos - 1, pfrag, 0); /* its own parent unknown: unlinked */
-	if (par == UINT32_MAX)
-		return;
+	if (!lin_hint_ok(p, par + 1, pos - 1, pfrag)) {
+		uint32_t *head = &p->heads[key_bucket(p, pos - 1, pfrag)];
+		par = lin_find_in(p, head, pos - 1, pfrag);
+		if (par == UINT32_MAX) {
+			/* its own parent unknown: unlinked */
+			par = ghost_new_at(p, head, pos - 1, pfrag, 0);
+			if (par == UINT32_MAX)
+				return;
+			/* released last block first, the next insertion is
+			 * this parent, which will take the ghost's place */
+			p->lin_ghost_hint = par + 1;
+		}
+	}
 	KVBM_FAILPOINT("evict.lineage.link");
-	if ((*LN(p, par)).nchild++ == 0)
+	if (LN(p, par)->nchild++ == 0)
 		leaf_del(p, par);
-	(*LN(p, s)).pos_fl |= KVBM_LN_LINKED;
+	n->pos_fl |= KVBM_LN_LINKED;
+	n->par = par + 1;
 }
 
 static void lin_insert(struct kvbm_pool *p, uint32_t s)
@@ -574,33 +682,57 @@ static void lin_insert(struct kvbm_pool *p, uint32_t s)
 		leaf_del(p, s);
 		if (!n->nchild)
 			leaf_add(p, s);
+		p->lin_last_hint = s + 1;
 		return;
 	}
 	p->ev->nreal++;
-	struct kvbm_plh key = kvbm_slot_key(kvbm_slot(p, s));
-	uint32_t pos = kvbm_plh_position(key);
-	uint64_t frag = kvbm_plh_router_hash(key), pfrag = kvbm_plh_parent_fragment(key);
+	uint32_t pos;
+	uint64_t frag, pfrag;
+	kvbm_plh_lineage_key(kvbm_slot_key(kvbm_slot(p, s)), &pos, &frag, &pfrag);
 	*n = (struct kvbm_shm_lnode){.frag = frag, .pos_fl = pos | KVBM_LN_USED};
-	/* only a ghost matters here, and blocks that come parent first
-	 * (the usual order) leave none: skip the search then */
-	uint32_t g = p->ev->nghosts ? lin_find(p, pos, frag) : UINT32_MAX;
-	if (g != UINT32_MAX && ((*LN(p, g)).pos_fl & KVBM_LN_GHOST)) {
+	/* a ghost of its key takes it in (its children came first); a real
+	 * node of its key makes key twins, after which hints are not used */
+	uint32_t g = p->lin_ghost_hint - 1;
+	struct kvbm_shm_lnode *gn = NULL;
+	if (lin_hint_ok(p, g + 1, pos, frag) && (p->ln[g].pos_fl & KVBM_LN_GHOST)) {
+		gn = &p->ln[g];
+	} else {
+		g = lin_find(p, pos, frag);
+		if (g != UINT32_MAX) {
+			gn = LN(p, g);
+			if (!(gn->pos_fl & KVBM_LN_GHOST)) {
+				p->ev->twins = 1;
+				gn = NULL;
+			}
+		}
+	}
+	if (gn) {
 		/* its children came first: it takes the ghost's place, and
 		 * its link, when both name the same parent key */
-		uint64_t gp = (*GPF(p, g));
-		uint32_t glinked = (*LN(p, g)).pos_fl & KVBM_LN_LINKED;
-		n->nchild = (*LN(p, g)).nchild;
-		(*LN(p, g)).pos_fl &= ~KVBM_LN_LINKED;
-		ghost_free(p, g);
+		uint64_t gp = *GPF(p, g);
+		uint32_t glinked = gn->pos_fl & KVBM_LN_LINKED, gpar = gn->par;
+		n->nchild = gn->nchild;
+		gn->pos_fl &= ~KVBM_LN_LINKED;
+		hash_replace(p, g, gn, s, n);
+		/* the child inserted just before made the ghost: its hint
+		 * follows the parent (other children's go stale and look up) */
+		uint32_t c1 = p->lin_last_hint;
+		if (c1 && c1 <= p->nslots && p->ln[c1 - 1].par == g + 1)
+			p->ln[c1 - 1].par = s + 1;
+		ghost_release(p, g);
 		KVBM_FAILPOINT("evict.lineage.unghost");
-		if (glinked && gp == pfrag)
+		if (glinked && gp == pfrag) {
 			n->pos_fl |= KVBM_LN_LINKED;
-		else if (glinked)
-			lin_unparent(p, pos, gp, NULL); /* a key twin: not its parent */
+			n->par = gpar;
+		} else if (glinked) {
+			lin_unparent(p, pos, gp, gpar, NULL); /* a key twin: not its parent */
+		}
+	} else {
+		hash_add_at(p, s, n);
 	}
-	hash_add(p, s);
 	if (pos > 0 && !(n->pos_fl & KVBM_LN_LINKED))
-		lin_link(p, s, pos, pfrag);
+		lin_link(p, n, pos, pfrag);
+	p->lin_last_hint = s + 1;
 	if (!n->nchild)
 		leaf_add(p, s);
 }
@@ -627,8 +759,10 @@ static void lin_remove(struct kvbm_pool *p, uint32_t s)
 		uint32_t g = ghost_new(p, ln_pos(n), n->frag, pfrag);
 		KVBM_FAILPOINT("evict.lineage.ghost");
 		if (g != UINT32_MAX) {
-			(*LN(p, g)).nchild = n->nchild;
-			(*LN(p, g)).pos_fl |= n->pos_fl & KVBM_LN_LINKED;
+			struct kvbm_shm_lnode *gn = &p->ln[g]; /* ghost_new's: in range */
+			gn->nchild = n->nchild;
+			gn->pos_fl |= n->pos_fl & KVBM_LN_LINKED;
+			gn->par = n->par;
 			*n = (struct kvbm_shm_lnode){0};
 			if (hole) /* only leaves have entries: never, but never leak one */
 				heap_del_at(p, hole - 1);
@@ -636,12 +770,12 @@ static void lin_remove(struct kvbm_pool *p, uint32_t s)
 		}
 	}
 	if (n->pos_fl & KVBM_LN_LINKED)
-		lin_unparent(p, ln_pos(n), pfrag, &hole);
+		lin_unparent(p, ln_pos(n), pfrag, n->par, &hole);
 	if (hole)
 		heap_del_at(p, hole - 1);
 	*n = (struct kvbm_shm_lnode){0};
 	if (!p->ev->nreal && !p->ev->nghosts)
-		p->ev->orphans = 0; /* empty: every count is exact again */
+		p->ev->orphans = p->ev->twins = 0; /* empty: every count is exact again */
 }
 
 void kvbm_lin_insert(struct kvbm_pool *p, uint32_t s)
@@ -652,11 +786,6 @@ void kvbm_lin_insert(struct kvbm_pool *p, uint32_t s)
 void kvbm_lin_remove(struct kvbm_pool *p, uint32_t s)
 {
 	lin_remove(p, s);
-}
-
-uint32_t kvbm_lin_children(struct kvbm_pool *p, uint32_t s)
-{
-	return (*LN(p, s)).nchild;
 }
 
 uint32_t kvbm_lin_least(struct kvbm_pool *p)

@@ -12,18 +12,36 @@
 void kvbm_evlist_unlink(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s);
 void kvbm_evlist_append(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s);
 void kvbm_evlist_prepend(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s);
+/* The entries from the head to @last, an entry of @l, to the tail, in
+ * their order: rotations of a queue's heads, spliced once. */
+void kvbm_evlist_rotate(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t last);
 /* @s before @before, an entry of @l */
 void kvbm_evlist_insert_before(struct kvbm_pool *p, struct kvbm_shm_list *l, uint32_t s,
 			       uint32_t before);
 
-/* A 64-bit mix of a 128-bit key; @mult (odd) picks the function. */
-uint64_t kvbm_evict_mix(struct kvbm_plh k, uint64_t mult);
+/* A 64-bit mix of a 128-bit key; @mult (odd) picks the function. Inline:
+ * a call cost as much as the mix, once or twice a block. */
+static inline uint64_t kvbm_evict_mix(struct kvbm_plh k, uint64_t mult)
+{
+	uint64_t h = k.lo ^ (k.hi * mult);
+
+	h ^= h >> 32;
+	h *= 0xd6e8feb86659fd93ull;
+	h ^= h >> 32;
+	return h;
+}
 
 /* The lineage forest: node @s joins (a node still there from before its
  * resurrection stays), leaves, and how many nodes hang under it. */
 void kvbm_lin_insert(struct kvbm_pool *p, uint32_t s);
 void kvbm_lin_remove(struct kvbm_pool *p, uint32_t s);
-uint32_t kvbm_lin_children(struct kvbm_pool *p, uint32_t s);
+static inline uint32_t kvbm_lin_children(struct kvbm_pool *p, uint32_t s)
+{
+	if (s < p->lin_nodes)
+		return p->ln[s].nchild;
+	kvbm_store_corrupt(p);
+	return 0;
+}
 /* The leaf at the top of the leaf heap, or UINT32_MAX. */
 uint32_t kvbm_lin_least(struct kvbm_pool *p);
 

@@ -97,15 +97,19 @@ static void q_move(struct kvbm_pool *p, uint32_t s, uint32_t from, uint32_t q, u
 	q_push(p, s, q, f);
 }
 
-/* Whether @s may go now: nobody holds it, no duplicate keeps it active,
- * no child of it is cached. A filter: the caller's handshake decides. */
-static int q_ready(struct kvbm_pool *p, uint32_t s)
+/* Whether slot @sl may go now as far as its slot says: nobody holds it,
+ * no duplicate keeps it active. A filter: the caller's handshake decides. */
+static inline __attribute__((always_inline)) int q_free(const struct kvbm_shm_slot *sl)
 {
-	const struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 	uint64_t h = __atomic_load_n(&sl->holders, __ATOMIC_RELAXED);
 
-	return !(h & KVBM_HOLD_PROCS) && (h & KVBM_HOLD_INACTIVE) && !sl->dups &&
-	       kvbm_lin_children(p, s) == 0;
+	return !(h & KVBM_HOLD_PROCS) && (h & KVBM_HOLD_INACTIVE) && !sl->dups;
+}
+
+/* ... and no child of it is cached. */
+static inline __attribute__((always_inline)) int q_ready(struct kvbm_pool *p, uint32_t s)
+{
+	return q_free(kvbm_slot(p, s)) && kvbm_lin_children(p, s) == 0;
 }
 
 /* Heads a scan looks at before the policy tries its other queue: a
@@ -117,25 +121,57 @@ static int q_ready(struct kvbm_pool *p, uint32_t s)
 /*
  * The first block of queue @q that may go and that @keep keeps as the
  * victim (NULL: any), in at most @passes passes (and p->scan_budget heads
- * when that is set); a block that may not go rotates to the tail; @keep
- * returns 0 when it moved the head itself.
+ * when that is set). A block that may not go rotates to the tail with a
+ * new queue tick; so does one that @keep sends once more around its own
+ * queue (@keep returns 0 when it moved the head itself, to another
+ * queue). The heads that rotate are spliced to the tail once per run, in
+ * their order, with the ticks one move each would have given them: a run
+ * of parents of cached blocks (a hot prefix) costs a tick store each, not
+ * an unlink and an append.
  */
 static uint32_t q_scan(struct kvbm_pool *p, uint32_t q, uint32_t passes,
 		       int (*keep)(struct kvbm_pool *, uint32_t, uint32_t))
 {
-	uint64_t n = (uint64_t)qlen(p, q) * passes;
+	uint64_t n = (uint64_t)qlen(p, q) * passes, i = 0;
 
 	if (p->scan_budget && n > p->scan_budget)
 		n = p->scan_budget;
 
-	for (uint64_t i = 0; i < n; i++) {
-		uint32_t s = q_head(p, q);
-		if (s == UINT32_MAX)
-			break;
-		if (!q_ready(p, s)) {
-			q_move(p, s, q, q, tick_freq(kvbm_slot(p, s)->tick));
+	while (i < n) {
+		uint32_t s = q_head(p, q), len = qlen(p, q), last = UINT32_MAX, victim = 0;
+		/* in locals: a tick store may alias what is read through p */
+		uint64_t qt = p->ev->qtick;
+		struct kvbm_shm_slot *slots = p->seg.slots;
+		const struct kvbm_shm_lnode *ln = p->ln;
+		const uint32_t nslots = p->nslots, nodes = p->lin_nodes;
+		for (uint32_t k = 0; k < len && i < n && s != UINT32_MAX; k++) {
+			struct kvbm_shm_slot *sl = &slots[s];
+			uint32_t f = tick_freq(sl->tick);
+			if (q_free(sl) && (s < nodes ? ln[s].nchild : kvbm_lin_children(p, s)) == 0) {
+				if (!keep || !f || q == 0) {
+					victim = 1; /* @keep decides, after the run */
+					break;
+				}
+				f--; /* used in M: once more around, one count less */
+			}
+			sl->tick = qt++ << KVBM_QT_SHIFT | (uint64_t)f << KVBM_QT_FREQ_SHIFT | q;
+			last = s;
+			i++;
+			s = sl->next - 1 < nslots ? sl->next - 1 : UINT32_MAX;
+			if (sl->next && s == UINT32_MAX)
+				kvbm_store_corrupt(p);
+		}
+		p->ev->qtick = qt;
+		if (last != UINT32_MAX) {
+			KVBM_FAILPOINT("evict.queue.move");
+			kvbm_evlist_rotate(p, Q(p, q), last);
+		}
+		if (!victim) {
+			if (last == UINT32_MAX)
+				break; /* empty, or a broken link */
 			continue;
 		}
+		i++;
 		if (!keep || keep(p, s, q))
 			return s;
 	}
@@ -183,20 +219,38 @@ static uint32_t g_window(struct kvbm_pool *p, uint32_t l)
 	return c > t ? c - t : 0;
 }
 
-static uint32_t g_age(struct kvbm_pool *p, uint64_t e)
+/* What a bucket scan needs of the lists, read once (a window costs a
+ * division or a queue length): two, three for adapt's histories. */
+struct g_lists {
+	uint32_t stamp[3], window[3], nl;
+};
+
+static struct g_lists g_lists(struct kvbm_pool *p)
+{
+	uint32_t nl = p->backend == KVBM_BACKEND_ADAPT ? 3 : 2;
+
+	return (struct g_lists){{p->ghdr->stamp[0], p->ghdr->stamp[1], p->ghdr->stamp[2]},
+				{g_window(p, 0), g_window(p, 1), nl == 3 ? g_window(p, 2) : 0},
+				nl};
+}
+
+/* How many evictions into its list ago entry @e was made, or UINT32_MAX
+ * (empty, or no list of ours). */
+static uint32_t g_age(const struct g_lists *gl, uint64_t e)
 {
 	uint32_t l = (uint32_t)(e >> 32) & 3;
 
-	if (!e || l > (p->backend == KVBM_BACKEND_ADAPT ? 2u : 1u))
+	if (!e || l >= gl->nl)
 		return UINT32_MAX;
-	return p->ghdr->stamp[l] - (uint32_t)e; /* >= 1 for a live entry */
+	return gl->stamp[l] - (uint32_t)e; /* >= 1 for a live entry */
 }
 
-static int g_live(struct kvbm_pool *p, uint64_t e)
+static int g_live(const struct g_lists *gl, uint64_t e)
 {
-	uint32_t age = g_age(p, e);
+	uint32_t age = g_age(gl, e);
 
-	return age != UINT32_MAX && age - 1 < g_window(p, (uint32_t)(e >> 32) & 3);
+	/* age != UINT32_MAX: the list is below nl */
+	return age != UINT32_MAX && age - 1 < gl->window[(uint32_t)(e >> 32) & 3];
 }
 
 static uint64_t *g_bucket(struct kvbm_pool *p, uint64_t h)
@@ -218,13 +272,14 @@ static void ghost_put(struct kvbm_pool *p, struct kvbm_plh key, uint32_t l)
 		return;
 	uint64_t h = g_hash(key), fp = g_fp(h), *b = g_bucket(p, h);
 	uint32_t pick = 0, oldest = 0;
+	struct g_lists gl = g_lists(p);
 
 	for (uint32_t i = 0; i < 8; i++) {
-		if (!g_live(p, b[i]) || b[i] >> 34 == fp) {
+		if (!g_live(&gl, b[i]) || b[i] >> 34 == fp) {
 			pick = i;
 			break;
 		}
-		uint32_t age = g_age(p, b[i]);
+		uint32_t age = g_age(&gl, b[i]);
 		if (age > oldest) {
 			oldest = age;
 			pick = i;
@@ -244,8 +299,11 @@ static uint32_t ghost_take(struct kvbm_pool *p, struct kvbm_plh key, uint32_t li
 
 	for (uint32_t i = 0; i < 8; i++) {
 		uint32_t l = (uint32_t)(b[i] >> 32) & 3;
-		if (b[i] >> 34 == fp && (lists >> l & 1) && g_live(p, b[i])) {
-			*age = g_age(p, b[i]);
+		if (b[i] >> 34 != fp || !(lists >> l & 1))
+			continue;
+		struct g_lists gl = g_lists(p); /* a fingerprint's match: rare */
+		if (g_live(&gl, b[i])) {
+			*age = g_age(&gl, b[i]);
 			b[i] = 0;
 			return l + 1;
 		}

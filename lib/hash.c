@@ -16,6 +16,7 @@
 
 #include "kvbm.h"
 #include "grow.h"
+#include "pool.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 	       "tokens are hashed as little-endian u32 straight from memory");
@@ -150,6 +151,29 @@ uint64_t kvbm_plh_fragment_for_child(struct kvbm_plh h, uint32_t child_position)
 uint64_t kvbm_plh_router_hash(struct kvbm_plh h)
 {
 	return kvbm_plh_fragment_for_child(h, kvbm_plh_position(h) + 1);
+}
+
+/* The lineage forest's key of @h (position and router hash) and its
+ * parent's fragment, the three functions above at once: a forest insertion
+ * took 75 instructions for them as three calls. */
+void kvbm_plh_lineage_key(struct kvbm_plh h, uint32_t *pos, uint64_t *frag, uint64_t *pfrag)
+{
+	unsigned mode = kvbm_plh_mode(h);
+
+	if (mode > 2) {
+		*pos = 0;
+		*frag = *pfrag = 0;
+		return;
+	}
+	/* the tables above as arithmetic: R = 54 - 8 mode, P = 62 - R */
+	unsigned r = 54 - 8 * mode;
+	uint32_t ps = (uint32_t)(h.hi >> r) & ((1u << (62 - r)) - 1);
+	uint64_t cur = h.lo >> r | h.hi << (64 - r);
+	unsigned cr = ps + 1 < (1u << 8) ? 54 : ps + 1 < (1u << 16) ? 46 : 38;
+
+	*pos = ps;
+	*frag = cur & ((1ull << cr) - 1);
+	*pfrag = h.lo & ((1ull << r) - 1);
 }
 
 int kvbm_plh_extend(struct kvbm_plh parent, uint64_t child_block_hash, struct kvbm_plh *out)

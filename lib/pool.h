@@ -55,6 +55,11 @@ struct kvbm_pool {
 	struct kvbm_shm_hent *heap;
 	uint64_t *gpfrag; /* ghosts' parent fragments, by node - nslots */
 	uint32_t lin_nodes, lin_buckets; /* this process's geometry, not the segment's */
+	/* evict.c's hints, node + 1 (0: none), used only once validated by
+	 * key: the ghost its last link made (its parent, usually released
+	 * next) and the node it last inserted (a child's parent, released
+	 * in order) */
+	uint32_t lin_ghost_hint, lin_last_hint;
 	/* the ghost table of S3-FIFO and ARC (evict_queue.c), or NULL */
 	struct kvbm_shm_ghosthdr *ghdr;
 	struct kvbm_shm_gbucket *gtab;
@@ -472,6 +477,8 @@ int kvbm_evict_listed(const struct kvbm_pool *p, uint32_t s);
 uint32_t kvbm_evict_first(struct kvbm_pool *p);
 /* Empties every eviction structure (recovery). */
 void kvbm_evict_clear(struct kvbm_pool *p);
+/* hash.c: kvbm_plh_position, _router_hash and _parent_fragment of @h at once */
+void kvbm_plh_lineage_key(struct kvbm_plh h, uint32_t *pos, uint64_t *frag, uint64_t *pfrag);
 void kvbm_sketch_touch(struct kvbm_pool *p, struct kvbm_plh key);
 uint32_t kvbm_sketch_estimate(const struct kvbm_pool *p, struct kvbm_plh key);
 /* Puts slot @s where its holders and flags say it belongs. */

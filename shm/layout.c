@@ -58,6 +58,8 @@ static const uint64_t layout_facts[] = {
 	F(struct kvbm_shm_hintstat, horizon),
 	sizeof(struct kvbm_shm_lnode),
 	F(struct kvbm_shm_lnode, hpos),
+	F(struct kvbm_shm_lnode, par),
+	F(struct kvbm_shm_evict, twins),
 	sizeof(struct kvbm_shm_hent),
 	KVBM_REGION_NUSED,
 	F(struct kvbm_shm_control, inactive),

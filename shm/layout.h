@@ -37,8 +37,9 @@
  * 9: pins held by the pool (lib/pins.c): the pin region, config.pin_share
  *    in what was reserved_cfg, the POOL holder bit (KVBM_MAX_PROCS 62)
  * 10: release hints: the hint kind in a slot's tick, their accuracy counters
- *    in the eviction header's second line */
-#define KVBM_ABI_MAJOR 10
+ *    in the eviction header's second line
+ * 11: lineage nodes carry a parent hint (32 bytes), evict.twins */
+#define KVBM_ABI_MAJOR 11
 #define KVBM_ABI_MINOR 0
 #define KVBM_CACHELINE 64
 #define KVBM_PAGE 4096
@@ -432,7 +433,10 @@ struct kvbm_shm_evict {
 				* queue bits, see KVBM_QT_*) */
 	uint32_t qtarget;      /* ARC: the target size of T1, 0..block_count;
 				* LeCaR: the LRU expert's weight, 0..KVBM_LECAR_ONE */
-	uint32_t reserved;
+	uint32_t twins;        /* nonzero once two nodes shared a key (distinct
+				* hashes may) since the forest was last empty:
+				* while clear, a node with a key is the only
+				* one, so a hint that has the key is exact */
 	/* release hints (lib/rhint.c): how each kind fared on a control
 	 * sample of the hinted blocks ordered as if unhinted. Any content is
 	 * legal: every read is clamped, and a wrong count only misweighs
@@ -458,8 +462,11 @@ struct kvbm_shm_evict {
  * A real node (node s = slot s) keeps no copy of what its slot has: its
  * parent fragment comes from the slot's key, its priority from the slot's
  * tick. A ghost's parent fragment is in the ghost's entry of the pfrag
- * array. 24 bytes, so the forest fits the cache better and costs less per
- * block (BENCHMARKS.md, h).
+ * array. Nodes find their parent by key; par remembers where the parent
+ * was, and is used only while that node still has the parent's key and
+ * evict.twins is clear (then it is the node a lookup would find), so any
+ * content is legal and a node turned ghost never touches its children.
+ * 32 bytes: no node straddles a cache line.
  */
 struct kvbm_shm_lnode {
 	uint64_t frag;   /* key: the fragment its children carry */
@@ -467,6 +474,8 @@ struct kvbm_shm_lnode {
 	uint32_t nchild; /* nodes keyed under it */
 	uint32_t hnext;  /* hash chain or ghost free list: node + 1 */
 	uint32_t hpos;   /* heap index + 1 while a leaf in the heap */
+	uint32_t par;    /* a hint: its parent's node + 1, or 0 */
+	uint32_t reserved;
 };
 
 /* A heap entry carries its priority, so sifting never leaves the heap. */
@@ -478,7 +487,7 @@ struct kvbm_shm_hent {
 _Static_assert(sizeof(struct kvbm_shm_evict) == 3 * KVBM_CACHELINE, "evict header lines");
 _Static_assert(sizeof(struct kvbm_shm_hintstat) == 2 * KVBM_CACHELINE, "hint stats lines");
 _Static_assert(offsetof(struct kvbm_shm_evict, hint) == KVBM_CACHELINE, "hint stats line");
-_Static_assert(sizeof(struct kvbm_shm_lnode) == 24, "lineage node");
+_Static_assert(sizeof(struct kvbm_shm_lnode) == 32, "lineage node");
 _Static_assert(sizeof(struct kvbm_shm_hent) == 16, "leaf heap entry");
 
 static inline int kvbm_backend_is_lineage(uint32_t b)

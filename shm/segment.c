@@ -500,6 +500,7 @@ void kvbm_evict_init(struct kvbm_seg *seg)
 	e->nghosts = 0;
 	e->orphans = 0;
 	e->nreal = 0;
+	e->twins = 0;
 	e->ghost_free = 0;
 	if (!g.nodes)
 		return;

@@ -391,6 +391,43 @@ START_TEST(test_lineage_key_twin_takes_a_ghost)
 }
 END_TEST
 
+/*
+ * Two real nodes with one key (A = PLH(0xAA, parent 0x11, pos 5) and B =
+ * PLH(0xAA, parent 0x22, pos 5)): the forest marks key twins, after which
+ * it finds parents by key, not by hint (a hint that has the key would be
+ * one of two). The checker verifies the mark: unmarked twins are reported.
+ * The mark goes when the forest empties.
+ */
+START_TEST(test_lineage_real_key_twins_are_marked)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = pool_with(name, 8, KVBM_BACKEND_LINEAGE);
+	uint64_t g = 0x99, a_par = 0x11, b_par = 0x22, cur = 0xAA;
+	struct kvbm_plh pa, a, pb, b;
+	struct kvbm_block ba[2], bb[2], all[8];
+
+	ck_assert_int_eq(kvbm_plh_make(a_par, &g, 4, &pa), 0);
+	ck_assert_int_eq(kvbm_plh_make(cur, &a_par, 5, &a), 0);
+	ck_assert_int_eq(kvbm_plh_make(b_par, &g, 4, &pb), 0);
+	ck_assert_int_eq(kvbm_plh_make(cur, &b_par, 5, &b), 0);
+	struct kvbm_plh ca[2] = {pa, a}, cb[2] = {pb, b};
+	t_register(p, ca, 2, ba);
+	t_release(p, ba, 2);
+	ck_assert_uint_eq(p->ev->twins, 0);
+	t_register(p, cb, 2, bb);
+	t_release(p, bb, 2);
+	ck_assert_uint_eq(p->ev->twins, 1);
+	ck_assert_int_eq(t_check(p), 0);
+	p->ev->twins = 0; /* as if the insertion had missed them */
+	ck_assert_int_gt(kvbm_pool_check(p, KVBM_CHECK_LOCK | KVBM_CHECK_QUIESCENT, NULL, NULL), 0);
+	p->ev->twins = 1;
+	ck_assert_int_eq(kvbm_allocate_blocks(p, 8, all, NULL, NULL), 0);
+	ck_assert_uint_eq(p->ev->twins, 0);
+	t_release(p, all, 8);
+	t_done(p, name);
+}
+END_TEST
+
 /* ---- the published policies (lib/evict_queue.c) ---------------------------- */
 
 static const uint32_t queued[] = {KVBM_BACKEND_S3FIFO, KVBM_BACKEND_ARC,
@@ -678,6 +715,7 @@ Suite *make_evict_suite(void)
 	tcase_add_loop_test(tc, test_lineage_deep_chain, 0, 2);
 	tcase_add_test(tc, test_lineage_out_of_ghosts);
 	tcase_add_test(tc, test_lineage_key_twin_takes_a_ghost);
+	tcase_add_test(tc, test_lineage_real_key_twins_are_marked);
 	tcase_add_test(tc, test_multi_lru_levels);
 	tcase_add_test(tc, test_lfru_keeps_the_frequent_block);
 	tcase_add_test(tc, test_eviction_config_validation);

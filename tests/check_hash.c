@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "helpers.h"
+#include "../lib/pool.h"
 
 static struct kvbm_plh plh(uint64_t hi, uint64_t lo)
 {
@@ -237,6 +238,32 @@ START_TEST(test_fast_paths_equal_the_primitives)
 	check_against_primitives(16, (1u << 16) + 300);
 	check_against_primitives(4, 600);
 	check_against_primitives(1, 3);
+}
+END_TEST
+
+/* The forest's one-call key equals the three public functions, in every
+ * mode, at the positions where the child's mode changes, and on a word
+ * with an invalid mode (3). */
+START_TEST(test_lineage_key_equals_the_three_functions)
+{
+	static const uint32_t pos[] = {0, 1, 254, 255, 256, 65534, 65535, 65536, KVBM_PLH_MAX_POSITION};
+	uint64_t x = 0x9e3779b97f4a7c15ull;
+
+	for (unsigned i = 0; i < sizeof(pos) / sizeof(pos[0]); i++)
+		for (unsigned k = 0; k < 64; k++) {
+			struct kvbm_plh h;
+			uint64_t cur = x * (k + 1), par = ~x * (k + 3);
+			ck_assert_int_eq(kvbm_plh_make(cur, &par, pos[i], &h), 0);
+			if (k == 63)
+				h.hi |= 3ull << 62;
+			uint32_t ps;
+			uint64_t frag, pfrag;
+			kvbm_plh_lineage_key(h, &ps, &frag, &pfrag);
+			ck_assert_uint_eq(ps, kvbm_plh_position(h));
+			ck_assert_uint_eq(frag, kvbm_plh_router_hash(h));
+			ck_assert_uint_eq(pfrag, kvbm_plh_parent_fragment(h));
+			x = x * 6364136223846793005ull + 1442695040888963407ull;
+		}
 }
 END_TEST
 
@@ -471,6 +498,7 @@ Suite *make_hash_suite(void)
 	tcase_add_test(tc, test_split_ignores_partial_block_and_validates);
 	tcase_add_test(tc, test_tokens_extend_and_append);
 	tcase_add_test(tc, test_fast_paths_equal_the_primitives);
+	tcase_add_test(tc, test_lineage_key_equals_the_three_functions);
 	tcase_add_test(tc, test_same_tokens_same_hash_different_tokens_differ);
 	suite_add_tcase(s, tc);
 	return s;
