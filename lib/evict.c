@@ -506,6 +506,17 @@ static uint64_t lin_prio(struct kvbm_pool *p, uint32_t s)
 	return t * 16 + (uint64_t)p->nslots * lfru_weight(f);
 }
 
+/* Whether a child of the root comes before @e. */
+static int root_child_below(struct kvbm_pool *p, const struct kvbm_shm_hent *e)
+{
+	uint32_t len = heap_len(p);
+
+	for (uint32_t k = 1; k < 5 && k < len; k++)
+		if (hent_less(&p->heap[k], e))
+			return 1;
+	return 0;
+}
+
 /*
  * @hole (index + 1, or 0) is the heap entry of a leaf just taken out, left
  * in place for the parent it uncovered: evicting the oldest leaf of a chain
@@ -528,13 +539,15 @@ static void leaf_add_at(struct kvbm_pool *p, uint32_t n, uint32_t *hole)
 		i = *hole - 1; /* a node's hpos: the segment's word */
 		*hole = 0;
 		if (i < heap_len(p)) {
-			/* Tick: a priority is an insertion tick, one per
-			 * insertion, so nothing lies strictly between the
-			 * root just taken out, t, and t + 1; a parent at t + 1
-			 * (released right after its child, the usual order)
-			 * is the least without a look at the children */
+			/* Tick: an unhinted priority is an insertion tick,
+			 * one per insertion, so nothing lies strictly between
+			 * the root just taken out, t, and t + 1, and a parent
+			 * at t + 1 (released right after its child, the usual
+			 * order) is the least. A hinted leaf's priority is
+			 * moved (rhint.c) and may tie it: the root's children,
+			 * one cache line, say whether one does */
 			if (i == 0 && p->backend == KVBM_BACKEND_LINEAGE &&
-			    e.prio == p->heap[0].prio + 1) {
+			    e.prio == p->heap[0].prio + 1 && !root_child_below(p, &e)) {
 				heap_set(p, 0, e);
 				return;
 			}

@@ -291,6 +291,49 @@ START_TEST(test_killed_in_hinted_release_keeps_order)
 }
 END_TEST
 
+/* Lineage's Tick shortcut (a parent at its evicted child's tick + 1 takes
+ * the root without a sift) assumed every priority is a distinct insertion
+ * tick; a weighted ONESHOT hint moves a leaf back, so it can tie the root
+ * and must still come first: the shortcut put the parent above it and the
+ * checker saw the heap order broken (a review's probe, failed before). */
+START_TEST(test_hinted_leaf_tying_the_root_keeps_heap_order)
+{
+	T_NAME(name);
+	struct kvbm_config cfg = t_cfg();
+	cfg.block_count = 3;
+	cfg.backend = KVBM_BACKEND_LINEAGE;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	/* a record that gives ONESHOT its full weight: ONESHOT blocks
+	 * evicted unused, unhinted blocks hit in the last eighth */
+	struct kvbm_shm_hintstat *st = &p->ev->hint;
+	st->unused[KVBM_HINT_ONESHOT] = 100;
+	st->reused[KVBM_HINT_NONE][7] = 10;
+	st->unused[KVBM_HINT_NONE] = 10;
+	st->horizon = 1ull << 40;
+	struct kvbm_plh a[2], b[1];
+	uint32_t start = 1000, bs = 5000;
+	do /* keys off the control sample */
+		t_seq_hashes(start += 10, 2, BS, a);
+	while (kvbm_rhint_control(a[1]));
+	do
+		t_seq_hashes(bs += 10, 1, BS, b);
+	while (kvbm_rhint_control(b[0]));
+	struct kvbm_block ab[2], bb[1], x;
+	t_register(p, a, 2, ab);
+	ck_assert_int_eq(kvbm_release_blocks(p, &ab[0], 1), 0);
+	ck_assert_int_eq(kvbm_release_blocks_hint(p, &ab[1], 1, KVBM_HINT_ONESHOT), 0);
+	t_register(p, b, 1, bb);
+	ck_assert_int_eq(kvbm_release_blocks_hint(p, bb, 1, KVBM_HINT_ONESHOT), 0);
+	ck_assert_int_eq(t_check(p), 0);
+	/* evicts a's leaf: its parent becomes a leaf beside b's */
+	ck_assert_int_eq(kvbm_allocate_blocks(p, 1, &x, NULL, NULL), 0);
+	long v = t_check(p);
+	ck_assert_msg(v == 0, "%ld invariant violations after one eviction", v);
+	ck_assert_int_eq(kvbm_release_blocks(p, &x, 1), 0);
+	t_done(p, name);
+}
+END_TEST
+
 Suite *make_hints_suite(void)
 {
 	Suite *s = suite_create("hints");
@@ -300,6 +343,7 @@ Suite *make_hints_suite(void)
 	tcase_add_test(tc, test_bad_hint_is_refused_pool_intact);
 	tcase_add_loop_test(tc, test_hinted_order_across_processes, 0, 6);
 	tcase_add_test(tc, test_weight_follows_the_record);
+	tcase_add_test(tc, test_hinted_leaf_tying_the_root_keeps_heap_order);
 	tcase_add_loop_test(tc, test_killed_in_hinted_release_keeps_order, 0, 6);
 	suite_add_tcase(s, tc);
 	return s;
