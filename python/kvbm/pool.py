@@ -3,6 +3,7 @@
 
 import ctypes
 import errno as _errno
+import math
 import struct
 import time
 import weakref
@@ -782,8 +783,9 @@ class Pool:
         Returns how many blocks were not pinned before."""
         p = self._p or _closed()
         hashes = self._hashes(hashes)
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
-            raise InvalidArgument("ttl %r: a number of seconds > 0" % (ttl,),
+        if (isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0
+                or not math.isfinite(ttl)):
+            raise InvalidArgument("ttl %r: a finite number of seconds > 0" % (ttl,),
                                   InvalidArgument.code, None)
         ms = -(-ttl * 1000 // 1)  # ceil, also for floats
         if ms > _lib.PIN_TTL_MAX_MS:

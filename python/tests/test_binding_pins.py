@@ -82,6 +82,9 @@ def test_bad_input_and_share(pool_name):
             p.pin_prefix(h[:2], ttl=-1)
         with pytest.raises(kvbm.InvalidArgument):
             p.pin_prefix(h[:2], ttl=400 * 24 * 3600)
+        for bad in (float("inf"), float("nan"), 1e30):
+            with pytest.raises(kvbm.InvalidArgument):
+                p.pin_prefix(h[:2], ttl=bad)
         with pytest.raises(kvbm.InvalidArgument):
             p.pin_prefix(h[:0], ttl=1)
         with pytest.raises(TypeError):
