@@ -715,6 +715,8 @@ int kvbm_release_blocks_hint(struct kvbm_pool *p, const struct kvbm_block *blks,
 		return KVBM_EHINT;
 	if (n && !blks)
 		return -EINVAL;
+	if (n && hint != KVBM_HINT_NONE)
+		hint = kvbm_rhint_for_release(p, blks[0].id, hint);
 	/* one one-writer operation for the unpins, ended before each flush */
 	int ow = kvbm_st_enter(p), run = 1;
 	for (uint32_t i = 0; i < n && !err; i++) {

@@ -49,18 +49,18 @@ int kvbm_rhint_control(struct kvbm_plh key)
 	return (kvbm_evict_mix(key, 0xc2b2ae3d27d4eb4full) >> 60) == 0;
 }
 
-uint32_t kvbm_rhint_for_release(struct kvbm_pool *p, const uint32_t *s, uint32_t n,
-				uint32_t hint)
+uint32_t kvbm_rhint_for_release(struct kvbm_pool *p, uint32_t s, uint32_t hint)
 {
-	/* a whole release, not single blocks: with lru a control block in
-	 * the middle of a hinted chain would go first and strand the rest.
+	/* a whole release, not single blocks or the batches it is settled
+	 * in: with lru a control block in the middle of a hinted chain would
+	 * go first and strand the rest. The key is read without the mutex:
+	 * it only picks the sample, and any value is a legal pick.
 	 * Unhinted blocks all count (they are ordered as unhinted anyway):
 	 * sampled too, a pool's fixed hot set could leave no hit at the edge
 	 * in the record, and no hint would earn weight */
-	if (hint == KVBM_HINT_NONE || n == 0 || s[0] >= p->nslots)
+	if (hint == KVBM_HINT_NONE || s >= p->nslots)
 		return hint;
-	return kvbm_rhint_control(kvbm_slot_key(kvbm_slot(p, s[0]))) ? hint | KVBM_TICK_CONTROL
-								      : hint;
+	return kvbm_rhint_control(kvbm_slot_key(kvbm_slot(p, s))) ? hint | KVBM_TICK_CONTROL : hint;
 }
 
 uint32_t kvbm_rhint_placed(struct kvbm_pool *p, uint32_t s)

@@ -11,10 +11,10 @@
  * sample (1 in 16): its blocks are ordered as if unhinted and their
  * outcomes counted for their hint. */
 int kvbm_rhint_control(struct kvbm_plh key);
-/* The hint a release of @n slots, @s[0] first, inserts its blocks with:
- * @hint, with KVBM_TICK_CONTROL for the control sample. */
-uint32_t kvbm_rhint_for_release(struct kvbm_pool *p, const uint32_t *s, uint32_t n,
-				uint32_t hint);
+/* The hint a release whose first handle names slot @s inserts its blocks
+ * with: @hint, with KVBM_TICK_CONTROL for the control sample. Decided
+ * once per call, not per batch of it (see rhint.c). */
+uint32_t kvbm_rhint_for_release(struct kvbm_pool *p, uint32_t s, uint32_t hint);
 /* The hint slot @s (its tick written) is ordered by: its own, or NONE for
  * an unhinted block, a block of the control sample, a bad value. */
 uint32_t kvbm_rhint_placed(struct kvbm_pool *p, uint32_t s);

@@ -334,6 +334,36 @@ START_TEST(test_hinted_leaf_tying_the_root_keeps_heap_order)
 }
 END_TEST
 
+/* The control sample is one release, whatever its length: a release of
+ * more than one settle batch (64 blocks) decided it per batch, from each
+ * batch's first block, so part of a hinted chain was ordered as unhinted
+ * (failed before). */
+START_TEST(test_control_sample_is_the_whole_release)
+{
+	T_NAME(name);
+	enum { N = 150 };
+	struct kvbm_config cfg = t_cfg();
+	cfg.block_count = 256;
+	cfg.backend = KVBM_BACKEND_LINEAGE;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	struct kvbm_plh h[N];
+	struct kvbm_block b[N];
+	uint32_t start = 7;
+	/* a chain whose first key is in the sample and whose later batches'
+	 * first keys are not */
+	do
+		t_seq_hashes(start += 1000, N, BS, h);
+	while (!kvbm_rhint_control(h[0]) || kvbm_rhint_control(h[64]) || kvbm_rhint_control(h[128]));
+	t_register(p, h, N, b);
+	ck_assert_int_eq(kvbm_release_blocks_hint(p, b, N, KVBM_HINT_CONTINUES), 0);
+	for (uint32_t i = 0; i < N; i++)
+		ck_assert_msg(kvbm_slot(p, b[i].id)->tick & KVBM_TICK_CONTROL,
+			      "block %u of one release left the control sample", i);
+	ck_assert_int_eq(t_check(p), 0);
+	t_done(p, name);
+}
+END_TEST
+
 Suite *make_hints_suite(void)
 {
 	Suite *s = suite_create("hints");
@@ -344,6 +374,7 @@ Suite *make_hints_suite(void)
 	tcase_add_loop_test(tc, test_hinted_order_across_processes, 0, 6);
 	tcase_add_test(tc, test_weight_follows_the_record);
 	tcase_add_test(tc, test_hinted_leaf_tying_the_root_keeps_heap_order);
+	tcase_add_test(tc, test_control_sample_is_the_whole_release);
 	tcase_add_loop_test(tc, test_killed_in_hinted_release_keeps_order, 0, 6);
 	suite_add_tcase(s, tc);
 	return s;
