@@ -12,7 +12,8 @@
  * kept on a control sample: one hinted release in 16, picked by the key of
  * its first block, inserts its blocks as if unhinted (a flag in the tick
  * says so), and their outcomes (hit again while inactive, or evicted
- * unused) count for their kind. Unhinted blocks count too. Unhinted blocks count too. From
+ * unused) count for their kind. Unhinted blocks count too, from the pool's
+ * first hinted release on (before it, nothing is counted). From
  * these the pool knows each kind's reuse rate beside the pooled one:
  *  - ONESHOT moves a block ahead by (pooled - oneshot) / pooled of the
  *    horizon (how long an unhinted block lasts): all the way only if

@@ -27,13 +27,13 @@ void kvbm_rhint_count(struct kvbm_pool *p, uint32_t s, int reused);
 /* Slot @s, still in the order, leaves it: hit again (@reused) or evicted.
  * Counts for its hint when it is unhinted or its release was in the
  * control sample (the queued backends' ticks carry queue bits instead:
- * never). Inline: it runs at every eviction, and a hinted block outside
+ * never); nothing before the pool's first hinted release. Inline: it runs at every eviction, and a hinted block outside
  * the sample ends at the test. */
 static inline void kvbm_rhint_outcome(struct kvbm_pool *p, uint32_t s, int reused)
 {
 	uint64_t t = kvbm_slot(p, s)->tick;
 
-	if ((!(t & KVBM_TICK_HINT) || (t & KVBM_TICK_CONTROL)) &&
+	if (p->ev->hint.seen && (!(t & KVBM_TICK_HINT) || (t & KVBM_TICK_CONTROL)) &&
 	    !kvbm_backend_is_queued(p->backend))
 		kvbm_rhint_count(p, s, reused);
 }

@@ -369,6 +369,8 @@ void kvbm_store_settle_many(struct kvbm_pool *p, const uint32_t *s, uint32_t n, 
 	 * go inactive is taken back once. relaxed: each mark's CAS in
 	 * settle() keeps this first, as for one */
 	__atomic_fetch_add(&p->seg.ctl->inactive, (int64_t)n, __ATOMIC_RELAXED);
+	if (hint != KVBM_HINT_NONE && !p->ev->hint.seen)
+		p->ev->hint.seen = 1; /* the record starts (rhint.h) */
 	for (uint32_t i = 0; i < n; i++) {
 		int r = settle(p, s[i], 1, hint);
 		used += r == SETTLE_INACTIVE;

@@ -445,7 +445,10 @@ struct kvbm_shm_evict {
 		/* per KVBM_HINT_*: hit again while inactive, by age then in
 		 * eighths of the horizon (the last: 7/8 and older) */
 		uint32_t reused[KVBM_HINT_COUNT][8];
-		uint32_t unused[4]; /* per KVBM_HINT_*: evicted without a hit */
+		uint32_t unused[3]; /* per KVBM_HINT_*: evicted without a hit */
+		uint32_t seen;      /* nonzero once a release was hinted: until
+				     * then nothing is counted, so a pool that
+				     * never hints pays nothing per block */
 		uint64_t horizon;   /* age at eviction of a block in the unhinted
 				     * order, in ticks x 16, a running mean */
 		uint64_t outcomes;  /* outcomes counted, ever (diagnostics) */
@@ -486,6 +489,7 @@ struct kvbm_shm_hent {
 };
 _Static_assert(sizeof(struct kvbm_shm_evict) == 3 * KVBM_CACHELINE, "evict header lines");
 _Static_assert(sizeof(struct kvbm_shm_hintstat) == 2 * KVBM_CACHELINE, "hint stats lines");
+_Static_assert(KVBM_HINT_COUNT == 3, "a count per hint kind");
 _Static_assert(offsetof(struct kvbm_shm_evict, hint) == KVBM_CACHELINE, "hint stats line");
 _Static_assert(sizeof(struct kvbm_shm_lnode) == 32, "lineage node");
 _Static_assert(sizeof(struct kvbm_shm_hent) == 16, "leaf heap entry");

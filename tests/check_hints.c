@@ -364,6 +364,54 @@ START_TEST(test_control_sample_is_the_whole_release)
 }
 END_TEST
 
+/* Outcomes count from the pool's first hinted release on: a pool that
+ * never hints pays nothing per hit or eviction for the record (every
+ * unhinted block was counted before, about 60 instructions a block in a
+ * match of inactive blocks and its release). */
+static uint32_t unhinted_outcomes(struct kvbm_pool *p)
+{
+	struct kvbm_hint_stats hs;
+
+	ck_assert_int_eq(kvbm_hint_stats(p, &hs), 0);
+	return hs.reused[KVBM_HINT_NONE] + hs.unused[KVBM_HINT_NONE];
+}
+
+static void hit_and_churn(struct kvbm_pool *p, uint32_t start)
+{
+	struct kvbm_plh h[8];
+	struct kvbm_block b[8], m[8], x[16];
+
+	t_seq_hashes(start, 8, BS, h);
+	t_register(p, h, 8, b);
+	t_release(p, b, 8);
+	ck_assert_int_eq(kvbm_match_blocks(p, h, 8, m), 8);
+	t_release(p, m, 8);
+	ck_assert_int_eq(kvbm_allocate_blocks(p, 16, x, NULL, NULL), 0);
+	t_release(p, x, 16);
+}
+
+START_TEST(test_record_starts_at_the_first_hint)
+{
+	T_NAME(name);
+	struct kvbm_config cfg = t_cfg();
+	cfg.block_count = 16;
+	cfg.backend = _i ? KVBM_BACKEND_LRU : KVBM_BACKEND_LINEAGE;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	struct kvbm_plh h;
+	struct kvbm_block b;
+
+	hit_and_churn(p, 100);
+	ck_assert_uint_eq(unhinted_outcomes(p), 0);
+	t_seq_hashes(900, 1, BS, &h);
+	t_register(p, &h, 1, &b);
+	ck_assert_int_eq(kvbm_release_blocks_hint(p, &b, 1, KVBM_HINT_CONTINUES), 0);
+	hit_and_churn(p, 200);
+	ck_assert_uint_ge(unhinted_outcomes(p), 8);
+	ck_assert_int_eq(t_check(p), 0);
+	t_done(p, name);
+}
+END_TEST
+
 Suite *make_hints_suite(void)
 {
 	Suite *s = suite_create("hints");
@@ -375,6 +423,7 @@ Suite *make_hints_suite(void)
 	tcase_add_test(tc, test_weight_follows_the_record);
 	tcase_add_test(tc, test_hinted_leaf_tying_the_root_keeps_heap_order);
 	tcase_add_test(tc, test_control_sample_is_the_whole_release);
+	tcase_add_loop_test(tc, test_record_starts_at_the_first_hint, 0, 2);
 	tcase_add_loop_test(tc, test_killed_in_hinted_release_keeps_order, 0, 6);
 	suite_add_tcase(s, tc);
 	return s;
