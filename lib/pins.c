@@ -3,11 +3,11 @@
  * pins.c - pins held by the pool, not by a process (docs/EVICTION.md,
  * "Pins"): a deadline per slot in the pin region and the POOL holder bit.
  *
- * The deadline word is the truth, the bit and the counts are derived:
- * every change is made under the pool mutex, deadline first when pinning
- * and when unpinning, so a holder killed between the two leaves a word and
- * a bit that disagree, and recovery (kvbm_pins_rebuild) puts the bit back
- * where the word says. The bit is no process's, so the reaper never clears
+ * The deadline word is the truth, the bit, the counts and the expiry heap
+ * are derived: every change is made under the pool mutex, deadline first
+ * when pinning and when unpinning, so a holder killed between the two
+ * leaves a word and a bit that disagree, and recovery (kvbm_pins_rebuild)
+ * puts the bit back where the word says. The bit is no process's, so the reaper never clears
  * it; it sits in KVBM_HOLD_PROCS, so the evictor's handshake, settle and
  * recovery keep the slot active as they would for any holder.
  *
