@@ -268,6 +268,46 @@ static void check_pin(struct ck *c, uint32_t s, uint32_t st, uint64_t w, uint64_
 		bad(c, "slot %u: pinned by the pool and counted inactive", s);
 }
 
+/*
+ * The expiry heap against the words (mutex held): one entry per pinned
+ * block, each under its word's deadline, at the place its slot records
+ * (so no slot twice), none earlier than its parent. A heap that fails
+ * still expires nothing wrongly (lib/pins.c checks the top against its
+ * word) but may expire late until a repair rebuilds it.
+ */
+static void check_pin_heap(struct ck *c, uint32_t pinned)
+{
+	const uint8_t *r = (const uint8_t *)c->seg->pins;
+	const uint64_t *d = (const uint64_t *)(c->seg->pins + 1);
+	const struct kvbm_shm_pin_ent *a =
+		(const struct kvbm_shm_pin_ent *)(r + kvbm_pins_heap_off(&c->cfg));
+	const uint32_t *pos = (const uint32_t *)(r + kvbm_pins_pos_off(&c->cfg));
+	uint32_t n = c->seg->pins->heap_len;
+
+	if (n != pinned) {
+		bad(c, "pins: expiry heap of %u entries, %u deadlines set", n, pinned);
+		if (n > kvbm_pin_cap(&c->cfg))
+			return; /* past its room: not read */
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		struct kvbm_shm_pin_ent e = a[i];
+		if (e.slot >= c->nslots) {
+			bad(c, "pins: expiry heap entry %u names slot %u of %u", i, e.slot,
+			    c->nslots);
+			continue;
+		}
+		uint64_t v = d[e.slot];
+		if ((v & ~KVBM_PIN_TIP) != e.when || !v)
+			bad(c, "pins: expiry heap entry %u: slot %u at %llu, its deadline %llu", i,
+			    e.slot, (unsigned long long)e.when, (unsigned long long)v);
+		if (pos[e.slot] != i)
+			bad(c, "pins: expiry heap entry %u: slot %u says it is at %u", i, e.slot,
+			    pos[e.slot]);
+		if (i && a[(i - 1) / 2].when > e.when)
+			bad(c, "pins: expiry heap entry %u earlier than its parent", i);
+	}
+}
+
 /* The pin region's counts against the words (mutex held). */
 static void check_pin_totals(struct ck *c, uint32_t pinned, uint32_t tips)
 {
@@ -280,6 +320,7 @@ static void check_pin_totals(struct ck *c, uint32_t pinned, uint32_t tips)
 		bad(c, "pins: %u pins counted, %u deadlines marked as a pin's end", h->tips, tips);
 	if (pinned > cap)
 		bad(c, "pins: %u blocks pinned, past the pin share's %u", pinned, cap);
+	check_pin_heap(c, pinned);
 }
 
 /* The primary that duplicate @s (REGISTERED, not PRIMARY) names, if it is

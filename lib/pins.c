@@ -3,17 +3,28 @@
  * pins.c - pins held by the pool, not by a process (docs/EVICTION.md,
  * "Pins"): a deadline per slot in the pin region and the POOL holder bit.
  *
- * The deadline word is the truth, the bit and the counts are derived:
- * every change is made under the pool mutex, deadline first when pinning
- * and when unpinning, so a holder killed between the two leaves a word and
- * a bit that disagree, and recovery (kvbm_pins_rebuild) puts the bit back
- * where the word says. The bit is no process's, so the reaper never clears
+ * The deadline word is the truth, the bit, the counts and the expiry heap
+ * are derived: every change is made under the pool mutex, deadline first
+ * when pinning and when unpinning, so a holder killed between the two
+ * leaves a word and a bit that disagree, and recovery (kvbm_pins_rebuild)
+ * puts the bit back where the word says. The bit is no process's, so the reaper never clears
  * it; it sits in KVBM_HOLD_PROCS, so the evictor's handshake, settle and
  * recovery keep the slot active as they would for any holder.
  *
  * Expiry is exact without a clock read on the common path: pins->due is a
  * tick of the mutex's hold clock a little before the earliest deadline,
  * and kvbm_seg_lock() calls the expire hook once its tick passes it.
+ *
+ * Expiry costs what it expires, not the pool's size (a critical section
+ * is bounded by its work): a min-heap of (deadline, slot) in the pin
+ * region, one entry per pinned block, kept by pin, renew, unpin and
+ * expiry after the word is written. The heap is derived like the bit:
+ * a holder killed inside a heap update leaves entries the words
+ * contradict, and recovery rebuilds it from the words. Its bytes are
+ * trusted for nothing: every index is bounds-checked, every walk is as
+ * deep as the heap's capacity allows, and an entry found disagreeing
+ * with its word sends this expiry to the full scan and the pool to
+ * repair at unlock (kvbm_store_corrupt).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -27,6 +38,26 @@
 static uint64_t *deadlines(const struct kvbm_pool *p)
 {
 	return (uint64_t *)(p->seg.pins + 1);
+}
+
+#ifdef KVBM_FAILPOINTS
+uint64_t kvbm_pins_expire_visits;
+/* relaxed, atomic: a process's pool handles each have their own view of
+ * the mutex, and a test reads the sum after the fact */
+#define VISIT(n) __atomic_fetch_add(&kvbm_pins_expire_visits, (n), __ATOMIC_RELAXED)
+#else
+#define VISIT(n) ((void)0)
+#endif
+
+static struct kvbm_shm_pin_ent *heap(const struct kvbm_pool *p)
+{
+	return (struct kvbm_shm_pin_ent *)((uint8_t *)p->seg.pins +
+					   kvbm_pins_heap_off(&p->seg.cfg));
+}
+
+static uint32_t *heap_pos(const struct kvbm_pool *p)
+{
+	return (uint32_t *)((uint8_t *)p->seg.pins + kvbm_pins_pos_off(&p->seg.cfg));
 }
 
 static uint64_t mono_ns(void)
@@ -54,6 +85,130 @@ static void schedule(struct kvbm_pool *p, uint64_t now)
 	__atomic_store_n(&h->due, due, __ATOMIC_RELAXED);
 }
 
+/* ---- the expiry heap (mutex held) ---------------------------------------- */
+
+/* Entries in the heap: past its capacity is a peer's bytes. The capacity
+ * is this process's config, never a shared byte. */
+static uint32_t heap_len(struct kvbm_pool *p)
+{
+	uint32_t n = p->seg.pins->heap_len;
+
+	if (n <= kvbm_pin_cap(&p->seg.cfg))
+		return n;
+	kvbm_store_corrupt(p);
+	return 0;
+}
+
+/* Puts @e at @i and records its place (a slot out of range: repair). */
+static void heap_put(struct kvbm_pool *p, uint32_t i, struct kvbm_shm_pin_ent e)
+{
+	heap(p)[i] = e;
+	if (e.slot < p->nslots)
+		heap_pos(p)[e.slot] = i;
+	else
+		kvbm_store_corrupt(p);
+	KVBM_FAILPOINT("pins.heap.put");
+}
+
+/* Moves the entry at @i to its place among @n entries, up first unless
+ * @down_only (Floyd's heapify: the entries above are not a heap yet):
+ * each step halves or doubles @i, so no content makes it loop. */
+static void heap_sift(struct kvbm_pool *p, uint32_t i, uint32_t n, int down_only)
+{
+	struct kvbm_shm_pin_ent *a = heap(p);
+	struct kvbm_shm_pin_ent e = a[i];
+
+	while (!down_only && i > 0 && a[(i - 1) / 2].when > e.when) {
+		heap_put(p, i, a[(i - 1) / 2]);
+		i = (i - 1) / 2;
+	}
+	for (;;) {
+		uint64_t c = 2ull * i + 1;
+		if (c >= n)
+			break;
+		if (c + 1 < n && a[c + 1].when < a[c].when)
+			c++;
+		if (a[c].when >= e.when)
+			break;
+		heap_put(p, i, a[c]);
+		i = (uint32_t)c;
+	}
+	heap_put(p, i, e);
+}
+
+/* The heap index of pinned slot @s, or UINT32_MAX (after marking the pool
+ * for repair) if the heap does not hold it where it says. */
+static uint32_t heap_find(struct kvbm_pool *p, uint32_t s, uint32_t n)
+{
+	uint32_t i = heap_pos(p)[s];
+
+	if (i < n && heap(p)[i].slot == s)
+		return i;
+	kvbm_store_corrupt(p);
+	return UINT32_MAX;
+}
+
+/* Files newly pinned slot @s under @t. A full heap means counts that lie
+ * (pin_prefix admits no more than the cap): the repair rebuilds it. */
+static void heap_add(struct kvbm_pool *p, uint32_t s, uint64_t t)
+{
+	uint32_t n = heap_len(p);
+
+	if (n >= kvbm_pin_cap(&p->seg.cfg)) {
+		kvbm_store_corrupt(p);
+		return;
+	}
+	heap(p)[n] = (struct kvbm_shm_pin_ent){.when = t, .slot = s};
+	p->seg.pins->heap_len = n + 1;
+	heap_sift(p, n, n + 1, 0);
+}
+
+/* Refiles pinned slot @s under its later deadline @t. */
+static void heap_move(struct kvbm_pool *p, uint32_t s, uint64_t t)
+{
+	uint32_t n = heap_len(p), i = heap_find(p, s, n);
+
+	if (i == UINT32_MAX)
+		return;
+	heap(p)[i].when = t;
+	heap_sift(p, i, n, 0);
+}
+
+/* Takes slot @s's entry out: the last entry fills its place. */
+static void heap_del(struct kvbm_pool *p, uint32_t s)
+{
+	uint32_t n = heap_len(p), i = heap_find(p, s, n);
+
+	if (i == UINT32_MAX)
+		return;
+	p->seg.pins->heap_len = --n;
+	if (i < n) {
+		heap(p)[i] = heap(p)[n];
+		heap_sift(p, i, n, 0);
+	}
+}
+
+/* The slot with the earliest deadline, checked against its word: 1 and
+ * *@s, *@t set; 0: the heap is empty; -1: the heap lies (the pool is
+ * marked for repair). */
+static int heap_top(struct kvbm_pool *p, uint32_t *s, uint64_t *t)
+{
+	uint32_t n = heap_len(p);
+
+	if (n == 0)
+		return p->seg.pins->blocks ? (kvbm_store_corrupt(p), -1) : 0;
+	struct kvbm_shm_pin_ent e = heap(p)[0];
+	VISIT(1);
+	if (e.slot >= p->nslots || !deadlines(p)[e.slot] ||
+	    (deadlines(p)[e.slot] & ~KVBM_PIN_TIP) != e.when || heap_pos(p)[e.slot] != 0) {
+		kvbm_store_corrupt(p);
+		return -1;
+	}
+	*s = e.slot;
+	*t = e.when;
+	return 1;
+}
+
 /* Ends slot @s's pin (mutex held, op record written): the word, then the
  * bit, then the slot settles if nobody else holds it. */
 static void unpin_slot(struct kvbm_pool *p, uint32_t s)
@@ -69,6 +224,7 @@ static void unpin_slot(struct kvbm_pool *p, uint32_t s)
 	if (v & KVBM_PIN_TIP)
 		__atomic_store_n(&h->tips, h->tips - 1, __ATOMIC_RELAXED);
 	KVBM_FAILPOINT("pins.unpin.word");
+	heap_del(p, s);
 	/* seq_cst: as a process's unpin (hold.c), one RMW of the mask, so a
 	 * process dropping its own last bit at the same time sees ours gone
 	 * or we see its bit gone: exactly one of us settles */
@@ -99,8 +255,12 @@ static void pin_slot(struct kvbm_pool *p, uint32_t s, uint64_t until, int tip)
 	if (when(nv) < h->next_ns)
 		__atomic_store_n(&h->next_ns, when(nv), __ATOMIC_RELAXED);
 	KVBM_FAILPOINT("pins.pin.word");
-	if (v)
+	if (v) {
+		if (when(nv) != when(v))
+			heap_move(p, s, when(nv));
 		return; /* the bit is there already */
+	}
+	heap_add(p, s, when(nv));
 	/* seq_cst: the pool's hold is a holder bit like a process's, against
 	 * the evictor's handshake; but the evictor holds the mutex we hold,
 	 * so no eviction is in flight. The mark: whoever's RMW clears it
@@ -115,19 +275,16 @@ static void pin_slot(struct kvbm_pool *p, uint32_t s, uint64_t until, int tip)
 		__atomic_fetch_sub(&p->seg.ctl->inactive, 1, __ATOMIC_SEQ_CST);
 }
 
-/* Ends every pin whose deadline is at most @now and sets the next due
- * tick (mutex held). Returns the blocks expired. */
-static uint32_t expire_locked(struct kvbm_pool *p, uint64_t now)
+/* Ends every pin due by @now the slow way, looking at every word: for a
+ * heap found lying, whose repair at unlock rebuilds it. Sets *@next to
+ * the earliest deadline left. */
+static uint32_t expire_scan(struct kvbm_pool *p, uint64_t now, uint64_t *next)
 {
-	struct kvbm_shm_pins *h = p->seg.pins;
 	uint64_t *d = deadlines(p);
-	uint64_t next = UINT64_MAX;
 	uint32_t n = 0;
 
-	if (h->next_ns > now) {
-		schedule(p, now); /* looked early (the due tick is early) */
-		return 0;
-	}
+	*next = UINT64_MAX;
+	VISIT(p->nslots);
 	for (uint32_t s = 0; s < p->nslots; s++) {
 		uint64_t v = d[s];
 		if (!v)
@@ -136,10 +293,40 @@ static uint32_t expire_locked(struct kvbm_pool *p, uint64_t now)
 			kvbm_store_op(p, KVBM_OP_PIN, s);
 			unpin_slot(p, s);
 			n++;
-		} else if (when(v) < next) {
-			next = when(v);
+		} else if (when(v) < *next) {
+			*next = when(v);
 		}
 	}
+	return n;
+}
+
+/* Ends every pin whose deadline is at most @now and sets the next due
+ * tick (mutex held): the heap's top while it is due, each check and
+ * removal O(log pins). Returns the blocks expired. */
+static uint32_t expire_locked(struct kvbm_pool *p, uint64_t now)
+{
+	struct kvbm_shm_pins *h = p->seg.pins;
+	uint64_t next = UINT64_MAX, t;
+	uint32_t n = 0, s;
+	int r;
+
+	if (h->next_ns > now) {
+		schedule(p, now); /* looked early (the due tick is early) */
+		return 0;
+	}
+	/* each round takes one entry out, so the capacity bounds the rounds
+	 * whatever the bytes say */
+	for (uint32_t left = kvbm_pin_cap(&p->seg.cfg); (r = heap_top(p, &s, &t)) > 0; left--) {
+		if (t > now || left == 0) {
+			next = t;
+			break;
+		}
+		kvbm_store_op(p, KVBM_OP_PIN, s);
+		unpin_slot(p, s);
+		n++;
+	}
+	if (r < 0)
+		n += expire_scan(p, now, &next);
 	__atomic_store_n(&h->next_ns, next, __ATOMIC_RELAXED);
 	__atomic_store_n(&h->expired, h->expired + n, __ATOMIC_RELAXED);
 	schedule(p, now);
@@ -183,20 +370,25 @@ void kvbm_pins_rebuild(struct kvbm_pool *p)
 	uint64_t next = UINT64_MAX;
 	/* no call pins for longer: a later word is bytes a peer wrote */
 	uint64_t latest = mono_ns() + KVBM_PIN_TTL_MAX_MS * 1000000ull;
-	uint32_t blocks = 0, tips = 0;
+	uint32_t blocks = 0, tips = 0, cap = kvbm_pin_cap(&p->seg.cfg);
+	struct kvbm_shm_pin_ent *a = heap(p);
 
 	for (uint32_t s = 0; s < p->nslots; s++) {
 		struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 		uint64_t w = sl->state;
 		if (d[s] && (kvbm_slot_state(w) != KVBM_SLOT_REGISTERED ||
-			     !(kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY) || when(d[s]) > latest))
-			/* bytes a peer wrote: no pin outlives its block */
+			     !(kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY) || when(d[s]) > latest ||
+			     blocks >= cap))
+			/* bytes a peer wrote: no pin outlives its block, and
+			 * no call pins past the share */
 			__atomic_store_n(&d[s], 0, __ATOMIC_RELAXED);
 		/* RMWs, seq_cst: live pinners' bits stay, as in the reaper */
 		if (d[s]) {
 			__atomic_fetch_or(&sl->holders, KVBM_HOLD_POOL, __ATOMIC_SEQ_CST);
 			/* the recount that follows lowers the count */
 			__atomic_fetch_and(&sl->holders, ~KVBM_HOLD_INACTIVE, __ATOMIC_SEQ_CST);
+			a[blocks] = (struct kvbm_shm_pin_ent){.when = when(d[s]), .slot = s};
+			heap_pos(p)[s] = blocks;
 			blocks++;
 			tips += (d[s] & KVBM_PIN_TIP) != 0;
 			if (when(d[s]) < next)
@@ -205,6 +397,10 @@ void kvbm_pins_rebuild(struct kvbm_pool *p)
 			__atomic_fetch_and(&sl->holders, ~KVBM_HOLD_POOL, __ATOMIC_SEQ_CST);
 		}
 	}
+	/* Floyd's heapify: O(pins), entries all in range */
+	h->heap_len = blocks;
+	for (uint32_t i = blocks / 2; i-- > 0;)
+		heap_sift(p, i, blocks, 1);
 	/* relaxed: read lock-free by scrapes and kvbmd, as snapshots */
 	__atomic_store_n(&h->blocks, blocks, __ATOMIC_RELAXED);
 	__atomic_store_n(&h->tips, tips, __ATOMIC_RELAXED);
@@ -323,8 +519,15 @@ long kvbm_unpin_prefix(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 		unpin_slot(p, s);
 		k++;
 	}
-	/* the earliest deadline may have gone: an early look costs a clock
-	 * read, so next_ns stays until the next expiry recomputes it */
+	/* the earliest deadline may have gone: the heap's top is the next
+	 * (a lying heap: the repair at unlock recomputes it) */
+	uint64_t t;
+	uint32_t top;
+	int e = heap_top(p, &top, &t);
+	if (e >= 0) {
+		__atomic_store_n(&p->seg.pins->next_ns, e ? t : UINT64_MAX, __ATOMIC_RELAXED);
+		schedule(p, mono_ns());
+	}
 	kvbm_store_unlock(p);
 	return k;
 }
@@ -368,8 +571,13 @@ int kvbm_pins_info(struct kvbm_pool *p, struct kvbm_pins_info *out)
 	out->pin_share = p->seg.cfg.pin_share;
 	out->expirations = h->expired;
 	out->next_expiry_ms = UINT64_MAX;
-	uint64_t now = mono_ns();
-	for (uint32_t s = 0; s < p->nslots; s++) {
+	uint64_t now = mono_ns(), t;
+	uint32_t top;
+	int e = heap_top(p, &top, &t);
+	if (e > 0)
+		out->next_expiry_ms = remaining_ms(t, now);
+	for (uint32_t s = 0; e < 0 && s < p->nslots; s++) {
+		/* a lying heap (repaired at unlock): the words */
 		uint64_t v = deadlines(p)[s];
 		uint64_t ms = v ? remaining_ms(when(v), now) : UINT64_MAX;
 		if (ms < out->next_expiry_ms)

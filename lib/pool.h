@@ -517,6 +517,12 @@ void kvbm_store_hooks(struct kvbm_pool *p);
 void kvbm_pins_hooks(struct kvbm_pool *p);
 /* Recovery: the POOL bits and the counts from the deadline words. */
 void kvbm_pins_rebuild(struct kvbm_pool *p);
+#ifdef KVBM_FAILPOINTS
+/* Test builds: deadline words and heap tops read, summed, to find what is
+ * due (expiry; unpin and kvbm_pins_info read the top too): what an
+ * expiry's mutex hold grows with. */
+extern uint64_t kvbm_pins_expire_visits;
+#endif
 
 /* ---- block.c ---------------------------------------------------------------- */
 

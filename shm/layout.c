@@ -76,6 +76,8 @@ static const uint64_t layout_facts[] = {
 	F(struct kvbm_shm_config, pin_share),
 	sizeof(struct kvbm_shm_pins),
 	F(struct kvbm_shm_pins, blocks),
+	F(struct kvbm_shm_pins, heap_len),
+	sizeof(struct kvbm_shm_pin_ent),
 	KVBM_HOLD_POOL,
 	KVBM_PIN_TIP,
 };

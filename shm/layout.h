@@ -38,8 +38,10 @@
  *    in what was reserved_cfg, the POOL holder bit (KVBM_MAX_PROCS 62)
  * 10: release hints: the hint kind in a slot's tick, their accuracy counters
  *    in the eviction header's second line
- * 11: lineage nodes carry a parent hint (32 bytes), evict.twins */
-#define KVBM_ABI_MAJOR 11
+ * 11: lineage nodes carry a parent hint (32 bytes), evict.twins
+ * 12: the pin region's expiry heap: (deadline, slot) entries, one per
+ *     pinned block, and each slot's place in it (pins.heap_len) */
+#define KVBM_ABI_MAJOR 12
 #define KVBM_ABI_MINOR 0
 #define KVBM_CACHELINE 64
 #define KVBM_PAGE 4096
@@ -686,10 +688,17 @@ static inline uint64_t kvbm_events_region_size(const struct kvbm_shm_config *cfg
  * The pin region (lib/pins.c): a header line, then one deadline word per
  * slot: 0 = not pinned by the pool, else CLOCK_MONOTONIC ns (even) at which
  * the pin ends, | KVBM_PIN_TIP when the block ended a pin call (counted as
- * one pin). The deadlines are the truth: the POOL holder bit and the counts
- * are derived from them, and recovery rebuilds them. Mutex holders write
- * everything; `due` is read by every locker (shm/mutex.c), the counts by
- * metric scrapes, lock-free.
+ * one pin). The deadlines are the truth: the POOL holder bit, the counts
+ * and the expiry heap are derived from them, and recovery rebuilds them.
+ * Mutex holders write everything; `due` is read by every locker
+ * (shm/mutex.c), the counts by metric scrapes, lock-free.
+ *
+ * After the words: the expiry heap, a binary min-heap by deadline of
+ * heap_len entries, one per pinned block, room for the pin share's
+ * blocks (kvbm_pin_cap), so that expiry costs what it expires, not the
+ * pool's size; then each slot's index in it (meaningful only while the
+ * slot is pinned). Readers trust no byte of either: every index is
+ * bounds-checked and an entry that disagrees with its word is repaired.
  */
 #define KVBM_PIN_TIP 1ull
 struct kvbm_shm_pins {
@@ -700,22 +709,44 @@ struct kvbm_shm_pins {
 	uint32_t blocks;    /* pinned blocks */
 	uint32_t tips;      /* pins: pinned blocks with KVBM_PIN_TIP */
 	uint32_t cap;       /* most blocks pins may hold (pin_share) */
-	uint32_t reserved;
+	uint32_t heap_len;  /* entries in the expiry heap */
 	uint64_t expired;   /* blocks whose pin expired, ever */
 	uint64_t reserved2[3];
 };
 _Static_assert(sizeof(struct kvbm_shm_pins) == KVBM_CACHELINE, "pin header line");
 
-static inline uint64_t kvbm_pins_region_size(const struct kvbm_shm_config *cfg)
-{
-	return sizeof(struct kvbm_shm_pins) + 8ull * cfg->block_count;
-}
+/* An expiry heap entry: the deadline (without the tip mark) it was filed
+ * under, and the slot. */
+struct kvbm_shm_pin_ent {
+	uint64_t when;
+	uint32_t slot;
+	uint32_t pad;
+};
+_Static_assert(sizeof(struct kvbm_shm_pin_ent) == 16, "pin heap entry");
 
 /* Blocks pins may hold in a pool of @cfg. */
 static inline uint32_t kvbm_pin_cap(const struct kvbm_shm_config *cfg)
 {
 	return (uint32_t)((uint64_t)cfg->block_count * cfg->pin_share / 100);
 }
+
+/* Offsets in the pin region: the heap after the words, the slots'
+ * places in it after the heap (8-byte aligned: 16-byte entries). */
+static inline uint64_t kvbm_pins_heap_off(const struct kvbm_shm_config *cfg)
+{
+	return sizeof(struct kvbm_shm_pins) + 8ull * cfg->block_count;
+}
+
+static inline uint64_t kvbm_pins_pos_off(const struct kvbm_shm_config *cfg)
+{
+	return kvbm_pins_heap_off(cfg) + sizeof(struct kvbm_shm_pin_ent) * kvbm_pin_cap(cfg);
+}
+
+static inline uint64_t kvbm_pins_region_size(const struct kvbm_shm_config *cfg)
+{
+	return kvbm_pins_pos_off(cfg) + 4ull * cfg->block_count;
+}
+
 
 /* Hash over every size/offset above plus the ABI facts they depend on. */
 uint64_t kvbm_layout_hash(void);

@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,15 +46,22 @@ static void cached_pool(const char *name, enum kvbm_backend backend)
 	kvbm_pool_close(p);
 }
 
-static struct kvbm_shm_header read_header(const char *name)
+/* Reads [off, off + len) of the pool file into @buf. */
+static void peek(const char *name, off_t off, void *buf, size_t len)
 {
-	struct kvbm_shm_header hdr;
 	char path[512];
 	int fd = open(t_path(name, path, sizeof(path)), O_RDONLY);
 
 	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(pread(fd, &hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+	ck_assert_int_eq(pread(fd, buf, len, off), (ssize_t)len);
 	close(fd);
+}
+
+static struct kvbm_shm_header read_header(const char *name)
+{
+	struct kvbm_shm_header hdr;
+
+	peek(name, 0, &hdr, sizeof(hdr));
 	return hdr;
 }
 
@@ -288,6 +296,97 @@ START_TEST(test_library_survives_damaged_eviction_order)
 }
 END_TEST
 
+/*
+ * A peer scribbles over the pins' expiry heap (lib/pins.c). Runs 0-4:
+ * random bytes over the heap, its length and the slots' places; a length
+ * past the heap's room; entries naming slots past the pool; every entry
+ * naming one slot; a heap out of order. kvbm-shm-dump --check reports
+ * each and survives; a process then pins, unpins, lists and expires
+ * through the damage without a crash, a hang or a write outside the
+ * region, and where the damage shows at the heap's top (runs 0-3) its
+ * lock repairs the heap from the deadline words: the pool checks clean
+ * and the short pins end on time.
+ */
+START_TEST(test_library_survives_damaged_pin_heap)
+{
+	T_NAME(name);
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_plh h[16];
+	struct kvbm_block b[16];
+
+	cfg.block_count = 64;
+	cfg.pin_share = 50;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	t_seq_hashes(40, 16, BS, h);
+	t_register(p, h, 16, b);
+	t_release(p, b, 16);
+	/* 8 short pins, then 8 long ones, deadlines all different */
+	for (uint32_t i = 0; i < 16; i++)
+		ck_assert_int_eq(kvbm_pin_prefix(p, h + i, 1, i < 8 ? 100 + 10 * i : 60000 + i, NULL),
+				 1);
+	ck_assert_int_eq(t_check(p), 0);
+	kvbm_pool_close(p);
+
+	struct kvbm_shm_header hdr = read_header(name);
+	uint64_t reg = hdr.regions[KVBM_REGION_PINS].offset;
+	uint64_t heap = reg + kvbm_pins_heap_off(&hdr.config);
+	uint64_t pos = reg + kvbm_pins_pos_off(&hdr.config);
+	uint32_t cap = kvbm_pin_cap(&hdr.config), len = 16;
+	struct kvbm_shm_pin_ent e[32];
+	switch (_i) {
+	case 0:
+		scribble(name, heap, kvbm_pins_region_size(&hdr.config) - kvbm_pins_heap_off(&hdr.config),
+			 4242);
+		len = 0x9e3779b9u;
+		break;
+	case 1:
+		len = UINT32_MAX;
+		break;
+	case 2:
+	case 3:
+		for (uint32_t i = 0; i < cap; i++)
+			e[i] = (struct kvbm_shm_pin_ent){.when = i, .slot = _i == 2 ? 64 + i : 5};
+		t_patch(name, (off_t)heap, e, sizeof(e[0]) * cap);
+		len = cap;
+		break;
+	default:
+		/* the top swapped with the last entry: a late top, an early leaf */
+		peek(name, (off_t)heap, e, sizeof(e[0]) * 16);
+		struct kvbm_shm_pin_ent t = e[0];
+		e[0] = e[15];
+		e[15] = t;
+		t_patch(name, (off_t)heap, e, sizeof(e[0]) * 16);
+		t_patch(name, (off_t)(pos + 4ull * e[0].slot), &(uint32_t){0}, 4);
+		t_patch(name, (off_t)(pos + 4ull * e[15].slot), &(uint32_t){15}, 4);
+	}
+	t_patch(name, (off_t)(reg + offsetof(struct kvbm_shm_pins, heap_len)), &len, 4);
+	char out[65536];
+	int rc = t_run_tool(out, sizeof(out), "kvbm-shm-dump", "--check", name, (char *)NULL);
+	ck_assert_msg(rc == 1 && strstr(out, "expiry heap"), "exit %d\n%s", rc, out);
+	dump_survives(name, 1);
+
+	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &p), 0);
+	struct kvbm_pins_info info;
+	struct kvbm_pinned l[32];
+	ck_assert_int_eq(kvbm_pins_info(p, &info), 0);
+	ck_assert_int_ge(kvbm_pins_list(p, l, 32), 0);
+	ck_assert_int_ge(kvbm_unpin_prefix(p, h + 15, 1), 0);
+	ck_assert_int_ge(kvbm_pin_prefix(p, h + 15, 1, 60000, NULL), 0);
+	usleep(250000);
+	ck_assert_int_ge(kvbm_pins_expire(p), 0);
+	ck_assert_int_ge(kvbm_pins_list(p, l, 32), 0);
+	if (_i < 4) {
+		ck_assert_int_eq(t_check(p), 0);
+		/* every short pin ended, every long one is there */
+		ck_assert_int_eq(kvbm_pins_info(p, &info), 0);
+		ck_assert_uint_eq(info.blocks, 8);
+		ck_assert_uint_eq(info.next_expiry_ms > 59000, 1);
+	}
+	kvbm_pool_close(p);
+	ck_assert_int_eq(kvbm_pool_destroy(name, KVBM_DESTROY_FORCE), 0);
+}
+END_TEST
+
 static char reports[8192];
 static void collect(const char *msg, void *arg)
 {
@@ -466,6 +565,7 @@ Suite *make_damaged_suite(void)
 	tcase_add_test(tc, test_checker_bounds_lineage_links);
 	tcase_add_test(tc, test_checker_reports_list_cycles);
 	tcase_add_loop_test(tc, test_library_survives_damaged_eviction_order, 0, 4);
+	tcase_add_loop_test(tc, test_library_survives_damaged_pin_heap, 0, 5);
 	tcase_add_test(tc, test_checker_reports_truncated_file);
 	tcase_add_test(tc, test_primary_kept_alive_by_duplicate);
 	tcase_add_test(tc, test_dead_unreaped_holder_is_legal_while_others_run);

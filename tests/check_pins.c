@@ -434,6 +434,30 @@ static const struct crash_case crash_cases[] = {
 	{"pins.unpin.word:2", CR_EXPIRE, 0},
 };
 
+/* A child opens pool @name, waits until @at_ms (0: at once), arms @fp
+ * and runs @op on the @n blocks of @h (a pin for @ttl): SIGKILLed at the
+ * failpoint, holding the mutex. */
+static void crash_child(const char *name, const char *fp, enum crash_op op,
+			const struct kvbm_plh *h, size_t n, uint64_t ttl, uint64_t at_ms)
+{
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct kvbm_pool *q = NULL;
+		T_CHILD_CHECK(kvbm_pool_open(name, NULL, 0, &q) == 0, 2);
+		sleep_until_ms(at_ms);
+		kvbm_fp_arm(fp);
+		if (op == CR_PIN)
+			(void)kvbm_pin_prefix(q, h, n, ttl, NULL);
+		else if (op == CR_UNPIN)
+			(void)kvbm_unpin_prefix(q, h, n);
+		else
+			(void)kvbm_reap(q); /* any mutex acquisition expires */
+		_exit(9); /* the failpoint did not fire */
+	}
+	ck_assert_int_eq(t_wait(pid), 128 + SIGKILL);
+}
+
 START_TEST(test_pin_crash_points)
 {
 	const struct crash_case *cc = &crash_cases[_i];
@@ -447,21 +471,7 @@ START_TEST(test_pin_crash_points)
 	if (cc->op == CR_EXPIRE)
 		usleep(100000);
 	uint64_t recoveries = p->seg.ctl->recoveries;
-	pid_t pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		struct kvbm_pool *q = NULL;
-		T_CHILD_CHECK(kvbm_pool_open(name, NULL, 0, &q) == 0, 2);
-		kvbm_fp_arm(cc->fp);
-		if (cc->op == CR_PIN)
-			(void)kvbm_pin_prefix(q, h, 4, 60000, NULL);
-		else if (cc->op == CR_UNPIN)
-			(void)kvbm_unpin_prefix(q, h, 4);
-		else
-			(void)kvbm_reap(q); /* any mutex acquisition expires */
-		_exit(9); /* the failpoint did not fire */
-	}
-	ck_assert_int_eq(t_wait(pid), 128 + SIGKILL);
+	crash_child(name, cc->fp, cc->op, h, 4, 60000, 0);
 	/* what the dead owner was doing, as an operator sees it */
 	char out[16384];
 	ck_assert_int_eq(t_run_tool(out, sizeof(out), "kvbm-shm-dump", name, NULL), 0);
@@ -478,6 +488,116 @@ START_TEST(test_pin_crash_points)
 	ck_assert_int_eq(kvbm_available_blocks(p), 16);
 	ck_assert_uint_eq(pressure(p), 16);
 	ck_assert_int_eq(t_check(p), 0);
+	t_done(p, name);
+}
+END_TEST
+
+/* Distinct TTLs a second apart, in no order (940 and 997 are coprime). */
+static uint64_t ttl_of(uint32_t i)
+{
+	return 60000 + (uint64_t)(i * 940u % 997u) * 1000u;
+}
+
+/*
+ * Expiry under the mutex costs what it expires, not the pool's size: on
+ * a pool of 1M blocks with 64 pins of different TTLs, the one that comes
+ * due is found and ended looking at a handful of deadlines (the heap's
+ * top), where a scan of the deadline words looked at all 1M.
+ */
+START_TEST(test_pin_expiry_visits_only_whats_due)
+{
+	T_NAME(name);
+	enum { N = 64 };
+	struct kvbm_plh h[N];
+	struct kvbm_pool *p = pin_pool(name, 1u << 20, 1);
+
+	t_seq_hashes(200, N, BS, h);
+	cached(p, h, N);
+	/* distinct TTLs a second apart, in no order, so the heap sifts both
+	 * ways; block @first's is the shortest */
+	uint32_t first = 1;
+	for (uint32_t i = 1; i < N; i++) {
+		ck_assert_int_eq(kvbm_pin_prefix(p, h + i, 1, ttl_of(i), NULL), 1);
+		first = ttl_of(i) < ttl_of(first) ? i : first;
+	}
+	ck_assert_int_eq(kvbm_pin_prefix(p, h, 1, 30, NULL), 1);
+	usleep(60000);
+	kvbm_pins_expire_visits = 0;
+	ck_assert_int_eq(kvbm_pins_expire(p), 1);
+	/* the due top, then the next top (not due): O(expired), whatever
+	 * the number of blocks */
+	ck_assert_uint_le(kvbm_pins_expire_visits, 4);
+	ck_assert_uint_eq(pins(p).blocks, N - 1);
+	uint64_t next = pins(p).next_expiry_ms;
+	ck_assert_uint_le(next, ttl_of(first));
+	ck_assert_uint_gt(next, ttl_of(first) - 500);
+	/* an unpin of the earliest: the next deadline is the second's */
+	ck_assert_int_eq(kvbm_unpin_prefix(p, h + first, 1), 1);
+	ck_assert_uint_ge(pins(p).next_expiry_ms, next + 500);
+	ck_assert_int_eq(t_check(p), 0);
+	t_done(p, name);
+}
+END_TEST
+
+/*
+ * Crash points inside the expiry heap's updates: a child SIGKILLed in the
+ * middle of a sift (the 2nd entry moved) while pinning a block that goes
+ * to the top, unpinning the top, and expiring the top. The heap is left
+ * half-sifted; the parent's lock recovers it from the deadline words, and
+ * from then on every pin ends on time: after each expiry no pin whose
+ * deadline passed is left, and none whose deadline is ahead is gone.
+ */
+enum { HC = 16 }; /* pins before the crash, deadlines 400-1000 ms */
+
+static uint64_t hc_ttl(uint32_t i)
+{
+	return i == HC ? 300 : 400 + 40 * (uint64_t)(HC - 1 - i);
+}
+
+START_TEST(test_pin_heap_crash_points)
+{
+	static const enum crash_op ops[] = {CR_PIN, CR_UNPIN, CR_EXPIRE};
+	enum crash_op op = ops[_i];
+	T_NAME(name);
+	struct kvbm_plh h[HC + 1];
+	struct kvbm_pool *p = prefix_pool(name, 64, 50, 700, h, HC + 1);
+
+	uint64_t t0 = mono_ms();
+	for (uint32_t i = 0; i < HC; i++) /* each goes to the top */
+		ck_assert_int_eq(kvbm_pin_prefix(p, h + i, 1, hc_ttl(i), NULL), 1);
+	ck_assert_int_eq(t_check(p), 0);
+	uint64_t recoveries = p->seg.ctl->recoveries;
+	/* the pin adds block HC, the unpin takes HC - 1 (the top), the
+	 * expiry comes once the top is due */
+	crash_child(name, "pins.heap.put:2", op, h + (op == CR_PIN ? HC : HC - 1), 1, hc_ttl(HC),
+		    op == CR_EXPIRE ? t0 + hc_ttl(HC - 1) + 5 : 0);
+	ck_assert_int_eq(t_check(p), 0); /* its lock recovers first */
+	ck_assert_uint_eq(p->seg.ctl->recoveries, recoveries + 1);
+	int gone = op == CR_UNPIN ? HC - 1 : -1; /* the unpin's word went first */
+	uint32_t pinned = pins(p).blocks;
+	ck_assert_uint_eq(pinned, op == CR_PIN ? HC + 1 : op == CR_UNPIN ? HC - 1 : pinned);
+	for (int round = 0; round < 200 && pinned; round++) {
+		uint64_t before = mono_ms();
+		(void)kvbm_pins_expire(p);
+		struct kvbm_pinned l[HC + 1];
+		long k = kvbm_pins_list(p, l, HC + 1);
+		uint64_t after = mono_ms();
+		ck_assert_int_ge(k, 0);
+		/* none overdue left (its deadline is at most now + remaining) */
+		for (long j = 0; j < k; j++)
+			ck_assert_uint_ge(after + l[j].remaining_ms + 1, before);
+		/* none ended early: a deadline ahead of now is still pinned */
+		uint32_t ahead = 0;
+		for (uint32_t i = 0; i <= HC; i++)
+			ahead += (i < HC || op == CR_PIN) && (int)i != gone && t0 + hc_ttl(i) > after;
+		ck_assert_uint_ge((uint64_t)k, ahead);
+		pinned = (uint32_t)k;
+		usleep(20000);
+	}
+	ck_assert_uint_eq(pinned, 0);
+	ck_assert_int_eq(t_check(p), 0);
+	ck_assert_int_eq(present(p, h, HC + 1), HC + 1);
+	ck_assert_uint_eq(pressure(p), 64);
 	t_done(p, name);
 }
 END_TEST
@@ -727,7 +847,9 @@ Suite *make_pins_suite(void)
 	tcase_add_test(tc, test_pin_outlives_its_process);
 	tcase_add_loop_test(tc, test_pin_crash_points, 0,
 			    sizeof(crash_cases) / sizeof(crash_cases[0]));
+	tcase_add_loop_test(tc, test_pin_heap_crash_points, 0, 3);
 	tcase_add_test(tc, test_pin_checker_sees_damage);
+	tcase_add_test(tc, test_pin_expiry_visits_only_whats_due);
 	tcase_add_test(tc, test_pin_dump);
 	tcase_add_test(tc, test_pin_share_flag);
 	tcase_add_test(tc, test_pin_races_matchers_and_evictions);

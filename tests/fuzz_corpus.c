@@ -251,6 +251,22 @@ static void variants(const char *tag, enum kvbm_backend backend, int full)
 		ph->due = 0;
 		ph->next_ns = 0;
 	});
+	VARIANT("pins-heap-lies", {
+		/* the expiry heap full of entries naming slots past the pool
+		 * and one slot many times, its places all 0, a due top */
+		struct kvbm_shm_pins *ph = (void *)(img + rg[KVBM_REGION_PINS].offset);
+		struct kvbm_shm_pin_ent *e =
+			(void *)((uint8_t *)ph + kvbm_pins_heap_off(&h.config));
+		uint32_t cap = kvbm_pin_cap(&h.config);
+		for (uint32_t i = 0; i < cap; i++) {
+			e[i].when = i;
+			e[i].slot = i & 1 ? 3 : ~i;
+		}
+		memset((uint8_t *)ph + kvbm_pins_pos_off(&h.config), 0, 4ull * h.config.block_count);
+		ph->heap_len = cap;
+		ph->due = 0;
+		ph->next_ns = 0;
+	});
 	VARIANT_IF(full, "config-rewritten", ((struct kvbm_shm_header *)img)->config.block_count = 4096);
 	VARIANT_IF(full, "regions-rewritten",
 		((struct kvbm_shm_header *)img)->regions[KVBM_REGION_SLOTS].offset += 64);
