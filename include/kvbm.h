@@ -923,7 +923,8 @@ KVBM_API int kvbm_reset_inactive_pool(struct kvbm_pool *pool);
  * All or nothing: nothing changes unless every hash is registered and the
  * pool's pinned blocks stay within pin_share percent of the pool. Returns
  * the number of blocks that were not pinned before, or: the handle errors,
- * -EINVAL (NULL @hashes, @n == 0, @ttl_ms 0 or above KVBM_PIN_TTL_MAX_MS),
+ * -EINVAL (NULL @hashes, @n == 0 or more than the pool's block count,
+ * @ttl_ms 0 or above KVBM_PIN_TTL_MAX_MS),
  * KVBM_ENOTREG (@hashes[*@failed] is not registered; @failed may be NULL),
  * KVBM_EPINSHARE (the pins would pass the share, or pin_share is 0), the
  * mutex errors.

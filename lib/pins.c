@@ -310,10 +310,9 @@ static uint32_t expire_locked(struct kvbm_pool *p, uint64_t now)
 	uint32_t n = 0, s;
 	int r;
 
-	if (h->next_ns > now) {
-		schedule(p, now); /* looked early (the due tick is early) */
-		return 0;
-	}
+	/* not next_ns: a peer's bytes, and one too late would keep every pin
+	 * (the lock hook, kvbm_pins_expire and kvbmd all read it); the heap's
+	 * top, checked against its slot's word, is O(1) and sets it right */
 	/* each round takes one entry out, so the capacity bounds the rounds
 	 * whatever the bytes say */
 	for (uint32_t left = kvbm_pin_cap(&p->seg.cfg); (r = heap_top(p, &s, &t)) > 0; left--) {
@@ -443,8 +442,9 @@ long kvbm_pin_prefix(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_t 
 	if (!hashes || n == 0 || ttl_ms == 0 || ttl_ms > KVBM_PIN_TTL_MAX_MS)
 		return -EINVAL;
 	uint32_t cap = kvbm_pin_cap(&p->seg.cfg);
-	if (n > cap)
-		return KVBM_EPINSHARE; /* cannot fit, whatever is pinned */
+	/* not against the share yet: a hash given twice is one block */
+	if (n > p->nslots)
+		return -EINVAL;
 	/* before the mutex: nothing is allocated under it */
 	uint32_t *slots = malloc(n * sizeof(*slots)), *sorted = malloc(n * sizeof(*sorted));
 	if (!slots || !sorted) {

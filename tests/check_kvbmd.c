@@ -677,6 +677,10 @@ START_TEST(test_kvbmd_expires_pins_on_time)
 	ck_assert_int_eq(kvbm_release_blocks(p, b, 4), 0);
 	uint64_t t0 = now_ns();
 	ck_assert_int_eq(kvbm_pin_prefix(p, h, 4, 300, NULL), 4);
+	if (_i) { /* a peer's bytes: kvbmd's backstop expires them anyway */
+		__atomic_store_n(&p->seg.pins->next_ns, UINT64_MAX, __ATOMIC_RELAXED);
+		__atomic_store_n(&p->seg.pins->due, UINT64_MAX, __ATOMIC_RELAXED);
+	}
 	scrape_until(&k, "kvbm_pinned_blocks{pool=\"G1\"}", 4);
 	uint32_t left = 4;
 	for (int i = 0; i < 3000 && (left = __atomic_load_n(&p->seg.pins->blocks,
@@ -1627,7 +1631,7 @@ Suite *make_kvbmd_suite(void)
 	tcase_add_test(tc, test_kvbmd_refuses_two_pools_of_one_tier);
 	tcase_add_test(tc, test_kvbmd_sighup_reloads_labels);
 	tcase_add_test(tc, test_kvbmd_reaps_a_killed_holder_at_once);
-	tcase_add_test(tc, test_kvbmd_expires_pins_on_time);
+	tcase_add_loop_test(tc, test_kvbmd_expires_pins_on_time, 0, 2);
 	tcase_add_test(tc, test_kvbmd_metrics_mutex_hold_histogram);
 	suite_add_tcase(s, tc);
 	return s;

@@ -229,6 +229,27 @@ START_TEST(test_pins_expire_call)
 }
 END_TEST
 
+/* next_ns is any peer's to write: one set too late kept every pin past its
+ * TTL (the lock hook, kvbm_pins_expire and kvbmd all trusted it) and the
+ * checker saw nothing (review F2, failed before): the expiry call reads
+ * the heap's top instead, and sets the word right. */
+START_TEST(test_pin_expiry_survives_a_late_next_word)
+{
+	T_NAME(name);
+	struct kvbm_plh h[4];
+	struct kvbm_pool *p = prefix_pool(name, 16, 50, 20, h, 4);
+
+	ck_assert_int_eq(kvbm_pin_prefix(p, h, 4, 50, NULL), 4);
+	__atomic_store_n(&p->seg.pins->next_ns, UINT64_MAX, __ATOMIC_RELAXED);
+	__atomic_store_n(&p->seg.pins->due, UINT64_MAX, __ATOMIC_RELAXED);
+	sleep_until_ms(mono_ms() + 200);
+	ck_assert_int_eq(kvbm_pins_expire(p), 4);
+	ck_assert_uint_eq(pins(p).blocks, 0);
+	ck_assert_int_eq(t_check(p), 0);
+	t_done(p, name);
+}
+END_TEST
+
 START_TEST(test_pin_renewal_extends_never_shortens)
 {
 	T_NAME(name);
@@ -275,8 +296,13 @@ START_TEST(test_pin_share_bound)
 	ck_assert_int_eq(kvbm_pin_prefix(p, twice, 3, 60000, NULL), 1);
 	ck_assert_uint_eq(pins(p).blocks, 4);
 	ck_assert_int_eq(kvbm_pin_prefix(p, h + 4, 1, 60000, NULL), KVBM_EPINSHARE);
-	/* more hashes than the share holds: refused before looking */
+	/* more blocks than the share holds */
 	ck_assert_int_eq(kvbm_pin_prefix(p, h, 5, 60000, NULL), KVBM_EPINSHARE);
+	/* more hashes than the share holds, naming no more blocks than it:
+	 * counted as blocks (was refused before looking: review F3) */
+	struct kvbm_plh again[5] = {h[0], h[1], h[2], h[3], h[3]};
+	ck_assert_int_eq(kvbm_pin_prefix(p, again, 5, 60000, NULL), 0);
+	ck_assert_uint_eq(pins(p).blocks, 4);
 	ck_assert_str_eq(kvbm_strerror(KVBM_EPINSHARE),
 			 "pinning these blocks would pass the pool's pin share "
 			 "(kvbm_config.pin_share)");
@@ -334,6 +360,8 @@ START_TEST(test_pin_bad_input)
 	ck_assert_int_eq(kvbm_pin_prefix(p, h, 2, 0, NULL), -EINVAL);
 	ck_assert_int_eq(kvbm_pin_prefix(p, h, 2, KVBM_PIN_TTL_MAX_MS + 1, NULL), -EINVAL);
 	ck_assert_int_eq(kvbm_pin_prefix(NULL, h, 2, 1000, NULL), -EINVAL);
+	/* more hashes than the pool has blocks: refused before any work */
+	ck_assert_int_eq(kvbm_pin_prefix(p, h, 17, 1000, NULL), -EINVAL);
 	ck_assert_int_eq(kvbm_unpin_prefix(p, h, 0), -EINVAL);
 	ck_assert_int_eq(kvbm_unpin_prefix(p, NULL, 1), -EINVAL);
 	ck_assert_int_eq(kvbm_unpin_prefix(p, h + 2, 2), 0); /* unregistered: skipped */
@@ -840,6 +868,7 @@ Suite *make_pins_suite(void)
 	tcase_add_test(tc, test_pin_over_process_holds);
 	tcase_add_test(tc, test_pin_expires_at_next_lock);
 	tcase_add_test(tc, test_pins_expire_call);
+	tcase_add_test(tc, test_pin_expiry_survives_a_late_next_word);
 	tcase_add_test(tc, test_pin_renewal_extends_never_shortens);
 	tcase_add_test(tc, test_pin_share_bound);
 	tcase_add_test(tc, test_pin_share_zero_and_config);

@@ -121,6 +121,8 @@ struct kvbmd_pool {
 	uint64_t retry_ns;        /* CLOCK_MONOTONIC of the next reap of them */
 	uint32_t retries;
 	int poison_logged;
+	uint64_t pins_backstop_ns; /* CLOCK_MONOTONIC of the next expiry call
+				    * made whatever next_ns says (pins.c) */
 	/* the publisher thread's counters; atomic: read by the HTTP thread */
 	uint64_t ev_published_zmq; /* events sent on the PUB socket */
 	uint64_t batches_zmq;
