@@ -550,6 +550,37 @@ START_TEST(test_adapt_follows_its_miniatures)
 END_TEST
 
 /*
+ * adapt's LRU expert takes the oldest leaf over both queues and renews no
+ * parent younger than it. X (used once: S) is older than a chain P -> C
+ * used twice (M: P, then C). X goes; P, a parent younger than X, stays at
+ * M's head. Scanning M on its own to its first leaf (C) would have moved
+ * P to M's tail, out of LRU's order (0.005 below lru at agentic 25%).
+ */
+START_TEST(test_adapt_lru_expert_is_lru)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = pool_with(name, 3, KVBM_BACKEND_ADAPT);
+	struct kvbm_plh pc[2], ev[1];
+	struct kvbm_block b[2];
+
+	once(p, 10);
+	t_seq_hashes(500, 2, BS, pc);
+	t_register(p, pc, 2, b);
+	t_release(p, b, 2);
+	reuse(p, pc[0], 1);
+	reuse(p, pc[1], 1);
+	ck_assert_int_eq(queue_of(p, b[0]), 1);
+	ck_assert_uint_eq(kvbm_q_head(p, 1), b[0].id);
+	steer(p, 0);
+	evict_all(p, 1, ev);
+	ck_assert(kvbm_plh_eq(ev[0], t_hash1(10, BS)));
+	ck_assert_uint_eq(kvbm_q_head(p, 1), b[0].id);
+	ck_assert_int_eq(t_check(p), 0);
+	t_done(p, name);
+}
+END_TEST
+
+/*
  * The miniatures may hold anything: every byte of them overwritten, the
  * checker has nothing to report, traffic goes on (a mini found
  * inconsistent starts again, empty), and they learn again: a block used
@@ -715,6 +746,7 @@ Suite *make_evict_suite(void)
 	tcase_add_loop_test(tc, test_lecar_experts_and_regret, 0, 2);
 	tcase_add_loop_test(tc, test_adapt_follows_its_miniatures, 0, 4);
 	tcase_add_loop_test(tc, test_adapt_miniatures_any_content, 0, 2);
+	tcase_add_test(tc, test_adapt_lru_expert_is_lru);
 	tcase_add_loop_test(tc, test_queued_restore_keeps_the_order, 0, 5);
 	tcase_add_loop_test(tc, test_queued_reused_block_outlives_one_shots, 0, 2);
 	tcase_add_loop_test(tc, test_queued_ghost_readmits, 0, 2);
