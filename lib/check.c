@@ -788,13 +788,6 @@ static void check_queues(struct ck *c)
 	    ((int32_t)e->qtarget > (int32_t)KVBM_LECAR_ONE / 2 ||
 	     (int32_t)e->qtarget < -(int32_t)KVBM_LECAR_ONE / 2))
 		bad(c, "LeCaR: LRU weight %d / 2^20 past one half either way", (int32_t)e->qtarget);
-	if (c->cfg.backend == KVBM_BACKEND_ADAPT && c->g.gbuckets) {
-		const struct kvbm_shm_ghosthdr *gh =
-			(const void *)((const uint8_t *)c->seg->evict + c->g.gtab_off);
-		int x = kvbm_adapt_bad_weight(gh->adapt);
-		if (x >= 0)
-			bad(c, "adapt: expert %d's weight %u / 2^20 past one", x, gh->adapt[x]);
-	}
 }
 
 static void check_order(struct ck *c, uint32_t marked)

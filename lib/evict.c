@@ -977,7 +977,7 @@ void kvbm_evict_clear(struct kvbm_pool *p)
 	     (int32_t)p->ev->qtarget < -(int32_t)KVBM_LECAR_ONE / 2))
 		p->ev->qtarget = 0; /* back to even weights */
 	if (p->backend == KVBM_BACKEND_ADAPT)
-		kvbm_adapt_clamp(p);
+		kvbm_adapt_recover(p); /* the miniatures start again, empty */
 }
 
 void kvbm_evict_setup(struct kvbm_pool *p)
@@ -998,6 +998,9 @@ void kvbm_evict_setup(struct kvbm_pool *p)
 	p->ghdr = g.gbuckets ? (struct kvbm_shm_ghosthdr *)(base + g.gtab_off) : NULL;
 	p->gtab = g.gbuckets ? (struct kvbm_shm_gbucket *)(p->ghdr + 1) : NULL;
 	p->gbuckets = g.gbuckets;
+	p->mini = g.mini_off ? base + g.mini_off : NULL;
+	p->mini_ents = g.mini_ents;
+	p->mini_tslots = g.mini_tslots;
 	p->gpfrag = g.nodes ? (uint64_t *)(base + g.pfrag_off) : NULL;
 	p->lin_nodes = g.nodes;
 	p->lin_buckets = g.buckets;

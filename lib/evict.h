@@ -67,13 +67,17 @@ uint32_t kvbm_ghost_take(struct kvbm_pool *p, struct kvbm_plh key, uint32_t list
 double kvbm_q_draw(struct kvbm_pool *p);   /* deterministic, in [0, 1) */
 double kvbm_exp_approx(double y);          /* e^y for y in [-6, 1] */
 
+/* evict_mini.c: adapt's miniature simulations, one per expert */
+void kvbm_mini_access(struct kvbm_pool *p, struct kvbm_plh key);
+uint64_t kvbm_mini_hits(struct kvbm_pool *p, uint32_t k); /* hit ratio, 2^-16 */
+void kvbm_mini_clear(struct kvbm_pool *p); /* all three emptied */
+
 /* evict_adapt.c: ours */
 uint32_t kvbm_adapt_first(struct kvbm_pool *p);
 void kvbm_adapt_hit(struct kvbm_pool *p, uint32_t s, uint32_t q);
 uint32_t kvbm_adapt_new(struct kvbm_pool *p, struct kvbm_plh key); /* its queue */
 uint32_t kvbm_adapt_window(struct kvbm_pool *p, uint32_t l);
-void kvbm_adapt_clamp(struct kvbm_pool *p); /* recovery: state back in range */
+void kvbm_adapt_recover(struct kvbm_pool *p); /* recovery: the miniatures emptied */
 /* the checker's test of that range: the first expert out of it, or -1 */
-int kvbm_adapt_bad_weight(const uint32_t *w);
 
 #endif

@@ -64,6 +64,8 @@ struct kvbm_pool {
 	struct kvbm_shm_ghosthdr *ghdr;
 	struct kvbm_shm_gbucket *gtab;
 	uint32_t gbuckets;
+	uint8_t *mini;                /* adapt's miniatures (evict_adapt.c) */
+	uint32_t mini_ents, mini_tslots;
 	uint32_t scan_budget; /* evict_queue.c, for one call: 0 = unbounded */
 	uint32_t ev_cap, ev_entry_size;  /* the event ring's, likewise (events.c) */
 	/* where an out-of-range index read from the segment lands (evict.c,

@@ -40,7 +40,8 @@
  *    in the eviction header's second line
  * 11: lineage nodes carry a parent hint (32 bytes), evict.twins
  * 12: the pin region's expiry heap: (deadline, slot) entries, one per
- *     pinned block, and each slot's place in it (pins.heap_len) */
+ *     pinned block, and each slot's place in it (pins.heap_len); adapt's
+ *     miniature simulations in the eviction region; hint record's seen */
 #define KVBM_ABI_MAJOR 12
 #define KVBM_ABI_MINOR 0
 #define KVBM_CACHELINE 64
@@ -551,8 +552,6 @@ struct kvbm_shm_gbucket {
 };
 struct kvbm_shm_ghosthdr {
 	_Alignas(KVBM_CACHELINE) uint32_t stamp[4]; /* evictions into each list */
-	uint32_t adapt[12]; /* adapt's weights and counters (evict_adapt.c), any
-			     * content legal: every read is clamped */
 };
 
 /* Hash chain of lineage key (@pos, @frag) among @buckets (a power of two). */
@@ -563,12 +562,48 @@ static inline uint32_t kvbm_lineage_bucket(uint32_t pos, uint64_t frag, uint32_t
 	return (uint32_t)(h >> 32) & (buckets - 1);
 }
 
+/*
+ * adapt's miniature simulations (evict_adapt.c): one small cache per
+ * expert, fed the hash-sampled 1/KVBM_MINI_RATE of the blocks and sized
+ * 1/KVBM_MINI_RATE of the pool (SHARDS), so that their hit counts say
+ * which expert the pool should follow. An entry is on one of four lists
+ * (free, S, M, S's history, or LFU's M of its frequency); the table maps
+ * a sampled key to its entry.
+ * Any content is legal: every index read is bounded, a walk never runs
+ * past the entries, a mini found inconsistent is emptied, and recovery
+ * empties them all. They only steer the choice of victim.
+ */
+#define KVBM_MINI_RATE 8u
+#define KVBM_MINI_NONE UINT32_MAX
+enum { KVBM_MINI_FREE, KVBM_MINI_S, KVBM_MINI_M, KVBM_MINI_G, KVBM_MINI_F0,
+       KVBM_MINI_LISTS = KVBM_MINI_F0 + 16 }; /* LFU's M: one list per frequency */
+struct kvbm_shm_ment {
+	uint64_t key;
+	uint32_t prev, next; /* entry indexes, KVBM_MINI_NONE at the ends */
+	uint8_t list, freq, pad[6];
+};
+struct kvbm_shm_mini {
+	_Alignas(KVBM_CACHELINE) uint32_t ents, tslots, built; /* built: ents, 0 = never */
+	uint32_t head[KVBM_MINI_LISTS], tail[KVBM_MINI_LISTS], len[KVBM_MINI_LISTS];
+	uint64_t hits; /* decayed hits, 16 fractional bits */
+};
+
 /* Where things are in the eviction region (offsets from its start). */
 struct kvbm_evict_geom {
-	uint64_t sketch_off, nodes_off, pfrag_off, heads_off, heap_off, gtab_off, size;
+	uint64_t sketch_off, nodes_off, pfrag_off, heads_off, heap_off, gtab_off, mini_off, size;
 	uint32_t sketch_words, nodes, ghosts, buckets;
 	uint32_t gbuckets; /* ghost table buckets (S3-FIFO, ARC), a power of two */
+	uint32_t mini_ents, mini_tslots; /* per miniature (adapt): entries, table (power of two) */
 };
+
+/* adapt's three miniatures: headers, then each one's entries and table. */
+#define KVBM_MINIS 3u
+static inline uint64_t kvbm_mini_bytes(uint32_t ents, uint32_t tslots)
+{
+	uint64_t b = (uint64_t)ents * sizeof(struct kvbm_shm_ment) + (uint64_t)tslots * 4;
+
+	return (b + KVBM_CACHELINE - 1) & ~(uint64_t)(KVBM_CACHELINE - 1);
+}
 
 static inline void kvbm_evict_geometry(const struct kvbm_shm_config *cfg,
 				       struct kvbm_evict_geom *g)
@@ -614,6 +649,19 @@ static inline void kvbm_evict_geometry(const struct kvbm_shm_config *cfg,
 		g->gtab_off = off;
 		off += sizeof(struct kvbm_shm_ghosthdr) +
 		       (uint64_t)g->gbuckets * sizeof(struct kvbm_shm_gbucket);
+	}
+	if (cfg->backend == KVBM_BACKEND_ADAPT) {
+		/* a mini holds up to its share of the pool plus a history of
+		 * half that; the table at most a quarter full */
+		uint32_t m = cfg->block_count / KVBM_MINI_RATE;
+		g->mini_ents = (m < 8 ? 8 : m) * 3 / 2 + 2;
+		g->mini_tslots = 16;
+		while (g->mini_tslots < 4ull * g->mini_ents)
+			g->mini_tslots <<= 1;
+		off = (off + KVBM_CACHELINE - 1) & ~(uint64_t)(KVBM_CACHELINE - 1);
+		g->mini_off = off;
+		off += KVBM_MINIS * (sizeof(struct kvbm_shm_mini) +
+				     kvbm_mini_bytes(g->mini_ents, g->mini_tslots));
 	}
 	g->size = (off + KVBM_CACHELINE - 1) & ~(uint64_t)(KVBM_CACHELINE - 1);
 }

@@ -898,6 +898,64 @@ START_TEST(test_victim_killed_at_failpoint_adapt)
 }
 END_TEST
 
+/*
+ * Killed inside a miniature's update (lib/evict_mini.c), which only a
+ * sampled block reaches: the victim registers new blocks one at a time
+ * into a full pool until it dies. Recovery empties the miniatures; the
+ * pool checks clean, every block comes back, and traffic goes on.
+ */
+static int mini_victim(const char *name)
+{
+	struct kvbm_pool *q = attach(name);
+
+	kvbm_fp_arm("evict.adapt.mini");
+	for (uint32_t i = 0; i < 1024; i++) {
+		struct kvbm_plh h;
+		struct kvbm_block b;
+		t_seq_hashes(200000 + 10 * i, 1, BS, &h);
+		if (kvbm_allocate_blocks(q, 1, &b, NULL, NULL) != 0 ||
+		    kvbm_stage_block(q, &b, h, BS) != 0 || kvbm_register_blocks(q, &b, 1) != 0 ||
+		    kvbm_release_blocks(q, &b, 1) != 0)
+			return 70;
+	}
+	return 77; /* the failpoint never fired */
+}
+
+START_TEST(test_victim_killed_in_adapt_miniature)
+{
+	T_NAME(name);
+	enum { TOTAL = 32 };
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_plh h[TOTAL];
+	struct kvbm_block b[TOTAL];
+	struct kvbm_pool_info pi;
+
+	cfg.block_count = TOTAL;
+	cfg.backend = KVBM_BACKEND_ADAPT;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	t_seq_hashes(1, TOTAL, BS, h);
+	t_register(p, h, TOTAL, b);
+	t_release(p, b, TOTAL);
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(mini_victim(name));
+	ck_assert_int_eq(t_wait(pid), 128 + SIGKILL);
+	int r = kvbm_reap(p);
+	ck_assert_int_eq(kvbm_pool_info(p, &pi), 0);
+	ck_assert_int_eq(r + (int)pi.recoveries, 1);
+	ck_assert_uint_eq(pi.recoveries, 1);
+	assert_quiescent(p, TOTAL);
+	for (uint32_t i = 0; i < 4 * TOTAL; i++) { /* evictions, the minis at work again */
+		struct kvbm_block x;
+		t_seq_hashes(900000 + 10 * i, 1, BS, &h[0]);
+		t_register(p, h, 1, &x);
+		t_release(p, &x, 1);
+	}
+	assert_quiescent(p, TOTAL);
+	t_done(p, name);
+}
+END_TEST
+
 /* The victim attached with KVBM_OPEN_ONE_THREAD, whose holds skip the
  * stripe locks and count without RMWs: the reaper must find the same. */
 START_TEST(test_victim_killed_one_thread)
@@ -1134,6 +1192,7 @@ Suite *make_mproc_suite(void)
 			    NQUEUED * (NBLOCK_POINTS + NLINEAGE_POINTS + NQUEUE_POINTS));
 	tcase_add_loop_test(tc, test_victim_killed_at_failpoint_adapt, 0,
 			    (int)(sizeof(adapt_points) / sizeof(adapt_points[0])));
+	tcase_add_test(tc, test_victim_killed_in_adapt_miniature);
 	suite_add_tcase(s, tc);
 	return s;
 }
