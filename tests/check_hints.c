@@ -216,6 +216,40 @@ START_TEST(test_weight_follows_the_record)
 }
 END_TEST
 
+/* CONTINUES is judged on the older half of the horizon, not the last
+ * eighth alone: a kind hit three times as often as the rest in eighths
+ * 4..6 and as often in the last one earns weight (it got none before: one
+ * request's lump in or out of the last eighth decided it). */
+START_TEST(test_continues_weighed_on_the_older_half)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = pool_with(name, 64, KVBM_BACKEND_LINEAGE);
+	struct kvbm_hint_stats st;
+
+	ck_assert_int_eq(kvbm_store_lock(p, KVBM_OP_NONE, 0), 0);
+	memset(&p->ev->hint, 0, sizeof(p->ev->hint));
+	for (int j = 4; j < 8; j++) {
+		p->ev->hint.reused[KVBM_HINT_NONE][j] = 100;
+		p->ev->hint.reused[KVBM_HINT_CONTINUES][j] = j < 7 ? 300 : 100;
+	}
+	p->ev->hint.unused[KVBM_HINT_NONE] = 1000;
+	p->ev->hint.unused[KVBM_HINT_CONTINUES] = 400;
+	kvbm_store_unlock(p);
+	ck_assert_int_eq(kvbm_hint_stats(p, &st), 0);
+	/* (969 / 1400) / (1438 / 2800) - 1 = 2.78 eighths: 2 */
+	ck_assert_uint_eq(st.weight_permille[KVBM_HINT_CONTINUES], 250);
+	/* as often as the rest over the older half: none */
+	ck_assert_int_eq(kvbm_store_lock(p, KVBM_OP_NONE, 0), 0);
+	for (int j = 4; j < 8; j++)
+		p->ev->hint.reused[KVBM_HINT_CONTINUES][j] = 100;
+	p->ev->hint.unused[KVBM_HINT_CONTINUES] = 1000;
+	kvbm_store_unlock(p);
+	ck_assert_int_eq(kvbm_hint_stats(p, &st), 0);
+	ck_assert_uint_eq(st.weight_permille[KVBM_HINT_CONTINUES], 0);
+	t_done(p, name);
+}
+END_TEST
+
 /* The victim registers @h[0..4), releases A NONE, B ONESHOT, C CONTINUES,
  * then D ONESHOT with @point armed; for the record's point it hits A again
  * first (A's second release counts it, and dies there). */
@@ -421,6 +455,7 @@ Suite *make_hints_suite(void)
 	tcase_add_test(tc, test_bad_hint_is_refused_pool_intact);
 	tcase_add_loop_test(tc, test_hinted_order_across_processes, 0, 6);
 	tcase_add_test(tc, test_weight_follows_the_record);
+	tcase_add_test(tc, test_continues_weighed_on_the_older_half);
 	tcase_add_test(tc, test_hinted_leaf_tying_the_root_keeps_heap_order);
 	tcase_add_test(tc, test_control_sample_is_the_whole_release);
 	tcase_add_loop_test(tc, test_record_starts_at_the_first_hint, 0, 2);
