@@ -195,8 +195,13 @@ static int heap_top(struct kvbm_pool *p, uint32_t *s, uint64_t *t)
 {
 	uint32_t n = heap_len(p);
 
+	if (n != p->seg.pins->blocks) {
+		/* both change in one critical section: a peer's bytes */
+		kvbm_store_corrupt(p);
+		return -1;
+	}
 	if (n == 0)
-		return p->seg.pins->blocks ? (kvbm_store_corrupt(p), -1) : 0;
+		return 0;
 	struct kvbm_shm_pin_ent e = heap(p)[0];
 	VISIT(1);
 	if (e.slot >= p->nslots || !deadlines(p)[e.slot] ||
@@ -375,23 +380,28 @@ void kvbm_pins_rebuild(struct kvbm_pool *p)
 	for (uint32_t s = 0; s < p->nslots; s++) {
 		struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 		uint64_t w = sl->state;
-		if (d[s] && (kvbm_slot_state(w) != KVBM_SLOT_REGISTERED ||
-			     !(kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY) || when(d[s]) > latest ||
-			     blocks >= cap))
+		/* one read: a peer writing the word meanwhile must not take
+		 * the count past the heap's room (a[] below) */
+		uint64_t v = __atomic_load_n(&d[s], __ATOMIC_RELAXED);
+		if (v && (kvbm_slot_state(w) != KVBM_SLOT_REGISTERED ||
+			  !(kvbm_slot_flags(w) & KVBM_SLOT_F_PRIMARY) || when(v) > latest ||
+			  blocks >= cap)) {
 			/* bytes a peer wrote: no pin outlives its block, and
 			 * no call pins past the share */
 			__atomic_store_n(&d[s], 0, __ATOMIC_RELAXED);
+			v = 0;
+		}
 		/* RMWs, seq_cst: live pinners' bits stay, as in the reaper */
-		if (d[s]) {
+		if (v) {
 			__atomic_fetch_or(&sl->holders, KVBM_HOLD_POOL, __ATOMIC_SEQ_CST);
 			/* the recount that follows lowers the count */
 			__atomic_fetch_and(&sl->holders, ~KVBM_HOLD_INACTIVE, __ATOMIC_SEQ_CST);
-			a[blocks] = (struct kvbm_shm_pin_ent){.when = when(d[s]), .slot = s};
+			a[blocks] = (struct kvbm_shm_pin_ent){.when = when(v), .slot = s};
 			heap_pos(p)[s] = blocks;
 			blocks++;
-			tips += (d[s] & KVBM_PIN_TIP) != 0;
-			if (when(d[s]) < next)
-				next = when(d[s]);
+			tips += (v & KVBM_PIN_TIP) != 0;
+			if (when(v) < next)
+				next = when(v);
 		} else {
 			__atomic_fetch_and(&sl->holders, ~KVBM_HOLD_POOL, __ATOMIC_SEQ_CST);
 		}
@@ -532,6 +542,27 @@ long kvbm_unpin_prefix(struct kvbm_pool *p, const struct kvbm_plh *hashes, size_
 	return k;
 }
 
+/* Whether every heap entry names a pinned slot under its word, at the place
+ * the slot records, not before its parent (mutex held): O(pins), for the
+ * explicit expiry call, since the lock's check sees only the top and a lie
+ * below it would keep that pin until the top reached it. */
+static int heap_valid(struct kvbm_pool *p)
+{
+	uint32_t n = heap_len(p);
+	const struct kvbm_shm_pin_ent *a = heap(p);
+	const uint64_t *d = deadlines(p);
+
+	if (n != p->seg.pins->blocks)
+		return 0;
+	for (uint32_t i = 0; i < n; i++) {
+		struct kvbm_shm_pin_ent e = a[i];
+		if (e.slot >= p->nslots || !d[e.slot] || when(d[e.slot]) != e.when ||
+		    heap_pos(p)[e.slot] != i || (i && a[(i - 1) / 2].when > e.when))
+			return 0;
+	}
+	return 1;
+}
+
 long kvbm_pins_expire(struct kvbm_pool *p)
 {
 	int r = p ? kvbm_seg_check(&p->seg) : -EINVAL;
@@ -543,7 +574,20 @@ long kvbm_pins_expire(struct kvbm_pool *p)
 	r = kvbm_store_lock(p, KVBM_OP_PIN, UINT32_MAX);
 	if (r < 0)
 		return r;
-	long k = (long)expired_by_lock + expire_locked(p, mono_ns());
+	uint64_t now = mono_ns(), next = UINT64_MAX;
+	long k = expired_by_lock;
+	if (heap_valid(p)) {
+		k += expire_locked(p, now);
+	} else {
+		/* the words decide, and the repair at unlock rebuilds the heap */
+		kvbm_store_corrupt(p);
+		uint32_t n = expire_scan(p, now, &next);
+		struct kvbm_shm_pins *h = p->seg.pins;
+		__atomic_store_n(&h->next_ns, next, __ATOMIC_RELAXED);
+		__atomic_store_n(&h->expired, h->expired + n, __ATOMIC_RELAXED);
+		schedule(p, now);
+		k += n;
+	}
 	kvbm_store_unlock(p);
 	return k;
 }

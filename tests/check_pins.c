@@ -250,6 +250,35 @@ START_TEST(test_pin_expiry_survives_a_late_next_word)
 }
 END_TEST
 
+/* A peer files a pin below the heap's top later than its word: the lock's
+ * check sees only the top, so that pin outlived its TTL until the top's
+ * own deadline (a minute here; review, failed before). The explicit
+ * expiry call (kvbmd's, once a second) checks the whole heap. */
+START_TEST(test_pin_expiry_survives_a_lie_below_the_top)
+{
+	T_NAME(name);
+	struct kvbm_plh h[2];
+	struct kvbm_pool *p = prefix_pool(name, 16, 50, 20, h, 2);
+
+	ck_assert_int_eq(kvbm_pin_prefix(p, h + 1, 1, 60000, NULL), 1); /* B: a minute */
+	ck_assert_int_eq(kvbm_pin_prefix(p, h, 1, 50, NULL), 1);        /* A: 50 ms */
+	struct kvbm_shm_pin_ent *a =
+		(void *)((uint8_t *)p->seg.pins + kvbm_pins_heap_off(&p->seg.cfg));
+	uint32_t *pos = (void *)((uint8_t *)p->seg.pins + kvbm_pins_pos_off(&p->seg.cfg));
+	struct kvbm_shm_pin_ent ea = a[0], eb = a[1];
+	ea.when = eb.when + 2;
+	a[0] = eb;
+	a[1] = ea;
+	pos[eb.slot] = 0;
+	pos[ea.slot] = 1;
+	sleep_until_ms(mono_ms() + 300);
+	ck_assert_int_eq(kvbm_pins_expire(p), 1);
+	ck_assert_uint_eq(pins(p).blocks, 1);
+	ck_assert_int_eq(t_check(p), 0);
+	t_done(p, name);
+}
+END_TEST
+
 START_TEST(test_pin_renewal_extends_never_shortens)
 {
 	T_NAME(name);
@@ -869,6 +898,7 @@ Suite *make_pins_suite(void)
 	tcase_add_test(tc, test_pin_expires_at_next_lock);
 	tcase_add_test(tc, test_pins_expire_call);
 	tcase_add_test(tc, test_pin_expiry_survives_a_late_next_word);
+	tcase_add_test(tc, test_pin_expiry_survives_a_lie_below_the_top);
 	tcase_add_test(tc, test_pin_renewal_extends_never_shortens);
 	tcase_add_test(tc, test_pin_share_bound);
 	tcase_add_test(tc, test_pin_share_zero_and_config);

@@ -21,11 +21,10 @@ int kvbmd_pins_tick(struct kvbmd *d, uint64_t now_ns)
 		 * leaves it) costs one call, late is corrected by whoever
 		 * pins, and our wait is bounded by the scan interval */
 		uint64_t due = __atomic_load_n(&p->view.seg.pins->next_ns, __ATOMIC_RELAXED);
-		/* once a second while blocks are pinned, whatever next_ns
-		 * says: it is any peer's to write, and a late one would keep
-		 * every pin (the expiry call reads the heap and sets it right) */
-		uint32_t pinned = __atomic_load_n(&p->view.seg.pins->blocks, __ATOMIC_RELAXED);
-		int backstop = pinned && now_ns >= p->pins_backstop_ns;
+		/* once a second, whatever next_ns and the pinned count say:
+		 * both are any peer's to write, and a late next_ns would keep
+		 * every pin (the expiry call checks the heap and the words) */
+		int backstop = now_ns >= p->pins_backstop_ns;
 		if (backstop)
 			p->pins_backstop_ns = now_ns + 1000000000ull;
 		if (due == UINT64_MAX && !backstop)
@@ -42,7 +41,7 @@ int kvbmd_pins_tick(struct kvbmd *d, uint64_t now_ns)
 				due = now_ns + 1000000;
 		}
 		int64_t ms = (int64_t)((due - now_ns + 999999) / 1000000);
-		if (pinned && ms > 1000) /* the backstop's next round */
+		if (ms > 1000) /* the backstop's next round */
 			ms = 1000;
 		if (next < 0 || ms < next)
 			next = ms;
