@@ -10,20 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD:-build}
-if [ $# -eq 0 ]; then
-	echo "usage: scripts/eviction-table.sh TRACE... (a Mooncake trace, JSON lines; make workloads writes ours to $build/workloads)" >&2
-	exit 2
-fi
-for t in "$@"; do
-	if [ ! -r "$t" ]; then
-		echo "eviction-table.sh: no trace to read at $t" >&2
-		exit 1
-	fi
-done
-if [ ! -x "$build/bin/kvbm-replay" ]; then
-	echo "eviction-table.sh: $build/bin/kvbm-replay is not built: run make first" >&2
-	exit 1
-fi
+. scripts/trace-args.sh
+check_trace_args eviction-table.sh "a Mooncake trace, JSON lines; make workloads writes ours to $build/workloads" "$@"
 fracs="0.01 0.02 0.05 0.10 0.25 0.50"
 out=$build/eviction
 mkdir -p "$out"

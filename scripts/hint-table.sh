@@ -10,20 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD:-build}
-if [ $# -eq 0 ]; then
-	echo "usage: scripts/hint-table.sh TRACE... (Mooncake-format, with timestamps)" >&2
-	exit 2
-fi
-for t in "$@"; do
-	if [ ! -r "$t" ]; then
-		echo "hint-table.sh: no trace to read at $t" >&2
-		exit 1
-	fi
-done
-if [ ! -x "$build/bin/kvbm-replay" ]; then
-	echo "hint-table.sh: $build/bin/kvbm-replay is not built: run make first" >&2
-	exit 1
-fi
+. scripts/trace-args.sh
+check_trace_args hint-table.sh "Mooncake-format, with timestamps" "$@"
 fracs=${FRACS:-"0.01 0.02 0.05 0.10 0.25 0.50"}
 backends=${BACKENDS:-"lineage lfru lru"}
 windows=${WINDOWS:-"300 inf"}
