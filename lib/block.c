@@ -210,6 +210,8 @@ int kvbm_allocate_blocks(struct kvbm_pool *p, uint32_t n, struct kvbm_block *out
 	 * where an allocation would evict, which reads it */
 	if (c->recount_pending && c->free_count < n)
 		(void)kvbm_store_recount_inactive(p, UINT32_MAX);
+	int repaired = 0;
+again:
 	while (nfree < n && c->free_count) {
 		uint32_t s = kvbm_free_pop(p);
 		if (s == UINT32_MAX)
@@ -226,6 +228,20 @@ int kvbm_allocate_blocks(struct kvbm_pool *p, uint32_t n, struct kvbm_block *out
 		}
 		for (uint32_t i = nfree; i-- > 0;)
 			kvbm_free_push(p, out[i].id, 1);
+		nfree = 0;
+		/* short because the order was damaged (a peer's bytes): it
+		 * is rebuilt from the slot array now, and the blocks it lost
+		 * are found on the retry, which a repair at unlock would
+		 * leave to the next call */
+		if (!repaired && p->seg.corrupt) {
+			repaired = 1;
+			r = kvbm_store_repair(p);
+			if (r < 0) {
+				kvbm_store_unlock(p);
+				return r;
+			}
+			goto again;
+		}
 		kvbm_metric_add(p, KVBM_M_ALLOCATE_ATOMIC_ROLLBACK, 1);
 		kvbm_store_unlock(p);
 		return -ENOSPC;

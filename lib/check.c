@@ -644,6 +644,33 @@ static void check_ghost_free(struct ck *c, uint32_t nghosts)
 		bad(c, "lineage: %u free ghosts and %u used, of %u", k, nghosts, c->g.ghosts);
 }
 
+/* Tick's run (lib/evict.c): leaves in strictly increasing (tick, slot),
+ * unhinted, each marked as in it; returns how many. */
+static uint32_t check_run(struct ck *c)
+{
+	uint32_t inrun = 0, prev = 0;
+	uint64_t pt = 0;
+
+	check_list(c, 0, KVBM_LIST_LINEAGE, &inrun);
+	if (inrun != c->seg->ctl->lists[0].len)
+		return inrun; /* a broken list: check_list said so */
+	for (uint32_t s1 = c->seg->ctl->lists[0].head, k = 0; s1 && k < inrun;
+	     s1 = c->seg->slots[s1 - 1].next, k++) {
+		const struct kvbm_shm_slot *sl = &c->seg->slots[s1 - 1];
+		uint64_t t = sl->tick >> KVBM_TICK_SHIFT;
+		if (c->ln[s1 - 1].hpos != KVBM_LN_RUN)
+			bad(c, "lineage run: slot %u is not marked as in it", s1 - 1);
+		if (sl->tick & KVBM_TICK_HINT)
+			bad(c, "lineage run: slot %u carries a hint", s1 - 1);
+		if (prev && (t < pt || (t == pt && s1 <= prev)))
+			bad(c, "lineage run: slot %u (tick %llu) after slot %u (tick %llu)", s1 - 1,
+			    (unsigned long long)t, prev - 1, (unsigned long long)pt);
+		prev = s1;
+		pt = t;
+	}
+	return inrun;
+}
+
 /* The lineage forest: the leaf order holds exactly the childless real
  * nodes, every child count is what the keys say, ghosts are accounted. */
 static void check_forest(struct ck *c, uint32_t *listed)
@@ -720,8 +747,12 @@ static void check_forest(struct ck *c, uint32_t *listed)
 			if (i && c->heap[i].prio < c->heap[(i - 1) / 4].prio)
 				bad(c, "lineage: heap order broken at entry %u", i);
 		}
-		if (e->nheap != nleaves)
-			bad(c, "lineage: %u leaves, %u in the heap", nleaves, e->nheap);
+		uint32_t inrun = 0;
+		if (c->cfg.backend == KVBM_BACKEND_LINEAGE)
+			inrun = check_run(c);
+		if (e->nheap + inrun != nleaves)
+			bad(c, "lineage: %u leaves, %u in the heap and %u in the run", nleaves,
+			    e->nheap, inrun);
 	} else {
 		uint32_t inlist = 0;
 		check_list(c, 0, KVBM_LIST_LINEAGE, &inlist);

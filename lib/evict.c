@@ -24,6 +24,7 @@
  *    parent becomes a leaf again; lfru: tick plus one pool's worth of
  *    ticks per doubling of the frequency estimate) or, for Fifo, by the
  *    list in control.lists[0] (a node that becomes a leaf goes to the tail).
+ *    Tick keeps the run beside its heap (see "the run" below).
  */
 #define _GNU_SOURCE
 #include <limits.h>
@@ -506,6 +507,55 @@ static uint64_t lin_prio(struct kvbm_pool *p, uint32_t s)
 	return t * 16 + (uint64_t)p->nslots * lfru_weight(f);
 }
 
+/* ---- the run ---------------------------------------------------------------------
+ *
+ * Tick's leaves mostly arrive in order: a release inserts its blocks with
+ * new ticks, so the leaf it makes is the newest, and a heap would sift
+ * every such entry from its bottom to the root again when it is evicted
+ * (about 600 instructions in a-steady, a cache miss per level). The
+ * run, control.lists[0] through the slots' list links (free while a slot
+ * is in the forest), takes a leaf whose unhinted priority, its tick, is
+ * above the run's last: it stays sorted by construction, appends and
+ * unlinks are O(1), and the least leaf is the lesser of the run's head
+ * and the heap's root. The heap keeps the rest: parents that become
+ * leaves again (older than the run's head), hinted leaves (their
+ * priority moves with the hint's record, so it is kept in their heap
+ * entry). Both order by (priority, node), so the eviction order is the
+ * heap's alone, exactly. Recovery empties both and reinserts.
+ */
+static int run_takes(struct kvbm_pool *p, uint32_t n)
+{
+	if (p->backend != KVBM_BACKEND_LINEAGE || n >= p->nslots)
+		return 0; /* (a ghost is never a leaf: the heap's path says so) */
+	uint64_t t = kvbm_slot(p, n)->tick;
+	if (t & KVBM_TICK_HINT)
+		return 0;
+	uint32_t tl = p->seg.ctl->lists[0].tail;
+	if (!tl)
+		return 1;
+	uint64_t tt = SL(p, tl)->tick >> KVBM_TICK_SHIFT;
+	t >>= KVBM_TICK_SHIFT;
+	return t > tt || (t == tt && n > tl - 1);
+}
+
+/* The run's head if it comes before the heap's root @n (UINT32_MAX: none). */
+static uint32_t run_first(struct kvbm_pool *p, uint32_t n)
+{
+	uint32_t h = p->seg.ctl->lists[0].head;
+
+	if (!h)
+		return n;
+	const struct kvbm_shm_slot *sl = SL(p, h);
+	if (sl == &p->sink.slot || sl->list != KVBM_LIST_LINEAGE || p->ln[h - 1].hpos != KVBM_LN_RUN) {
+		kvbm_store_corrupt(p); /* not a leaf of the run */
+		return n;
+	}
+	if (n == UINT32_MAX)
+		return h - 1;
+	uint64_t t = sl->tick >> KVBM_TICK_SHIFT, hp = (*HE(p, 0)).prio;
+	return t < hp || (t == hp && h - 1 < n) ? h - 1 : n;
+}
+
 /* Whether a child of the root comes before @e. */
 static int root_child_below(struct kvbm_pool *p, const struct kvbm_shm_hent *e)
 {
@@ -531,6 +581,13 @@ static void leaf_add_at(struct kvbm_pool *p, uint32_t n, uint32_t *hole)
 	if (lin_fifo(p)) {
 		kvbm_evlist_append(p, &p->seg.ctl->lists[0], n);
 		(*LN(p, n)).hpos = 1;
+		return;
+	}
+	if (run_takes(p, n)) {
+		/* an unused @hole stays the caller's to delete */
+		kvbm_evlist_append(p, &p->seg.ctl->lists[0], n);
+		KVBM_FAILPOINT("evict.lineage.run"); /* listed, not marked */
+		(*LN(p, n)).hpos = KVBM_LN_RUN;
 		return;
 	}
 	struct kvbm_shm_hent e = {.prio = lin_prio(p, n), .node = n};
@@ -570,12 +627,31 @@ static void leaf_add(struct kvbm_pool *p, uint32_t n)
 	leaf_add_at(p, n, NULL);
 }
 
+/* Leaf @n out of control.lists[0] (Fifo's leaves, Tick's run), once its
+ * neighbours say it is in it: a mark that lies would otherwise unlink the
+ * list's head and lose every entry behind it. */
+static void leaf_unlink(struct kvbm_pool *p, uint32_t n)
+{
+	struct kvbm_shm_list *l = &p->seg.ctl->lists[0];
+	const struct kvbm_shm_slot *sl = SL(p, n + 1);
+
+	if ((sl->prev ? SL(p, sl->prev)->next : l->head) != n + 1 ||
+	    (sl->next ? SL(p, sl->next)->prev : l->tail) != n + 1) {
+		kvbm_store_corrupt(p);
+		return;
+	}
+	kvbm_evlist_unlink(p, l, n);
+}
+
 static void leaf_del(struct kvbm_pool *p, uint32_t n)
 {
-	if (!(*LN(p, n)).hpos)
+	uint32_t hp = (*LN(p, n)).hpos;
+
+	if (!hp)
 		return;
-	if (lin_fifo(p)) {
-		kvbm_evlist_unlink(p, &p->seg.ctl->lists[0], n);
+	if (lin_fifo(p) || hp == KVBM_LN_RUN) {
+		leaf_unlink(p, n);
+		KVBM_FAILPOINT("evict.lineage.unrun"); /* unlisted, still marked */
 		(*LN(p, n)).hpos = 0;
 		return;
 	}
@@ -758,7 +834,7 @@ static void lin_remove(struct kvbm_pool *p, uint32_t s)
 		return;
 	uint64_t pfrag = ln_pfrag(p, s);
 	uint32_t hole = 0;
-	if (!lin_fifo(p) && n->hpos) {
+	if (!lin_fifo(p) && n->hpos && n->hpos != KVBM_LN_RUN) {
 		/* a leaf's entry stays for a moment: its parent may take it */
 		hole = n->hpos;
 		n->hpos = 0;
@@ -942,10 +1018,11 @@ uint32_t kvbm_evict_first(struct kvbm_pool *p)
 	if (kvbm_backend_is_lineage(p->backend) && !lin_fifo(p))
 	{
 		uint32_t n = heap_len(p) ? (*HE(p, 0)).node : UINT32_MAX;
-		if (n == UINT32_MAX || n < p->nslots)
-			return n;
-		kvbm_store_corrupt(p); /* only real nodes are leaves */
-		return UINT32_MAX;
+		if (n != UINT32_MAX && n >= p->nslots) {
+			kvbm_store_corrupt(p); /* only real nodes are leaves */
+			n = UINT32_MAX;
+		}
+		return p->backend == KVBM_BACKEND_LINEAGE ? run_first(p, n) : n;
 	}
 	if (p->backend == KVBM_BACKEND_LRU && (c->lists[1].len || c->lists[2].len))
 		return lru_first(p);

@@ -445,6 +445,9 @@ static inline void kvbm_store_corrupt(struct kvbm_pool *p)
 {
 	p->seg.corrupt = 1;
 }
+/* Repairs now, mutex held, what kvbm_store_unlock() would: 1 if it did, 0
+ * if nothing was damaged, KVBM_EPOISONED if the pool is now poisoned. */
+int kvbm_store_repair(struct kvbm_pool *p);
 
 /* ---- events.c: the event ring --------------------------------------------- */
 

@@ -60,6 +60,11 @@ void kvbm_store_unlock(struct kvbm_pool *p)
 	kvbm_seg_unlock(&p->seg);
 }
 
+int kvbm_store_repair(struct kvbm_pool *p)
+{
+	return kvbm_seg_repair(&p->seg);
+}
+
 /* ---- lists (links are slot + 1) ------------------------------------------- */
 
 /* The slot a free-list link (slot + 1, not 0) names; out of range, the

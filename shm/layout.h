@@ -41,8 +41,10 @@
  * 11: lineage nodes carry a parent hint (32 bytes), evict.twins
  * 12: the pin region's expiry heap: (deadline, slot) entries, one per
  *     pinned block, and each slot's place in it (pins.heap_len); adapt's
- *     miniature simulations in the eviction region; hint record's seen */
-#define KVBM_ABI_MAJOR 12
+ *     miniature simulations in the eviction region; hint record's seen
+ * 13: lineage (Tick) leaves in insertion order sit in the run,
+ *     control.lists[0], ahead of the heap (lnode.hpos KVBM_LN_RUN) */
+#define KVBM_ABI_MAJOR 13
 #define KVBM_ABI_MINOR 0
 #define KVBM_CACHELINE 64
 #define KVBM_PAGE 4096
@@ -479,10 +481,14 @@ struct kvbm_shm_lnode {
 	uint32_t pos_fl; /* position | KVBM_LN_* flags */
 	uint32_t nchild; /* nodes keyed under it */
 	uint32_t hnext;  /* hash chain or ghost free list: node + 1 */
-	uint32_t hpos;   /* heap index + 1 while a leaf in the heap */
+	uint32_t hpos;   /* heap index + 1 while a leaf in the heap, or KVBM_LN_RUN */
 	uint32_t par;    /* a hint: its parent's node + 1, or 0 */
 	uint32_t reserved;
 };
+
+/* hpos of a lineage (Tick) leaf in the run, control.lists[0]: never a heap
+ * index + 1, which stays <= the slot count (lib/evict.c, "the run") */
+#define KVBM_LN_RUN UINT32_MAX
 
 /* A heap entry carries its priority, so sifting never leaves the heap. */
 struct kvbm_shm_hent {

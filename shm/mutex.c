@@ -374,6 +374,16 @@ static void repair(struct kvbm_seg *seg)
 	__atomic_store_n(&seg->hdr->state, KVBM_SEG_POISONED, __ATOMIC_RELEASE);
 }
 
+int kvbm_seg_repair(struct kvbm_seg *seg)
+{
+	if (!seg->corrupt)
+		return 0;
+	repair(seg);
+	return __atomic_load_n(&seg->hdr->state, __ATOMIC_ACQUIRE) == KVBM_SEG_POISONED
+		       ? KVBM_EPOISONED
+		       : 1;
+}
+
 void kvbm_seg_unlock(struct kvbm_seg *seg)
 {
 	if (seg->corrupt)

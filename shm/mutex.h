@@ -45,6 +45,11 @@ void kvbm_mutex_hold_to(struct kvbm_seg *seg, int64_t *v);
  * KVBM_EDEADLK (this thread holds it already) or a negative errno. */
 int kvbm_seg_lock(struct kvbm_seg *seg);
 void kvbm_seg_unlock(struct kvbm_seg *seg);
+/* With the mutex held: repairs now what kvbm_seg_unlock() would (a
+ * derived structure found damaged), so the caller can retry its work.
+ * Returns 1 if it repaired, 0 if nothing was damaged, KVBM_EPOISONED if
+ * the repair failed (the pool is then poisoned). */
+int kvbm_seg_repair(struct kvbm_seg *seg);
 
 /* Describes the mutex word for diagnostics (glibc layout): 0 unlocked,
  * else fills *tid (0 if the owner died) and the flags. */

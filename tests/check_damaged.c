@@ -234,14 +234,14 @@ static void damage_order(const char *name, int kind)
 		for (uint32_t b = 0; b < g.buckets; b++)
 			t_patch(name, (off_t)(ev + g.heads_off + 4 * b), &one, 4);
 		t_patch(name, (off_t)(ev + g.nodes_off + offsetof(struct kvbm_shm_lnode, hnext)), &two, 4);
-		t_patch(name, (off_t)(ev + g.nodes_off + 24 + offsetof(struct kvbm_shm_lnode, hnext)),
+		t_patch(name, (off_t)(ev + g.nodes_off + sizeof(struct kvbm_shm_lnode) + offsetof(struct kvbm_shm_lnode, hnext)),
 			&one, 4);
 	} else if (kind == 2) {
 		/* every real node flagged a ghost: ghosts index their parent
 		 * fragments by node - slots */
 		for (uint32_t n = 0; n < hdr.config.block_count; n++) {
 			uint32_t fl;
-			off_t at = (off_t)(ev + g.nodes_off + 24 * n + offsetof(struct kvbm_shm_lnode, pos_fl));
+			off_t at = (off_t)(ev + g.nodes_off + sizeof(struct kvbm_shm_lnode) * n + offsetof(struct kvbm_shm_lnode, pos_fl));
 			fd = open(path, O_RDONLY);
 			ck_assert_int_eq(pread(fd, &fl, 4, at), 4);
 			close(fd);
@@ -261,7 +261,7 @@ static void damage_order(const char *name, int kind)
 		}
 		uint32_t hpos = 0x7ffffff0u;
 		for (uint32_t n = 0; n < hdr.config.block_count; n++)
-			t_patch(name, (off_t)(ev + g.nodes_off + 24 * n + offsetof(struct kvbm_shm_lnode, hpos)),
+			t_patch(name, (off_t)(ev + g.nodes_off + sizeof(struct kvbm_shm_lnode) * n + offsetof(struct kvbm_shm_lnode, hpos)),
 				&hpos, 4);
 	}
 }
@@ -555,6 +555,84 @@ START_TEST(test_recovery_ends_with_two_primaries_of_one_key)
 }
 END_TEST
 
+/*
+ * Tick's run (lib/evict.c): leaves in insertion order in control.lists[0].
+ * A pool of 16 holds chains A, B, C and D of 4; one allocation evicts A's
+ * leaf, so A's next block, older than the other leaves, is a leaf in the
+ * heap and B's, C's and D's leaves are the run. Run 0: a peer marks A's
+ * leaf as in the run (it is not; unlinking it on that word would take the
+ * run's head and lose the run). Run 1: the run's ticks out of order. The
+ * checker names each; a process then allocates the whole pool through it:
+ * every block comes back, and the pool checks clean after the lock's
+ * repair.
+ */
+START_TEST(test_damaged_run_is_repaired)
+{
+	T_NAME(name);
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_plh h[4][4];
+	struct kvbm_block b[4][4], one;
+
+	cfg.block_count = 16;
+	cfg.backend = KVBM_BACKEND_LINEAGE;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	for (int k = 0; k < 4; k++) {
+		t_seq_hashes(700 + 100 * (uint32_t)k, 4, BS, h[k]);
+		t_register(p, h[k], 4, b[k]);
+		t_release(p, b[k], 4);
+	}
+	ck_assert_int_eq(kvbm_allocate_blocks(p, 1, &one, NULL, NULL), 0);
+	ck_assert_int_eq(kvbm_release_blocks(p, &one, 1), 0);
+	ck_assert_int_eq(t_check(p), 0);
+	uint32_t a2 = b[0][2].id, b3 = b[1][3].id, c3 = b[2][3].id;
+	kvbm_pool_close(p);
+
+	struct kvbm_shm_header hdr = read_header(name);
+	struct kvbm_evict_geom g;
+	kvbm_evict_geometry(&hdr.config, &g);
+	uint64_t ev = hdr.regions[KVBM_REGION_EVICT].offset;
+	uint64_t slots = hdr.regions[KVBM_REGION_SLOTS].offset;
+	uint64_t ctl = hdr.regions[KVBM_REGION_CONTROL].offset;
+	struct kvbm_shm_control c;
+	struct kvbm_shm_lnode na;
+	peek(name, (off_t)ctl, &c, sizeof(c));
+	peek(name, (off_t)(ev + g.nodes_off + sizeof(na) * a2), &na, sizeof(na));
+	/* as built: B's, C's and D's leaves in the run, A's in the heap */
+	ck_assert_uint_eq(c.lists[0].head, b3 + 1);
+	ck_assert_uint_eq(c.lists[0].len, 3);
+	ck_assert_uint_eq(na.hpos, 1);
+	if (_i == 0) {
+		uint32_t run = KVBM_LN_RUN;
+		t_patch(name, (off_t)(ev + g.nodes_off + sizeof(na) * a2 +
+				      offsetof(struct kvbm_shm_lnode, hpos)),
+			&run, 4);
+	} else {
+		uint64_t t0 = 0;
+		t_patch(name, (off_t)(slots + (uint64_t)c3 * 64 + offsetof(struct kvbm_shm_slot, tick)),
+			&t0, 8);
+	}
+	char out[8192];
+	int rc = t_run_tool(out, sizeof(out), "kvbm-shm-dump", "--check", name, (char *)NULL);
+	ck_assert_msg(rc == 1 && strstr(out, _i == 0 ? "does not point back" : "lineage run:"),
+		      "exit %d\n%s", rc, out);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct kvbm_pool *q = NULL;
+		struct kvbm_block m[16];
+		child_alarm(20);
+		if (kvbm_pool_open(name, NULL, 0, &q) != 0)
+			_exit(72);
+		if (kvbm_allocate_blocks(q, 16, m, NULL, NULL) != 0)
+			_exit(73); /* a block lost to the damage */
+		if (kvbm_release_blocks(q, m, 16) != 0 || kvbm_pool_check(q, 0, NULL, NULL) != 0)
+			_exit(74);
+		kvbm_pool_close(q);
+		_exit(0);
+	}
+	attacher_done(pid, name);
+}
+END_TEST
+
 Suite *make_damaged_suite(void)
 {
 	Suite *s = suite_create("damaged");
@@ -566,6 +644,7 @@ Suite *make_damaged_suite(void)
 	tcase_add_test(tc, test_checker_reports_list_cycles);
 	tcase_add_loop_test(tc, test_library_survives_damaged_eviction_order, 0, 4);
 	tcase_add_loop_test(tc, test_library_survives_damaged_pin_heap, 0, 5);
+	tcase_add_loop_test(tc, test_damaged_run_is_repaired, 0, 2);
 	tcase_add_test(tc, test_checker_reports_truncated_file);
 	tcase_add_test(tc, test_primary_kept_alive_by_duplicate);
 	tcase_add_test(tc, test_dead_unreaped_holder_is_legal_while_others_run);

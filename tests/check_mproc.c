@@ -749,6 +749,9 @@ static const char *const lineage_points[] = {
 	"evict.lineage.unparent", "evict.lineage.link", "evict.lineage.unghost",
 	"evict.lineage.ghost",
 };
+/* inside Tick's run (lib/evict.c): lineage alone keeps one */
+static const char *const run_points[] = {"evict.lineage.run", "evict.lineage.unrun"};
+#define NRUN_POINTS (int)(sizeof(run_points) / sizeof(run_points[0]))
 /* inside the queue updates of every queued backend */
 static const char *const queue_points[] = {
 	"evict.queue.insert",
@@ -868,9 +871,11 @@ END_TEST
 START_TEST(test_victim_killed_at_failpoint_lineage)
 {
 	T_NAME(name);
-	victim_killed_at(name,
-			 _i < NBLOCK_POINTS ? block_points[_i] : lineage_points[_i - NBLOCK_POINTS],
-			 KVBM_BACKEND_LINEAGE);
+	const char *point = _i < NBLOCK_POINTS ? block_points[_i]
+			    : _i < NBLOCK_POINTS + NLINEAGE_POINTS
+				    ? lineage_points[_i - NBLOCK_POINTS]
+				    : run_points[_i - NBLOCK_POINTS - NLINEAGE_POINTS];
+	victim_killed_at(name, point, KVBM_BACKEND_LINEAGE);
 }
 END_TEST
 
@@ -1186,7 +1191,7 @@ Suite *make_mproc_suite(void)
 			    (int)(sizeof(reap_points) / sizeof(reap_points[0])));
 	tcase_add_loop_test(tc, test_victim_killed_at_block_failpoint, 0, NBLOCK_POINTS);
 	tcase_add_loop_test(tc, test_victim_killed_at_failpoint_lineage, 0,
-			    NBLOCK_POINTS + NLINEAGE_POINTS);
+			    NBLOCK_POINTS + NLINEAGE_POINTS + NRUN_POINTS);
 	tcase_add_loop_test(tc, test_victim_killed_one_thread, 0, NBLOCK_POINTS);
 	tcase_add_loop_test(tc, test_victim_killed_at_failpoint_queued, 0,
 			    NQUEUED * (NBLOCK_POINTS + NLINEAGE_POINTS + NQUEUE_POINTS));

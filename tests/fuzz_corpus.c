@@ -228,6 +228,17 @@ static void variants(const char *tag, enum kvbm_backend backend, int full)
 			for (uint32_t i = 0; i < h.config.block_count; i++)
 				heap[i].node = i * 0x10001u;
 		});
+		VARIANT("lineage-run-lies", {
+			/* every node marked as in Tick's run, every tick
+			 * backwards: the run out of order, heap leaves
+			 * claiming it */
+			struct kvbm_shm_lnode *ln = (void *)(ev + g.nodes_off);
+			for (uint32_t n = 0; n < g.nodes; n++)
+				ln[n].hpos = KVBM_LN_RUN;
+			for (uint32_t s = 0; s < h.config.block_count; s++)
+				slot_at(img, &h, s)->tick = (uint64_t)(h.config.block_count - s)
+							    << KVBM_TICK_SHIFT;
+		});
 		VARIANT("lineage-counts", {
 			struct kvbm_shm_lnode *ln = (void *)(ev + g.nodes_off);
 			for (uint32_t n = 0; n < g.nodes; n++)
