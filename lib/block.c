@@ -178,7 +178,7 @@ int kvbm_allocate_blocks(struct kvbm_pool *p, uint32_t n, struct kvbm_block *out
 		return -EINVAL;
 	if (n > p->nslots)
 		return -ENOSPC;
-	r = kvbm_store_lock(p, KVBM_OP_ALLOCATE, n);
+	r = kvbm_store_lock_checked(p, KVBM_OP_ALLOCATE, n);
 	if (r < 0)
 		return r;
 	c = p->seg.ctl;
@@ -195,7 +195,7 @@ int kvbm_allocate_blocks(struct kvbm_pool *p, uint32_t n, struct kvbm_block *out
 		kvbm_proc_probe(&p->seg, &dead);
 		if (!dead.mask)
 			return -ENOSPC;
-		r = kvbm_store_lock(p, KVBM_OP_ALLOCATE, n);
+		r = kvbm_store_lock_checked(p, KVBM_OP_ALLOCATE, n);
 		if (r < 0)
 			return r;
 		/* the reap writes its own op records; ours is the allocation */
@@ -587,7 +587,7 @@ int kvbm_register_blocks_tokens(struct kvbm_pool *p, struct kvbm_block *blks, ui
 	r = listed_twice(p, blks, n);
 	if (r != 0)
 		return r < 0 ? r : -EINVAL;
-	r = kvbm_store_lock(p, KVBM_OP_REGISTER, blks[0].id);
+	r = kvbm_store_lock_checked(p, KVBM_OP_REGISTER, blks[0].id);
 	if (r < 0)
 		return r;
 	/* each is guarded again under its stripe lock and the mutex right
@@ -625,7 +625,7 @@ int kvbm_register_blocks(struct kvbm_pool *p, struct kvbm_block *blks, uint32_t 
 static int flush(struct kvbm_pool *p, const struct kvbm_block *owned, uint32_t nown,
 		 const uint32_t *empty, uint32_t nempty, uint32_t hint)
 {
-	int r = kvbm_store_lock(p, KVBM_OP_RELEASE, nown ? owned[0].id : empty[0]);
+	int r = kvbm_store_lock_checked(p, KVBM_OP_RELEASE, nown ? owned[0].id : empty[0]);
 	int err = 0, st;
 
 	if (r < 0)

@@ -432,6 +432,9 @@ int kvbm_check_mapping(const struct kvbm_seg *seg, const struct kvbm_shm_config 
 
 /* kvbm_seg_lock() with the op record; kvbm_store_unlock() clears it. */
 int kvbm_store_lock(struct kvbm_pool *p, uint32_t op, uint32_t arg0);
+/* The same after the operation's own kvbm_seg_check() (pool_ok) passed
+ * earlier in the call (shm/mutex.h, kvbm_seg_lock_checked). */
+int kvbm_store_lock_checked(struct kvbm_pool *p, uint32_t op, uint32_t arg0);
 void kvbm_store_unlock(struct kvbm_pool *p);
 /* (Re)writes the op record of the critical section we are in. */
 void kvbm_store_op(struct kvbm_pool *p, uint32_t op, uint32_t arg0);

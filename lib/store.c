@@ -37,6 +37,16 @@ int kvbm_store_lock(struct kvbm_pool *p, uint32_t op, uint32_t arg0)
 	return 0;
 }
 
+int kvbm_store_lock_checked(struct kvbm_pool *p, uint32_t op, uint32_t arg0)
+{
+	int r = kvbm_seg_lock_checked(&p->seg);
+
+	if (r < 0)
+		return r;
+	kvbm_store_op(p, op, arg0);
+	return 0;
+}
+
 void kvbm_store_op(struct kvbm_pool *p, uint32_t op, uint32_t arg0)
 {
 	struct kvbm_shm_op *o = &p->seg.ctl->op;

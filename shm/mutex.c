@@ -272,11 +272,16 @@ static void hold_record(struct kvbm_seg *seg)
 
 int kvbm_seg_lock(struct kvbm_seg *seg)
 {
-	struct kvbm_proc_dead dead;
 	int r = kvbm_seg_check(seg);
 
-	if (r < 0)
-		return r;
+	return r < 0 ? r : kvbm_seg_lock_checked(seg);
+}
+
+int kvbm_seg_lock_checked(struct kvbm_seg *seg)
+{
+	struct kvbm_proc_dead dead;
+	int r;
+
 	if (__atomic_load_n(&seg->lock_tid, __ATOMIC_RELAXED) == self_tid())
 		return KVBM_EDEADLK;
 	/* glibc's kind word steers how it locks: a peer's bytes there (an
