@@ -631,6 +631,57 @@ int kvbm_pins_info(struct kvbm_pool *p, struct kvbm_pins_info *out)
 	return 0;
 }
 
+/* @x into the max-heap (on the block id) @out[0..m) at hole @i, down. */
+static void list_sift(struct kvbm_pinned *out, size_t m, size_t i, struct kvbm_pinned x)
+{
+	for (;;) {
+		size_t c = 2 * i + 1;
+		if (c >= m)
+			break;
+		if (c + 1 < m && out[c + 1].block > out[c].block)
+			c++;
+		if (out[c].block <= x.block)
+			break;
+		out[i] = out[c];
+		i = c;
+	}
+	out[i] = x;
+}
+
+/* Pinned block @s (deadline word @v) into @out, kept as a max-heap on the
+ * block id while it holds @max: the @max lowest ids stay, whatever the
+ * order they come in. @k: how many came before. */
+static void list_add(struct kvbm_pool *p, struct kvbm_pinned *out, size_t max, long k,
+		     uint32_t s, uint64_t v, uint64_t now)
+{
+	if ((size_t)k >= max && (!max || s > out[0].block))
+		return;
+	struct kvbm_pinned x = {.hash = kvbm_slot_key(kvbm_slot(p, s)),
+				.block = s,
+				.tip = (v & KVBM_PIN_TIP) != 0,
+				.remaining_ms = remaining_ms(when(v), now)};
+	if ((size_t)k >= max) {
+		list_sift(out, max, 0, x);
+		return;
+	}
+	size_t i = (size_t)k;
+	for (; i > 0 && out[(i - 1) / 2].block < s; i = (i - 1) / 2)
+		out[i] = out[(i - 1) / 2];
+	out[i] = x;
+}
+
+/* The max-heap list_add built, in ascending block order (a heapsort: in
+ * place, nothing allocated). */
+static void list_sort(struct kvbm_pinned *out, size_t m)
+{
+	while (m > 1) {
+		struct kvbm_pinned top = out[0];
+		m--;
+		list_sift(out, m, 0, out[m]);
+		out[m] = top;
+	}
+}
+
 long kvbm_pins_list(struct kvbm_pool *p, struct kvbm_pinned *out, size_t max)
 {
 	int r = p ? kvbm_seg_check(&p->seg) : -EINVAL;
@@ -644,18 +695,25 @@ long kvbm_pins_list(struct kvbm_pool *p, struct kvbm_pinned *out, size_t max)
 	if (r < 0)
 		return r;
 	uint64_t now = mono_ns();
-	for (uint32_t s = 0; s < p->nslots; s++) {
-		uint64_t v = deadlines(p)[s];
-		if (!v)
-			continue;
-		if ((size_t)k < max) {
-			out[k].hash = kvbm_slot_key(kvbm_slot(p, s));
-			out[k].block = s;
-			out[k].tip = (v & KVBM_PIN_TIP) != 0;
-			out[k].remaining_ms = remaining_ms(when(v), now);
+	if (heap_valid(p)) {
+		/* O(pins): the expiry heap names every pinned block once
+		 * (checked above against the words, which decide) */
+		const struct kvbm_shm_pin_ent *a = heap(p);
+		uint32_t n = heap_len(p);
+		VISIT(n);
+		for (uint32_t i = 0; i < n; i++, k++)
+			list_add(p, out, max, k, a[i].slot, deadlines(p)[a[i].slot], now);
+	} else {
+		/* a lying heap: the words, and the repair at unlock */
+		kvbm_store_corrupt(p);
+		VISIT(p->nslots);
+		for (uint32_t s = 0; s < p->nslots; s++) {
+			uint64_t v = deadlines(p)[s];
+			if (v)
+				list_add(p, out, max, k++, s, v, now);
 		}
-		k++;
 	}
 	kvbm_store_unlock(p);
+	list_sort(out, (size_t)k < max ? (size_t)k : max);
 	return k;
 }

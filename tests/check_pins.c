@@ -601,6 +601,43 @@ START_TEST(test_pin_expiry_visits_only_whats_due)
 END_TEST
 
 /*
+ * kvbm_pins_list walks the expiry heap, not the pool: on a pool of 2^20
+ * blocks with 64 pinned (in no order of block id), listing them visits 64
+ * entries of the pin region, and a short buffer gets the lowest block
+ * ids, in order, with the count of all.
+ */
+START_TEST(test_pins_list_visits_only_pins)
+{
+	T_NAME(name);
+	enum { N = 64, M = 16 };
+	struct kvbm_plh h[N];
+	struct kvbm_pinned all[N], few[M];
+	struct kvbm_pool *p = pin_pool(name, 1u << 20, 1);
+
+	t_seq_hashes(300, N, BS, h);
+	cached(p, h, N);
+	for (uint32_t i = 0; i < N; i++) {
+		uint32_t j = i * 37 % N; /* pinned in no order of block id */
+		ck_assert_int_eq(kvbm_pin_prefix(p, h + j, 1, ttl_of(j), NULL), 1);
+	}
+	kvbm_pins_expire_visits = 0;
+	ck_assert_int_eq(kvbm_pins_list(p, few, M), N);
+	ck_assert_uint_le(kvbm_pins_expire_visits, N);
+	ck_assert_int_eq(kvbm_pins_list(p, all, N), N);
+	for (uint32_t i = 1; i < N; i++)
+		ck_assert_uint_lt(all[i - 1].block, all[i].block);
+	for (uint32_t i = 0; i < M; i++) {
+		ck_assert_uint_eq(few[i].block, all[i].block);
+		ck_assert(kvbm_plh_eq(few[i].hash, all[i].hash));
+		ck_assert_uint_gt(few[i].remaining_ms, 59000);
+	}
+	ck_assert_int_eq(kvbm_pins_list(p, NULL, 0), N);
+	ck_assert_int_eq(t_check(p), 0);
+	t_done(p, name);
+}
+END_TEST
+
+/*
  * Crash points inside the expiry heap's updates: a child SIGKILLed in the
  * middle of a sift (the 2nd entry moved) while pinning a block that goes
  * to the top, unpinning the top, and expiring the top. The heap is left
@@ -913,6 +950,7 @@ Suite *make_pins_suite(void)
 	tcase_add_loop_test(tc, test_pin_heap_crash_points, 0, 3);
 	tcase_add_test(tc, test_pin_checker_sees_damage);
 	tcase_add_test(tc, test_pin_expiry_visits_only_whats_due);
+	tcase_add_test(tc, test_pins_list_visits_only_pins);
 	tcase_add_test(tc, test_pin_dump);
 	tcase_add_test(tc, test_pin_share_flag);
 	tcase_add_test(tc, test_pin_races_matchers_and_evictions);
