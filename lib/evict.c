@@ -635,7 +635,7 @@ static void leaf_unlink(struct kvbm_pool *p, uint32_t n)
 	struct kvbm_shm_list *l = &p->seg.ctl->lists[0];
 	const struct kvbm_shm_slot *sl = SL(p, n + 1);
 
-	if ((sl->prev ? SL(p, sl->prev)->next : l->head) != n + 1 ||
+	if (sl == &p->sink.slot || (sl->prev ? SL(p, sl->prev)->next : l->head) != n + 1 ||
 	    (sl->next ? SL(p, sl->next)->prev : l->tail) != n + 1) {
 		kvbm_store_corrupt(p);
 		return;

@@ -633,6 +633,85 @@ START_TEST(test_damaged_run_is_repaired)
 }
 END_TEST
 
+/* A ghost marked as in the run (or the Fifo list) with lists[0] naming it:
+ * leaf_unlink() must not unlink it; the lie on ghost node 105 of a 64-block pool:
+ * slot[105] is past the slot array, inside the holder tables. */
+START_TEST(test_lying_ghost_mark_leaves_holders_alone)
+{
+	T_NAME(name);
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_plh h[3], sib[3], x[20];
+	struct kvbm_block b[3], s2, y[20];
+	uint32_t tok[3 * BS];
+	struct kvbm_block_hashes bh[3];
+
+	cfg.block_count = 64;
+	cfg.backend = _i ? KVBM_BACKEND_LINEAGE_FIFO : KVBM_BACKEND_LINEAGE;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	t_seq_hashes(1, 3, BS, h);
+	for (int i = 0; i < 3 * BS; i++)
+		tok[i] = 1 + (uint32_t)i + (i >= 2 * BS ? 1000u : 0u);
+	ck_assert_int_eq(kvbm_hash_tokens(tok, 3 * BS, BS, T_SALT, bh, 3), 3);
+	for (int i = 0; i < 3; i++)
+		sib[i] = bh[i].plh;
+	t_register(p, h, 3, b);
+	t_register(p, sib + 2, 1, &s2);
+	t_seq_hashes(5000, 20, BS, x);
+	t_register(p, x, 20, y); /* held: slots 4..23 */
+	t_release(p, b + 2, 1);
+
+	struct kvbm_shm_header hdr = read_header(name);
+	struct kvbm_evict_geom g;
+	kvbm_evict_geometry(&hdr.config, &g);
+	uint64_t ev = hdr.regions[KVBM_REGION_EVICT].offset;
+	uint64_t slots = hdr.regions[KVBM_REGION_SLOTS].offset;
+	uint64_t ctl = hdr.regions[KVBM_REGION_CONTROL].offset;
+	uint64_t hold = hdr.regions[KVBM_REGION_HOLDERS].offset;
+	struct kvbm_shm_lnode nd;
+	uint32_t G = UINT32_MAX, NG = 105;
+	for (uint32_t n = 64; n < g.nodes; n++) {
+		peek(name, (off_t)(ev + g.nodes_off + sizeof(nd) * n), &nd, sizeof(nd));
+		if (nd.pos_fl & KVBM_LN_GHOST)
+			G = n;
+	}
+	ck_assert_uint_eq(G, 64);
+	peek(name, (off_t)(ev + g.nodes_off + sizeof(nd) * G), &nd, sizeof(nd));
+	uint32_t bucket = UINT32_MAX;
+	for (uint32_t bk = 0; bk < g.buckets; bk++) {
+		uint32_t hd;
+		peek(name, (off_t)(ev + g.heads_off + 4 * bk), &hd, 4);
+		if (hd == G + 1)
+			bucket = bk;
+	}
+	ck_assert_uint_ne(bucket, UINT32_MAX);
+	nd.nchild = 0;
+	nd.hpos = KVBM_LN_RUN;
+	t_patch(name, (off_t)(ev + g.nodes_off + sizeof(nd) * NG), &nd, sizeof(nd));
+	uint32_t ng1 = NG + 1;
+	t_patch(name, (off_t)(ev + g.heads_off + 4 * bucket), &ng1, 4);
+	off_t l0 = (off_t)(ctl + offsetof(struct kvbm_shm_control, lists));
+	t_patch(name, l0 + offsetof(struct kvbm_shm_list, head), &ng1, 4);
+	t_patch(name, l0 + offsetof(struct kvbm_shm_list, tail), &ng1, 4);
+	uint64_t at = slots + (uint64_t)NG * sizeof(struct kvbm_shm_slot) + offsetof(struct kvbm_shm_slot, next);
+	fprintf(stderr, "slot[%u].next at %llu: holders region %llu..%llu (byte %llu of it)\n", NG,
+		(unsigned long long)at, (unsigned long long)hold,
+		(unsigned long long)(hold + hdr.regions[KVBM_REGION_HOLDERS].size),
+		(unsigned long long)(at - hold));
+	uint16_t before[4], after[4];
+	peek(name, (off_t)at, before, 8);
+	t_release(p, &s2, 1); /* lin_link finds ghost 105 */
+	peek(name, (off_t)at, after, 8);
+	fprintf(stderr, "holder words there before %u %u %u %u, after %u %u %u %u\n", before[0],
+		before[1], before[2], before[3], after[0], after[1], after[2], after[3]);
+	struct kvbm_pool_info pi;
+	int r = kvbm_pool_info(p, &pi);
+	int rr = kvbm_release_blocks(p, y, 20);
+	fprintf(stderr, "pool_info %d, release of the 20 held blocks: %d (%s)\n", r, rr, kvbm_strerror(rr));
+	ck_assert_msg(!memcmp(before, after, 8), "holder table entries overwritten");
+	kvbm_pool_close(p);
+}
+END_TEST
+
 Suite *make_damaged_suite(void)
 {
 	Suite *s = suite_create("damaged");
@@ -645,6 +724,7 @@ Suite *make_damaged_suite(void)
 	tcase_add_loop_test(tc, test_library_survives_damaged_eviction_order, 0, 4);
 	tcase_add_loop_test(tc, test_library_survives_damaged_pin_heap, 0, 5);
 	tcase_add_loop_test(tc, test_damaged_run_is_repaired, 0, 2);
+	tcase_add_loop_test(tc, test_lying_ghost_mark_leaves_holders_alone, 0, 2);
 	tcase_add_test(tc, test_checker_reports_truncated_file);
 	tcase_add_test(tc, test_primary_kept_alive_by_duplicate);
 	tcase_add_test(tc, test_dead_unreaped_holder_is_legal_while_others_run);
@@ -652,3 +732,4 @@ Suite *make_damaged_suite(void)
 	suite_add_tcase(s, tc);
 	return s;
 }
+
