@@ -94,6 +94,9 @@ _Static_assert(KVBM_AE_N == KVBM_MINIS, "a miniature per expert");
 /* evict_mini.c: adapt's miniature simulations, one per expert */
 void kvbm_mini_access(struct kvbm_pool *p, struct kvbm_plh key);
 uint64_t kvbm_mini_hits(struct kvbm_pool *p, uint32_t k); /* hit ratio, 2^-16 */
+/* Each mini's decayed hit count (0 for one not built), in @h[KVBM_MINIS]:
+ * they compare as the ratios do */
+void kvbm_mini_hits_all(struct kvbm_pool *p, uint64_t *h);
 /* ARC's miniature's target for S, scaled to @size */
 uint32_t kvbm_mini_arc_target(struct kvbm_pool *p, uint32_t size);
 void kvbm_mini_clear(struct kvbm_pool *p); /* all emptied */

@@ -155,11 +155,10 @@ static uint32_t choose_expert(struct kvbm_pool *p)
 	uint32_t best = KVBM_AE_LRU, heap = heap_expert(p);
 	uint32_t other = heap == KVBM_AE_LFU ? KVBM_AE_LFRU : KVBM_AE_LFU;
 
-	for (uint32_t e = 0; e < KVBM_AE_N; e++) {
-		h[e] = kvbm_mini_hits(p, e);
+	kvbm_mini_hits_all(p, h);
+	for (uint32_t e = 0; e < KVBM_AE_N; e++)
 		if (h[e] > h[best])
 			best = e;
-	}
 	if (best == other && !heap_switch(p)) {
 		best = KVBM_AE_LRU;
 		for (uint32_t e = 0; e < KVBM_AE_N; e++)

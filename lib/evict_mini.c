@@ -235,10 +235,13 @@ static int filters(uint32_t kind)
 	return kind == KVBM_AE_FILTER || kind == KVBM_AE_CLOCK || kind == KVBM_AE_ARC;
 }
 
-static uint64_t resident(const struct mini *x)
+/* What mini @kind holds: S and M, or (LFU, lfru) the frequency lists. */
+static uint64_t resident(const struct mini *x, uint32_t kind)
 {
 	uint64_t n = (uint64_t)x->h->len[KVBM_MINI_S] + x->h->len[KVBM_MINI_M];
 
+	if (kind != KVBM_AE_LFU && kind != KVBM_AE_LFRU)
+		return n;
 	for (uint32_t l = KVBM_MINI_F0; l < KVBM_MINI_LISTS; l++)
 		n += x->h->len[l];
 	return n;
@@ -370,7 +373,7 @@ static int access_one(struct mini *x, uint32_t kind, uint64_t key, uint32_t freq
 			arc_learn(x, el);
 		l = KVBM_MINI_M;
 	}
-	for (uint32_t k = 0; resident(x) >= x->cap; k++)
+	for (uint32_t k = 0; resident(x, kind) >= x->cap; k++)
 		if (k == x->n || !evict_one(x, kind))
 			return -1; /* lengths that lie */
 	return add(x, key, l, freq) == NONE ? -1 : 0;
@@ -408,6 +411,16 @@ uint64_t kvbm_mini_hits(struct kvbm_pool *p, uint32_t k)
 	uint64_t w = window(&x), hit = x.h->hits / w;
 
 	return hit > 1u << FRAC ? 1u << FRAC : hit;
+}
+
+void kvbm_mini_hits_all(struct kvbm_pool *p, uint64_t *h)
+{
+	const struct kvbm_shm_mini *m = (const struct kvbm_shm_mini *)p->mini;
+
+	/* every mini has the same window: the decayed counts compare as the
+	 * ratios do, without a division each */
+	for (uint32_t k = 0; k < KVBM_MINIS; k++)
+		h[k] = m && m[k].built == p->mini_ents ? m[k].hits : 0;
 }
 
 uint32_t kvbm_mini_arc_target(struct kvbm_pool *p, uint32_t size)
