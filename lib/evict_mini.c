@@ -276,10 +276,13 @@ static uint32_t lfru_pick(const struct mini *x)
 }
 
 /* The clock filter's victim in M: a head with uses goes around once more
- * with one less (at most four rounds: a use count is at most 3). */
+ * with one less (at most four rounds: a use count is at most 3; a walk
+ * past that, or past the entries, finds counts or a length that lie). */
 static uint32_t clock_pick(struct mini *x)
 {
-	for (uint64_t k = 0, n = 4ull * x->h->len[KVBM_MINI_M] + 1; k < n; k++) {
+	uint32_t len = x->h->len[KVBM_MINI_M];
+
+	for (uint64_t k = 0, n = 4ull * (len < x->n ? len : x->n) + 1; k < n; k++) {
 		uint32_t v = ix(x, x->h->head[KVBM_MINI_M]);
 		if (v == NONE || !x->e[v].uses)
 			return v;
