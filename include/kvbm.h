@@ -163,8 +163,9 @@ enum kvbm_backend {
 	KVBM_BACKEND_ARC = 7,      /* ARC (FAST'03): recency and frequency lists, adaptive */
 	KVBM_BACKEND_WTINYLFU = 8, /* W-TinyLFU (Caffeine): window, SLRU, sketch admission */
 	KVBM_BACKEND_LECAR = 9,    /* LeCaR (HotStorage'18): LRU and LFU, weights by regret */
-	KVBM_BACKEND_ADAPT = 10,   /* ours: LRU, filter and LFU experts by regret, floored
-				    * against a shadow of LRU (lib/evict_adapt.c) */
+	KVBM_BACKEND_ADAPT = 10,   /* ours: LRU, filter, LFU, lfru, CLOCK and ARC experts,
+				    * the one whose miniature simulation hits most, LRU
+				    * unless beaten (lib/evict_adapt.c) */
 	KVBM_BACKEND_COUNT
 };
 

@@ -475,14 +475,6 @@ static int lin_fifo(const struct kvbm_pool *p)
 	return p->backend == KVBM_BACKEND_LINEAGE_FIFO;
 }
 
-static uint64_t lfru_weight(uint32_t f)
-{
-	/* 16 x log2(f), rounded */
-	static const uint8_t l16[16] = {0, 0, 16, 25, 32, 37, 41, 45, 48, 51, 53, 55, 57, 59, 61, 63};
-
-	return l16[f & 15];
-}
-
 /* Computed when the node becomes a leaf, from its slot's insertion tick:
  * Tick keeps the order of insertion, lfru weighs in the frequency as it
  * is when the block becomes evictable. */
@@ -490,6 +482,11 @@ static uint64_t lin_prio(struct kvbm_pool *p, uint32_t s)
 {
 	const struct kvbm_shm_slot *sl = kvbm_slot(p, s);
 
+	if (p->backend == KVBM_BACKEND_ADAPT && kvbm_adapt_heap_lfru(p)) {
+		/* adapt's lfru expert: lfru's order (below) in queue ticks */
+		uint32_t f = kvbm_sketch_estimate(p, kvbm_slot_key(sl));
+		return (sl->tick >> KVBM_QT_SHIFT) * 16 + (uint64_t)p->nslots * kvbm_lfru_weight(f);
+	}
 	if (p->backend == KVBM_BACKEND_LECAR || p->backend == KVBM_BACKEND_ADAPT)
 		/* LFU: least frequent, then oldest */
 		return (uint64_t)kvbm_sketch_estimate(p, kvbm_slot_key(sl)) << 58 |
@@ -504,7 +501,7 @@ static uint64_t lin_prio(struct kvbm_pool *p, uint32_t s)
 	/* one pool's worth of insertions per doubling of the estimate: a
 	 * block used twice as often may sit one pool turnover longer */
 	uint32_t f = kvbm_sketch_estimate(p, kvbm_slot_key(sl));
-	return t * 16 + (uint64_t)p->nslots * lfru_weight(f);
+	return t * 16 + (uint64_t)p->nslots * kvbm_lfru_weight(f);
 }
 
 /* ---- the run ---------------------------------------------------------------------
@@ -875,6 +872,29 @@ void kvbm_lin_insert(struct kvbm_pool *p, uint32_t s)
 void kvbm_lin_remove(struct kvbm_pool *p, uint32_t s)
 {
 	lin_remove(p, s);
+}
+
+/*
+ * Every leaf's priority computed again (adapt's heap changed its order),
+ * then the heap rebuilt bottom-up: O(leaves), bounded by the heap's room.
+ * A crash half way leaves the order broken, which the checker reports and
+ * recovery's reinsertion rebuilds.
+ */
+void kvbm_lin_reorder(struct kvbm_pool *p)
+{
+	uint32_t len = heap_len(p);
+
+	for (uint32_t i = 0; i < len; i++) {
+		uint32_t n = p->heap[i].node;
+		if (n >= p->nslots) {
+			kvbm_store_corrupt(p); /* only real nodes are leaves */
+			return;
+		}
+		p->heap[i].prio = lin_prio(p, n);
+		KVBM_FAILPOINT("evict.adapt.reorder");
+	}
+	for (uint32_t i = len > 1 ? (len - 2) / 4 + 1 : 0; i-- > 0;)
+		heap_down(p, i);
 }
 
 uint32_t kvbm_lin_least(struct kvbm_pool *p)

@@ -31,6 +31,15 @@ static inline uint64_t kvbm_evict_mix(struct kvbm_plh k, uint64_t mult)
 	return h;
 }
 
+/* lfru's extra time for a block of frequency @f, in sixteenths of a pool
+ * turnover: 16 x log2(f), rounded (evict.c, and adapt's miniature) */
+static inline uint32_t kvbm_lfru_weight(uint32_t f)
+{
+	static const uint8_t l16[16] = {0, 0, 16, 25, 32, 37, 41, 45, 48, 51, 53, 55, 57, 59, 61, 63};
+
+	return l16[f & 15];
+}
+
 /* The lineage forest: node @s joins (a node still there from before its
  * resurrection stays), leaves, and how many nodes hang under it. */
 void kvbm_lin_insert(struct kvbm_pool *p, uint32_t s);
@@ -44,6 +53,8 @@ static inline uint32_t kvbm_lin_children(struct kvbm_pool *p, uint32_t s)
 }
 /* The leaf at the top of the leaf heap, or UINT32_MAX. */
 uint32_t kvbm_lin_least(struct kvbm_pool *p);
+/* Every leaf's priority again, and the heap rebuilt (adapt's order changed). */
+void kvbm_lin_reorder(struct kvbm_pool *p);
 
 /* evict_queue.c: S3-FIFO, ARC, W-TinyLFU, LeCaR */
 enum kvbm_qi {
@@ -62,15 +73,33 @@ int kvbm_q_ready(struct kvbm_pool *p, uint32_t s);
 /* the first leaf of queue @q nobody holds (short scan, see SCAN_BUDGET) */
 uint32_t kvbm_q_scan(struct kvbm_pool *p, uint32_t q);
 uint32_t kvbm_q_fallback(struct kvbm_pool *p);
+uint32_t kvbm_q_scan_clock(struct kvbm_pool *p, uint32_t q);
 void kvbm_ghost_put(struct kvbm_pool *p, struct kvbm_plh key, uint32_t l);
 uint32_t kvbm_ghost_take(struct kvbm_pool *p, struct kvbm_plh key, uint32_t lists, uint32_t *age);
 double kvbm_q_draw(struct kvbm_pool *p);   /* deterministic, in [0, 1) */
 double kvbm_exp_approx(double y);          /* e^y for y in [-6, 1] */
 
+/* adapt's experts (evict_adapt.c), each with its miniature (evict_mini.c) */
+enum kvbm_adapt_expert {
+	KVBM_AE_LRU,    /* the oldest leaf */
+	KVBM_AE_FILTER, /* S3-FIFO's small queue, M in order of use */
+	KVBM_AE_LFU,    /* the leaf heap in LFU's order */
+	KVBM_AE_LFRU,   /* the leaf heap in lfru's order */
+	KVBM_AE_CLOCK,  /* the small queue, M a CLOCK with counts (S3-FIFO's) */
+	KVBM_AE_ARC,    /* the small queue at the target ARC's miniature learns */
+	KVBM_AE_N
+};
+_Static_assert(KVBM_AE_N == KVBM_MINIS, "a miniature per expert");
+
 /* evict_mini.c: adapt's miniature simulations, one per expert */
 void kvbm_mini_access(struct kvbm_pool *p, struct kvbm_plh key);
 uint64_t kvbm_mini_hits(struct kvbm_pool *p, uint32_t k); /* hit ratio, 2^-16 */
-void kvbm_mini_clear(struct kvbm_pool *p); /* all three emptied */
+/* Each mini's decayed hit count (0 for one not built), in @h[KVBM_MINIS]:
+ * they compare as the ratios do */
+void kvbm_mini_hits_all(struct kvbm_pool *p, uint64_t *h);
+/* ARC's miniature's target for S, scaled to @size */
+uint32_t kvbm_mini_arc_target(struct kvbm_pool *p, uint32_t size);
+void kvbm_mini_clear(struct kvbm_pool *p); /* all emptied */
 
 /* evict_adapt.c: ours */
 uint32_t kvbm_adapt_first(struct kvbm_pool *p);
@@ -78,6 +107,11 @@ void kvbm_adapt_hit(struct kvbm_pool *p, uint32_t s, uint32_t q);
 uint32_t kvbm_adapt_new(struct kvbm_pool *p, struct kvbm_plh key); /* its queue */
 uint32_t kvbm_adapt_window(struct kvbm_pool *p, uint32_t l);
 void kvbm_adapt_recover(struct kvbm_pool *p); /* recovery: the miniatures emptied */
-/* the checker's test of that range: the first expert out of it, or -1 */
+/* Whether adapt's leaf heap is in lfru's order (else LFU's): the low bit
+ * of evict.qtarget, any value legal. */
+static inline int kvbm_adapt_heap_lfru(const struct kvbm_pool *p)
+{
+	return p->ev->qtarget & 1;
+}
 
 #endif

@@ -666,6 +666,17 @@ uint32_t kvbm_q_scan(struct kvbm_pool *p, uint32_t q)
 	return q_scan(p, q, 1, NULL);
 }
 
+static int keep_any(struct kvbm_pool *p, uint32_t s, uint32_t q)
+{
+	(void)p, (void)s, (void)q;
+	return 1;
+}
+
+uint32_t kvbm_q_scan_clock(struct kvbm_pool *p, uint32_t q)
+{
+	return q_scan(p, q, 4, keep_any);
+}
+
 uint32_t kvbm_q_fallback(struct kvbm_pool *p)
 {
 	return fallback(p);

@@ -43,8 +43,10 @@
  *     pinned block, and each slot's place in it (pins.heap_len); adapt's
  *     miniature simulations in the eviction region; hint record's seen
  * 13: lineage (Tick) leaves in insertion order sit in the run,
- *     control.lists[0], ahead of the heap (lnode.hpos KVBM_LN_RUN) */
-#define KVBM_ABI_MAJOR 13
+ *     control.lists[0], ahead of the heap (lnode.hpos KVBM_LN_RUN)
+ * 14: adapt's six miniatures (lfru's clock, the clock filter's uses, ARC's
+ *     target and second history), its heap order in evict.qtarget */
+#define KVBM_ABI_MAJOR 14
 #define KVBM_ABI_MINOR 0
 #define KVBM_CACHELINE 64
 #define KVBM_PAGE 4096
@@ -437,7 +439,10 @@ struct kvbm_shm_evict {
 	uint64_t qtick;        /* their own insertion counter (slot ticks carry
 				* queue bits, see KVBM_QT_*) */
 	uint32_t qtarget;      /* ARC: the target size of T1, 0..block_count;
-				* LeCaR: the LRU expert's weight, 0..KVBM_LECAR_ONE */
+				* LeCaR: the LRU expert's weight, 0..KVBM_LECAR_ONE;
+				* adapt: its leaf heap's order (bit 0: lfru's,
+				* else LFU's) and the pool turnover it last
+				* changed in (the rest), any value legal */
 	uint32_t twins;        /* nonzero once two nodes shared a key (distinct
 				* hashes may) since the forest was last empty:
 				* while clear, a node with a key is the only
@@ -572,26 +577,30 @@ static inline uint32_t kvbm_lineage_bucket(uint32_t pos, uint64_t frag, uint32_t
  * adapt's miniature simulations (evict_adapt.c): one small cache per
  * expert, fed the hash-sampled 1/KVBM_MINI_RATE of the blocks and sized
  * 1/KVBM_MINI_RATE of the pool (SHARDS), so that their hit counts say
- * which expert the pool should follow. An entry is on one of four lists
- * (free, S, M, S's history, or LFU's M of its frequency); the table maps
- * a sampled key to its entry.
+ * which expert the pool should follow. An entry is on one list (free, S,
+ * M, S's history, M's history (ARC's), or LFU's and lfru's M of its
+ * frequency); the table maps a sampled key to its entry.
  * Any content is legal: every index read is bounded, a walk never runs
  * past the entries, a mini found inconsistent is emptied, and recovery
  * empties them all. They only steer the choice of victim.
  */
 #define KVBM_MINI_RATE 8u
 #define KVBM_MINI_NONE UINT32_MAX
-enum { KVBM_MINI_FREE, KVBM_MINI_S, KVBM_MINI_M, KVBM_MINI_G, KVBM_MINI_F0,
+enum { KVBM_MINI_FREE, KVBM_MINI_S, KVBM_MINI_M, KVBM_MINI_G, KVBM_MINI_G2, KVBM_MINI_F0,
        KVBM_MINI_LISTS = KVBM_MINI_F0 + 16 }; /* LFU's M: one list per frequency */
 struct kvbm_shm_ment {
 	uint64_t key;
 	uint32_t prev, next; /* entry indexes, KVBM_MINI_NONE at the ends */
-	uint8_t list, freq, pad[6];
+	uint8_t list, freq;
+	uint8_t uses, pad; /* the clock filter's count of uses in M, 0..3 */
+	uint32_t tick; /* the mini's clock at its last use (lfru's order) */
 };
 struct kvbm_shm_mini {
 	_Alignas(KVBM_CACHELINE) uint32_t ents, tslots, built; /* built: ents, 0 = never */
 	uint32_t head[KVBM_MINI_LISTS], tail[KVBM_MINI_LISTS], len[KVBM_MINI_LISTS];
-	uint64_t hits; /* decayed hits, 16 fractional bits */
+	uint64_t hits;  /* decayed hits, 16 fractional bits */
+	uint32_t clock;  /* accesses, for lfru's order (wraps) */
+	uint32_t target; /* ARC's: the size S is evicted down to */
 };
 
 /* Where things are in the eviction region (offsets from its start). */
@@ -602,8 +611,9 @@ struct kvbm_evict_geom {
 	uint32_t mini_ents, mini_tslots; /* per miniature (adapt): entries, table (power of two) */
 };
 
-/* adapt's three miniatures: headers, then each one's entries and table. */
-#define KVBM_MINIS 3u
+/* adapt's miniatures, one per expert (lib/evict.h): headers, then each
+ * one's entries and table. */
+#define KVBM_MINIS 6u
 static inline uint64_t kvbm_mini_bytes(uint32_t ents, uint32_t tslots)
 {
 	uint64_t b = (uint64_t)ents * sizeof(struct kvbm_shm_ment) + (uint64_t)tslots * 4;
@@ -658,11 +668,12 @@ static inline void kvbm_evict_geometry(const struct kvbm_shm_config *cfg,
 	}
 	if (cfg->backend == KVBM_BACKEND_ADAPT) {
 		/* a mini holds up to its share of the pool plus a history of
-		 * half that; the table at most a quarter full */
+		 * half that; the table at most half full (six minis: a
+		 * quarter cost 9-18 bytes a block more, and changed no cell) */
 		uint32_t m = cfg->block_count / KVBM_MINI_RATE;
 		g->mini_ents = (m < 8 ? 8 : m) * 3 / 2 + 2;
 		g->mini_tslots = 16;
-		while (g->mini_tslots < 4ull * g->mini_ents)
+		while (g->mini_tslots < 2ull * g->mini_ents)
 			g->mini_tslots <<= 1;
 		off = (off + KVBM_CACHELINE - 1) & ~(uint64_t)(KVBM_CACHELINE - 1);
 		g->mini_off = off;

@@ -7,11 +7,14 @@
  * which walks the lineage forest too.
  */
 #include <errno.h>
+#include <signal.h>
+#include <unistd.h>
 #include <string.h>
 
 #include "helpers.h"
 #include "../lib/pool.h"
 #include "../lib/evict.h"
+#include "../shm/failpoint.h"
 
 #define BS 4
 
@@ -540,7 +543,7 @@ START_TEST(test_queued_ghost_readmits)
 END_TEST
 
 /* adapt follows expert @e: its miniature's hits at full, the others' at
- * none (@e < 0: all three equal, a tie). */
+ * none (@e < 0: all equal, a tie). */
 static void steer(struct kvbm_pool *p, int e)
 {
 	kvbm_mini_clear(p);
@@ -612,6 +615,115 @@ START_TEST(test_adapt_lru_expert_is_lru)
 	evict_all(p, 1, ev);
 	ck_assert(kvbm_plh_eq(ev[0], t_hash1(10, BS)));
 	ck_assert_uint_eq(kvbm_q_head(p, 1), b[0].id);
+	ck_assert_int_eq(t_check(p), 0);
+	t_done(p, name);
+}
+END_TEST
+
+/*
+ * The experts added to the first three, each against the one it refines:
+ *  - run 0 and 1, lfru and LFU: A used twice, then (the queue clock moved
+ *    on by three pools' worth of ticks) B used once. LFU takes B, the
+ *    less frequent; lfru gives A's second use one pool turnover and no
+ *    more, so A, three turnovers older, goes. Following lfru from a heap
+ *    in LFU's order switches the heap (evict.qtarget) and rebuilds it.
+ *  - run 2, clock against the filter: A used four times, then D twice,
+ *    both in M, S empty. The filter takes M's head A; the clock gives A
+ *    another round for its uses in M, and D, with none, goes.
+ *  - run 3, ARC against the filter: the pool of the miniatures test (S
+ *    holds B and C, more than a tenth). The filter takes S's head B; with
+ *    ARC's miniature's target at its whole size, S is not over it, and M's
+ *    head A goes.
+ */
+START_TEST(test_adapt_more_experts)
+{
+	T_NAME(name);
+	static const int follow[4] = {KVBM_AE_LFRU, KVBM_AE_LFU, KVBM_AE_CLOCK, KVBM_AE_ARC};
+	struct kvbm_pool *p = pool_with(name, _i == 3 ? 4 : 2, KVBM_BACKEND_ADAPT);
+	struct kvbm_plh a = t_hash1(10, BS), d = t_hash1(40, BS), ev[1];
+	const struct kvbm_plh want[4] = {a, t_hash1(20, BS), d, a};
+
+	once(p, 10);
+	if (_i < 2) {
+		reuse(p, a, 1);
+		p->ev->qtick += 3 * p->nslots;
+		once(p, 20);
+	} else {
+		reuse(p, a, 3);
+		if (_i == 3) {
+			once(p, 20);
+			once(p, 30);
+		}
+		once(p, 40);
+		reuse(p, d, 1);
+	}
+	steer(p, follow[_i]);
+	if (_i == 3)
+		((struct kvbm_shm_mini *)p->mini + KVBM_AE_ARC)->target = UINT32_MAX; /* clamped */
+	ck_assert_int_eq(kvbm_adapt_heap_lfru(p), 0); /* a new pool's heap: LFU's */
+	evict_all(p, 1, ev);
+	ck_assert_msg(kvbm_plh_eq(ev[0], want[_i]), "run %d", _i);
+	ck_assert_int_eq(kvbm_adapt_heap_lfru(p), _i == 0);
+	ck_assert_int_eq(t_check(p), 0);
+	t_done(p, name);
+}
+END_TEST
+
+/*
+ * A process killed while it rebuilds adapt's heap in the other order
+ * (evict.adapt.reorder: some leaves' priorities already lfru's, the heap
+ * not yet rebuilt): the next locker's recovery reinserts every block in
+ * the order evict.qtarget names, the checker passes, every block comes
+ * back, and lfru is followed from there.
+ */
+static int reorder_victim(const char *name)
+{
+	struct kvbm_pool *q = NULL;
+	struct kvbm_block b;
+
+	if (kvbm_pool_open(name, NULL, 0, &q) != 0)
+		return 90;
+	steer(q, KVBM_AE_LFRU);
+	kvbm_fp_arm("evict.adapt.reorder:3");
+	if (kvbm_allocate_blocks(q, 1, &b, NULL, NULL) != 0)
+		return 70;
+	return 77; /* the failpoint never fired */
+}
+
+START_TEST(test_adapt_killed_in_reorder)
+{
+	T_NAME(name);
+	enum { TOTAL = 32 };
+	struct kvbm_pool *p = pool_with(name, TOTAL, KVBM_BACKEND_ADAPT);
+	struct kvbm_plh h[TOTAL];
+	struct kvbm_block b[TOTAL];
+	struct kvbm_pool_info pi;
+
+	for (uint32_t i = 0; i < TOTAL; i++) {
+		h[i] = t_hash1(100 + i, BS);
+		b[i] = reg1(p, h[i]);
+		t_release(p, &b[i], 1);
+	}
+	reuse(p, h[0], 3); /* one frequent block among leaves used once */
+	p->ev->qtick += TOTAL; /* a turnover on: the heap may switch */
+	ck_assert_int_eq(kvbm_adapt_heap_lfru(p), 0);
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(reorder_victim(name));
+	ck_assert_int_eq(t_wait(pid), 128 + SIGKILL);
+	ck_assert_int_eq(kvbm_reap(p) >= 0, 1);
+	ck_assert_int_eq(kvbm_pool_info(p, &pi), 0);
+	ck_assert_uint_eq(pi.recoveries, 1);
+	ck_assert_int_eq(kvbm_adapt_heap_lfru(p), 1); /* set before the rebuild */
+	ck_assert_int_eq(t_check(p), 0);
+	uint8_t pres[TOTAL];
+	ck_assert_int_eq(kvbm_check_presence(p, h, TOTAL, pres), TOTAL);
+	/* lfru now, from the rebuilt heap: the oldest block used once goes,
+	 * not the frequent one */
+	struct kvbm_plh ev[1];
+	steer(p, KVBM_AE_LFRU);
+	evict_all(p, 1, ev);
+	ck_assert(kvbm_plh_eq(ev[0], h[1]));
 	ck_assert_int_eq(t_check(p), 0);
 	t_done(p, name);
 }
@@ -784,6 +896,8 @@ Suite *make_evict_suite(void)
 	tcase_add_loop_test(tc, test_lecar_experts_and_regret, 0, 2);
 	tcase_add_loop_test(tc, test_adapt_follows_its_miniatures, 0, 4);
 	tcase_add_loop_test(tc, test_adapt_miniatures_any_content, 0, 2);
+	tcase_add_loop_test(tc, test_adapt_more_experts, 0, 4);
+	tcase_add_test(tc, test_adapt_killed_in_reorder);
 	tcase_add_test(tc, test_adapt_lru_expert_is_lru);
 	tcase_add_loop_test(tc, test_queued_restore_keeps_the_order, 0, 5);
 	tcase_add_loop_test(tc, test_queued_reused_block_outlives_one_shots, 0, 2);
