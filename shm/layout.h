@@ -43,8 +43,9 @@
  *     pinned block, and each slot's place in it (pins.heap_len); adapt's
  *     miniature simulations in the eviction region; hint record's seen
  * 13: lineage (Tick) leaves in insertion order sit in the run,
- *     control.lists[0], ahead of the heap (lnode.hpos KVBM_LN_RUN) */
-#define KVBM_ABI_MAJOR 13
+ *     control.lists[0], ahead of the heap (lnode.hpos KVBM_LN_RUN)
+ * 14: lineage hash chains are doubly linked (lnode.hprev, was reserved) */
+#define KVBM_ABI_MAJOR 14
 #define KVBM_ABI_MINOR 0
 #define KVBM_CACHELINE 64
 #define KVBM_PAGE 4096
@@ -483,7 +484,7 @@ struct kvbm_shm_lnode {
 	uint32_t hnext;  /* hash chain or ghost free list: node + 1 */
 	uint32_t hpos;   /* heap index + 1 while a leaf in the heap, or KVBM_LN_RUN */
 	uint32_t par;    /* a hint: its parent's node + 1, or 0 */
-	uint32_t reserved;
+	uint32_t hprev;  /* the node before it in its hash chain + 1, or 0: its head */
 };
 
 /* hpos of a lineage (Tick) leaf in the run, control.lists[0]: never a heap
