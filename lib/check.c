@@ -588,7 +588,7 @@ static uint32_t check_chains(struct ck *c)
 
 	c->chains_ok = 1;
 	for (uint32_t b = 0; b < c->g.buckets; b++)
-		for (uint32_t n1 = c->heads[b]; n1; n1 = c->ln[n1 - 1].hnext) {
+		for (uint32_t n1 = c->heads[b], prev = 0; n1; prev = n1, n1 = c->ln[n1 - 1].hnext) {
 			if (n1 > c->g.nodes || hashed >= c->g.nodes) {
 				bad(c, "lineage: hash chain %u broken at node %u (or a cycle)", b, n1);
 				c->chains_ok = 0;
@@ -602,6 +602,11 @@ static uint32_t check_chains(struct ck *c)
 				c->chains_ok = 0;
 				return hashed;
 			}
+			/* the back link unlinks without a walk (lib/evict.c) */
+			if (nd->hprev != prev)
+				bad(c, "lineage: node %u in hash chain %u has back link %u, not %u "
+				       "(node + 1, 0 for the chain's first)",
+				    n1 - 1, b, nd->hprev, prev);
 			hashed++;
 		}
 	return hashed;

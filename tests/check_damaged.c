@@ -555,6 +555,53 @@ START_TEST(test_recovery_ends_with_two_primaries_of_one_key)
 }
 END_TEST
 
+/* A lineage pool of 16 blocks, all inactive: chains A, B, C and D of 4
+ * (hashes from @seed), released in that order, their blocks in @b. */
+static void four_chains(const char *name, uint32_t seed, struct kvbm_block b[4][4])
+{
+	struct kvbm_config cfg = t_cfg();
+	struct kvbm_plh h[4][4];
+
+	cfg.block_count = 16;
+	cfg.backend = KVBM_BACKEND_LINEAGE;
+	struct kvbm_pool *p = t_create(name, &cfg);
+	for (int k = 0; k < 4; k++) {
+		t_seq_hashes(seed + 100 * (uint32_t)k, 4, BS, h[k]);
+		t_register(p, h[k], 4, b[k]);
+		t_release(p, b[k], 4);
+	}
+	ck_assert_int_eq(t_check(p), 0);
+	kvbm_pool_close(p);
+}
+
+/* A process allocates the damaged pool's 16 blocks, @first of them first:
+ * the pool checks clean after that lock (its repair), every block comes
+ * back, and it checks clean again once they are released. */
+static void allocate_through(const char *name, uint32_t first)
+{
+	const unsigned exact = KVBM_CHECK_LOCK | KVBM_CHECK_QUIESCENT;
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		struct kvbm_pool *q = NULL;
+		struct kvbm_block m[16];
+		child_alarm(20);
+		if (kvbm_pool_open(name, NULL, 0, &q) != 0)
+			_exit(72);
+		if (kvbm_allocate_blocks(q, first, m, NULL, NULL) != 0)
+			_exit(73);
+		if (kvbm_pool_check(q, exact, NULL, NULL) != 0)
+			_exit(74); /* the damage was written through, not repaired */
+		if (first < 16 && kvbm_allocate_blocks(q, 16 - first, m + first, NULL, NULL) != 0)
+			_exit(75); /* a block lost to the damage */
+		if (kvbm_release_blocks(q, m, 16) != 0 || kvbm_pool_check(q, exact, NULL, NULL) != 0)
+			_exit(76);
+		kvbm_pool_close(q);
+		_exit(0);
+	}
+	attacher_done(pid, name);
+}
+
 /*
  * Tick's run (lib/evict.c): leaves in insertion order in control.lists[0].
  * A pool of 16 holds chains A, B, C and D of 4; one allocation evicts A's
@@ -569,18 +616,11 @@ END_TEST
 START_TEST(test_damaged_run_is_repaired)
 {
 	T_NAME(name);
-	struct kvbm_config cfg = t_cfg();
-	struct kvbm_plh h[4][4];
 	struct kvbm_block b[4][4], one;
 
-	cfg.block_count = 16;
-	cfg.backend = KVBM_BACKEND_LINEAGE;
-	struct kvbm_pool *p = t_create(name, &cfg);
-	for (int k = 0; k < 4; k++) {
-		t_seq_hashes(700 + 100 * (uint32_t)k, 4, BS, h[k]);
-		t_register(p, h[k], 4, b[k]);
-		t_release(p, b[k], 4);
-	}
+	four_chains(name, 700, b);
+	struct kvbm_pool *p = NULL;
+	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &p), 0);
 	ck_assert_int_eq(kvbm_allocate_blocks(p, 1, &one, NULL, NULL), 0);
 	ck_assert_int_eq(kvbm_release_blocks(p, &one, 1), 0);
 	ck_assert_int_eq(t_check(p), 0);
@@ -615,21 +655,45 @@ START_TEST(test_damaged_run_is_repaired)
 	int rc = t_run_tool(out, sizeof(out), "kvbm-shm-dump", "--check", name, (char *)NULL);
 	ck_assert_msg(rc == 1 && strstr(out, _i == 0 ? "does not point back" : "lineage run:"),
 		      "exit %d\n%s", rc, out);
-	pid_t pid = fork();
-	if (pid == 0) {
-		struct kvbm_pool *q = NULL;
-		struct kvbm_block m[16];
-		child_alarm(20);
-		if (kvbm_pool_open(name, NULL, 0, &q) != 0)
-			_exit(72);
-		if (kvbm_allocate_blocks(q, 16, m, NULL, NULL) != 0)
-			_exit(73); /* a block lost to the damage */
-		if (kvbm_release_blocks(q, m, 16) != 0 || kvbm_pool_check(q, 0, NULL, NULL) != 0)
-			_exit(74);
-		kvbm_pool_close(q);
-		_exit(0);
-	}
-	attacher_done(pid, name);
+	allocate_through(name, 16);
+}
+END_TEST
+
+/*
+ * The lineage hash chains' back links (lnode.hprev, lib/evict.c), which
+ * unlink a node without a walk. A pool of 16 holds chains A, B, C and D
+ * of 4, released; a peer rewrites the back link of A's leaf, the first
+ * block allocation evicts: run 0 past every node, run 1 to B's first
+ * node, in range but no node before it (a write through it would cut B's
+ * chain). The checker names the link; a process then allocates the whole
+ * pool through it, A's leaf first: every block comes back, and the pool
+ * checks clean after the lock's repair.
+ */
+START_TEST(test_damaged_chain_back_link_is_repaired)
+{
+	T_NAME(name);
+	struct kvbm_block b[4][4];
+
+	four_chains(name, 900, b);
+	uint32_t a3 = b[0][3].id, b0 = b[1][0].id;
+
+	struct kvbm_shm_header hdr = read_header(name);
+	struct kvbm_evict_geom g;
+	kvbm_evict_geometry(&hdr.config, &g);
+	uint64_t ev = hdr.regions[KVBM_REGION_EVICT].offset;
+	struct kvbm_shm_lnode na, nb;
+	peek(name, (off_t)(ev + g.nodes_off + sizeof(na) * a3), &na, sizeof(na));
+	peek(name, (off_t)(ev + g.nodes_off + sizeof(nb) * b0), &nb, sizeof(nb));
+	ck_assert(na.pos_fl & KVBM_LN_USED);
+	ck_assert_uint_ne(nb.hnext, a3 + 1); /* B's first is not before A's leaf */
+	uint32_t lie = _i == 0 ? 0xfffffff0u : b0 + 1;
+	t_patch(name, (off_t)(ev + g.nodes_off + sizeof(na) * a3 +
+			      offsetof(struct kvbm_shm_lnode, hprev)),
+		&lie, 4);
+	char out[8192];
+	int rc = t_run_tool(out, sizeof(out), "kvbm-shm-dump", "--check", name, (char *)NULL);
+	ck_assert_msg(rc == 1 && strstr(out, "back link"), "exit %d\n%s", rc, out);
+	allocate_through(name, 1);
 }
 END_TEST
 
@@ -725,6 +789,7 @@ Suite *make_damaged_suite(void)
 	tcase_add_loop_test(tc, test_library_survives_damaged_pin_heap, 0, 5);
 	tcase_add_loop_test(tc, test_damaged_run_is_repaired, 0, 2);
 	tcase_add_loop_test(tc, test_lying_ghost_mark_leaves_holders_alone, 0, 2);
+	tcase_add_loop_test(tc, test_damaged_chain_back_link_is_repaired, 0, 2);
 	tcase_add_test(tc, test_checker_reports_truncated_file);
 	tcase_add_test(tc, test_primary_kept_alive_by_duplicate);
 	tcase_add_test(tc, test_dead_unreaped_holder_is_legal_while_others_run);

@@ -747,7 +747,7 @@ static const char *const block_points[] = {
 /* inside the lineage forest's updates (default backend) */
 static const char *const lineage_points[] = {
 	"evict.lineage.unparent", "evict.lineage.link", "evict.lineage.unghost",
-	"evict.lineage.ghost",
+	"evict.lineage.ghost", "evict.lineage.unchain",
 };
 /* inside Tick's run (lib/evict.c): lineage alone keeps one */
 static const char *const run_points[] = {"evict.lineage.run", "evict.lineage.unrun"};

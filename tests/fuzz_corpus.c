@@ -220,6 +220,14 @@ static void variants(const char *tag, enum kvbm_backend backend, int full)
 			ln[1].hnext = 1;
 			ln[2].hnext = g.nodes + 7;
 		});
+		VARIANT("lineage-back-links", {
+			/* every node's back link a lie: past the nodes,
+			 * itself, or its neighbour, whose hnext names
+			 * another (an unlink must not write through it) */
+			struct kvbm_shm_lnode *ln = (void *)(ev + g.nodes_off);
+			for (uint32_t n = 0; n < g.nodes; n++)
+				ln[n].hprev = n % 3 == 0 ? g.nodes + 1 + n : n % 3 == 1 ? n + 1 : n;
+		});
 		VARIANT("lineage-heap", {
 			struct kvbm_shm_evict *e = (void *)ev;
 			struct kvbm_shm_hent *heap = (void *)(ev + g.heap_off);
