@@ -74,6 +74,9 @@ static uint32_t tick_queue(uint64_t t)
 	return (uint32_t)t & KVBM_QT_QUEUE;
 }
 
+/* a queue tick's frequency bits, in place */
+#define KVBM_QT_FREQ (3ull << KVBM_QT_FREQ_SHIFT)
+
 static uint32_t tick_freq(uint64_t t)
 {
 	return (uint32_t)(t >> KVBM_QT_FREQ_SHIFT) & 3;
@@ -129,8 +132,10 @@ static inline __attribute__((always_inline)) int q_ready(struct kvbm_pool *p, ui
  * of parents of cached blocks (a hot prefix) costs a tick store each, not
  * an unlink and an append.
  */
-static uint32_t q_scan(struct kvbm_pool *p, uint32_t q, uint32_t passes,
-		       int (*keep)(struct kvbm_pool *, uint32_t, uint32_t))
+static __attribute__((noinline)) uint32_t q_scan_run(struct kvbm_pool *p, uint32_t q,
+						       uint32_t passes,
+						       int (*keep)(struct kvbm_pool *, uint32_t,
+								   uint32_t))
 {
 	uint64_t n = (uint64_t)qlen(p, q) * passes, i = 0;
 
@@ -138,30 +143,40 @@ static uint32_t q_scan(struct kvbm_pool *p, uint32_t q, uint32_t passes,
 		n = p->scan_budget;
 
 	while (i < n) {
-		uint32_t s = q_head(p, q), len = qlen(p, q), last = UINT32_MAX, victim = 0;
+		uint32_t s = q_head(p, q), len = qlen(p, q), last = UINT32_MAX, victim = 0, k;
 		/* in locals: a tick store may alias what is read through p */
-		uint64_t qt = p->ev->qtick;
+		uint64_t qt = p->ev->qtick, m = n - i < len ? n - i : len;
 		struct kvbm_shm_slot *slots = p->seg.slots;
 		const struct kvbm_shm_lnode *ln = p->ln;
 		const uint32_t nslots = p->nslots, nodes = p->lin_nodes;
-		for (uint32_t k = 0; k < len && i < n && s != UINT32_MAX; k++) {
+		/* the tick a rotation gives, its bits but the count (kept) */
+		uint64_t nt = qt << KVBM_QT_SHIFT | q;
+		for (k = 0; k < m && s != UINT32_MAX; k++) {
 			struct kvbm_shm_slot *sl = &slots[s];
-			uint32_t f = tick_freq(sl->tick);
-			if (q_free(sl) && (s < nodes ? ln[s].nchild : kvbm_lin_children(p, s)) == 0) {
-				if (!keep || !f || q == 0) {
+			uint64_t t = sl->tick;
+			/* q_free(), as one compare: holders is exactly INACTIVE */
+			if (__atomic_load_n(&sl->holders, __ATOMIC_RELAXED) == KVBM_HOLD_INACTIVE &&
+			    !sl->dups && (s < nodes ? ln[s].nchild : kvbm_lin_children(p, s)) == 0) {
+				if (!keep || !(t & KVBM_QT_FREQ) || q == 0) {
 					victim = 1; /* @keep decides, after the run */
 					break;
 				}
-				f--; /* used in M: once more around, one count less */
+				/* used in M: once more around, one count less */
+				t -= 1ull << KVBM_QT_FREQ_SHIFT;
 			}
-			sl->tick = qt++ << KVBM_QT_SHIFT | (uint64_t)f << KVBM_QT_FREQ_SHIFT | q;
+			sl->tick = nt | (t & KVBM_QT_FREQ);
+			nt += 1ull << KVBM_QT_SHIFT;
 			last = s;
-			i++;
-			s = sl->next - 1 < nslots ? sl->next - 1 : UINT32_MAX;
-			if (sl->next && s == UINT32_MAX)
-				kvbm_store_corrupt(p);
+			uint32_t nx = sl->next;
+			s = nx - 1;
+			if (s >= nslots) {
+				if (nx)
+					kvbm_store_corrupt(p);
+				s = UINT32_MAX;
+			}
 		}
-		p->ev->qtick = qt;
+		i += k;
+		p->ev->qtick = qt + k;
 		if (last != UINT32_MAX) {
 			KVBM_FAILPOINT("evict.queue.move");
 			kvbm_evlist_rotate(p, Q(p, q), last);
@@ -176,6 +191,21 @@ static uint32_t q_scan(struct kvbm_pool *p, uint32_t q, uint32_t passes,
 			return s;
 	}
 	return UINT32_MAX;
+}
+
+/* The scan, in the caller when the head is the victim (most evictions:
+ * a queue's head is usually a leaf nobody holds), which rotates nothing.
+ * @keep keeps a victim whose count is 0 (s3_keep() does). */
+static inline __attribute__((always_inline)) uint32_t
+q_scan(struct kvbm_pool *p, uint32_t q, uint32_t passes,
+       int (*keep)(struct kvbm_pool *, uint32_t, uint32_t))
+{
+	uint32_t s = q_head(p, q);
+
+	if (s != UINT32_MAX && qlen(p, q) && q_ready(p, s) &&
+	    (!keep || !(kvbm_slot(p, s)->tick & KVBM_QT_FREQ)))
+		return s;
+	return q_scan_run(p, q, passes, keep);
 }
 
 /* No queue yields a leaf nobody holds: the first head, which the caller
@@ -205,7 +235,7 @@ static uint64_t g_hash(struct kvbm_plh k)
  * G as many as M holds (90% of the pool); ARC's B1 what T1 leaves of the
  * pool, B2 what T2 leaves (|T1| + |B1| <= c, the four <= 2c); LeCaR's
  * two histories half the pool each (together the pool, as in LeCaR). */
-static uint32_t g_window(struct kvbm_pool *p, uint32_t l)
+static inline __attribute__((always_inline)) uint32_t g_window(struct kvbm_pool *p, uint32_t l)
 {
 	uint32_t c = p->nslots;
 
@@ -225,13 +255,28 @@ struct g_lists {
 	uint32_t stamp[3], window[3], nl;
 };
 
-static struct g_lists g_lists(struct kvbm_pool *p)
+static inline __attribute__((always_inline)) struct g_lists g_lists(struct kvbm_pool *p)
 {
-	uint32_t nl = p->backend == KVBM_BACKEND_ADAPT ? 3 : 2;
+	const struct kvbm_shm_ghosthdr *gh = p->ghdr;
+	struct g_lists gl = {{gh->stamp[0], gh->stamp[1], gh->stamp[2]}, {0, 0, 0}, 2};
 
-	return (struct g_lists){{p->ghdr->stamp[0], p->ghdr->stamp[1], p->ghdr->stamp[2]},
-				{g_window(p, 0), g_window(p, 1), nl == 3 ? g_window(p, 2) : 0},
-				nl};
+	/* g_window() once per backend, not per list: S3-FIFO's and LeCaR's
+	 * two windows are one */
+	switch (p->backend) {
+	case KVBM_BACKEND_S3FIFO:
+	case KVBM_BACKEND_LECAR:
+		gl.window[0] = gl.window[1] = g_window(p, 0);
+		break;
+	case KVBM_BACKEND_ADAPT:
+		gl.nl = 3;
+		for (uint32_t l = 0; l < 3; l++)
+			gl.window[l] = g_window(p, l);
+		break;
+	default:
+		gl.window[0] = g_window(p, 0);
+		gl.window[1] = g_window(p, 1);
+	}
+	return gl;
 }
 
 /* How many evictions into its list ago entry @e was made, or UINT32_MAX
@@ -265,7 +310,8 @@ static uint64_t g_fp(uint64_t h)
 	return f ? f : 1;
 }
 
-/* Remembers @key's eviction from list @l (0 or 1). */
+/* Remembers @key's eviction from list @l (0 or 1): in the first entry
+ * that is dead or @key's, else in the oldest. */
 static void ghost_put(struct kvbm_pool *p, struct kvbm_plh key, uint32_t l)
 {
 	if (!p->gtab)
@@ -275,11 +321,15 @@ static void ghost_put(struct kvbm_pool *p, struct kvbm_plh key, uint32_t l)
 	struct g_lists gl = g_lists(p);
 
 	for (uint32_t i = 0; i < 8; i++) {
-		if (!g_live(&gl, b[i]) || b[i] >> 34 == fp) {
+		uint64_t e = b[i];
+		uint32_t el = (uint32_t)(e >> 32) & 3, age;
+		/* g_live() and g_age() in one: an age of UINT32_MAX is past
+		 * any window (a window is at most the pool) */
+		if (!e || el >= gl.nl || e >> 34 == fp ||
+		    (age = gl.stamp[el] - (uint32_t)e) - 1 >= gl.window[el]) {
 			pick = i;
 			break;
 		}
-		uint32_t age = g_age(&gl, b[i]);
 		if (age > oldest) {
 			oldest = age;
 			pick = i;
@@ -297,9 +347,13 @@ static uint32_t ghost_take(struct kvbm_pool *p, struct kvbm_plh key, uint32_t li
 		return 0;
 	uint64_t h = g_hash(key), fp = g_fp(h), *b = g_bucket(p, h);
 
+	/* the fingerprints first, unrolled: most keys match none */
+#pragma GCC unroll 8
 	for (uint32_t i = 0; i < 8; i++) {
+		if (b[i] >> 34 != fp)
+			continue;
 		uint32_t l = (uint32_t)(b[i] >> 32) & 3;
-		if (b[i] >> 34 != fp || !(lists >> l & 1))
+		if (!(lists >> l & 1))
 			continue;
 		struct g_lists gl = g_lists(p); /* a fingerprint's match: rare */
 		if (g_live(&gl, b[i])) {
@@ -592,7 +646,8 @@ void kvbm_queue_insert(struct kvbm_pool *p, uint32_t s, enum kvbm_qi how)
 			q_hit(p, s, sl->list - KVBM_LIST_LRU);
 			return;
 		}
-		kvbm_evict_remove(p, s); /* on no queue of ours: nothing, else drop it */
+		if (sl->list >= KVBM_LIST_LRU) /* a list evict.c knows: drop it */
+			kvbm_evict_remove(p, s);
 		q_new(p, s);
 		return;
 	}
