@@ -132,6 +132,63 @@ static inline __attribute__((always_inline)) int q_ready(struct kvbm_pool *p, ui
  * of parents of cached blocks (a hot prefix) costs a tick store each, not
  * an unlink and an append.
  */
+/* What a run of a scan reads of the pool, in locals: a tick store may
+ * alias what is read through p. */
+struct q_run {
+	struct kvbm_shm_slot *slots;
+	const struct kvbm_shm_lnode *ln;
+	uint32_t nslots, nodes;
+	int bad; /* a link or a node out of range: the caller flags the segment */
+};
+
+/*
+ * One run of a scan, from head @s, at most @m heads: each that may not go
+ * gets tick @nt (+ 1 << KVBM_QT_SHIFT for the next), its count bits kept,
+ * or one count less when @dec (S3-FIFO's M: a used leaf goes around once
+ * more). Returns how many it ticked; *at is the head that may go, or
+ * UINT32_MAX at the run's end or a broken link; *last the last ticked.
+ * Apart from q_scan_run(), for registers: this loop is what a hot
+ * prefix's parents cost per eviction.
+ */
+static uint32_t q_run(struct q_run *r, uint32_t s, uint64_t m, uint64_t nt, int dec, uint32_t *at,
+		      uint32_t *last)
+{
+	struct kvbm_shm_slot *const slots = r->slots;
+	const struct kvbm_shm_lnode *const ln = r->ln;
+	const uint32_t nslots = r->nslots, nodes = r->nodes;
+	uint32_t k = 0, prev = UINT32_MAX;
+
+	for (;;) {
+		struct kvbm_shm_slot *sl = &slots[s];
+		uint64_t t = sl->tick;
+		/* q_ready(): holders exactly INACTIVE (nobody holds it), no
+		 * duplicate, no child cached (a node out of range counts as
+		 * none, as kvbm_lin_children() has it) */
+		if (__atomic_load_n(&sl->holders, __ATOMIC_RELAXED) == KVBM_HOLD_INACTIVE &&
+		    !sl->dups && (s < nodes ? ln[s].nchild : (r->bad = 1, 0)) == 0) {
+			if (!dec || !(t & KVBM_QT_FREQ)) {
+				*at = s;
+				break;
+			}
+			t -= 1ull << KVBM_QT_FREQ_SHIFT;
+		}
+		sl->tick = nt | (t & KVBM_QT_FREQ);
+		nt += 1ull << KVBM_QT_SHIFT;
+		prev = s;
+		k++;
+		uint32_t nx = sl->next;
+		s = nx - 1;
+		if (s >= nslots || k == m) {
+			if (s >= nslots && nx)
+				r->bad = 1;
+			*at = UINT32_MAX;
+			break;
+		}
+	}
+	*last = prev;
+	return k;
+}
+
 static __attribute__((noinline)) uint32_t q_scan_run(struct kvbm_pool *p, uint32_t q,
 						       uint32_t passes,
 						       int (*keep)(struct kvbm_pool *, uint32_t,
@@ -143,45 +200,22 @@ static __attribute__((noinline)) uint32_t q_scan_run(struct kvbm_pool *p, uint32
 		n = p->scan_budget;
 
 	while (i < n) {
-		uint32_t s = q_head(p, q), len = qlen(p, q), last = UINT32_MAX, victim = 0, k;
-		/* in locals: a tick store may alias what is read through p */
+		uint32_t s = q_head(p, q), len = qlen(p, q), last = UINT32_MAX, k = 0;
 		uint64_t qt = p->ev->qtick, m = n - i < len ? n - i : len;
-		struct kvbm_shm_slot *slots = p->seg.slots;
-		const struct kvbm_shm_lnode *ln = p->ln;
-		const uint32_t nslots = p->nslots, nodes = p->lin_nodes;
-		/* the tick a rotation gives, its bits but the count (kept) */
-		uint64_t nt = qt << KVBM_QT_SHIFT | q;
-		for (k = 0; k < m && s != UINT32_MAX; k++) {
-			struct kvbm_shm_slot *sl = &slots[s];
-			uint64_t t = sl->tick;
-			/* q_free(), as one compare: holders is exactly INACTIVE */
-			if (__atomic_load_n(&sl->holders, __ATOMIC_RELAXED) == KVBM_HOLD_INACTIVE &&
-			    !sl->dups && (s < nodes ? ln[s].nchild : kvbm_lin_children(p, s)) == 0) {
-				if (!keep || !(t & KVBM_QT_FREQ) || q == 0) {
-					victim = 1; /* @keep decides, after the run */
-					break;
-				}
-				/* used in M: once more around, one count less */
-				t -= 1ull << KVBM_QT_FREQ_SHIFT;
-			}
-			sl->tick = nt | (t & KVBM_QT_FREQ);
-			nt += 1ull << KVBM_QT_SHIFT;
-			last = s;
-			uint32_t nx = sl->next;
-			s = nx - 1;
-			if (s >= nslots) {
-				if (nx)
-					kvbm_store_corrupt(p);
-				s = UINT32_MAX;
-			}
-		}
+		struct q_run r = {p->seg.slots, p->ln, p->nslots, p->lin_nodes, 0};
+		if (m && s != UINT32_MAX)
+			k = q_run(&r, s, m, qt << KVBM_QT_SHIFT | q, keep && q != 0, &s, &last);
+		else
+			s = UINT32_MAX;
+		if (r.bad)
+			kvbm_store_corrupt(p);
 		i += k;
 		p->ev->qtick = qt + k;
 		if (last != UINT32_MAX) {
 			KVBM_FAILPOINT("evict.queue.move");
 			kvbm_evlist_rotate(p, Q(p, q), last);
 		}
-		if (!victim) {
+		if (s == UINT32_MAX) {
 			if (last == UINT32_MAX)
 				break; /* empty, or a broken link */
 			continue;
