@@ -30,6 +30,7 @@
  * ticks and the forest beside them.
  */
 #define _GNU_SOURCE
+#include <emmintrin.h>
 #include <string.h>
 
 #include "pool.h"
@@ -372,21 +373,35 @@ static void ghost_put(struct kvbm_pool *p, struct kvbm_plh key, uint32_t l)
 	b[pick] = fp << 34 | (uint64_t)l << 32 | p->ghdr->stamp[l & 3]++;
 }
 
+/* The entries of bucket @b whose fingerprint is @fp, a bit each (entry
+ * i: bit 8i + 4): most keys taken match none, and SSE2 compares the
+ * eight high words, their list bits masked off, in four steps. */
+static inline __attribute__((always_inline)) uint64_t g_match(const uint64_t *b, uint64_t fp)
+{
+	const __m128i want = _mm_set1_epi64x((long long)(fp << 34));
+	const __m128i mask = _mm_set1_epi64x((long long)(~0ull << 34));
+	uint64_t m = 0;
+
+	for (uint32_t j = 0; j < 4; j++) {
+		__m128i v = _mm_and_si128(_mm_loadu_si128((const __m128i *)(const void *)(b + 2 * j)),
+					  mask);
+		/* low words: 0 == 0; high words: the fingerprints */
+		m |= (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi32(v, want)) << (16 * j);
+	}
+	return m & 0x1010101010101010ull;
+}
+
 /* 1 + the list (of the mask @lists) that remembers @key, forgetting it
  * (@age: how many evictions into that list since), or 0. */
-static uint32_t ghost_take(struct kvbm_pool *p, struct kvbm_plh key, uint32_t lists,
-			   uint32_t *age)
+static inline __attribute__((always_inline)) uint32_t
+ghost_take(struct kvbm_pool *p, struct kvbm_plh key, uint32_t lists, uint32_t *age)
 {
 	if (!p->gtab)
 		return 0;
 	uint64_t h = g_hash(key), fp = g_fp(h), *b = g_bucket(p, h);
 
-	/* the fingerprints first, unrolled: most keys match none */
-#pragma GCC unroll 8
-	for (uint32_t i = 0; i < 8; i++) {
-		if (b[i] >> 34 != fp)
-			continue;
-		uint32_t l = (uint32_t)(b[i] >> 32) & 3;
+	for (uint64_t m = g_match(b, fp); m; m &= m - 1) {
+		uint32_t i = (uint32_t)__builtin_ctzll(m) >> 3, l = (uint32_t)(b[i] >> 32) & 3;
 		if (!(lists >> l & 1))
 			continue;
 		struct g_lists gl = g_lists(p); /* a fingerprint's match: rare */
@@ -629,14 +644,21 @@ static void q_hit(struct kvbm_pool *p, uint32_t s, uint32_t q)
 static void q_new(struct kvbm_pool *p, uint32_t s)
 {
 	struct kvbm_plh key = kvbm_slot_key(kvbm_slot(p, s));
-	uint32_t q = 0, g, age;
+	uint32_t q = 0, g = 0, age;
+	/* one ghost_take() in line: S3-FIFO asks G (list 0), ARC B1 and B2,
+	 * LeCaR its two histories */
+	uint32_t lists = p->backend == KVBM_BACKEND_S3FIFO ? 1
+			 : p->backend == KVBM_BACKEND_ARC || p->backend == KVBM_BACKEND_LECAR ? 3
+											: 0;
 
-	if (p->backend == KVBM_BACKEND_S3FIFO && ghost_take(p, key, 1, &age)) {
+	if (lists)
+		g = ghost_take(p, key, lists, &age);
+	if (g && p->backend == KVBM_BACKEND_S3FIFO) {
 		q = 1; /* evicted from S lately: straight to M */
-	} else if (p->backend == KVBM_BACKEND_ARC && (g = ghost_take(p, key, 3, &age))) {
+	} else if (g && p->backend == KVBM_BACKEND_ARC) {
 		arc_adapt(p, g - 1);
 		q = 1;
-	} else if (p->backend == KVBM_BACKEND_LECAR && (g = ghost_take(p, key, 3, &age))) {
+	} else if (g) {
 		lecar_regret(p, g - 1, age);
 	} else if (p->backend == KVBM_BACKEND_ADAPT) {
 		q = kvbm_adapt_new(p, key);
