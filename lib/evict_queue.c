@@ -347,7 +347,8 @@ static uint64_t g_fp(uint64_t h)
 
 /* Remembers @key's eviction from list @l (0 or 1): in the first entry
  * that is dead or @key's, else in the oldest. */
-static void ghost_put(struct kvbm_pool *p, struct kvbm_plh key, uint32_t l)
+static inline __attribute__((always_inline)) void ghost_put(struct kvbm_pool *p,
+							    struct kvbm_plh key, uint32_t l)
 {
 	if (!p->gtab)
 		return;
@@ -382,6 +383,7 @@ static inline __attribute__((always_inline)) uint64_t g_match(const uint64_t *b,
 	const __m128i mask = _mm_set1_epi64x((long long)(~0ull << 34));
 	uint64_t m = 0;
 
+#pragma GCC unroll 4
 	for (uint32_t j = 0; j < 4; j++) {
 		__m128i v = _mm_and_si128(_mm_loadu_si128((const __m128i *)(const void *)(b + 2 * j)),
 					  mask);
