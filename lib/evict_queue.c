@@ -148,11 +148,11 @@ struct q_run {
  * or one count less when @dec (S3-FIFO's M: a used leaf goes around once
  * more). Returns how many it ticked; *at is the head that may go, or
  * UINT32_MAX at the run's end or a broken link; *last the last ticked.
- * Apart from q_scan_run(), for registers: this loop is what a hot
+ * Not in q_scan_run(), for its registers: this loop is what a hot
  * prefix's parents cost per eviction.
  */
-static uint32_t q_run(struct q_run *r, uint32_t s, uint64_t m, uint64_t nt, int dec, uint32_t *at,
-		      uint32_t *last)
+static __attribute__((noinline)) uint32_t q_run(struct q_run *r, uint32_t s, uint64_t m,
+						  uint64_t nt, int dec, uint32_t *at, uint32_t *last)
 {
 	struct kvbm_shm_slot *const slots = r->slots;
 	const struct kvbm_shm_lnode *const ln = r->ln;
@@ -162,11 +162,13 @@ static uint32_t q_run(struct q_run *r, uint32_t s, uint64_t m, uint64_t nt, int 
 	for (;;) {
 		struct kvbm_shm_slot *sl = &slots[s];
 		uint64_t t = sl->tick;
-		/* q_ready(): holders exactly INACTIVE (nobody holds it), no
-		 * duplicate, no child cached (a node out of range counts as
-		 * none, as kvbm_lin_children() has it) */
-		if (__atomic_load_n(&sl->holders, __ATOMIC_RELAXED) == KVBM_HOLD_INACTIVE &&
-		    !sl->dups && (s < nodes ? ln[s].nchild : (r->bad = 1, 0)) == 0) {
+		/* q_ready(): no child cached (a node out of range counts as
+		 * none, as kvbm_lin_children() has it; first: what keeps a
+		 * hot prefix's parents), holders exactly INACTIVE (nobody
+		 * holds it), no duplicate */
+		if ((s < nodes ? ln[s].nchild : (r->bad = 1, 0)) == 0 &&
+		    __atomic_load_n(&sl->holders, __ATOMIC_RELAXED) == KVBM_HOLD_INACTIVE &&
+		    !sl->dups) {
 			if (!dec || !(t & KVBM_QT_FREQ)) {
 				*at = s;
 				break;
