@@ -152,7 +152,7 @@ struct q_run {
  * prefix's parents cost per eviction.
  */
 static __attribute__((noinline)) uint32_t q_run(struct q_run *r, uint32_t s, uint64_t m,
-						  uint64_t nt, int dec, uint32_t *at, uint32_t *last)
+						uint64_t nt, int dec, uint32_t *at, uint32_t *last)
 {
 	struct kvbm_shm_slot *const slots = r->slots;
 	const struct kvbm_shm_lnode *const ln = r->ln;
@@ -192,10 +192,9 @@ static __attribute__((noinline)) uint32_t q_run(struct q_run *r, uint32_t s, uin
 	return k;
 }
 
-static __attribute__((noinline)) uint32_t q_scan_run(struct kvbm_pool *p, uint32_t q,
-						       uint32_t passes,
-						       int (*keep)(struct kvbm_pool *, uint32_t,
-								   uint32_t))
+static __attribute__((noinline)) uint32_t
+q_scan_run(struct kvbm_pool *p, uint32_t q, uint32_t passes,
+	   int (*keep)(struct kvbm_pool *, uint32_t, uint32_t))
 {
 	uint64_t n = (uint64_t)qlen(p, q) * passes, i = 0;
 
@@ -387,8 +386,8 @@ static inline __attribute__((always_inline)) uint64_t g_match(const uint64_t *b,
 
 #pragma GCC unroll 4
 	for (uint32_t j = 0; j < 4; j++) {
-		__m128i v = _mm_and_si128(_mm_loadu_si128((const __m128i *)(const void *)(b + 2 * j)),
-					  mask);
+		__m128i v = _mm_and_si128(
+			_mm_loadu_si128((const __m128i *)(const void *)(b + 2 * j)), mask);
 		/* low words: 0 == 0; high words: the fingerprints */
 		m |= (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi32(v, want)) << (16 * j);
 	}
@@ -651,10 +650,12 @@ static void q_new(struct kvbm_pool *p, uint32_t s)
 	uint32_t q = 0, g = 0, age;
 	/* one ghost_take() in line: S3-FIFO asks G (list 0), ARC B1 and B2,
 	 * LeCaR its two histories */
-	uint32_t lists = p->backend == KVBM_BACKEND_S3FIFO ? 1
-			 : p->backend == KVBM_BACKEND_ARC || p->backend == KVBM_BACKEND_LECAR ? 3
-											: 0;
+	uint32_t lists = 0;
 
+	if (p->backend == KVBM_BACKEND_S3FIFO)
+		lists = 1;
+	else if (p->backend == KVBM_BACKEND_ARC || p->backend == KVBM_BACKEND_LECAR)
+		lists = 3;
 	if (lists)
 		g = ghost_take(p, key, lists, &age);
 	if (g && p->backend == KVBM_BACKEND_S3FIFO) {
