@@ -30,6 +30,7 @@
  * ticks and the forest beside them.
  */
 #define _GNU_SOURCE
+#include <emmintrin.h>
 #include <string.h>
 
 #include "pool.h"
@@ -73,6 +74,9 @@ static uint32_t tick_queue(uint64_t t)
 {
 	return (uint32_t)t & KVBM_QT_QUEUE;
 }
+
+/* a queue tick's frequency bits, in place */
+#define KVBM_QT_FREQ (3ull << KVBM_QT_FREQ_SHIFT)
 
 static uint32_t tick_freq(uint64_t t)
 {
@@ -129,8 +133,68 @@ static inline __attribute__((always_inline)) int q_ready(struct kvbm_pool *p, ui
  * of parents of cached blocks (a hot prefix) costs a tick store each, not
  * an unlink and an append.
  */
-static uint32_t q_scan(struct kvbm_pool *p, uint32_t q, uint32_t passes,
-		       int (*keep)(struct kvbm_pool *, uint32_t, uint32_t))
+/* What a run of a scan reads of the pool, in locals: a tick store may
+ * alias what is read through p. */
+struct q_run {
+	struct kvbm_shm_slot *slots;
+	const struct kvbm_shm_lnode *ln;
+	uint32_t nslots, nodes;
+	int bad; /* a link or a node out of range: the caller flags the segment */
+};
+
+/*
+ * One run of a scan, from head @s, at most @m heads: each that may not go
+ * gets tick @nt (+ 1 << KVBM_QT_SHIFT for the next), its count bits kept,
+ * or one count less when @dec (S3-FIFO's M: a used leaf goes around once
+ * more). Returns how many it ticked; *at is the head that may go, or
+ * UINT32_MAX at the run's end or a broken link; *last the last ticked.
+ * Not in q_scan_run(), for its registers: this loop is what a hot
+ * prefix's parents cost per eviction.
+ */
+static __attribute__((noinline)) uint32_t q_run(struct q_run *r, uint32_t s, uint64_t m,
+						uint64_t nt, int dec, uint32_t *at, uint32_t *last)
+{
+	struct kvbm_shm_slot *const slots = r->slots;
+	const struct kvbm_shm_lnode *const ln = r->ln;
+	const uint32_t nslots = r->nslots, nodes = r->nodes;
+	uint32_t k = 0, prev = UINT32_MAX;
+
+	for (;;) {
+		struct kvbm_shm_slot *sl = &slots[s];
+		uint64_t t = sl->tick;
+		/* q_ready(): no child cached (a node out of range counts as
+		 * none, as kvbm_lin_children() has it; first: what keeps a
+		 * hot prefix's parents), holders exactly INACTIVE (nobody
+		 * holds it), no duplicate */
+		if ((s < nodes ? ln[s].nchild : (r->bad = 1, 0)) == 0 &&
+		    __atomic_load_n(&sl->holders, __ATOMIC_RELAXED) == KVBM_HOLD_INACTIVE &&
+		    !sl->dups) {
+			if (!dec || !(t & KVBM_QT_FREQ)) {
+				*at = s;
+				break;
+			}
+			t -= 1ull << KVBM_QT_FREQ_SHIFT;
+		}
+		sl->tick = nt | (t & KVBM_QT_FREQ);
+		nt += 1ull << KVBM_QT_SHIFT;
+		prev = s;
+		k++;
+		uint32_t nx = sl->next;
+		s = nx - 1;
+		if (s >= nslots || k == m) {
+			if (s >= nslots && nx)
+				r->bad = 1;
+			*at = UINT32_MAX;
+			break;
+		}
+	}
+	*last = prev;
+	return k;
+}
+
+static __attribute__((noinline)) uint32_t
+q_scan_run(struct kvbm_pool *p, uint32_t q, uint32_t passes,
+	   int (*keep)(struct kvbm_pool *, uint32_t, uint32_t))
 {
 	uint64_t n = (uint64_t)qlen(p, q) * passes, i = 0;
 
@@ -138,35 +202,22 @@ static uint32_t q_scan(struct kvbm_pool *p, uint32_t q, uint32_t passes,
 		n = p->scan_budget;
 
 	while (i < n) {
-		uint32_t s = q_head(p, q), len = qlen(p, q), last = UINT32_MAX, victim = 0;
-		/* in locals: a tick store may alias what is read through p */
-		uint64_t qt = p->ev->qtick;
-		struct kvbm_shm_slot *slots = p->seg.slots;
-		const struct kvbm_shm_lnode *ln = p->ln;
-		const uint32_t nslots = p->nslots, nodes = p->lin_nodes;
-		for (uint32_t k = 0; k < len && i < n && s != UINT32_MAX; k++) {
-			struct kvbm_shm_slot *sl = &slots[s];
-			uint32_t f = tick_freq(sl->tick);
-			if (q_free(sl) && (s < nodes ? ln[s].nchild : kvbm_lin_children(p, s)) == 0) {
-				if (!keep || !f || q == 0) {
-					victim = 1; /* @keep decides, after the run */
-					break;
-				}
-				f--; /* used in M: once more around, one count less */
-			}
-			sl->tick = qt++ << KVBM_QT_SHIFT | (uint64_t)f << KVBM_QT_FREQ_SHIFT | q;
-			last = s;
-			i++;
-			s = sl->next - 1 < nslots ? sl->next - 1 : UINT32_MAX;
-			if (sl->next && s == UINT32_MAX)
-				kvbm_store_corrupt(p);
-		}
-		p->ev->qtick = qt;
+		uint32_t s = q_head(p, q), len = qlen(p, q), last = UINT32_MAX, k = 0;
+		uint64_t qt = p->ev->qtick, m = n - i < len ? n - i : len;
+		struct q_run r = {p->seg.slots, p->ln, p->nslots, p->lin_nodes, 0};
+		if (m && s != UINT32_MAX)
+			k = q_run(&r, s, m, qt << KVBM_QT_SHIFT | q, keep && q != 0, &s, &last);
+		else
+			s = UINT32_MAX;
+		if (r.bad)
+			kvbm_store_corrupt(p);
+		i += k;
+		p->ev->qtick = qt + k;
 		if (last != UINT32_MAX) {
 			KVBM_FAILPOINT("evict.queue.move");
 			kvbm_evlist_rotate(p, Q(p, q), last);
 		}
-		if (!victim) {
+		if (s == UINT32_MAX) {
 			if (last == UINT32_MAX)
 				break; /* empty, or a broken link */
 			continue;
@@ -176,6 +227,21 @@ static uint32_t q_scan(struct kvbm_pool *p, uint32_t q, uint32_t passes,
 			return s;
 	}
 	return UINT32_MAX;
+}
+
+/* The scan, in the caller when the head is the victim (most evictions:
+ * a queue's head is usually a leaf nobody holds), which rotates nothing.
+ * @keep keeps a victim whose count is 0 (s3_keep() does). */
+static inline __attribute__((always_inline)) uint32_t
+q_scan(struct kvbm_pool *p, uint32_t q, uint32_t passes,
+       int (*keep)(struct kvbm_pool *, uint32_t, uint32_t))
+{
+	uint32_t s = q_head(p, q);
+
+	if (s != UINT32_MAX && qlen(p, q) && q_ready(p, s) &&
+	    (!keep || !(kvbm_slot(p, s)->tick & KVBM_QT_FREQ)))
+		return s;
+	return q_scan_run(p, q, passes, keep);
 }
 
 /* No queue yields a leaf nobody holds: the first head, which the caller
@@ -205,7 +271,7 @@ static uint64_t g_hash(struct kvbm_plh k)
  * G as many as M holds (90% of the pool); ARC's B1 what T1 leaves of the
  * pool, B2 what T2 leaves (|T1| + |B1| <= c, the four <= 2c); LeCaR's
  * two histories half the pool each (together the pool, as in LeCaR). */
-static uint32_t g_window(struct kvbm_pool *p, uint32_t l)
+static inline __attribute__((always_inline)) uint32_t g_window(struct kvbm_pool *p, uint32_t l)
 {
 	uint32_t c = p->nslots;
 
@@ -225,13 +291,28 @@ struct g_lists {
 	uint32_t stamp[3], window[3], nl;
 };
 
-static struct g_lists g_lists(struct kvbm_pool *p)
+static inline __attribute__((always_inline)) struct g_lists g_lists(struct kvbm_pool *p)
 {
-	uint32_t nl = p->backend == KVBM_BACKEND_ADAPT ? 3 : 2;
+	const struct kvbm_shm_ghosthdr *gh = p->ghdr;
+	struct g_lists gl = {{gh->stamp[0], gh->stamp[1], gh->stamp[2]}, {0, 0, 0}, 2};
 
-	return (struct g_lists){{p->ghdr->stamp[0], p->ghdr->stamp[1], p->ghdr->stamp[2]},
-				{g_window(p, 0), g_window(p, 1), nl == 3 ? g_window(p, 2) : 0},
-				nl};
+	/* g_window() once per backend, not per list: S3-FIFO's and LeCaR's
+	 * two windows are one */
+	switch (p->backend) {
+	case KVBM_BACKEND_S3FIFO:
+	case KVBM_BACKEND_LECAR:
+		gl.window[0] = gl.window[1] = g_window(p, 0);
+		break;
+	case KVBM_BACKEND_ADAPT:
+		gl.nl = 3;
+		for (uint32_t l = 0; l < 3; l++)
+			gl.window[l] = g_window(p, l);
+		break;
+	default:
+		gl.window[0] = g_window(p, 0);
+		gl.window[1] = g_window(p, 1);
+	}
+	return gl;
 }
 
 /* How many evictions into its list ago entry @e was made, or UINT32_MAX
@@ -265,8 +346,10 @@ static uint64_t g_fp(uint64_t h)
 	return f ? f : 1;
 }
 
-/* Remembers @key's eviction from list @l (0 or 1). */
-static void ghost_put(struct kvbm_pool *p, struct kvbm_plh key, uint32_t l)
+/* Remembers @key's eviction from list @l (0 or 1): in the first entry
+ * that is dead or @key's, else in the oldest. */
+static inline __attribute__((always_inline)) void ghost_put(struct kvbm_pool *p,
+							    struct kvbm_plh key, uint32_t l)
 {
 	if (!p->gtab)
 		return;
@@ -275,11 +358,15 @@ static void ghost_put(struct kvbm_pool *p, struct kvbm_plh key, uint32_t l)
 	struct g_lists gl = g_lists(p);
 
 	for (uint32_t i = 0; i < 8; i++) {
-		if (!g_live(&gl, b[i]) || b[i] >> 34 == fp) {
+		uint64_t e = b[i];
+		uint32_t el = (uint32_t)(e >> 32) & 3, age;
+		/* g_live() and g_age() in one: an age of UINT32_MAX is past
+		 * any window (a window is at most the pool) */
+		if (!e || el >= gl.nl || e >> 34 == fp ||
+		    (age = gl.stamp[el] - (uint32_t)e) - 1 >= gl.window[el]) {
 			pick = i;
 			break;
 		}
-		uint32_t age = g_age(&gl, b[i]);
 		if (age > oldest) {
 			oldest = age;
 			pick = i;
@@ -288,18 +375,37 @@ static void ghost_put(struct kvbm_pool *p, struct kvbm_plh key, uint32_t l)
 	b[pick] = fp << 34 | (uint64_t)l << 32 | p->ghdr->stamp[l & 3]++;
 }
 
+/* The entries of bucket @b whose fingerprint is @fp, a bit each (entry
+ * i: bit 8i + 4): most keys taken match none, and SSE2 compares the
+ * eight high words, their list bits masked off, in four steps. */
+static inline __attribute__((always_inline)) uint64_t g_match(const uint64_t *b, uint64_t fp)
+{
+	const __m128i want = _mm_set1_epi64x((long long)(fp << 34));
+	const __m128i mask = _mm_set1_epi64x((long long)(~0ull << 34));
+	uint64_t m = 0;
+
+#pragma GCC unroll 4
+	for (uint32_t j = 0; j < 4; j++) {
+		__m128i v = _mm_and_si128(
+			_mm_loadu_si128((const __m128i *)(const void *)(b + 2 * j)), mask);
+		/* low words: 0 == 0; high words: the fingerprints */
+		m |= (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi32(v, want)) << (16 * j);
+	}
+	return m & 0x1010101010101010ull;
+}
+
 /* 1 + the list (of the mask @lists) that remembers @key, forgetting it
  * (@age: how many evictions into that list since), or 0. */
-static uint32_t ghost_take(struct kvbm_pool *p, struct kvbm_plh key, uint32_t lists,
-			   uint32_t *age)
+static inline __attribute__((always_inline)) uint32_t
+ghost_take(struct kvbm_pool *p, struct kvbm_plh key, uint32_t lists, uint32_t *age)
 {
 	if (!p->gtab)
 		return 0;
 	uint64_t h = g_hash(key), fp = g_fp(h), *b = g_bucket(p, h);
 
-	for (uint32_t i = 0; i < 8; i++) {
-		uint32_t l = (uint32_t)(b[i] >> 32) & 3;
-		if (b[i] >> 34 != fp || !(lists >> l & 1))
+	for (uint64_t m = g_match(b, fp); m; m &= m - 1) {
+		uint32_t i = (uint32_t)__builtin_ctzll(m) >> 3, l = (uint32_t)(b[i] >> 32) & 3;
+		if (!(lists >> l & 1))
 			continue;
 		struct g_lists gl = g_lists(p); /* a fingerprint's match: rare */
 		if (g_live(&gl, b[i])) {
@@ -541,14 +647,23 @@ static void q_hit(struct kvbm_pool *p, uint32_t s, uint32_t q)
 static void q_new(struct kvbm_pool *p, uint32_t s)
 {
 	struct kvbm_plh key = kvbm_slot_key(kvbm_slot(p, s));
-	uint32_t q = 0, g, age;
+	uint32_t q = 0, g = 0, age;
+	/* one ghost_take() in line: S3-FIFO asks G (list 0), ARC B1 and B2,
+	 * LeCaR its two histories */
+	uint32_t lists = 0;
 
-	if (p->backend == KVBM_BACKEND_S3FIFO && ghost_take(p, key, 1, &age)) {
+	if (p->backend == KVBM_BACKEND_S3FIFO)
+		lists = 1;
+	else if (p->backend == KVBM_BACKEND_ARC || p->backend == KVBM_BACKEND_LECAR)
+		lists = 3;
+	if (lists)
+		g = ghost_take(p, key, lists, &age);
+	if (g && p->backend == KVBM_BACKEND_S3FIFO) {
 		q = 1; /* evicted from S lately: straight to M */
-	} else if (p->backend == KVBM_BACKEND_ARC && (g = ghost_take(p, key, 3, &age))) {
+	} else if (g && p->backend == KVBM_BACKEND_ARC) {
 		arc_adapt(p, g - 1);
 		q = 1;
-	} else if (p->backend == KVBM_BACKEND_LECAR && (g = ghost_take(p, key, 3, &age))) {
+	} else if (g) {
 		lecar_regret(p, g - 1, age);
 	} else if (p->backend == KVBM_BACKEND_ADAPT) {
 		q = kvbm_adapt_new(p, key);
@@ -592,7 +707,8 @@ void kvbm_queue_insert(struct kvbm_pool *p, uint32_t s, enum kvbm_qi how)
 			q_hit(p, s, sl->list - KVBM_LIST_LRU);
 			return;
 		}
-		kvbm_evict_remove(p, s); /* on no queue of ours: nothing, else drop it */
+		if (sl->list >= KVBM_LIST_LRU) /* a list evict.c knows: drop it */
+			kvbm_evict_remove(p, s);
 		q_new(p, s);
 		return;
 	}

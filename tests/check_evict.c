@@ -542,6 +542,37 @@ START_TEST(test_queued_ghost_readmits)
 }
 END_TEST
 
+/* The ghost table answers for the keys it remembers and for no other:
+ * with a quarter of its entries live, a key never put is not taken for
+ * another key of its bucket (the fingerprint compare), a remembered one
+ * is, from the list it was put in, with its age in that list's
+ * evictions, and only once. */
+START_TEST(test_ghost_table_takes_only_its_keys)
+{
+	T_NAME(name);
+	struct kvbm_pool *p = pool_with(name, 512, KVBM_BACKEND_ARC);
+	enum { N = 256 };
+	struct kvbm_plh in[N], out[N];
+	uint32_t age = 0;
+
+	t_seq_hashes(7000, N, BS, in);
+	t_seq_hashes(9000, N, BS, out);
+	for (uint32_t i = 0; i < N; i++)
+		kvbm_ghost_put(p, in[i], i & 1);
+	for (uint32_t i = 0; i < N; i++)
+		ck_assert_msg(kvbm_ghost_take(p, out[i], 3, &age) == 0,
+			      "key %u never put was taken", i);
+	for (uint32_t i = 0; i < N; i++) {
+		ck_assert_uint_eq(kvbm_ghost_take(p, in[i], 3, &age), (i & 1) + 1);
+		/* puts into its list since it, itself included: one in two */
+		ck_assert_uint_eq(age, N / 2 - i / 2);
+		ck_assert_uint_eq(kvbm_ghost_take(p, in[i], 3, &age), 0);
+	}
+	ck_assert_int_eq(t_check(p), 0);
+	t_done(p, name);
+}
+END_TEST
+
 /* adapt follows expert @e: its miniature's hits at full, the others' at
  * none (@e < 0: all equal, a tie). */
 static void steer(struct kvbm_pool *p, int e)
@@ -902,6 +933,7 @@ Suite *make_evict_suite(void)
 	tcase_add_loop_test(tc, test_queued_restore_keeps_the_order, 0, 5);
 	tcase_add_loop_test(tc, test_queued_reused_block_outlives_one_shots, 0, 2);
 	tcase_add_loop_test(tc, test_queued_ghost_readmits, 0, 2);
+	tcase_add_test(tc, test_ghost_table_takes_only_its_keys);
 	tcase_add_test(tc, test_wtinylfu_admission);
 	suite_add_tcase(s, tc);
 	return s;
