@@ -42,7 +42,7 @@
  * 12: the pin region's expiry heap: (deadline, slot) entries, one per
  *     pinned block, and each slot's place in it (pins.heap_len); adapt's
  *     miniature simulations in the eviction region; hint record's seen */
-#define KVBM_ABI_MAJOR 12
+#define KVBM_ABI_MAJOR 13
 #define KVBM_ABI_MINOR 0
 #define KVBM_CACHELINE 64
 #define KVBM_PAGE 4096
@@ -449,6 +449,11 @@ struct kvbm_shm_evict {
 		 * eighths of the horizon (the last: 7/8 and older) */
 		uint32_t reused[KVBM_HINT_COUNT][8];
 		uint32_t unused[3]; /* per KVBM_HINT_*: evicted without a hit */
+		/* per KVBM_HINT_*: the releases those outcomes come from,
+		 * counted as they enter the order (a release's blocks are hit
+		 * or evicted together, so the counts vary as draws of this
+		 * many, not of the blocks) */
+		uint32_t releases[3];
 		uint32_t seen;      /* nonzero once a release was hinted: until
 				     * then nothing is counted, so a pool that
 				     * never hints pays nothing per block */
@@ -490,8 +495,8 @@ struct kvbm_shm_hent {
 	uint32_t node;
 	uint32_t reserved;
 };
-_Static_assert(sizeof(struct kvbm_shm_evict) == 3 * KVBM_CACHELINE, "evict header lines");
-_Static_assert(sizeof(struct kvbm_shm_hintstat) == 2 * KVBM_CACHELINE, "hint stats lines");
+_Static_assert(sizeof(struct kvbm_shm_evict) == 4 * KVBM_CACHELINE, "evict header lines");
+_Static_assert(sizeof(struct kvbm_shm_hintstat) <= 3 * KVBM_CACHELINE, "hint stats lines");
 _Static_assert(KVBM_HINT_COUNT == 3, "a count per hint kind");
 _Static_assert(offsetof(struct kvbm_shm_evict, hint) == KVBM_CACHELINE, "hint stats line");
 _Static_assert(sizeof(struct kvbm_shm_lnode) == 32, "lineage node");
