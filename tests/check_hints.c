@@ -256,6 +256,17 @@ START_TEST(test_continues_weighed_on_the_older_half)
 	kvbm_store_unlock(p);
 	ck_assert_int_eq(kvbm_hint_stats(p, &st), 0);
 	ck_assert_uint_eq(st.weight_permille[KVBM_HINT_CONTINUES], 0);
+	/* no hit in the last eighth yet (a young record): CONTINUES is judged
+	 * all the same (it got none before: the first 2,000 requests of the
+	 * conversation trace on some control samples) */
+	record_older_half(p, 0, 0);
+	ck_assert_int_eq(kvbm_store_lock(p, KVBM_OP_NONE, 0), 0);
+	p->ev->hint.reused[KVBM_HINT_NONE][7] = 0;
+	p->ev->hint.reused[KVBM_HINT_CONTINUES][7] = 0;
+	kvbm_store_unlock(p);
+	ck_assert_int_eq(kvbm_hint_stats(p, &st), 0);
+	/* (888 / 1300) / (1214 / 2600) - 1 = 3.7 eighths: 3 */
+	ck_assert_uint_eq(st.weight_permille[KVBM_HINT_CONTINUES], 375);
 	t_done(p, name);
 }
 END_TEST
@@ -265,9 +276,11 @@ END_TEST
  * the edge that stops at the first eighth its kind is hit in more often
  * than the edge: one request's lump of hits in eighth 4 held a kind hit
  * twenty times less than the rest at 3 eighths (case 0, failed before:
- * 375). And the move is capped by how much less the kind is reused at
- * all: a kind hit as often as the rest, only young, gets none (case 1,
- * failed before: 875). NONE is hit 100 times in each eighth.
+ * 375). And the move is capped by how much less the kind is hit in the
+ * older half of the horizon than the pool: a kind hit there as often as
+ * the rest (one lump in eighth 4, none later) gets none, though the three
+ * empty eighths alone would gain (case 1, failed before: 375). NONE is hit
+ * 100 times in each eighth.
  */
 START_TEST(test_oneshot_sums_the_eighths)
 {
@@ -275,10 +288,10 @@ START_TEST(test_oneshot_sums_the_eighths)
 		uint32_t none_unused, age, hits, unused, want;
 	} c[] = {
 		/* 8 eighths gain 8 x 100/3800 - 120/2000 of a hit a block;
-		 * the cap: 16 x (1 - (130/2000) / (920/3800)) = 11 */
+		 * the cap: 32 x (1 - (130/2000) / (520/3800)) = 16 */
 		{1000, 4, 120, 1880, 1000},
-		/* reused 75% (76.3% a deviation up), the pool 77.5% */
-		{200, 0, 750, 250, 0},
+		/* older half: 42% (a deviation up) against the pool's 40% */
+		{200, 4, 400, 600, 0},
 	};
 	T_NAME(name);
 	struct kvbm_pool *p = pool_with(name, 64, KVBM_BACKEND_LINEAGE);
