@@ -133,33 +133,35 @@ static uint64_t dev_tenths(uint64_t c, uint64_t n, uint64_t r, uint64_t tenths)
 /*
  * ONESHOT's move in eighths (0..8). The marginal argument: an eighth of a
  * horizon taken from a ONESHOT block costs the hits such blocks get at
- * that age, and gives the room to the blocks at the eviction edge, which
- * it buys the hits that blocks get in the last eighth before eviction
- * (pooled over every kind). The move is the number of eighths counted from
- * the edge whose sum gains most: summed, not eighth by eighth, since a
- * release's blocks are hit together and one request's lump in an eighth
- * stopped a walk there (the conversation trace at 5% settled at two levels
- * by which releases formed the control sample). A sum can as well run
- * past eighths where the kind is hit more than the edge, which costs
- * where it is reused late (a hint window shorter than the pool's horizon
- * marks continuations ONESHOT; the 7/8 bucket holds every older hit too),
- * so the move is capped by the kind's hits in the older half of the
- * horizon, as CONTINUES is weighed: 32 eighths times (1 - its rate there,
- * one deviation in releases up, over the pool's). None for a kind hit
- * there as often as the rest; the full move once it is hit there less
- * than three quarters as often (16 times held it at half a horizon with
- * 20% of the hints wrong on check_tools' trace, where only a hot set
- * comes back and it is hit there 0.6-0.7 times as often).
+ * that age, and gives the room to the blocks near the eviction edge,
+ * which it buys the hits that blocks get there: the pool's hits per
+ * eighth over the older half of the horizon (over every kind; the last
+ * eighth alone holds a few requests' lumps, and a young record none). The
+ * move is the number of eighths counted from the edge whose sum gains
+ * most: summed, not eighth by eighth, since a release's blocks are hit
+ * together and one request's lump in an eighth stopped a walk there (the
+ * conversation trace at 5% settled at two levels by which releases formed
+ * the control sample). A sum can as well run past eighths where the kind
+ * is hit more than that, which costs where it is reused late (a hint
+ * window shorter than the pool's horizon marks continuations ONESHOT; the
+ * 7/8 bucket holds every older hit too), so the move is capped by the
+ * kind's hits in the older half of the horizon, as CONTINUES is weighed:
+ * 32 eighths times (1 - its rate there, one deviation in releases up,
+ * over the pool's). None for a kind hit there as often as the rest; the
+ * full move once it is hit there less than three quarters as often (16
+ * times held it at half a horizon with 20% of the hints wrong on
+ * check_tools' trace, where only a hot set comes back and it is hit there
+ * 0.6-0.7 times as often).
  */
 static uint32_t oneshot_eighths(const uint64_t kre[8], uint64_t kall, uint64_t krel, uint64_t all,
-				uint64_t older, uint64_t edge)
+				uint64_t older)
 {
-	/* gains cross-multiplied by all x kall: below 2^40 each */
+	/* gains cross-multiplied by all x kall x OLDER: below 2^40 each */
 	int64_t best = 0, tail = 0;
 	uint32_t m = 0;
 	for (uint32_t i = 1; i <= 8; i++) {
 		tail += (int64_t)kre[8 - i];
-		int64_t net = (int64_t)(i * edge * kall) - tail * (int64_t)all;
+		int64_t net = (int64_t)(i * older * kall) - tail * (int64_t)(OLDER * all);
 		if (net > best) {
 			best = net;
 			m = i;
@@ -236,7 +238,7 @@ static uint32_t weight_eighths(struct kvbm_pool *p, uint32_t k)
 	uint64_t krel = clamp_count(st->releases[k]);
 	if (k == KVBM_HINT_ONESHOT)
 		/* nothing hit at the edge: room buys nothing (seen so) */
-		return edge ? oneshot_eighths(kre, kall, krel, all, older, edge) : 0;
+		return edge ? oneshot_eighths(kre, kall, krel, all, older) : 0;
 	return continues_eighths(kre, kall, krel, all, rel, older);
 }
 
