@@ -289,9 +289,9 @@ START_TEST(test_oneshot_sums_the_eighths)
 	} c[] = {
 		/* 8 eighths gain 8 x 130/3800 - 120/2000 of a hit a block
 		 * (the pool's older half: 520 hits in 4 eighths); the cap:
-		 * 32 x (1 - (130/2000) / (520/3800)) = 16 */
+		 * 32 x (1 - (120/2000) / (520/3800)) = 17 */
 		{1000, 4, 120, 1880, 1000},
-		/* older half: 42% (a deviation up) against the pool's 40% */
+		/* older half: 40%, as the pool's */
 		{200, 4, 400, 600, 0},
 	};
 	T_NAME(name);
