@@ -1009,12 +1009,17 @@ static void insert_at(struct kvbm_pool *p, uint32_t s, uint64_t tick, int front)
 }
 
 /* Out of line and cold: a pool that never hinted counts nothing (rhint.h),
- * and inline the call cost every insertion its registers saved. */
-static __attribute__((noinline, cold)) void count_hit(struct kvbm_pool *p, uint32_t s)
+ * and inline the call cost every insertion its registers saved. The
+ * release it enters with is counted here too, at its first block, and not
+ * in the release's own path: there a test of the record cost every
+ * release in pools that never hint (c: +1.1 instructions a block). */
+static __attribute__((noinline, cold)) void count_hit(struct kvbm_pool *p, uint32_t s,
+						      uint32_t hint)
 {
 	/* still in the order from its last stay: it was hit meanwhile */
 	if (kvbm_evict_listed(p, s))
 		kvbm_rhint_outcome(p, s, 1);
+	kvbm_rhint_release(p, s, hint);
 }
 
 void kvbm_evict_insert_hint(struct kvbm_pool *p, uint32_t s, uint32_t hint)
@@ -1026,7 +1031,7 @@ void kvbm_evict_insert_hint(struct kvbm_pool *p, uint32_t s, uint32_t hint)
 		return;
 	}
 	if (__builtin_expect(p->ev->hint.seen != 0, 0))
-		count_hit(p, s);
+		count_hit(p, s, hint);
 	/* a stale list entry goes; a stale lineage node is refreshed in place */
 	if (sl->list != KVBM_LIST_LINEAGE)
 		kvbm_evict_remove(p, s);

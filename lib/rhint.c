@@ -13,12 +13,17 @@
  * its first block, inserts its blocks as if unhinted (a flag in the tick
  * says so), and their outcomes (hit again while inactive, or evicted
  * unused) count for their kind. Unhinted blocks count too, from the pool's
- * first hinted release on (before it, nothing is counted). From
- * these the pool knows each kind's reuse rate beside the pooled one:
- *  - ONESHOT moves a block ahead by (pooled - oneshot) / pooled of the
- *    horizon (how long an unhinted block lasts): all the way only if
- *    ONESHOT blocks are never reused, not at all if they are reused as
- *    often as the rest;
+ * first hinted release on (before it, nothing is counted). The releases
+ * behind those outcomes are counted as well: a release's blocks are hit
+ * or evicted together, so a count's noise is that of so many releases,
+ * not of the blocks. From these the pool knows each kind's reuse by age
+ * beside the pooled one:
+ *  - ONESHOT moves a block ahead by the number of eighths of the horizon
+ *    (how long an unhinted block lasts), counted from the edge, that
+ *    gains most: an eighth gains the hits that the blocks at the edge get
+ *    in it and costs those its kind gets at that age; but by no more
+ *    than its kind is hit less often in the older half of the horizon
+ *    than the pool allows: none if as often;
  *  - CONTINUES moves it back by how many times more often its kind is
  *    hit in the older half of the horizon than the pool, less one, in
  *    horizons: none if they come back no more often than the rest.
@@ -42,6 +47,9 @@
 /* eighths of the horizon, counted back from the edge, that CONTINUES is
  * judged on: the older half, not the last eighth alone (see weight_eighths) */
 #define OLDER 4u
+/* CONTINUES's margin, in tenths of a deviation counted in releases (see
+ * continues_eighths) */
+#define CONT_DEV_TENTHS 4u
 
 static uint32_t clamp_count(uint32_t v)
 {
@@ -111,31 +119,111 @@ static uint64_t kind_counts(const struct kvbm_shm_hintstat *st, uint32_t k, uint
 	return n;
 }
 
+/* A deviation of count @c of a kind's @n outcomes, their @r releases drawn
+ * (@c x the blocks a release holds, under the root), in @tenths: the
+ * blocks of a release are one draw. Without a release count (a record
+ * written before any, or garbage) each block is one. */
+static uint64_t dev_tenths(uint64_t c, uint64_t n, uint64_t r, uint64_t tenths)
+{
+	if (r == 0 || r > n)
+		r = n ? n : 1;
+	return isqrt(tenths * tenths * c * n / r) / 10;
+}
+
 /*
- * How far a block of kind @k moves, in eighths of the horizon (0..8, or
- * for CONTINUES up to 32). The marginal argument: an eighth of a
+ * ONESHOT's move in eighths (0..8). The marginal argument: an eighth of a
  * horizon taken from a ONESHOT block costs the hits such blocks get at
- * that age, and gives the room to the blocks at the eviction edge, which
- * it buys the hits that blocks get in the last eighth before eviction
- * (pooled over every kind). So a ONESHOT block moves ahead by as many
- * eighths, counted from the edge, as its kind is hit less in than the
- * pool is in its last one. A CONTINUES block stays longer by how much more
- * its kind is hit in the older half of the horizon than the pool:
- * (ratio - 1) horizons, at most four; its hits past the edge are not seen
- * on the sample, so the older half stands for them, and the ratio is taken
- * between the ends of one standard deviation (the counts' square roots)
- * that favour no boost: room held for a kind hit a few times more by
- * chance is what cost hits on traces where the hint was right but worth
- * little (EVICTION.md). Not the last eighth alone: it holds few hits, and
- * a release's blocks are hit together, so one request's lump in it or out
- * of it decided the weight (CONTINUES stayed at 0 for half the conversation
- * trace at 5% on some control samples); four eighths hold about four times
- * the hits.
+ * that age, and gives the room to the blocks near the eviction edge,
+ * which it buys the hits that blocks get there: the pool's hits per
+ * eighth over the older half of the horizon (over every kind; the last
+ * eighth alone holds a few requests' lumps, and a young record none). The
+ * move is the number of eighths counted from the edge whose sum gains
+ * most: summed, not eighth by eighth, since a release's blocks are hit
+ * together and one request's lump in an eighth stopped a walk there (the
+ * conversation trace at 5% settled at two levels by which releases formed
+ * the control sample). A sum can as well run past eighths where the kind
+ * is hit more than that, which costs where it is reused late (a hint
+ * window shorter than the pool's horizon marks continuations ONESHOT; the
+ * 7/8 bucket holds every older hit too), so the move is capped by the
+ * kind's hits in the older half of the horizon, as CONTINUES is weighed:
+ * 32 eighths times (1 - its rate there over the pool's). None for a kind
+ * hit there as often as the rest; the full move once it is hit there less
+ * than three quarters as often (16 times held it at half a horizon with
+ * 20% of the hints wrong on check_tools' trace, where only a hot set comes
+ * back and it is hit there 0.6-0.7 times as often). The rates as counted,
+ * not a deviation against the kind: at 1-2% capacity few hits fall in the
+ * older half at all, a deviation there was larger than the pool's rate,
+ * and ONESHOT lost the move that is worth most there (its room keeps
+ * continuations past the horizon, which the sample cannot see): the
+ * conversation trace at 1% with a 300 s window fell from 0.113 to 0.061.
  */
+static uint32_t oneshot_eighths(const uint64_t kre[8], uint64_t kall, uint64_t all, uint64_t older)
+{
+	/* gains cross-multiplied by all x kall x OLDER: below 2^40 each */
+	int64_t best = 0, tail = 0;
+	uint32_t m = 0;
+	for (uint32_t i = 1; i <= 8; i++) {
+		tail += (int64_t)kre[8 - i];
+		int64_t net = (int64_t)(i * older * kall) - tail * (int64_t)(OLDER * all);
+		if (net > best) {
+			best = net;
+			m = i;
+		}
+	}
+	if (m == 0)
+		return 0;
+	/* 1 - (kold / kall) / (older / all), times 32 */
+	uint64_t kold = 0;
+	for (uint32_t j = 8 - OLDER; j < 8; j++)
+		kold += kre[j];
+	uint64_t pool = kall * older, cost = kold * all;
+	if (cost >= pool)
+		return 0;
+	uint64_t cap = 32 * (pool - cost) / pool;
+	return m < cap ? m : (uint32_t)cap;
+}
+
+/*
+ * CONTINUES's move in eighths (0..32): its block stays longer by how much
+ * more its kind is hit in the older half of the horizon than the pool:
+ * (ratio - 1) horizons, at most four; its hits past the edge are not seen
+ * on the sample, so the older half stands for them. Not the last eighth
+ * alone: it holds few hits, and a release's blocks are hit together, so
+ * one request's lump in it or out of it decided the weight. The ratio is
+ * taken between the ends of CONT_DEV_TENTHS of a deviation counted in
+ * releases that favour no boost: room held for a kind hit a few times more
+ * by chance is what cost hits on traces where the hint was right but worth
+ * little (EVICTION.md); a full deviation in releases held the weight back
+ * on the conversation trace, where the hint is worth much (0.4: the
+ * measured balance of the two). Judged with no hit at the edge yet too
+ * (ONESHOT is not, its gain is the edge's hits): a young record often
+ * has none there, and waiting for one left the conversation trace's
+ * first 2,000 requests unhinted on some control samples.
+ */
+static uint32_t continues_eighths(const uint64_t kre[8], uint64_t kall, uint64_t krel, uint64_t all,
+				  uint64_t rel, uint64_t older)
+{
+	uint64_t kold = 0;
+	for (uint32_t j = 8 - OLDER; j < 8; j++)
+		kold += kre[j];
+	uint64_t dk = dev_tenths(kold, kall, krel, CONT_DEV_TENTHS);
+	uint64_t dp = dev_tenths(older, all, rel, CONT_DEV_TENTHS);
+	if (kold <= dk)
+		return 0;
+	/* (kold/kall) / (older/all) - 1, in eighths, at most 4 horizons */
+	uint64_t num = (kold - dk) * all, den = (older + dp + 1) * kall;
+	if (num <= den)
+		return 0;
+	uint64_t e = (num - den) * 8 / den;
+	return e < 32 ? (uint32_t)e : 32;
+}
+
+/* How far a block of kind @k moves, in eighths of the horizon (0..8, or
+ * for CONTINUES up to 32). */
 static uint32_t weight_eighths(struct kvbm_pool *p, uint32_t k)
 {
 	const struct kvbm_shm_hintstat *st = &p->ev->hint;
-	uint64_t kre[8], re[8], all = 0, edge = 0, older = 0;
+	uint64_t kre[8], re[8], all = 0, rel = 0, edge = 0, older = 0;
 
 	if (k == KVBM_HINT_NONE || k >= KVBM_HINT_COUNT)
 		return 0;
@@ -144,29 +232,16 @@ static uint32_t weight_eighths(struct kvbm_pool *p, uint32_t k)
 		return 0;
 	for (uint32_t i = 0; i < KVBM_HINT_COUNT; i++) {
 		all += kind_counts(st, i, re);
+		rel += clamp_count(st->releases[i]);
 		edge += re[7];
 		for (uint32_t j = 8 - OLDER; j < 8; j++)
 			older += re[j];
 	}
-	if (edge == 0)
-		return 0; /* nothing is hit at the edge: room buys nothing */
-	/* fractions kre[j]/kall against edge/all, cross-multiplied */
-	if (k == KVBM_HINT_ONESHOT) {
-		uint32_t m = 0;
-		while (m < 8 && kre[7 - m] * all < edge * kall)
-			m++;
-		return m;
-	}
-	/* (kold/kall) / (older/all) - 1, in eighths, at most 4 horizons,
-	 * kold one deviation down and older one up */
-	uint64_t kold = 0;
-	for (uint32_t j = 8 - OLDER; j < 8; j++)
-		kold += kre[j];
-	uint64_t num = (kold - isqrt(kold)) * all, den = (older + isqrt(older) + 1) * kall;
-	if (num <= den)
-		return 0;
-	uint64_t e = (num - den) * 8 / den;
-	return e < 32 ? (uint32_t)e : 32;
+	uint64_t krel = clamp_count(st->releases[k]);
+	if (k == KVBM_HINT_ONESHOT)
+		/* nothing hit at the edge: room buys nothing (seen so) */
+		return edge ? oneshot_eighths(kre, kall, all, older) : 0;
+	return continues_eighths(kre, kall, krel, all, rel, older);
 }
 
 static uint32_t weight_permille(struct kvbm_pool *p, uint32_t k)
@@ -220,6 +295,7 @@ void kvbm_rhint_count(struct kvbm_pool *p, uint32_t s, int reused)
 			for (uint32_t j = 0; j < 8; j++)
 				st->reused[i][j] = (uint32_t)re[j] / 2;
 			st->unused[i] = clamp_count(st->unused[i]) / 2;
+			st->releases[i] = clamp_count(st->releases[i]) / 2;
 		}
 	if (reused)
 		return;
@@ -229,6 +305,24 @@ void kvbm_rhint_count(struct kvbm_pool *p, uint32_t s, int reused)
 	if (hm > (1ull << 44))
 		hm = 0; /* not a value any update writes: start again */
 	st->horizon = (uint64_t)((int64_t)hm + ((int64_t)(age << 4) - (int64_t)hm) / 64);
+}
+
+void kvbm_rhint_release(struct kvbm_pool *p, uint32_t s, uint32_t hint)
+{
+	const struct kvbm_shm_op *o = &p->seg.ctl->op;
+	struct kvbm_shm_hintstat *st = &p->ev->hint;
+	uint32_t k = hint & KVBM_TICK_HINT;
+
+	/* a release settles its blocks under one operation record, named
+	 * by its first settled block (block.c flush(); one a batch, so a
+	 * release longer than a batch counts more, and one that also frees
+	 * unregistered blocks, named first, not at all: either only moves
+	 * the counts' noise). Outcomes count for unhinted blocks and the
+	 * control sample only (rhint.h) */
+	if (o->op != KVBM_OP_RELEASE || o->arg0 != s || k >= KVBM_HINT_COUNT ||
+	    (k != KVBM_HINT_NONE && !(hint & KVBM_TICK_CONTROL)))
+		return;
+	st->releases[k] = clamp_count(st->releases[k]) + 1;
 }
 
 int kvbm_hint_stats(struct kvbm_pool *p, struct kvbm_hint_stats *out)

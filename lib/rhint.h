@@ -24,6 +24,10 @@ uint64_t kvbm_rhint_boost(struct kvbm_pool *p, uint32_t k);
  * ONESHOT earlier, CONTINUES later, by kvbm_rhint_boost(). */
 uint64_t kvbm_rhint_prio(struct kvbm_pool *p, uint64_t t, uint32_t k);
 void kvbm_rhint_count(struct kvbm_pool *p, uint32_t s, int reused);
+/* Slot @s enters the order under @hint (with its control bit): when it is
+ * the first block of a release (the one the mutex's operation record
+ * names), the release counts for its kind if its blocks' outcomes will. */
+void kvbm_rhint_release(struct kvbm_pool *p, uint32_t s, uint32_t hint);
 /* Slot @s, still in the order, leaves it: hit again (@reused) or evicted.
  * Counts for its hint when it is unhinted or its release was in the
  * control sample (the queued backends' ticks carry queue bits instead:

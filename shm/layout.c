@@ -56,6 +56,7 @@ static const uint64_t layout_facts[] = {
 	F(struct kvbm_shm_evict, nheap),
 	F(struct kvbm_shm_evict, hint),
 	F(struct kvbm_shm_hintstat, horizon),
+	F(struct kvbm_shm_hintstat, releases),
 	sizeof(struct kvbm_shm_lnode),
 	F(struct kvbm_shm_lnode, hpos),
 	F(struct kvbm_shm_lnode, par),

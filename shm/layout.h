@@ -47,8 +47,9 @@
  * 14: adapt's six miniatures (lfru's clock, the clock filter's uses, ARC's
  *     target and second history), its heap order in evict.qtarget
  * 15: lineage hash chains are doubly linked (lnode.hprev, was reserved),
- *     two chain heads per block (were one) */
-#define KVBM_ABI_MAJOR 15
+ *     two chain heads per block (were one)
+ * 16: the hint record counts releases (a third line; the evict header four) */
+#define KVBM_ABI_MAJOR 16
 #define KVBM_ABI_MINOR 0
 #define KVBM_CACHELINE 64
 #define KVBM_PAGE 4096
@@ -458,6 +459,11 @@ struct kvbm_shm_evict {
 		 * eighths of the horizon (the last: 7/8 and older) */
 		uint32_t reused[KVBM_HINT_COUNT][8];
 		uint32_t unused[3]; /* per KVBM_HINT_*: evicted without a hit */
+		/* per KVBM_HINT_*: the releases those outcomes come from,
+		 * counted as they enter the order (a release's blocks are hit
+		 * or evicted together, so the counts vary as draws of this
+		 * many, not of the blocks) */
+		uint32_t releases[3];
 		uint32_t seen;      /* nonzero once a release was hinted: until
 				     * then nothing is counted, so a pool that
 				     * never hints pays nothing per block */
@@ -503,8 +509,8 @@ struct kvbm_shm_hent {
 	uint32_t node;
 	uint32_t reserved;
 };
-_Static_assert(sizeof(struct kvbm_shm_evict) == 3 * KVBM_CACHELINE, "evict header lines");
-_Static_assert(sizeof(struct kvbm_shm_hintstat) == 2 * KVBM_CACHELINE, "hint stats lines");
+_Static_assert(sizeof(struct kvbm_shm_evict) == 4 * KVBM_CACHELINE, "evict header lines");
+_Static_assert(sizeof(struct kvbm_shm_hintstat) <= 3 * KVBM_CACHELINE, "hint stats lines");
 _Static_assert(KVBM_HINT_COUNT == 3, "a count per hint kind");
 _Static_assert(offsetof(struct kvbm_shm_evict, hint) == KVBM_CACHELINE, "hint stats line");
 _Static_assert(sizeof(struct kvbm_shm_lnode) == 32, "lineage node");

@@ -687,6 +687,15 @@ START_TEST(test_replay_hints_move_the_hit_ratio)
 					"--hint-other", "maybe", NULL),
 			 2);
 	ck_assert_str_eq(out, "kvbm-replay: --hint-other: oneshot or none, not 'maybe'\n");
+	/* other keys change which releases form the control sample, not
+	 * the unhinted order; a salt is a non-negative integer */
+	double plain = replay_ratio(path, "lineage", NULL, NULL, NULL, NULL);
+	ck_assert(plain == replay_ratio(path, "lineage", "--key-salt", "5", NULL, NULL));
+	ck_assert_ptr_nonnull(strstr(out, "\"key_salt\":5"));
+	ck_assert_int_eq(t_run_tool_all(out, sizeof(out), "kvbm-replay", "--trace", path,
+					"--capacity-frac", "0.1", "--key-salt", "-1", NULL),
+			 2);
+	ck_assert_str_eq(out, "kvbm-replay: --key-salt: a non-negative integer, not '-1'\n");
 	f = fopen(path, "w");
 	ck_assert_ptr_nonnull(f);
 	fputs("{\"hash_ids\": [1, 2]}\n{\"hash_ids\": [1, 2, 3]}\n", f);

@@ -19,6 +19,11 @@
  * possibly the last of its blocks) arrives within T seconds, else ONESHOT
  * (or NONE, --hint-other none). --hint-noise F flips a fraction F of the
  * hints, chosen from --hint-seed, so their worth is measured when wrong.
+ * --key-salt N changes the keys the ids map to: lineage's and lru's order
+ * does not depend on key values (lfru's sketch collisions do), only which
+ * releases the hints' control sample picks (by the key of a release's
+ * first block) does, so it shows how far a hinted result depends on that
+ * sample.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -163,6 +168,9 @@ static uint32_t idmap_get(struct idmap *m, uint64_t k, int *fresh)
 	return *v - 1;
 }
 
+/* --key-salt: 0 keeps the keys every earlier figure was measured with */
+static uint64_t key_salt;
+
 static void load(const char *path, struct trace *t)
 {
 	FILE *f = fopen(path, "r");
@@ -226,7 +234,8 @@ static void load(const char *path, struct trace *t)
 	 * after their parents, so one pass in id order suffices) */
 	t->plh = xrealloc(NULL, t->nids * sizeof(*t->plh));
 	for (uint32_t id = 0; id < t->nids; id++) {
-		uint64_t cur = ((uint64_t)id + 1) * 0x9e3779b97f4a7c15ull ^ 0x5851f42d4c957f2dull;
+		uint64_t cur = ((uint64_t)id + 1) * 0x9e3779b97f4a7c15ull ^ 0x5851f42d4c957f2dull ^
+			       key_salt * 0xd6e8feb86659fd93ull;
 		if (parent[id] == UINT32_MAX) {
 			(void)kvbm_plh_make(cur, NULL, 0, &t->plh[id]);
 		} else {
@@ -638,14 +647,16 @@ static void usage(FILE *f)
 	fputs("usage: kvbm-replay --trace FILE --capacity-frac F [--backend NAME] [--procs N]\n"
 	      "                   [--tinylfu auto|none|small|medium|large] [--oracle] [--json]\n"
 	      "                   [--hint-window SECONDS [--hint-other oneshot|none]\n"
-	      "                    [--hint-noise F] [--hint-seed N]]\n"
+	      "                    [--hint-noise F] [--hint-seed N]] [--key-salt N]\n"
 	      "       kvbm-replay --list-backends\n"
 	      "Replays a Mooncake-format trace (one JSON object per line with hash_ids)\n"
 	      "through a pool of floor(F x unique blocks) blocks and prints the prefix hit\n"
 	      "ratio; --oracle adds exact LRU and the offline optimum (Belady).\n"
 	      "--hint-window releases a request with KVBM_HINT_CONTINUES when its next\n"
 	      "turn arrives within SECONDS (inf: ever), else ONESHOT (or NONE);\n"
-	      "--hint-noise flips a fraction F of those hints (seed N, default 1).\n",
+	      "--hint-noise flips a fraction F of those hints (seed N, default 1).\n"
+	      "--key-salt changes the blocks' keys (default 0): which releases form\n"
+	      "the hints' control sample, and lfru's sketch collisions.\n",
 	      f);
 }
 
@@ -666,6 +677,7 @@ int main(int argc, char **argv)
 		{"hint-noise", required_argument, NULL, 'n'},
 		{"hint-seed", required_argument, NULL, 's'},
 		{"hint-other", required_argument, NULL, 'x'},
+		{"key-salt", required_argument, NULL, 'k'},
 		{NULL, 0, NULL, 0},
 	};
 	const char *path = NULL;
@@ -717,6 +729,14 @@ int main(int argc, char **argv)
 				usage_die("--hint-seed: a non-negative integer, not '%s'", optarg);
 			ho.seed = v;
 			hint_opts = 1;
+			break;
+		}
+		case 'k': {
+			errno = 0;
+			unsigned long long v = strtoull(optarg, &end, 10);
+			if (*end || errno || optarg[0] == '-' || !optarg[0])
+				usage_die("--key-salt: a non-negative integer, not '%s'", optarg);
+			key_salt = v;
 			break;
 		}
 		case 'x':
@@ -810,6 +830,7 @@ int main(int argc, char **argv)
 			json_dbl(&j, "lru_hit_ratio", lru);
 			json_dbl(&j, "belady_hit_ratio", bel);
 		}
+		json_u64(&j, "key_salt", key_salt);
 		if (ho.window >= 0) {
 			json_dbl(&j, "hint_window", isinf(ho.window) ? -1 : ho.window);
 			json_dbl(&j, "hint_noise", ho.noise);
