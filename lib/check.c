@@ -661,6 +661,11 @@ static uint32_t check_run(struct ck *c)
 		return inrun; /* a broken list: check_list said so */
 	for (uint32_t s1 = c->seg->ctl->lists[0].head, k = 0; s1 && k < inrun;
 	     s1 = c->seg->slots[s1 - 1].next, k++) {
+		/* read again: a peer may have written it since check_list() */
+		if (s1 > c->nslots) {
+			bad(c, "lineage run: broken link %u after %u entries", s1, k);
+			break;
+		}
 		const struct kvbm_shm_slot *sl = &c->seg->slots[s1 - 1];
 		uint64_t t = sl->tick >> KVBM_TICK_SHIFT;
 		if (c->ln[s1 - 1].hpos != KVBM_LN_RUN)

@@ -697,6 +697,57 @@ START_TEST(test_damaged_chain_back_link_is_repaired)
 }
 END_TEST
 
+/* The checker's report callback (a peer's write, at the moment a racing
+ * peer could make it): the run's head now names a link past the slots. */
+struct run_race {
+	struct kvbm_pool *p;
+	uint32_t head;
+	int fired;
+};
+
+static void break_run_on_report(const char *msg, void *arg)
+{
+	struct run_race *r = arg;
+
+	if (r->fired || !strstr(msg, "eviction list 0"))
+		return;
+	r->fired = 1;
+	r->p->seg.slots[r->head].next = 0x7ffffff0u;
+}
+
+/*
+ * The checker walks Tick's run twice: check_list() bounds every link, then
+ * check_run() walks it again for the ticks. A peer writes the run's links
+ * between the two (the segment is any process's to write, and recovery
+ * runs the checker under a mutex a hostile peer ignores): the second walk
+ * must bound its links too, and report, not read past the slot array.
+ */
+START_TEST(test_checker_run_walk_bounds_links_again)
+{
+	T_NAME(name);
+	struct kvbm_block b[4][4], one;
+	struct kvbm_pool *p = NULL;
+
+	four_chains(name, 1100, b);
+	ck_assert_int_eq(kvbm_pool_open(name, NULL, 0, &p), 0);
+	ck_assert_int_eq(kvbm_allocate_blocks(p, 1, &one, NULL, NULL), 0);
+	ck_assert_int_eq(kvbm_release_blocks(p, &one, 1), 0);
+	ck_assert_int_eq(t_check(p), 0);
+	/* as in test_damaged_run_is_repaired: B's, C's and D's leaves */
+	uint32_t b3 = b[1][3].id, d3 = b[3][3].id;
+	ck_assert_uint_eq(p->seg.ctl->lists[0].head, b3 + 1);
+	ck_assert_uint_eq(p->seg.ctl->lists[0].len, 3);
+	/* a back link that lies: check_list() reports it and walks on */
+	p->seg.slots[d3].prev = 0;
+	struct run_race r = {p, b3, 0};
+	long n = kvbm_pool_check(p, KVBM_CHECK_LOCK, break_run_on_report, &r);
+	ck_assert_int_eq(r.fired, 1);
+	ck_assert_int_gt(n, 0);
+	kvbm_pool_close(p);
+	ck_assert_int_eq(kvbm_pool_destroy(name, KVBM_DESTROY_FORCE), 0);
+}
+END_TEST
+
 /* A ghost marked as in the run (or the Fifo list) with lists[0] naming it:
  * leaf_unlink() must not unlink it; the lie on ghost node 105 of a 64-block pool:
  * slot[105] is past the slot array, inside the holder tables. */
@@ -790,6 +841,7 @@ Suite *make_damaged_suite(void)
 	tcase_add_loop_test(tc, test_damaged_run_is_repaired, 0, 2);
 	tcase_add_loop_test(tc, test_lying_ghost_mark_leaves_holders_alone, 0, 2);
 	tcase_add_loop_test(tc, test_damaged_chain_back_link_is_repaired, 0, 2);
+	tcase_add_test(tc, test_checker_run_walk_bounds_links_again);
 	tcase_add_test(tc, test_checker_reports_truncated_file);
 	tcase_add_test(tc, test_primary_kept_alive_by_duplicate);
 	tcase_add_test(tc, test_dead_unreaped_holder_is_legal_while_others_run);
