@@ -161,6 +161,27 @@ static uint32_t pick_victims(struct kvbm_pool *p, struct kvbm_block *out, uint32
 	return got;
 }
 
+/*
+ * The order ran dry (pick_victims came up short with no damage seen) and
+ * yet a block is INACTIVE and unheld, which only a lie in the order's own
+ * bytes explains (a child count too high keeps a chain from ever having a
+ * leaf): each such allocation would fail. A pin that missed may, for a
+ * moment, leave such a block outside the order too; then the repair this
+ * asks for is merely early. O(slots), on the failing path only.
+ */
+static int order_lost_blocks(struct kvbm_pool *p)
+{
+	for (uint32_t s = 0; s < p->nslots; s++) {
+		const struct kvbm_shm_slot *sl = kvbm_slot(p, s);
+		/* relaxed: a filter under the mutex; the repair decides */
+		if (__atomic_load_n(&sl->holders, __ATOMIC_RELAXED) == KVBM_HOLD_INACTIVE &&
+		    kvbm_slot_state(__atomic_load_n(&sl->state, __ATOMIC_RELAXED)) ==
+			    KVBM_SLOT_REGISTERED)
+			return 1;
+	}
+	return 0;
+}
+
 int kvbm_allocate_blocks(struct kvbm_pool *p, uint32_t n, struct kvbm_block *out,
 			 struct kvbm_plh *evicted, uint32_t *n_evicted)
 {
@@ -221,6 +242,8 @@ again:
 	KVBM_FAILPOINT("block.allocate.popped");
 	uint32_t nev = nfree < n ? pick_victims(p, out + nfree, n - nfree) : 0;
 	if (nfree + nev < n) {
+		if (!repaired && !p->seg.corrupt && order_lost_blocks(p))
+			kvbm_store_corrupt(p);
 		/* a block we counted was resurrected meanwhile: all or nothing */
 		for (uint32_t i = nfree + nev; i-- > nfree;) {
 			kvbm_store_unevict(p, out[i].id);
@@ -232,7 +255,8 @@ again:
 		/* short because the order was damaged (a peer's bytes): it
 		 * is rebuilt from the slot array now, and the blocks it lost
 		 * are found on the retry, which a repair at unlock would
-		 * leave to the next call */
+		 * leave to the next call (or, for a lie no walk trips on,
+		 * to no call at all) */
 		if (!repaired && p->seg.corrupt) {
 			repaired = 1;
 			r = kvbm_store_repair(p);

@@ -608,7 +608,8 @@ static void allocate_through(const char *name, uint32_t first)
  * leaf, so A's next block, older than the other leaves, is a leaf in the
  * heap and B's, C's and D's leaves are the run. Run 0: a peer marks A's
  * leaf as in the run (it is not; unlinking it on that word would take the
- * run's head and lose the run). Run 1: the run's ticks out of order. The
+ * run's head and lose the run). Run 1: the run's ticks out of order. Run
+ * 2: A's leaf claims three children (its chain never has a leaf again). The
  * checker names each; a process then allocates the whole pool through it:
  * every block comes back, and the pool checks clean after the lock's
  * repair.
@@ -646,6 +647,16 @@ START_TEST(test_damaged_run_is_repaired)
 		t_patch(name, (off_t)(ev + g.nodes_off + sizeof(na) * a2 +
 				      offsetof(struct kvbm_shm_lnode, hpos)),
 			&run, 4);
+	} else if (_i == 2) {
+		/* A's leaf, a2, says it has three children: evicted, it
+		 * leaves a ghost that keeps a1, and so a0, from ever being
+		 * leaves, and nothing walks into the lie: without the check
+		 * of a dry order (lib/block.c) every allocation of the pool
+		 * failed with -ENOSPC */
+		uint32_t three = 3;
+		t_patch(name, (off_t)(ev + g.nodes_off + sizeof(na) * a2 +
+				      offsetof(struct kvbm_shm_lnode, nchild)),
+			&three, 4);
 	} else {
 		uint64_t t0 = 0;
 		t_patch(name, (off_t)(slots + (uint64_t)c3 * 64 + offsetof(struct kvbm_shm_slot, tick)),
@@ -653,7 +664,9 @@ START_TEST(test_damaged_run_is_repaired)
 	}
 	char out[8192];
 	int rc = t_run_tool(out, sizeof(out), "kvbm-shm-dump", "--check", name, (char *)NULL);
-	ck_assert_msg(rc == 1 && strstr(out, _i == 0 ? "does not point back" : "lineage run:"),
+	ck_assert_msg(rc == 1 && strstr(out, _i == 0   ? "does not point back"
+					     : _i == 1 ? "lineage run:"
+						       : "children"),
 		      "exit %d\n%s", rc, out);
 	allocate_through(name, 16);
 }
@@ -838,7 +851,7 @@ Suite *make_damaged_suite(void)
 	tcase_add_test(tc, test_checker_reports_list_cycles);
 	tcase_add_loop_test(tc, test_library_survives_damaged_eviction_order, 0, 4);
 	tcase_add_loop_test(tc, test_library_survives_damaged_pin_heap, 0, 5);
-	tcase_add_loop_test(tc, test_damaged_run_is_repaired, 0, 2);
+	tcase_add_loop_test(tc, test_damaged_run_is_repaired, 0, 3);
 	tcase_add_loop_test(tc, test_lying_ghost_mark_leaves_holders_alone, 0, 2);
 	tcase_add_loop_test(tc, test_damaged_chain_back_link_is_repaired, 0, 2);
 	tcase_add_test(tc, test_checker_run_walk_bounds_links_again);
