@@ -27,16 +27,6 @@
 #include "../shm/mutex.h"
 #include "../shm/liveness.h"
 
-int kvbm_store_lock(struct kvbm_pool *p, uint32_t op, uint32_t arg0)
-{
-	int r = kvbm_seg_lock(&p->seg);
-
-	if (r < 0)
-		return r;
-	kvbm_store_op(p, op, arg0);
-	return 0;
-}
-
 int kvbm_store_lock_checked(struct kvbm_pool *p, uint32_t op, uint32_t arg0)
 {
 	int r = kvbm_seg_lock_checked(&p->seg);
@@ -45,6 +35,13 @@ int kvbm_store_lock_checked(struct kvbm_pool *p, uint32_t op, uint32_t arg0)
 		return r;
 	kvbm_store_op(p, op, arg0);
 	return 0;
+}
+
+int kvbm_store_lock(struct kvbm_pool *p, uint32_t op, uint32_t arg0)
+{
+	int r = kvbm_seg_check(&p->seg); /* what kvbm_seg_lock() checks first */
+
+	return r < 0 ? r : kvbm_store_lock_checked(p, op, arg0);
 }
 
 void kvbm_store_op(struct kvbm_pool *p, uint32_t op, uint32_t arg0)
